@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod duration;
+mod encryption;
+mod error;
+mod load;
+mod settings;
+
+pub use encryption::{KeyRingSource, load_key_ring};
+pub use error::ConfigError;
+pub use load::{ENV_PREFIX, Environment, load, load_from};
+pub use settings::{
+    ApiSettings, DatabaseSettings, EncryptionSettings, FetchSettings, OutputSettings,
+    ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, RateLimitSettings, Settings,
+    Shape, WorkerSettings,
+};

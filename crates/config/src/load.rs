@@ -1,0 +1,305 @@
+//! Layering: built-in defaults → `byok.toml` (or `--config FILE`) →
+//! conventional aliases (`DATABASE_URL`, `REDIS_URL`, `ENCRYPTION_KEY`) →
+//! `BYOK__SECTION__KEY` variables. Later layers win.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::ExposeSecret;
+
+use crate::{ConfigError, Settings};
+
+/// Prefix of the configuration variables: `BYOK__API__LISTEN` sets `api.listen`.
+pub const ENV_PREFIX: &str = "BYOK";
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_FILE: &str = "byok.toml";
+
+/// Built-in defaults, the first layer. Keys are the contract of DESIGN §4.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("database.url", "sqlite://byok-data/byok.db"),
+    ("queue.url", "sqlite"),
+    ("queue.namespace", "byok"),
+    ("queue.visibility_timeout", "30s"),
+    ("queue.dead_retention", "10000"),
+    ("api.listen", "127.0.0.1:8080"),
+    ("api.max_body_bytes", "1048576"),
+    ("worker.concurrency", "256"),
+    ("worker.max_attempts", "8"),
+    ("worker.job_timeout", "30m"),
+    ("worker.shutdown_grace", "25s"),
+    ("output.dir", "byok-data/videos"),
+    ("fetch.allow_private_networks", "false"),
+    // Real hosts (../reference/providers.md). Vertex AI is regional.
+    ("providers.veo.base_url", "https://{location}-aiplatform.googleapis.com"),
+    ("providers.runway.base_url", "https://api.dev.runwayml.com"),
+    ("providers.stability.base_url", "https://api.stability.ai"),
+    // Seed limits per user key (DESIGN §8).
+    ("providers.veo.rate_limit.per_minute", "10"),
+    ("providers.veo.rate_limit.per_hour", "100"),
+    ("providers.runway.rate_limit.per_minute", "5"),
+    ("providers.runway.rate_limit.per_hour", "50"),
+    ("providers.stability.rate_limit.per_minute", "3"),
+    ("providers.stability.rate_limit.per_hour", "30"),
+    // The providers' documented minimum poll intervals.
+    ("providers.veo.poll_interval", "10s"),
+    ("providers.runway.poll_interval", "5s"),
+    ("providers.stability.poll_interval", "10s"),
+];
+
+/// Conventional variables honoured besides `BYOK__…`, and the setting each sets.
+const ALIASES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "queue.url"),
+    ("ENCRYPTION_KEY", "encryption.legacy_key"),
+];
+
+/// Settings whose values must never be echoed in an error.
+const SECRET_SETTINGS: &[&str] = &[
+    "encryption.keys",
+    "encryption.legacy_key",
+    "database.url",
+    "queue.url",
+];
+
+/// A snapshot of environment variables. Tests build one by hand instead of
+/// mutating the process environment, which is shared by parallel tests.
+#[derive(Clone, Default)]
+pub struct Environment {
+    vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be secrets.
+        let mut names: Vec<_> = self.vars.keys().collect();
+        names.sort();
+        f.debug_struct("Environment").field("names", &names).finish()
+    }
+}
+
+impl Environment {
+    /// The variables of this process that configuration reads.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+    }
+
+    /// Builds a snapshot from name/value pairs, keeping only the variables
+    /// configuration reads.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let prefix = format!("{ENV_PREFIX}__");
+        let vars = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| k.starts_with(&prefix) || ALIASES.iter().any(|(alias, _)| alias == k))
+            .collect();
+        Self { vars }
+    }
+}
+
+/// Loads the settings from the process environment and `config_file` (or
+/// `./byok.toml` when present).
+pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_from(config_file, &Environment::from_process())
+}
+
+/// Loads the settings from an explicit environment snapshot.
+pub fn load_from(config_file: Option<&Path>, env: &Environment) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder();
+    for (key, value) in DEFAULTS {
+        builder = builder
+            .set_default(*key, *value)
+            .map_err(|e| ConfigError::new(*key, e.to_string()))?;
+    }
+
+    if let Some(path) = config_file_to_read(config_file)? {
+        builder = builder.add_source(
+            config::File::from(path.as_path())
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+
+    let aliases: config::Map<String, String> = ALIASES
+        .iter()
+        .filter_map(|(alias, key)| {
+            let value = env.vars.get(*alias)?;
+            // An alias becomes `SECTION__KEY` for the separator-aware source.
+            Some((key.replace('.', "__"), value.clone()))
+        })
+        .collect();
+    builder = builder.add_source(
+        config::Environment::default()
+            .separator("__")
+            .source(Some(aliases)),
+    );
+
+    let prefixed: config::Map<String, String> = env
+        .vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(prefixed)),
+    );
+
+    let layered = builder.build().map_err(describe)?;
+    let settings: Settings = layered.try_deserialize().map_err(describe)?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn config_file_to_read(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    match explicit {
+        Some(path) if path.is_file() => Ok(Some(path.to_path_buf())),
+        Some(path) => Err(ConfigError::new(
+            "--config",
+            format!("{} does not exist or is not a file", path.display()),
+        )),
+        None => Ok(Path::new(DEFAULT_FILE)
+            .is_file()
+            .then(|| PathBuf::from(DEFAULT_FILE))),
+    }
+}
+
+/// Turns a `config` crate error into one that names the setting, without
+/// repeating the value of a secret setting.
+fn describe(error: config::ConfigError) -> ConfigError {
+    use config::ConfigError as E;
+    let (key, message) = match &error {
+        E::NotFound(key) => (key.clone(), "is required but not set".to_owned()),
+        E::Type {
+            key: Some(key),
+            expected,
+            ..
+        } => (key.clone(), format!("expected {expected}")),
+        E::At {
+            key: Some(key),
+            error,
+            ..
+        } => (key.clone(), error.to_string()),
+        E::FileParse { uri, cause } => (
+            uri.clone().unwrap_or_else(|| "config file".to_owned()),
+            cause.to_string(),
+        ),
+        other => (setting_in_message(&other.to_string()), other.to_string()),
+    };
+    let message = if SECRET_SETTINGS.iter().any(|s| key.starts_with(s)) {
+        "has an invalid value (not shown: it may hold a secret)".to_owned()
+    } else {
+        message
+    };
+    ConfigError::new(key, message)
+}
+
+/// Best effort for errors that carry no key: serde's "unknown field" names
+/// the field in the message.
+fn setting_in_message(message: &str) -> String {
+    message
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "configuration".to_owned())
+}
+
+impl Settings {
+    /// Checks what types alone cannot: schemes, ranges, consistency.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let database = self.database.url.expose_secret();
+        if !(database.starts_with("postgres://")
+            || database.starts_with("postgresql://")
+            || database.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+
+        let queue = self.queue.url.expose_secret();
+        if queue == "sqlite" {
+            if !self.database_is_sqlite() {
+                return Err(ConfigError::new(
+                    "queue.url",
+                    "`sqlite` keeps the queue in the SQLite database, but database.url is PostgreSQL; set queue.url to redis://… (or REDIS_URL)",
+                ));
+            }
+        } else if !(queue.starts_with("redis://") || queue.starts_with("rediss://")) {
+            return Err(ConfigError::new(
+                "queue.url",
+                "must be `sqlite`, redis://… or rediss://…",
+            ));
+        } else if url::Url::parse(queue).is_err() {
+            return Err(ConfigError::new("queue.url", "is not a valid URL"));
+        }
+
+        let ns = &self.queue.namespace;
+        if ns.is_empty()
+            || ns.len() > 64
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
+            return Err(ConfigError::new(
+                "queue.namespace",
+                "must be 1-64 characters of A-Z a-z 0-9 _ - . :",
+            ));
+        }
+
+        positive_duration("queue.visibility_timeout", self.queue.visibility_timeout)?;
+        positive_duration("worker.job_timeout", self.worker.job_timeout)?;
+        positive_duration("worker.shutdown_grace", self.worker.shutdown_grace)?;
+        if self.queue.dead_retention == 0 {
+            return Err(ConfigError::new("queue.dead_retention", "must be at least 1"));
+        }
+        if self.api.max_body_bytes < 1024 {
+            return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=100_000).contains(&self.worker.concurrency) {
+            return Err(ConfigError::new("worker.concurrency", "must be between 1 and 100000"));
+        }
+        if !(1..=1000).contains(&self.worker.max_attempts) {
+            return Err(ConfigError::new("worker.max_attempts", "must be between 1 and 1000"));
+        }
+
+        for id in byok_core::ProviderId::ALL {
+            let p = self.providers.get(id);
+            let prefix = format!("providers.{id}");
+            let base = p.base_url.replace("{location}", "us-central1");
+            match url::Url::parse(&base) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{prefix}.base_url"),
+                        "must be an http(s) URL",
+                    ));
+                }
+            }
+            if p.rate_limit.per_minute == 0 {
+                return Err(ConfigError::new(
+                    format!("{prefix}.rate_limit.per_minute"),
+                    "must be at least 1",
+                ));
+            }
+            if p.rate_limit.per_hour < p.rate_limit.per_minute {
+                return Err(ConfigError::new(
+                    format!("{prefix}.rate_limit.per_hour"),
+                    "must be at least per_minute",
+                ));
+            }
+            positive_duration(&format!("{prefix}.poll_interval"), p.poll_interval)?;
+        }
+        Ok(())
+    }
+}
+
+fn positive_duration(setting: &str, value: std::time::Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::new(setting, "must be longer than zero"));
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The typed settings (DESIGN §4). Field names are the contract: they are
+//! the keys of `byok.toml` and of the `BYOK__SECTION__KEY` variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use byok_core::ProviderId;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything the binary can be configured with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where jobs, credentials and tokens live.
+    pub database: DatabaseSettings,
+    /// Where work items wait for workers.
+    pub queue: QueueSettings,
+    /// The key ring that seals credentials (nothing set by default).
+    #[serde(default)]
+    pub encryption: EncryptionSettings,
+    /// The HTTP API.
+    pub api: ApiSettings,
+    /// Worker processes.
+    pub worker: WorkerSettings,
+    /// Finished videos.
+    pub output: OutputSettings,
+    /// Per-provider endpoints, limits and polling.
+    pub providers: ProvidersSettings,
+    /// Fetching user-supplied URLs.
+    pub fetch: FetchSettings,
+}
+
+/// `database.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`. May carry a password, hence secret.
+    pub url: SecretString,
+}
+
+/// `queue.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// `redis://…`, `rediss://…` or `sqlite` (the database file itself).
+    pub url: SecretString,
+    /// Prefix (and Redis Cluster hash tag) of every Redis key.
+    pub namespace: String,
+    /// How long a delivered item may go without an ack or extension.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub visibility_timeout: Duration,
+    /// Dead-letter entries kept.
+    pub dead_retention: u64,
+}
+
+/// `encryption.*`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// `"2:<64 hex>,1:<64 hex>"`, primary first.
+    pub keys: Option<SecretString>,
+    /// The seed's single key (alias `ENCRYPTION_KEY`): opens legacy values,
+    /// and is the whole ring when `keys` is not set.
+    pub legacy_key: Option<SecretString>,
+}
+
+/// `api.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// `worker.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Jobs in flight per worker process.
+    pub concurrency: u32,
+    /// Attempts for retryable failures (rate-limit waits do not count).
+    pub max_attempts: u32,
+    /// Longest time a job may spend at the provider.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub job_timeout: Duration,
+    /// Time given to in-flight work on SIGTERM.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub shutdown_grace: Duration,
+    /// Where a worker serves `/metrics`; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `output.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// Directory finished videos are copied to.
+    pub dir: PathBuf,
+}
+
+/// `providers.<id>.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    /// Google Veo on Vertex AI.
+    pub veo: ProviderSettings,
+    /// Runway.
+    pub runway: ProviderSettings,
+    /// Stability AI.
+    pub stability: ProviderSettings,
+}
+
+impl ProvidersSettings {
+    /// The settings of one provider.
+    pub fn get(&self, id: ProviderId) -> &ProviderSettings {
+        match id {
+            ProviderId::Veo => &self.veo,
+            ProviderId::Runway => &self.runway,
+            ProviderId::Stability => &self.stability,
+        }
+    }
+}
+
+/// One provider's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// The API host; for Veo `{location}` is replaced by the credential's region.
+    pub base_url: String,
+    /// Per user key.
+    pub rate_limit: RateLimitSettings,
+    /// Time between status polls of a remote operation.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub poll_interval: Duration,
+}
+
+/// `providers.<id>.rate_limit.*`
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Submits per rolling minute.
+    pub per_minute: u32,
+    /// Submits per rolling hour.
+    pub per_hour: u32,
+}
+
+/// `fetch.*`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Allow user-supplied URLs to reach loopback, private and link-local
+    /// addresses. Only tests and the simulator need it.
+    pub allow_private_networks: bool,
+}
+
+/// The two deployment shapes of DESIGN §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One process, one SQLite file, no services.
+    Embedded,
+    /// PostgreSQL + Redis, any number of API and worker processes.
+    Distributed,
+}
+
+/// Where the queue lives, from `queue.url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueUrl {
+    /// In the SQLite database (`queue.url = "sqlite"`).
+    Sqlite,
+    /// Redis at `queue.url`.
+    Redis,
+}
+
+impl Settings {
+    /// Embedded when the database is SQLite.
+    pub fn shape(&self) -> Shape {
+        if self.database_is_sqlite() {
+            Shape::Embedded
+        } else {
+            Shape::Distributed
+        }
+    }
+
+    /// Whether `database.url` names a SQLite file.
+    pub fn database_is_sqlite(&self) -> bool {
+        use secrecy::ExposeSecret;
+        self.database.url.expose_secret().starts_with("sqlite:")
+    }
+
+    /// The kind of queue `queue.url` names (already validated at load).
+    pub fn queue_kind(&self) -> QueueUrl {
+        use secrecy::ExposeSecret;
+        if self.queue.url.expose_secret() == "sqlite" {
+            QueueUrl::Sqlite
+        } else {
+            QueueUrl::Redis
+        }
+    }
+}

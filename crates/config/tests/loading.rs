@@ -1,0 +1,232 @@
+//! Configuration as an operator meets it: layers, aliases, and errors that
+//! name the setting.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use byok_config::{ConfigError, Environment, KeyRingSource, Shape, load_from, load_key_ring};
+use secrecy::ExposeSecret;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn env(pairs: &[(&str, &str)]) -> Environment {
+    Environment::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn file(contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("byok.toml");
+    std::fs::File::create(&path).unwrap().write_all(contents.as_bytes()).unwrap();
+    (dir, path)
+}
+
+fn error(file_contents: Option<&str>, pairs: &[(&str, &str)]) -> ConfigError {
+    let f = file_contents.map(file);
+    load_from(f.as_ref().map(|(_, p)| p.as_path()), &env(pairs)).unwrap_err()
+}
+
+#[test]
+fn defaults_describe_the_embedded_shape() {
+    let s = load_from(None, &env(&[])).unwrap();
+    assert_eq!(s.shape(), Shape::Embedded);
+    assert_eq!(s.database.url.expose_secret(), "sqlite://byok-data/byok.db");
+    assert_eq!(s.queue.url.expose_secret(), "sqlite");
+    assert_eq!(s.queue.namespace, "byok");
+    assert_eq!(s.queue.visibility_timeout, Duration::from_secs(30));
+    assert_eq!(s.queue.dead_retention, 10_000);
+    assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.api.max_body_bytes, 1_048_576);
+    assert_eq!(s.worker.concurrency, 256);
+    assert_eq!(s.worker.max_attempts, 8);
+    assert_eq!(s.worker.job_timeout, Duration::from_secs(1800));
+    assert_eq!(s.worker.shutdown_grace, Duration::from_secs(25));
+    assert_eq!(s.output.dir, PathBuf::from("byok-data/videos"));
+    assert!(!s.fetch.allow_private_networks);
+    assert_eq!(s.providers.runway.base_url, "https://api.dev.runwayml.com");
+    assert_eq!(s.providers.stability.base_url, "https://api.stability.ai");
+    assert_eq!(s.providers.veo.base_url, "https://{location}-aiplatform.googleapis.com");
+    assert_eq!((s.providers.veo.rate_limit.per_minute, s.providers.veo.rate_limit.per_hour), (10, 100));
+    assert_eq!((s.providers.runway.rate_limit.per_minute, s.providers.runway.rate_limit.per_hour), (5, 50));
+    assert_eq!((s.providers.stability.rate_limit.per_minute, s.providers.stability.rate_limit.per_hour), (3, 30));
+    assert_eq!(s.providers.runway.poll_interval, Duration::from_secs(5));
+    assert_eq!(s.data_dir(), PathBuf::from("byok-data"));
+}
+
+#[test]
+fn file_overrides_defaults_and_environment_overrides_the_file() {
+    let (_dir, path) = file(
+        r#"
+        [api]
+        listen = "0.0.0.0:9000"
+        max_body_bytes = 2048
+        [worker]
+        concurrency = 16
+        shutdown_grace = "5s"
+        [providers.runway.rate_limit]
+        per_minute = 6
+        per_hour = 60
+        "#,
+    );
+    let s = load_from(
+        Some(&path),
+        &env(&[
+            ("BYOK__WORKER__CONCURRENCY", "32"),
+            ("BYOK__PROVIDERS__RUNWAY__BASE_URL", "http://127.0.0.1:9999"),
+            ("BYOK__FETCH__ALLOW_PRIVATE_NETWORKS", "true"),
+            ("BYOK__QUEUE__VISIBILITY_TIMEOUT", "500ms"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.api.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(s.api.max_body_bytes, 2048);
+    assert_eq!(s.worker.concurrency, 32, "env beats file");
+    assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(s.providers.runway.rate_limit.per_minute, 6);
+    assert_eq!(s.providers.runway.rate_limit.per_hour, 60);
+    assert_eq!(s.providers.runway.base_url, "http://127.0.0.1:9999");
+    assert!(s.fetch.allow_private_networks);
+    assert_eq!(s.queue.visibility_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn conventional_aliases_are_honoured_below_byok_variables() {
+    let s = load_from(
+        None,
+        &env(&[
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/byok"),
+            ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("ENCRYPTION_KEY", KEY),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.shape(), Shape::Distributed);
+    assert_eq!(s.database.url.expose_secret(), "postgres://postgres@127.0.0.1/byok");
+    assert_eq!(s.queue.url.expose_secret(), "redis://127.0.0.1:6379/0");
+    assert_eq!(s.encryption.legacy_key.as_ref().unwrap().expose_secret(), KEY);
+
+    let s = load_from(
+        None,
+        &env(&[
+            ("DATABASE_URL", "postgres://a/b"),
+            ("BYOK__DATABASE__URL", "postgres://c/d"),
+            ("REDIS_URL", "redis://x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.database.url.expose_secret(), "postgres://c/d");
+}
+
+#[test]
+fn unrelated_variables_are_ignored() {
+    let s = load_from(
+        None,
+        &env(&[("BYOK_LOG_FORMAT", "json"), ("BYOK_TEST_SERVICES", "required"), ("PATH", "/bin")]),
+    )
+    .unwrap();
+    assert_eq!(s.worker.concurrency, 256);
+}
+
+#[test]
+fn bad_values_name_their_setting() {
+    let cases: Vec<(ConfigError, &str)> = vec![
+        (error(None, &[("BYOK__API__LISTEN", "not-an-address")]), "api.listen"),
+        (error(None, &[("BYOK__WORKER__CONCURRENCY", "many")]), "worker.concurrency"),
+        (error(None, &[("BYOK__WORKER__CONCURRENCY", "0")]), "worker.concurrency"),
+        (error(None, &[("BYOK__WORKER__JOB_TIMEOUT", "30")]), "worker.job_timeout"),
+        (error(None, &[("BYOK__QUEUE__VISIBILITY_TIMEOUT", "0s")]), "queue.visibility_timeout"),
+        (error(None, &[("BYOK__QUEUE__NAMESPACE", "a{b}")]), "queue.namespace"),
+        (error(None, &[("BYOK__FETCH__ALLOW_PRIVATE_NETWORKS", "maybe")]), "fetch.allow_private_networks"),
+        (error(None, &[("BYOK__PROVIDERS__RUNWAY__BASE_URL", "ftp://x")]), "providers.runway.base_url"),
+        (error(None, &[("BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_HOUR", "1")]), "providers.veo.rate_limit.per_hour"),
+        (error(None, &[("BYOK__PROVIDERS__VEO__POLL_INTERVAL", "often")]), "providers.veo.poll_interval"),
+        (error(None, &[("DATABASE_URL", "mysql://x")]), "database.url"),
+        (error(None, &[("DATABASE_URL", "postgres://x/y")]), "queue.url"),
+        (error(None, &[("REDIS_URL", "http://x")]), "queue.url"),
+        (error(Some("[api]\nlisten = 8080\n"), &[]), "api.listen"),
+        (error(Some("[api]\nlisten_addr = \"x\"\n"), &[]), "listen_addr"),
+        (error(Some("[sora]\nx = 1\n"), &[]), "sora"),
+        (error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "https://x")]), "sora"),
+    ];
+    for (err, setting) in cases {
+        let text = err.to_string();
+        eprintln!("{text}");
+        assert!(
+            err.setting.contains(setting) || text.contains(setting),
+            "error should name `{setting}`: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_an_error_and_a_broken_one_names_the_file() {
+    let err = load_from(Some(std::path::Path::new("/nonexistent/byok.toml")), &env(&[])).unwrap_err();
+    assert_eq!(err.setting, "--config");
+    let (_dir, path) = file("[api\nlisten = ");
+    let err = load_from(Some(&path), &env(&[])).unwrap_err();
+    assert!(err.to_string().contains("byok.toml"), "{err}");
+}
+
+#[test]
+fn secret_settings_are_never_echoed_in_errors() {
+    let err = error(Some("[encryption]\nkeys = [\"123456789\"]\n"), &[]);
+    assert_eq!(err.setting, "encryption.keys");
+    assert!(!err.to_string().contains("123456789"), "{err}");
+
+    let s = load_from(None, &env(&[("BYOK__ENCRYPTION__KEYS", &format!("1:{KEY},2:{}", &KEY[..60]))])).unwrap();
+    let err = load_key_ring(&s).unwrap_err();
+    assert_eq!(err.setting, "encryption.keys");
+    assert!(err.message.contains("entry 2"), "{err}");
+    assert!(!err.to_string().contains(&KEY[..60]), "{err}");
+    assert!(!format!("{s:?}").contains(KEY), "Debug of settings shows no key");
+}
+
+#[test]
+fn the_key_ring_comes_from_keys_or_from_the_seed_key() {
+    let s = load_from(None, &env(&[("BYOK__ENCRYPTION__KEYS", &format!("2:{KEY}")), ("ENCRYPTION_KEY", KEY)])).unwrap();
+    let (ring, source) = load_key_ring(&s).unwrap();
+    assert_eq!(source, KeyRingSource::Configured);
+    assert_eq!(ring.primary_key_id(), "2");
+
+    let s = load_from(None, &env(&[("ENCRYPTION_KEY", KEY)])).unwrap();
+    let (ring, source) = load_key_ring(&s).unwrap();
+    assert_eq!(source, KeyRingSource::LegacyKeyOnly);
+    assert_eq!(ring.primary_key_id(), "seed");
+}
+
+#[test]
+fn the_distributed_shape_refuses_to_start_without_a_key() {
+    let s = load_from(None, &env(&[("DATABASE_URL", "postgres://x/y"), ("REDIS_URL", "redis://x")])).unwrap();
+    let err = load_key_ring(&s).unwrap_err();
+    assert_eq!(err.setting, "encryption.keys");
+}
+
+#[test]
+fn the_embedded_shape_generates_a_private_key_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/byok.db");
+    let url = format!("sqlite://{}", db.display());
+    let s = load_from(None, &env(&[("BYOK__DATABASE__URL", &url)])).unwrap();
+
+    let (first, source) = load_key_ring(&s).unwrap();
+    let key_file = dir.path().join("data/encryption.key");
+    assert_eq!(source, KeyRingSource::GeneratedKeyFile(key_file.clone()));
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let (second, source) = load_key_ring(&s).unwrap();
+    assert_eq!(source, KeyRingSource::KeyFile(key_file.clone()));
+    // Same key: what the first sealed, the second opens.
+    let ctx = byok_crypto::SealContext::new(uuid_nil(), byok_core::ProviderId::Runway);
+    let sealed = first.seal(&ctx, b"x").unwrap();
+    assert!(second.open(&ctx, &sealed).is_ok());
+
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load_key_ring(&s).unwrap_err();
+    assert!(err.message.contains("chmod 600"), "{err}");
+}
+
+fn uuid_nil() -> uuid::Uuid {
+    uuid::Uuid::nil()
+}

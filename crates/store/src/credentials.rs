@@ -1,0 +1,284 @@
+//! `user_provider_configs`: one sealed credential per (user, provider).
+//!
+//! This repository stores and returns sealed text only; sealing and opening
+//! happen in `byok-crypto`, in the caller. Rows are untrusted input: a row
+//! naming a provider this build does not know is returned with
+//! `provider() == None`, never turned into an error for the whole listing.
+
+use std::fmt;
+
+use byok_core::ProviderId;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::db::with_pool;
+use crate::sql_types::DbUuid;
+use crate::{Store, StoreError};
+
+/// Column list shared by every query that returns a credential row.
+macro_rules! credential_columns {
+    () => {
+        "id, user_id, provider_name, encrypted_credentials, is_valid, credential_hint, \
+         validated_at, last_error, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    id: DbUuid,
+    user_id: DbUuid,
+    provider_name: String,
+    encrypted_credentials: String,
+    is_valid: bool,
+    credential_hint: Option<String>,
+    validated_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<CredentialRow> for StoredCredential {
+    fn from(row: CredentialRow) -> Self {
+        StoredCredential {
+            id: row.id.0,
+            user_id: row.user_id.0,
+            provider_name: row.provider_name,
+            sealed: row.encrypted_credentials,
+            is_valid: row.is_valid,
+            credential_hint: row.credential_hint,
+            validated_at: row.validated_at,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// One stored credential row. `sealed` is the sealed text, never plaintext.
+#[derive(Clone, PartialEq)]
+pub struct StoredCredential {
+    /// Row id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// The stored provider name (see [`StoredCredential::provider`]).
+    pub provider_name: String,
+    /// The sealed value (`v1:…` or legacy).
+    pub sealed: String,
+    /// False once the provider rejected the key or it could not be opened.
+    pub is_valid: bool,
+    /// Non-secret hint such as `key_…9f2c`.
+    pub credential_hint: Option<String>,
+    /// When the provider last confirmed the key.
+    pub validated_at: Option<DateTime<Utc>>,
+    /// Why the last check failed.
+    pub last_error: Option<String>,
+    /// First stored.
+    pub created_at: DateTime<Utc>,
+    /// Last replaced or checked.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl StoredCredential {
+    /// The provider, when the stored name is one this build knows.
+    pub fn provider(&self) -> Option<ProviderId> {
+        self.provider_name.parse().ok()
+    }
+}
+
+impl fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The sealed text is safe without the key, but logs have no use for it.
+        f.debug_struct("StoredCredential")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("provider_name", &self.provider_name)
+            .field("sealed", &"[SEALED]")
+            .field("is_valid", &self.is_valid)
+            .field("credential_hint", &self.credential_hint)
+            .field("validated_at", &self.validated_at)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A credential to store (insert, or replace the user's existing one).
+#[derive(Clone)]
+pub struct NewCredential {
+    /// Owner.
+    pub user_id: Uuid,
+    /// Provider.
+    pub provider: ProviderId,
+    /// Already sealed for (user_id, provider).
+    pub sealed: String,
+    /// Non-secret hint.
+    pub credential_hint: String,
+    /// When the provider confirmed it; `None` when stored without a check.
+    pub validated_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .field("credential_hint", &self.credential_hint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a key check, to record on the row.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    /// Whether the key works.
+    pub is_valid: bool,
+    /// Why not, when it does not.
+    pub last_error: Option<String>,
+    /// Set when the provider confirmed the key; `None` keeps the old value.
+    pub validated_at: Option<DateTime<Utc>>,
+}
+
+/// Queries on `user_provider_configs`.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialRepo<'a> {
+    store: &'a Store,
+}
+
+impl<'a> CredentialRepo<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Self { store }
+    }
+
+    /// Inserts the user's credential for the provider, or replaces it: one
+    /// row per (user, provider), enforced by the unique constraint, so two
+    /// concurrent saves leave exactly one row (the later write wins).
+    pub async fn upsert(&self, new: &NewCredential) -> Result<StoredCredential, StoreError> {
+        let now = crate::now();
+        let row: CredentialRow = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "INSERT INTO user_provider_configs \
+               (id, user_id, provider_name, encrypted_credentials, is_valid, created_at, updated_at, \
+                credential_hint, validated_at, last_error) \
+             VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, NULL) \
+             ON CONFLICT (user_id, provider_name) DO UPDATE SET \
+               encrypted_credentials = excluded.encrypted_credentials, \
+               is_valid = TRUE, \
+               updated_at = excluded.updated_at, \
+               credential_hint = excluded.credential_hint, \
+               validated_at = excluded.validated_at, \
+               last_error = NULL \
+             RETURNING ",
+            credential_columns!()
+        ))
+        .bind(DbUuid(Uuid::now_v7()))
+        .bind(DbUuid(new.user_id))
+        .bind(new.provider.as_str())
+        .bind(&new.sealed)
+        .bind(now)
+        .bind(&new.credential_hint)
+        .bind(new.validated_at)
+        .fetch_one(pool)
+        .await?);
+        Ok(row.into())
+    }
+
+    /// The user's credential for the provider.
+    pub async fn get(&self, user_id: Uuid, provider: ProviderId) -> Result<Option<StoredCredential>, StoreError> {
+        let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM user_provider_configs WHERE user_id = $1 AND provider_name = $2"
+        ))
+        .bind(DbUuid(user_id))
+        .bind(provider.as_str())
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.map(Into::into))
+    }
+
+    /// Every credential row of the user, by provider name.
+    pub async fn list_for_user(&self, user_id: Uuid) -> Result<Vec<StoredCredential>, StoreError> {
+        let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM user_provider_configs WHERE user_id = $1 ORDER BY provider_name"
+        ))
+        .bind(DbUuid(user_id))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Deletes the user's credential for the provider; false if there was none.
+    pub async fn delete(&self, user_id: Uuid, provider: ProviderId) -> Result<bool, StoreError> {
+        let result = with_pool!(self.store, |pool| sqlx::query(
+            "DELETE FROM user_provider_configs WHERE user_id = $1 AND provider_name = $2"
+        )
+        .bind(DbUuid(user_id))
+        .bind(provider.as_str())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(result > 0)
+    }
+
+    /// Records a key check, but only if the row still holds `checked_sealed`:
+    /// a check is slow, and if the key was replaced meanwhile its verdict
+    /// belongs to the old key. `None` when the row changed or is gone.
+    pub async fn record_check(
+        &self,
+        user_id: Uuid,
+        provider: ProviderId,
+        checked_sealed: &str,
+        record: &CheckRecord,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "UPDATE user_provider_configs SET \
+               is_valid = $1, last_error = $2, validated_at = COALESCE($3, validated_at), updated_at = $4 \
+             WHERE user_id = $5 AND provider_name = $6 AND encrypted_credentials = $7 \
+             RETURNING ",
+            credential_columns!()
+        ))
+        .bind(record.is_valid)
+        .bind(&record.last_error)
+        .bind(record.validated_at)
+        .bind(crate::now())
+        .bind(DbUuid(user_id))
+        .bind(provider.as_str())
+        .bind(checked_sealed)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.map(Into::into))
+    }
+
+    /// Up to `limit` rows with ids after `after`, in id order: a stable walk
+    /// over the whole table that concurrent inserts cannot derail.
+    pub async fn page_after(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<StoredCredential>, StoreError> {
+        let after = after.unwrap_or(Uuid::nil());
+        let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM user_provider_configs WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(DbUuid(after))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Replaces the sealed text of row `id` if it still is `expected`
+    /// (compare-and-set); false when a concurrent save changed it first.
+    pub async fn replace_sealed(&self, id: Uuid, expected: &str, sealed: &str) -> Result<bool, StoreError> {
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE user_provider_configs SET encrypted_credentials = $1 \
+             WHERE id = $2 AND encrypted_credentials = $3"
+        )
+        .bind(sealed)
+        .bind(DbUuid(id))
+        .bind(expected)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
+    }
+}

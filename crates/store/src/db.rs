@@ -1,0 +1,202 @@
+//! Connecting to either database, migrations, and the dispatch macro that
+//! lets each query be written once for both.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::credentials::CredentialRepo;
+use crate::tokens::TokenRepo;
+use crate::StoreError;
+
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds. The
+/// body is compiled once per database, so the same SQL text and the same
+/// Rust types must work on both; the compiler checks that they do.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: the distributed shape.
+    Postgres,
+    /// SQLite: the embedded shape.
+    Sqlite,
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections kept at most (PostgreSQL; SQLite uses a few readers).
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether the database schema matches this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// Every migration of this build is applied.
+    UpToDate,
+    /// This many migrations are not applied yet.
+    Pending(usize),
+}
+
+/// The database: credentials, producer tokens and jobs. Cheap to clone
+/// (pools are reference-counted).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…`. For SQLite the file and
+    /// its directory are created when missing (the embedded first run).
+    pub async fn connect(url: &SecretString, options: &StoreOptions) -> Result<Store, StoreError> {
+        let url = url.expose_secret();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Store { db: Db::Postgres(pool) })
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(StoreError::Database)?
+                .create_if_missing(true)
+                // WAL lets readers proceed while one writer commits; the busy
+                // timeout makes concurrent writers wait instead of failing.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(dir) = connect.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 8))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Ok(Store { db: Db::Sqlite(pool) })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// The database this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies every pending migration; returns how many were applied.
+    /// Safe to run concurrently: sqlx takes an advisory lock on PostgreSQL.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = self.pending_migrations().await?;
+        match &self.db {
+            Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+            Db::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        Ok(before)
+    }
+
+    /// Compares the applied migrations with this build's, without changing anything.
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        Ok(match self.pending_migrations().await? {
+            0 => SchemaStatus::UpToDate,
+            n => SchemaStatus::Pending(n),
+        })
+    }
+
+    /// Fails with [`StoreError::SchemaOutdated`] unless every migration is applied.
+    pub async fn require_current_schema(&self) -> Result<(), StoreError> {
+        match self.schema_status().await? {
+            SchemaStatus::UpToDate => Ok(()),
+            SchemaStatus::Pending(pending) => Err(StoreError::SchemaOutdated { pending }),
+        }
+    }
+
+    async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let (migrator, exists_sql) = match &self.db {
+            Db::Postgres(_) => (
+                &POSTGRES_MIGRATOR,
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+            ),
+            Db::Sqlite(_) => (
+                &SQLITE_MIGRATOR,
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            ),
+        };
+        let exists: bool = with_pool!(self, |pool| sqlx::query_scalar(exists_sql).fetch_one(pool).await?);
+        let applied: Vec<i64> = if exists {
+            with_pool!(self, |pool| sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success"
+            )
+            .fetch_all(pool)
+            .await?)
+        } else {
+            Vec::new()
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .count())
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await?);
+        Ok(())
+    }
+
+    /// Users' sealed provider credentials.
+    pub fn credentials(&self) -> CredentialRepo<'_> {
+        CredentialRepo::new(self)
+    }
+
+    /// Producer API tokens.
+    pub fn tokens(&self) -> TokenRepo<'_> {
+        TokenRepo::new(self)
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Postgres(pool) => pool.close().await,
+            Db::Sqlite(pool) => pool.close().await,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod credentials;
+mod db;
+mod error;
+mod sql_types;
+mod tokens;
+
+pub use credentials::{CheckRecord, CredentialRepo, NewCredential, StoredCredential};
+pub use db::{Backend, SchemaStatus, Store, StoreOptions};
+pub use error::StoreError;
+pub use tokens::{ApiToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
+
+/// The current time at the precision both databases keep (microseconds),
+/// so a value read back equals the value written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    chrono::Utc::now().trunc_subsecs(6)
+}

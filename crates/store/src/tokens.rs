@@ -1,0 +1,179 @@
+//! `api_tokens`: producer API tokens, stored as SHA-256 hashes only.
+//!
+//! A token is `byok_` followed by 43 characters of unpadded base64url
+//! (32 random bytes). Tokens carry 256 bits of entropy, so a plain SHA-256
+//! is enough to store them: there is nothing to brute-force, unlike a
+//! password, and the hash lookup stays one indexed query per request.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use crate::db::with_pool;
+use crate::sql_types::DbUuid;
+use crate::{Store, StoreError};
+
+/// Every token starts with this, so leaked tokens are easy to recognise
+/// (and to find with secret scanners).
+pub const TOKEN_PREFIX: &str = "byok_";
+
+/// Length of a token: the prefix and 43 base64url characters.
+const TOKEN_LEN: usize = 5 + 43;
+
+/// `last_used_at` is written at most this often per token, so that a busy
+/// producer does not turn every request into a write.
+const LAST_USED_GRANULARITY: Duration = Duration::seconds(60);
+
+/// A producer token's record (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiToken {
+    /// Token id, used to revoke it.
+    #[sqlx(try_from = "DbUuid")]
+    pub id: Uuid,
+    /// What the operator called it.
+    pub name: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last authenticated a request (to the minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Revoked; a revoked token authenticates nothing.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+
+/// What `revoke` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The token was active and is now revoked.
+    Revoked,
+    /// It had been revoked before.
+    AlreadyRevoked,
+    /// No token has this id.
+    NotFound,
+}
+
+/// Queries on `api_tokens`.
+#[derive(Clone, Copy)]
+pub struct TokenRepo<'a> {
+    store: &'a Store,
+}
+
+impl fmt::Debug for TokenRepo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenRepo")
+    }
+}
+
+impl<'a> TokenRepo<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Self { store }
+    }
+
+    /// Creates a token named `name`. The secret is returned once and never
+    /// stored: only its SHA-256 is.
+    pub async fn create(&self, name: &str) -> Result<(ApiToken, SecretString), StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(StoreError::Invalid("a token name is 1-100 printable characters"));
+        }
+        let mut random = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut random[..]).map_err(|_| StoreError::Invalid("the system random number generator failed"))?;
+        let secret = SecretString::from(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&random[..])));
+        let token = ApiToken {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+            created_at: crate::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        with_pool!(self.store, |pool| sqlx::query(
+            "INSERT INTO api_tokens (id, name, token_sha256, created_at) VALUES ($1, $2, $3, $4)"
+        )
+        .bind(DbUuid(token.id))
+        .bind(&token.name)
+        .bind(sha256(secret.expose_secret()))
+        .bind(token.created_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok((token, secret))
+    }
+
+    /// The active token matching `presented`, if any; also notes its use.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<ApiToken>, StoreError> {
+        // Anything that cannot be a token is refused before touching the
+        // database, so garbage costs no query.
+        if presented.len() != TOKEN_LEN || !presented.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let token: Option<ApiToken> = with_pool!(self.store, |pool| sqlx::query_as(
+            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens \
+             WHERE token_sha256 = $1 AND revoked_at IS NULL"
+        )
+        .bind(sha256(presented))
+        .fetch_optional(pool)
+        .await?);
+        let Some(mut token) = token else {
+            return Ok(None);
+        };
+        let now = crate::now();
+        if token.last_used_at.is_none_or(|at| now - at >= LAST_USED_GRANULARITY) {
+            with_pool!(self.store, |pool| sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)"
+            )
+            .bind(now)
+            .bind(DbUuid(token.id))
+            .bind(now - LAST_USED_GRANULARITY)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            token.last_used_at = Some(now);
+        }
+        Ok(Some(token))
+    }
+
+    /// Every token, oldest first.
+    pub async fn list(&self) -> Result<Vec<ApiToken>, StoreError> {
+        Ok(with_pool!(self.store, |pool| sqlx::query_as(
+            "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY created_at, id"
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Revokes token `id`; takes effect for the next request.
+    pub async fn revoke(&self, id: Uuid) -> Result<RevokeOutcome, StoreError> {
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
+        )
+        .bind(crate::now())
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if affected == 1 {
+            return Ok(RevokeOutcome::Revoked);
+        }
+        let exists: bool = with_pool!(self.store, |pool| sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM api_tokens WHERE id = $1"
+        )
+        .bind(DbUuid(id))
+        .fetch_one(pool)
+        .await?);
+        Ok(if exists {
+            RevokeOutcome::AlreadyRevoked
+        } else {
+            RevokeOutcome::NotFound
+        })
+    }
+}
+
+fn sha256(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}

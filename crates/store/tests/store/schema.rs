@@ -1,0 +1,61 @@
+use byok_store::{SchemaStatus, Store, StoreError, StoreOptions};
+use secrecy::SecretString;
+
+#[tokio::test]
+async fn migrations_apply_once_and_report_status() {
+    let sqlite = byok_testing::test_sqlite();
+    let mut urls = vec![sqlite.url.clone()];
+    let pg = byok_testing::test_database().await;
+    urls.extend(pg.as_ref().map(|db| db.url.clone()));
+
+    for url in urls {
+        let store = Store::connect(&SecretString::from(url.as_str()), &StoreOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(store.schema_status().await.unwrap(), SchemaStatus::Pending(n) if n >= 1));
+        assert!(matches!(
+            store.require_current_schema().await,
+            Err(StoreError::SchemaOutdated { .. })
+        ));
+        let applied = store.migrate().await.unwrap();
+        assert!(applied >= 1);
+        assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
+        assert_eq!(store.migrate().await.unwrap(), 0, "second run applies nothing");
+        store.require_current_schema().await.unwrap();
+        store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_file_and_its_directory_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/data/byok.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&SecretString::from(url.as_str()), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert!(path.is_file());
+}
+
+#[tokio::test]
+async fn unsupported_and_unreachable_databases_are_clear_errors() {
+    let err = Store::connect(&SecretString::from("mysql://x/y"), &StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl));
+
+    let port = byok_testing::free_port();
+    let options = StoreOptions {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    let err = Store::connect(
+        &SecretString::from(format!("postgres://postgres:hunter2@127.0.0.1:{port}/x")),
+        &options,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+
+mod policy;
+mod postgres;
+mod process;
+mod redis;
+
+pub use policy::{ServicePolicy, skip_or_fail};
+pub use postgres::{TestDatabase, test_database};
+pub use process::{ChildGuard, free_port, wait_for_tcp};
+pub use redis::{SpawnedRedis, TestRedis, spawn_redis, test_redis};
+
+/// A fresh SQLite database file in its own temporary directory.
+#[derive(Debug)]
+pub struct TestSqlite {
+    /// `sqlite://<dir>/byok.db` (created on first connect with `mode=rwc`).
+    pub url: String,
+    /// The database file.
+    pub path: std::path::PathBuf,
+    /// Removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+/// A SQLite database in a fresh temporary directory; always available.
+pub fn test_sqlite() -> TestSqlite {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("byok.db");
+    TestSqlite {
+        url: format!("sqlite://{}?mode=rwc", path.display()),
+        path,
+        dir,
+    }
+}
