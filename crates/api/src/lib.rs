@@ -1,1 +1,184 @@
+#![doc = include_str!("../README.md")]
 
+mod auth;
+mod credentials;
+mod error;
+mod extract;
+mod health;
+mod providers;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::{get, post};
+use byok_crypto::KeyRing;
+use byok_providers::Registry;
+use byok_store::Store;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ApiErrorCode};
+pub use health::QueueProbe;
+
+/// The header carrying each request's id, echoed on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    key_ring: KeyRing,
+    providers: Registry,
+    queue: QueueProbe,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.inner.store.backend())
+            .field("key_ring", &self.inner.key_ring)
+            .field("max_body_bytes", &self.inner.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Assembles the state from its parts.
+    pub fn new(
+        store: Store,
+        key_ring: KeyRing,
+        providers: Registry,
+        queue: QueueProbe,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                key_ring,
+                providers,
+                queue,
+                max_body_bytes,
+            }),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn key_ring(&self) -> &KeyRing {
+        &self.inner.key_ring
+    }
+
+    pub(crate) fn providers(&self) -> &Registry {
+        &self.inner.providers
+    }
+
+    pub(crate) fn queue(&self) -> &QueueProbe {
+        &self.inner.queue
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/providers", get(providers::list))
+        .route("/users/{user_id}/providers", get(credentials::list))
+        .route(
+            "/users/{user_id}/providers/{provider}",
+            get(credentials::get_one).delete(credentials::delete),
+        )
+        .route(
+            "/users/{user_id}/providers/{provider}/credentials",
+            axum::routing::put(credentials::put),
+        )
+        .route(
+            "/users/{user_id}/providers/{provider}/test",
+            post(credentials::test),
+        )
+        // route_layer: authentication runs only for matched routes, so an
+        // unknown path is a 404 for everyone and a 401 never hides a 404.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let max_body = state.inner.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/v1", v1)
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        // Outermost first: assign the id, open the span with it, echo it on
+        // the response, and turn panics into the JSON 500 inside the span.
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                        let id = req
+                            .headers()
+                            .get(REQUEST_ID_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %req.method(),
+                            path = %req.uri().path(),
+                            request_id = %id,
+                            token.id = tracing::field::Empty,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(health::panic_response)),
+        )
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
+/// in flight finish (at most `grace`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    let server = tokio::spawn(server.into_future());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(std::io::Error::other)?,
+        _ = stopped_rx => {}
+    }
+    // Shutdown has begun: in-flight requests get `grace` to complete.
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.map_err(std::io::Error::other)?,
+        Err(_) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "requests still running after the grace period; closing"
+            );
+            server.abort();
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,43 @@
-fn main() {}
+//! `byok`: one binary for every role of the system (DESIGN §3).
+
+mod cli;
+mod commands;
+mod context;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// Exit code for a bad or missing setting (DESIGN §3: 64+ are config errors).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for a runtime failure.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init(cli.command.is_server());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            // A configuration error is the operator's to fix: say which
+            // setting, and use the distinct exit code scripts can test for.
+            if let Some(config) = error.downcast_ref::<byok_config::ConfigError>() {
+                eprintln!("error: {config}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

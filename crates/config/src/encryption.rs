@@ -36,10 +36,14 @@ pub enum KeyRingSource {
 pub fn load_key_ring(settings: &Settings) -> Result<(KeyRing, KeyRingSource), ConfigError> {
     let legacy = settings.encryption.legacy_key.as_ref();
     let (ring, source) = if let Some(keys) = &settings.encryption.keys {
-        (parse_ring("encryption.keys", keys)?, KeyRingSource::Configured)
+        (
+            parse_ring("encryption.keys", keys)?,
+            KeyRingSource::Configured,
+        )
     } else if let Some(legacy) = legacy {
         let id = KeyId::new(SEED_KEY_ID).expect("constant id is valid");
-        let ring = KeyRing::single(id, legacy).map_err(|e| ring_error("encryption.legacy_key", &e))?;
+        let ring =
+            KeyRing::single(id, legacy).map_err(|e| ring_error("encryption.legacy_key", &e))?;
         (ring, KeyRingSource::LegacyKeyOnly)
     } else if settings.shape() == Shape::Embedded {
         let path = settings.data_dir().join("encryption.key");
@@ -72,7 +76,9 @@ fn key_file_ring(path: &Path) -> Result<(KeyRing, KeyRingSource), ConfigError> {
     let setting = path.display().to_string();
     match fs::read_to_string(path) {
         Ok(text) => {
-            let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            let mode = fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
             if mode & 0o077 != 0 {
                 return Err(ConfigError::new(
                     setting,
@@ -80,12 +86,18 @@ fn key_file_ring(path: &Path) -> Result<(KeyRing, KeyRingSource), ConfigError> {
                 ));
             }
             let spec = SecretString::from(text.trim());
-            Ok((parse_ring(&setting, &spec)?, KeyRingSource::KeyFile(path.to_path_buf())))
+            Ok((
+                parse_ring(&setting, &spec)?,
+                KeyRingSource::KeyFile(path.to_path_buf()),
+            ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = generate_key_hex().map_err(|e| ConfigError::new(setting.clone(), e.to_string()))?;
+            let key =
+                generate_key_hex().map_err(|e| ConfigError::new(setting.clone(), e.to_string()))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir).map_err(|e| ConfigError::new(setting.clone(), format!("cannot create its directory: {e}")))?;
+                fs::create_dir_all(dir).map_err(|e| {
+                    ConfigError::new(setting.clone(), format!("cannot create its directory: {e}"))
+                })?;
             }
             let spec = SecretString::from(format!("1:{}", key.expose_secret()));
             // create_new: if another process wrote the file first, use theirs
@@ -95,14 +107,20 @@ fn key_file_ring(path: &Path) -> Result<(KeyRing, KeyRingSource), ConfigError> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .and_then(|mut f| f.write_all(spec.expose_secret().as_bytes()).and_then(|()| f.sync_all()));
+                .and_then(|mut f| {
+                    f.write_all(spec.expose_secret().as_bytes())
+                        .and_then(|()| f.sync_all())
+                });
             match written {
                 Ok(()) => Ok((
                     parse_ring(&setting, &spec)?,
                     KeyRingSource::GeneratedKeyFile(path.to_path_buf()),
                 )),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => key_file_ring(path),
-                Err(e) => Err(ConfigError::new(setting, format!("cannot write the generated key: {e}"))),
+                Err(e) => Err(ConfigError::new(
+                    setting,
+                    format!("cannot write the generated key: {e}"),
+                )),
             }
         }
         Err(e) => Err(ConfigError::new(setting, format!("cannot read: {e}"))),
@@ -113,7 +131,9 @@ impl Settings {
     /// The SQLite database file, when the database is SQLite and on disk.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         let url = self.database.url.expose_secret();
-        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
         let path = rest.split('?').next().unwrap_or_default();
         (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
     }

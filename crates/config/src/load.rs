@@ -31,7 +31,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("output.dir", "byok-data/videos"),
     ("fetch.allow_private_networks", "false"),
     // Real hosts (../reference/providers.md). Vertex AI is regional.
-    ("providers.veo.base_url", "https://{location}-aiplatform.googleapis.com"),
+    (
+        "providers.veo.base_url",
+        "https://{location}-aiplatform.googleapis.com",
+    ),
     ("providers.runway.base_url", "https://api.dev.runwayml.com"),
     ("providers.stability.base_url", "https://api.stability.ai"),
     // Seed limits per user key (DESIGN §8).
@@ -74,19 +77,26 @@ impl std::fmt::Debug for Environment {
         // Names only: values may be secrets.
         let mut names: Vec<_> = self.vars.keys().collect();
         names.sort();
-        f.debug_struct("Environment").field("names", &names).finish()
+        f.debug_struct("Environment")
+            .field("names", &names)
+            .finish()
     }
 }
 
 impl Environment {
     /// The variables of this process that configuration reads.
     pub fn from_process() -> Self {
-        Self::from_pairs(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Builds a snapshot from name/value pairs, keeping only the variables
     /// configuration reads.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let prefix = format!("{ENV_PREFIX}__");
         let vars = pairs
             .into_iter()
@@ -147,8 +157,8 @@ pub fn load_from(config_file: Option<&Path>, env: &Environment) -> Result<Settin
             .source(Some(prefixed)),
     );
 
-    let layered = builder.build().map_err(describe)?;
-    let settings: Settings = layered.try_deserialize().map_err(describe)?;
+    let layered = builder.build().map_err(|e| describe(&e))?;
+    let settings: Settings = layered.try_deserialize().map_err(|e| describe(&e))?;
     settings.validate()?;
     Ok(settings)
 }
@@ -168,9 +178,9 @@ fn config_file_to_read(explicit: Option<&Path>) -> Result<Option<PathBuf>, Confi
 
 /// Turns a `config` crate error into one that names the setting, without
 /// repeating the value of a secret setting.
-fn describe(error: config::ConfigError) -> ConfigError {
+fn describe(error: &config::ConfigError) -> ConfigError {
     use config::ConfigError as E;
-    let (key, message) = match &error {
+    let (key, message) = match error {
         E::NotFound(key) => (key.clone(), "is required but not set".to_owned()),
         E::Type {
             key: Some(key),
@@ -254,16 +264,28 @@ impl Settings {
         positive_duration("worker.job_timeout", self.worker.job_timeout)?;
         positive_duration("worker.shutdown_grace", self.worker.shutdown_grace)?;
         if self.queue.dead_retention == 0 {
-            return Err(ConfigError::new("queue.dead_retention", "must be at least 1"));
+            return Err(ConfigError::new(
+                "queue.dead_retention",
+                "must be at least 1",
+            ));
         }
         if self.api.max_body_bytes < 1024 {
-            return Err(ConfigError::new("api.max_body_bytes", "must be at least 1024"));
+            return Err(ConfigError::new(
+                "api.max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if !(1..=100_000).contains(&self.worker.concurrency) {
-            return Err(ConfigError::new("worker.concurrency", "must be between 1 and 100000"));
+            return Err(ConfigError::new(
+                "worker.concurrency",
+                "must be between 1 and 100000",
+            ));
         }
         if !(1..=1000).contains(&self.worker.max_attempts) {
-            return Err(ConfigError::new("worker.max_attempts", "must be between 1 and 1000"));
+            return Err(ConfigError::new(
+                "worker.max_attempts",
+                "must be between 1 and 1000",
+            ));
         }
 
         for id in byok_core::ProviderId::ALL {

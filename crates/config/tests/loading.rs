@@ -18,7 +18,10 @@ fn env(pairs: &[(&str, &str)]) -> Environment {
 fn file(contents: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("byok.toml");
-    std::fs::File::create(&path).unwrap().write_all(contents.as_bytes()).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(contents.as_bytes())
+        .unwrap();
     (dir, path)
 }
 
@@ -46,10 +49,31 @@ fn defaults_describe_the_embedded_shape() {
     assert!(!s.fetch.allow_private_networks);
     assert_eq!(s.providers.runway.base_url, "https://api.dev.runwayml.com");
     assert_eq!(s.providers.stability.base_url, "https://api.stability.ai");
-    assert_eq!(s.providers.veo.base_url, "https://{location}-aiplatform.googleapis.com");
-    assert_eq!((s.providers.veo.rate_limit.per_minute, s.providers.veo.rate_limit.per_hour), (10, 100));
-    assert_eq!((s.providers.runway.rate_limit.per_minute, s.providers.runway.rate_limit.per_hour), (5, 50));
-    assert_eq!((s.providers.stability.rate_limit.per_minute, s.providers.stability.rate_limit.per_hour), (3, 30));
+    assert_eq!(
+        s.providers.veo.base_url,
+        "https://{location}-aiplatform.googleapis.com"
+    );
+    assert_eq!(
+        (
+            s.providers.veo.rate_limit.per_minute,
+            s.providers.veo.rate_limit.per_hour
+        ),
+        (10, 100)
+    );
+    assert_eq!(
+        (
+            s.providers.runway.rate_limit.per_minute,
+            s.providers.runway.rate_limit.per_hour
+        ),
+        (5, 50)
+    );
+    assert_eq!(
+        (
+            s.providers.stability.rate_limit.per_minute,
+            s.providers.stability.rate_limit.per_hour
+        ),
+        (3, 30)
+    );
     assert_eq!(s.providers.runway.poll_interval, Duration::from_secs(5));
     assert_eq!(s.data_dir(), PathBuf::from("byok-data"));
 }
@@ -102,9 +126,15 @@ fn conventional_aliases_are_honoured_below_byok_variables() {
     )
     .unwrap();
     assert_eq!(s.shape(), Shape::Distributed);
-    assert_eq!(s.database.url.expose_secret(), "postgres://postgres@127.0.0.1/byok");
+    assert_eq!(
+        s.database.url.expose_secret(),
+        "postgres://postgres@127.0.0.1/byok"
+    );
     assert_eq!(s.queue.url.expose_secret(), "redis://127.0.0.1:6379/0");
-    assert_eq!(s.encryption.legacy_key.as_ref().unwrap().expose_secret(), KEY);
+    assert_eq!(
+        s.encryption.legacy_key.as_ref().unwrap().expose_secret(),
+        KEY
+    );
 
     let s = load_from(
         None,
@@ -122,7 +152,11 @@ fn conventional_aliases_are_honoured_below_byok_variables() {
 fn unrelated_variables_are_ignored() {
     let s = load_from(
         None,
-        &env(&[("BYOK_LOG_FORMAT", "json"), ("BYOK_TEST_SERVICES", "required"), ("PATH", "/bin")]),
+        &env(&[
+            ("BYOK_LOG_FORMAT", "json"),
+            ("BYOK_TEST_SERVICES", "required"),
+            ("PATH", "/bin"),
+        ]),
     )
     .unwrap();
     assert_eq!(s.worker.concurrency, 256);
@@ -131,23 +165,65 @@ fn unrelated_variables_are_ignored() {
 #[test]
 fn bad_values_name_their_setting() {
     let cases: Vec<(ConfigError, &str)> = vec![
-        (error(None, &[("BYOK__API__LISTEN", "not-an-address")]), "api.listen"),
-        (error(None, &[("BYOK__WORKER__CONCURRENCY", "many")]), "worker.concurrency"),
-        (error(None, &[("BYOK__WORKER__CONCURRENCY", "0")]), "worker.concurrency"),
-        (error(None, &[("BYOK__WORKER__JOB_TIMEOUT", "30")]), "worker.job_timeout"),
-        (error(None, &[("BYOK__QUEUE__VISIBILITY_TIMEOUT", "0s")]), "queue.visibility_timeout"),
-        (error(None, &[("BYOK__QUEUE__NAMESPACE", "a{b}")]), "queue.namespace"),
-        (error(None, &[("BYOK__FETCH__ALLOW_PRIVATE_NETWORKS", "maybe")]), "fetch.allow_private_networks"),
-        (error(None, &[("BYOK__PROVIDERS__RUNWAY__BASE_URL", "ftp://x")]), "providers.runway.base_url"),
-        (error(None, &[("BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_HOUR", "1")]), "providers.veo.rate_limit.per_hour"),
-        (error(None, &[("BYOK__PROVIDERS__VEO__POLL_INTERVAL", "often")]), "providers.veo.poll_interval"),
-        (error(None, &[("DATABASE_URL", "mysql://x")]), "database.url"),
-        (error(None, &[("DATABASE_URL", "postgres://x/y")]), "queue.url"),
+        (
+            error(None, &[("BYOK__API__LISTEN", "not-an-address")]),
+            "api.listen",
+        ),
+        (
+            error(None, &[("BYOK__WORKER__CONCURRENCY", "many")]),
+            "worker.concurrency",
+        ),
+        (
+            error(None, &[("BYOK__WORKER__CONCURRENCY", "0")]),
+            "worker.concurrency",
+        ),
+        (
+            error(None, &[("BYOK__WORKER__JOB_TIMEOUT", "30")]),
+            "worker.job_timeout",
+        ),
+        (
+            error(None, &[("BYOK__QUEUE__VISIBILITY_TIMEOUT", "0s")]),
+            "queue.visibility_timeout",
+        ),
+        (
+            error(None, &[("BYOK__QUEUE__NAMESPACE", "a{b}")]),
+            "queue.namespace",
+        ),
+        (
+            error(None, &[("BYOK__FETCH__ALLOW_PRIVATE_NETWORKS", "maybe")]),
+            "fetch.allow_private_networks",
+        ),
+        (
+            error(None, &[("BYOK__PROVIDERS__RUNWAY__BASE_URL", "ftp://x")]),
+            "providers.runway.base_url",
+        ),
+        (
+            error(None, &[("BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_HOUR", "1")]),
+            "providers.veo.rate_limit.per_hour",
+        ),
+        (
+            error(None, &[("BYOK__PROVIDERS__VEO__POLL_INTERVAL", "often")]),
+            "providers.veo.poll_interval",
+        ),
+        (
+            error(None, &[("DATABASE_URL", "mysql://x")]),
+            "database.url",
+        ),
+        (
+            error(None, &[("DATABASE_URL", "postgres://x/y")]),
+            "queue.url",
+        ),
         (error(None, &[("REDIS_URL", "http://x")]), "queue.url"),
         (error(Some("[api]\nlisten = 8080\n"), &[]), "api.listen"),
-        (error(Some("[api]\nlisten_addr = \"x\"\n"), &[]), "listen_addr"),
+        (
+            error(Some("[api]\nlisten_addr = \"x\"\n"), &[]),
+            "listen_addr",
+        ),
         (error(Some("[sora]\nx = 1\n"), &[]), "sora"),
-        (error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "https://x")]), "sora"),
+        (
+            error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "https://x")]),
+            "sora",
+        ),
     ];
     for (err, setting) in cases {
         let text = err.to_string();
@@ -161,7 +237,11 @@ fn bad_values_name_their_setting() {
 
 #[test]
 fn a_missing_config_file_is_an_error_and_a_broken_one_names_the_file() {
-    let err = load_from(Some(std::path::Path::new("/nonexistent/byok.toml")), &env(&[])).unwrap_err();
+    let err = load_from(
+        Some(std::path::Path::new("/nonexistent/byok.toml")),
+        &env(&[]),
+    )
+    .unwrap_err();
     assert_eq!(err.setting, "--config");
     let (_dir, path) = file("[api\nlisten = ");
     let err = load_from(Some(&path), &env(&[])).unwrap_err();
@@ -174,17 +254,34 @@ fn secret_settings_are_never_echoed_in_errors() {
     assert_eq!(err.setting, "encryption.keys");
     assert!(!err.to_string().contains("123456789"), "{err}");
 
-    let s = load_from(None, &env(&[("BYOK__ENCRYPTION__KEYS", &format!("1:{KEY},2:{}", &KEY[..60]))])).unwrap();
+    let s = load_from(
+        None,
+        &env(&[(
+            "BYOK__ENCRYPTION__KEYS",
+            &format!("1:{KEY},2:{}", &KEY[..60]),
+        )]),
+    )
+    .unwrap();
     let err = load_key_ring(&s).unwrap_err();
     assert_eq!(err.setting, "encryption.keys");
     assert!(err.message.contains("entry 2"), "{err}");
     assert!(!err.to_string().contains(&KEY[..60]), "{err}");
-    assert!(!format!("{s:?}").contains(KEY), "Debug of settings shows no key");
+    assert!(
+        !format!("{s:?}").contains(KEY),
+        "Debug of settings shows no key"
+    );
 }
 
 #[test]
 fn the_key_ring_comes_from_keys_or_from_the_seed_key() {
-    let s = load_from(None, &env(&[("BYOK__ENCRYPTION__KEYS", &format!("2:{KEY}")), ("ENCRYPTION_KEY", KEY)])).unwrap();
+    let s = load_from(
+        None,
+        &env(&[
+            ("BYOK__ENCRYPTION__KEYS", &format!("2:{KEY}")),
+            ("ENCRYPTION_KEY", KEY),
+        ]),
+    )
+    .unwrap();
     let (ring, source) = load_key_ring(&s).unwrap();
     assert_eq!(source, KeyRingSource::Configured);
     assert_eq!(ring.primary_key_id(), "2");
@@ -197,7 +294,14 @@ fn the_key_ring_comes_from_keys_or_from_the_seed_key() {
 
 #[test]
 fn the_distributed_shape_refuses_to_start_without_a_key() {
-    let s = load_from(None, &env(&[("DATABASE_URL", "postgres://x/y"), ("REDIS_URL", "redis://x")])).unwrap();
+    let s = load_from(
+        None,
+        &env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("REDIS_URL", "redis://x"),
+        ]),
+    )
+    .unwrap();
     let err = load_key_ring(&s).unwrap_err();
     assert_eq!(err.setting, "encryption.keys");
 }

@@ -92,10 +92,17 @@ mod tests {
 
     #[test]
     fn only_final_states_are_terminal() {
-        let terminal: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(
             terminal,
-            [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled]
+            [
+                JobStatus::Succeeded,
+                JobStatus::Failed,
+                JobStatus::Cancelled
+            ]
         );
     }
 }

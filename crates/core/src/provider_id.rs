@@ -78,6 +78,9 @@ mod tests {
         let long = "x".repeat(1000);
         let err = long.parse::<ProviderId>().unwrap_err();
         assert_eq!(err.name.len(), 64);
-        assert!("Runway".parse::<ProviderId>().is_err(), "names are case-sensitive");
+        assert!(
+            "Runway".parse::<ProviderId>().is_err(),
+            "names are case-sensitive"
+        );
     }
 }

@@ -12,7 +12,9 @@ pub enum CryptoError {
     #[error("sealed value uses key id `{0}`, which is not in the configured key ring")]
     UnknownKeyId(String),
     /// The value is in the seed's legacy format, but no legacy key is configured.
-    #[error("sealed value is in the legacy format but no legacy key (ENCRYPTION_KEY) is configured")]
+    #[error(
+        "sealed value is in the legacy format but no legacy key (ENCRYPTION_KEY) is configured"
+    )]
     NoLegacyKey,
     /// Authentication failed: wrong key, altered bytes, or a value that belongs
     /// to another user or provider.

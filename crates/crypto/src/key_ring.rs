@@ -116,10 +116,7 @@ impl KeyRing {
                 reason: "key id must be 1-32 characters of A-Z a-z 0-9 _ -",
             })?;
             if keys.iter().any(|k| k.id == id) {
-                return Err(KeyRingError::DuplicateId {
-                    position,
-                    id: id.0,
-                });
+                return Err(KeyRingError::DuplicateId { position, id: id.0 });
             }
             let cipher = cipher_from_hex(hex_key).ok_or(KeyRingError::BadEntry {
                 position,
@@ -224,7 +221,11 @@ impl KeyRing {
 
     /// Re-seals a stored value under the primary key. `Ok(None)` when it is
     /// already current, so running a rewrap twice changes nothing.
-    pub fn reseal(&self, context: &SealContext, sealed: &str) -> Result<Option<String>, CryptoError> {
+    pub fn reseal(
+        &self,
+        context: &SealContext,
+        sealed: &str,
+    ) -> Result<Option<String>, CryptoError> {
         if self.is_current(sealed) {
             // Still authenticate: a value that cannot be opened must not be
             // reported as healthy.

@@ -35,7 +35,8 @@ impl std::fmt::Debug for LegacyKey {
 impl LegacyKey {
     pub(crate) fn from_hex(hex_key: &SecretString) -> Result<Self, KeyRingError> {
         let bytes = decode_key_hex(hex_key.expose_secret()).ok_or(KeyRingError::BadLegacyKey)?;
-        let cipher = LegacyCipher::new_from_slice(&bytes[..]).map_err(|_| KeyRingError::BadLegacyKey)?;
+        let cipher =
+            LegacyCipher::new_from_slice(&bytes[..]).map_err(|_| KeyRingError::BadLegacyKey)?;
         Ok(Self { cipher })
     }
 

@@ -3,7 +3,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use byok_core::ProviderId;
-use byok_crypto::{CryptoError, KeyId, KeyRing, KeyRingError, SealContext, SealedFormat, generate_key_hex};
+use byok_crypto::{
+    CryptoError, KeyId, KeyRing, KeyRingError, SealContext, SealedFormat, generate_key_hex,
+};
 use proptest::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -35,9 +37,15 @@ fn seal_then_open_round_trips_and_hides_the_plaintext() {
     let c = ctx(user_a(), ProviderId::Runway);
     let sealed = ring.seal(&c, SECRET).unwrap();
 
-    assert!(sealed.starts_with("v1:2:"), "sealed under the primary: {sealed}");
+    assert!(
+        sealed.starts_with("v1:2:"),
+        "sealed under the primary: {sealed}"
+    );
     assert!(!sealed.contains("key_0123456789abcdef"));
-    assert_eq!(ring.open(&c, &sealed).unwrap().expose_secret().as_slice(), SECRET);
+    assert_eq!(
+        ring.open(&c, &sealed).unwrap().expose_secret().as_slice(),
+        SECRET
+    );
     assert_eq!(
         SealedFormat::of(&sealed).unwrap(),
         SealedFormat::V1 { key_id: "2".into() }
@@ -48,7 +56,10 @@ fn seal_then_open_round_trips_and_hides_the_plaintext() {
 fn the_same_plaintext_seals_differently_each_time() {
     let ring = ring(&format!("1:{KEY_A}"));
     let c = ctx(user_a(), ProviderId::Runway);
-    assert_ne!(ring.seal(&c, SECRET).unwrap(), ring.seal(&c, SECRET).unwrap());
+    assert_ne!(
+        ring.seal(&c, SECRET).unwrap(),
+        ring.seal(&c, SECRET).unwrap()
+    );
 }
 
 /// Rebuilds a v1 value after `edit` changed its decoded nonce or body.
@@ -78,7 +89,11 @@ fn any_single_bit_flip_in_nonce_ciphertext_or_tag_fails() {
         )
     };
     assert_eq!(nonce_len, 12);
-    assert_eq!(body_len, SECRET.len() + 16, "ciphertext followed by a 16-byte tag");
+    assert_eq!(
+        body_len,
+        SECRET.len() + 16,
+        "ciphertext followed by a 16-byte tag"
+    );
 
     let mut checked = 0;
     for bit in 0..nonce_len * 8 {
@@ -104,8 +119,14 @@ fn truncated_or_extended_bodies_fail() {
         b.pop();
     });
     let longer = tamper(&sealed, |_, b| b.push(0));
-    assert_eq!(ring.open(&c, &shorter).unwrap_err(), CryptoError::Unauthentic);
-    assert_eq!(ring.open(&c, &longer).unwrap_err(), CryptoError::Unauthentic);
+    assert_eq!(
+        ring.open(&c, &shorter).unwrap_err(),
+        CryptoError::Unauthentic
+    );
+    assert_eq!(
+        ring.open(&c, &longer).unwrap_err(),
+        CryptoError::Unauthentic
+    );
 }
 
 #[test]
@@ -117,11 +138,20 @@ fn a_value_is_bound_to_its_user_provider_and_key_id() {
 
     let other_user = ctx(user_b(), ProviderId::Runway);
     let other_provider = ctx(user_a(), ProviderId::Stability);
-    assert_eq!(ring.open(&other_user, &sealed).unwrap_err(), CryptoError::Unauthentic);
-    assert_eq!(ring.open(&other_provider, &sealed).unwrap_err(), CryptoError::Unauthentic);
+    assert_eq!(
+        ring.open(&other_user, &sealed).unwrap_err(),
+        CryptoError::Unauthentic
+    );
+    assert_eq!(
+        ring.open(&other_provider, &sealed).unwrap_err(),
+        CryptoError::Unauthentic
+    );
 
     let relabelled = sealed.replacen("v1:2:", "v1:1:", 1);
-    assert_eq!(ring.open(&owner, &relabelled).unwrap_err(), CryptoError::Unauthentic);
+    assert_eq!(
+        ring.open(&owner, &relabelled).unwrap_err(),
+        CryptoError::Unauthentic
+    );
     assert!(ring.open(&owner, &sealed).is_ok());
 }
 
@@ -146,7 +176,14 @@ fn values_sealed_under_an_older_key_open_and_reseal_under_the_primary() {
     let resealed = rotated.reseal(&c, &sealed_old).unwrap().expect("changed");
     assert!(resealed.starts_with("v1:2:"));
     assert!(rotated.is_current(&resealed));
-    assert_eq!(rotated.open(&c, &resealed).unwrap().expose_secret().as_slice(), SECRET);
+    assert_eq!(
+        rotated
+            .open(&c, &resealed)
+            .unwrap()
+            .expose_secret()
+            .as_slice(),
+        SECRET
+    );
     assert_eq!(rotated.reseal(&c, &resealed).unwrap(), None, "idempotent");
     // Once rewrapped, the old key can leave the ring.
     let retired = ring(&format!("2:{KEY_A}"));
@@ -156,7 +193,9 @@ fn values_sealed_under_an_older_key_open_and_reseal_under_the_primary() {
 #[test]
 fn reseal_refuses_a_current_value_that_does_not_authenticate() {
     let ring = ring(&format!("1:{KEY_A}"));
-    let sealed = ring.seal(&ctx(user_a(), ProviderId::Runway), SECRET).unwrap();
+    let sealed = ring
+        .seal(&ctx(user_a(), ProviderId::Runway), SECRET)
+        .unwrap();
     let err = ring
         .reseal(&ctx(user_b(), ProviderId::Runway), &sealed)
         .unwrap_err();
@@ -195,12 +234,19 @@ fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v1() {
         let opened = ring.open(&c, &v.sealed).unwrap();
         assert_eq!(opened.expose_secret().as_slice(), v.plaintext.as_bytes());
 
-        let upgraded = ring.reseal(&c, &v.sealed).unwrap().expect("legacy is never current");
+        let upgraded = ring
+            .reseal(&c, &v.sealed)
+            .unwrap()
+            .expect("legacy is never current");
         assert!(upgraded.starts_with("v1:3:"));
-        assert_eq!(ring.open(&c, &upgraded).unwrap().expose_secret().as_slice(), v.plaintext.as_bytes());
+        assert_eq!(
+            ring.open(&c, &upgraded).unwrap().expose_secret().as_slice(),
+            v.plaintext.as_bytes()
+        );
         // ...and from then on the value is bound to its row.
         assert_eq!(
-            ring.open(&ctx(user_a(), ProviderId::Runway), &upgraded).unwrap_err(),
+            ring.open(&ctx(user_a(), ProviderId::Runway), &upgraded)
+                .unwrap_err(),
             CryptoError::Unauthentic
         );
     }
@@ -211,12 +257,18 @@ fn legacy_values_need_the_legacy_key_and_detect_tampering() {
     let fixture = legacy_fixture();
     let c = ctx(user_a(), ProviderId::Runway);
     let sealed = &fixture.vectors[0].sealed;
-    assert_eq!(ring(&format!("1:{KEY_A}")).open(&c, sealed).unwrap_err(), CryptoError::NoLegacyKey);
+    assert_eq!(
+        ring(&format!("1:{KEY_A}")).open(&c, sealed).unwrap_err(),
+        CryptoError::NoLegacyKey
+    );
 
     let wrong_key = ring(&format!("1:{KEY_A}"))
         .with_legacy_key(&SecretString::from(KEY_B))
         .unwrap();
-    assert_eq!(wrong_key.open(&c, sealed).unwrap_err(), CryptoError::Unauthentic);
+    assert_eq!(
+        wrong_key.open(&c, sealed).unwrap_err(),
+        CryptoError::Unauthentic
+    );
 
     let right_key = ring(&format!("1:{KEY_A}"))
         .with_legacy_key(&SecretString::from(fixture.key_hex.as_str()))
@@ -225,7 +277,10 @@ fn legacy_values_need_the_legacy_key_and_detect_tampering() {
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
     let flipped = String::from_utf8(flipped).unwrap();
-    assert_eq!(right_key.open(&c, &flipped).unwrap_err(), CryptoError::Unauthentic);
+    assert_eq!(
+        right_key.open(&c, &flipped).unwrap_err(),
+        CryptoError::Unauthentic
+    );
 }
 
 #[test]

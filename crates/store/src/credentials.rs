@@ -154,7 +154,8 @@ impl<'a> CredentialRepo<'a> {
     /// concurrent saves leave exactly one row (the later write wins).
     pub async fn upsert(&self, new: &NewCredential) -> Result<StoredCredential, StoreError> {
         let now = crate::now();
-        let row: CredentialRow = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+        let row: CredentialRow = with_pool!(self.store, |pool| {
+            sqlx::query_as(concat!(
             "INSERT INTO user_provider_configs \
                (id, user_id, provider_name, encrypted_credentials, is_valid, created_at, updated_at, \
                 credential_hint, validated_at, last_error) \
@@ -177,12 +178,17 @@ impl<'a> CredentialRepo<'a> {
         .bind(&new.credential_hint)
         .bind(new.validated_at)
         .fetch_one(pool)
-        .await?);
+        .await?
+        });
         Ok(row.into())
     }
 
     /// The user's credential for the provider.
-    pub async fn get(&self, user_id: Uuid, provider: ProviderId) -> Result<Option<StoredCredential>, StoreError> {
+    pub async fn get(
+        &self,
+        user_id: Uuid,
+        provider: ProviderId,
+    ) -> Result<Option<StoredCredential>, StoreError> {
         let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
             credential_columns!(),
@@ -231,7 +237,8 @@ impl<'a> CredentialRepo<'a> {
         checked_sealed: &str,
         record: &CheckRecord,
     ) -> Result<Option<StoredCredential>, StoreError> {
-        let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+        let row: Option<CredentialRow> = with_pool!(self.store, |pool| {
+            sqlx::query_as(concat!(
             "UPDATE user_provider_configs SET \
                is_valid = $1, last_error = $2, validated_at = COALESCE($3, validated_at), updated_at = $4 \
              WHERE user_id = $5 AND provider_name = $6 AND encrypted_credentials = $7 \
@@ -246,13 +253,18 @@ impl<'a> CredentialRepo<'a> {
         .bind(provider.as_str())
         .bind(checked_sealed)
         .fetch_optional(pool)
-        .await?);
+        .await?
+        });
         Ok(row.map(Into::into))
     }
 
     /// Up to `limit` rows with ids after `after`, in id order: a stable walk
     /// over the whole table that concurrent inserts cannot derail.
-    pub async fn page_after(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<StoredCredential>, StoreError> {
+    pub async fn page_after(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<StoredCredential>, StoreError> {
         let after = after.unwrap_or(Uuid::nil());
         let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
@@ -268,7 +280,12 @@ impl<'a> CredentialRepo<'a> {
 
     /// Replaces the sealed text of row `id` if it still is `expected`
     /// (compare-and-set); false when a concurrent save changed it first.
-    pub async fn replace_sealed(&self, id: Uuid, expected: &str, sealed: &str) -> Result<bool, StoreError> {
+    pub async fn replace_sealed(
+        &self,
+        id: Uuid,
+        expected: &str,
+        sealed: &str,
+    ) -> Result<bool, StoreError> {
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE user_provider_configs SET encrypted_credentials = $1 \
              WHERE id = $2 AND encrypted_credentials = $3"

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
+use crate::StoreError;
 use crate::credentials::CredentialRepo;
 use crate::tokens::TokenRepo;
-use crate::StoreError;
 
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -32,6 +34,19 @@ pub(crate) use with_pool;
 pub(crate) enum Db {
     Postgres(PgPool),
     Sqlite(SqlitePool),
+}
+
+/// Creates the embedded data directory readable by its owner only: it will
+/// hold sealed credentials, token hashes and (beside it) the key file.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Which database a store talks to.
@@ -89,7 +104,9 @@ impl Store {
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Store { db: Db::Postgres(pool) })
+            Ok(Store {
+                db: Db::Postgres(pool),
+            })
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Database)?
@@ -100,15 +117,21 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            if let Some(dir) = connect.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
+            if let Some(dir) = connect
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                create_private_dir(dir).map_err(StoreError::Io)?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
-            Ok(Store { db: Db::Sqlite(pool) })
+            Ok(Store {
+                db: Db::Sqlite(pool),
+            })
         } else {
             Err(StoreError::UnsupportedUrl)
         }
@@ -160,7 +183,9 @@ impl Store {
                 "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
             ),
         };
-        let exists: bool = with_pool!(self, |pool| sqlx::query_scalar(exists_sql).fetch_one(pool).await?);
+        let exists: bool = with_pool!(self, |pool| sqlx::query_scalar(exists_sql)
+            .fetch_one(pool)
+            .await?);
         let applied: Vec<i64> = if exists {
             with_pool!(self, |pool| sqlx::query_scalar(
                 "SELECT version FROM _sqlx_migrations WHERE success"
@@ -178,7 +203,9 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let _: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await?);
+        let _: i32 = with_pool!(self, |pool| sqlx::query_scalar("SELECT 1")
+            .fetch_one(pool)
+            .await?);
         Ok(())
     }
 

@@ -17,7 +17,9 @@ pub enum StoreError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The schema is older than this build and migrations were not applied.
-    #[error("the database schema is not up to date ({pending} migration(s) pending): run `byok migrate`")]
+    #[error(
+        "the database schema is not up to date ({pending} migration(s) pending): run `byok migrate`"
+    )]
     SchemaOutdated {
         /// Migrations not yet applied.
         pending: usize,

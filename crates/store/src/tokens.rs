@@ -45,7 +45,6 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-
 /// What `revoke` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeOutcome {
@@ -79,11 +78,17 @@ impl<'a> TokenRepo<'a> {
     pub async fn create(&self, name: &str) -> Result<(ApiToken, SecretString), StoreError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(StoreError::Invalid("a token name is 1-100 printable characters"));
+            return Err(StoreError::Invalid(
+                "a token name is 1-100 printable characters",
+            ));
         }
         let mut random = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut random[..]).map_err(|_| StoreError::Invalid("the system random number generator failed"))?;
-        let secret = SecretString::from(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&random[..])));
+        getrandom::fill(&mut random[..])
+            .map_err(|_| StoreError::Invalid("the system random number generator failed"))?;
+        let secret = SecretString::from(format!(
+            "{TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(&random[..])
+        ));
         let token = ApiToken {
             id: Uuid::now_v7(),
             name: name.to_owned(),
@@ -122,7 +127,10 @@ impl<'a> TokenRepo<'a> {
             return Ok(None);
         };
         let now = crate::now();
-        if token.last_used_at.is_none_or(|at| now - at >= LAST_USED_GRANULARITY) {
+        if token
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_GRANULARITY)
+        {
             with_pool!(self.store, |pool| sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $1 \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)"
@@ -140,11 +148,13 @@ impl<'a> TokenRepo<'a> {
 
     /// Every token, oldest first.
     pub async fn list(&self) -> Result<Vec<ApiToken>, StoreError> {
-        Ok(with_pool!(self.store, |pool| sqlx::query_as(
+        Ok(with_pool!(self.store, |pool| {
+            sqlx::query_as(
             "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY created_at, id"
         )
         .fetch_all(pool)
-        .await?))
+        .await?
+        }))
     }
 
     /// Revokes token `id`; takes effect for the next request.

@@ -32,7 +32,11 @@ pub async fn test_database() -> Option<TestDatabase> {
     let admin_url = match server() {
         Ok(url) => url.clone(),
         Err(why) => {
-            skip_or_fail("PostgreSQL", why, "PostgreSQL (initdb and postgres on PATH)");
+            skip_or_fail(
+                "PostgreSQL",
+                why,
+                "PostgreSQL (initdb and postgres on PATH)",
+            );
             return None;
         }
     };
@@ -46,7 +50,9 @@ pub async fn test_database() -> Option<TestDatabase> {
     };
     // The name is generated here from a UUID, never from input.
     admin
-        .execute(sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))))
+        .execute(sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\""
+        ))))
         .await
         .expect("CREATE DATABASE for the test");
     let _ = admin.close().await;
@@ -191,7 +197,10 @@ mod tests {
         let one: i32 = runtime.block_on(async {
             use sqlx::Connection as _;
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap()
+            sqlx::query_scalar("SELECT 1")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         });
         assert_eq!(one, 1);
     }

@@ -111,7 +111,14 @@ pub fn spawn_redis(extra_args: &[&str]) -> Option<SpawnedRedis> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
     let child = std::process::Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .args(extra_args)
@@ -135,7 +142,8 @@ pub fn spawn_redis(extra_args: &[&str]) -> Option<SpawnedRedis> {
 
 /// A shared fallback server that lives as long as the test process.
 fn spawn_redis_detached(extra_args: &[&str]) -> Result<String, String> {
-    let binary = which("redis-server").ok_or("no server on 127.0.0.1:6379 and no redis-server on PATH")?;
+    let binary =
+        which("redis-server").ok_or("no server on 127.0.0.1:6379 and no redis-server on PATH")?;
     let port = free_port();
     let command = format!(
         "{} --port {port} --bind 127.0.0.1 --save '' --appendonly no {}",
@@ -165,7 +173,11 @@ mod tests {
         let mut conn = client.get_connection().unwrap();
         let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
         assert_eq!(pong, "PONG");
-        let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query(&mut conn).unwrap();
+        let aof: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query(&mut conn)
+            .unwrap();
         assert_eq!(aof, ["appendonly", "yes"]);
     }
 

@@ -17,7 +17,10 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
         let user = Uuid::new_v4();
         let plaintext = format!(r#"{{"api_key":"{API_KEY}"}}"#);
         let sealed = ring
-            .seal(&SealContext::new(user, ProviderId::Runway), plaintext.as_bytes())
+            .seal(
+                &SealContext::new(user, ProviderId::Runway),
+                plaintext.as_bytes(),
+            )
             .unwrap();
         b.store
             .credentials()
@@ -34,20 +37,46 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
         let token = token.expose_secret().to_owned();
 
         let dump = if b.name == "postgres" {
-            let Some(dump) = pg_dump(&b.url) else { continue };
+            let Some(dump) = pg_dump(&b.url) else {
+                continue;
+            };
             dump
         } else {
             b.store.close().await;
             sqlite_bytes(&b.url)
         };
         // The dump really holds the rows: the sealed value and the hint are there...
-        assert!(contains(&dump, sealed.as_bytes()), "{}: dump holds the sealed row", b.name);
-        assert!(contains(&dump, "dump-test".as_bytes()), "{}: dump holds the token row", b.name);
+        assert!(
+            contains(&dump, sealed.as_bytes()),
+            "{}: dump holds the sealed row",
+            b.name
+        );
+        assert!(
+            contains(&dump, "dump-test".as_bytes()),
+            "{}: dump holds the token row",
+            b.name
+        );
         // ...but neither the key, nor any long piece of it, nor the token.
-        assert!(!contains(&dump, API_KEY.as_bytes()), "{}: API key in the dump", b.name);
-        assert!(!contains(&dump, &API_KEY.as_bytes()[4..24]), "{}: part of the key in the dump", b.name);
-        assert!(!contains(&dump, token.as_bytes()), "{}: token in the dump", b.name);
-        assert!(!contains(&dump, &token.as_bytes()[5..25]), "{}: part of the token in the dump", b.name);
+        assert!(
+            !contains(&dump, API_KEY.as_bytes()),
+            "{}: API key in the dump",
+            b.name
+        );
+        assert!(
+            !contains(&dump, &API_KEY.as_bytes()[4..24]),
+            "{}: part of the key in the dump",
+            b.name
+        );
+        assert!(
+            !contains(&dump, token.as_bytes()),
+            "{}: token in the dump",
+            b.name
+        );
+        assert!(
+            !contains(&dump, &token.as_bytes()[5..25]),
+            "{}: part of the token in the dump",
+            b.name
+        );
     }
 }
 
@@ -56,7 +85,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn pg_dump(url: &str) -> Option<Vec<u8>> {
-    match std::process::Command::new("pg_dump").arg("--dbname").arg(url).output() {
+    match std::process::Command::new("pg_dump")
+        .arg("--dbname")
+        .arg(url)
+        .output()
+    {
         Ok(out) if out.status.success() => Some(out.stdout),
         Ok(out) => panic!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr)),
         Err(e) => {
@@ -68,7 +101,11 @@ fn pg_dump(url: &str) -> Option<Vec<u8>> {
 
 /// The SQLite file and its write-ahead log, byte for byte.
 fn sqlite_bytes(url: &str) -> Vec<u8> {
-    let path = url.trim_start_matches("sqlite://").split('?').next().unwrap();
+    let path = url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap();
     let mut bytes = std::fs::read(path).unwrap();
     if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
         bytes.extend(wal);

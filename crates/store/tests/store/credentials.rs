@@ -19,14 +19,24 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
     for b in backends().await {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
-        let first = repo.upsert(&new(user, ProviderId::Runway, "v1:1:a:b")).await.unwrap();
-        let second = repo.upsert(&new(user, ProviderId::Runway, "v1:1:c:d")).await.unwrap();
+        let first = repo
+            .upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+            .await
+            .unwrap();
+        let second = repo
+            .upsert(&new(user, ProviderId::Runway, "v1:1:c:d"))
+            .await
+            .unwrap();
         assert_eq!(first.id, second.id, "{}: same row replaced", b.name);
         assert_eq!(second.sealed, "v1:1:c:d");
         assert_eq!(second.created_at, first.created_at);
         assert!(second.updated_at >= first.updated_at);
-        repo.upsert(&new(user, ProviderId::Stability, "v1:1:e:f")).await.unwrap();
-        repo.upsert(&new(Uuid::new_v4(), ProviderId::Runway, "v1:1:g:h")).await.unwrap();
+        repo.upsert(&new(user, ProviderId::Stability, "v1:1:e:f"))
+            .await
+            .unwrap();
+        repo.upsert(&new(Uuid::new_v4(), ProviderId::Runway, "v1:1:g:h"))
+            .await
+            .unwrap();
 
         let mine = repo.list_for_user(user).await.unwrap();
         let names: Vec<_> = mine.iter().map(|c| c.provider_name.as_str()).collect();
@@ -46,7 +56,12 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
         for save in saves {
             save.await.unwrap().unwrap();
         }
-        assert_eq!(repo.list_for_user(racer).await.unwrap().len(), 1, "{}", b.name);
+        assert_eq!(
+            repo.list_for_user(racer).await.unwrap().len(),
+            1,
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -56,12 +71,17 @@ async fn get_and_delete() {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
         assert!(repo.get(user, ProviderId::Runway).await.unwrap().is_none());
-        repo.upsert(&new(user, ProviderId::Runway, "v1:1:a:b")).await.unwrap();
+        repo.upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+            .await
+            .unwrap();
         let got = repo.get(user, ProviderId::Runway).await.unwrap().unwrap();
         assert_eq!(got.provider(), Some(ProviderId::Runway));
         assert_eq!(got.credential_hint.as_deref(), Some("key_…9f2c"));
         assert!(got.is_valid);
-        assert!(!format!("{got:?}").contains("v1:1:a:b"), "Debug hides the sealed text");
+        assert!(
+            !format!("{got:?}").contains("v1:1:a:b"),
+            "Debug hides the sealed text"
+        );
         assert!(repo.delete(user, ProviderId::Runway).await.unwrap());
         assert!(!repo.delete(user, ProviderId::Runway).await.unwrap());
         assert!(repo.get(user, ProviderId::Runway).await.unwrap().is_none());
@@ -73,16 +93,32 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
     for b in backends().await {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
-        let stored = repo.upsert(&new(user, ProviderId::Runway, "v1:1:old:x")).await.unwrap();
+        let stored = repo
+            .upsert(&new(user, ProviderId::Runway, "v1:1:old:x"))
+            .await
+            .unwrap();
         let rejected = CheckRecord {
             is_valid: false,
             last_error: Some("Runway rejected the key (HTTP 401)".into()),
             validated_at: None,
         };
         // The key was replaced while the check ran: the verdict is dropped.
-        repo.upsert(&new(user, ProviderId::Runway, "v1:1:new:x")).await.unwrap();
-        assert!(repo.record_check(user, ProviderId::Runway, &stored.sealed, &rejected).await.unwrap().is_none());
-        assert!(repo.get(user, ProviderId::Runway).await.unwrap().unwrap().is_valid);
+        repo.upsert(&new(user, ProviderId::Runway, "v1:1:new:x"))
+            .await
+            .unwrap();
+        assert!(
+            repo.record_check(user, ProviderId::Runway, &stored.sealed, &rejected)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            repo.get(user, ProviderId::Runway)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_valid
+        );
 
         let updated = repo
             .record_check(user, ProviderId::Runway, "v1:1:new:x", &rejected)
@@ -91,10 +127,17 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
             .unwrap();
         assert!(!updated.is_valid);
         assert_eq!(updated.last_error, rejected.last_error);
-        assert!(updated.validated_at.is_some(), "{}: validated_at kept when not confirmed", b.name);
+        assert!(
+            updated.validated_at.is_some(),
+            "{}: validated_at kept when not confirmed",
+            b.name
+        );
 
         // A new save clears the error.
-        let saved = repo.upsert(&new(user, ProviderId::Runway, "v1:1:newer:x")).await.unwrap();
+        let saved = repo
+            .upsert(&new(user, ProviderId::Runway, "v1:1:newer:x"))
+            .await
+            .unwrap();
         assert!(saved.is_valid && saved.last_error.is_none());
     }
 }
@@ -105,7 +148,9 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
         for p in ProviderId::ALL {
-            repo.upsert(&new(user, p, &format!("legacy-{p}"))).await.unwrap();
+            repo.upsert(&new(user, p, &format!("legacy-{p}")))
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut after = None;
@@ -125,9 +170,23 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
         assert_eq!(ids, sorted);
 
         let row = mine[0];
-        assert!(repo.replace_sealed(row.id, &row.sealed, "v1:2:new:x").await.unwrap());
-        assert!(!repo.replace_sealed(row.id, &row.sealed, "v1:2:other:x").await.unwrap(), "stale expectation");
-        let now = repo.get(user, row.provider().unwrap()).await.unwrap().unwrap();
+        assert!(
+            repo.replace_sealed(row.id, &row.sealed, "v1:2:new:x")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !repo
+                .replace_sealed(row.id, &row.sealed, "v1:2:other:x")
+                .await
+                .unwrap(),
+            "stale expectation"
+        );
+        let now = repo
+            .get(user, row.provider().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(now.sealed, "v1:2:new:x");
     }
 }
@@ -136,7 +195,11 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
 async fn rows_naming_unknown_providers_are_listed_not_fatal() {
     for b in backends().await {
         let user = Uuid::new_v4();
-        b.store.credentials().upsert(&new(user, ProviderId::Runway, "v1:1:a:b")).await.unwrap();
+        b.store
+            .credentials()
+            .upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+            .await
+            .unwrap();
         insert_raw_row(&b.url, user, "sora").await;
         let rows = b.store.credentials().list_for_user(user).await.unwrap();
         let providers: Vec<_> = rows.iter().map(|r| r.provider()).collect();

@@ -1,8 +1,8 @@
 //! The store against real PostgreSQL and SQLite: every behaviour is checked
 //! on both, since the embedded and distributed shapes must agree.
 
-mod credentials;
 mod at_rest;
+mod credentials;
 mod schema;
 mod tokens;
 

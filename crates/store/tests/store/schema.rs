@@ -20,7 +20,11 @@ async fn migrations_apply_once_and_report_status() {
         let applied = store.migrate().await.unwrap();
         assert!(applied >= 1);
         assert_eq!(store.schema_status().await.unwrap(), SchemaStatus::UpToDate);
-        assert_eq!(store.migrate().await.unwrap(), 0, "second run applies nothing");
+        assert_eq!(
+            store.migrate().await.unwrap(),
+            0,
+            "second run applies nothing"
+        );
         store.require_current_schema().await.unwrap();
         store.ping().await.unwrap();
     }

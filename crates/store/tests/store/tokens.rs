@@ -13,12 +13,20 @@ async fn tokens_authenticate_until_revoked() {
         assert!(secret.starts_with(TOKEN_PREFIX));
         assert_eq!(secret.len(), 48);
 
-        let found = repo.authenticate(secret).await.unwrap().expect("valid token");
+        let found = repo
+            .authenticate(secret)
+            .await
+            .unwrap()
+            .expect("valid token");
         assert_eq!(found.id, token.id);
         assert_eq!(found.name, "producer-a");
         assert!(found.last_used_at.is_some(), "{}: use is recorded", b.name);
         let listed = repo.list().await.unwrap();
-        assert!(listed.iter().any(|t| t.id == token.id && t.last_used_at.is_some()));
+        assert!(
+            listed
+                .iter()
+                .any(|t| t.id == token.id && t.last_used_at.is_some())
+        );
 
         let mut wrong = secret.to_owned();
         wrong.replace_range(10..11, if &secret[10..11] == "A" { "B" } else { "A" });
@@ -27,10 +35,26 @@ async fn tokens_authenticate_until_revoked() {
         assert!(repo.authenticate("byok_short").await.unwrap().is_none());
 
         assert_eq!(repo.revoke(token.id).await.unwrap(), RevokeOutcome::Revoked);
-        assert!(repo.authenticate(secret).await.unwrap().is_none(), "{}: revoked", b.name);
-        assert_eq!(repo.revoke(token.id).await.unwrap(), RevokeOutcome::AlreadyRevoked);
-        assert_eq!(repo.revoke(Uuid::new_v4()).await.unwrap(), RevokeOutcome::NotFound);
-        assert!(repo.list().await.unwrap().iter().any(|t| t.id == token.id && t.revoked_at.is_some()));
+        assert!(
+            repo.authenticate(secret).await.unwrap().is_none(),
+            "{}: revoked",
+            b.name
+        );
+        assert_eq!(
+            repo.revoke(token.id).await.unwrap(),
+            RevokeOutcome::AlreadyRevoked
+        );
+        assert_eq!(
+            repo.revoke(Uuid::new_v4()).await.unwrap(),
+            RevokeOutcome::NotFound
+        );
+        assert!(
+            repo.list()
+                .await
+                .unwrap()
+                .iter()
+                .any(|t| t.id == token.id && t.revoked_at.is_some())
+        );
     }
 }
 
@@ -38,7 +62,13 @@ async fn tokens_authenticate_until_revoked() {
 async fn token_names_are_checked() {
     for b in backends().await {
         for bad in ["", "   ", "tab\there", &"x".repeat(101)] {
-            assert!(matches!(b.store.tokens().create(bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    b.store.tokens().create(bad).await,
+                    Err(StoreError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 }

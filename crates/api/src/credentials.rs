@@ -1,0 +1,342 @@
+//! Users' provider credentials: store (after a key check), list, test, delete.
+//!
+//! Plaintext credentials exist only between parsing a request body and
+//! sealing, and between opening a stored value and the provider call; the
+//! store, the responses and the logs see sealed text and hints only.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use byok_core::ProviderId;
+use byok_crypto::SealContext;
+use byok_providers::{CredentialCheck, Credentials, VideoProvider};
+use byok_store::{CheckRecord, NewCredential, StoredCredential};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zeroize::Zeroize as _;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiErrorCode};
+use crate::extract::{ApiJson, UserPath, UserProviderPath};
+
+/// Body of `PUT …/credentials`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutCredentials {
+    /// The provider's fields (`api_key`, `service_account`, …).
+    credentials: Value,
+    /// Ask the provider before storing (default true).
+    #[serde(default = "default_true")]
+    validate: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What a user's credential for one provider looks like from outside.
+/// Never a secret: only a hint.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    provider: ProviderId,
+    connected: bool,
+    is_valid: bool,
+    credential_hint: Option<String>,
+    validated_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl Summary {
+    fn of(provider: ProviderId, row: &StoredCredential) -> Self {
+        Summary {
+            provider,
+            connected: true,
+            is_valid: row.is_valid,
+            credential_hint: row.credential_hint.clone(),
+            validated_at: row.validated_at,
+            last_error: row.last_error.clone(),
+            created_at: Some(row.created_at),
+            updated_at: Some(row.updated_at),
+        }
+    }
+
+    fn not_connected(provider: ProviderId) -> Self {
+        Summary {
+            provider,
+            connected: false,
+            is_valid: false,
+            credential_hint: None,
+            validated_at: None,
+            last_error: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
+/// The verdict of `POST …/test`, next to the updated summary.
+#[derive(Debug, Serialize)]
+pub(crate) struct TestResult {
+    #[serde(flatten)]
+    summary: Summary,
+    check: CheckOutcome,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckOutcome {
+    /// `valid`, `rejected` (by the provider) or `unreadable` (the stored
+    /// value cannot be opened for this user and provider).
+    result: &'static str,
+    reason: Option<String>,
+}
+
+/// `PUT /v1/users/{user_id}/providers/{provider}/credentials`
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    UserProviderPath(user, provider): UserProviderPath,
+    ApiJson(mut body): ApiJson<PutCredentials>,
+) -> Result<Json<Summary>, ApiError> {
+    let adapter = state.providers().get(provider.0);
+    let parsed = adapter.parse_credentials(&body.credentials);
+    wipe_json(&mut body.credentials);
+    let credentials = parsed.map_err(|e| {
+        ApiError::new(ApiErrorCode::InvalidRequest, format!("credentials.{e}"))
+            .with_details(json!({ "field": format!("credentials.{}", e.field) }))
+    })?;
+
+    let validated_at = if body.validate {
+        match adapter.check_credentials(&credentials).await {
+            CredentialCheck::Valid => Some(byok_store::now()),
+            CredentialCheck::Rejected { reason } => {
+                return Err(ApiError::new(
+                    ApiErrorCode::CredentialsInvalid,
+                    format!("the provider rejected the credentials; nothing was stored: {reason}"),
+                )
+                .with_details(json!({ "provider": provider.0, "provider_reason": reason })));
+            }
+            CredentialCheck::Unavailable { reason } => {
+                return Err(provider_unavailable(
+                    provider.0,
+                    &reason,
+                    "nothing was stored; retry, or send \"validate\": false to store without a check",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+
+    let context = SealContext::new(user.0, provider.0);
+    let sealed = state
+        .key_ring()
+        .seal(&context, &credentials.to_plaintext())
+        .map_err(|e| ApiError::internal(&e))?;
+    let stored = state
+        .store()
+        .credentials()
+        .upsert(&NewCredential {
+            user_id: user.0,
+            provider: provider.0,
+            sealed,
+            credential_hint: credentials.hint(),
+            validated_at,
+        })
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    tracing::info!(user.id = %user.0, provider = %provider.0, validated = body.validate, "credentials stored");
+    Ok(Json(Summary::of(provider.0, &stored)))
+}
+
+/// `GET /v1/users/{user_id}/providers`: one summary per provider, connected or not.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    UserPath(user): UserPath,
+) -> Result<Json<Value>, ApiError> {
+    let rows = state
+        .store()
+        .credentials()
+        .list_for_user(user.0)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let summaries: Vec<Summary> = ProviderId::ALL
+        .into_iter()
+        .map(|p| match rows.iter().find(|r| r.provider() == Some(p)) {
+            Some(row) => Summary::of(p, row),
+            None => Summary::not_connected(p),
+        })
+        .collect();
+    Ok(Json(json!({ "user_id": user.0, "providers": summaries })))
+}
+
+/// `GET /v1/users/{user_id}/providers/{provider}`: 404 when none is stored.
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    UserProviderPath(user, provider): UserProviderPath,
+) -> Result<Json<Summary>, ApiError> {
+    let row = load(&state, user.0, provider.0).await?;
+    Ok(Json(Summary::of(provider.0, &row)))
+}
+
+/// `DELETE /v1/users/{user_id}/providers/{provider}`: 204, or 404 when none is stored.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    UserProviderPath(user, provider): UserProviderPath,
+) -> Result<StatusCode, ApiError> {
+    let deleted = state
+        .store()
+        .credentials()
+        .delete(user.0, provider.0)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    if deleted {
+        tracing::info!(user.id = %user.0, provider = %provider.0, "credentials deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_credentials(provider.0))
+    }
+}
+
+/// `POST /v1/users/{user_id}/providers/{provider}/test`: re-checks the
+/// stored key with the provider and records the verdict.
+pub(crate) async fn test(
+    State(state): State<AppState>,
+    UserProviderPath(user, provider): UserProviderPath,
+) -> Result<Json<TestResult>, ApiError> {
+    let row = load(&state, user.0, provider.0).await?;
+    let adapter = state.providers().get(provider.0);
+
+    let (record, outcome) = match open(&state, &adapter, user.0, provider.0, &row) {
+        Err(reason) => {
+            // A value that does not open for its own row was altered or
+            // moved here from another row. It is never sent anywhere.
+            tracing::warn!(user.id = %user.0, provider = %provider.0, reason = %reason, "stored credential is unreadable");
+            (
+                CheckRecord {
+                    is_valid: false,
+                    last_error: Some(format!("credentials_unreadable: {reason}")),
+                    validated_at: None,
+                },
+                CheckOutcome {
+                    result: "unreadable",
+                    reason: Some(reason),
+                },
+            )
+        }
+        Ok(credentials) => match adapter.check_credentials(&credentials).await {
+            CredentialCheck::Valid => (
+                CheckRecord {
+                    is_valid: true,
+                    last_error: None,
+                    validated_at: Some(byok_store::now()),
+                },
+                CheckOutcome {
+                    result: "valid",
+                    reason: None,
+                },
+            ),
+            CredentialCheck::Rejected { reason } => (
+                CheckRecord {
+                    is_valid: false,
+                    last_error: Some(reason.clone()),
+                    validated_at: None,
+                },
+                CheckOutcome {
+                    result: "rejected",
+                    reason: Some(reason),
+                },
+            ),
+            CredentialCheck::Unavailable { reason } => {
+                return Err(provider_unavailable(
+                    provider.0,
+                    &reason,
+                    "the stored credential was not changed",
+                ));
+            }
+        },
+    };
+
+    let updated = state
+        .store()
+        .credentials()
+        .record_check(user.0, provider.0, &row.sealed, &record)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                ApiErrorCode::Conflict,
+                "the credential was replaced or deleted while it was being tested; test again",
+            )
+        })?;
+    Ok(Json(TestResult {
+        summary: Summary::of(provider.0, &updated),
+        check: outcome,
+    }))
+}
+
+/// Opens and parses a stored credential for its own row; the error is a
+/// reason safe to show (it names no secret).
+fn open(
+    state: &AppState,
+    adapter: &Arc<dyn VideoProvider>,
+    user: Uuid,
+    provider: ProviderId,
+    row: &StoredCredential,
+) -> Result<Credentials, String> {
+    let plaintext = state
+        .key_ring()
+        .open(&SealContext::new(user, provider), &row.sealed)
+        .map_err(|e| e.to_string())?;
+    let mut value: Value = serde_json::from_slice(plaintext.expose_secret())
+        .map_err(|_| "the stored credential is not valid JSON".to_owned())?;
+    let parsed = adapter
+        .parse_credentials(&value)
+        .map_err(|e| format!("the stored credential is malformed ({})", e.field));
+    wipe_json(&mut value);
+    parsed
+}
+
+async fn load(
+    state: &AppState,
+    user: Uuid,
+    provider: ProviderId,
+) -> Result<StoredCredential, ApiError> {
+    state
+        .store()
+        .credentials()
+        .get(user, provider)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .ok_or_else(|| no_credentials(provider))
+}
+
+fn no_credentials(provider: ProviderId) -> ApiError {
+    ApiError::not_found(format!(
+        "this user has no stored credentials for {provider}"
+    ))
+}
+
+fn provider_unavailable(provider: ProviderId, reason: &str, consequence: &str) -> ApiError {
+    ApiError::new(
+        ApiErrorCode::ProviderUnavailable,
+        format!("{provider} could not check the credentials ({reason}); {consequence}"),
+    )
+    .with_details(json!({ "provider": provider, "provider_reason": reason }))
+}
+
+/// Overwrites every string in a JSON value: request bodies carry keys, and
+/// `serde_json::Value` does not wipe itself on drop.
+fn wipe_json(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        Value::Object(map) => map.values_mut().for_each(wipe_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}

@@ -1,0 +1,160 @@
+//! The one error shape of the API (DESIGN §5):
+//! `{"error":{"code":"…","message":"…","details":…}}` with the right status.
+//!
+//! Internal errors never reach the caller: they are logged inside the
+//! request's span (which carries its `x-request-id`) and answered with a
+//! generic message that names the request id.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Stable error codes of the HTTP API (in addition to the job codes of
+/// `byok_core::ErrorCode`, which jobs carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorCode {
+    /// 400: the request cannot be parsed (JSON syntax, path or query parameters).
+    BadRequest,
+    /// 401: no token, an unknown token or a revoked token.
+    Unauthorized,
+    /// 404: no such route or resource.
+    NotFound,
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 409: the resource changed, or the request conflicts with its state.
+    Conflict,
+    /// 413: the body is larger than `api.max_body_bytes`.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: well-formed but semantically invalid.
+    InvalidRequest,
+    /// 422: the provider rejected the key.
+    CredentialsInvalid,
+    /// 503: the provider could not be asked.
+    ProviderUnavailable,
+    /// 503: the database or the queue is down.
+    ServiceUnavailable,
+    /// 500: a fault in byok.
+    Internal,
+}
+
+impl ApiErrorCode {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorCode::BadRequest => "bad_request",
+            ApiErrorCode::Unauthorized => "unauthorized",
+            ApiErrorCode::NotFound => "not_found",
+            ApiErrorCode::MethodNotAllowed => "method_not_allowed",
+            ApiErrorCode::Conflict => "conflict",
+            ApiErrorCode::PayloadTooLarge => "payload_too_large",
+            ApiErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ApiErrorCode::InvalidRequest => "invalid_request",
+            ApiErrorCode::CredentialsInvalid => "credentials_invalid",
+            ApiErrorCode::ProviderUnavailable => "provider_unavailable",
+            ApiErrorCode::ServiceUnavailable => "service_unavailable",
+            ApiErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiErrorCode::Conflict => StatusCode::CONFLICT,
+            ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiErrorCode::InvalidRequest | ApiErrorCode::CredentialsInvalid => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiErrorCode::ProviderUnavailable | ApiErrorCode::ServiceUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ApiErrorCode,
+    message: String,
+    details: Value,
+}
+
+impl ApiError {
+    /// An error with a message for the caller.
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// Adds machine-readable details.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ApiErrorCode {
+        self.code
+    }
+
+    /// Logs `error` and returns the generic 500 that hides it.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(
+            ApiErrorCode::Internal,
+            "internal error; the server log has the details under this response's x-request-id",
+        )
+    }
+
+    /// Maps a storage failure: 503 when the database is unreachable, else 500.
+    pub fn store(error: &byok_store::StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error, "database unavailable");
+            Self::new(
+                ApiErrorCode::ServiceUnavailable,
+                "the database is unavailable; retry later",
+            )
+        } else {
+            Self::internal(error)
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ApiErrorCode::NotFound, message)
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ApiErrorCode::BadRequest, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "details": self.details,
+            }
+        });
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if self.code == ApiErrorCode::Unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,152 @@
+//! Extractors whose every rejection uses the API's error shape.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use byok_core::ProviderId;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiErrorCode};
+
+/// A JSON body. Unlike `axum::Json`, its rejections are API errors:
+/// wrong content type → 415, over `api.max_body_bytes` → 413, bad syntax →
+/// 400, wrong shape → 422. Bodies may carry users' keys, so the raw bytes
+/// are wiped after parsing when this request owns them alone.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(ApiError::new(
+                ApiErrorCode::UnsupportedMediaType,
+                "the body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(&e))?;
+        let parsed = parse(&bytes);
+        wipe(bytes);
+        parsed.map(ApiJson)
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn body_error(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            ApiErrorCode::PayloadTooLarge,
+            "the body is larger than this server accepts (api.max_body_bytes)",
+        )
+    } else {
+        ApiError::bad_request("the body could not be read")
+    }
+}
+
+/// Syntax first (400), then shape (422): a body that is not JSON at all is
+/// malformed even when its first value happens to lack a field.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        // serde's messages name the field and the expected type; for strings
+        // they can quote the value, which is why secret fields are typed as
+        // free-form JSON and checked by the provider adapter instead.
+        let field = (path != ".").then_some(path);
+        ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            format!(
+                "the body does not fit the expected shape: {}",
+                e.into_inner()
+            ),
+        )
+        .with_details(serde_json::json!({ "field": field }))
+    })
+}
+
+fn wipe(bytes: Bytes) {
+    if let Ok(mut owned) = bytes.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut owned[..]);
+    }
+}
+
+/// The `{user_id}` path segment: a UUID, else 400.
+#[derive(Debug, Clone, Copy)]
+pub struct UserId(pub Uuid);
+
+/// The `{provider}` path segment: a known provider, else 404.
+#[derive(Debug, Clone, Copy)]
+pub struct Provider(pub ProviderId);
+
+pub(crate) fn parse_user_id(raw: &str) -> Result<UserId, ApiError> {
+    Uuid::parse_str(raw).map(UserId).map_err(|_| {
+        ApiError::bad_request("user_id must be a UUID, e.g. 0b6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3")
+            .with_details(serde_json::json!({ "field": "user_id" }))
+    })
+}
+
+pub(crate) fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
+    raw.parse::<ProviderId>()
+        .map(Provider)
+        .map_err(|e| ApiError::not_found(e.to_string()))
+}
+
+/// `/v1/users/{user_id}/…` routes.
+#[derive(Debug)]
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(user_id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_request("invalid path"))?;
+        Ok(UserPath(parse_user_id(&user_id)?))
+    }
+}
+
+/// `/v1/users/{user_id}/providers/{provider}…` routes.
+#[derive(Debug)]
+pub struct UserProviderPath(pub UserId, pub Provider);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserProviderPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((user_id, provider)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_request("invalid path"))?;
+        // The user id is checked first so that a bad id is always a 400.
+        let user = parse_user_id(&user_id)?;
+        Ok(UserProviderPath(user, parse_provider(&provider)?))
+    }
+}

@@ -1,0 +1,132 @@
+//! Liveness, readiness and the catch-all responses.
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiErrorCode};
+
+/// How long one dependency may take to answer a readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How readiness reaches the queue.
+#[derive(Debug, Clone)]
+pub enum QueueProbe {
+    /// The queue lives in the store's SQLite database: the store check covers it.
+    InStore,
+    /// A Redis server.
+    Redis(redis::Client),
+}
+
+impl QueueProbe {
+    /// A probe for `queue.url`: `sqlite` or a Redis URL.
+    pub fn from_url(url: &str) -> Result<QueueProbe, redis::RedisError> {
+        if url == "sqlite" {
+            Ok(QueueProbe::InStore)
+        } else {
+            redis::Client::open(url).map(QueueProbe::Redis)
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        match self {
+            QueueProbe::InStore => Ok(()),
+            QueueProbe::Redis(client) => {
+                let ping = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                };
+                match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("redis: {}", e.kind_str())),
+                    Err(_) => Err("redis: no answer within 2 s".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+trait RedisErrorKind {
+    fn kind_str(&self) -> String;
+}
+
+impl RedisErrorKind for redis::RedisError {
+    // The kind, not the full error: a Redis error can echo the URL, and the
+    // URL can carry a password.
+    fn kind_str(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+/// `GET /healthz`: the process is alive. Touches no dependency.
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 only when the store and the queue answer; otherwise
+/// 503 naming which failed.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let (store, queue) = tokio::join!(
+        async {
+            match tokio::time::timeout(PROBE_TIMEOUT, state.store().ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: store check failed");
+                    Err("database: unavailable".to_owned())
+                }
+                Err(_) => Err("database: no answer within 2 s".to_owned()),
+            }
+        },
+        state.queue().check()
+    );
+    let status = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let checks = json!({ "store": status(&store), "queue": status(&queue) });
+    if store.is_ok() && queue.is_ok() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response();
+    }
+    let failed: Vec<&str> = [("store", &store), ("queue", &queue)]
+        .into_iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| name)
+        .collect();
+    ApiError::new(
+        ApiErrorCode::ServiceUnavailable,
+        format!("not ready: {} unavailable", failed.join(" and ")),
+    )
+    .with_details(json!({ "checks": checks }))
+    .into_response()
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ApiErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
+#[allow(clippy::needless_pass_by_value)] // the signature CatchPanicLayer requires
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    ApiError::internal(&format!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,48 @@
+//! One module per subcommand.
+
+mod api;
+mod keys;
+mod migrate;
+mod token;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, KeysCommand, TokenCommand};
+
+/// Runs the parsed command; `Err` is reported by `main` with the right exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Keys(KeysCommand::Generate) => keys::generate(),
+        Command::Keys(KeysCommand::Rewrap) => keys::rewrap(&byok_config::load(config)?).await,
+        Command::Migrate => migrate::run(&byok_config::load(config)?).await,
+        Command::Api => api::run(&byok_config::load(config)?).await,
+        Command::Token(TokenCommand::Create(args)) => {
+            token::create(&byok_config::load(config)?, &args).await
+        }
+        Command::Token(TokenCommand::List(args)) => {
+            token::list(&byok_config::load(config)?, &args).await
+        }
+        Command::Token(TokenCommand::Revoke(args)) => {
+            token::revoke(&byok_config::load(config)?, &args).await
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C stops the process.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,47 @@
+//! The static description of a provider served by `GET /v1/providers`.
+
+use byok_core::ProviderId;
+use serde::{Deserialize, Serialize};
+
+/// Static description of one provider for `GET /v1/providers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderDescriptor {
+    /// The stable provider id.
+    pub id: ProviderId,
+    /// Human name: "Google Veo", "Runway ML", "Stability AI".
+    pub display_name: &'static str,
+    /// One sentence on what the provider is and how it is reached.
+    pub description: &'static str,
+    /// A stable icon slug ("veo", "runway", "stability") the UI maps to an image.
+    pub icon: &'static str,
+    /// The fields of the `credentials` object a user submits, in display order.
+    pub credential_fields: Vec<CredentialField>,
+    /// The per-key limits this deployment enforces (configuration, seeded per DESIGN §8).
+    pub rate_limits: RateLimits,
+}
+
+/// One field of a provider's `credentials` object, for building a form.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialField {
+    /// The JSON member name, e.g. `api_key`.
+    pub name: &'static str,
+    /// Form label.
+    pub label: &'static str,
+    /// Whether `parse_credentials` refuses an object without it.
+    pub required: bool,
+    /// Whether the value is a secret (mask it in forms; never shown back).
+    pub secret: bool,
+    /// `"string"` or `"json"` (a JSON object, or a string containing one).
+    pub kind: &'static str,
+    /// Help text.
+    pub description: &'static str,
+}
+
+/// Requests per user key the system lets through to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    /// Requests per rolling minute.
+    pub per_minute: u32,
+    /// Requests per rolling hour.
+    pub per_hour: u32,
+}

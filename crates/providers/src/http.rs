@@ -1,0 +1,297 @@
+//! HTTP plumbing shared by the adapters: bounded body reads, reason sanitising, transport
+//! error descriptions and base-URL handling.
+//!
+//! Everything a provider sends back is untrusted: bodies are read up to
+//! [`MAX_BODY_BYTES`] and no further, and any text copied from them into a reason goes
+//! through [`sanitize`] (secrets redacted, control characters removed, length capped).
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use byok_core::ProviderId;
+use reqwest::StatusCode;
+use serde_json::Value;
+use url::Url;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::CredentialCheck;
+use crate::registry::RegistryError;
+
+/// The most bytes read from any provider response. Key-check answers are tiny; anything
+/// bigger is not what we asked for, and reading it all would let a hostile endpoint make
+/// us buffer without limit.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The most characters of a provider's own text copied into a reason.
+pub(crate) const MAX_REASON_CHARS: usize = 300;
+
+/// `User-Agent` of every provider call.
+pub(crate) const USER_AGENT: &str = concat!("byok/", env!("CARGO_PKG_VERSION"));
+
+/// What stands in for a secret found in provider text.
+const REDACTED: &str = "[REDACTED]";
+
+/// A response body read up to [`MAX_BODY_BYTES`]. Wiped on drop because some bodies
+/// (token responses) carry secrets.
+pub(crate) struct Body {
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+    /// The provider sent more than [`MAX_BODY_BYTES`]; `bytes` holds the first part only.
+    pub(crate) truncated: bool,
+}
+
+impl Body {
+    /// The body as JSON, if it is complete and well-formed JSON.
+    pub(crate) fn json(&self) -> Option<Value> {
+        if self.truncated {
+            return None;
+        }
+        serde_json::from_slice(&self.bytes).ok()
+    }
+}
+
+/// Reads at most [`MAX_BODY_BYTES`] of `response`'s body.
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Body, reqwest::Error> {
+    // Size the buffer once so that growing it never leaves an unwiped copy behind.
+    let capacity = response
+        .content_length()
+        .and_then(|len| usize::try_from(len).ok())
+        .map_or(MAX_BODY_BYTES, |len| len.min(MAX_BODY_BYTES));
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    let mut truncated = false;
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body { bytes, truncated })
+}
+
+/// Makes provider text safe to put into a reason: every occurrence of each secret is
+/// replaced by `[REDACTED]`, control characters become spaces, runs of whitespace
+/// collapse, and the result is cut to [`MAX_REASON_CHARS`] characters.
+///
+/// Redaction happens before truncation so that a secret straddling the cut cannot leave
+/// a readable prefix behind.
+pub(crate) fn sanitize(text: &str, secrets: &[&str]) -> String {
+    let mut redacted = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if redacted.contains(secret) {
+            redacted = redacted.replace(secret, REDACTED);
+        }
+    }
+    let mut collapsed = String::with_capacity(redacted.len());
+    let mut pending_space = false;
+    for c in redacted.chars() {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !collapsed.is_empty();
+            continue;
+        }
+        if pending_space {
+            collapsed.push(' ');
+            pending_space = false;
+        }
+        collapsed.push(c);
+    }
+    redacted.zeroize();
+    if collapsed.chars().count() <= MAX_REASON_CHARS {
+        return collapsed;
+    }
+    let mut out: String = collapsed.chars().take(MAX_REASON_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Sends a key-check request and reads the (capped) answer. A request that got no HTTP
+/// answer is `Err(Unavailable)`, with a reason naming `display_name`.
+pub(crate) async fn send_check(
+    request: reqwest::RequestBuilder,
+    display_name: &str,
+    timeout: Duration,
+    secrets: &[&str],
+) -> Result<(StatusCode, Body), CredentialCheck> {
+    let unavailable = |err: &reqwest::Error| CredentialCheck::Unavailable {
+        reason: sanitize(
+            &format!(
+                "{display_name} could not be reached: {}",
+                describe_transport_error(err, timeout)
+            ),
+            secrets,
+        ),
+    };
+    let response = request.send().await.map_err(|e| unavailable(&e))?;
+    let status = response.status();
+    let body = read_capped(response).await.map_err(|e| unavailable(&e))?;
+    Ok((status, body))
+}
+
+/// Appends `": <detail>"` when there is a detail.
+pub(crate) fn with_detail(prefix: String, detail: Option<String>) -> String {
+    match detail {
+        Some(detail) if !detail.is_empty() => format!("{prefix}: {detail}"),
+        _ => prefix,
+    }
+}
+
+/// A short description of why a request got no HTTP answer.
+///
+/// Uses the innermost cause (e.g. "Connection refused (os error 111)") rather than
+/// reqwest's own message, which repeats the whole URL.
+pub(crate) fn describe_transport_error(err: &reqwest::Error, timeout: Duration) -> String {
+    if err.is_timeout() {
+        return format!("no answer within {}", format_duration(timeout));
+    }
+    let root = root_cause(err);
+    if err.is_connect() {
+        format!("could not connect: {root}")
+    } else {
+        format!("request failed: {root}")
+    }
+}
+
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// Overwrites every string inside `value` (not object keys) before it is dropped; used for
+/// JSON that held secrets.
+pub(crate) fn wipe_json(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        Value::Object(map) => map.values_mut().for_each(wipe_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Parsed JSON whose strings are wiped on drop; for JSON that held secrets (a token
+/// answer, a service-account key given as a string).
+pub(crate) struct WipedJson(pub(crate) Option<Value>);
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.as_mut() {
+            wipe_json(value);
+        }
+    }
+}
+
+/// A configured provider base URL: absolute http(s), a host, no credentials, query or
+/// fragment (endpoint paths are appended to it).
+pub(crate) fn parse_base_url(provider: ProviderId, raw: &str) -> Result<Url, RegistryError> {
+    let bad = |reason: &str| RegistryError::BadBaseUrl {
+        provider,
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| bad(&format!("`{raw}` is not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Not echoed: it would print the credentials.
+        return Err(bad("must not contain user name or password"));
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(&format!("`{raw}` must be an http or https URL")));
+    }
+    if url.host().is_none() {
+        return Err(bad(&format!("`{raw}` has no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(&format!("`{raw}` must not have a query or fragment")));
+    }
+    Ok(url)
+}
+
+/// `base` with `path` (starting with `/`) appended to its path.
+pub(crate) fn endpoint(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url
+}
+
+/// The first non-empty string among `candidates`.
+pub(crate) fn first_text<'a>(
+    candidates: impl IntoIterator<Item = Option<&'a str>>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_redacts_before_truncating_and_strips_control_characters() {
+        let secret = "key_SECRET_0123456789";
+        let text = format!("bad key {secret}\r\n\tplease\u{7}retry");
+        assert_eq!(
+            sanitize(&text, &[secret]),
+            "bad key [REDACTED] please retry"
+        );
+
+        // The secret straddles the 300-character cut: no prefix of it may survive.
+        let long = format!("{}{secret}", "x".repeat(295));
+        let out = sanitize(&long, &[secret]);
+        assert!(!out.contains("key_SEC"), "{out}");
+        assert_eq!(out.chars().count(), MAX_REASON_CHARS);
+        assert!(out.ends_with('…'));
+
+        let huge = "é".repeat(10_000);
+        assert_eq!(sanitize(&huge, &[]).chars().count(), MAX_REASON_CHARS);
+        assert_eq!(sanitize("  ", &[""]), "");
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_endpoints_appended() {
+        let base = parse_base_url(ProviderId::Runway, "http://127.0.0.1:9000/runway/").unwrap();
+        assert_eq!(
+            endpoint(&base, "/v1/organization").as_str(),
+            "http://127.0.0.1:9000/runway/v1/organization"
+        );
+        let base = parse_base_url(ProviderId::Runway, "https://api.dev.runwayml.com").unwrap();
+        assert_eq!(
+            endpoint(&base, "/v1/organization").as_str(),
+            "https://api.dev.runwayml.com/v1/organization"
+        );
+        for bad in [
+            "",
+            "api.example",
+            "ftp://x",
+            "https://x/?a=1",
+            "https://x/#f",
+        ] {
+            let err = parse_base_url(ProviderId::Stability, bad).unwrap_err();
+            assert!(
+                err.to_string().contains("providers.stability.base_url"),
+                "{err}"
+            );
+        }
+        let err = parse_base_url(ProviderId::Veo, "https://user:hunter2@x").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn wipe_json_clears_nested_strings() {
+        let mut v = serde_json::json!({"a": ["secret", {"b": "secret"}], "n": 1});
+        wipe_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["", {"b": ""}], "n": 1}));
+    }
+}

@@ -1,0 +1,212 @@
+//! Shared test helpers: registries pointed at a mock server, RSA keys and service-account
+//! JSON, and exact header assertions.
+
+use std::net::TcpListener;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use byok_providers::{Registry, RegistryOptions};
+use serde_json::{Value, json};
+
+/// A Runway-shaped key (`key_` + 128 hex) ending in `9f2c`.
+pub const RUNWAY_KEY: &str = "key_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab9f2c";
+/// A Stability-shaped key ending in `9f2c`.
+pub const STABILITY_KEY: &str = "sk-QWERTYuiopASDFGHjklZXCVBnm0123456789abcdefgh9f2c";
+/// The service account of the Veo tests.
+pub const CLIENT_EMAIL: &str = "renderer@example-project.iam.gserviceaccount.com";
+pub const PRIVATE_KEY_ID: &str = "1c2b3a4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
+pub const PROJECT_ID: &str = "example-project";
+
+/// Registry options with every base URL at `base_url`.
+pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) -> RegistryOptions {
+    let mut options = RegistryOptions::defaults();
+    options.veo.base_url = base_url.to_owned();
+    options.runway.base_url = base_url.to_owned();
+    options.stability.base_url = base_url.to_owned();
+    options.allow_private_networks = allow_private_networks;
+    options.request_timeout = timeout;
+    options
+}
+
+/// A registry talking to `base_url`, private networks allowed (the mock is on loopback).
+pub fn registry(base_url: &str) -> Registry {
+    Registry::new(&options(base_url, true, Duration::from_secs(10))).expect("registry")
+}
+
+/// A registry with the production network policy (private networks refused).
+pub fn strict_registry() -> Registry {
+    Registry::new(&options(
+        "https://unused.invalid",
+        false,
+        Duration::from_secs(5),
+    ))
+    .expect("registry")
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+pub fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A fresh RSA key and its PKCS#8 PEM.
+pub struct TestKey {
+    pub pair: KeyPair,
+    pub pem: String,
+}
+
+impl TestKey {
+    pub fn generate() -> TestKey {
+        let pair = KeyPair::generate(KeySize::Rsa2048).expect("generate RSA key");
+        let der = pair.as_der().expect("PKCS#8");
+        let pem = pem(der.as_ref(), "PRIVATE KEY");
+        TestKey { pair, pem }
+    }
+
+    /// One key shared by tests that need a key but not a particular one (RSA key
+    /// generation is slow in debug builds).
+    pub fn shared() -> &'static TestKey {
+        static SHARED: LazyLock<TestKey> = LazyLock::new(TestKey::generate);
+        &SHARED
+    }
+
+    /// The public key as PKCS#1 `RSAPublicKey` DER, what `UnparsedPublicKey` expects.
+    pub fn public_der(&self) -> Vec<u8> {
+        self.pair.public_key().as_ref().to_vec()
+    }
+
+    /// The longest base64 line of the PEM: a piece of the secret for leak checks.
+    pub fn pem_line(&self) -> &str {
+        self.pem.lines().nth(3).expect("PEM has lines")
+    }
+}
+
+/// PEM armour: base64 in 64-character lines.
+pub fn pem(der: &[u8], label: &str) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A complete Google service-account key file, as the Cloud console writes it.
+pub fn service_account(key: &TestKey, kid: Option<&str>, token_uri: &str) -> Value {
+    let mut sa = json!({
+        "type": "service_account",
+        "project_id": PROJECT_ID,
+        "private_key": key.pem,
+        "client_email": CLIENT_EMAIL,
+        "client_id": "102030405060708090100",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/renderer%40example-project.iam.gserviceaccount.com",
+        "universe_domain": "googleapis.com",
+    });
+    if let Some(kid) = kid {
+        sa["private_key_id"] = kid.into();
+    }
+    sa
+}
+
+/// Asserts that `request` carries exactly `expected` (name, value) headers plus `host` and
+/// a `byok/…` `user-agent`, and nothing else.
+pub fn assert_exact_headers(request: &wiremock::Request, expected: &[(&str, &str)]) {
+    for (name, value) in expected {
+        let got = request
+            .headers
+            .get(*name)
+            .map(|v| v.to_str().unwrap_or("<non-ascii>"));
+        assert_eq!(got, Some(*value), "header {name}");
+        assert_eq!(
+            request.headers.get_all(*name).iter().count(),
+            1,
+            "header {name} repeated"
+        );
+    }
+    let user_agent = request
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok());
+    assert!(
+        user_agent.is_some_and(|ua| ua.starts_with("byok/")),
+        "user-agent {user_agent:?}"
+    );
+    for name in request.headers.keys() {
+        let name = name.as_str();
+        assert!(
+            name == "host"
+                || name == "user-agent"
+                || expected.iter().any(|(e, _)| e.eq_ignore_ascii_case(name)),
+            "unexpected header {name}: {:?}",
+            request.headers.get(name)
+        );
+    }
+}
+
+/// The one request the mock server received.
+pub async fn only_request(server: &wiremock::MockServer) -> wiremock::Request {
+    let mut requests = server.received_requests().await.expect("recording is on");
+    assert_eq!(requests.len(), 1, "expected exactly one request");
+    requests.remove(0)
+}
+
+/// Answers that must never give a verdict on a key (Runway and Stability): transient
+/// statuses, statuses about our request rather than the key, redirects (not followed)
+/// and 200s that are not what the key check returns.
+pub fn no_verdict_answers() -> Vec<(&'static str, wiremock::ResponseTemplate)> {
+    use wiremock::ResponseTemplate;
+    let huge = format!(
+        "{{\"credits\": 1, \"pad\": \"{}\"}}",
+        "x".repeat(100 * 1024)
+    );
+    vec![
+        (
+            "500 json",
+            ResponseTemplate::new(500).set_body_json(json!({"error": "Internal"})),
+        ),
+        ("502 empty", ResponseTemplate::new(502)),
+        (
+            "503 html",
+            ResponseTemplate::new(503).set_body_string("<html>down</html>"),
+        ),
+        (
+            "429",
+            ResponseTemplate::new(429).set_body_json(json!({"error": "Too many requests"})),
+        ),
+        (
+            "400",
+            ResponseTemplate::new(400).set_body_json(json!({"error": "Invalid version"})),
+        ),
+        ("404", ResponseTemplate::new(404)),
+        (
+            "302 redirect",
+            ResponseTemplate::new(302).insert_header("location", "https://elsewhere.invalid/"),
+        ),
+        (
+            "200 not json",
+            ResponseTemplate::new(200).set_body_string("<html>hello</html>"),
+        ),
+        (
+            "200 array",
+            ResponseTemplate::new(200).set_body_json(json!([1, 2])),
+        ),
+        (
+            "200 string",
+            ResponseTemplate::new(200).set_body_json(json!("ok")),
+        ),
+        (
+            "200 over 64 KiB",
+            ResponseTemplate::new(200).set_body_string(huge),
+        ),
+    ]
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `byok` binary, started as a process against
+//! real databases, as an operator or a deployment would run it.
+
+mod api_process;
+mod cli;
+mod docs;
+mod helpers;
+mod rewrap;

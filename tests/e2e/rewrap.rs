@@ -1,0 +1,200 @@
+//! `byok keys rewrap` moves every stored credential to the primary key,
+//! including the seed's legacy values, without losing or mixing any.
+
+use byok_core::ProviderId;
+use byok_crypto::{KeyRing, SealContext};
+use byok_store::{NewCredential, Store, StoreOptions};
+use secrecy::{ExposeSecret as _, SecretString};
+use uuid::Uuid;
+
+use crate::helpers::run;
+
+const OLD: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const NEW: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+/// Legacy values written by Python's `cryptography` (see crates/crypto/tests/fixtures).
+fn legacy_vectors() -> (String, Vec<(String, String)>) {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../../crates/crypto/tests/fixtures/legacy_vectors.json"
+    ))
+    .unwrap();
+    let vectors = fixture["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["plaintext"].as_str().unwrap().to_owned(),
+                v["sealed"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (fixture["key_hex"].as_str().unwrap().to_owned(), vectors)
+}
+
+fn ring(spec: &str) -> KeyRing {
+    KeyRing::parse(&SecretString::from(spec)).unwrap()
+}
+
+async fn save(store: &Store, user: Uuid, provider: ProviderId, sealed: String) {
+    store
+        .credentials()
+        .upsert(&NewCredential {
+            user_id: user,
+            provider,
+            sealed,
+            credential_hint: "hint".into(),
+            validated_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+async fn rewrap_on(url: &str) {
+    let store = Store::connect(&SecretString::from(url), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (legacy_key, vectors) = legacy_vectors();
+    let old = ring(&format!("1:{OLD}"));
+    let new = ring(&format!("2:{NEW}"));
+    let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let third = r#"{"api_key":"key_v1_under_the_old_key"}"#;
+    let fourth = r#"{"api_key":"key_already_current"}"#;
+
+    save(&store, users[0], ProviderId::Runway, vectors[0].1.clone()).await;
+    save(
+        &store,
+        users[1],
+        ProviderId::Stability,
+        vectors[1].1.clone(),
+    )
+    .await;
+    save(
+        &store,
+        users[2],
+        ProviderId::Runway,
+        old.seal(
+            &SealContext::new(users[2], ProviderId::Runway),
+            third.as_bytes(),
+        )
+        .unwrap(),
+    )
+    .await;
+    save(
+        &store,
+        users[3],
+        ProviderId::Veo,
+        new.seal(
+            &SealContext::new(users[3], ProviderId::Veo),
+            fourth.as_bytes(),
+        )
+        .unwrap(),
+    )
+    .await;
+    // Sealed for users[5] but stored in users[4]'s row: must not be "repaired" into a valid value.
+    save(
+        &store,
+        users[4],
+        ProviderId::Runway,
+        old.seal(&SealContext::new(users[5], ProviderId::Runway), b"{}")
+            .unwrap(),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = format!("2:{NEW},1:{OLD}");
+    // The queue is not used by a rewrap, but PostgreSQL settings name one.
+    let queue = if url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "redis://127.0.0.1:1"
+    };
+    let env = [
+        ("BYOK__DATABASE__URL", url),
+        ("BYOK__QUEUE__URL", queue),
+        ("BYOK__ENCRYPTION__KEYS", keys.as_str()),
+        ("ENCRYPTION_KEY", legacy_key.as_str()),
+    ];
+
+    let first = run(dir.path(), &env, &["keys", "rewrap"]).await;
+    assert_eq!(first.code, 1, "one row cannot be opened: {}", first.stderr);
+    assert_eq!(
+        first.stdout.trim(),
+        "rewrapped 3 of 5 credential(s) under key `2` (1 already current, 1 failed)"
+    );
+    assert!(
+        first.stderr.contains(&users[4].to_string()),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("failed authentication"),
+        "{}",
+        first.stderr
+    );
+
+    // Everything readable is now under key 2 alone, with its content intact.
+    let expectations = [
+        (users[0], ProviderId::Runway, vectors[0].0.as_str()),
+        (users[1], ProviderId::Stability, vectors[1].0.as_str()),
+        (users[2], ProviderId::Runway, third),
+        (users[3], ProviderId::Veo, fourth),
+    ];
+    for (user, provider, plaintext) in expectations {
+        let row = store
+            .credentials()
+            .get(user, provider)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(row.sealed.starts_with("v1:2:"), "{}", row.sealed);
+        let opened = new
+            .open(&SealContext::new(user, provider), &row.sealed)
+            .unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), plaintext.as_bytes());
+    }
+    let bad = store
+        .credentials()
+        .get(users[4], ProviderId::Runway)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        bad.sealed.starts_with("v1:1:"),
+        "the unreadable row is left as it was"
+    );
+
+    let second = run(dir.path(), &env, &["keys", "rewrap"]).await;
+    assert_eq!(
+        second.stdout.trim(),
+        "rewrapped 0 of 5 credential(s) under key `2` (4 already current, 1 failed)"
+    );
+
+    store
+        .credentials()
+        .delete(users[4], ProviderId::Runway)
+        .await
+        .unwrap();
+    let third_run = run(dir.path(), &env, &["keys", "rewrap"]).await;
+    assert_eq!(third_run.code, 0, "{}", third_run.stderr);
+    assert_eq!(
+        third_run.stdout.trim(),
+        "rewrapped 0 of 4 credential(s) under key `2` (4 already current, 0 failed)"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn rewrap_on_sqlite() {
+    let db = byok_testing::test_sqlite();
+    rewrap_on(&db.url).await;
+}
+
+#[tokio::test]
+async fn rewrap_on_postgres() {
+    let Some(db) = byok_testing::test_database().await else {
+        return;
+    };
+    rewrap_on(&db.url).await;
+}
