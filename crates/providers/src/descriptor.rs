@@ -1,6 +1,8 @@
 //! The static description of a provider served by `GET /v1/providers`.
 
-use byok_core::ProviderId;
+use byok_core::{ModelSpec, ProviderId};
+
+use crate::catalogue::Capabilities;
 use serde::{Deserialize, Serialize};
 
 /// Static description of one provider for `GET /v1/providers`.
@@ -14,6 +16,10 @@ pub struct ProviderDescriptor {
     pub description: &'static str,
     /// A stable icon slug ("veo", "runway", "stability") the UI maps to an image.
     pub icon: &'static str,
+    /// The models and what each accepts (the capability catalogue).
+    pub models: Vec<ModelSpec>,
+    /// The union of the models' capabilities.
+    pub capabilities: Capabilities,
     /// The fields of the `credentials` object a user submits, in display order.
     pub credential_fields: Vec<CredentialField>,
     /// The per-key limits this deployment enforces (configuration, seeded per DESIGN §8).

@@ -70,6 +70,31 @@ pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Body,
     Ok(Body { bytes, truncated })
 }
 
+/// The largest video (or inline video answer, e.g. Vertex's base64) read from a provider.
+pub(crate) const MAX_VIDEO_BYTES: usize = 512 * 1024 * 1024;
+
+/// Reads a large body (a video, a poll answer carrying one) up to `limit` bytes;
+/// `Ok(None)` when the provider sent more than that. Not wiped on drop: videos are
+/// not secrets, and zeroing hundreds of megabytes would cost for nothing.
+pub(crate) async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Ok(None);
+    }
+    let capacity = response
+        .content_length()
+        .and_then(|len| usize::try_from(len).ok())
+        .unwrap_or(64 * 1024)
+        .min(limit);
+    let mut bytes = Vec::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
 /// Makes provider text safe to put into a reason: every occurrence of each secret is
 /// replaced by `[REDACTED]`, control characters become spaces, runs of whitespace
 /// collapse, and the result is cut to [`MAX_REASON_CHARS`] characters.

@@ -1,7 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod catalogue;
+mod classify;
 mod credentials;
 mod descriptor;
+mod generation;
 mod http;
 pub mod net;
 mod options;
@@ -11,19 +14,24 @@ mod stability;
 mod veo;
 pub mod vertex;
 
-pub use byok_core::ProviderId;
+pub use byok_core::{Catalogue, GenerationRequest, JobError, ProviderId, ValidatedRequest, ValidationError};
 pub use credentials::{
     CredentialCheck, Credentials, CredentialsError, CredentialsKind, ServiceAccountKey,
 };
+pub use catalogue::Capabilities;
 pub use descriptor::{CredentialField, ProviderDescriptor, RateLimits};
+pub use generation::{CancelOutcome, InputImage, RemoteStatus, SubmitRequest, Submitted, Video, VideoOutput};
 pub use options::{ProviderOptions, RegistryOptions};
 pub use registry::{Registry, RegistryError};
 
 /// One video provider. Object-safe; used as `Arc<dyn VideoProvider>`.
 ///
-/// This is the credential half of an adapter: describing the provider, checking the
-/// shape of a user's credentials and asking the provider whether they work. The
-/// generation half (submit, poll, cancel) is added to the same adapters later.
+/// The credential half describes the provider, checks the shape of a user's
+/// credentials and asks the provider whether they work. The generation half
+/// validates a neutral request against the catalogue, submits it, polls the
+/// remote job, cancels it where the provider can, and downloads the result.
+/// Every failure of the generation half is a [`JobError`]: a stable code and
+/// one of the three retry classes of DESIGN §6.
 #[async_trait::async_trait]
 pub trait VideoProvider: Send + Sync + std::fmt::Debug {
     /// Which provider this is.
@@ -31,6 +39,9 @@ pub trait VideoProvider: Send + Sync + std::fmt::Debug {
 
     /// Static description for `GET /v1/providers`.
     fn descriptor(&self) -> &ProviderDescriptor;
+
+    /// The models this deployment offers and what each accepts.
+    fn catalogue(&self) -> &Catalogue;
 
     /// Checks the shape of credentials as a producer submits them (the JSON object under
     /// `"credentials"` in `PUT …/credentials`) and equally as they were stored (the same
@@ -43,4 +54,26 @@ pub trait VideoProvider: Send + Sync + std::fmt::Debug {
     ///
     /// Never fails: the outcome, including "could not tell", is in [`CredentialCheck`].
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck;
+
+    /// Checks a neutral request against this provider's catalogue and fills
+    /// in the defaults; the error names the field and the allowed values.
+    /// No network call: this runs at enqueue, before anything is stored.
+    fn validate(&self, request: &GenerationRequest) -> Result<ValidatedRequest, ValidationError> {
+        self.catalogue().validate(request)
+    }
+
+    /// Sends the job to the provider. On success the provider has accepted
+    /// (and will bill) it: the caller must record `provider_job_id` before
+    /// anything else. A submit whose answer was lost is
+    /// `submit_outcome_unknown` and must never be re-sent.
+    async fn submit(&self, credentials: &Credentials, request: SubmitRequest<'_>) -> Result<Submitted, JobError>;
+
+    /// Asks where the remote job stands. Safe to repeat.
+    async fn poll(&self, credentials: &Credentials, provider_job_id: &str) -> Result<RemoteStatus, JobError>;
+
+    /// Cancels the remote job where the provider can.
+    async fn cancel(&self, credentials: &Credentials, provider_job_id: &str) -> Result<CancelOutcome, JobError>;
+
+    /// Downloads a finished video (URLs expire, so the worker copies it at once).
+    async fn fetch_output(&self, credentials: &Credentials, output: &VideoOutput) -> Result<Video, JobError>;
 }

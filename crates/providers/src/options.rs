@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use byok_core::ProviderId;
+use byok_core::{Catalogue, ProviderId};
 
 use crate::RateLimits;
 
@@ -16,6 +16,8 @@ pub struct ProviderOptions {
     pub base_url: String,
     /// Per-key limits (`providers.<id>.rate_limit.*`).
     pub rate_limits: RateLimits,
+    /// `providers.<id>.models`: replaces the built-in catalogue when set.
+    pub models: Option<Catalogue>,
 }
 
 impl ProviderOptions {
@@ -32,6 +34,7 @@ impl ProviderOptions {
                 per_minute,
                 per_hour,
             },
+            models: None,
         }
     }
 }

@@ -22,6 +22,14 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A provider's catalogue (`providers.<id>.models` or the built-in one) is not coherent.
+    #[error("providers.{provider}.models: {reason}")]
+    BadCatalogue {
+        /// Whose catalogue.
+        provider: ProviderId,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

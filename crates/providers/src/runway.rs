@@ -26,6 +26,7 @@ const DISPLAY_NAME: &str = "Runway";
 #[derive(Debug)]
 pub(crate) struct RunwayProvider {
     descriptor: ProviderDescriptor,
+    catalogue: byok_core::Catalogue,
     base_url: Url,
     http: reqwest::Client,
     request_timeout: Duration,
@@ -37,9 +38,12 @@ impl RunwayProvider {
         http: reqwest::Client,
         request_timeout: Duration,
     ) -> Result<Self, RegistryError> {
+        let catalogue = crate::catalogue::load(ProviderId::Runway, options.models.as_ref())?;
         Ok(RunwayProvider {
             descriptor: ProviderDescriptor {
                 id: ProviderId::Runway,
+                models: catalogue.models.clone(),
+                capabilities: crate::catalogue::Capabilities::of(&catalogue),
                 display_name: "Runway ML",
                 description: "Runway's Gen-4 video models through the Runway developer API \
                               (api.dev.runwayml.com), billed to your Runway organization.",
@@ -65,6 +69,7 @@ impl RunwayProvider {
                 ],
                 rate_limits: options.rate_limits,
             },
+            catalogue,
             base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
             http,
             request_timeout,
@@ -80,6 +85,10 @@ impl VideoProvider for RunwayProvider {
 
     fn descriptor(&self) -> &ProviderDescriptor {
         &self.descriptor
+    }
+
+    fn catalogue(&self) -> &byok_core::Catalogue {
+        &self.catalogue
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
@@ -103,6 +112,26 @@ impl VideoProvider for RunwayProvider {
             Err(check) => check,
         }
     }
+    async fn submit(&self, _credentials: &Credentials, _request: crate::SubmitRequest<'_>) -> Result<crate::Submitted, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn poll(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::RemoteStatus, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn cancel(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::CancelOutcome, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn fetch_output(&self, _credentials: &Credentials, _output: &crate::VideoOutput) -> Result<crate::Video, byok_core::JobError> {
+        Err(scaffold())
+    }
+}
+
+// SCAFFOLD: replaced by the generation half of this adapter.
+fn scaffold() -> byok_core::JobError {
+    byok_core::JobError::permanent(byok_core::ErrorCode::Internal, "SCAFFOLD generation half not written yet")
 }
 
 /// Maps the answer of `GET /v1/organization`.

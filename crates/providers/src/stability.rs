@@ -24,6 +24,7 @@ const DISPLAY_NAME: &str = "Stability AI";
 #[derive(Debug)]
 pub(crate) struct StabilityProvider {
     descriptor: ProviderDescriptor,
+    catalogue: byok_core::Catalogue,
     base_url: Url,
     http: reqwest::Client,
     request_timeout: Duration,
@@ -35,9 +36,12 @@ impl StabilityProvider {
         http: reqwest::Client,
         request_timeout: Duration,
     ) -> Result<Self, RegistryError> {
+        let catalogue = crate::catalogue::load(ProviderId::Stability, options.models.as_ref())?;
         Ok(StabilityProvider {
             descriptor: ProviderDescriptor {
                 id: ProviderId::Stability,
+                models: catalogue.models.clone(),
+                capabilities: crate::catalogue::Capabilities::of(&catalogue),
                 display_name: "Stability AI",
                 description: "Stability AI's hosted API (Stable Video Diffusion \
                               image-to-video), billed to your Stability credits.",
@@ -63,6 +67,7 @@ impl StabilityProvider {
                 ],
                 rate_limits: options.rate_limits,
             },
+            catalogue,
             base_url: http::parse_base_url(ProviderId::Stability, &options.base_url)?,
             http,
             request_timeout,
@@ -78,6 +83,10 @@ impl VideoProvider for StabilityProvider {
 
     fn descriptor(&self) -> &ProviderDescriptor {
         &self.descriptor
+    }
+
+    fn catalogue(&self) -> &byok_core::Catalogue {
+        &self.catalogue
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
@@ -103,6 +112,26 @@ impl VideoProvider for StabilityProvider {
             Err(check) => check,
         }
     }
+    async fn submit(&self, _credentials: &Credentials, _request: crate::SubmitRequest<'_>) -> Result<crate::Submitted, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn poll(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::RemoteStatus, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn cancel(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::CancelOutcome, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn fetch_output(&self, _credentials: &Credentials, _output: &crate::VideoOutput) -> Result<crate::Video, byok_core::JobError> {
+        Err(scaffold())
+    }
+}
+
+// SCAFFOLD: replaced by the generation half of this adapter.
+fn scaffold() -> byok_core::JobError {
+    byok_core::JobError::permanent(byok_core::ErrorCode::Internal, "SCAFFOLD generation half not written yet")
 }
 
 /// Maps the answer of `GET /v1/user/balance`: 200 `{"credits": <number>}` is valid, 401

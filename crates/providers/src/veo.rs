@@ -22,6 +22,7 @@ const LOCATION_PLACEHOLDER: &str = "{location}";
 #[derive(Debug)]
 pub(crate) struct VeoProvider {
     descriptor: ProviderDescriptor,
+    catalogue: byok_core::Catalogue,
     /// `providers.veo.base_url`, possibly containing `{location}`.
     base_url_template: String,
     tokens: Arc<TokenSource>,
@@ -34,9 +35,12 @@ impl VeoProvider {
         tokens: Arc<TokenSource>,
         allow_private_networks: bool,
     ) -> Result<Self, RegistryError> {
+        let catalogue = crate::catalogue::load(ProviderId::Veo, options.models.as_ref())?;
         let provider = VeoProvider {
             descriptor: ProviderDescriptor {
                 id: ProviderId::Veo,
+                models: catalogue.models.clone(),
+                capabilities: crate::catalogue::Capabilities::of(&catalogue),
                 display_name: "Google Veo",
                 description: "Google's Veo video models on Vertex AI, called with a Google \
                               Cloud service account and billed to its project.",
@@ -63,6 +67,7 @@ impl VeoProvider {
                 ],
                 rate_limits: options.rate_limits,
             },
+            catalogue,
             base_url_template: options.base_url.trim().to_owned(),
             tokens,
             allow_private_networks,
@@ -106,6 +111,10 @@ impl VideoProvider for VeoProvider {
         &self.descriptor
     }
 
+    fn catalogue(&self) -> &byok_core::Catalogue {
+        &self.catalogue
+    }
+
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
         credentials::parse_service_account(raw, self.allow_private_networks)
     }
@@ -128,6 +137,26 @@ impl VideoProvider for VeoProvider {
             _ => credentials::wrong_provider(credentials, ProviderId::Veo),
         }
     }
+    async fn submit(&self, _credentials: &Credentials, _request: crate::SubmitRequest<'_>) -> Result<crate::Submitted, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn poll(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::RemoteStatus, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn cancel(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::CancelOutcome, byok_core::JobError> {
+        Err(scaffold())
+    }
+
+    async fn fetch_output(&self, _credentials: &Credentials, _output: &crate::VideoOutput) -> Result<crate::Video, byok_core::JobError> {
+        Err(scaffold())
+    }
+}
+
+// SCAFFOLD: replaced by the generation half of this adapter.
+fn scaffold() -> byok_core::JobError {
+    byok_core::JobError::permanent(byok_core::ErrorCode::Internal, "SCAFFOLD generation half not written yet")
 }
 
 #[cfg(test)]

@@ -1,0 +1,90 @@
+//! Each provider's models, as data: `catalogue/<provider>.toml`, embedded in the
+//! binary, replaced by `providers.<id>.models` when configured.
+
+use byok_core::{Catalogue, Mode, ProviderId};
+use serde::Serialize;
+
+use crate::registry::RegistryError;
+
+/// The models each provider's API accepts today (see the comments in the files).
+fn embedded(id: ProviderId) -> &'static str {
+    match id {
+        ProviderId::Veo => include_str!("../catalogue/veo.toml"),
+        ProviderId::Runway => include_str!("../catalogue/runway.toml"),
+        ProviderId::Stability => include_str!("../catalogue/stability.toml"),
+    }
+}
+
+/// The catalogue of `id`: `configured` when given, else the embedded one;
+/// checked for coherence either way.
+pub(crate) fn load(id: ProviderId, configured: Option<&Catalogue>) -> Result<Catalogue, RegistryError> {
+    let bad = |reason: String| RegistryError::BadCatalogue { provider: id, reason };
+    let catalogue = match configured {
+        Some(c) => c.clone(),
+        None => toml::from_str(embedded(id)).map_err(|e| bad(format!("the built-in catalogue does not parse: {e}")))?,
+    };
+    catalogue.check().map_err(bad)?;
+    Ok(catalogue)
+}
+
+/// A provider's capabilities across all its models, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Some model makes video from text.
+    pub text_to_video: bool,
+    /// Some model makes video from an image.
+    pub image_to_video: bool,
+    /// Every selectable length, in seconds.
+    pub durations: Vec<u32>,
+    /// Every aspect ratio.
+    pub aspect_ratios: Vec<String>,
+    /// Every resolution.
+    pub resolutions: Vec<String>,
+    /// Some model takes a negative prompt.
+    pub negative_prompt: bool,
+    /// Some model takes a seed.
+    pub seed: bool,
+}
+
+impl Capabilities {
+    pub(crate) fn of(catalogue: &Catalogue) -> Capabilities {
+        let models = &catalogue.models;
+        let mut durations: Vec<u32> = models.iter().flat_map(|m| m.durations.iter().copied()).collect();
+        durations.sort_unstable();
+        durations.dedup();
+        let mut aspect_ratios: Vec<String> = Vec::new();
+        let mut resolutions: Vec<String> = Vec::new();
+        for f in models.iter().flat_map(|m| &m.formats) {
+            if !aspect_ratios.contains(&f.aspect_ratio) {
+                aspect_ratios.push(f.aspect_ratio.clone());
+            }
+            if let Some(r) = &f.resolution
+                && !resolutions.contains(r)
+            {
+                resolutions.push(r.clone());
+            }
+        }
+        Capabilities {
+            text_to_video: models.iter().any(|m| m.modes.contains(&Mode::TextToVideo)),
+            image_to_video: models.iter().any(|m| m.modes.contains(&Mode::ImageToVideo)),
+            durations,
+            aspect_ratios,
+            resolutions,
+            negative_prompt: models.iter().any(|m| m.negative_prompt),
+            seed: models.iter().any(|m| m.seed_max.is_some()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_catalogue_parses_and_is_coherent() {
+        for id in ProviderId::ALL {
+            let catalogue = load(id, None).unwrap_or_else(|e| panic!("{id}: {e}"));
+            assert!(!catalogue.models.is_empty());
+        }
+    }
+}
