@@ -6,3 +6,4 @@ mod cli;
 mod docs;
 mod helpers;
 mod rewrap;
+mod sim;

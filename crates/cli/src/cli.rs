@@ -29,12 +29,15 @@ pub enum Command {
     /// Manage producer API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Serve the provider simulator (Runway, Stability AI, Vertex AI).
+    Sim(SimArgs),
 }
 
 impl Command {
     /// Long-running commands log at info; one-shot tools only warn.
     pub fn is_server(&self) -> bool {
         matches!(self, Command::Api)
+            || matches!(self, Command::Sim(args) if args.new_service_account.is_none())
     }
 }
 
@@ -74,4 +77,49 @@ pub struct ListTokens {
 pub struct RevokeToken {
     /// The token's id (from `byok token list`).
     pub id: Uuid,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+    /// The address clients reach the simulator at, for the URLs it hands
+    /// out (default: http://<listen>).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Directory of trusted service-account JSON files.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "byok-data/sim-service-accounts"
+    )]
+    pub service_accounts: PathBuf,
+    /// Write a fresh trusted service account to FILE (and into the trusted
+    /// directory), then exit.
+    #[arg(long, value_name = "FILE")]
+    pub new_service_account: Option<PathBuf>,
+    /// Project id of the new service account.
+    #[arg(long, value_name = "ID", default_value = "byok-sim")]
+    pub project_id: String,
+    /// Time from submit to done (e.g. `3s`, `200ms`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub render_time: Option<std::time::Duration>,
+    /// Share (0-1) of jobs that fail.
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub failure_rate: Option<f64>,
+    /// Share (0-1) of submits answered 429.
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub throttle_rate: Option<f64>,
+    /// Lifetime of issued Vertex access tokens (e.g. `1h`, `30s`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub token_lifetime: Option<std::time::Duration>,
+}
+
+/// A share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("`{s}` is not a number between 0 and 1")),
+    }
 }

@@ -62,6 +62,10 @@ pub fn providers(settings: &Settings) -> anyhow::Result<Registry> {
                 per_minute: p.rate_limit.per_minute,
                 per_hour: p.rate_limit.per_hour,
             },
+            models: p
+                .models
+                .clone()
+                .map(|models| byok_core::Catalogue { models }),
         }
     };
     let options = RegistryOptions {

@@ -314,6 +314,13 @@ impl Settings {
                 ));
             }
             positive_duration(&format!("{prefix}.poll_interval"), p.poll_interval)?;
+            if let Some(models) = &p.models {
+                byok_core::Catalogue {
+                    models: models.clone(),
+                }
+                .check()
+                .map_err(|e| ConfigError::new(format!("{prefix}.models"), e))?;
+            }
         }
         Ok(())
     }

@@ -136,6 +136,11 @@ pub struct ProviderSettings {
     /// Time between status polls of a remote operation.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub poll_interval: Duration,
+    /// Replaces the built-in model catalogue (`[[providers.<id>.models]]`
+    /// tables in `byok.toml`): providers retire and add models faster than
+    /// releases ship.
+    #[serde(default)]
+    pub models: Option<Vec<byok_core::ModelSpec>>,
 }
 
 /// `providers.<id>.rate_limit.*`

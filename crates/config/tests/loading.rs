@@ -334,3 +334,40 @@ fn the_embedded_shape_generates_a_private_key_file_once() {
 fn uuid_nil() -> uuid::Uuid {
     uuid::Uuid::nil()
 }
+
+#[test]
+fn a_provider_catalogue_can_be_replaced_in_the_file() {
+    let (_dir, path) = file(
+        r#"
+        [[providers.runway.models]]
+        id = "gen5"
+        display_name = "Gen-5"
+        modes = ["text_to_video"]
+        prompt = { text_to_video = "required", image_to_video = "unsupported", max_chars = 500 }
+        durations = [5]
+        default_duration = 5
+        formats = [{ aspect_ratio = "16:9", resolution = "720p", wire = "1280:720" }]
+        "#,
+    );
+    let s = load_from(Some(&path), &env(&[])).unwrap();
+    let models = s.providers.runway.models.as_ref().unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].id, "gen5");
+    assert!(s.providers.veo.models.is_none());
+
+    let (_dir, path) = file(
+        r#"
+        [[providers.runway.models]]
+        id = "gen5"
+        display_name = "Gen-5"
+        modes = ["text_to_video"]
+        prompt = { text_to_video = "required", image_to_video = "unsupported", max_chars = 500 }
+        durations = [5]
+        default_duration = 6
+        formats = [{ aspect_ratio = "16:9", resolution = "720p", wire = "1280:720" }]
+        "#,
+    );
+    let err = load_from(Some(&path), &env(&[])).unwrap_err();
+    assert_eq!(err.setting, "providers.runway.models");
+    assert!(err.message.contains("default_duration"), "{err}");
+}

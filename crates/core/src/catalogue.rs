@@ -147,11 +147,18 @@ impl Catalogue {
     /// Checks `request` against its model and fills in the defaults. Errors
     /// name the request field and, where it takes one of a set, the values
     /// it accepts.
-    pub fn validate(&self, request: &GenerationRequest) -> Result<ValidatedRequest, ValidationError> {
+    pub fn validate(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<ValidatedRequest, ValidationError> {
         let model = self.model(&request.model).ok_or_else(|| {
             ValidationError::one_of(
                 "model",
-                format!("{} has no model `{}`", request.provider, truncate(&request.model)),
+                format!(
+                    "{} has no model `{}`",
+                    request.provider,
+                    truncate(&request.model)
+                ),
                 self.models.iter().map(|m| m.id.clone()),
             )
         })?;
@@ -197,13 +204,19 @@ impl Catalogue {
 
 impl ModelSpec {
     /// Checks `request` against this model (see [`Catalogue::validate`]).
-    pub fn validate(&self, request: &GenerationRequest) -> Result<ValidatedRequest, ValidationError> {
+    pub fn validate(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<ValidatedRequest, ValidationError> {
         let mode = self.mode_for(request)?;
         let prompt = self.check_prompt(request, mode)?;
 
         let negative_prompt = match &request.negative_prompt {
             Some(_) if !self.negative_prompt => {
-                return Err(ValidationError::new("negative_prompt", format!("model `{}` does not take a negative prompt", self.id)));
+                return Err(ValidationError::new(
+                    "negative_prompt",
+                    format!("model `{}` does not take a negative prompt", self.id),
+                ));
             }
             Some(text) => {
                 check_text("negative_prompt", text, self.prompt.max_chars)?;
@@ -214,10 +227,16 @@ impl ModelSpec {
 
         let seed = match (request.seed, self.seed_max) {
             (Some(_), None) => {
-                return Err(ValidationError::new("seed", format!("model `{}` does not take a seed", self.id)));
+                return Err(ValidationError::new(
+                    "seed",
+                    format!("model `{}` does not take a seed", self.id),
+                ));
             }
             (Some(seed), Some(max)) if seed > max => {
-                return Err(ValidationError::new("seed", format!("must be between 0 and {max}")));
+                return Err(ValidationError::new(
+                    "seed",
+                    format!("must be between 0 and {max}"),
+                ));
             }
             (seed, _) => seed,
         };
@@ -247,20 +266,42 @@ impl ModelSpec {
             return Ok(mode);
         }
         Err(match mode {
-            Mode::TextToVideo => ValidationError::new("image_url", format!("model `{}` makes video from an image: image_url is required", self.id)),
-            Mode::ImageToVideo => ValidationError::new("image_url", format!("model `{}` makes video from text only: image_url is not supported", self.id)),
+            Mode::TextToVideo => ValidationError::new(
+                "image_url",
+                format!(
+                    "model `{}` makes video from an image: image_url is required",
+                    self.id
+                ),
+            ),
+            Mode::ImageToVideo => ValidationError::new(
+                "image_url",
+                format!(
+                    "model `{}` makes video from text only: image_url is not supported",
+                    self.id
+                ),
+            ),
         })
     }
 
-    fn check_prompt(&self, request: &GenerationRequest, mode: Mode) -> Result<Option<String>, ValidationError> {
+    fn check_prompt(
+        &self,
+        request: &GenerationRequest,
+        mode: Mode,
+    ) -> Result<Option<String>, ValidationError> {
         let rule = match mode {
             Mode::TextToVideo => self.prompt.text_to_video,
             Mode::ImageToVideo => self.prompt.image_to_video,
         };
         let prompt = request.prompt.as_deref().filter(|p| !p.trim().is_empty());
         match (rule, prompt) {
-            (Requirement::Required, None) => Err(ValidationError::new("prompt", format!("model `{}` requires a prompt", self.id))),
-            (Requirement::Unsupported, Some(_)) => Err(ValidationError::new("prompt", format!("model `{}` takes no prompt in this mode", self.id))),
+            (Requirement::Required, None) => Err(ValidationError::new(
+                "prompt",
+                format!("model `{}` requires a prompt", self.id),
+            )),
+            (Requirement::Unsupported, Some(_)) => Err(ValidationError::new(
+                "prompt",
+                format!("model `{}` takes no prompt in this mode", self.id),
+            )),
             (_, Some(text)) => {
                 check_text("prompt", text, self.prompt.max_chars)?;
                 Ok(Some(text.to_owned()))
@@ -269,18 +310,31 @@ impl ModelSpec {
         }
     }
 
-    fn choose_format(&self, request: &GenerationRequest, mode: Mode) -> Result<Option<Format>, ValidationError> {
+    fn choose_format(
+        &self,
+        request: &GenerationRequest,
+        mode: Mode,
+    ) -> Result<Option<Format>, ValidationError> {
         let offered: Vec<&Format> = self.formats.iter().filter(|f| f.offered_in(mode)).collect();
         let aspects = unique(offered.iter().map(|f| f.aspect_ratio.as_str()));
         if let Some(aspect) = &request.aspect_ratio
             && !aspects.contains(&aspect.as_str())
         {
-            return Err(ValidationError::one_of("aspect_ratio", format!("model `{}` does not make {}", self.id, truncate(aspect)), aspects));
+            return Err(ValidationError::one_of(
+                "aspect_ratio",
+                format!("model `{}` does not make {}", self.id, truncate(aspect)),
+                aspects,
+            ));
         }
         let resolutions = unique(
             offered
                 .iter()
-                .filter(|f| request.aspect_ratio.as_deref().is_none_or(|a| a == f.aspect_ratio))
+                .filter(|f| {
+                    request
+                        .aspect_ratio
+                        .as_deref()
+                        .is_none_or(|a| a == f.aspect_ratio)
+                })
                 .filter_map(|f| f.resolution.as_deref()),
         );
         if let Some(resolution) = &request.resolution
@@ -289,26 +343,47 @@ impl ModelSpec {
             let message = if resolutions.is_empty() {
                 format!("model `{}` has no resolution to choose", self.id)
             } else {
-                format!("model `{}` does not make {} at this aspect ratio", self.id, truncate(resolution))
+                format!(
+                    "model `{}` does not make {} at this aspect ratio",
+                    self.id,
+                    truncate(resolution)
+                )
             };
             return Err(ValidationError::one_of("resolution", message, resolutions));
         }
-        if self.format_from_image && request.aspect_ratio.is_none() && request.resolution.is_none() {
+        if self.format_from_image && request.aspect_ratio.is_none() && request.resolution.is_none()
+        {
             return Ok(None);
         }
         // The first offered format that fits what was asked; the catalogue
         // lists defaults first.
         let chosen = offered.into_iter().find(|f| {
-            request.aspect_ratio.as_deref().is_none_or(|a| a == f.aspect_ratio)
-                && request.resolution.as_deref().is_none_or(|r| Some(r) == f.resolution.as_deref())
+            request
+                .aspect_ratio
+                .as_deref()
+                .is_none_or(|a| a == f.aspect_ratio)
+                && request
+                    .resolution
+                    .as_deref()
+                    .is_none_or(|r| Some(r) == f.resolution.as_deref())
         });
         Ok(chosen.cloned())
     }
 
-    fn choose_duration(&self, request: &GenerationRequest, format: Option<&Format>) -> Result<Option<u32>, ValidationError> {
+    fn choose_duration(
+        &self,
+        request: &GenerationRequest,
+        format: Option<&Format>,
+    ) -> Result<Option<u32>, ValidationError> {
         if self.durations.is_empty() {
             return match request.duration_seconds {
-                Some(_) => Err(ValidationError::new("duration_seconds", format!("model `{}` has a fixed length: duration_seconds is not supported", self.id))),
+                Some(_) => Err(ValidationError::new(
+                    "duration_seconds",
+                    format!(
+                        "model `{}` has a fixed length: duration_seconds is not supported",
+                        self.id
+                    ),
+                )),
                 None => Ok(None),
             };
         }
@@ -328,9 +403,16 @@ impl ModelSpec {
             let message = if allowed.len() == self.durations.len() {
                 format!("model `{}` does not make {duration} s videos", self.id)
             } else {
-                format!("model `{}` makes only these lengths at this aspect ratio and resolution", self.id)
+                format!(
+                    "model `{}` makes only these lengths at this aspect ratio and resolution",
+                    self.id
+                )
             };
-            return Err(ValidationError::one_of("duration_seconds", message, allowed.iter()));
+            return Err(ValidationError::one_of(
+                "duration_seconds",
+                message,
+                allowed.iter(),
+            ));
         }
         Ok(Some(duration))
     }
@@ -339,9 +421,15 @@ impl ModelSpec {
 fn check_text(field: &'static str, text: &str, max_chars: u32) -> Result<(), ValidationError> {
     let max = max_chars.min(PROMPT_MAX_CHARS_CEILING) as usize;
     if text.chars().count() > max {
-        return Err(ValidationError::new(field, format!("longer than {max} characters")));
+        return Err(ValidationError::new(
+            field,
+            format!("longer than {max} characters"),
+        ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ValidationError::new(field, "contains control characters"));
     }
     Ok(())

@@ -37,17 +37,29 @@ pub struct JobError {
 impl JobError {
     /// A failure that no retry can fix.
     pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, class: RetryClass::Permanent, message: message.into() }
+        Self {
+            code,
+            class: RetryClass::Permanent,
+            message: message.into(),
+        }
     }
 
     /// A passing failure, to retry with backoff.
     pub fn transient(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, class: RetryClass::Transient, message: message.into() }
+        Self {
+            code,
+            class: RetryClass::Transient,
+            message: message.into(),
+        }
     }
 
     /// Throttling: wait `after`, without counting an attempt.
     pub fn retry_after(after: Duration, message: impl Into<String>) -> Self {
-        Self { code: ErrorCode::ProviderUnavailable, class: RetryClass::RetryAfter(after), message: message.into() }
+        Self {
+            code: ErrorCode::ProviderUnavailable,
+            class: RetryClass::RetryAfter(after),
+            message: message.into(),
+        }
     }
 
     /// A submit was sent but its answer was lost. No provider offers an
@@ -64,7 +76,11 @@ impl JobError {
 
     /// The form stored on the job and returned by the API.
     pub fn to_record(&self) -> ErrorRecord {
-        ErrorRecord { code: self.code, message: self.message.clone(), retryable: self.is_retryable() }
+        ErrorRecord {
+            code: self.code,
+            message: self.message.clone(),
+            retryable: self.is_retryable(),
+        }
     }
 }
 

@@ -71,7 +71,11 @@ impl ValidationError {
         }
     }
 
-    pub(crate) fn one_of<T: ToString>(field: &'static str, message: impl Into<String>, allowed: impl IntoIterator<Item = T>) -> Self {
+    pub(crate) fn one_of<T: ToString>(
+        field: &'static str,
+        message: impl Into<String>,
+        allowed: impl IntoIterator<Item = T>,
+    ) -> Self {
         Self {
             field,
             message: message.into(),

@@ -17,11 +17,18 @@ fn embedded(id: ProviderId) -> &'static str {
 
 /// The catalogue of `id`: `configured` when given, else the embedded one;
 /// checked for coherence either way.
-pub(crate) fn load(id: ProviderId, configured: Option<&Catalogue>) -> Result<Catalogue, RegistryError> {
-    let bad = |reason: String| RegistryError::BadCatalogue { provider: id, reason };
+pub(crate) fn load(
+    id: ProviderId,
+    configured: Option<&Catalogue>,
+) -> Result<Catalogue, RegistryError> {
+    let bad = |reason: String| RegistryError::BadCatalogue {
+        provider: id,
+        reason,
+    };
     let catalogue = match configured {
         Some(c) => c.clone(),
-        None => toml::from_str(embedded(id)).map_err(|e| bad(format!("the built-in catalogue does not parse: {e}")))?,
+        None => toml::from_str(embedded(id))
+            .map_err(|e| bad(format!("the built-in catalogue does not parse: {e}")))?,
     };
     catalogue.check().map_err(bad)?;
     Ok(catalogue)
@@ -49,7 +56,10 @@ pub struct Capabilities {
 impl Capabilities {
     pub(crate) fn of(catalogue: &Catalogue) -> Capabilities {
         let models = &catalogue.models;
-        let mut durations: Vec<u32> = models.iter().flat_map(|m| m.durations.iter().copied()).collect();
+        let mut durations: Vec<u32> = models
+            .iter()
+            .flat_map(|m| m.durations.iter().copied())
+            .collect();
         durations.sort_unstable();
         durations.dedup();
         let mut aspect_ratios: Vec<String> = Vec::new();

@@ -44,7 +44,10 @@ pub(crate) async fn send_submit(
     let failed = |err: &reqwest::Error| {
         let what = sanitize(&describe_transport_error(err, timeout), secrets);
         if err.is_connect() {
-            JobError::transient(ErrorCode::ProviderUnavailable, format!("{provider} could not be reached: {what}"))
+            JobError::transient(
+                ErrorCode::ProviderUnavailable,
+                format!("{provider} could not be reached: {what}"),
+            )
         } else {
             JobError::submit_outcome_unknown(format!(
                 "the submit to {provider} was sent but its answer was lost ({what}); it is not re-sent, because it may have created a billable job"
@@ -55,7 +58,11 @@ pub(crate) async fn send_submit(
     let status = response.status();
     let headers = response.headers().clone();
     let body = read_capped(response).await.map_err(|e| failed(&e))?;
-    Ok(Answer { status, headers, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Sends a request that is safe to repeat (poll, cancel, key check):
@@ -69,14 +76,21 @@ pub(crate) async fn send_idempotent(
     let failed = |err: &reqwest::Error| {
         JobError::transient(
             ErrorCode::ProviderUnavailable,
-            format!("{provider} could not be reached: {}", sanitize(&describe_transport_error(err, timeout), secrets)),
+            format!(
+                "{provider} could not be reached: {}",
+                sanitize(&describe_transport_error(err, timeout), secrets)
+            ),
         )
     };
     let response = request.send().await.map_err(|e| failed(&e))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = read_capped(response).await.map_err(|e| failed(&e))?;
-    Ok(Answer { status, headers, body })
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// How long a throttled request should wait, from the headers the
@@ -84,7 +98,12 @@ pub(crate) async fn send_idempotent(
 /// `retry-after` as delta-seconds or an HTTP date. `None` when absent or
 /// unreadable. Capped at [`MAX_THROTTLE_WAIT`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     let wait = if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         non_negative_secs(ms / 1000.0)?
     } else {
@@ -115,7 +134,8 @@ pub(crate) fn google_retry_delay(body: &Value) -> Option<Duration> {
 }
 
 fn non_negative_secs(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_THROTTLE_WAIT.as_secs_f64())))
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_THROTTLE_WAIT.as_secs_f64())))
 }
 
 /// The default meaning of an HTTP status for a provider call, when the
@@ -123,23 +143,42 @@ fn non_negative_secs(secs: f64) -> Option<Duration> {
 /// 400/422 invalid request, 401/403 bad key, 402 credits, 404/410 gone (a
 /// retired model on submit), 413 too large, 408 and 5xx transient, 429
 /// throttled (with the header wait or [`DEFAULT_THROTTLE_WAIT`]).
-pub(crate) fn by_status(provider: &str, status: StatusCode, headers: &HeaderMap, detail: Option<String>) -> JobError {
+pub(crate) fn by_status(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    detail: Option<String>,
+) -> JobError {
     let code = status.as_u16();
+    let detail = detail.filter(|d| !d.is_empty());
     let message = |what: &str| match &detail {
-        Some(d) if !d.is_empty() => format!("{provider} {what} (HTTP {code}): {d}"),
+        Some(d) => format!("{provider} {what} (HTTP {code}): {d}"),
         _ => format!("{provider} {what} (HTTP {code})"),
     };
     match code {
-        400 | 413 | 422 => JobError::permanent(ErrorCode::InvalidRequest, message("refused the request")),
-        401 | 403 => JobError::permanent(ErrorCode::CredentialsInvalid, message("rejected the key")),
-        402 => JobError::permanent(ErrorCode::InsufficientCredits, message("reports no credits left")),
-        404 | 410 => JobError::permanent(ErrorCode::ModelRetired, message("no longer serves this model or endpoint")),
+        400 | 413 | 422 => {
+            JobError::permanent(ErrorCode::InvalidRequest, message("refused the request"))
+        }
+        401 | 403 => {
+            JobError::permanent(ErrorCode::CredentialsInvalid, message("rejected the key"))
+        }
+        402 => JobError::permanent(
+            ErrorCode::InsufficientCredits,
+            message("reports no credits left"),
+        ),
+        404 | 410 => JobError::permanent(
+            ErrorCode::ModelRetired,
+            message("no longer serves this model or endpoint"),
+        ),
         429 => JobError::retry_after(
             retry_after(headers, SystemTime::now()).unwrap_or(DEFAULT_THROTTLE_WAIT),
             message("is throttling this key"),
         ),
         408 | 500..=599 => JobError::transient(ErrorCode::ProviderUnavailable, message("failed")),
-        _ => JobError::permanent(ErrorCode::ProviderUnavailable, message("answered unexpectedly")),
+        _ => JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            message("answered unexpectedly"),
+        ),
     }
 }
 
@@ -160,21 +199,39 @@ mod tests {
     #[test]
     fn retry_after_reads_every_header_form() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers(&[("retry-after", "7")]), now), Some(Duration::from_secs(7)));
-        assert_eq!(retry_after(&headers(&[("retry-after-ms", "1500")]), now), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1500")]), now),
+            Some(Duration::from_millis(1500))
+        );
         // retry-after-ms wins when both are sent, as in the providers' SDKs.
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "9"), ("retry-after-ms", "250")]), now),
+            retry_after(
+                &headers(&[("retry-after", "9"), ("retry-after-ms", "250")]),
+                now
+            ),
             Some(Duration::from_millis(250))
         );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&[("retry-after", &past)]), now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &past)]), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "-5")]), now), None);
         assert_eq!(retry_after(&headers(&[]), now), None);
-        assert_eq!(retry_after(&headers(&[("retry-after", "99999999")]), now), Some(MAX_THROTTLE_WAIT));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "99999999")]), now),
+            Some(MAX_THROTTLE_WAIT)
+        );
     }
 
     #[test]
@@ -185,9 +242,20 @@ mod tests {
         ]}});
         assert_eq!(google_retry_delay(&body), Some(Duration::from_secs(41)));
         let fractional = serde_json::json!({"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}});
-        assert_eq!(google_retry_delay(&fractional), Some(Duration::from_millis(1500)));
-        assert_eq!(google_retry_delay(&serde_json::json!({"error": {"details": []}})), None);
-        assert_eq!(google_retry_delay(&serde_json::json!({"error": {"details": [{"@type": "x.RetryInfo", "retryDelay": "abc"}]}})), None);
+        assert_eq!(
+            google_retry_delay(&fractional),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            google_retry_delay(&serde_json::json!({"error": {"details": []}})),
+            None
+        );
+        assert_eq!(
+            google_retry_delay(
+                &serde_json::json!({"error": {"details": [{"@type": "x.RetryInfo", "retryDelay": "abc"}]}})
+            ),
+            None
+        );
     }
 
     #[test]
@@ -205,11 +273,19 @@ mod tests {
             (408, ErrorCode::ProviderUnavailable, true),
         ];
         for (status, code, retryable) in cases {
-            let e = by_status("Runway", StatusCode::from_u16(status).unwrap(), &h, Some("why".into()));
+            let e = by_status(
+                "Runway",
+                StatusCode::from_u16(status).unwrap(),
+                &h,
+                Some("why".into()),
+            );
             assert_eq!((e.code, e.is_retryable()), (code, retryable), "{status}");
             assert!(e.message.contains(&format!("HTTP {status}")) && e.message.ends_with("why"));
         }
         let throttled = by_status("X", StatusCode::TOO_MANY_REQUESTS, &h, None);
-        assert_eq!(throttled.class, byok_core::RetryClass::RetryAfter(DEFAULT_THROTTLE_WAIT));
+        assert_eq!(
+            throttled.class,
+            byok_core::RetryClass::RetryAfter(DEFAULT_THROTTLE_WAIT)
+        );
     }
 }

@@ -76,8 +76,14 @@ pub(crate) const MAX_VIDEO_BYTES: usize = 512 * 1024 * 1024;
 /// Reads a large body (a video, a poll answer carrying one) up to `limit` bytes;
 /// `Ok(None)` when the provider sent more than that. Not wiped on drop: videos are
 /// not secrets, and zeroing hundreds of megabytes would cost for nothing.
-pub(crate) async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    if response.content_length().is_some_and(|len| len > limit as u64) {
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
         return Ok(None);
     }
     let capacity = response

@@ -4,6 +4,7 @@ mod catalogue;
 mod classify;
 mod credentials;
 mod descriptor;
+pub mod fetch;
 mod generation;
 mod http;
 pub mod net;
@@ -14,13 +15,18 @@ mod stability;
 mod veo;
 pub mod vertex;
 
-pub use byok_core::{Catalogue, GenerationRequest, JobError, ProviderId, ValidatedRequest, ValidationError};
+pub use byok_core::{
+    Catalogue, GenerationRequest, JobError, ProviderId, ValidatedRequest, ValidationError,
+};
+pub use catalogue::Capabilities;
 pub use credentials::{
     CredentialCheck, Credentials, CredentialsError, CredentialsKind, ServiceAccountKey,
 };
-pub use catalogue::Capabilities;
 pub use descriptor::{CredentialField, ProviderDescriptor, RateLimits};
-pub use generation::{CancelOutcome, InputImage, RemoteStatus, SubmitRequest, Submitted, Video, VideoOutput};
+pub use fetch::{FetchError, FetchOptions, ImageFetcher};
+pub use generation::{
+    CancelOutcome, InputImage, RemoteStatus, SubmitRequest, Submitted, Video, VideoOutput,
+};
 pub use options::{ProviderOptions, RegistryOptions};
 pub use registry::{Registry, RegistryError};
 
@@ -66,14 +72,30 @@ pub trait VideoProvider: Send + Sync + std::fmt::Debug {
     /// (and will bill) it: the caller must record `provider_job_id` before
     /// anything else. A submit whose answer was lost is
     /// `submit_outcome_unknown` and must never be re-sent.
-    async fn submit(&self, credentials: &Credentials, request: SubmitRequest<'_>) -> Result<Submitted, JobError>;
+    async fn submit(
+        &self,
+        credentials: &Credentials,
+        request: SubmitRequest<'_>,
+    ) -> Result<Submitted, JobError>;
 
     /// Asks where the remote job stands. Safe to repeat.
-    async fn poll(&self, credentials: &Credentials, provider_job_id: &str) -> Result<RemoteStatus, JobError>;
+    async fn poll(
+        &self,
+        credentials: &Credentials,
+        provider_job_id: &str,
+    ) -> Result<RemoteStatus, JobError>;
 
     /// Cancels the remote job where the provider can.
-    async fn cancel(&self, credentials: &Credentials, provider_job_id: &str) -> Result<CancelOutcome, JobError>;
+    async fn cancel(
+        &self,
+        credentials: &Credentials,
+        provider_job_id: &str,
+    ) -> Result<CancelOutcome, JobError>;
 
     /// Downloads a finished video (URLs expire, so the worker copies it at once).
-    async fn fetch_output(&self, credentials: &Credentials, output: &VideoOutput) -> Result<Video, JobError>;
+    async fn fetch_output(
+        &self,
+        credentials: &Credentials,
+        output: &VideoOutput,
+    ) -> Result<Video, JobError>;
 }

@@ -72,6 +72,7 @@ impl Registry {
                         provider_options,
                         http.clone(),
                         options.request_timeout,
+                        options.allow_private_networks,
                     )?),
                     ProviderId::Stability => Arc::new(StabilityProvider::new(
                         provider_options,

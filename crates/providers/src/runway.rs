@@ -1,19 +1,29 @@
 //! Runway's developer API (providers.md §1): API-key credentials, checked with
-//! `GET /v1/organization`.
+//! `GET /v1/organization`; generation with `POST /v1/text_to_video` or
+//! `/v1/image_to_video`, `GET /v1/tasks/{id}` and `DELETE /v1/tasks/{id}`; outputs
+//! downloaded from Runway's signed CDN URLs.
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use byok_core::{ErrorCode, JobError, Mode};
+use image::codecs::jpeg::JpegEncoder;
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
+use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
-use crate::http::{self, Body};
+use crate::http::{self, Body, MAX_VIDEO_BYTES, USER_AGENT};
 use crate::{
-    CredentialCheck, CredentialField, Credentials, CredentialsError, ProviderDescriptor,
-    ProviderId, ProviderOptions, RegistryError, VideoProvider,
+    CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
+    ProviderDescriptor, ProviderId, ProviderOptions, RegistryError, RemoteStatus, SubmitRequest,
+    Submitted, Video, VideoOutput, VideoProvider, fetch, net,
 };
 
 /// The real API host (not `api.runwayml.com`, providers.md §1.1).
@@ -30,6 +40,10 @@ pub(crate) struct RunwayProvider {
     base_url: Url,
     http: reqwest::Client,
     request_timeout: Duration,
+    /// For output downloads: the network policy of user URLs (see [`Self::download`]).
+    download: reqwest::Client,
+    /// `fetch.allow_private_networks`, for output URLs.
+    allow_private_networks: bool,
 }
 
 impl RunwayProvider {
@@ -37,7 +51,19 @@ impl RunwayProvider {
         options: &ProviderOptions,
         http: reqwest::Client,
         request_timeout: Duration,
+        allow_private_networks: bool,
     ) -> Result<Self, RegistryError> {
+        // Output URLs are provider answers, i.e. untrusted: the client of user URLs
+        // (no redirects, and when strict: https only, public-only resolver, no proxy),
+        // without any default credential. Reads must progress within the request
+        // timeout; the whole download within DOWNLOAD_TIMEOUT.
+        let download = net::client_builder(allow_private_networks)
+            .user_agent(USER_AGENT)
+            .connect_timeout(request_timeout)
+            .read_timeout(request_timeout)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .build()
+            .map_err(RegistryError::HttpClient)?;
         let catalogue = crate::catalogue::load(ProviderId::Runway, options.models.as_ref())?;
         Ok(RunwayProvider {
             descriptor: ProviderDescriptor {
@@ -73,6 +99,8 @@ impl RunwayProvider {
             base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
             http,
             request_timeout,
+            download,
+            allow_private_networks,
         })
     }
 }
@@ -112,26 +140,649 @@ impl VideoProvider for RunwayProvider {
             Err(check) => check,
         }
     }
-    async fn submit(&self, _credentials: &Credentials, _request: crate::SubmitRequest<'_>) -> Result<crate::Submitted, byok_core::JobError> {
-        Err(scaffold())
+    async fn submit(
+        &self,
+        credentials: &Credentials,
+        request: SubmitRequest<'_>,
+    ) -> Result<Submitted, JobError> {
+        let secret = api_key(credentials)?.expose_secret();
+        let validated = request.request;
+        let format = validated.format.as_ref().ok_or_else(|| {
+            internal("the validated request has no format (Runway always needs a ratio)")
+        })?;
+        let (path, prompt_image) = match validated.mode {
+            Mode::TextToVideo => ("/v1/text_to_video", None),
+            Mode::ImageToVideo => {
+                let image = request.image.ok_or_else(|| {
+                    internal("an image-to-video job reached submit without its fetched image")
+                })?;
+                ("/v1/image_to_video", Some(prompt_image(image).await?))
+            }
+        };
+        // camelCase on the wire; numbers are JSON integers (providers.md §1.2).
+        let mut body = Map::new();
+        body.insert("model".into(), validated.model.clone().into());
+        if let Some(prompt) = &validated.prompt {
+            body.insert("promptText".into(), prompt.clone().into());
+        }
+        if let Some(uri) = prompt_image {
+            body.insert("promptImage".into(), uri.into());
+        }
+        body.insert("ratio".into(), format.wire.clone().into());
+        if let Some(duration) = validated.duration_seconds {
+            body.insert("duration".into(), duration.into());
+        }
+        if let Some(seed) = validated.seed {
+            body.insert("seed".into(), seed.into());
+        }
+        // The catalogue only lets a negative prompt through for models that take one.
+        if let Some(negative) = &validated.negative_prompt {
+            body.insert("negativePrompt".into(), negative.clone().into());
+        }
+        let request = self
+            .http
+            .post(http::endpoint(&self.base_url, path))
+            .bearer_auth(secret)
+            .header("X-Runway-Version", API_VERSION)
+            .header(ACCEPT, "application/json")
+            .json(&Value::Object(body));
+        let answer =
+            classify::send_submit(request, DISPLAY_NAME, self.request_timeout, &[secret]).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Call::Submit, &answer, secret));
+        }
+        // The task exists (and is billed) once Runway said 2xx: an answer we cannot read
+        // is an unknown outcome, never a reason to submit again.
+        match answer.body.json().as_ref().and_then(task_id) {
+            Some(id) => Ok(Submitted {
+                provider_job_id: id,
+            }),
+            None => Err(JobError::submit_outcome_unknown(format!(
+                "Runway accepted the submit (HTTP {}) but its answer carries no task id; \
+                 it is not re-sent, because it may have created a billable task",
+                answer.status.as_u16()
+            ))),
+        }
     }
 
-    async fn poll(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::RemoteStatus, byok_core::JobError> {
-        Err(scaffold())
+    async fn poll(
+        &self,
+        credentials: &Credentials,
+        provider_job_id: &str,
+    ) -> Result<RemoteStatus, JobError> {
+        let secret = api_key(credentials)?.expose_secret();
+        let request = self
+            .http
+            .get(self.task_url(provider_job_id)?)
+            .bearer_auth(secret)
+            .header("X-Runway-Version", API_VERSION)
+            .header(ACCEPT, "application/json");
+        let answer =
+            classify::send_idempotent(request, DISPLAY_NAME, self.request_timeout, &[secret])
+                .await?;
+        match answer.status.as_u16() {
+            200..=299 => {}
+            // Deleted (by anyone holding the key) or expired: nothing left to wait for.
+            404 => {
+                return Err(JobError::permanent(
+                    ErrorCode::ProviderUnavailable,
+                    "Runway no longer knows this task (HTTP 404): it was deleted or has expired",
+                ));
+            }
+            _ => return Err(classify_answer(Call::Poll, &answer, secret)),
+        }
+        let json = answer.body.json().filter(Value::is_object).ok_or_else(|| {
+            JobError::transient(
+                ErrorCode::ProviderUnavailable,
+                "Runway answered the task poll with an unreadable body",
+            )
+        })?;
+        task_status(&json, secret)
     }
 
-    async fn cancel(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::CancelOutcome, byok_core::JobError> {
-        Err(scaffold())
+    async fn cancel(
+        &self,
+        credentials: &Credentials,
+        provider_job_id: &str,
+    ) -> Result<CancelOutcome, JobError> {
+        let secret = api_key(credentials)?.expose_secret();
+        let request = self
+            .http
+            .delete(self.task_url(provider_job_id)?)
+            .bearer_auth(secret)
+            .header("X-Runway-Version", API_VERSION)
+            .header(ACCEPT, "*/*");
+        let answer =
+            classify::send_idempotent(request, DISPLAY_NAME, self.request_timeout, &[secret])
+                .await?;
+        match answer.status.as_u16() {
+            // 204 No Content is the documented answer; any 2xx means done.
+            200..=299 => Ok(CancelOutcome::Cancelled),
+            // Already deleted: the task cannot run (or bill) any more, which is what a
+            // cancel is for. A second cancel of the same job lands here too.
+            404 => Ok(CancelOutcome::Cancelled),
+            _ => Err(classify_answer(Call::Cancel, &answer, secret)),
+        }
     }
 
-    async fn fetch_output(&self, _credentials: &Credentials, _output: &crate::VideoOutput) -> Result<crate::Video, byok_core::JobError> {
-        Err(scaffold())
+    async fn fetch_output(
+        &self,
+        _credentials: &Credentials,
+        output: &VideoOutput,
+    ) -> Result<Video, JobError> {
+        match output {
+            VideoOutput::Urls(urls) => {
+                let first = urls
+                    .iter()
+                    .find(|u| !u.trim().is_empty())
+                    .ok_or_else(|| internal("Runway's output has no URL"))?;
+                self.download(first).await
+            }
+            VideoOutput::Inline(video) => Ok(video.clone()),
+            VideoOutput::Gcs(_) => Err(internal(
+                "a Google Cloud Storage output was given to the Runway adapter",
+            )),
+        }
     }
 }
 
-// SCAFFOLD: replaced by the generation half of this adapter.
-fn scaffold() -> byok_core::JobError {
-    byok_core::JobError::permanent(byok_core::ErrorCode::Internal, "SCAFFOLD generation half not written yet")
+impl RunwayProvider {
+    /// `{base}/v1/tasks/{id}`, the id as one percent-encoded path segment (it came from
+    /// a provider answer and must not be able to change the path).
+    fn task_url(&self, id: &str) -> Result<Url, JobError> {
+        if id.is_empty() {
+            return Err(internal("empty Runway task id"));
+        }
+        let mut url = http::endpoint(&self.base_url, "/v1/tasks");
+        url.path_segments_mut()
+            .map_err(|()| internal("the Runway base URL cannot take a path"))?
+            .push(id);
+        Ok(url)
+    }
+
+    /// Downloads an output URL. The URL came from a provider answer, so it is
+    /// untrusted input: the private-network policy of user URLs applies (IP literals
+    /// here, the public-only resolver at connect time), on every redirect hop too; no
+    /// `Authorization` is sent (the URL is signed); the size is capped at
+    /// [`MAX_VIDEO_BYTES`]. Messages name the host only: the URL carries a signature.
+    async fn download(&self, raw: &str) -> Result<Video, JobError> {
+        let mut url = Url::parse(raw.trim()).map_err(|_| {
+            JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                "Runway returned an output that is not a URL",
+            )
+        })?;
+        let mut redirects = 0;
+        loop {
+            check_output_url(&url, self.allow_private_networks)?;
+            let host = url.host_str().unwrap_or_default().to_owned();
+            let response = self
+                .download
+                .get(url.clone())
+                .header(ACCEPT, "video/mp4, video/*, application/octet-stream")
+                .send()
+                .await
+                .map_err(|e| download_error(&host, &e))?;
+            let status = response.status().as_u16();
+            if matches!(status, 301 | 302 | 303 | 307 | 308) && redirects < MAX_DOWNLOAD_REDIRECTS {
+                let next = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|location| url.join(location.trim()).ok());
+                if let Some(next) = next {
+                    redirects += 1;
+                    url = next;
+                    continue;
+                }
+            }
+            return match status {
+                200..=299 => read_video(&host, response).await,
+                // Signed URLs expire (24–48 h) and are then refused; a fresh poll of the
+                // task gives fresh URLs, so this is worth another round.
+                403 | 404 | 410 => Err(JobError::transient(
+                    ErrorCode::ProviderUnavailable,
+                    format!(
+                        "Runway's output URL at {host} was refused (HTTP {status}); it has probably \
+                         expired: poll the task again for fresh URLs"
+                    ),
+                )),
+                408 | 429 | 500..=599 => Err(JobError::transient(
+                    ErrorCode::ProviderUnavailable,
+                    format!("the download of Runway's output from {host} failed (HTTP {status})"),
+                )),
+                _ => Err(JobError::permanent(
+                    ErrorCode::ProviderUnavailable,
+                    format!("the download of Runway's output from {host} answered HTTP {status}"),
+                )),
+            };
+        }
+    }
+}
+
+/// Redirects followed when downloading an output (each hop checked again).
+const MAX_DOWNLOAD_REDIRECTS: usize = 3;
+
+/// Time limit for one output download as a whole; reads must also progress within the
+/// request timeout.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Runway's limit for a data URI (`promptImage`, "≤5 MB encoded", providers.md §1.2);
+/// decimal megabytes assumed, the smaller reading (UNVERIFIED).
+pub(crate) const MAX_DATA_URI_BYTES: usize = 5_000_000;
+
+/// Longest side of an image re-encoded to fit [`MAX_DATA_URI_BYTES`]: Runway's largest
+/// output is 1920 pixels wide, so nothing is lost that the video could show.
+const SHRUNK_MAX_SIDE: u32 = 2048;
+
+/// Which call an HTTP answer belongs to (a 404 means different things).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Submit,
+    Poll,
+    Cancel,
+}
+
+fn internal(message: &str) -> JobError {
+    JobError::permanent(ErrorCode::Internal, format!("internal error: {message}"))
+}
+
+/// The API key of Runway credentials; other credentials are a caller bug.
+fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError> {
+    api_key_of(credentials, ProviderId::Runway)
+        .map(|(key, _)| key)
+        .map_err(|_| {
+            internal(&format!(
+                "{} credentials were given to the Runway adapter",
+                credentials.provider()
+            ))
+        })
+}
+
+/// The fetched image as a data URI (`data:<type>;base64,…`), so that Runway never has to
+/// reach the user's URL (its URL rules are stricter than ours, and what we checked is
+/// what is used). An image whose URI would exceed [`MAX_DATA_URI_BYTES`] is re-encoded
+/// as a JPEG of at most [`SHRUNK_MAX_SIDE`] pixels a side (quality 90, then lower);
+/// only when even that is too big is it refused as `invalid_request`.
+async fn prompt_image(image: &InputImage) -> Result<String, JobError> {
+    // The type comes from the bytes, not from a field someone may have set by hand.
+    let mime = match image::guess_format(&image.bytes) {
+        Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => {
+            fetch::mime_of(format)
+        }
+        _ => {
+            return Err(JobError::permanent(
+                ErrorCode::InvalidRequest,
+                "the input image is not a PNG, JPEG or WebP image",
+            ));
+        }
+    };
+    if data_uri_len(mime, image.bytes.len()) <= MAX_DATA_URI_BYTES {
+        return Ok(data_uri(mime, &image.bytes));
+    }
+    let bytes = image.bytes.clone();
+    let shrunk = tokio::task::spawn_blocking(move || shrink(&bytes))
+        .await
+        .map_err(|e| internal(&format!("re-encoding the input image failed: {e}")))??;
+    Ok(data_uri("image/jpeg", &shrunk))
+}
+
+fn data_uri_len(mime: &str, bytes: usize) -> usize {
+    "data:;base64,".len() + mime.len() + bytes.div_ceil(3) * 4
+}
+
+fn data_uri(mime: &str, bytes: &[u8]) -> String {
+    format!("data:{mime};base64,{}", BASE64.encode(bytes))
+}
+
+/// Re-encodes an image too big for a data URI (see [`prompt_image`]). Transparency is
+/// dropped (JPEG has none).
+fn shrink(bytes: &[u8]) -> Result<Vec<u8>, JobError> {
+    let (_, image) = fetch::decode_checked(bytes).map_err(|reason| {
+        JobError::permanent(
+            ErrorCode::InvalidRequest,
+            format!("the input image is unusable: {reason}"),
+        )
+    })?;
+    let image = if image.width() > SHRUNK_MAX_SIDE || image.height() > SHRUNK_MAX_SIDE {
+        image.resize(SHRUNK_MAX_SIDE, SHRUNK_MAX_SIDE, FilterType::Lanczos3)
+    } else {
+        image
+    };
+    let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
+    for quality in [90, 80, 70] {
+        let mut out = Vec::new();
+        rgb.write_with_encoder(JpegEncoder::new_with_quality(&mut out, quality))
+            .map_err(|e| internal(&format!("could not encode the input image: {e}")))?;
+        if data_uri_len("image/jpeg", out.len()) <= MAX_DATA_URI_BYTES {
+            return Ok(out);
+        }
+    }
+    Err(JobError::permanent(
+        ErrorCode::InvalidRequest,
+        format!(
+            "the input image is too large for Runway: even re-encoded at {SHRUNK_MAX_SIDE} pixels it exceeds \
+             Runway's 5 MB limit for inline images"
+        ),
+    ))
+}
+
+/// `{"id": "<task uuid>"}` → the id, if it is a sane one.
+fn task_id(json: &Value) -> Option<String> {
+    let id = json.get("id")?.as_str()?.trim();
+    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
+}
+
+/// Maps a task (`GET /v1/tasks/{id}`, providers.md §1.3).
+fn task_status(json: &Value, secret: &str) -> Result<RemoteStatus, JobError> {
+    let status = json
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match status {
+        // THROTTLED: over the organization's concurrency limit, queued by Runway.
+        "PENDING" | "THROTTLED" => Ok(RemoteStatus::Queued),
+        "RUNNING" => Ok(RemoteStatus::Running {
+            progress: json
+                .get("progress")
+                .and_then(Value::as_f64)
+                .filter(|p| p.is_finite())
+                .map(|p| p.clamp(0.0, 1.0)),
+        }),
+        "SUCCEEDED" => {
+            let urls: Vec<String> = json
+                .get("output")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::trim)
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if urls.is_empty() {
+                // Runway says fresh URLs come with a fresh GET; ask again.
+                return Err(JobError::transient(
+                    ErrorCode::ProviderUnavailable,
+                    "Runway reports the task SUCCEEDED but lists no output URL",
+                ));
+            }
+            Ok(RemoteStatus::Succeeded(VideoOutput::Urls(urls)))
+        }
+        "FAILED" => Ok(RemoteStatus::Failed(task_failure(
+            json.get("failureCode").and_then(Value::as_str),
+            json.get("failure").and_then(Value::as_str),
+            secret,
+        ))),
+        "CANCELLED" => Ok(RemoteStatus::Cancelled),
+        other => Err(JobError::transient(
+            ErrorCode::ProviderUnavailable,
+            format!(
+                "Runway reports an unknown task status `{}`",
+                http::sanitize(other, &[secret])
+            ),
+        )),
+    }
+}
+
+/// Classifies a FAILED task by its `failureCode` (providers.md §1.5):
+///
+/// * `SAFETY.*` (input and output moderation) and `INPUT_PREPROCESSING.SAFETY.*` →
+///   `content_rejected`, permanent: Runway says not to retry the same input.
+/// * `INTERNAL.BAD_OUTPUT.*` → `content_rejected`, permanent: Runway's quality check
+///   refused the result ("may retry, not likely to succeed"; often text or graphics
+///   in the input). Retrying would most likely fail again after another wait.
+/// * `ASSET.INVALID` → `invalid_request`, permanent (fix the input).
+/// * `INTERNAL` (and other `INTERNAL.*`), `INPUT_PREPROCESSING.INTERNAL`,
+///   `THIRD_PARTY.UNAVAILABLE` (third-party sources only, UNVERIFIED) → transient.
+/// * anything else, or no code → `provider_unavailable`, permanent, with Runway's text:
+///   an unknown failure is not blindly retried (each try may be billed).
+fn task_failure(code: Option<&str>, failure: Option<&str>, secret: &str) -> JobError {
+    let code = code.map(str::trim).filter(|c| !c.is_empty());
+    let text = failure
+        .map(|f| http::sanitize(f, &[secret]))
+        .filter(|f| !f.is_empty());
+    let message = |what: &str| {
+        let mut m = format!("Runway {what}");
+        if let Some(code) = code {
+            m.push_str(&format!(" ({})", http::sanitize(code, &[secret])));
+        }
+        if let Some(text) = &text {
+            m.push_str(": ");
+            m.push_str(text);
+        }
+        m
+    };
+    let Some(c) = code else {
+        return JobError::permanent(ErrorCode::ProviderUnavailable, message("failed the task"));
+    };
+    let under = |prefix: &str| c == prefix || c.starts_with(&format!("{prefix}."));
+    if under("SAFETY") || under("INPUT_PREPROCESSING.SAFETY") {
+        JobError::permanent(
+            ErrorCode::ContentRejected,
+            message("moderation rejected the task"),
+        )
+    } else if under("INTERNAL.BAD_OUTPUT") {
+        JobError::permanent(
+            ErrorCode::ContentRejected,
+            message("rejected the generated video"),
+        )
+    } else if under("ASSET.INVALID") {
+        JobError::permanent(
+            ErrorCode::InvalidRequest,
+            message("could not use the input image"),
+        )
+    } else if under("INTERNAL")
+        || under("INPUT_PREPROCESSING.INTERNAL")
+        || under("THIRD_PARTY.UNAVAILABLE")
+    {
+        JobError::transient(
+            ErrorCode::ProviderUnavailable,
+            message("failed the task on its side"),
+        )
+    } else {
+        JobError::permanent(ErrorCode::ProviderUnavailable, message("failed the task"))
+    }
+}
+
+/// Classifies an HTTP error answer of the generation calls (providers.md §1.6, §6):
+///
+/// * 400 whose text mentions credits ("You do not have enough credits…") →
+///   `insufficient_credits`; a submit 400 whose first issue is on `model` →
+///   `model_retired` (Runway reports unknown and retired models as validation
+///   errors, and the model id came from our catalogue, so it is stale); any other 400
+///   → `invalid_request`, with Runway's `error` and first issue;
+/// * 401/403 → `credentials_invalid`;
+/// * 404 on submit → `provider_unavailable`, permanent: the model is in the body, not
+///   the path, so a 404 means the endpoint is not there (a wrong base URL), which no
+///   retry and no other model fixes;
+/// * 429 → retry after `retry-after-ms` / `Retry-After`, else 60 s (Runway's daily cap
+///   and any header on it are UNVERIFIED);
+/// * 408/5xx → transient; everything else as [`classify::by_status`].
+fn classify_answer(call: Call, answer: &Answer, secret: &str) -> JobError {
+    let json = answer.body.json();
+    let status = answer.status.as_u16();
+    let detail = json
+        .as_ref()
+        .and_then(error_detail)
+        .map(|d| http::sanitize(&d, &[secret]));
+    let with = |prefix: &str| http::with_detail(prefix.to_owned(), detail.clone());
+    match status {
+        400 => {
+            let text = match json.as_ref().and_then(error_text) {
+                Some(text) => text.to_owned(),
+                None => String::from_utf8_lossy(&answer.body.bytes).into_owned(),
+            };
+            if text.to_lowercase().contains("credits") {
+                JobError::permanent(
+                    ErrorCode::InsufficientCredits,
+                    with("Runway reports too few credits for this task (HTTP 400)"),
+                )
+            } else if call == Call::Submit && json.as_ref().is_some_and(first_issue_is_model) {
+                JobError::permanent(
+                    ErrorCode::ModelRetired,
+                    with("Runway no longer accepts this model (HTTP 400)"),
+                )
+            } else {
+                JobError::permanent(
+                    ErrorCode::InvalidRequest,
+                    with("Runway refused the request (HTTP 400)"),
+                )
+            }
+        }
+        404 if call == Call::Submit => JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            with("Runway has no such endpoint (HTTP 404); check providers.runway.base_url"),
+        ),
+        _ => classify::by_status(DISPLAY_NAME, answer.status, &answer.headers, detail),
+    }
+}
+
+/// Runway's `error` text followed by the first validation issue
+/// (`{"error":"Validation of body failed","issues":[{"path":["model"],"message":"…"}]}`).
+fn error_detail(json: &Value) -> Option<String> {
+    let error = error_text(json);
+    let issue = json
+        .get("issues")
+        .and_then(Value::as_array)
+        .and_then(|issues| issues.first())
+        .and_then(|issue| {
+            let message = issue.get("message").and_then(Value::as_str)?.trim();
+            let path = issue_path(issue);
+            Some(if path.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{path}: {message}")
+            })
+        });
+    match (error, issue) {
+        (Some(e), Some(i)) => Some(format!("{e}: {i}")),
+        (Some(e), None) => Some(e.to_owned()),
+        (None, i) => i,
+    }
+}
+
+/// An issue's `path` (`["promptImage", 0, "uri"]`) as `promptImage.0.uri`.
+fn issue_path(issue: &Value) -> String {
+    issue
+        .get("path")
+        .and_then(Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| match p {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .unwrap_or_default()
+}
+
+fn first_issue_is_model(json: &Value) -> bool {
+    json.get("issues")
+        .and_then(Value::as_array)
+        .and_then(|issues| issues.first())
+        .is_some_and(|issue| issue_path(issue) == "model")
+}
+
+/// The policy for an output URL (see [`RunwayProvider::download`]).
+fn check_output_url(url: &Url, allow_private_networks: bool) -> Result<(), JobError> {
+    net::check_url(url, allow_private_networks).map_err(|e| {
+        JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            format!("Runway's output URL was refused: {e}"),
+        )
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            "Runway's output URL was refused: it contains a user name or password",
+        ));
+    }
+    Ok(())
+}
+
+fn download_error(host: &str, err: &reqwest::Error) -> JobError {
+    if let Some(policy) = net::policy_violation(err) {
+        return JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            format!("Runway's output URL was refused: {policy}"),
+        );
+    }
+    JobError::transient(
+        ErrorCode::ProviderUnavailable,
+        format!(
+            "the download of Runway's output from {host} failed: {}",
+            http::describe_transport_error(err, DOWNLOAD_TIMEOUT)
+        ),
+    )
+}
+
+/// Reads a downloaded video. The type check is lenient, because CDNs label files
+/// loosely: any `video/*` is taken as is; `application/octet-stream` or no type at
+/// all is taken when the bytes carry an MP4/ISO-BMFF `ftyp` box (bytes 4..8), and then
+/// labelled `video/mp4`. Anything else (an HTML error page, JSON) is refused.
+async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, JobError> {
+    let declared = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|v| !v.is_empty());
+    let bytes = match http::read_limited(response, MAX_VIDEO_BYTES).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            return Err(JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "Runway's output at {host} is larger than {} MiB",
+                    MAX_VIDEO_BYTES >> 20
+                ),
+            ));
+        }
+        Err(e) => return Err(download_error(host, &e)),
+    };
+    if bytes.is_empty() {
+        return Err(JobError::transient(
+            ErrorCode::ProviderUnavailable,
+            format!("Runway's output at {host} was empty"),
+        ));
+    }
+    let content_type = match declared.as_deref() {
+        Some(video) if video.starts_with("video/") => video.to_owned(),
+        None | Some("application/octet-stream") if has_ftyp(&bytes) => "video/mp4".to_owned(),
+        other => {
+            return Err(JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "Runway's output at {host} is not a video (served as `{}`)",
+                    http::sanitize(other.unwrap_or("nothing"), &[])
+                ),
+            ));
+        }
+    };
+    Ok(Video {
+        bytes,
+        content_type,
+        note: None,
+    })
+}
+
+/// Whether `bytes` start like an ISO base media file (MP4): a box size, then `ftyp`.
+pub(crate) fn has_ftyp(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp".as_slice())
 }
 
 /// Maps the answer of `GET /v1/organization`.

@@ -1,19 +1,32 @@
 //! Stability AI's hosted API (providers.md §2): API-key credentials, checked with
-//! `GET /v1/user/balance`.
+//! `GET /v1/user/balance`; image-to-video with a multipart
+//! `POST /v2beta/image-to-video` (the input image fitted to one of the three sizes the
+//! model takes) and `GET /v2beta/image-to-video/result/{id}`, which returns the MP4
+//! itself when done. There is no cancel.
 
+use std::io::Cursor;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use byok_core::{ErrorCode, JobError, ValidatedRequest};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::multipart::{Form, Part};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use url::Url;
 
+use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
-use crate::http::{self, Body};
+use crate::http::{self, Body, MAX_VIDEO_BYTES};
+use crate::runway::has_ftyp;
 use crate::{
-    CredentialCheck, CredentialField, Credentials, CredentialsError, ProviderDescriptor,
-    ProviderId, ProviderOptions, RegistryError, VideoProvider,
+    CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
+    ProviderDescriptor, ProviderId, ProviderOptions, RegistryError, RemoteStatus, SubmitRequest,
+    Submitted, Video, VideoOutput, VideoProvider, fetch,
 };
 
 /// The real API host.
@@ -112,26 +125,439 @@ impl VideoProvider for StabilityProvider {
             Err(check) => check,
         }
     }
-    async fn submit(&self, _credentials: &Credentials, _request: crate::SubmitRequest<'_>) -> Result<crate::Submitted, byok_core::JobError> {
-        Err(scaffold())
+    async fn submit(
+        &self,
+        credentials: &Credentials,
+        request: SubmitRequest<'_>,
+    ) -> Result<Submitted, JobError> {
+        let (secret, organization_id) = api_key(credentials)?;
+        let secret = secret.expose_secret();
+        let validated = request.request;
+        let image = request.image.ok_or_else(|| {
+            internal("an image-to-video job reached submit without its fetched image")
+        })?;
+        let target = self.target_size(validated)?;
+        let input = image.clone();
+        let fitted = tokio::task::spawn_blocking(move || fit_image(&input, target))
+            .await
+            .map_err(|e| internal(&format!("fitting the input image failed: {e}")))??;
+        tracing::debug!(
+            from_width = image.width,
+            from_height = image.height,
+            width = fitted.width,
+            height = fitted.height,
+            "fitted the input image for Stability AI"
+        );
+        let part = Part::bytes(fitted.png)
+            .file_name("image.png")
+            .mime_str("image/png")
+            .map_err(|e| internal(&format!("multipart part: {e}")))?;
+        let mut form = Form::new().part("image", part);
+        // Omitted unless given: the provider picks a random seed (0 on the wire means
+        // the same). cfg_scale and motion_bucket_id are left to the provider's defaults
+        // (1.8 and 127): the neutral request has nothing that maps onto them.
+        if let Some(seed) = validated.seed {
+            form = form.text("seed", seed.to_string());
+        }
+        let mut request = self
+            .http
+            .post(http::endpoint(&self.base_url, "/v2beta/image-to-video"))
+            .bearer_auth(secret)
+            .header(ACCEPT, "application/json")
+            .multipart(form);
+        if let Some(organization_id) = organization_id {
+            request = request.header("Organization", organization_id);
+        }
+        let answer =
+            classify::send_submit(request, DISPLAY_NAME, self.request_timeout, &[secret]).await?;
+        if !answer.status.is_success() {
+            return Err(classify_answer(Call::Submit, &answer, secret));
+        }
+        // 2xx: the generation exists; an answer we cannot read is an unknown outcome.
+        match answer.body.json().as_ref().and_then(generation_id) {
+            Some(id) => Ok(Submitted {
+                provider_job_id: id,
+            }),
+            None => Err(JobError::submit_outcome_unknown(format!(
+                "Stability AI accepted the submit (HTTP {}) but its answer carries no generation id; \
+                 it is not re-sent, because it may have started a billable generation",
+                answer.status.as_u16()
+            ))),
+        }
     }
 
-    async fn poll(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::RemoteStatus, byok_core::JobError> {
-        Err(scaffold())
+    async fn poll(
+        &self,
+        credentials: &Credentials,
+        provider_job_id: &str,
+    ) -> Result<RemoteStatus, JobError> {
+        let (secret, organization_id) = api_key(credentials)?;
+        let secret = secret.expose_secret();
+        let mut url = http::endpoint(&self.base_url, "/v2beta/image-to-video/result");
+        if provider_job_id.is_empty() {
+            return Err(internal("empty Stability AI generation id"));
+        }
+        url.path_segments_mut()
+            .map_err(|()| internal("the Stability AI base URL cannot take a path"))?
+            .push(provider_job_id);
+        let mut request = self
+            .http
+            .get(url)
+            .bearer_auth(secret)
+            .header(ACCEPT, "video/*");
+        if let Some(organization_id) = organization_id {
+            request = request.header("Organization", organization_id);
+        }
+        let unreachable = |err: &reqwest::Error| {
+            JobError::transient(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "Stability AI could not be reached: {}",
+                    http::sanitize(
+                        &http::describe_transport_error(err, self.request_timeout),
+                        &[secret]
+                    )
+                ),
+            )
+        };
+        let response = request.send().await.map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        match status.as_u16() {
+            // In progress ({"id","status":"in-progress"}). Stability does not tell queued
+            // from rendering, so this is Running with no progress.
+            202 => Ok(RemoteStatus::Running { progress: None }),
+            200 => read_result(response, secret)
+                .await
+                .map(|video| RemoteStatus::Succeeded(VideoOutput::Inline(video))),
+            // "the generation either does not exist or has expired" (results are kept
+            // 24 h), or it was started with another key (the user replaced theirs):
+            // either way it can never be fetched.
+            404 | 410 => Err(JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "Stability AI no longer has this generation (HTTP {}): it expired or was started with another API key",
+                    status.as_u16()
+                ),
+            )),
+            _ => {
+                let headers = response.headers().clone();
+                let body = http::read_capped(response)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                Err(classify_answer(
+                    Call::Poll,
+                    &Answer {
+                        status,
+                        headers,
+                        body,
+                    },
+                    secret,
+                ))
+            }
+        }
     }
 
-    async fn cancel(&self, _credentials: &Credentials, _provider_job_id: &str) -> Result<crate::CancelOutcome, byok_core::JobError> {
-        Err(scaffold())
+    async fn cancel(
+        &self,
+        _credentials: &Credentials,
+        _provider_job_id: &str,
+    ) -> Result<CancelOutcome, JobError> {
+        // No cancel endpoint exists (providers.md §2.8): the generation runs to its end
+        // and the worker ignores the result.
+        Ok(CancelOutcome::NotSupported)
     }
 
-    async fn fetch_output(&self, _credentials: &Credentials, _output: &crate::VideoOutput) -> Result<crate::Video, byok_core::JobError> {
-        Err(scaffold())
+    async fn fetch_output(
+        &self,
+        _credentials: &Credentials,
+        output: &VideoOutput,
+    ) -> Result<Video, JobError> {
+        match output {
+            // The poll already carried the video.
+            VideoOutput::Inline(video) => Ok(video.clone()),
+            VideoOutput::Urls(_) | VideoOutput::Gcs(_) => Err(internal(
+                "Stability AI delivers videos inline; a URL output was given to its adapter",
+            )),
+        }
     }
 }
 
-// SCAFFOLD: replaced by the generation half of this adapter.
-fn scaffold() -> byok_core::JobError {
-    byok_core::JobError::permanent(byok_core::ErrorCode::Internal, "SCAFFOLD generation half not written yet")
+impl StabilityProvider {
+    /// The size to fit the input image to: the request's format when it named an
+    /// aspect ratio, else `None` (the nearest of the model's formats, decided from the
+    /// image). The sizes come from the catalogue (`wire = "1024x576"`).
+    fn target_size(&self, request: &ValidatedRequest) -> Result<Target, JobError> {
+        if let Some(format) = &request.format {
+            let size = parse_size(&format.wire).ok_or_else(|| {
+                internal(&format!(
+                    "the Stability format `{}` is not WIDTHxHEIGHT",
+                    format.wire
+                ))
+            })?;
+            return Ok(Target::Exactly(size));
+        }
+        let model = self.catalogue.model(&request.model).ok_or_else(|| {
+            internal(&format!(
+                "no Stability model `{}` in the catalogue",
+                request.model
+            ))
+        })?;
+        let sizes: Vec<(u32, u32)> = model
+            .formats
+            .iter()
+            .filter_map(|f| parse_size(&f.wire))
+            .collect();
+        if sizes.is_empty() {
+            return Err(internal(
+                "the Stability catalogue has no WIDTHxHEIGHT format",
+            ));
+        }
+        Ok(Target::Nearest(sizes))
+    }
+}
+
+/// Where an input image is fitted to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The size the request asked for.
+    Exactly((u32, u32)),
+    /// The one of these whose aspect ratio is nearest the image's.
+    Nearest(Vec<(u32, u32)>),
+}
+
+/// A fitted input image.
+#[derive(Debug)]
+pub(crate) struct Fitted {
+    /// PNG bytes of exactly `width` x `height`.
+    pub(crate) png: Vec<u8>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+}
+
+/// Fits the input image to a size Stability accepts (exactly 1024x576, 576x1024 or
+/// 768x768, providers.md §2.2) instead of refusing every other image: scaled to
+/// cover the target and center-cropped (Lanczos3), encoded as an 8-bit RGB PNG
+/// (transparency is dropped; the model takes none). An image that does not decode or
+/// has more than [`fetch::MAX_IMAGE_PIXELS`] pixels is `invalid_request`. CPU work:
+/// call from a blocking thread.
+pub(crate) fn fit_image(image: &InputImage, target: Target) -> Result<Fitted, JobError> {
+    if u64::from(image.width) * u64::from(image.height) > fetch::MAX_IMAGE_PIXELS {
+        return Err(JobError::permanent(
+            ErrorCode::InvalidRequest,
+            format!(
+                "the input image ({}x{}) has more than {} megapixels",
+                image.width,
+                image.height,
+                fetch::MAX_IMAGE_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    let (_, decoded) = fetch::decode_checked(&image.bytes).map_err(|reason| {
+        JobError::permanent(
+            ErrorCode::InvalidRequest,
+            format!("the input image is unusable: {reason}"),
+        )
+    })?;
+    let (width, height) = match target {
+        Target::Exactly(size) => size,
+        Target::Nearest(sizes) => nearest_size(decoded.width(), decoded.height(), &sizes),
+    };
+    let fitted = decoded.resize_to_fill(width, height, FilterType::Lanczos3);
+    let rgb = DynamicImage::ImageRgb8(fitted.to_rgb8());
+    if (rgb.width(), rgb.height()) != (width, height) {
+        return Err(internal(&format!(
+            "fitting gave {}x{} instead of {width}x{height}",
+            rgb.width(),
+            rgb.height()
+        )));
+    }
+    let mut png = Cursor::new(Vec::new());
+    rgb.write_to(&mut png, ImageFormat::Png)
+        .map_err(|e| internal(&format!("could not encode the fitted image: {e}")))?;
+    Ok(Fitted {
+        png: png.into_inner(),
+        width,
+        height,
+    })
+}
+
+/// The size whose aspect ratio is nearest `width:height`, compared on a log scale
+/// (so 2:1 is as far from 1:1 as 1:2 is); the first listed wins a tie.
+fn nearest_size(width: u32, height: u32, sizes: &[(u32, u32)]) -> (u32, u32) {
+    let log_ratio = |w: u32, h: u32| (f64::from(w) / f64::from(h)).ln();
+    let own = log_ratio(width, height);
+    let mut best = sizes[0];
+    for &size in &sizes[1..] {
+        if (log_ratio(size.0, size.1) - own).abs() < (log_ratio(best.0, best.1) - own).abs() {
+            best = size;
+        }
+    }
+    best
+}
+
+/// `1024x576` → (1024, 576).
+fn parse_size(wire: &str) -> Option<(u32, u32)> {
+    let (w, h) = wire.split_once('x')?;
+    let (w, h) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
+/// Reads a finished result (HTTP 200). Asked for `video/*`, Stability sends the MP4
+/// with `finish-reason` (`SUCCESS` or `CONTENT_FILTERED`) in a header. The JSON form
+/// (`{"video":"<base64>","finish_reason":…}`), which it sends for
+/// `accept: application/json`, is read too. `CONTENT_FILTERED` is a success with
+/// blurred frames, and charged (providers.md §6 rule 4): it becomes the video's
+/// `note`, as does any other reason than `SUCCESS`.
+async fn read_result(response: reqwest::Response, secret: &str) -> Result<Video, JobError> {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let header_reason = response
+        .headers()
+        .get("finish-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let transient = |what: String| JobError::transient(ErrorCode::ProviderUnavailable, what);
+    let read_error = |e: &reqwest::Error| {
+        transient(format!(
+            "the result of Stability AI could not be read: {}",
+            http::sanitize(
+                &http::describe_transport_error(e, Duration::ZERO),
+                &[secret]
+            )
+        ))
+    };
+    let too_large = || {
+        JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            format!(
+                "Stability AI's video is larger than {} MiB",
+                MAX_VIDEO_BYTES >> 20
+            ),
+        )
+    };
+    let (bytes, reason) = if content_type == "application/json" {
+        let limit = MAX_VIDEO_BYTES / 3 * 4 + 64 * 1024;
+        let raw = http::read_limited(response, limit)
+            .await
+            .map_err(|e| read_error(&e))?
+            .ok_or_else(too_large)?;
+        let json: Value = serde_json::from_slice(&raw)
+            .map_err(|_| transient("Stability AI's result is unreadable JSON".to_owned()))?;
+        let video = json
+            .get("video")
+            .and_then(Value::as_str)
+            .and_then(|b64| BASE64.decode(b64.trim()).ok())
+            .ok_or_else(|| {
+                transient("Stability AI's JSON result carries no readable video".to_owned())
+            })?;
+        let reason = json
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        (video, reason.or(header_reason))
+    } else {
+        let bytes = http::read_limited(response, MAX_VIDEO_BYTES)
+            .await
+            .map_err(|e| read_error(&e))?
+            .ok_or_else(too_large)?;
+        let is_video = content_type.starts_with("video/")
+            || (matches!(content_type.as_str(), "" | "application/octet-stream")
+                && has_ftyp(&bytes));
+        if !is_video {
+            return Err(JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                format!(
+                    "Stability AI answered the result with `{}` instead of a video",
+                    http::sanitize(&content_type, &[secret])
+                ),
+            ));
+        }
+        (bytes, header_reason)
+    };
+    if bytes.is_empty() {
+        return Err(transient("Stability AI's video was empty".to_owned()));
+    }
+    let note = reason
+        .map(|r| http::sanitize(r.trim(), &[secret]))
+        .filter(|r| !r.is_empty() && !r.eq_ignore_ascii_case("SUCCESS"));
+    Ok(Video {
+        bytes,
+        content_type: "video/mp4".to_owned(),
+        note,
+    })
+}
+
+/// Which call an HTTP answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Submit,
+    Poll,
+}
+
+fn internal(message: &str) -> JobError {
+    JobError::permanent(ErrorCode::Internal, format!("internal error: {message}"))
+}
+
+/// The API key and organization of Stability credentials; other credentials are a
+/// caller bug.
+fn api_key(credentials: &Credentials) -> Result<(&secrecy::SecretString, Option<&str>), JobError> {
+    api_key_of(credentials, ProviderId::Stability).map_err(|_| {
+        internal(&format!(
+            "{} credentials were given to the Stability AI adapter",
+            credentials.provider()
+        ))
+    })
+}
+
+/// `{"id": "<64 hex>"}` → the id, if it is a sane one.
+fn generation_id(json: &Value) -> Option<String> {
+    let id = json.get("id")?.as_str()?.trim();
+    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
+}
+
+/// Classifies an HTTP error answer of the generation calls (providers.md §2.4, §2.5,
+/// §6): 400/413/422 `invalid_request` (with `errors[]`); 401 `credentials_invalid`;
+/// 402 `insufficient_credits`; 403 with `name == "content_moderation"`
+/// `content_rejected`, any other 403 `credentials_invalid`; 404/410 on submit
+/// `model_retired` (the hosted SVD endpoint is reported deprecated, UNVERIFIED, and a
+/// retired endpoint answers so); 429 retry after the header if one is sent, else the
+/// documented 60 s lockout; 408/5xx transient; the rest as [`classify::by_status`].
+fn classify_answer(call: Call, answer: &Answer, secret: &str) -> JobError {
+    let json = answer.body.json();
+    let detail = json
+        .as_ref()
+        .and_then(error_text)
+        .map(|d| http::sanitize(&d, &[secret]));
+    let status = answer.status.as_u16();
+    let name = json
+        .as_ref()
+        .and_then(|j| j.get("name"))
+        .and_then(Value::as_str);
+    match status {
+        403 if name == Some("content_moderation") => JobError::permanent(
+            ErrorCode::ContentRejected,
+            http::with_detail(
+                "Stability AI's moderation refused the request (HTTP 403)".to_owned(),
+                detail,
+            ),
+        ),
+        // On a poll, 404/410 are answered before this; anywhere else they are not a model.
+        404 | 410 if call != Call::Submit => JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            http::with_detail(format!("Stability AI answered HTTP {status}"), detail),
+        ),
+        _ => classify::by_status(DISPLAY_NAME, answer.status, &answer.headers, detail),
+    }
 }
 
 /// Maps the answer of `GET /v1/user/balance`: 200 `{"credits": <number>}` is valid, 401

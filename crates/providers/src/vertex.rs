@@ -296,6 +296,12 @@ impl TokenSource {
         })
     }
 
+    /// The per-request timeout of token exchanges; the Veo adapter uses the same one for
+    /// its Vertex AI calls.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// A token for `account`: the cached one while it has more than [`REFRESH_MARGIN`]
     /// left, else a new one from the token endpoint. Concurrent calls for the same
     /// account wait for one exchange instead of making one each.

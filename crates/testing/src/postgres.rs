@@ -170,7 +170,34 @@ fn start_private_server() -> Result<String, String> {
     if !wait_for_tcp(addr, Duration::from_secs(20)) {
         return Err("started postgres but it never accepted connections".into());
     }
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // The port opens before recovery ends ("the database system is starting
+    // up"): wait until a session can really be opened.
+    wait_for_sessions(&url, Duration::from_secs(20))?;
+    Ok(url)
+}
+
+fn wait_for_sessions(url: &str, deadline: Duration) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    runtime.block_on(async {
+        loop {
+            match PgConnection::connect(url).await {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Err(e) if start.elapsed() > deadline => {
+                    return Err(format!("postgres never accepted a session: {e}"));
+                }
+                // Startup takes a few hundred milliseconds; nothing signals its end.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
 }
 
 pub(crate) fn which(binary: &str) -> Option<PathBuf> {

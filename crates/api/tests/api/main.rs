@@ -99,14 +99,17 @@ async fn start(
         veo: ProviderOptions {
             base_url: "http://127.0.0.1:9".into(),
             rate_limits: limits,
+            models: None,
         },
         runway: ProviderOptions {
             base_url: runway.uri(),
             rate_limits: limits,
+            models: None,
         },
         stability: ProviderOptions {
             base_url: stability.uri(),
             rate_limits: limits,
+            models: None,
         },
         allow_private_networks: true,
         request_timeout: Duration::from_secs(5),

@@ -3,6 +3,7 @@
 mod api;
 mod keys;
 mod migrate;
+mod sim;
 mod token;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::Revoke(args)) => {
             token::revoke(&byok_config::load(config)?, &args).await
         }
+        Command::Sim(args) => sim::run(&args).await,
     }
 }
 

@@ -210,3 +210,147 @@ pub fn no_verdict_answers() -> Vec<(&'static str, wiremock::ResponseTemplate)> {
         ),
     ]
 }
+
+// ---------------------------------------------------------------------------------------
+// Generation half: requests, images and multipart bodies.
+// ---------------------------------------------------------------------------------------
+
+/// A neutral request (`POST /v1/jobs` body) for `provider`, with `fields` merged in.
+pub fn generation_request(provider: &str, fields: Value) -> byok_providers::GenerationRequest {
+    let mut body = json!({
+        "user_id": "0190f4e2-7c1a-7d3e-9a4b-5c6d7e8f9a0b",
+        "provider": provider,
+    });
+    let Value::Object(fields) = fields else {
+        panic!("fields must be an object")
+    };
+    for (k, v) in fields {
+        body[k] = v;
+    }
+    serde_json::from_value(body).expect("valid request JSON")
+}
+
+/// An encoded image of `width` x `height` in `format`, with a gradient so that it is
+/// not trivially compressible to nothing.
+pub fn encoded_image(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut out, format)
+        .expect("encode test image");
+    out.into_inner()
+}
+
+/// A PNG of `width` x `height`.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    encoded_image(width, height, image::ImageFormat::Png)
+}
+
+/// An [`byok_providers::InputImage`] holding a PNG of `width` x `height`.
+pub fn input_png(width: u32, height: u32) -> byok_providers::InputImage {
+    byok_providers::InputImage {
+        bytes: png(width, height),
+        content_type: "image/png".to_owned(),
+        width,
+        height,
+    }
+}
+
+/// The first bytes of an MP4 file (an `ftyp` box) followed by `len` filler bytes.
+pub fn fake_mp4(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 0, 0x18];
+    bytes.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
+    bytes.extend((0..len).map(|i| (i * 7 % 251) as u8));
+    bytes
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug)]
+pub struct FormPart {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Parses a `multipart/form-data` body (RFC 7578) as the test's independent reading of
+/// what was sent: the boundary from the content type, then every part's
+/// `Content-Disposition` name and filename, `Content-Type` and bytes.
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<FormPart> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))
+        .expect("boundary parameter")
+        .trim_matches('"');
+    assert!(
+        content_type.starts_with("multipart/form-data;"),
+        "content type {content_type}"
+    );
+    let delimiter = format!("--{boundary}").into_bytes();
+    let find = |haystack: &[u8], needle: &[u8], from: usize| {
+        haystack[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut parts = Vec::new();
+    let mut at = find(body, &delimiter, 0).expect("first delimiter");
+    loop {
+        let after = at + delimiter.len();
+        if body[after..].starts_with(b"--") {
+            break; // the closing delimiter
+        }
+        assert!(
+            body[after..].starts_with(b"\r\n"),
+            "CRLF after the delimiter"
+        );
+        let headers_start = after + 2;
+        let headers_end = find(body, b"\r\n\r\n", headers_start).expect("end of part headers");
+        let headers =
+            std::str::from_utf8(&body[headers_start..headers_end]).expect("ASCII headers");
+        let mut next_delimiter = delimiter.clone();
+        next_delimiter.splice(0..0, *b"\r\n");
+        let data_end = find(body, &next_delimiter, headers_end + 4).expect("next delimiter");
+        let mut part = FormPart {
+            name: String::new(),
+            filename: None,
+            content_type: None,
+            data: body[headers_end + 4..data_end].to_vec(),
+        };
+        for line in headers.split("\r\n") {
+            let (name, value) = line.split_once(':').expect("header line");
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-disposition" => {
+                    assert!(value.trim().starts_with("form-data"), "{value}");
+                    for param in value.split(';').skip(1) {
+                        let (k, v) = param.trim().split_once('=').expect("parameter");
+                        let v = v.trim_matches('"').to_owned();
+                        match k {
+                            "name" => part.name = v,
+                            "filename" => part.filename = Some(v),
+                            other => panic!("unexpected disposition parameter {other}"),
+                        }
+                    }
+                }
+                "content-type" => part.content_type = Some(value.trim().to_owned()),
+                other => panic!("unexpected part header {other}"),
+            }
+        }
+        parts.push(part);
+        at = data_end + 2;
+    }
+    parts
+}
+
+/// Asserts the retry class and code of a job error in one line of a table.
+pub fn assert_class(
+    err: &byok_providers::JobError,
+    code: byok_core::ErrorCode,
+    class: byok_core::RetryClass,
+    case: &str,
+) {
+    assert_eq!((err.code, err.class), (code, class), "{case}: {err}");
+}

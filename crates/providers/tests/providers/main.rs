@@ -1,0 +1,19 @@
+//! Integration tests of the provider adapters, in one binary to keep link time low.
+//! Most provider calls go to a local wiremock server, where requests are asserted exactly
+//! (method, path, headers, body) and every class of answer is covered; `sim_lifecycle`
+//! runs each adapter against the simulator, an independent implementation of the
+//! protocols.
+
+mod fetch;
+mod parsing;
+mod registry;
+mod runway;
+mod runway_generation;
+mod sim_lifecycle;
+mod stability;
+mod stability_generation;
+mod support;
+mod token_cache;
+mod url_policy;
+mod veo;
+mod veo_generation;

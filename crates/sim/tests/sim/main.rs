@@ -1,0 +1,10 @@
+//! Integration tests of the provider simulator: every request is written by
+//! hand (reqwest) from providers.md, independently of any adapter; the
+//! `python` module runs the providers' official Python clients against it.
+
+mod control;
+mod helpers;
+mod python;
+mod runway;
+mod stability;
+mod vertex;
