@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod disposition;
+mod engine;
+mod error;
+mod inspect;
+mod producer;
+mod redis;
+
+pub use backend::{AckLayer, AckService, QueueBackend};
+pub use config::QueueConfig;
+pub use disposition::Disposition;
+pub use engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Settlement};
+pub use error::QueueError;
+pub use inspect::{ItemState, ListedItem, QueueStats};
+pub use producer::Producer;
+pub use redis::RedisEngine;

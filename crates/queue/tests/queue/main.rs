@@ -1,0 +1,11 @@
+//! The queue engines against real Redis (and SQLite), under real apalis
+//! workers: delivery, retries and attempts, reschedules, dead letters,
+//! inspection, crashes (kill -9 of a worker process), long runs past the
+//! visibility timeout, Redis restarts, and what remains after a drain.
+
+mod child;
+mod crashes;
+mod harness;
+mod inspection;
+mod lifecycle;
+mod retention;
