@@ -300,12 +300,12 @@ async fn release(shared: &Shared, consumer: &ConsumerSlot, items: Vec<Delivery>)
     };
     match result {
         Ok(()) => {
-            tracing::info!(consumer = %shared.name, count = items.len(), "handed unstarted items back")
+            tracing::info!(consumer = %shared.name, count = items.len(), "handed unstarted items back");
         }
         // They stay leased to this consumer and return after the
         // visibility timeout: delayed, never lost.
         Err(e) => {
-            tracing::warn!(consumer = %shared.name, error = %e, count = items.len(), "could not hand items back; they return after the visibility timeout")
+            tracing::warn!(consumer = %shared.name, error = %e, count = items.len(), "could not hand items back; they return after the visibility timeout");
         }
     }
 }
@@ -409,7 +409,7 @@ async fn acknowledger(
                 // Settling is idempotent; the items stay leased and come back
                 // after the visibility timeout (at least once, never lost).
                 Err(e) => {
-                    tracing::error!(consumer = %shared.name, error = %e, count = batch.len(), "could not settle items; they will run again")
+                    tracing::error!(consumer = %shared.name, error = %e, count = batch.len(), "could not settle items; they will run again");
                 }
             }
         }
