@@ -96,6 +96,62 @@ pub enum Settlement {
     },
 }
 
+/// What a settlement does to the stored item. Both engines apply the same
+/// plan, so attempts are counted identically whatever stores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Done: delete the entry.
+    Done,
+    /// A new entry, due after `after`, with `attempts` counted.
+    Again {
+        /// Attempts to store on the new entry.
+        attempts: u32,
+        /// The wait.
+        after: Duration,
+    },
+    /// Dead with `error`.
+    Dead {
+        /// Attempts to store on the dead entry.
+        attempts: u32,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Turns a settlement of `d` into what the engine stores. Additions
+/// saturate: counts read back from storage are untrusted.
+pub(crate) fn plan(config: &QueueConfig, d: &Delivery, settlement: &Settlement) -> Plan {
+    match settlement {
+        Settlement::Ack => Plan::Done,
+        // Not an attempt, but crashed deliveries of this entry were.
+        Settlement::Reschedule { after } => Plan::Again {
+            attempts: d.attempts.saturating_add(d.deliveries.saturating_sub(1)),
+            after: *after,
+        },
+        Settlement::Retry { after, error } => {
+            if d.attempt() >= config.max_attempts {
+                Plan::Dead {
+                    attempts: d.attempt(),
+                    error: format!(
+                        "attempt {} of {} failed: {error}",
+                        d.attempt(),
+                        config.max_attempts
+                    ),
+                }
+            } else {
+                Plan::Again {
+                    attempts: d.attempt(),
+                    after: *after,
+                }
+            }
+        }
+        Settlement::Dead { error } => Plan::Dead {
+            attempts: d.attempt(),
+            error: error.clone(),
+        },
+    }
+}
+
 /// What a maintenance pass did.
 #[derive(Debug, Default)]
 pub struct Maintenance {
@@ -163,4 +219,59 @@ pub trait Consumer: Send + Sync + fmt::Debug {
 
     /// Leaves the queue: removes this consumer if it holds nothing.
     async fn close(&self) -> Result<(), QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(attempts: u32, deliveries: u32) -> Delivery {
+        Delivery {
+            item_id: "i".into(),
+            payload: "{}".into(),
+            attempts,
+            deliveries,
+            handle: "h".into(),
+        }
+    }
+
+    #[test]
+    fn plans_count_attempts_like_the_readme_says() {
+        let mut config = QueueConfig::new("t");
+        config.max_attempts = 3;
+        let after = Duration::from_millis(7);
+        let retry = Settlement::Retry {
+            after,
+            error: "boom".into(),
+        };
+        assert_eq!(plan(&config, &delivery(0, 1), &Settlement::Ack), Plan::Done);
+        // A reschedule is not an attempt; a crashed delivery before it was.
+        assert_eq!(
+            plan(&config, &delivery(1, 2), &Settlement::Reschedule { after }),
+            Plan::Again { attempts: 2, after }
+        );
+        assert_eq!(
+            plan(&config, &delivery(1, 1), &retry),
+            Plan::Again { attempts: 2, after }
+        );
+        assert_eq!(
+            plan(&config, &delivery(2, 1), &retry),
+            Plan::Dead {
+                attempts: 3,
+                error: "attempt 3 of 3 failed: boom".into()
+            }
+        );
+        // Odd stored counts saturate instead of overflowing.
+        assert_eq!(
+            plan(
+                &config,
+                &delivery(u32::MAX, 5),
+                &Settlement::Reschedule { after }
+            ),
+            Plan::Again {
+                attempts: u32::MAX,
+                after
+            }
+        );
+    }
 }

@@ -8,6 +8,7 @@ mod error;
 mod inspect;
 mod producer;
 mod redis;
+mod sqlite;
 
 pub use backend::{AckLayer, AckService, QueueBackend};
 pub use config::QueueConfig;
@@ -17,3 +18,4 @@ pub use error::QueueError;
 pub use inspect::{ItemState, ListedItem, QueueStats};
 pub use producer::Producer;
 pub use redis::RedisEngine;
+pub use sqlite::SqliteEngine;

@@ -17,7 +17,7 @@ use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::Mutex;
 
-use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Settlement};
+use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
 use crate::inspect::{ItemState, ListedItem, QueueStats};
 use crate::{QueueConfig, QueueError};
 
@@ -475,7 +475,11 @@ impl Consumer for RedisConsumer {
                 .arg(config.dead_retention)
                 .arg(&self.name);
             for (delivery, settlement) in chunk {
-                let (kind, attempts, extra) = plan(config, delivery, settlement);
+                let (kind, attempts, extra) = match plan(config, delivery, settlement) {
+                    Plan::Done => ("a", delivery.attempts, String::new()),
+                    Plan::Again { attempts, after } => ("s", attempts, millis(after)),
+                    Plan::Dead { attempts, error } => ("d", attempts, error),
+                };
                 invocation
                     .arg(kind)
                     .arg(&delivery.handle)
@@ -565,7 +569,7 @@ impl Consumer for RedisConsumer {
             invocation.arg(GROUP).arg(&self.name);
             for d in chunk {
                 // Handing back is not an attempt: crashed deliveries before it were.
-                let attempts = d.attempts + d.deliveries.saturating_sub(1);
+                let attempts = d.attempts.saturating_add(d.deliveries.saturating_sub(1));
                 invocation
                     .arg(&d.handle)
                     .arg(&d.item_id)
@@ -586,40 +590,6 @@ impl Consumer for RedisConsumer {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
-    }
-}
-
-/// What a settlement means for the stored item: (kind, attempts to store,
-/// delay ms or error).
-fn plan(
-    config: &QueueConfig,
-    d: &Delivery,
-    settlement: &Settlement,
-) -> (&'static str, u32, String) {
-    match settlement {
-        Settlement::Ack => ("a", d.attempts, String::new()),
-        // Not an attempt, but crashed deliveries of this entry were.
-        Settlement::Reschedule { after } => (
-            "s",
-            d.attempts + d.deliveries.saturating_sub(1),
-            millis(*after),
-        ),
-        Settlement::Retry { after, error } => {
-            if d.attempt() >= config.max_attempts {
-                (
-                    "d",
-                    d.attempt(),
-                    format!(
-                        "attempt {} of {} failed: {error}",
-                        d.attempt(),
-                        config.max_attempts
-                    ),
-                )
-            } else {
-                ("s", d.attempt(), millis(*after))
-            }
-        }
-        Settlement::Dead { error } => ("d", d.attempt(), error.clone()),
     }
 }
 

@@ -2,20 +2,20 @@
 //!
 //! The test binary starts itself again with `--exact child::worker_process
 //! --ignored` and `BYOK_QUEUE_CHILD` set; the run below then serves a queue
-//! until it is killed (or kills itself on a poison item).
+//! (on either engine: the spec says which; a SQLite file is shared with the
+//! parent) until it is killed, or kills itself on a poison item. It records
+//! every run by appending the item id to a file, which works whatever the
+//! engine and survives the process's death.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apalis::prelude::*;
 use byok_queue::{Delivery, QueueBackend};
 use byok_testing::ChildGuard;
 
-use crate::harness::{Item, config, redis_engine};
-
-/// The key where child workers count their runs per item.
-pub fn runs_key(namespace: &str) -> String {
-    format!("{{{namespace}}}:test-runs")
-}
+use crate::harness::{Item, TestQueue, config, engine_from_spec};
 
 /// How a child's handler behaves.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +26,8 @@ pub enum ChildMode {
     Crash,
 }
 
-/// Starts a child worker process on `namespace` at `url`.
-pub fn spawn_child(url: &str, namespace: &str, mode: ChildMode) -> ChildGuard {
+/// Starts a child worker process on `queue`, recording its runs in `runs`.
+pub fn spawn_child(queue: &TestQueue, runs: &Path, mode: ChildMode) -> ChildGuard {
     let exe = std::env::current_exe().expect("test executable");
     let child = std::process::Command::new(exe)
         .args([
@@ -45,8 +45,9 @@ pub fn spawn_child(url: &str, namespace: &str, mode: ChildMode) -> ChildGuard {
                 ChildMode::Crash => "crash",
             },
         )
-        .env("BYOK_QUEUE_CHILD_URL", url)
-        .env("BYOK_QUEUE_CHILD_NS", namespace)
+        .env("BYOK_QUEUE_CHILD_ENGINE", &queue.spec)
+        .env("BYOK_QUEUE_CHILD_NS", &queue.namespace)
+        .env("BYOK_QUEUE_CHILD_RUNS", runs)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -54,20 +55,27 @@ pub fn spawn_child(url: &str, namespace: &str, mode: ChildMode) -> ChildGuard {
     ChildGuard::new(child)
 }
 
+/// How many times child workers ran `id`, per their run file.
+pub fn child_runs(runs: &Path, id: &str) -> u64 {
+    std::fs::read_to_string(runs)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| *line == id)
+        .count() as u64
+}
+
 async fn child_handle(
     _item: Item,
     delivery: Data<Delivery>,
-    target: Data<(String, String, String)>,
+    target: Data<(PathBuf, String)>,
 ) -> Result<(), BoxDynError> {
-    let (url, namespace, mode) = &*target;
-    let client = redis::Client::open(url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let _: i64 = redis::cmd("HINCRBY")
-        .arg(runs_key(namespace))
-        .arg(&delivery.item_id)
-        .arg(1)
-        .query_async(&mut conn)
-        .await?;
+    let (runs, mode) = &*target;
+    // One write(2) of one line, complete before the process can die.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(runs)?
+        .write_all(format!("{}\n", delivery.item_id).as_bytes())?;
     if mode == "crash" {
         std::process::abort();
     }
@@ -79,17 +87,18 @@ async fn child_handle(
 #[tokio::test]
 #[ignore = "entry point of the worker process that the crash tests start and kill; it does nothing when run by itself"]
 async fn worker_process() {
-    let (Ok(mode), Ok(url), Ok(namespace)) = (
+    let (Ok(mode), Ok(spec), Ok(namespace), Some(runs)) = (
         std::env::var("BYOK_QUEUE_CHILD"),
-        std::env::var("BYOK_QUEUE_CHILD_URL"),
+        std::env::var("BYOK_QUEUE_CHILD_ENGINE"),
         std::env::var("BYOK_QUEUE_CHILD_NS"),
+        std::env::var_os("BYOK_QUEUE_CHILD_RUNS"),
     ) else {
         return;
     };
-    let engine = redis_engine(&url, config(&namespace)).await;
+    let engine = engine_from_spec(&spec, config(&namespace)).await;
     let worker = WorkerBuilder::new(format!("child-{}", std::process::id()))
         .backend(QueueBackend::<Item>::new(engine))
-        .data((url, namespace, mode))
+        .data((PathBuf::from(runs), mode))
         .concurrency(4)
         .build(child_handle);
     worker.run().await.expect("child worker");

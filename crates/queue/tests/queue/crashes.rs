@@ -1,45 +1,40 @@
-//! Workers that die, stall or lose Redis.
+//! Workers that die, stall or lose Redis. The crash tests run on both
+//! engines (a SQLite file is shared by the parent and the child workers).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use byok_queue::ItemState;
 
-use crate::child::{ChildMode, runs_key, spawn_child};
+use crate::child::{ChildMode, child_runs, spawn_child};
 use crate::harness::{
-    Act, Item, Runs, config, eventually, eventually_async, producer, redis_engine, start_worker,
+    Act, Item, Runs, TestQueue, config, eventually, eventually_async, on, producer, queues,
+    redis_engine, start_worker,
 };
-
-async fn child_runs(url: &str, namespace: &str, id: &str) -> u64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let n: Option<u64> = redis::cmd("HGET")
-        .arg(runs_key(namespace))
-        .arg(id)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    n.unwrap_or(0)
-}
 
 #[tokio::test]
 async fn a_killed_workers_item_completes_elsewhere_exactly_once_more() {
-    let Some(redis) = byok_testing::test_redis().await else {
-        return;
-    };
-    let cfg = config(&redis.namespace);
+    for q in queues().await {
+        killed_worker(&q).await;
+    }
+}
+
+async fn killed_worker(q: &TestQueue) {
+    on(q);
+    let cfg = q.config();
     let visibility = cfg.visibility_timeout;
-    let engine = redis_engine(&redis.url, cfg).await;
+    let engine = q.engine(cfg).await;
     producer(&engine)
         .push("orphan", &Item { act: Act::Ok }, Duration::ZERO)
         .await
         .unwrap();
 
-    let mut child = spawn_child(&redis.url, &redis.namespace, ChildMode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let runs_file = dir.path().join("runs");
+    let mut child = spawn_child(q, &runs_file, ChildMode::Hang);
     assert!(
-        eventually_async(Duration::from_secs(20), || async {
-            child_runs(&redis.url, &redis.namespace, "orphan").await == 1
-        })
+        eventually(Duration::from_secs(20), || child_runs(&runs_file, "orphan")
+            == 1)
         .await,
         "the child worker started the item"
     );
@@ -55,29 +50,47 @@ async fn a_killed_workers_item_completes_elsewhere_exactly_once_more() {
             .len()
             == 1)
         .await,
-        "completed on another worker within visibility_timeout + 5 s"
+        "{:?}: completed on another worker within visibility_timeout + 5 s",
+        q.kind
     );
     let elapsed = killed_at.elapsed();
-    // Give a duplicate every chance to show up before counting.
-    tokio::time::sleep(visibility).await;
+    // Give a duplicate every chance to show up before counting: a second
+    // delivery could only come after another visibility timeout.
+    assert!(
+        !eventually(visibility + Duration::from_millis(500), || runs
+            .of("orphan")
+            .len()
+            > 1)
+        .await,
+        "{:?}: delivered twice",
+        q.kind
+    );
     worker.stop().await;
     assert_eq!(
         runs.of("orphan"),
         [(2, 2)],
-        "delivered exactly once more, as attempt 2 (after {elapsed:?})"
+        "{:?}: delivered exactly once more, as attempt 2 (after {elapsed:?})",
+        q.kind
     );
     let stats = engine.stats().await.unwrap();
     assert_eq!((stats.pending, stats.running, stats.dead), (0, 0, 0));
+    if q.sqlite_url.is_some() {
+        assert_eq!(q.sqlite_rows(None).await, 0, "no rows left");
+    }
 }
 
 #[tokio::test]
 async fn an_item_running_past_the_visibility_timeout_is_not_taken() {
-    let Some(redis) = byok_testing::test_redis().await else {
-        return;
-    };
-    let cfg = config(&redis.namespace);
+    for q in queues().await {
+        long_run(&q).await;
+    }
+}
+
+async fn long_run(q: &TestQueue) {
+    on(q);
+    let cfg = q.config();
     let long = cfg.visibility_timeout * 3;
-    let engine = redis_engine(&redis.url, cfg).await;
+    let engine = q.engine(cfg).await;
     producer(&engine)
         .push(
             "long",
@@ -104,7 +117,8 @@ async fn an_item_running_past_the_visibility_timeout_is_not_taken() {
     assert_eq!(
         a.count() + b.count(),
         1,
-        "ran once: a {:?}, b {:?}",
+        "{:?}: ran once: a {:?}, b {:?}",
+        q.kind,
         a.per_item(),
         b.per_item()
     );
@@ -112,12 +126,16 @@ async fn an_item_running_past_the_visibility_timeout_is_not_taken() {
 
 #[tokio::test]
 async fn a_poison_item_is_dead_after_max_attempts_deliveries() {
-    let Some(redis) = byok_testing::test_redis().await else {
-        return;
-    };
-    let cfg = config(&redis.namespace);
+    for q in queues().await {
+        poison(&q).await;
+    }
+}
+
+async fn poison(q: &TestQueue) {
+    on(q);
+    let cfg = q.config();
     let max = u64::from(cfg.max_attempts);
-    let engine = redis_engine(&redis.url, cfg).await;
+    let engine = q.engine(cfg).await;
     producer(&engine)
         .push("poison", &Item { act: Act::Ok }, Duration::ZERO)
         .await
@@ -132,8 +150,10 @@ async fn a_poison_item_is_dead_after_max_attempts_deliveries() {
         .unwrap();
 
     // Each child worker dies running the item; the next one takes it over.
+    let dir = tempfile::tempdir().unwrap();
+    let runs_file = dir.path().join("runs");
     for generation in 1..=max + 2 {
-        let mut child = spawn_child(&redis.url, &redis.namespace, ChildMode::Crash);
+        let mut child = spawn_child(q, &runs_file, ChildMode::Crash);
         let deadline = Instant::now() + Duration::from_secs(20);
         let exited = loop {
             if let Ok(Some(_)) = child.child_mut().try_wait() {
@@ -148,7 +168,8 @@ async fn a_poison_item_is_dead_after_max_attempts_deliveries() {
             // This generation found the item already out of attempts.
             assert!(
                 generation > max,
-                "generation {generation} neither crashed nor saw the item die"
+                "{:?}: generation {generation} neither crashed nor saw the item die",
+                q.kind
             );
             break;
         }
@@ -160,9 +181,10 @@ async fn a_poison_item_is_dead_after_max_attempts_deliveries() {
         .await
     );
     assert_eq!(
-        child_runs(&redis.url, &redis.namespace, "poison").await,
+        child_runs(&runs_file, "poison"),
         max,
-        "ran max_attempts times"
+        "{:?}: ran max_attempts times",
+        q.kind
     );
     let dead = engine.list(ItemState::Dead, 10).await.unwrap();
     assert_eq!(dead[0].item_id, "poison");
@@ -184,6 +206,7 @@ async fn a_poison_item_is_dead_after_max_attempts_deliveries() {
 
 #[tokio::test]
 async fn workers_survive_a_redis_restart_and_lose_nothing() {
+    // Redis only: the SQLite engine has no server to lose.
     let Some(mut server) =
         byok_testing::spawn_redis(&["--appendonly", "yes", "--appendfsync", "always"])
     else {

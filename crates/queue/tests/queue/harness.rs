@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
-use byok_queue::{Delivery, Disposition, Engine, Producer, QueueBackend, QueueConfig, RedisEngine};
+use byok_queue::{
+    Delivery, Disposition, Engine, Producer, QueueBackend, QueueConfig, RedisEngine, SqliteEngine,
+};
+use byok_testing::{TestRedis, TestSqlite};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// What the handler does with an item.
@@ -63,7 +67,12 @@ impl Runs {
 
 async fn handle(item: Item, delivery: Data<Delivery>, runs: Data<Runs>) -> Result<(), BoxDynError> {
     let attempt = delivery.attempt();
-    let reschedules_done = runs.of(&delivery.item_id).len() as u32;
+    // Earlier runs of this item are counted only where needed: a scan of
+    // every run per run would make large drains quadratic.
+    let reschedules_done = match item.act {
+        Act::Reschedule(_) => runs.of(&delivery.item_id).len() as u32,
+        _ => 0,
+    };
     runs.0
         .0
         .lock()
@@ -153,6 +162,117 @@ pub async fn redis_engine(url: &str, config: QueueConfig) -> Arc<dyn Engine> {
     RedisEngine::connect(url, config)
         .await
         .expect("connect to redis")
+}
+
+/// Opens the engine an engine spec names: `redis:<redis url>` or
+/// `sqlite:<sqlite url>` (what child worker processes receive).
+pub async fn engine_from_spec(spec: &str, config: QueueConfig) -> Arc<dyn Engine> {
+    match spec.split_once(':') {
+        Some(("redis", url)) => redis_engine(url, config).await,
+        Some(("sqlite", url)) => SqliteEngine::connect(url, config)
+            .await
+            .expect("open the sqlite queue"),
+        _ => panic!("not an engine spec: {spec}"),
+    }
+}
+
+/// The engine a [`TestQueue`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Sqlite,
+}
+
+/// A queue of the test's own: a fresh namespace on the shared test Redis,
+/// or a fresh, migrated SQLite file. Cleaned up when dropped.
+#[derive(Debug)]
+pub struct TestQueue {
+    pub kind: Kind,
+    /// `redis:<url>` or `sqlite:<url>`, for [`engine_from_spec`].
+    pub spec: String,
+    pub namespace: String,
+    /// The SQLite URL (SQLite queues).
+    pub sqlite_url: Option<String>,
+    _redis: Option<TestRedis>,
+    _sqlite: Option<TestSqlite>,
+}
+
+impl TestQueue {
+    /// The test config for this queue's namespace.
+    pub fn config(&self) -> QueueConfig {
+        config(&self.namespace)
+    }
+
+    pub async fn engine(&self, config: QueueConfig) -> Arc<dyn Engine> {
+        engine_from_spec(&self.spec, config).await
+    }
+
+    /// SQLite: the rows this namespace has in `queue_items` (in `state`, or
+    /// all). Completed items must leave none.
+    pub async fn sqlite_rows(&self, state: Option<&str>) -> u64 {
+        let url = self.sqlite_url.as_deref().expect("a sqlite queue");
+        let pool = sqlx::SqlitePool::connect(url).await.expect("open sqlite");
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM queue_items WHERE namespace = ?1 AND (?2 IS NULL OR state = ?2)",
+        )
+        .bind(&self.namespace)
+        .bind(state)
+        .fetch_one(&pool)
+        .await
+        .expect("count rows");
+        pool.close().await;
+        u64::try_from(n).expect("a count")
+    }
+}
+
+/// A fresh SQLite file with the store's migrations applied (which create
+/// the queue table); always available.
+pub async fn sqlite_queue() -> TestQueue {
+    let db = byok_testing::test_sqlite();
+    let store = byok_store::Store::connect(
+        &SecretString::from(db.url.as_str()),
+        &byok_store::StoreOptions::default(),
+    )
+    .await
+    .expect("open the sqlite database");
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    TestQueue {
+        kind: Kind::Sqlite,
+        spec: format!("sqlite:{}", db.url),
+        namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        sqlite_url: Some(db.url.clone()),
+        _redis: None,
+        _sqlite: Some(db),
+    }
+}
+
+/// A namespace of its own on the test Redis, or `None` (after a SKIPPED
+/// line) when there is no Redis.
+pub async fn redis_queue() -> Option<TestQueue> {
+    let redis = byok_testing::test_redis().await?;
+    Some(TestQueue {
+        kind: Kind::Redis,
+        spec: format!("redis:{}", redis.url),
+        namespace: redis.namespace.clone(),
+        sqlite_url: None,
+        _redis: Some(redis),
+        _sqlite: None,
+    })
+}
+
+/// A queue on every engine available: SQLite always, Redis when it can be
+/// had. Tests of engine-independent behaviour run their body on each.
+pub async fn queues() -> Vec<TestQueue> {
+    let mut queues = vec![sqlite_queue().await];
+    queues.extend(redis_queue().await);
+    queues
+}
+
+/// Announces which engine the following assertions are about (test output
+/// is shown on failure).
+pub fn on(q: &TestQueue) {
+    eprintln!("--- on {:?} ({})", q.kind, q.namespace);
 }
 
 pub fn producer(engine: &Arc<dyn Engine>) -> Producer<Item> {

@@ -1,19 +1,26 @@
-//! What operators see and repair: counts, listings, retry, purge.
+//! What operators see and repair: counts, listings, retry, purge — on
+//! every engine.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use byok_queue::ItemState;
+use byok_queue::{Engine, ItemState, SqliteEngine};
 
 use crate::harness::{
-    Act, Item, Runs, config, eventually, eventually_async, producer, redis_engine, start_worker,
+    Act, Item, Kind, Runs, TestQueue, config, eventually, eventually_async, on, producer, queues,
+    sqlite_queue, start_worker,
 };
 
 #[tokio::test]
 async fn counts_listings_retry_and_purge() {
-    let Some(redis) = byok_testing::test_redis().await else {
-        return;
-    };
-    let engine = redis_engine(&redis.url, config(&redis.namespace)).await;
+    for q in queues().await {
+        inspection(&q).await;
+    }
+}
+
+async fn inspection(q: &TestQueue) {
+    on(q);
+    let engine = q.engine(q.config()).await;
     let p = producer(&engine);
 
     // Two dead items first, from a worker.
@@ -64,7 +71,7 @@ async fn counts_listings_retry_and_purge() {
         (1, 2, 2),
         "{stats:?}"
     );
-    assert_eq!(stats.name, redis.namespace);
+    assert_eq!(stats.name, q.namespace);
 
     let running = engine.list(ItemState::Running, 10).await.unwrap();
     assert_eq!(running.len(), 1);
@@ -118,10 +125,25 @@ async fn counts_listings_retry_and_purge() {
             .unwrap(),
         1
     );
+    // A reference of the engine's own form that names nothing is no error;
+    // something that is no reference at all is.
+    let unknown = match q.kind {
+        Kind::Redis => "0-1",
+        Kind::Sqlite => "999999999",
+    };
     assert_eq!(
-        engine.retry_dead(Some(&["0-1".to_owned()])).await.unwrap(),
+        engine
+            .retry_dead(Some(&[unknown.to_owned()]))
+            .await
+            .unwrap(),
         0,
         "unknown reference"
+    );
+    assert!(
+        engine
+            .retry_dead(Some(&["not-a-reference".to_owned()]))
+            .await
+            .is_err()
     );
     assert_eq!(engine.stats().await.unwrap().dead, 1);
     assert_eq!(engine.retry_dead(None).await.unwrap(), 1);
@@ -161,4 +183,45 @@ async fn counts_listings_retry_and_purge() {
         (stats.pending, stats.scheduled, stats.running, stats.dead),
         (0, 0, 0, 0)
     );
+    if q.kind == Kind::Sqlite {
+        assert_eq!(q.sqlite_rows(None).await, 0, "nothing left");
+    }
+}
+
+#[tokio::test]
+async fn namespaces_share_a_sqlite_file_without_seeing_each_other() {
+    let q = sqlite_queue().await;
+    let url = q.sqlite_url.clone().unwrap();
+    let mine = q.engine(q.config()).await;
+    let theirs: Arc<dyn Engine> = SqliteEngine::connect(&url, config("another-queue"))
+        .await
+        .unwrap();
+    producer(&mine)
+        .push("mine", &Item { act: Act::Ok }, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(theirs.stats().await.unwrap().pending, 0);
+    assert!(
+        theirs
+            .list(ItemState::Pending, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let runs = Runs::default();
+    let worker = start_worker(theirs.clone(), runs.clone(), 2);
+    producer(&theirs)
+        .push("theirs", &Item { act: Act::Ok }, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || runs.of("theirs").len() == 1).await);
+    worker.stop().await;
+    assert!(
+        runs.of("mine").is_empty(),
+        "a worker serves its own namespace only"
+    );
+    assert_eq!(mine.stats().await.unwrap().pending, 1);
+    assert_eq!(theirs.purge(ItemState::Pending).await.unwrap(), 0);
+    assert_eq!(mine.stats().await.unwrap().pending, 1);
 }

@@ -1,7 +1,9 @@
-//! The queue engines against real Redis (and SQLite), under real apalis
+//! The queue engines against real Redis and SQLite, under real apalis
 //! workers: delivery, retries and attempts, reschedules, dead letters,
 //! inspection, crashes (kill -9 of a worker process), long runs past the
 //! visibility timeout, Redis restarts, and what remains after a drain.
+//! Engine-independent behaviour runs the same test body on both engines
+//! (SQLite always; Redis when available).
 
 mod child;
 mod crashes;
@@ -9,3 +11,4 @@ mod harness;
 mod inspection;
 mod lifecycle;
 mod retention;
+mod sqlite;
