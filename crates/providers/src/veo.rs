@@ -963,7 +963,8 @@ enum Call<'a> {
 ///   another project) and on download the object is gone, both permanent
 ///   `provider_unavailable`;
 /// - 429 `RESOURCE_EXHAUSTED`: retry-after `RetryInfo.retryDelay`, else the
-///   `Retry-After` header, else [`DEFAULT_THROTTLE_WAIT`];
+///   `retry-after-ms` header, else `Retry-After` (seconds or HTTP date), else
+///   [`DEFAULT_THROTTLE_WAIT`];
 /// - the rest by [`classify::by_status`]: 400 `invalid_request`, 408/5xx transient, ….
 ///
 /// Google's `status` and `message` go into the message, sanitised.

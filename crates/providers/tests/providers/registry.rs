@@ -2,8 +2,15 @@
 
 use std::time::Duration;
 
-use byok_providers::{ProviderId, RateLimits, Registry, RegistryError, RegistryOptions};
+use byok_core::{Catalogue, ModelSpec};
+use byok_providers::{
+    ProviderId, RateLimits, Registry, RegistryError, RegistryOptions, SubmitRequest,
+};
 use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{RUNWAY_KEY, generation_request, only_request};
 
 #[test]
 fn defaults_are_the_real_hosts_and_seed_limits() {
@@ -120,4 +127,187 @@ fn registry_debug_shows_no_secrets_and_providers_are_shareable() {
     assert!(debug.contains("Runway ML"), "{debug}");
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
     assert_send_sync(&registry.get(ProviderId::Veo));
+}
+
+/// `byok.toml` replacing Runway's models: a new model id, and one built-in (`gen4.5`)
+/// kept with fewer lengths. `gen4_turbo` and the Veo-through-Runway models are gone.
+const CONFIGURED_RUNWAY_MODELS: &str = r#"
+[[providers.runway.models]]
+id = "gen5_preview"
+display_name = "Gen-5 Preview"
+modes = ["text_to_video"]
+prompt = { text_to_video = "required", image_to_video = "unsupported", max_chars = 500 }
+durations = [6, 12]
+default_duration = 6
+seed_max = 1000
+formats = [
+  { aspect_ratio = "16:9", resolution = "1080p", wire = "1920:1080" },
+]
+
+[[providers.runway.models]]
+id = "gen4.5"
+display_name = "Gen-4.5"
+modes = ["text_to_video"]
+prompt = { text_to_video = "required", image_to_video = "unsupported", max_chars = 1000 }
+durations = [5, 10]
+default_duration = 5
+formats = [
+  { aspect_ratio = "16:9", resolution = "720p", wire = "1280:720" },
+]
+"#;
+
+/// What `providers.runway.models` in the configuration becomes in [`RegistryOptions`]
+/// (as crates/cli's `providers()` builds it: `Catalogue { models }`).
+fn configured_runway_options() -> (RegistryOptions, Catalogue) {
+    let config: toml::Table = toml::from_str(CONFIGURED_RUNWAY_MODELS).expect("TOML");
+    let models: Vec<ModelSpec> = config["providers"]["runway"]["models"]
+        .clone()
+        .try_into()
+        .expect("the configuration's model list");
+    let catalogue = Catalogue { models };
+    let mut options = RegistryOptions::defaults();
+    options.runway.models = Some(catalogue.clone());
+    (options, catalogue)
+}
+
+#[test]
+fn configured_models_replace_what_the_catalogue_accepts() {
+    let built_in = Registry::new(&RegistryOptions::defaults()).unwrap();
+    let (options, configured) = configured_runway_options();
+    let registry = Registry::new(&options).unwrap();
+    let runway = registry.get(ProviderId::Runway);
+    assert_eq!(runway.catalogue(), &configured);
+    let ids: Vec<&str> = runway
+        .descriptor()
+        .models
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(ids, ["gen5_preview", "gen4.5"]);
+    assert_eq!(runway.descriptor().capabilities.durations, [5, 6, 10, 12]);
+    assert!(!runway.descriptor().capabilities.image_to_video);
+
+    // The configured model validates, with its own defaults and wire values.
+    let request = generation_request(
+        "runway",
+        json!({"model": "gen5_preview", "prompt": "a fox"}),
+    );
+    assert!(built_in.get(ProviderId::Runway).validate(&request).is_err());
+    let validated = runway.validate(&request).expect("a configured model");
+    assert_eq!(validated.model, "gen5_preview");
+    assert_eq!(validated.duration_seconds, Some(6));
+    assert_eq!(
+        validated.format.as_ref().map(|f| f.wire.as_str()),
+        Some("1920:1080")
+    );
+    let err = runway
+        .validate(&generation_request(
+            "runway",
+            json!({"model": "gen5_preview", "prompt": "a fox", "duration_seconds": 8}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        (err.field, err.allowed.as_slice()),
+        ("duration_seconds", &["6".to_owned(), "12".to_owned()][..])
+    );
+
+    // A kept built-in model has the configured lengths, not the built-in ones.
+    let seven = generation_request(
+        "runway",
+        json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 7}),
+    );
+    assert!(built_in.get(ProviderId::Runway).validate(&seven).is_ok());
+    let err = runway.validate(&seven).unwrap_err();
+    assert_eq!(err.field, "duration_seconds", "{err:?}");
+
+    // A removed built-in model is a validation error (the API's 422) naming `model` and
+    // the configured models.
+    let turbo = generation_request(
+        "runway",
+        json!({"model": "gen4_turbo", "image_url": "https://images.example/a.png"}),
+    );
+    assert!(built_in.get(ProviderId::Runway).validate(&turbo).is_ok());
+    let err = runway.validate(&turbo).unwrap_err();
+    assert_eq!(err.field, "model");
+    assert_eq!(err.allowed, ["gen5_preview", "gen4.5"]);
+    assert!(err.message.contains("gen4_turbo"), "{}", err.message);
+    assert_eq!(
+        serde_json::to_value(&err).unwrap()["allowed"],
+        json!(["gen5_preview", "gen4.5"])
+    );
+
+    // Only Runway's list was replaced.
+    for id in [ProviderId::Veo, ProviderId::Stability] {
+        assert_eq!(
+            registry.get(id).catalogue(),
+            built_in.get(id).catalogue(),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_configured_model_is_sent_to_the_provider_as_configured() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/text_to_video"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "task-1"})))
+        .mount(&server)
+        .await;
+    let (mut options, _) = configured_runway_options();
+    options.runway.base_url = server.uri();
+    options.allow_private_networks = true;
+    let registry = Registry::new(&options).unwrap();
+    let runway = registry.get(ProviderId::Runway);
+    let credentials = runway
+        .parse_credentials(&json!({"api_key": RUNWAY_KEY}))
+        .unwrap();
+    let validated = runway
+        .validate(&generation_request(
+            "runway",
+            json!({"model": "gen5_preview", "prompt": "a fox", "duration_seconds": 12, "seed": 9}),
+        ))
+        .unwrap();
+    let submitted = runway
+        .submit(
+            &credentials,
+            SubmitRequest {
+                request: &validated,
+                image: None,
+            },
+        )
+        .await
+        .expect("submitted");
+    assert_eq!(submitted.provider_job_id, "task-1");
+    let request = only_request(&server).await;
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"model": "gen5_preview", "promptText": "a fox", "ratio": "1920:1080",
+               "duration": 12, "seed": 9})
+    );
+}
+
+#[test]
+fn an_incoherent_configured_catalogue_names_the_setting() {
+    let (mut options, mut catalogue) = configured_runway_options();
+    catalogue.models[0].default_duration = Some(7);
+    options.runway.models = Some(catalogue);
+    let err = Registry::new(&options).unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::Runway),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("providers.runway.models: model `gen5_preview`"),
+        "{err}"
+    );
+
+    options.runway.models = Some(Catalogue { models: Vec::new() });
+    let err = Registry::new(&options).unwrap_err();
+    assert!(
+        err.to_string().starts_with("providers.runway.models: "),
+        "{err}"
+    );
 }

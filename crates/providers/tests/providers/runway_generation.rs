@@ -18,8 +18,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    RUNWAY_KEY, assert_class, assert_exact_headers, closed_port, fake_mp4, generation_request,
-    input_png, only_request, options, registry, strict_registry,
+    HangUpServer, RUNWAY_KEY, assert_class, assert_exact_headers, closed_port, fake_mp4,
+    generation_request, input_png, only_request, options, registry, strict_registry,
 };
 
 const TASK_ID: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
@@ -781,6 +781,69 @@ async fn a_submit_whose_answer_is_lost_is_never_retried() {
     assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
 
     // Nothing listening: the request never left, so trying again is safe.
+    let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
+    let err = submit(
+        &registry,
+        json!({"model": "gen4.5", "prompt": "a fox"}),
+        None,
+    )
+    .await
+    .expect_err("refused");
+    assert_class(
+        &err,
+        ErrorCode::ProviderUnavailable,
+        RetryClass::Transient,
+        "connection refused",
+    );
+}
+
+#[tokio::test]
+async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one_is_not() {
+    // Runway reads the whole submit, then the connection closes without an answer. The
+    // timeout is long: it is the cut connection, not a timeout, that loses the answer.
+    let server = HangUpServer::start().await;
+    let registry =
+        Registry::new(&options(&server.base_url, true, Duration::from_secs(30))).expect("registry");
+    let err = submit(
+        &registry,
+        json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 5}),
+        None,
+    )
+    .await
+    .expect_err("no answer");
+    assert_class(
+        &err,
+        ErrorCode::SubmitOutcomeUnknown,
+        RetryClass::Permanent,
+        "connection closed after the request",
+    );
+    assert!(
+        err.message
+            .starts_with("the submit to Runway was sent but its answer was lost")
+            && !err.message.contains("no answer within"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(RUNWAY_KEY), "{}", err.message);
+    // Runway got the complete request, exactly once: the task may exist.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v1/text_to_video")
+    );
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {RUNWAY_KEY}").as_str())
+    );
+    let body: Value = serde_json::from_slice(&request.body).expect("the whole JSON body");
+    assert_eq!(
+        body,
+        json!({"model": "gen4.5", "promptText": "a fox", "ratio": "1280:720", "duration": 5})
+    );
+
+    // Nothing listening: refused before a byte was sent, so trying again is safe.
     let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
     let err = submit(
         &registry,

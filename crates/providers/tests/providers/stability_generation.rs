@@ -17,8 +17,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    FormPart, STABILITY_KEY, assert_class, assert_exact_headers, fake_mp4, generation_request,
-    input_png, only_request, options, parse_multipart, registry, strict_registry,
+    FormPart, HangUpServer, STABILITY_KEY, assert_class, assert_exact_headers, closed_port,
+    fake_mp4, generation_request, input_png, only_request, options, parse_multipart, registry,
+    strict_registry,
 };
 
 const GENERATION_ID: &str = "a6dc6c6e20acda010fe14d71f180658f2896ed9b4ec25aa99a6ff06c796987c4";
@@ -649,6 +650,65 @@ async fn a_submit_whose_answer_is_lost_is_never_retried() {
         "timeout after sending",
     );
     assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
+}
+
+#[tokio::test]
+async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one_is_not() {
+    // Stability reads the whole multipart submit, then the connection closes without an
+    // answer; the long timeout shows it is the cut connection that loses the answer.
+    let server = HangUpServer::start().await;
+    let registry =
+        Registry::new(&options(&server.base_url, true, Duration::from_secs(30))).expect("registry");
+    let err = submit(&registry, None, json!({"seed": 7}), &input_png(64, 36))
+        .await
+        .expect_err("no answer");
+    assert_class(
+        &err,
+        ErrorCode::SubmitOutcomeUnknown,
+        RetryClass::Permanent,
+        "connection closed after the request",
+    );
+    assert!(
+        err.message
+            .starts_with("the submit to Stability AI was sent but its answer was lost")
+            && !err.message.contains("no answer within"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(STABILITY_KEY), "{}", err.message);
+    // Stability got the complete form, exactly once: the generation may exist.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", SUBMIT_PATH)
+    );
+    let parts = parse_multipart(
+        request.header("content-type").expect("content type"),
+        &request.body,
+    );
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["image", "seed"]);
+    assert_eq!(png_dimensions(&image_part(&parts).data), (1024, 576));
+
+    // Nothing listening: refused before a byte was sent, so trying again is safe.
+    let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
+    let err = submit(&registry, None, json!({}), &input_png(64, 36))
+        .await
+        .expect_err("refused");
+    assert_class(
+        &err,
+        ErrorCode::ProviderUnavailable,
+        RetryClass::Transient,
+        "connection refused",
+    );
+    assert!(
+        err.message
+            .starts_with("Stability AI could not be reached: could not connect"),
+        "{}",
+        err.message
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -354,3 +354,169 @@ pub fn assert_class(
 ) {
     assert_eq!((err.code, err.class), (code, class), "{case}: {err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// A provider that hangs up: the submit arrives whole, the answer never leaves.
+// ---------------------------------------------------------------------------------------
+
+/// One request as [`HangUpServer`] read it off the wire.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked when it was sent chunked.
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that reads each request completely (head and the whole
+/// body, by `Content-Length` or chunked), records it, and then closes the connection
+/// without writing a byte: the provider received the submit and its answer was lost.
+/// wiremock cannot do this (it always answers), hence a bare TCP listener.
+pub struct HangUpServer {
+    pub base_url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<RawRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangUpServer {
+    pub async fn start() -> HangUpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = std::sync::Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorded = std::sync::Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    if let Some(request) = read_request(stream).await {
+                        recorded.lock().expect("not poisoned").push(request);
+                    }
+                    // `stream` was dropped inside read_request after the whole request
+                    // was read: the client sees the connection close, no answer.
+                });
+            }
+        });
+        HangUpServer {
+            base_url,
+            requests,
+            task,
+        }
+    }
+
+    /// Every request read so far, in arrival order.
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+}
+
+impl Drop for HangUpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request from `stream`, then closes it. `None` when the peer went away
+/// before the request was complete (then nothing is recorded).
+async fn read_request(mut stream: tokio::net::TcpStream) -> Option<RawRequest> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if !fill(&mut stream, &mut buf).await {
+            return None;
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?.to_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let path = request_line.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("header line");
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut at = head_end + 4;
+    let body = if let Some(len) = find("content-length") {
+        let len: usize = len.parse().ok()?;
+        while buf.len() < at + len {
+            if !fill(&mut stream, &mut buf).await {
+                return None;
+            }
+        }
+        buf[at..at + len].to_vec()
+    } else if find("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(p) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + p;
+                }
+                if !fill(&mut stream, &mut buf).await {
+                    return None;
+                }
+            };
+            let size_text = std::str::from_utf8(&buf[at..line_end]).ok()?;
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            // The chunk and its CRLF (for the last, empty chunk: the final CRLF, as
+            // reqwest sends no trailers).
+            while buf.len() < at + size + 2 {
+                if !fill(&mut stream, &mut buf).await {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&buf[at..at + size]);
+            at += size + 2;
+            if size == 0 {
+                break body;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    drop(stream);
+    Some(RawRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// Reads more bytes from `stream` into `buf`; false at end of stream or on an error.
+async fn fill(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk).await {
+        Ok(n) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    }
+}

@@ -641,6 +641,31 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
             RetryAfter(Duration::from_secs(7)),
         ),
         case(
+            "429 retry-after-ms",
+            Submit,
+            json_answer(429, exhausted.clone()).insert_header("retry-after-ms", "2500"),
+            ProviderUnavailable,
+            RetryAfter(Duration::from_millis(2500)),
+        ),
+        // retry-after-ms is the finer header and wins over Retry-After, as in the SDKs;
+        // RetryInfo in the body still wins over both.
+        case(
+            "429 retry-after-ms and Retry-After",
+            Submit,
+            json_answer(429, exhausted.clone())
+                .insert_header("retry-after-ms", "2500")
+                .insert_header("retry-after", "7"),
+            ProviderUnavailable,
+            RetryAfter(Duration::from_millis(2500)),
+        ),
+        case(
+            "429 RetryInfo and retry-after-ms",
+            Submit,
+            json_answer(429, retry_info.clone()).insert_header("retry-after-ms", "2500"),
+            ProviderUnavailable,
+            RetryAfter(Duration::from_secs(41)),
+        ),
+        case(
             "429 neither",
             Submit,
             json_answer(429, exhausted.clone()),
@@ -838,6 +863,41 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
         assert!(!err.message.contains(ACCESS_TOKEN), "{}: {err}", c.name);
         assert!(!err.message.is_empty(), "{}", c.name);
     }
+
+    // Retry-After as an HTTP date, two minutes ahead (second resolution, and time passes),
+    // on submit and on poll. The date is made just before the request: the wait is
+    // measured from when the answer arrives.
+    for stage in [Submit, Poll] {
+        let f = Fixture::start().await;
+        let target = match stage {
+            Submit => submit_path(MODEL),
+            Poll => poll_path(MODEL),
+        };
+        let in_two_minutes =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        f.mount(
+            "POST",
+            &target,
+            json_answer(429, exhausted.clone())
+                .insert_header("retry-after", in_two_minutes.as_str()),
+        )
+        .await;
+        let err = match stage {
+            Submit => f
+                .submit(&text_request(f.veo.as_ref()))
+                .await
+                .expect_err("429 on submit"),
+            Poll => f.poll(OPERATION).await.expect_err("429 on poll"),
+        };
+        assert_eq!(err.code, ProviderUnavailable, "{err}");
+        let RetryAfter(wait) = err.class else {
+            panic!("{err:?}")
+        };
+        assert!(
+            (Duration::from_secs(115)..=Duration::from_secs(120)).contains(&wait),
+            "{wait:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -859,6 +919,69 @@ async fn a_submit_that_cannot_connect_is_transient() {
     assert!(
         err.message
             .starts_with("Vertex AI could not be reached: could not connect"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one_is_not() {
+    // The token comes from the mock; Vertex AI reads the whole submit, then the
+    // connection closes without an answer. The timeout is long: it is the cut
+    // connection, not a timeout, that loses the answer.
+    let tokens = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(google_tokens(3599))
+        .mount(&tokens)
+        .await;
+    let vertex = support::HangUpServer::start().await;
+    let f = Fixture::on(tokens, &vertex.base_url, Duration::from_secs(30));
+    let err = f.submit(&text_request(f.veo.as_ref())).await.unwrap_err();
+    assert_eq!(
+        (err.code, err.class),
+        (ErrorCode::SubmitOutcomeUnknown, RetryClass::Permanent),
+        "{err}"
+    );
+    assert!(
+        err.message
+            .starts_with("the submit to Vertex AI was sent but its answer was lost")
+            && !err.message.contains("no answer within"),
+        "{err}"
+    );
+    assert!(!err.message.contains(ACCESS_TOKEN), "{err}");
+    // Vertex AI got the complete request, exactly once (no refresh-and-retry: only a
+    // 401 answer is retried): the operation may exist.
+    let requests = vertex.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", submit_path(MODEL).as_str())
+    );
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {ACCESS_TOKEN}").as_str())
+    );
+    let body: Value = serde_json::from_slice(&request.body).expect("the whole JSON body");
+    assert_eq!(
+        body["instances"],
+        json!([{"prompt": "A neon hologram of a cat driving at top speed"}])
+    );
+    assert_eq!(f.token_requests().await, 1);
+
+    // Nothing listening: refused before a byte was sent, so trying again is safe.
+    let tokens = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(google_tokens(3599))
+        .mount(&tokens)
+        .await;
+    let unreachable = format!("http://127.0.0.1:{}", support::closed_port());
+    let f = Fixture::on(tokens, &unreachable, Duration::from_secs(30));
+    let err = f.submit(&text_request(f.veo.as_ref())).await.unwrap_err();
+    assert_eq!(
+        (err.code, err.class),
+        (ErrorCode::ProviderUnavailable, RetryClass::Transient),
         "{err}"
     );
 }
