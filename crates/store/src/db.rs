@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 
 use crate::StoreError;
 use crate::credentials::CredentialRepo;
+use crate::jobs::JobRepo;
 use crate::tokens::TokenRepo;
 
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -212,6 +213,11 @@ impl Store {
     /// Users' sealed provider credentials.
     pub fn credentials(&self) -> CredentialRepo<'_> {
         CredentialRepo::new(self)
+    }
+
+    /// Generation jobs and their history.
+    pub fn jobs(&self) -> JobRepo<'_> {
+        JobRepo::new(self)
     }
 
     /// Producer API tokens.

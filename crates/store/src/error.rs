@@ -24,6 +24,10 @@ pub enum StoreError {
         /// Migrations not yet applied.
         pending: usize,
     },
+    /// A stored row holds a value this build cannot read (the column is
+    /// named): refused rather than guessed at.
+    #[error("a stored row holds an unreadable value in {0}")]
+    Malformed(&'static str),
     /// An argument was refused before reaching the database.
     #[error("invalid input: {0}")]
     Invalid(&'static str),

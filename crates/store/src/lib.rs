@@ -3,12 +3,14 @@
 mod credentials;
 mod db;
 mod error;
+mod jobs;
 mod sql_types;
 mod tokens;
 
 pub use credentials::{CheckRecord, CredentialRepo, NewCredential, StoredCredential};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
+pub use jobs::{Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob};
 pub use tokens::{ApiToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 
 /// The current time at the precision both databases keep (microseconds),

@@ -3,6 +3,7 @@
 
 mod at_rest;
 mod credentials;
+mod jobs;
 mod schema;
 mod tokens;
 

@@ -1,0 +1,704 @@
+//! `generation_jobs`: the truth about every job (DESIGN §6). The queue only
+//! carries ids that point here.
+//!
+//! Every change of a job is a compare-and-set: an `UPDATE … WHERE` naming
+//! the state the change starts from, so a duplicate queue delivery, a
+//! second worker or a cancel racing a worker can never move a job
+//! backwards or out of a final state. Each method says whether its change
+//! applied. A change of status also appends to `generation_job_events` in
+//! the same transaction, which is the job's history.
+//!
+//! Rows are untrusted input: an error code this build does not know reads
+//! back as `internal` (its message kept), a provider name it does not know
+//! as `provider() == None`, odd counters are clamped.
+
+use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::db::with_pool;
+use crate::sql_types::DbUuid;
+use crate::{Store, StoreError};
+
+/// Column list shared by every query that returns a job row.
+macro_rules! job_columns {
+    () => {
+        "id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
+         result, error_code, error_message, error_retryable, metadata, created_by_token, \
+         idempotency_key, request_sha256, created_at, updated_at, started_at, finished_at, \
+         enqueued_at, submit_started_at, cancel_sent_at"
+    };
+}
+
+/// The statuses a job can still leave, as SQL (a macro, for `concat!`).
+macro_rules! live {
+    () => {
+        "('queued', 'throttled', 'running')"
+    };
+}
+
+/// Appends a history entry for job `$id` inside transaction `$tx`. A macro
+/// rather than a function so that it compiles inside each arm of
+/// `with_pool!`, for each database's own transaction type.
+macro_rules! record_event {
+    ($tx:expr, $id:expr, $status:expr, $message:expr, $detail:expr) => {
+        sqlx::query(
+            "INSERT INTO generation_job_events (job_id, at, status, message, detail) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(DbUuid($id))
+        .bind(crate::now())
+        .bind($status)
+        .bind($message)
+        .bind($detail.map(Json))
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// Runs one compare-and-set `UPDATE … RETURNING status` (binds applied by
+/// `$bind`), and when it applied records `$message` in the job's history,
+/// all in one transaction. Evaluates to whether the update applied.
+macro_rules! transition {
+    ($store:expr, $id:expr, $sql:expr, $message:expr, |$q:ident| $bind:expr) => {{
+        let id: Uuid = $id;
+        let sql: &'static str = $sql;
+        let message: &str = $message;
+        with_pool!($store, |pool| {
+            let mut tx = pool.begin().await?;
+            let $q = sqlx::query_scalar::<_, String>(sql);
+            let status: Option<String> = $bind.fetch_optional(&mut *tx).await?;
+            if let Some(status) = &status {
+                record_event!(tx, id, status.as_str(), message, None::<Value>);
+            }
+            tx.commit().await?;
+            status.is_some()
+        })
+    }};
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: DbUuid,
+    user_id: DbUuid,
+    provider: String,
+    model: String,
+    status: String,
+    progress: Option<f64>,
+    attempts: i32,
+    provider_job_id: Option<String>,
+    request: Json<Value>,
+    result: Option<Json<Value>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    error_retryable: Option<bool>,
+    metadata: Json<Value>,
+    created_by_token: Option<DbUuid>,
+    idempotency_key: Option<String>,
+    request_sha256: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    enqueued_at: Option<DateTime<Utc>>,
+    submit_started_at: Option<DateTime<Utc>>,
+    cancel_sent_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Job, StoreError> {
+        // The CHECK constraint keeps unknown statuses out; a row that has one
+        // anyway is refused rather than guessed at.
+        let status = row
+            .status
+            .parse::<JobStatus>()
+            .map_err(|_| StoreError::Malformed("generation_jobs.status"))?;
+        let error = row.error_code.map(|code| ErrorRecord {
+            code: serde_json::from_value(Value::String(code)).unwrap_or(ErrorCode::Internal),
+            message: row.error_message.unwrap_or_default(),
+            retryable: row.error_retryable.unwrap_or(false),
+        });
+        Ok(Job {
+            id: row.id.0,
+            user_id: row.user_id.0,
+            provider_name: row.provider,
+            model: row.model,
+            status,
+            progress: row
+                .progress
+                .filter(|p| p.is_finite())
+                .map(|p| p.clamp(0.0, 1.0)),
+            attempts: u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX),
+            provider_job_id: row.provider_job_id,
+            request: row.request.0,
+            result: row.result.map(|r| r.0),
+            error,
+            metadata: row.metadata.0,
+            created_by_token: row.created_by_token.map(|t| t.0),
+            idempotency_key: row.idempotency_key,
+            request_sha256: row.request_sha256,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            enqueued_at: row.enqueued_at,
+            submit_started_at: row.submit_started_at,
+            cancel_sent_at: row.cancel_sent_at,
+        })
+    }
+}
+
+/// One generation job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// UUIDv7: ids sort by creation time.
+    pub id: Uuid,
+    /// Whose key pays.
+    pub user_id: Uuid,
+    /// The stored provider name (see [`Job::provider`]).
+    pub provider_name: String,
+    /// The model id.
+    pub model: String,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// 0–1 while running, when the provider says; 1 once succeeded.
+    pub progress: Option<f64>,
+    /// The number of the latest attempt (0 before the first submit).
+    /// Waiting for a rate-limit window or between polls is not an attempt.
+    pub attempts: u32,
+    /// The provider's id of the remote job, recorded the moment the
+    /// provider accepted the submit.
+    pub provider_job_id: Option<String>,
+    /// The neutral request as accepted (JSON of `GenerationRequest`).
+    pub request: Value,
+    /// `{"video_url", "provider_urls", "bytes", …}` once succeeded.
+    pub result: Option<Value>,
+    /// Why it failed (or `cancelled`).
+    pub error: Option<ErrorRecord>,
+    /// The producer's own data, untouched.
+    pub metadata: Value,
+    /// The producer token that enqueued it.
+    pub created_by_token: Option<Uuid>,
+    /// The producer's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the canonical request, to tell a replay from a conflict.
+    pub request_sha256: Option<Vec<u8>>,
+    /// Accepted.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// First accepted by the provider.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The queue took its work item (`None`: the sweeper will push it).
+    pub enqueued_at: Option<DateTime<Utc>>,
+    /// A submit is out and its answer not recorded yet.
+    pub submit_started_at: Option<DateTime<Utc>>,
+    /// The provider was told to cancel.
+    pub cancel_sent_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// The provider, when the stored name is one this build knows.
+    pub fn provider(&self) -> Option<ProviderId> {
+        self.provider_name.parse().ok()
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Whose key pays.
+    pub user_id: Uuid,
+    /// Which provider.
+    pub provider: ProviderId,
+    /// The model id.
+    pub model: String,
+    /// The neutral request (JSON of `GenerationRequest`).
+    pub request: Value,
+    /// The producer's own data.
+    pub metadata: Value,
+    /// The producer token that enqueues it.
+    pub created_by_token: Option<Uuid>,
+    /// Replays of the same key by the same token return the same job.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The producer's key (scoped to its token).
+    pub key: String,
+    /// SHA-256 of the canonical request.
+    pub request_sha256: [u8; 32],
+}
+
+/// What [`JobRepo::insert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new job.
+    Created(Job),
+    /// The token already used this idempotency key for the same request:
+    /// that job, unchanged.
+    Replayed(Job),
+    /// The token already used this idempotency key for another request.
+    Conflict(Job),
+}
+
+/// What [`JobRepo::cancel`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancelled {
+    /// The job is now cancelled.
+    Now(Job),
+    /// It had already reached a final status.
+    AlreadyFinal(Job),
+    /// No such job.
+    NotFound,
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct JobEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The status the job had after it.
+    pub status: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Queries on `generation_jobs`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRepo<'a> {
+    store: &'a Store,
+}
+
+impl<'a> JobRepo<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Self { store }
+    }
+
+    /// Creates a `queued` job, not yet marked enqueued. With an idempotency
+    /// key already used by the same token, nothing is written and the
+    /// earlier job comes back as a replay (same request) or a conflict.
+    pub async fn insert(&self, new: &NewJob) -> Result<Inserted, StoreError> {
+        if let Some(idem) = &new.idempotency
+            && (idem.key.is_empty() || idem.key.len() > 255)
+        {
+            return Err(StoreError::Invalid("an idempotency key is 1-255 bytes"));
+        }
+        let now = crate::now();
+        let id = Uuid::now_v7();
+        let (key, sha) = match &new.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(i.request_sha256.to_vec())),
+            None => (None, None),
+        };
+        let row: Option<JobRow> = with_pool!(self.store, |pool| {
+            let mut tx = pool.begin().await?;
+            // The unique index on (created_by_token, idempotency_key) decides
+            // races between two requests with the same key: one inserts, the
+            // other finds the row.
+            let row: Option<JobRow> = sqlx::query_as(concat!(
+                "INSERT INTO generation_jobs \
+                   (id, user_id, provider, model, status, attempts, request, metadata, \
+                    created_by_token, idempotency_key, request_sha256, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
+                 ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING RETURNING ",
+                job_columns!()
+            ))
+            .bind(DbUuid(id))
+            .bind(DbUuid(new.user_id))
+            .bind(new.provider.as_str())
+            .bind(&new.model)
+            .bind(Json(&new.request))
+            .bind(Json(&new.metadata))
+            .bind(new.created_by_token.map(DbUuid))
+            .bind(key)
+            .bind(sha.as_deref())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                record_event!(tx, id, "queued", "accepted", None::<Value>);
+            }
+            tx.commit().await?;
+            row
+        });
+        if let Some(row) = row {
+            return Ok(Inserted::Created(row.try_into()?));
+        }
+        // The key was used before by this token.
+        let existing: JobRow = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM generation_jobs WHERE created_by_token = $1 AND idempotency_key = $2"
+        ))
+        .bind(new.created_by_token.map(DbUuid))
+        .bind(key)
+        .fetch_one(pool)
+        .await?);
+        let existing: Job = existing.try_into()?;
+        if existing.request_sha256.as_deref() == sha.as_deref() {
+            Ok(Inserted::Replayed(existing))
+        } else {
+            Ok(Inserted::Conflict(existing))
+        }
+    }
+
+    /// The job, if it exists.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let row: Option<JobRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM generation_jobs WHERE id = $1"
+        ))
+        .bind(DbUuid(id))
+        .fetch_optional(pool)
+        .await?);
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Up to `limit` of the user's jobs, newest first, older than `before`
+    /// (the last id of the previous page) and with `status` when given.
+    pub async fn list_for_user(
+        &self,
+        user_id: Uuid,
+        status: Option<JobStatus>,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Ids are UUIDv7, so id order is creation order; the max UUID as the
+        // default bound keeps one query shape (and one index walk).
+        let before = DbUuid(before.unwrap_or(Uuid::max()));
+        let limit = i64::from(limit);
+        let rows: Vec<JobRow> = match status {
+            Some(status) => with_pool!(self.store, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM generation_jobs WHERE user_id = $1 AND status = $2 AND id < $3 \
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .bind(DbUuid(user_id))
+            .bind(status.as_str())
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?),
+            None => with_pool!(self.store, |pool| sqlx::query_as(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM generation_jobs WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            ))
+            .bind(DbUuid(user_id))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?),
+        };
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    /// The job's history, oldest first.
+    pub async fn events(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError> {
+        let events: Vec<JobEvent> = with_pool!(self.store, |pool| {
+            sqlx::query_as(
+            "SELECT at, status, message FROM generation_job_events WHERE job_id = $1 ORDER BY id"
+        )
+        .bind(DbUuid(id))
+        .fetch_all(pool)
+        .await?
+        });
+        Ok(events)
+    }
+
+    /// Notes that the queue holds the job's work item.
+    pub async fn mark_enqueued(&self, id: Uuid) -> Result<bool, StoreError> {
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE generation_jobs SET enqueued_at = $1 WHERE id = $2 AND enqueued_at IS NULL"
+        )
+        .bind(crate::now())
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
+    }
+
+    /// Up to `limit` queued jobs created before `cutoff` that never reached
+    /// the queue, oldest first: the sweeper's work.
+    pub async fn unenqueued(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<DbUuid> = with_pool!(self.store, |pool| sqlx::query_scalar(
+            "SELECT id FROM generation_jobs \
+             WHERE enqueued_at IS NULL AND status = 'queued' AND created_at < $1 \
+             ORDER BY created_at LIMIT $2"
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        Ok(ids.into_iter().map(Uuid::from).collect())
+    }
+
+    /// `queued` → `throttled`: waiting for the key's rate-limit window.
+    pub async fn set_throttled(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET status = 'throttled', updated_at = $1 \
+             WHERE id = $2 AND status = 'queued' RETURNING status",
+            "waiting for the key's rate-limit window",
+            |q| q.bind(crate::now()).bind(DbUuid(id))
+        ))
+    }
+
+    /// Marks a submit as leaving for the provider. Applies only to a live
+    /// job with no provider job and no other submit out: the one guard that
+    /// keeps two workers from both submitting.
+    pub async fn begin_submit(&self, id: Uuid) -> Result<bool, StoreError> {
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE generation_jobs SET submit_started_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status IN ('queued', 'throttled') \
+               AND provider_job_id IS NULL AND submit_started_at IS NULL"
+        )
+        .bind(crate::now())
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
+    }
+
+    /// The provider accepted the submit of attempt `attempt`: records its job
+    /// id and moves the job to `running`. The id is recorded even when the
+    /// job was cancelled meanwhile, so that the cancel can reach the provider.
+    pub async fn submitted(
+        &self,
+        id: Uuid,
+        provider_job_id: &str,
+        attempt: u32,
+    ) -> Result<bool, StoreError> {
+        let message = format!("accepted by the provider as {}", clip(provider_job_id, 200));
+        Ok(transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET provider_job_id = $1, submit_started_at = NULL, \
+               status = CASE WHEN status IN ('queued', 'throttled') THEN 'running' ELSE status END, \
+               attempts = $2, started_at = COALESCE(started_at, $3), updated_at = $3 \
+             WHERE id = $4 AND provider_job_id IS NULL RETURNING status",
+            &message,
+            |q| q
+                .bind(provider_job_id)
+                .bind(db_attempt(attempt))
+                .bind(crate::now())
+                .bind(DbUuid(id))
+        ))
+    }
+
+    /// The provider definitely refused the submit of attempt `attempt` (no
+    /// remote job exists): the mark goes and the job waits again, as
+    /// `throttled` when the provider throttled the key, else `queued`.
+    pub async fn submit_refused(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        throttled: bool,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let status = if throttled { "throttled" } else { "queued" };
+        let message = format!("the provider refused the submit: {}", clip(why, 500));
+        Ok(transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET submit_started_at = NULL, attempts = $1, updated_at = $2, \
+               status = CASE WHEN status IN ('queued', 'throttled') THEN $3 ELSE status END \
+             WHERE id = $4 AND provider_job_id IS NULL RETURNING status",
+            &message,
+            |q| q
+                .bind(db_attempt(attempt))
+                .bind(crate::now())
+                .bind(status)
+                .bind(DbUuid(id))
+        ))
+    }
+
+    /// The remote job failed for a passing reason and billed nothing: the
+    /// job goes back to `queued` for a fresh submit.
+    pub async fn resubmit(&self, id: Uuid, attempt: u32, why: &str) -> Result<bool, StoreError> {
+        let message = format!(
+            "the provider's job failed; submitting again: {}",
+            clip(why, 500)
+        );
+        Ok(transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET status = 'queued', provider_job_id = NULL, \
+               submit_started_at = NULL, progress = NULL, attempts = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running' RETURNING status",
+            &message,
+            |q| q
+                .bind(db_attempt(attempt))
+                .bind(crate::now())
+                .bind(DbUuid(id))
+        ))
+    }
+
+    /// Progress of a running job (no history entry: it changes often).
+    pub async fn set_progress(&self, id: Uuid, progress: f64) -> Result<bool, StoreError> {
+        if !progress.is_finite() {
+            return Ok(false);
+        }
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE generation_jobs SET progress = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running'"
+        )
+        .bind(progress.clamp(0.0, 1.0))
+        .bind(crate::now())
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
+    }
+
+    /// A live job → `succeeded` with `result`.
+    pub async fn succeed(&self, id: Uuid, result: &Value) -> Result<bool, StoreError> {
+        Ok(transition!(
+            self.store,
+            id,
+            concat!(
+                "UPDATE generation_jobs SET status = 'succeeded', result = $1, progress = 1, \
+                   submit_started_at = NULL, finished_at = $2, updated_at = $2 \
+                 WHERE id = $3 AND status IN ",
+                live!(),
+                " RETURNING status"
+            ),
+            "succeeded",
+            |q| q.bind(Json(result)).bind(crate::now()).bind(DbUuid(id))
+        ))
+    }
+
+    /// A live job → `failed` with `error`; `attempt` is kept when higher
+    /// than the stored count.
+    pub async fn fail(
+        &self,
+        id: Uuid,
+        error: &ErrorRecord,
+        attempt: u32,
+    ) -> Result<bool, StoreError> {
+        let message = format!("failed: {}: {}", error.code, clip(&error.message, 500));
+        Ok(transition!(
+            self.store,
+            id,
+            concat!(
+                "UPDATE generation_jobs SET status = 'failed', error_code = $1, error_message = $2, \
+                   error_retryable = $3, attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, \
+                   submit_started_at = NULL, finished_at = $5, updated_at = $5 \
+                 WHERE id = $6 AND status IN ",
+                live!(),
+                " RETURNING status"
+            ),
+            &message,
+            |q| q
+                .bind(error.code.as_str())
+                .bind(clip(&error.message, 2000))
+                .bind(error.retryable)
+                .bind(db_attempt(attempt))
+                .bind(crate::now())
+                .bind(DbUuid(id))
+        ))
+    }
+
+    /// A live job → `cancelled` (error code `cancelled`, with `why`).
+    pub async fn cancel(&self, id: Uuid, why: &str) -> Result<Cancelled, StoreError> {
+        let now = crate::now();
+        let row: Option<JobRow> = with_pool!(self.store, |pool| {
+            let mut tx = pool.begin().await?;
+            let row: Option<JobRow> = sqlx::query_as(concat!(
+                "UPDATE generation_jobs SET status = 'cancelled', error_code = 'cancelled', \
+                   error_message = $1, error_retryable = FALSE, finished_at = $2, updated_at = $2 \
+                 WHERE id = $3 AND status IN ",
+                live!(),
+                " RETURNING ",
+                job_columns!()
+            ))
+            .bind(clip(why, 500))
+            .bind(now)
+            .bind(DbUuid(id))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                record_event!(tx, id, "cancelled", why, None::<Value>);
+            }
+            tx.commit().await?;
+            row
+        });
+        match row {
+            Some(row) => Ok(Cancelled::Now(row.try_into()?)),
+            None => Ok(match self.get(id).await? {
+                Some(job) => Cancelled::AlreadyFinal(job),
+                None => Cancelled::NotFound,
+            }),
+        }
+    }
+
+    /// Notes that the provider was told to cancel the remote job.
+    pub async fn mark_cancel_sent(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET cancel_sent_at = $1, updated_at = $1 \
+             WHERE id = $2 AND cancel_sent_at IS NULL RETURNING status",
+            "the provider was asked to cancel the remote job",
+            |q| q.bind(crate::now()).bind(DbUuid(id))
+        ))
+    }
+
+    /// How many jobs are in each status (for metrics and the operator CLI).
+    pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = with_pool!(self.store, |pool| sqlx::query_as(
+            "SELECT status, count(*) FROM generation_jobs GROUP BY status"
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((s.parse().ok()?, u64::try_from(n).unwrap_or(0))))
+            .collect())
+    }
+}
+
+/// An attempt number as the `INTEGER` column holds it.
+fn db_attempt(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
+}
+
+/// At most `max` characters of `s` (history and error messages are for
+/// people, and bounded so a provider cannot fill the database).
+fn clip(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_on_character_boundaries() {
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip("abcdef", 3), "abc");
+        assert_eq!(clip("ééé", 2), "éé");
+    }
+}
