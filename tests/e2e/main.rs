@@ -3,7 +3,9 @@
 
 mod api_process;
 mod cli;
+mod deploy;
 mod docs;
 mod helpers;
+mod pipeline;
 mod rewrap;
 mod sim;

@@ -30,8 +30,11 @@ pub enum ApiErrorCode {
     UnsupportedMediaType,
     /// 422: well-formed but semantically invalid.
     InvalidRequest,
-    /// 422: the provider rejected the key.
+    /// 422: the provider rejected the key, or the stored key a job would
+    /// use is marked invalid.
     CredentialsInvalid,
+    /// 422: a job for a user with no stored key for its provider.
+    CredentialsMissing,
     /// 503: the provider could not be asked.
     ProviderUnavailable,
     /// 503: the database or the queue is down.
@@ -53,6 +56,7 @@ impl ApiErrorCode {
             ApiErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ApiErrorCode::InvalidRequest => "invalid_request",
             ApiErrorCode::CredentialsInvalid => "credentials_invalid",
+            ApiErrorCode::CredentialsMissing => "credentials_missing",
             ApiErrorCode::ProviderUnavailable => "provider_unavailable",
             ApiErrorCode::ServiceUnavailable => "service_unavailable",
             ApiErrorCode::Internal => "internal",
@@ -69,9 +73,9 @@ impl ApiErrorCode {
             ApiErrorCode::Conflict => StatusCode::CONFLICT,
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiErrorCode::InvalidRequest | ApiErrorCode::CredentialsInvalid => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiErrorCode::InvalidRequest
+            | ApiErrorCode::CredentialsInvalid
+            | ApiErrorCode::CredentialsMissing => StatusCode::UNPROCESSABLE_ENTITY,
             ApiErrorCode::ProviderUnavailable | ApiErrorCode::ServiceUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -150,3 +150,22 @@ impl<S: Send + Sync> FromRequestParts<S> for UserProviderPath {
         Ok(UserProviderPath(user, parse_provider(&provider)?))
     }
 }
+
+/// `/v1/jobs/{job_id}…` routes: a UUID, else 400.
+#[derive(Debug, Clone, Copy)]
+pub struct JobPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(job_id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_request("invalid path"))?;
+        Uuid::parse_str(&job_id).map(JobPath).map_err(|_| {
+            ApiError::bad_request("a job id is a UUID")
+                .with_details(serde_json::json!({ "field": "job_id" }))
+        })
+    }
+}

@@ -5,6 +5,7 @@ mod credentials;
 mod error;
 mod extract;
 mod health;
+mod jobs;
 mod providers;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ApiErrorCode};
 pub use health::QueueProbe;
+pub use jobs::{IDEMPOTENCY_KEY_HEADER, JobsSetup};
 
 /// The header carrying each request's id, echoed on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -33,11 +35,13 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// `None`: the jobs routes answer 503 (a server without a queue).
+    jobs: Option<Arc<JobsSetup>>,
 }
 
 struct Inner {
     store: Store,
-    key_ring: KeyRing,
+    key_ring: Arc<KeyRing>,
     providers: Registry,
     queue: QueueProbe,
     max_body_bytes: usize,
@@ -54,10 +58,11 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Assembles the state from its parts.
+    /// Assembles the state from its parts. The key ring may be shared with
+    /// a worker in the same process (`Arc<KeyRing>`).
     pub fn new(
         store: Store,
-        key_ring: KeyRing,
+        key_ring: impl Into<Arc<KeyRing>>,
         providers: Registry,
         queue: QueueProbe,
         max_body_bytes: usize,
@@ -65,12 +70,23 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 store,
-                key_ring,
+                key_ring: key_ring.into(),
                 providers,
                 queue,
                 max_body_bytes,
             }),
+            jobs: None,
         }
+    }
+
+    /// Enables the jobs routes, pushing to `setup.producer`.
+    pub fn with_jobs(mut self, setup: JobsSetup) -> Self {
+        self.jobs = Some(Arc::new(setup));
+        self
+    }
+
+    pub(crate) fn jobs(&self) -> Option<&JobsSetup> {
+        self.jobs.as_deref()
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -107,6 +123,11 @@ pub fn app(state: AppState) -> Router {
             "/users/{user_id}/providers/{provider}/test",
             post(credentials::test),
         )
+        .route("/jobs", post(jobs::create))
+        .route("/jobs/{job_id}", get(jobs::get))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/video", get(jobs::video))
+        .route("/users/{user_id}/jobs", get(jobs::list))
         // route_layer: authentication runs only for matched routes, so an
         // unknown path is a 404 for everyone and a 401 never hides a 404.
         .route_layer(axum::middleware::from_fn_with_state(

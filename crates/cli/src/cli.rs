@@ -19,8 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API.
+    /// Serve the HTTP API (distributed shape).
     Api,
+    /// Run jobs from the queue (distributed shape; run as many as needed).
+    Worker,
+    /// The API and a worker in one process: the embedded shape.
+    Run,
     /// Apply database migrations.
     Migrate,
     /// Manage the credential encryption keys.
@@ -36,7 +40,7 @@ pub enum Command {
 impl Command {
     /// Long-running commands log at info; one-shot tools only warn.
     pub fn is_server(&self) -> bool {
-        matches!(self, Command::Api)
+        matches!(self, Command::Api | Command::Worker | Command::Run)
             || matches!(self, Command::Sim(args) if args.new_service_account.is_none())
     }
 }

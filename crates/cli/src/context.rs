@@ -77,3 +77,102 @@ pub fn providers(settings: &Settings) -> anyhow::Result<Registry> {
     };
     Registry::new(&options).context("cannot set up the provider adapters")
 }
+
+/// The queue the settings name: Redis Streams (`queue.url = redis://…`) or
+/// the SQLite database itself (`queue.url = sqlite`, the embedded shape).
+pub async fn queue_engine(
+    settings: &Settings,
+) -> anyhow::Result<std::sync::Arc<dyn byok_queue::Engine>> {
+    use secrecy::ExposeSecret as _;
+    let mut config = byok_queue::QueueConfig::new(settings.queue.namespace.clone());
+    config.visibility_timeout = settings.queue.visibility_timeout;
+    config.dead_retention = settings.queue.dead_retention;
+    config.max_attempts = settings.worker.max_attempts;
+    Ok(match settings.queue_kind() {
+        byok_config::QueueUrl::Redis => {
+            byok_queue::RedisEngine::connect(settings.queue.url.expose_secret(), config)
+                .await
+                .context("cannot connect to the queue (queue.url)")?
+        }
+        byok_config::QueueUrl::Sqlite => {
+            byok_queue::SqliteEngine::connect(settings.database.url.expose_secret(), config)
+                .await
+                .context("cannot open the queue in the SQLite database (database.url)")?
+        }
+    })
+}
+
+/// The rate limiter shared by every worker: in Redis when the queue is
+/// (distributed), in process otherwise (embedded: one process holds every
+/// worker, so its memory is the whole truth).
+pub async fn limiter(
+    settings: &Settings,
+) -> anyhow::Result<std::sync::Arc<dyn byok_ratelimit::RateLimiter>> {
+    use secrecy::ExposeSecret as _;
+    Ok(match settings.queue_kind() {
+        byok_config::QueueUrl::Redis => std::sync::Arc::new(
+            byok_ratelimit::RedisLimiter::connect(
+                settings.queue.url.expose_secret(),
+                &settings.queue.namespace,
+            )
+            .await
+            .context("cannot reach Redis for the rate limiter (queue.url)")?,
+        ),
+        byok_config::QueueUrl::Sqlite => std::sync::Arc::new(byok_ratelimit::LocalLimiter::new()),
+    })
+}
+
+/// The guarded fetcher of users' image URLs.
+pub fn image_fetcher(
+    settings: &Settings,
+) -> anyhow::Result<std::sync::Arc<byok_providers::fetch::ImageFetcher>> {
+    let options = byok_providers::fetch::FetchOptions {
+        allow_private_networks: settings.fetch.allow_private_networks,
+        ..Default::default()
+    };
+    Ok(std::sync::Arc::new(
+        byok_providers::fetch::ImageFetcher::new(options)
+            .context("cannot set up the image fetcher")?,
+    ))
+}
+
+/// The job pipeline of a worker.
+pub fn pipeline(
+    settings: &Settings,
+    store: Store,
+    key_ring: std::sync::Arc<KeyRing>,
+    registry: std::sync::Arc<Registry>,
+    limiter: std::sync::Arc<dyn byok_ratelimit::RateLimiter>,
+    fetcher: std::sync::Arc<byok_providers::fetch::ImageFetcher>,
+) -> byok_worker::Pipeline {
+    let pacing = byok_core::ProviderId::ALL
+        .into_iter()
+        .map(|id| {
+            let p = settings.providers.get(id);
+            let pacing = byok_worker::ProviderPacing {
+                poll_interval: p.poll_interval,
+                limits: byok_ratelimit::Limits {
+                    per_minute: p.rate_limit.per_minute,
+                    per_hour: p.rate_limit.per_hour,
+                },
+            };
+            (id, pacing)
+        })
+        .collect();
+    let pipeline_settings = byok_worker::PipelineSettings {
+        max_attempts: settings.worker.max_attempts,
+        job_timeout: settings.worker.job_timeout,
+        request_timeout: RegistryOptions::DEFAULT_REQUEST_TIMEOUT,
+        retry_backoff: byok_worker::RetryBackoff::default(),
+        output_dir: settings.output.dir.clone(),
+        pacing,
+    };
+    byok_worker::Pipeline::new(
+        store,
+        key_ring,
+        registry,
+        limiter,
+        fetcher,
+        pipeline_settings,
+    )
+}

@@ -16,3 +16,13 @@ pub use job_error::{ErrorRecord, JobError, RetryClass};
 pub use job_status::JobStatus;
 pub use provider_id::{ProviderId, UnknownProvider};
 pub use request::{GenerationRequest, ValidationError};
+
+/// The payload of a generation job's queue item: the job's id, nothing else.
+/// The store holds the truth about the job; credentials and requests never
+/// travel through the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobItem {
+    /// The `generation_jobs` row this item drives.
+    pub job_id: uuid::Uuid,
+}

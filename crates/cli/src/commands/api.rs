@@ -1,28 +1,65 @@
 //! `byok api`: the HTTP API of the distributed shape.
 
+use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use byok_api::{AppState, QueueProbe};
+use byok_api::{AppState, JobsSetup, QueueProbe};
 use byok_config::Settings;
+use byok_crypto::KeyRing;
+use byok_providers::ImageFetcher;
+use byok_queue::{Engine, Producer};
+use byok_store::Store;
 use secrecy::ExposeSecret as _;
 
 use crate::context;
 
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let key_ring = context::key_ring(settings)?;
-    let providers = context::providers(settings)?;
+    let key_ring = Arc::new(context::key_ring(settings)?);
     let store = context::open_store(settings).await?;
+    let engine = context::queue_engine(settings).await?;
+    let fetcher = context::image_fetcher(settings)?;
+    serve(
+        settings,
+        store.clone(),
+        key_ring,
+        engine,
+        fetcher,
+        super::shutdown_signal(),
+    )
+    .await?;
+    store.close().await;
+    tracing::info!("API stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the API on `api.listen` until `shutdown` resolves, then gives
+/// requests in flight `worker.shutdown_grace` to finish. `byok run` calls
+/// this beside a worker, sharing the store, key ring, queue and fetcher.
+pub async fn serve(
+    settings: &Settings,
+    store: Store,
+    key_ring: Arc<KeyRing>,
+    engine: Arc<dyn Engine>,
+    fetcher: Arc<ImageFetcher>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let providers = context::providers(settings)?;
     let queue = QueueProbe::from_url(settings.queue.url.expose_secret())
         .map_err(|_| byok_config_error("queue.url", "is not a valid Redis URL"))?;
-
     let state = AppState::new(
-        store.clone(),
+        store,
         key_ring,
         providers,
         queue,
         settings.api.max_body_bytes,
-    );
+    )
+    .with_jobs(JobsSetup {
+        producer: Producer::new(engine),
+        fetcher,
+        output_dir: settings.output.dir.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(settings.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", settings.api.listen))?;
@@ -32,14 +69,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     byok_api::serve(
         listener,
         byok_api::app(state),
-        super::shutdown_signal(),
+        shutdown,
         settings.worker.shutdown_grace,
     )
     .await
-    .context("the API server failed")?;
-    store.close().await;
-    tracing::info!("API stopped");
-    Ok(ExitCode::SUCCESS)
+    .context("the API server failed")
 }
 
 fn byok_config_error(setting: &str, message: &str) -> anyhow::Error {

@@ -3,8 +3,10 @@
 mod api;
 mod keys;
 mod migrate;
+mod run;
 mod sim;
 mod token;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -18,6 +20,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Rewrap) => keys::rewrap(&byok_config::load(config)?).await,
         Command::Migrate => migrate::run(&byok_config::load(config)?).await,
         Command::Api => api::run(&byok_config::load(config)?).await,
+        Command::Worker => worker::run(&byok_config::load(config)?).await,
+        Command::Run => run::run(&byok_config::load(config)?).await,
         Command::Token(TokenCommand::Create(args)) => {
             token::create(&byok_config::load(config)?, &args).await
         }

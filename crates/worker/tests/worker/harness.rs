@@ -1,0 +1,325 @@
+//! One worker on a fresh SQLite file, talking to a wiremock Runway.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use byok_core::{JobItem, ProviderId};
+use byok_crypto::{KeyRing, SealContext};
+use byok_providers::{FetchOptions, ImageFetcher, Registry, RegistryOptions};
+use byok_queue::{Engine, Producer, QueueConfig, SqliteEngine};
+use byok_ratelimit::{Limits, LocalLimiter};
+use byok_store::{Inserted, Job, NewCredential, NewJob, Store, StoreOptions};
+use byok_worker::{Pipeline, PipelineSettings, ProviderPacing, RetryBackoff, WorkerOptions};
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::Notify;
+use uuid::Uuid;
+use wiremock::MockServer;
+
+pub const API_KEY: &str = "key_worker_test_1234567890abcdef";
+pub const TASK_ID: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
+
+/// How a test wants its worker.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_attempts: u32,
+    pub request_timeout: Duration,
+    pub per_minute: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_attempts: 3,
+            request_timeout: Duration::from_secs(5),
+            per_minute: 1000,
+        }
+    }
+}
+
+/// A running worker and everything around it. The worker stops when this
+/// is dropped.
+pub struct Harness {
+    pub runway: MockServer,
+    pub store: Store,
+    pub engine: Arc<dyn Engine>,
+    pub user: Uuid,
+    pub output_dir: tempfile::TempDir,
+    stop: Arc<Notify>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    _sqlite: byok_testing::TestSqlite,
+}
+
+impl Harness {
+    /// A worker for a user with a stored Runway key. Mount the provider's
+    /// answers on `runway` before enqueueing.
+    pub async fn start(options: Options) -> Harness {
+        let sqlite = byok_testing::test_sqlite();
+        let store = Store::connect(
+            &SecretString::from(sqlite.url.as_str()),
+            &StoreOptions::default(),
+        )
+        .await
+        .expect("store");
+        store.migrate().await.expect("migrate");
+        let mut queue = QueueConfig::new("worker-test");
+        queue.max_attempts = options.max_attempts;
+        queue.visibility_timeout = Duration::from_secs(5);
+        let engine: Arc<dyn Engine> = SqliteEngine::connect(&sqlite.url, queue)
+            .await
+            .expect("queue");
+
+        let runway = MockServer::start().await;
+        let mut registry = RegistryOptions::defaults();
+        registry.runway.base_url = runway.uri();
+        registry.allow_private_networks = true;
+        registry.request_timeout = options.request_timeout;
+        let registry = Arc::new(Registry::new(&registry).expect("registry"));
+
+        let key_ring = Arc::new(
+            KeyRing::parse(&SecretString::from(format!("1:{}", "ab".repeat(32))))
+                .expect("key ring"),
+        );
+        let user = Uuid::new_v4();
+        let adapter = registry.get(ProviderId::Runway);
+        let credentials = adapter
+            .parse_credentials(&json!({ "api_key": API_KEY }))
+            .unwrap();
+        let sealed = key_ring
+            .seal(
+                &SealContext::new(user, ProviderId::Runway),
+                &credentials.to_plaintext(),
+            )
+            .unwrap();
+        store
+            .credentials()
+            .upsert(&NewCredential {
+                user_id: user,
+                provider: ProviderId::Runway,
+                sealed,
+                credential_hint: credentials.hint(),
+                validated_at: None,
+            })
+            .await
+            .unwrap();
+
+        let output_dir = tempfile::tempdir().unwrap();
+        let pacing: HashMap<ProviderId, ProviderPacing> = ProviderId::ALL
+            .into_iter()
+            .map(|id| {
+                let limits = Limits {
+                    per_minute: options.per_minute,
+                    per_hour: options.per_minute * 60,
+                };
+                (
+                    id,
+                    ProviderPacing {
+                        poll_interval: Duration::from_millis(50),
+                        limits,
+                    },
+                )
+            })
+            .collect();
+        let settings = PipelineSettings {
+            max_attempts: options.max_attempts,
+            job_timeout: Duration::from_secs(600),
+            request_timeout: options.request_timeout,
+            retry_backoff: RetryBackoff {
+                min_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
+            output_dir: output_dir.path().to_owned(),
+            pacing,
+        };
+        let fetcher = Arc::new(
+            ImageFetcher::new(FetchOptions {
+                allow_private_networks: true,
+                ..FetchOptions::default()
+            })
+            .unwrap(),
+        );
+        let pipeline = Arc::new(Pipeline::new(
+            store.clone(),
+            key_ring,
+            registry,
+            Arc::new(LocalLimiter::new()),
+            fetcher,
+            settings,
+        ));
+        let stop = Arc::new(Notify::new());
+        let stopped = Arc::clone(&stop);
+        let worker_options = WorkerOptions {
+            name: "worker-test".into(),
+            concurrency: 8,
+            shutdown_grace: Duration::from_secs(2),
+        };
+        let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(async move { stopped.notified().await });
+        let worker = tokio::spawn({
+            let engine = Arc::clone(&engine);
+            async move {
+                byok_worker::run_worker(engine, pipeline, worker_options, shutdown)
+                    .await
+                    .expect("worker");
+            }
+        });
+        Harness {
+            runway,
+            store,
+            engine,
+            user,
+            output_dir,
+            stop,
+            worker: Some(worker),
+            _sqlite: sqlite,
+        }
+    }
+
+    /// Stores a text-to-video job for the harness's user, without queueing it.
+    pub async fn store_job(&self, prompt: &str) -> Job {
+        let request = json!({
+            "user_id": self.user, "provider": "runway", "model": "gen4.5",
+            "prompt": prompt, "duration_seconds": 5,
+        });
+        let new = NewJob {
+            user_id: self.user,
+            provider: ProviderId::Runway,
+            model: "gen4.5".into(),
+            request,
+            metadata: json!({}),
+            created_by_token: None,
+            idempotency: None,
+        };
+        match self.store.jobs().insert(&new).await.unwrap() {
+            Inserted::Created(job) => job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Stores a job and queues it, as the API does.
+    pub async fn enqueue(&self, prompt: &str) -> Job {
+        let job = self.store_job(prompt).await;
+        self.push(job.id).await;
+        self.store.jobs().mark_enqueued(job.id).await.unwrap();
+        job
+    }
+
+    pub async fn push(&self, id: Uuid) {
+        Producer::<JobItem>::new(Arc::clone(&self.engine))
+            .push(&id.to_string(), &JobItem { job_id: id }, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+
+    pub async fn job(&self, id: Uuid) -> Job {
+        self.store
+            .jobs()
+            .get(id)
+            .await
+            .unwrap()
+            .expect("job exists")
+    }
+
+    /// Waits (up to 20 s) until `cond` holds on the job; returns it.
+    pub async fn wait_for(&self, id: Uuid, what: &str, cond: impl Fn(&Job) -> bool) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let job = self.job(id).await;
+            if cond(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {job:#?}"
+            );
+            // The worker gives no signal but the row; polling it is what a
+            // producer does too.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_final(&self, id: Uuid) -> Job {
+        self.wait_for(id, "a final status", |j| j.status.is_terminal())
+            .await
+    }
+
+    /// Requests the provider received with `method` on `path`.
+    pub async fn requests(&self, method: &str, path: &str) -> Vec<wiremock::Request> {
+        self.runway
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == method && r.url.path() == path)
+            .collect()
+    }
+
+    /// The SQLite database of the store and the queue.
+    pub fn sqlite_url(&self) -> &str {
+        &self._sqlite.url
+    }
+
+    /// Stops the worker and waits for it.
+    pub async fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(worker) = self.worker.take() {
+            worker.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+        }
+    }
+}
+
+/// A Runway task that is `RUNNING` for `running_polls` polls, then
+/// `SUCCEEDED` with an output URL on the mock that serves [`fake_mp4`].
+pub async fn mount_finishing_task(h: &Harness, running_polls: u64) {
+    use wiremock::matchers::{method, path};
+    let task_path = format!("/v1/tasks/{TASK_ID}");
+    if running_polls > 0 {
+        wiremock::Mock::given(method("GET"))
+            .and(path(task_path.as_str()))
+            .respond_with(task(json!({ "status": "RUNNING", "progress": 0.5 })))
+            .up_to_n_times(running_polls)
+            .mount(&h.runway)
+            .await;
+    }
+    let output = format!("{}/cdn/out.mp4?_jwt=signed", h.runway.uri());
+    wiremock::Mock::given(method("GET"))
+        .and(path(task_path.as_str()))
+        .respond_with(task(json!({ "status": "SUCCEEDED", "output": [output] })))
+        .mount(&h.runway)
+        .await;
+    wiremock::Mock::given(method("GET"))
+        .and(path("/cdn/out.mp4"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(fake_mp4(), "video/mp4"))
+        .mount(&h.runway)
+        .await;
+}
+
+/// Runway's task resource with `fields`.
+pub fn task(fields: serde_json::Value) -> wiremock::ResponseTemplate {
+    let mut body = json!({ "id": TASK_ID, "createdAt": "2026-07-01T12:00:00.000Z" });
+    if let serde_json::Value::Object(fields) = fields {
+        for (k, v) in fields {
+            body[k] = v;
+        }
+    }
+    wiremock::ResponseTemplate::new(200).set_body_json(body)
+}
+
+/// A small MP4-looking file (an `ftyp` box and filler).
+pub fn fake_mp4() -> Vec<u8> {
+    let mut bytes = vec![0, 0, 0, 0x18];
+    bytes.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
+    bytes.extend((0..4096u32).map(|i| (i % 251) as u8));
+    bytes
+}

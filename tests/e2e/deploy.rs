@@ -1,0 +1,379 @@
+//! A whole deployment for end-to-end tests: real `byok api` and `byok worker`
+//! processes (or one `byok run`) on real PostgreSQL and Redis (or SQLite),
+//! talking to the provider simulator, which runs inside the test so its
+//! statistics can be read directly.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use byok_sim::{RunningSim, SimConfig, Simulator};
+use serde_json::{Value, json};
+
+use crate::helpers::{byok, run, terminate, wait_until_ready};
+
+/// The encryption key ring of test deployments.
+const KEYS: &str = "1:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// How a test wants its deployment.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Worker processes to start (distributed shape).
+    pub workers: usize,
+    /// `worker.concurrency`.
+    pub concurrency: u32,
+    /// The simulator's render time.
+    pub render_time: Duration,
+    /// Runway's per-key limits.
+    pub runway_per_minute: u32,
+    /// `providers.*.poll_interval`.
+    pub poll_interval: &'static str,
+    /// `worker.shutdown_grace`.
+    pub shutdown_grace: &'static str,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            workers: 2,
+            concurrency: 16,
+            render_time: Duration::from_millis(300),
+            runway_per_minute: 1000,
+            poll_interval: "200ms",
+            shutdown_grace: "10s",
+        }
+    }
+}
+
+/// A running deployment. Processes are killed when it is dropped.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    pub api: String,
+    pub token: String,
+    pub sim: RunningSim,
+    pub http: reqwest::Client,
+    pub workers: Vec<Option<tokio::process::Child>>,
+    api_process: Option<tokio::process::Child>,
+    /// Kept alive for the deployment's lifetime.
+    _services: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn simulator(render_time: Duration) -> RunningSim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::new(SimConfig {
+        render_time,
+        stability_requests_per_10s: 0,
+        ..SimConfig::default()
+    })
+    .start(listener)
+    .await
+    .unwrap()
+}
+
+fn base_env(
+    sim: &RunningSim,
+    options: &DeployOptions,
+    dir: &std::path::Path,
+    listen: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("BYOK__ENCRYPTION__KEYS", KEYS.to_owned()),
+        ("BYOK__API__LISTEN", listen.to_owned()),
+        ("BYOK__WORKER__CONCURRENCY", options.concurrency.to_string()),
+        (
+            "BYOK__WORKER__SHUTDOWN_GRACE",
+            options.shutdown_grace.to_owned(),
+        ),
+        ("BYOK__QUEUE__VISIBILITY_TIMEOUT", "3s".to_owned()),
+        (
+            "BYOK__OUTPUT__DIR",
+            dir.join("videos").display().to_string(),
+        ),
+        ("BYOK__FETCH__ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+        ("BYOK__PROVIDERS__RUNWAY__BASE_URL", sim.runway_url()),
+        ("BYOK__PROVIDERS__STABILITY__BASE_URL", sim.stability_url()),
+        ("BYOK__PROVIDERS__VEO__BASE_URL", sim.vertex_url()),
+        (
+            "BYOK__PROVIDERS__RUNWAY__RATE_LIMIT__PER_MINUTE",
+            options.runway_per_minute.to_string(),
+        ),
+        (
+            "BYOK__PROVIDERS__RUNWAY__RATE_LIMIT__PER_HOUR",
+            (options.runway_per_minute * 60).to_string(),
+        ),
+        (
+            "BYOK__PROVIDERS__STABILITY__RATE_LIMIT__PER_MINUTE",
+            "1000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__STABILITY__RATE_LIMIT__PER_HOUR",
+            "60000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_MINUTE",
+            "1000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_HOUR",
+            "60000".to_owned(),
+        ),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for provider in ["RUNWAY", "STABILITY", "VEO"] {
+        env.push((
+            format!("BYOK__PROVIDERS__{provider}__POLL_INTERVAL"),
+            options.poll_interval.to_owned(),
+        ));
+    }
+    env
+}
+
+impl Deployment {
+    /// PostgreSQL + Redis + `byok api` + `options.workers` × `byok worker`;
+    /// `None` (after a SKIPPED line) when the services are missing.
+    pub async fn distributed(options: DeployOptions) -> Option<Deployment> {
+        let db = byok_testing::test_database().await?;
+        let redis = byok_testing::test_redis().await?;
+        let sim = simulator(options.render_time).await;
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", byok_testing::free_port());
+        let mut env = base_env(&sim, &options, dir.path(), &listen);
+        env.push(("DATABASE_URL".into(), db.url.clone()));
+        env.push(("REDIS_URL".into(), redis.url.clone()));
+        env.push(("BYOK__QUEUE__NAMESPACE".into(), redis.namespace.clone()));
+        let mut deployment =
+            Deployment::assemble(dir, env, &listen, sim, vec![Box::new(db), Box::new(redis)]).await;
+        let migrated = run(deployment.dir.path(), &deployment.env_refs(), &["migrate"]).await;
+        assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+        deployment.token = deployment.create_token().await;
+        deployment.api_process = Some(deployment.spawn("api", &["api"]));
+        for _ in 0..options.workers {
+            deployment.start_worker();
+        }
+        deployment.wait_ready().await;
+        Some(deployment)
+    }
+
+    /// One `byok run` process on a SQLite file: the embedded shape.
+    pub async fn embedded(options: DeployOptions) -> Deployment {
+        let sim = simulator(options.render_time).await;
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", byok_testing::free_port());
+        let mut env = base_env(&sim, &options, dir.path(), &listen);
+        env.push((
+            "BYOK__DATABASE__URL".into(),
+            format!("sqlite://{}/data/byok.db", dir.path().display()),
+        ));
+        let mut deployment = Deployment::assemble(dir, env, &listen, sim, Vec::new()).await;
+        deployment.token = deployment.create_token().await;
+        deployment.api_process = Some(deployment.spawn("run", &["run"]));
+        deployment.wait_ready().await;
+        deployment
+    }
+
+    async fn assemble(
+        dir: tempfile::TempDir,
+        env: Vec<(String, String)>,
+        listen: &str,
+        sim: RunningSim,
+        services: Vec<Box<dyn std::any::Any + Send>>,
+    ) -> Deployment {
+        Deployment {
+            dir,
+            env,
+            api: format!("http://{listen}"),
+            token: String::new(),
+            sim,
+            http: reqwest::Client::new(),
+            workers: Vec::new(),
+            api_process: None,
+            _services: services,
+        }
+    }
+
+    pub fn env_refs(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    async fn create_token(&self) -> String {
+        let out = run(
+            self.dir.path(),
+            &self.env_refs(),
+            &["token", "create", "--name", "e2e"],
+        )
+        .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().next().unwrap().to_owned()
+    }
+
+    /// Starts `byok <args>` with its output in `<dir>/<name>.log`.
+    fn spawn(&self, name: &str, args: &[&str]) -> tokio::process::Child {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        byok(self.dir.path(), &self.env_refs())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// The last lines a process logged (for failure messages).
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Starts one more worker process; returns its index.
+    pub fn start_worker(&mut self) -> usize {
+        let index = self.workers.len();
+        let child = self.spawn(&format!("worker-{index}"), &["worker"]);
+        self.workers.push(Some(child));
+        index
+    }
+
+    /// kill -9 of worker `index`.
+    pub async fn kill_worker(&mut self, index: usize) {
+        let mut child = self.workers[index].take().expect("running worker");
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+
+    /// SIGTERM to worker `index`; returns how long it took to exit and its status.
+    pub async fn terminate_worker(
+        &mut self,
+        index: usize,
+        deadline: Duration,
+    ) -> (Duration, std::process::ExitStatus) {
+        let mut child = self.workers[index].take().expect("running worker");
+        let started = Instant::now();
+        terminate(child.id().unwrap());
+        let status = tokio::time::timeout(deadline, child.wait())
+            .await
+            .expect("worker exits")
+            .unwrap();
+        (started.elapsed(), status)
+    }
+
+    async fn wait_ready(&self) {
+        if !wait_until_ready(&format!("{}/readyz", self.api), Duration::from_secs(30)).await {
+            panic!(
+                "the API never became ready:\n{}",
+                self.log_tail("api") + &self.log_tail("run")
+            );
+        }
+    }
+
+    /// An authenticated request.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+    }
+
+    /// Stores a key for `user` (checked against the simulator).
+    pub async fn put_credentials(&self, user: uuid::Uuid, provider: &str, credentials: Value) {
+        let response = self
+            .req(
+                reqwest::Method::PUT,
+                &format!("/v1/users/{user}/providers/{provider}/credentials"),
+            )
+            .json(&json!({ "credentials": credentials }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Enqueues a job; returns its id.
+    pub async fn enqueue(&self, body: Value) -> String {
+        let response = self
+            .req(reqwest::Method::POST, "/v1/jobs")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{job}");
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.req(reqwest::Method::GET, &format!("/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every job is final (or `deadline` passes); returns them.
+    pub async fn wait_final(&self, ids: &[String], deadline: Duration) -> Vec<Value> {
+        self.wait_jobs(ids, deadline, |jobs| {
+            jobs.iter().all(|j| {
+                matches!(
+                    j["status"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                )
+            })
+        })
+        .await
+    }
+
+    /// Waits until `cond` holds on the jobs (or `deadline` passes).
+    pub async fn wait_jobs<F: Fn(&[Value]) -> bool>(
+        &self,
+        ids: &[String],
+        deadline: Duration,
+        cond: F,
+    ) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let mut jobs = Vec::new();
+            for id in ids {
+                jobs.push(self.job(id).await);
+            }
+            if cond(&jobs) || started.elapsed() > deadline {
+                return jobs;
+            }
+            // Jobs finish on the workers' schedule; polling the API is how a
+            // producer learns it too.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .flatten()
+            .chain(self.api_process.iter_mut())
+        {
+            let _ = child.start_kill();
+        }
+    }
+}

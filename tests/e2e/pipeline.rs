@@ -1,0 +1,460 @@
+//! The generation pipeline end to end: producers enqueue over HTTP, worker
+//! processes run the jobs against the provider simulator, and the
+//! guarantees hold while workers are killed, stopped and rate limited.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::deploy::{DeployOptions, Deployment};
+
+fn runway_job(user: Uuid, prompt: &str) -> Value {
+    json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt, "duration_seconds": 5 })
+}
+
+async fn enqueue_many(d: &Deployment, bodies: Vec<Value>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for body in bodies {
+        ids.push(d.enqueue(body).await);
+    }
+    ids
+}
+
+fn statuses(jobs: &[Value]) -> Vec<String> {
+    jobs.iter()
+        .map(|j| j["status"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_workers_keep_one_keys_window_and_use_its_quota() {
+    let Some(d) = Deployment::distributed(DeployOptions {
+        runway_per_minute: 6,
+        render_time: Duration::from_millis(100),
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    let key = "sim_rate_limited_key_0001";
+    d.put_credentials(user, "runway", json!({ "api_key": key }))
+        .await;
+    let _ids = enqueue_many(
+        &d,
+        (0..20)
+            .map(|i| runway_job(user, &format!("shot {i}")))
+            .collect(),
+    )
+    .await;
+
+    // Two full windows and a bit: enough to see both the cap and the use.
+    let started = Instant::now();
+    let stats = loop {
+        let stats = d.sim.stats().await;
+        let submits = stats
+            .runway
+            .for_api_key(key)
+            .map_or(0, |k| k.submit_times_ms.len());
+        if submits >= 13 || started.elapsed() > Duration::from_secs(200) {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let times = stats
+        .runway
+        .for_api_key(key)
+        .expect("the key submitted")
+        .submit_times_ms
+        .clone();
+    assert!(
+        times.len() >= 13,
+        "only {} submits in {:?}",
+        times.len(),
+        started.elapsed()
+    );
+    let worst = stats
+        .runway
+        .for_api_key(key)
+        .unwrap()
+        .max_submits_in_window(60_000);
+    assert!(
+        worst <= 6,
+        "a 60-second window at the simulator's clock held {worst} submits: {times:?}"
+    );
+    let first = times[0];
+    let in_first_61s = times.iter().filter(|t| **t - first < 61_000).count();
+    assert!(
+        in_first_61s >= 5,
+        "the quota was used: {in_first_61s} submits in the first 61 s"
+    );
+    assert!(
+        stats.runway.totals.throttled == 0,
+        "the limiter kept every submit under Runway's limit"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice() {
+    let Some(mut d) = Deployment::distributed(DeployOptions {
+        render_time: Duration::from_secs(6),
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_kill_test" }))
+        .await;
+    let ids = enqueue_many(
+        &d,
+        (0..10)
+            .map(|i| runway_job(user, &format!("take {i}")))
+            .collect(),
+    )
+    .await;
+    let polling = d
+        .wait_jobs(&ids, Duration::from_secs(30), |jobs| {
+            jobs.iter().all(|j| j["provider_job_id"].is_string())
+        })
+        .await;
+    assert!(
+        polling.iter().all(|j| j["status"] == "running"),
+        "all ten were polling: {:?}",
+        statuses(&polling)
+    );
+
+    d.kill_worker(0).await;
+    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    assert!(
+        jobs.iter().all(|j| j["status"] == "succeeded"),
+        "{:?}\n{}",
+        statuses(&jobs),
+        d.log_tail("worker-1")
+    );
+    let stats = d.sim.stats().await;
+    assert_eq!(
+        stats.runway.totals.accepted, 10,
+        "the simulator saw exactly ten submits"
+    );
+    for id in &ids {
+        let video = d.dir.path().join("videos").join(format!("{id}.mp4"));
+        assert!(
+            std::fs::metadata(&video)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false),
+            "{video:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_worker_within_its_grace_and_the_other_finishes_its_jobs() {
+    let Some(mut d) = Deployment::distributed(DeployOptions {
+        render_time: Duration::from_secs(3),
+        shutdown_grace: "5s",
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_sigterm_test" }))
+        .await;
+    let ids = enqueue_many(
+        &d,
+        (0..8)
+            .map(|i| runway_job(user, &format!("scene {i}")))
+            .collect(),
+    )
+    .await;
+    d.wait_jobs(&ids, Duration::from_secs(30), |jobs| {
+        jobs.iter().filter(|j| j["status"] == "running").count() >= 4
+    })
+    .await;
+
+    let (took, status) = d.terminate_worker(0, Duration::from_secs(20)).await;
+    assert!(
+        status.success(),
+        "clean exit: {status:?}\n{}",
+        d.log_tail("worker-0")
+    );
+    assert!(
+        took < Duration::from_secs(5) + Duration::from_secs(2),
+        "exited within the grace period: {took:?}"
+    );
+
+    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    assert!(
+        jobs.iter().all(|j| j["status"] == "succeeded"),
+        "{:?}\n{}",
+        statuses(&jobs),
+        d.log_tail("worker-1")
+    );
+    assert_eq!(
+        d.sim.stats().await.runway.totals.accepted,
+        8,
+        "nothing submitted twice"
+    );
+}
+
+#[tokio::test]
+async fn jobs_parked_at_a_slow_provider_do_not_hold_the_slots() {
+    let Some(d) = Deployment::distributed(DeployOptions {
+        workers: 1,
+        concurrency: 2,
+        render_time: Duration::from_secs(60),
+        poll_interval: "1s",
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_slow_provider" }))
+        .await;
+    let other = Uuid::new_v4();
+    let account = d.sim.new_service_account("e2e-project").unwrap();
+    d.put_credentials(other, "veo", json!({ "service_account": account }))
+        .await;
+
+    // As many jobs as the worker has slots, all waiting at the slow provider.
+    let parked = enqueue_many(
+        &d,
+        vec![runway_job(user, "slow one"), runway_job(user, "slow two")],
+    )
+    .await;
+    let jobs = d
+        .wait_jobs(&parked, Duration::from_secs(20), |jobs| {
+            jobs.iter().all(|j| j["status"] == "running")
+        })
+        .await;
+    assert_eq!(statuses(&jobs), ["running", "running"]);
+
+    let enqueued = Instant::now();
+    let fresh = d.enqueue(json!({ "user_id": other, "provider": "veo", "model": "veo-3.1-fast-generate-001", "prompt": "a fox in snow", "duration_seconds": 4 })).await;
+    let started = d
+        .wait_jobs(
+            std::slice::from_ref(&fresh),
+            Duration::from_secs(1),
+            |jobs| jobs[0]["provider_job_id"].is_string(),
+        )
+        .await;
+    assert!(
+        started[0]["provider_job_id"].is_string(),
+        "the fresh job started within a second: {}",
+        started[0]
+    );
+    assert!(enqueued.elapsed() < Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn the_queue_and_redis_hold_ids_only_never_key_material() {
+    let Some(d) = Deployment::distributed(DeployOptions::default()).await else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    let api_key = "sim_secret_material_4f3c2b1a0f9e8d7c";
+    d.put_credentials(user, "runway", json!({ "api_key": api_key }))
+        .await;
+    let account = d.sim.new_service_account("secret-project").unwrap();
+    let private_key_line = account["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    d.put_credentials(user, "veo", json!({ "service_account": account }))
+        .await;
+    let ids = enqueue_many(
+        &d,
+        vec![
+            runway_job(user, "a"),
+            json!({ "user_id": user, "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "b" }),
+        ],
+    )
+    .await;
+    // While they are in flight, and after, nothing in Redis is a secret.
+    for _ in 0..2 {
+        let dump = dump_namespace(&d).await;
+        assert!(
+            !dump.contains(api_key) && !dump.contains("sim_secret_material"),
+            "API key in Redis"
+        );
+        assert!(!dump.contains(&private_key_line), "private key in Redis");
+        for payload in payloads(&dump) {
+            let value: Value = serde_json::from_str(&payload).unwrap();
+            assert_eq!(
+                value
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+                Some(vec!["job_id".to_owned()]),
+                "{payload}"
+            );
+        }
+        d.wait_final(&ids, Duration::from_secs(30)).await;
+    }
+}
+
+/// Every key of the deployment's namespace and its contents, as text.
+async fn dump_namespace(d: &Deployment) -> String {
+    let url = d
+        .env
+        .iter()
+        .find(|(k, _)| k == "REDIS_URL")
+        .unwrap()
+        .1
+        .clone();
+    let namespace = d
+        .env
+        .iter()
+        .find(|(k, _)| k == "BYOK__QUEUE__NAMESPACE")
+        .unwrap()
+        .1
+        .clone();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{namespace}}}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let value: redis::Value = match kind.as_str() {
+            "stream" => redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "string" => redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            other => panic!("unexpected key type {other} for {key}"),
+        };
+        out.push_str(&format!("{key} {value:?}\n"));
+    }
+    out
+}
+
+/// The JSON payloads (`{"job_id":…}`) found in a dump.
+fn payloads(dump: &str) -> Vec<String> {
+    dump.match_indices("{\\\"job_id\\\"")
+        .filter_map(|(at, _)| {
+            dump[at..]
+                .find('}')
+                .map(|end| dump[at..=at + end].replace("\\\"", "\""))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_embedded_shape_runs_the_same_lifecycle() {
+    let d = Deployment::embedded(DeployOptions {
+        render_time: Duration::from_millis(300),
+        ..DeployOptions::default()
+    })
+    .await;
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_embedded_key" }))
+        .await;
+    let account = d.sim.new_service_account("embedded-project").unwrap();
+    d.put_credentials(user, "veo", json!({ "service_account": account }))
+        .await;
+    let throttled_user = Uuid::new_v4();
+    d.put_credentials(
+        throttled_user,
+        "runway",
+        json!({ "api_key": "sim_throttled_embedded" }),
+    )
+    .await;
+
+    let ok = d.enqueue(runway_job(user, "a calm sea")).await;
+    let veo = d.enqueue(json!({ "user_id": user, "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "a calm sea", "duration_seconds": 4 })).await;
+    let moderated = d
+        .enqueue(runway_job(user, "please sim:moderate this"))
+        .await;
+    let throttled = d.enqueue(runway_job(throttled_user, "a storm")).await;
+    let ids = vec![
+        ok.clone(),
+        veo.clone(),
+        moderated.clone(),
+        throttled.clone(),
+    ];
+    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    assert_eq!(
+        statuses(&jobs),
+        ["succeeded", "succeeded", "failed", "succeeded"],
+        "{}",
+        d.log_tail("run")
+    );
+    assert_eq!(jobs[2]["error"]["code"], "content_rejected");
+    // The throttled key met one 429, waited it out, and the submit that went
+    // through was still the job's first attempt.
+    let throttled_key = d
+        .sim
+        .stats()
+        .await
+        .runway
+        .for_api_key("sim_throttled_embedded")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            throttled_key.counters.throttled,
+            throttled_key.counters.accepted
+        ),
+        (1, 1),
+        "{throttled_key:?}"
+    );
+    assert_eq!(
+        jobs[3]["attempts"], 1,
+        "waiting out a 429 is not an attempt: {}",
+        jobs[3]
+    );
+
+    let video = d
+        .req(reqwest::Method::GET, &format!("/v1/jobs/{ok}/video"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.status(), 200);
+    let bytes = video.bytes().await.unwrap();
+    assert_eq!(&bytes[4..8], b"ftyp", "an MP4 came back");
+    assert_eq!(
+        jobs[0]["result"]["bytes"].as_u64().unwrap() as usize,
+        bytes.len()
+    );
+    assert!(
+        d.dir.path().join("data/byok.db").is_file(),
+        "everything in one SQLite file"
+    );
+}
