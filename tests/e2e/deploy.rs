@@ -203,6 +203,15 @@ impl Deployment {
         }
     }
 
+    /// The value of one of the processes' environment variables.
+    pub fn env_value(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} is not set"))
+    }
+
     pub fn env_refs(&self) -> Vec<(&str, &str)> {
         self.env
             .iter()

@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod docs;
 mod helpers;
+mod jobs_api;
 mod pipeline;
 mod rewrap;
 mod sim;

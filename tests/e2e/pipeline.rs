@@ -304,20 +304,8 @@ async fn the_queue_and_redis_hold_ids_only_never_key_material() {
 
 /// Every key of the deployment's namespace and its contents, as text.
 async fn dump_namespace(d: &Deployment) -> String {
-    let url = d
-        .env
-        .iter()
-        .find(|(k, _)| k == "REDIS_URL")
-        .unwrap()
-        .1
-        .clone();
-    let namespace = d
-        .env
-        .iter()
-        .find(|(k, _)| k == "BYOK__QUEUE__NAMESPACE")
-        .unwrap()
-        .1
-        .clone();
+    let url = d.env_value("REDIS_URL");
+    let namespace = d.env_value("BYOK__QUEUE__NAMESPACE");
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -1,0 +1,447 @@
+//! `POST /v1/jobs` and the job routes against real `byok api` and `byok
+//! worker` processes on PostgreSQL and Redis: bad input is refused with its
+//! status and code and leaves nothing stored or queued; idempotency keys
+//! replay and conflict; cancels reach the provider once.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::deploy::{DeployOptions, Deployment};
+
+/// Redis entries of the deployment's queue: due items plus delayed ones.
+async fn queued_items(d: &Deployment) -> (u64, u64) {
+    let (url, namespace) = (
+        d.env_value("REDIS_URL"),
+        d.env_value("BYOK__QUEUE__NAMESPACE"),
+    );
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let due: u64 = redis::cmd("XLEN")
+        .arg(format!("{{{namespace}}}:jobs"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let delayed: u64 = redis::cmd("ZCARD")
+        .arg(format!("{{{namespace}}}:delayed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (due, delayed)
+}
+
+async fn cancel(d: &Deployment, id: &str) -> reqwest::Result<reqwest::Response> {
+    d.req(Method::POST, &format!("/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+}
+
+/// Waits (up to 20 s) until the deployment's queue holds nothing.
+async fn wait_queue_empty(d: &Deployment) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while queued_items(d).await != (0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn user_jobs(d: &Deployment, user: Uuid) -> Vec<Value> {
+    let page: Value = d
+        .req(Method::GET, &format!("/v1/users/{user}/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+fn runway(user: Uuid, extra: Value) -> Value {
+    let mut body = json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": "a quiet harbour" });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            body[k] = v;
+        }
+    }
+    body
+}
+
+#[tokio::test]
+async fn bad_enqueues_are_refused_with_their_status_and_code_and_nothing_is_queued() {
+    let Some(d) = Deployment::distributed(DeployOptions {
+        workers: 0,
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_bad_input_key" }))
+        .await;
+    let keyless = Uuid::new_v4();
+    let url = format!("{}/v1/jobs", d.api);
+    let valid = runway(user, json!({}));
+
+    struct Case {
+        name: &'static str,
+        request: reqwest::RequestBuilder,
+        status: u16,
+        code: &'static str,
+        field: Option<&'static str>,
+    }
+    let post = || d.req(Method::POST, "/v1/jobs");
+    let json_body = |body: &Value| post().json(body);
+    let cases = vec![
+        Case {
+            name: "no token",
+            request: d.http.post(&url).json(&valid),
+            status: 401,
+            code: "unauthorized",
+            field: None,
+        },
+        Case {
+            name: "wrong token",
+            request: d
+                .http
+                .post(&url)
+                .bearer_auth(format!("byok_{}", "A".repeat(43)))
+                .json(&valid),
+            status: 401,
+            code: "unauthorized",
+            field: None,
+        },
+        Case {
+            name: "malformed JSON",
+            request: post()
+                .header("content-type", "application/json")
+                .body("{\"user_id\": "),
+            status: 400,
+            code: "bad_request",
+            field: None,
+        },
+        Case {
+            name: "wrong content type",
+            request: post()
+                .header("content-type", "text/plain")
+                .body(valid.to_string()),
+            status: 415,
+            code: "unsupported_media_type",
+            field: None,
+        },
+        Case {
+            name: "oversized body",
+            request: json_body(&runway(
+                user,
+                json!({ "metadata": { "blob": "x".repeat(1_100_000) } }),
+            )),
+            status: 413,
+            code: "payload_too_large",
+            field: None,
+        },
+        Case {
+            name: "unknown provider",
+            request: json_body(
+                &json!({ "user_id": user, "provider": "sora", "model": "sora-2", "prompt": "x" }),
+            ),
+            status: 422,
+            code: "invalid_request",
+            field: Some("provider"),
+        },
+        Case {
+            name: "unknown model",
+            request: json_body(&runway(user, json!({ "model": "gen1" }))),
+            status: 422,
+            code: "invalid_request",
+            field: Some("model"),
+        },
+        Case {
+            name: "unsupported duration",
+            request: json_body(&runway(user, json!({ "duration_seconds": 15 }))),
+            status: 422,
+            code: "invalid_request",
+            field: Some("duration_seconds"),
+        },
+        Case {
+            name: "unsupported aspect ratio",
+            request: json_body(&runway(user, json!({ "aspect_ratio": "4:3" }))),
+            status: 422,
+            code: "invalid_request",
+            field: Some("aspect_ratio"),
+        },
+        Case {
+            name: "unknown field",
+            request: json_body(&runway(user, json!({ "fps": 60 }))),
+            status: 422,
+            code: "invalid_request",
+            field: None,
+        },
+        Case {
+            name: "user id not a UUID",
+            request: json_body(
+                &json!({ "user_id": "bob", "provider": "runway", "model": "gen4.5", "prompt": "x" }),
+            ),
+            status: 422,
+            code: "invalid_request",
+            field: Some("user_id"),
+        },
+        Case {
+            name: "file:// image",
+            request: json_body(&runway(user, json!({ "image_url": "file:///etc/passwd" }))),
+            status: 422,
+            code: "invalid_request",
+            field: Some("image_url"),
+        },
+        Case {
+            name: "no stored key",
+            request: json_body(&runway(keyless, json!({}))),
+            status: 422,
+            code: "credentials_missing",
+            field: None,
+        },
+        Case {
+            name: "bad idempotency key",
+            request: json_body(&valid).header("idempotency-key", "k".repeat(300)),
+            status: 400,
+            code: "bad_request",
+            field: None,
+        },
+    ];
+    for case in cases {
+        let response = case.request.send().await.unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{}",
+            case.name
+        );
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, case.status, "{}: {body}", case.name);
+        assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
+        assert!(
+            body["error"]["message"].is_string(),
+            "{}: {body}",
+            case.name
+        );
+        if let Some(field) = case.field {
+            let named = body["error"]["details"]["field"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                named.contains(field),
+                "{}: names {field}: {body}",
+                case.name
+            );
+        }
+    }
+    // A validation error lists what is allowed.
+    let response = json_body(&runway(user, json!({ "duration_seconds": 15 })))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["details"]["allowed"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{body}"
+    );
+
+    assert!(user_jobs(&d, user).await.is_empty(), "nothing was stored");
+    assert!(user_jobs(&d, keyless).await.is_empty());
+    assert_eq!(queued_items(&d).await, (0, 0), "nothing was queued");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_same_job_and_refuses_another_body() {
+    let Some(d) = Deployment::distributed(DeployOptions {
+        workers: 0,
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_idempotency_key" }))
+        .await;
+    let body = runway(
+        user,
+        json!({ "duration_seconds": 5, "metadata": { "scene": 1, "take": 2 } }),
+    );
+    let send = |body: &Value, key: &str| {
+        d.req(Method::POST, "/v1/jobs")
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+    };
+
+    let first = send(&body, "order-17").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", first["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        (first["status"].as_str(), first["attempts"].as_u64()),
+        (Some("queued"), Some(0))
+    );
+    assert_eq!(first["metadata"], json!({ "scene": 1, "take": 2 }));
+
+    // The same request again (its keys in another order): the same job.
+    let reordered: Value = serde_json::from_str(&format!(
+        r#"{{"metadata":{{"take":2,"scene":1}},"duration_seconds":5,"prompt":"a quiet harbour","model":"gen4.5","provider":"runway","user_id":"{user}"}}"#
+    ))
+    .unwrap();
+    let replay = send(&reordered, "order-17").await.unwrap();
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], first["id"]);
+
+    // Another request under the same key: a conflict naming the first job.
+    let other = send(&runway(user, json!({ "duration_seconds": 10 })), "order-17")
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["error"]["code"], "conflict");
+    assert_eq!(other["error"]["details"]["job_id"], first["id"]);
+
+    // Another key is another job.
+    let second = send(&body, "order-18").await.unwrap();
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_ne!(second["id"], first["id"]);
+
+    assert_eq!(user_jobs(&d, user).await.len(), 2);
+    assert_eq!(queued_items(&d).await, (2, 0), "a replay queues nothing");
+}
+
+#[tokio::test]
+async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
+    let Some(mut d) = Deployment::distributed(DeployOptions {
+        workers: 1,
+        render_time: Duration::from_secs(60),
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_cancel_key" }))
+        .await;
+    let id = d
+        .enqueue(runway(user, json!({ "duration_seconds": 5 })))
+        .await;
+    let running = d
+        .wait_jobs(std::slice::from_ref(&id), Duration::from_secs(20), |jobs| {
+            jobs[0]["provider_job_id"].is_string()
+        })
+        .await;
+    assert_eq!(running[0]["status"], "running", "{}", running[0]);
+
+    let response = cancel(&d, &id).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["error"]["code"], "cancelled");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.sim.stats().await.runway.totals.cancels == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancel never reached the provider\n{}",
+            d.log_tail("worker-0")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = cancel(&d, &id).await.unwrap();
+    assert_eq!(again.status(), 409, "a final job cannot be cancelled again");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        (
+            again["error"]["code"].as_str(),
+            again["error"]["details"]["status"].as_str()
+        ),
+        (Some("conflict"), Some("cancelled"))
+    );
+    assert_eq!(
+        cancel(&d, &Uuid::new_v4().to_string())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(cancel(&d, "not-a-uuid").await.unwrap().status(), 400);
+    let video = d
+        .req(Method::GET, &format!("/v1/jobs/{id}/video"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.status(), 404, "a cancelled job has no video");
+
+    // Once the cancelled job's items have ended, a job cancelled before any
+    // worker took it is never submitted.
+    wait_queue_empty(&d).await;
+    d.kill_worker(0).await;
+    let parked = d
+        .enqueue(runway(user, json!({ "prompt": "never made" })))
+        .await;
+    assert_eq!(cancel(&d, &parked).await.unwrap().status(), 200);
+    let stats_before = d.sim.stats().await.runway.totals.submits;
+    d.start_worker();
+    // The new worker takes the item and drops it: the queue empties.
+    wait_queue_empty(&d).await;
+    assert_eq!(
+        d.sim.stats().await.runway.totals.submits,
+        stats_before,
+        "nothing submitted"
+    );
+    assert_eq!(d.job(&parked).await["status"], "cancelled");
+    assert_eq!(
+        d.sim.stats().await.runway.totals.cancels,
+        1,
+        "one cancel in all"
+    );
+
+    // The user's jobs, newest first, one page at a time.
+    let page: Value = d
+        .req(Method::GET, &format!("/v1/users/{user}/jobs?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"].as_str(), Some(parked.as_str()));
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let page: Value = d
+        .req(
+            Method::GET,
+            &format!("/v1/users/{user}/jobs?limit=1&cursor={cursor}&status=cancelled"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"].as_str(), Some(id.as_str()));
+    assert!(page["next_cursor"].is_null());
+    let bad = d
+        .req(Method::GET, &format!("/v1/users/{user}/jobs?status=done"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
