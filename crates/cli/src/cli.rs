@@ -35,6 +35,12 @@ pub enum Command {
     Token(TokenCommand),
     /// Serve the provider simulator (Runway, Stability AI, Vertex AI).
     Sim(SimArgs),
+    /// Inspect and repair the work queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Inspect jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 impl Command {
@@ -81,6 +87,71 @@ pub struct ListTokens {
 pub struct RevokeToken {
     /// The token's id (from `byok token list`).
     pub id: Uuid,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Counts per state (pending, scheduled, running, dead) and the oldest
+    /// pending item's age.
+    Stats(QueueStatsArgs),
+    /// Items in one state.
+    List(QueueListArgs),
+    /// Move dead items back to pending, with fresh attempts.
+    Retry(QueueRetryArgs),
+    /// Delete every item in one state (pending, scheduled or dead).
+    Purge(QueuePurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueueStatsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueListArgs {
+    /// pending, scheduled, running or dead.
+    #[arg(long, value_name = "STATE")]
+    pub state: byok_queue::ItemState,
+    /// At most this many items.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all_dead"])))]
+pub struct QueueRetryArgs {
+    /// Dead items to retry, by job id or by the reference `queue list` shows.
+    pub ids: Vec<String>,
+    /// Retry every dead item.
+    #[arg(long)]
+    pub all_dead: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuePurgeArgs {
+    /// pending, scheduled or dead (running items belong to live workers).
+    #[arg(long, value_name = "STATE")]
+    pub state: byok_queue::ItemState,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// One job with its full history.
+    Show(JobShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobShowArgs {
+    /// The job's id.
+    pub id: Uuid,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod context;
+mod table;
 mod telemetry;
 
 use std::process::ExitCode;

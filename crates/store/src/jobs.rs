@@ -152,14 +152,16 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-/// One generation job as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// One generation job as stored. Serialises with every column (the
+/// operator's view; the API shows producers a subset).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Job {
     /// UUIDv7: ids sort by creation time.
     pub id: Uuid,
     /// Whose key pays.
     pub user_id: Uuid,
     /// The stored provider name (see [`Job::provider`]).
+    #[serde(rename = "provider")]
     pub provider_name: String,
     /// The model id.
     pub model: String,
@@ -186,6 +188,7 @@ pub struct Job {
     /// The producer's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
     /// SHA-256 of the canonical request, to tell a replay from a conflict.
+    #[serde(serialize_with = "hex_opt")]
     pub request_sha256: Option<Vec<u8>>,
     /// Accepted.
     pub created_at: DateTime<Utc>,
@@ -261,8 +264,15 @@ pub enum Cancelled {
     NotFound,
 }
 
+fn hex_opt<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(b) => s.serialize_str(&hex::encode(b)),
+        None => s.serialize_none(),
+    }
+}
+
 /// One entry of a job's history.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
 pub struct JobEvent {
     /// When.
     pub at: DateTime<Utc>,

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 mod api;
+mod job;
 mod keys;
 mod migrate;
+mod queue;
 mod run;
 mod sim;
 mod token;
@@ -10,7 +12,7 @@ mod worker;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, KeysCommand, TokenCommand};
+use crate::cli::{Cli, Command, JobCommand, KeysCommand, QueueCommand, TokenCommand};
 
 /// Runs the parsed command; `Err` is reported by `main` with the right exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -32,6 +34,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token::revoke(&byok_config::load(config)?, &args).await
         }
         Command::Sim(args) => sim::run(&args).await,
+        Command::Queue(QueueCommand::Stats(args)) => {
+            queue::stats(&byok_config::load(config)?, &args).await
+        }
+        Command::Queue(QueueCommand::List(args)) => {
+            queue::list(&byok_config::load(config)?, &args).await
+        }
+        Command::Queue(QueueCommand::Retry(args)) => {
+            queue::retry(&byok_config::load(config)?, &args).await
+        }
+        Command::Queue(QueueCommand::Purge(args)) => {
+            queue::purge(&byok_config::load(config)?, &args).await
+        }
+        Command::Job(JobCommand::Show(args)) => job::show(&byok_config::load(config)?, &args).await,
     }
 }
 

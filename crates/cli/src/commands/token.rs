@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::cli::{CreateToken, ListTokens, RevokeToken};
 use crate::context;
+use crate::table::{Table, when};
 
 /// Creates a token and prints it alone on stdout's first line.
 #[allow(clippy::print_stdout)]
@@ -34,20 +35,17 @@ pub async fn list(settings: &Settings, args: &ListTokens) -> anyhow::Result<Exit
         println!("{}", json!({ "tokens": rows }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}",
-        "ID", "NAME", "CREATED", "LAST USED", "REVOKED"
-    );
+    let mut table = Table::new(["ID", "NAME", "CREATED", "LAST USED", "REVOKED"]);
     for t in &tokens {
-        println!(
-            "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}",
-            t.id,
-            t.name,
+        table.row(vec![
+            t.id.to_string(),
+            t.name.clone(),
             when(Some(t.created_at)),
             when(t.last_used_at),
-            when(t.revoked_at)
-        );
+            when(t.revoked_at),
+        ]);
     }
+    print!("{}", table.render());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,9 +70,4 @@ fn token_json(t: &ApiToken) -> serde_json::Value {
         "last_used_at": t.last_used_at,
         "revoked_at": t.revoked_at,
     })
-}
-
-fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "-".to_owned())
 }

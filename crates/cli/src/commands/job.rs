@@ -1,0 +1,84 @@
+//! `byok job show ID [--json]`: one job with its full history.
+
+use std::process::ExitCode;
+
+use byok_config::Settings;
+use serde_json::json;
+
+use crate::cli::JobShowArgs;
+use crate::context;
+use crate::table::{Table, when};
+
+#[allow(clippy::print_stdout)]
+pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<ExitCode> {
+    let store = context::open_store(settings).await?;
+    let job = store.jobs().get(args.id).await?;
+    let Some(job) = job else {
+        store.close().await;
+        anyhow::bail!("no job has id {}", args.id);
+    };
+    let history = store.jobs().events(job.id).await?;
+    store.close().await;
+    if args.json {
+        println!("{}", json!({ "job": job, "history": history }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = job
+        .progress
+        .map(|p| format!(" ({:.0}%)", p * 100.0))
+        .unwrap_or_default();
+    let mut fields = vec![
+        ("job", job.id.to_string()),
+        ("user", job.user_id.to_string()),
+        ("provider", format!("{} / {}", job.provider_name, job.model)),
+        ("status", format!("{}{progress}", job.status)),
+        ("attempts", job.attempts.to_string()),
+        (
+            "provider job",
+            job.provider_job_id
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+        ),
+        ("created", when(Some(job.created_at))),
+        ("queued", when(job.enqueued_at)),
+        ("started", when(job.started_at)),
+        ("finished", when(job.finished_at)),
+    ];
+    if job.submit_started_at.is_some() {
+        fields.push(("submit out since", when(job.submit_started_at)));
+    }
+    if let Some(error) = &job.error {
+        let retry = if error.retryable {
+            "retryable"
+        } else {
+            "not retryable"
+        };
+        fields.push((
+            "error",
+            format!("{}: {} ({retry})", error.code, error.message),
+        ));
+    }
+    if let Some(result) = &job.result {
+        fields.push(("result", result.to_string()));
+    }
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in &fields {
+        println!("{key:<width$}  {value}");
+    }
+    println!(
+        "request{}  {}",
+        " ".repeat(width.saturating_sub(7)),
+        job.request
+    );
+    println!();
+    let mut table = Table::new(["AT", "STATUS", "WHAT HAPPENED"]);
+    for event in &history {
+        table.row(vec![
+            when(Some(event.at)),
+            event.status.clone(),
+            event.message.clone(),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
