@@ -7,6 +7,7 @@ mod deploy;
 mod docs;
 mod helpers;
 mod jobs_api;
+mod manifests;
 mod operator;
 mod pipeline;
 mod rewrap;
