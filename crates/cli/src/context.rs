@@ -54,9 +54,10 @@ pub fn key_ring(settings: &Settings) -> anyhow::Result<KeyRing> {
 
 /// The provider adapters, pointed where the settings say.
 pub fn providers(settings: &Settings) -> anyhow::Result<Registry> {
-    let provider = |id| {
+    let mut options = RegistryOptions::defaults();
+    for id in byok_core::ProviderId::ALL {
         let p = settings.providers.get(id);
-        ProviderOptions {
+        *options.provider_mut(id) = ProviderOptions {
             base_url: p.base_url.clone(),
             rate_limits: RateLimits {
                 per_minute: p.rate_limit.per_minute,
@@ -66,15 +67,10 @@ pub fn providers(settings: &Settings) -> anyhow::Result<Registry> {
                 .models
                 .clone()
                 .map(|models| byok_core::Catalogue { models }),
-        }
-    };
-    let options = RegistryOptions {
-        veo: provider(byok_core::ProviderId::Veo),
-        runway: provider(byok_core::ProviderId::Runway),
-        stability: provider(byok_core::ProviderId::Stability),
-        allow_private_networks: settings.fetch.allow_private_networks,
-        request_timeout: RegistryOptions::DEFAULT_REQUEST_TIMEOUT,
-    };
+        };
+    }
+    options.allow_private_networks = settings.fetch.allow_private_networks;
+    options.request_timeout = RegistryOptions::DEFAULT_REQUEST_TIMEOUT;
     Registry::new(&options).context("cannot set up the provider adapters")
 }
 

@@ -15,7 +15,9 @@ pub const ENV_PREFIX: &str = "BYOK";
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_FILE: &str = "byok.toml";
 
-/// Built-in defaults, the first layer. Keys are the contract of DESIGN §4.
+/// Built-in defaults, the first layer. Keys are the contract of DESIGN §4. Each provider's
+/// `providers.<id>.*` defaults come from its entry in `byok_core::ProviderId`
+/// ([`provider_defaults`]).
 const DEFAULTS: &[(&str, &str)] = &[
     ("database.url", "sqlite://byok-data/byok.db"),
     ("queue.url", "sqlite"),
@@ -30,25 +32,29 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.shutdown_grace", "25s"),
     ("output.dir", "byok-data/videos"),
     ("fetch.allow_private_networks", "false"),
-    // Real hosts (../reference/providers.md). Vertex AI is regional.
-    (
-        "providers.veo.base_url",
-        "https://{location}-aiplatform.googleapis.com",
-    ),
-    ("providers.runway.base_url", "https://api.dev.runwayml.com"),
-    ("providers.stability.base_url", "https://api.stability.ai"),
-    // Seed limits per user key (DESIGN §8).
-    ("providers.veo.rate_limit.per_minute", "10"),
-    ("providers.veo.rate_limit.per_hour", "100"),
-    ("providers.runway.rate_limit.per_minute", "5"),
-    ("providers.runway.rate_limit.per_hour", "50"),
-    ("providers.stability.rate_limit.per_minute", "3"),
-    ("providers.stability.rate_limit.per_hour", "30"),
-    // The providers' documented minimum poll intervals.
-    ("providers.veo.poll_interval", "10s"),
-    ("providers.runway.poll_interval", "5s"),
-    ("providers.stability.poll_interval", "10s"),
 ];
+
+/// `providers.<id>.base_url`, `.rate_limit.per_minute`, `.rate_limit.per_hour` and
+/// `.poll_interval` of every provider: the real hosts (../reference/providers.md), the seed
+/// limits per user key (DESIGN §8) and the providers' documented minimum poll intervals.
+fn provider_defaults() -> Vec<(String, String)> {
+    byok_core::ProviderId::ALL
+        .into_iter()
+        .flat_map(|id| {
+            let d = id.defaults();
+            [
+                ("base_url", d.base_url.to_owned()),
+                ("rate_limit.per_minute", d.per_minute.to_string()),
+                ("rate_limit.per_hour", d.per_hour.to_string()),
+                (
+                    "poll_interval",
+                    humantime::format_duration(d.poll_interval).to_string(),
+                ),
+            ]
+            .map(|(key, value)| (format!("providers.{id}.{key}"), value))
+        })
+        .collect()
+}
 
 /// Conventional variables honoured besides `BYOK__…`, and the setting each sets.
 const ALIASES: &[(&str, &str)] = &[
@@ -116,10 +122,15 @@ pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
 /// Loads the settings from an explicit environment snapshot.
 pub fn load_from(config_file: Option<&Path>, env: &Environment) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder();
-    for (key, value) in DEFAULTS {
+    let providers = provider_defaults();
+    let defaults = DEFAULTS
+        .iter()
+        .map(|(key, value)| (*key, *value))
+        .chain(providers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (key, value) in defaults {
         builder = builder
-            .set_default(*key, *value)
-            .map_err(|e| ConfigError::new(*key, e.to_string()))?;
+            .set_default(key, value)
+            .map_err(|e| ConfigError::new(key, e.to_string()))?;
     }
 
     if let Some(path) = config_file_to_read(config_file)? {

@@ -102,26 +102,60 @@ pub struct OutputSettings {
     pub dir: PathBuf,
 }
 
-/// `providers.<id>.*`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `providers.<id>.*`: one [`ProviderSettings`] per [`ProviderId`], every one present
+/// (the defaults layer sets them all); a table named after no provider is an unknown key.
+#[derive(Debug)]
 pub struct ProvidersSettings {
-    /// Google Veo on Vertex AI.
-    pub veo: ProviderSettings,
-    /// Runway.
-    pub runway: ProviderSettings,
-    /// Stability AI.
-    pub stability: ProviderSettings,
+    /// Indexed like [`ProviderId::ALL`].
+    providers: Vec<ProviderSettings>,
 }
 
 impl ProvidersSettings {
     /// The settings of one provider.
     pub fn get(&self, id: ProviderId) -> &ProviderSettings {
-        match id {
-            ProviderId::Veo => &self.veo,
-            ProviderId::Runway => &self.runway,
-            ProviderId::Stability => &self.stability,
+        &self.providers[id.index()]
+    }
+}
+
+impl<'de> Deserialize<'de> for ProvidersSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ProvidersSettings;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of providers")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let mut slots: Vec<Option<ProviderSettings>> =
+                    ProviderId::ALL.iter().map(|_| None).collect();
+                while let Some(key) = map.next_key::<String>()? {
+                    // The same error as `deny_unknown_fields` on named fields gives.
+                    let id: ProviderId = key
+                        .parse()
+                        .map_err(|_| A::Error::unknown_field(&key, &ProviderId::NAMES))?;
+                    let slot = &mut slots[id.index()];
+                    if slot.is_some() {
+                        return Err(A::Error::duplicate_field(id.as_str()));
+                    }
+                    *slot = Some(map.next_value()?);
+                }
+                let providers = ProviderId::ALL
+                    .into_iter()
+                    .zip(slots)
+                    .map(|(id, slot)| slot.ok_or_else(|| A::Error::missing_field(id.as_str())))
+                    .collect::<Result<_, _>>()?;
+                Ok(ProvidersSettings { providers })
+            }
         }
+
+        deserializer.deserialize_map(Visitor)
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use byok_config::{ConfigError, Environment, KeyRingSource, Shape, load_from, load_key_ring};
+use byok_core::ProviderId;
 use secrecy::ExposeSecret;
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -47,34 +48,41 @@ fn defaults_describe_the_embedded_shape() {
     assert_eq!(s.worker.shutdown_grace, Duration::from_secs(25));
     assert_eq!(s.output.dir, PathBuf::from("byok-data/videos"));
     assert!(!s.fetch.allow_private_networks);
-    assert_eq!(s.providers.runway.base_url, "https://api.dev.runwayml.com");
-    assert_eq!(s.providers.stability.base_url, "https://api.stability.ai");
     assert_eq!(
-        s.providers.veo.base_url,
+        s.providers.get(ProviderId::Runway).base_url,
+        "https://api.dev.runwayml.com"
+    );
+    assert_eq!(
+        s.providers.get(ProviderId::Stability).base_url,
+        "https://api.stability.ai"
+    );
+    assert_eq!(
+        s.providers.get(ProviderId::Veo).base_url,
         "https://{location}-aiplatform.googleapis.com"
     );
     assert_eq!(
         (
-            s.providers.veo.rate_limit.per_minute,
-            s.providers.veo.rate_limit.per_hour
+            s.providers.get(ProviderId::Veo).rate_limit.per_minute,
+            s.providers.get(ProviderId::Veo).rate_limit.per_hour
         ),
         (10, 100)
     );
     assert_eq!(
         (
-            s.providers.runway.rate_limit.per_minute,
-            s.providers.runway.rate_limit.per_hour
+            s.providers.get(ProviderId::Runway).rate_limit.per_minute,
+            s.providers.get(ProviderId::Runway).rate_limit.per_hour
         ),
         (5, 50)
     );
     assert_eq!(
         (
-            s.providers.stability.rate_limit.per_minute,
-            s.providers.stability.rate_limit.per_hour
+            s.providers.get(ProviderId::Stability).rate_limit.per_minute,
+            s.providers.get(ProviderId::Stability).rate_limit.per_hour
         ),
         (3, 30)
     );
-    assert_eq!(s.providers.runway.poll_interval, Duration::from_secs(5));
+    let polls = ProviderId::ALL.map(|id| s.providers.get(id).poll_interval.as_secs());
+    assert_eq!(polls, [10, 5, 10], "veo, runway, stability");
     assert_eq!(s.data_dir(), PathBuf::from("byok-data"));
 }
 
@@ -107,9 +115,12 @@ fn file_overrides_defaults_and_environment_overrides_the_file() {
     assert_eq!(s.api.max_body_bytes, 2048);
     assert_eq!(s.worker.concurrency, 32, "env beats file");
     assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
-    assert_eq!(s.providers.runway.rate_limit.per_minute, 6);
-    assert_eq!(s.providers.runway.rate_limit.per_hour, 60);
-    assert_eq!(s.providers.runway.base_url, "http://127.0.0.1:9999");
+    assert_eq!(s.providers.get(ProviderId::Runway).rate_limit.per_minute, 6);
+    assert_eq!(s.providers.get(ProviderId::Runway).rate_limit.per_hour, 60);
+    assert_eq!(
+        s.providers.get(ProviderId::Runway).base_url,
+        "http://127.0.0.1:9999"
+    );
     assert!(s.fetch.allow_private_networks);
     assert_eq!(s.queue.visibility_timeout, Duration::from_millis(500));
 }
@@ -322,7 +333,7 @@ fn the_embedded_shape_generates_a_private_key_file_once() {
     let (second, source) = load_key_ring(&s).unwrap();
     assert_eq!(source, KeyRingSource::KeyFile(key_file.clone()));
     // Same key: what the first sealed, the second opens.
-    let ctx = byok_crypto::SealContext::new(uuid_nil(), byok_core::ProviderId::Runway);
+    let ctx = byok_crypto::SealContext::new(uuid_nil(), ProviderId::Runway);
     let sealed = first.seal(&ctx, b"x").unwrap();
     assert!(second.open(&ctx, &sealed).is_ok());
 
@@ -350,10 +361,10 @@ fn a_provider_catalogue_can_be_replaced_in_the_file() {
         "#,
     );
     let s = load_from(Some(&path), &env(&[])).unwrap();
-    let models = s.providers.runway.models.as_ref().unwrap();
+    let models = s.providers.get(ProviderId::Runway).models.as_ref().unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(models[0].id, "gen5");
-    assert!(s.providers.veo.models.is_none());
+    assert!(s.providers.get(ProviderId::Veo).models.is_none());
 
     let (_dir, path) = file(
         r#"

@@ -14,7 +14,7 @@ pub use catalogue::{
 pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
 pub use job_status::JobStatus;
-pub use provider_id::{ProviderId, UnknownProvider};
+pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
 pub use request::{GenerationRequest, ValidationError};
 
 /// The payload of a generation job's queue item: the job's id, nothing else.

@@ -1,33 +1,24 @@
 //! Each provider's models, as data: `catalogue/<provider>.toml`, embedded in the
 //! binary, replaced by `providers.<id>.models` when configured.
 
-use byok_core::{Catalogue, Mode, ProviderId};
+use byok_core::{Catalogue, Mode};
 use serde::Serialize;
 
-use crate::registry::RegistryError;
+use crate::registry::{ProviderSpec, RegistryError};
 
-/// The models each provider's API accepts today (see the comments in the files).
-fn embedded(id: ProviderId) -> &'static str {
-    match id {
-        ProviderId::Veo => include_str!("../catalogue/veo.toml"),
-        ProviderId::Runway => include_str!("../catalogue/runway.toml"),
-        ProviderId::Stability => include_str!("../catalogue/stability.toml"),
-    }
-}
-
-/// The catalogue of `id`: `configured` when given, else the embedded one;
-/// checked for coherence either way.
+/// The catalogue of `spec`'s provider: `configured` when given, else the built-in one
+/// (`spec.catalogue`); checked for coherence either way.
 pub(crate) fn load(
-    id: ProviderId,
+    spec: &ProviderSpec,
     configured: Option<&Catalogue>,
 ) -> Result<Catalogue, RegistryError> {
     let bad = |reason: String| RegistryError::BadCatalogue {
-        provider: id,
+        provider: spec.id,
         reason,
     };
     let catalogue = match configured {
         Some(c) => c.clone(),
-        None => toml::from_str(embedded(id))
+        None => toml::from_str(spec.catalogue)
             .map_err(|e| bad(format!("the built-in catalogue does not parse: {e}")))?,
     };
     catalogue.check().map_err(bad)?;
@@ -92,8 +83,9 @@ mod tests {
 
     #[test]
     fn every_built_in_catalogue_parses_and_is_coherent() {
-        for id in ProviderId::ALL {
-            let catalogue = load(id, None).unwrap_or_else(|e| panic!("{id}: {e}"));
+        for spec in crate::registry::PROVIDERS {
+            let id = spec.id;
+            let catalogue = load(spec, None).unwrap_or_else(|e| panic!("{id}: {e}"));
             assert!(!catalogue.models.is_empty());
         }
     }

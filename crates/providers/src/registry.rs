@@ -1,15 +1,113 @@
-//! The set of configured providers.
+//! The set of configured providers: [`PROVIDERS`], one [`ProviderSpec`] per provider,
+//! is the only list of adapters; everything else (the registry, the catalogues, the
+//! descriptors of `GET /v1/providers`) is derived from it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use byok_core::ProviderId;
+use byok_core::{Catalogue, ProviderId};
 
+use crate::catalogue::Capabilities;
 use crate::http::USER_AGENT;
-use crate::runway::RunwayProvider;
-use crate::stability::StabilityProvider;
-use crate::veo::VeoProvider;
 use crate::vertex::TokenSource;
-use crate::{RegistryOptions, VideoProvider};
+use crate::{
+    CredentialField, ProviderDescriptor, ProviderOptions, RegistryOptions, VideoProvider, runway,
+    stability, veo,
+};
+
+/// Every adapter of this build, one line per provider, in [`ProviderId::ALL`] order (checked
+/// at compile time: a missing, extra or misplaced provider does not build).
+pub(crate) const PROVIDERS: [&ProviderSpec; ProviderId::ALL.len()] =
+    [&veo::SPEC, &runway::SPEC, &stability::SPEC];
+
+const _: () = {
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        assert!(
+            PROVIDERS[i].id.index() == i,
+            "PROVIDERS must list every ProviderId once, in ProviderId::ALL order"
+        );
+        i += 1;
+    }
+};
+
+/// What a provider module declares about itself (its `SPEC` constant). The defaults of its
+/// settings (base URL, seed rate limits, poll interval) are IO-free data shared with the
+/// configuration, so they sit beside its id in `byok_core::ProviderId`
+/// ([`ProviderId::defaults`]).
+#[derive(Debug)]
+pub(crate) struct ProviderSpec {
+    /// Which provider.
+    pub(crate) id: ProviderId,
+    /// Human name for listings ("Runway ML").
+    pub(crate) display_name: &'static str,
+    /// One sentence on what the provider is and how it is reached.
+    pub(crate) description: &'static str,
+    /// Stable icon slug.
+    pub(crate) icon: &'static str,
+    /// The fields of the `credentials` object, in display order.
+    pub(crate) credential_fields: &'static [CredentialField],
+    /// The built-in catalogue: `include_str!("../catalogue/<id>.toml")`.
+    pub(crate) catalogue: &'static str,
+    /// Builds the adapter.
+    pub(crate) build: fn(Setup<'_>) -> Result<Arc<dyn VideoProvider>, RegistryError>,
+}
+
+/// Everything an adapter is built from: its options, its checked catalogue and descriptor,
+/// and what the registry shares between adapters.
+#[derive(Debug)]
+pub(crate) struct Setup<'a> {
+    /// `providers.<id>.*`.
+    pub(crate) options: &'a ProviderOptions,
+    /// The descriptor of `GET /v1/providers`: the spec's text, the catalogue's models and
+    /// their capabilities, the configured rate limits.
+    pub(crate) descriptor: ProviderDescriptor,
+    /// `providers.<id>.models`, else the built-in catalogue; checked for coherence.
+    pub(crate) catalogue: Catalogue,
+    /// The client for configured (trusted) provider hosts: `request_timeout` per request,
+    /// redirects not followed.
+    pub(crate) http: reqwest::Client,
+    /// The Vertex access-token cache (shared, so a token is exchanged once per account).
+    pub(crate) tokens: Arc<TokenSource>,
+    /// `fetch.allow_private_networks`, for URLs that come from outside.
+    pub(crate) allow_private_networks: bool,
+    /// Per-request timeout for provider calls.
+    pub(crate) request_timeout: Duration,
+}
+
+impl<'a> Setup<'a> {
+    /// The setup of `spec` with `options`: loads and checks the catalogue, builds the
+    /// descriptor.
+    pub(crate) fn new(
+        spec: &ProviderSpec,
+        options: &'a ProviderOptions,
+        http: reqwest::Client,
+        tokens: Arc<TokenSource>,
+        allow_private_networks: bool,
+        request_timeout: Duration,
+    ) -> Result<Setup<'a>, RegistryError> {
+        let catalogue = crate::catalogue::load(spec, options.models.as_ref())?;
+        let descriptor = ProviderDescriptor {
+            id: spec.id,
+            display_name: spec.display_name,
+            description: spec.description,
+            icon: spec.icon,
+            models: catalogue.models.clone(),
+            capabilities: Capabilities::of(&catalogue),
+            credential_fields: spec.credential_fields.to_vec(),
+            rate_limits: options.rate_limits,
+        };
+        Ok(Setup {
+            options,
+            descriptor,
+            catalogue,
+            http,
+            tokens,
+            allow_private_networks,
+            request_timeout,
+        })
+    }
+}
 
 /// Why the providers could not be set up from configuration.
 #[derive(Debug, thiserror::Error)]
@@ -39,57 +137,39 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     /// Indexed like [`ProviderId::ALL`].
-    providers: [Arc<dyn VideoProvider>; ProviderId::ALL.len()],
+    providers: Vec<Arc<dyn VideoProvider>>,
 }
 
 impl Registry {
     /// Builds every adapter from `options`.
     pub fn new(options: &RegistryOptions) -> Result<Registry, RegistryError> {
-        // One client for the configured (trusted) provider hosts. Redirects are not
-        // followed: provider APIs do not redirect, and a redirect would carry our
-        // attention (not the Authorization header, which reqwest drops) elsewhere.
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(options.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(RegistryError::HttpClient)?;
+        let http = trusted_client(options.request_timeout)?;
         let tokens = Arc::new(
             TokenSource::new(options.allow_private_networks, options.request_timeout)
                 .map_err(RegistryError::HttpClient)?,
         );
-
-        let providers =
-            ProviderId::ALL.map(|id| -> Result<Arc<dyn VideoProvider>, RegistryError> {
-                let provider_options = options.provider(id);
-                Ok(match id {
-                    ProviderId::Veo => Arc::new(VeoProvider::new(
-                        provider_options,
-                        Arc::clone(&tokens),
-                        options.allow_private_networks,
-                    )?),
-                    ProviderId::Runway => Arc::new(RunwayProvider::new(
-                        provider_options,
-                        http.clone(),
-                        options.request_timeout,
-                        options.allow_private_networks,
-                    )?),
-                    ProviderId::Stability => Arc::new(StabilityProvider::new(
-                        provider_options,
-                        http.clone(),
-                        options.request_timeout,
-                    )?),
-                })
-            });
-        let [veo, runway, stability] = providers;
-        Ok(Registry {
-            providers: [veo?, runway?, stability?],
-        })
+        let providers = PROVIDERS
+            .iter()
+            .map(|spec| {
+                let setup = Setup::new(
+                    spec,
+                    options.provider(spec.id),
+                    http.clone(),
+                    Arc::clone(&tokens),
+                    options.allow_private_networks,
+                    options.request_timeout,
+                )?;
+                let adapter = (spec.build)(setup)?;
+                debug_assert_eq!(adapter.id(), spec.id);
+                Ok(adapter)
+            })
+            .collect::<Result<_, RegistryError>>()?;
+        Ok(Registry { providers })
     }
 
     /// The adapter of `id`. Every [`ProviderId`] is present.
     pub fn get(&self, id: ProviderId) -> Arc<dyn VideoProvider> {
-        Arc::clone(&self.providers[index(id)])
+        Arc::clone(&self.providers[id.index()])
     }
 
     /// Every adapter, in [`ProviderId::ALL`] order.
@@ -98,12 +178,16 @@ impl Registry {
     }
 }
 
-fn index(id: ProviderId) -> usize {
-    match id {
-        ProviderId::Veo => 0,
-        ProviderId::Runway => 1,
-        ProviderId::Stability => 2,
-    }
+/// One client for the configured (trusted) provider hosts. Redirects are not followed:
+/// provider APIs do not redirect, and a redirect would carry our attention (not the
+/// Authorization header, which reqwest drops) elsewhere.
+pub(crate) fn trusted_client(request_timeout: Duration) -> Result<reqwest::Client, RegistryError> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(RegistryError::HttpClient)
 }
 
 #[cfg(test)]
@@ -111,9 +195,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_matches_all_order() {
-        for (i, id) in ProviderId::ALL.into_iter().enumerate() {
-            assert_eq!(index(id), i);
+    fn every_spec_is_its_providers_and_builds_with_the_defaults() {
+        let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
+        for (spec, id) in PROVIDERS.iter().zip(ProviderId::ALL) {
+            assert_eq!(spec.id, id);
+            let adapter = registry.get(id);
+            assert_eq!(adapter.id(), id);
+            assert_eq!(adapter.descriptor().display_name, spec.display_name);
         }
     }
 }

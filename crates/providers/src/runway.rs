@@ -3,6 +3,7 @@
 //! `/v1/image_to_video`, `GET /v1/tasks/{id}` and `DELETE /v1/tasks/{id}`; outputs
 //! downloaded from Runway's signed CDN URLs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -20,14 +21,13 @@ use url::Url;
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
 use crate::http::{self, Body, MAX_VIDEO_BYTES, USER_AGENT};
+use crate::registry::{ProviderSpec, Setup};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
-    ProviderDescriptor, ProviderId, ProviderOptions, RegistryError, RemoteStatus, SubmitRequest,
-    Submitted, Video, VideoOutput, VideoProvider, fetch, net,
+    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SubmitRequest, Submitted, Video,
+    VideoOutput, VideoProvider, fetch, net,
 };
 
-/// The real API host (not `api.runwayml.com`, providers.md §1.1).
-pub(crate) const DEFAULT_BASE_URL: &str = "https://api.dev.runwayml.com";
 /// `X-Runway-Version`, required on every request; the SDK's default since 2024-11.
 pub(crate) const API_VERSION: &str = "2024-11-06";
 const DISPLAY_NAME: &str = "Runway";
@@ -46,13 +46,47 @@ pub(crate) struct RunwayProvider {
     allow_private_networks: bool,
 }
 
+/// The registry's entry for Runway.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    id: ProviderId::Runway,
+    display_name: "Runway ML",
+    description: "Runway's Gen-4 video models through the Runway developer API \
+                  (api.dev.runwayml.com), billed to your Runway organization.",
+    icon: "runway",
+    credential_fields: &[
+        CredentialField {
+            name: "api_key",
+            label: "API key",
+            required: true,
+            secret: true,
+            kind: "string",
+            description: "A developer API key (key_…) from dev.runwayml.com.",
+        },
+        CredentialField {
+            name: "organization_id",
+            label: "Organization ID",
+            required: false,
+            secret: false,
+            kind: "string",
+            description: "Optional, for your reference; Runway keys already \
+                          belong to one organization.",
+        },
+    ],
+    catalogue: include_str!("../catalogue/runway.toml"),
+    build: |setup| Ok(Arc::new(RunwayProvider::new(setup)?)),
+};
+
 impl RunwayProvider {
-    pub(crate) fn new(
-        options: &ProviderOptions,
-        http: reqwest::Client,
-        request_timeout: Duration,
-        allow_private_networks: bool,
-    ) -> Result<Self, RegistryError> {
+    pub(crate) fn new(setup: Setup<'_>) -> Result<Self, RegistryError> {
+        let Setup {
+            options,
+            descriptor,
+            catalogue,
+            http,
+            allow_private_networks,
+            request_timeout,
+            ..
+        } = setup;
         // Output URLs are provider answers, i.e. untrusted: the client of user URLs
         // (no redirects, and when strict: https only, public-only resolver, no proxy),
         // without any default credential. Reads must progress within the request
@@ -64,37 +98,8 @@ impl RunwayProvider {
             .timeout(DOWNLOAD_TIMEOUT)
             .build()
             .map_err(RegistryError::HttpClient)?;
-        let catalogue = crate::catalogue::load(ProviderId::Runway, options.models.as_ref())?;
         Ok(RunwayProvider {
-            descriptor: ProviderDescriptor {
-                id: ProviderId::Runway,
-                models: catalogue.models.clone(),
-                capabilities: crate::catalogue::Capabilities::of(&catalogue),
-                display_name: "Runway ML",
-                description: "Runway's Gen-4 video models through the Runway developer API \
-                              (api.dev.runwayml.com), billed to your Runway organization.",
-                icon: "runway",
-                credential_fields: vec![
-                    CredentialField {
-                        name: "api_key",
-                        label: "API key",
-                        required: true,
-                        secret: true,
-                        kind: "string",
-                        description: "A developer API key (key_…) from dev.runwayml.com.",
-                    },
-                    CredentialField {
-                        name: "organization_id",
-                        label: "Organization ID",
-                        required: false,
-                        secret: false,
-                        kind: "string",
-                        description: "Optional, for your reference; Runway keys already \
-                                      belong to one organization.",
-                    },
-                ],
-                rate_limits: options.rate_limits,
-            },
+            descriptor,
             catalogue,
             base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
             http,

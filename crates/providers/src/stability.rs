@@ -5,6 +5,7 @@
 //! itself when done. There is no cancel.
 
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,15 +23,14 @@ use url::Url;
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
 use crate::http::{self, Body, MAX_VIDEO_BYTES};
+use crate::registry::{ProviderSpec, Setup};
 use crate::runway::has_ftyp;
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
-    ProviderDescriptor, ProviderId, ProviderOptions, RegistryError, RemoteStatus, SubmitRequest,
-    Submitted, Video, VideoOutput, VideoProvider, fetch,
+    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SubmitRequest, Submitted, Video,
+    VideoOutput, VideoProvider, fetch,
 };
 
-/// The real API host.
-pub(crate) const DEFAULT_BASE_URL: &str = "https://api.stability.ai";
 const DISPLAY_NAME: &str = "Stability AI";
 
 /// The Stability AI adapter.
@@ -43,47 +43,44 @@ pub(crate) struct StabilityProvider {
     request_timeout: Duration,
 }
 
+/// The registry's entry for Stability AI.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    id: ProviderId::Stability,
+    display_name: "Stability AI",
+    description: "Stability AI's hosted API (Stable Video Diffusion \
+                  image-to-video), billed to your Stability credits.",
+    icon: "stability",
+    credential_fields: &[
+        CredentialField {
+            name: "api_key",
+            label: "API key",
+            required: true,
+            secret: true,
+            kind: "string",
+            description: "An API key (sk-…) from platform.stability.ai/account/keys.",
+        },
+        CredentialField {
+            name: "organization_id",
+            label: "Organization ID",
+            required: false,
+            secret: false,
+            kind: "string",
+            description: "Optional (org-…): sent as the Organization header to \
+                          bill an organization other than your default one.",
+        },
+    ],
+    catalogue: include_str!("../catalogue/stability.toml"),
+    build: |setup| Ok(Arc::new(StabilityProvider::new(setup)?)),
+};
+
 impl StabilityProvider {
-    pub(crate) fn new(
-        options: &ProviderOptions,
-        http: reqwest::Client,
-        request_timeout: Duration,
-    ) -> Result<Self, RegistryError> {
-        let catalogue = crate::catalogue::load(ProviderId::Stability, options.models.as_ref())?;
+    pub(crate) fn new(setup: Setup<'_>) -> Result<Self, RegistryError> {
         Ok(StabilityProvider {
-            descriptor: ProviderDescriptor {
-                id: ProviderId::Stability,
-                models: catalogue.models.clone(),
-                capabilities: crate::catalogue::Capabilities::of(&catalogue),
-                display_name: "Stability AI",
-                description: "Stability AI's hosted API (Stable Video Diffusion \
-                              image-to-video), billed to your Stability credits.",
-                icon: "stability",
-                credential_fields: vec![
-                    CredentialField {
-                        name: "api_key",
-                        label: "API key",
-                        required: true,
-                        secret: true,
-                        kind: "string",
-                        description: "An API key (sk-…) from platform.stability.ai/account/keys.",
-                    },
-                    CredentialField {
-                        name: "organization_id",
-                        label: "Organization ID",
-                        required: false,
-                        secret: false,
-                        kind: "string",
-                        description: "Optional (org-…): sent as the Organization header to \
-                                      bill an organization other than your default one.",
-                    },
-                ],
-                rate_limits: options.rate_limits,
-            },
-            catalogue,
-            base_url: http::parse_base_url(ProviderId::Stability, &options.base_url)?,
-            http,
-            request_timeout,
+            base_url: http::parse_base_url(ProviderId::Stability, &setup.options.base_url)?,
+            descriptor: setup.descriptor,
+            catalogue: setup.catalogue,
+            http: setup.http,
+            request_timeout: setup.request_timeout,
         })
     }
 }

@@ -33,16 +33,15 @@ use url::Url;
 
 use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT};
 use crate::credentials::{self, DEFAULT_LOCATION};
-use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES, USER_AGENT};
+use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES};
+use crate::registry::{ProviderSpec, Setup};
 use crate::vertex::{AccessToken, TokenError, TokenSource};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError,
-    CredentialsKind, ProviderDescriptor, ProviderId, ProviderOptions, RegistryError, RemoteStatus,
+    CredentialsKind, ProviderDescriptor, ProviderId, RegistryError, RemoteStatus,
     ServiceAccountKey, SubmitRequest, Submitted, Video, VideoOutput, VideoProvider,
 };
 
-/// The real API host; `{location}` is replaced by the credentials' region.
-pub(crate) const DEFAULT_BASE_URL: &str = "https://{location}-aiplatform.googleapis.com";
 /// The real Cloud Storage host (GCS JSON API).
 pub(crate) const DEFAULT_STORAGE_URL: &str = "https://storage.googleapis.com";
 const LOCATION_PLACEHOLDER: &str = "{location}";
@@ -75,61 +74,51 @@ pub(crate) struct VeoProvider {
     allow_private_networks: bool,
 }
 
+/// The registry's entry for Google Veo.
+pub(crate) const SPEC: ProviderSpec = ProviderSpec {
+    id: ProviderId::Veo,
+    display_name: "Google Veo",
+    description: "Google's Veo video models on Vertex AI, called with a Google \
+                  Cloud service account and billed to its project.",
+    icon: "veo",
+    credential_fields: &[
+        CredentialField {
+            name: "service_account",
+            label: "Service account key (JSON)",
+            required: true,
+            secret: true,
+            kind: "json",
+            description: "The JSON key file of a service account that has the \
+                          Vertex AI User role in the project to bill (the file \
+                          as an object, or its text).",
+        },
+        CredentialField {
+            name: "location",
+            label: "Location",
+            required: false,
+            secret: false,
+            kind: "string",
+            description: "Vertex AI region to run in; default us-central1.",
+        },
+    ],
+    catalogue: include_str!("../catalogue/veo.toml"),
+    build: |setup| Ok(Arc::new(VeoProvider::new(setup)?)),
+};
+
 impl VeoProvider {
-    pub(crate) fn new(
-        options: &ProviderOptions,
-        tokens: Arc<TokenSource>,
-        allow_private_networks: bool,
-    ) -> Result<Self, RegistryError> {
-        let catalogue = crate::catalogue::load(ProviderId::Veo, options.models.as_ref())?;
-        let request_timeout = tokens.request_timeout();
-        // Like the registry's client for the other providers: Google APIs do not redirect,
-        // and the base URLs are configuration, so no private-network policy applies.
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(RegistryError::HttpClient)?;
-        let base_url_template = options.base_url.trim().to_owned();
+    pub(crate) fn new(setup: Setup<'_>) -> Result<Self, RegistryError> {
+        // The registry's client for configured hosts: Google APIs do not redirect, and the
+        // base URLs are configuration, so no private-network policy applies.
+        let base_url_template = setup.options.base_url.trim().to_owned();
         let provider = VeoProvider {
-            descriptor: ProviderDescriptor {
-                id: ProviderId::Veo,
-                models: catalogue.models.clone(),
-                capabilities: crate::catalogue::Capabilities::of(&catalogue),
-                display_name: "Google Veo",
-                description: "Google's Veo video models on Vertex AI, called with a Google \
-                              Cloud service account and billed to its project.",
-                icon: "veo",
-                credential_fields: vec![
-                    CredentialField {
-                        name: "service_account",
-                        label: "Service account key (JSON)",
-                        required: true,
-                        secret: true,
-                        kind: "json",
-                        description: "The JSON key file of a service account that has the \
-                                      Vertex AI User role in the project to bill (the file \
-                                      as an object, or its text).",
-                    },
-                    CredentialField {
-                        name: "location",
-                        label: "Location",
-                        required: false,
-                        secret: false,
-                        kind: "string",
-                        description: "Vertex AI region to run in; default us-central1.",
-                    },
-                ],
-                rate_limits: options.rate_limits,
-            },
-            catalogue,
+            descriptor: setup.descriptor,
+            catalogue: setup.catalogue,
             storage_base: storage_base_for(&base_url_template)?,
             base_url_template,
-            tokens,
-            http,
-            request_timeout,
-            allow_private_networks,
+            tokens: setup.tokens,
+            http: setup.http,
+            request_timeout: setup.request_timeout,
+            allow_private_networks: setup.allow_private_networks,
         };
         // Validate the template as it will be used.
         provider
@@ -1090,22 +1079,18 @@ impl Answered for LargeAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RateLimits;
+    use crate::ProviderOptions;
+
+    /// The real API host; `{location}` is replaced by the credentials' region.
+    const DEFAULT_BASE_URL: &str = ProviderId::Veo.defaults().base_url;
 
     fn provider(base_url: &str) -> Result<VeoProvider, RegistryError> {
-        let tokens = Arc::new(TokenSource::new(false, Duration::from_secs(1)).unwrap());
-        VeoProvider::new(
-            &ProviderOptions {
-                base_url: base_url.to_owned(),
-                rate_limits: RateLimits {
-                    per_minute: 1,
-                    per_hour: 1,
-                },
-                models: None,
-            },
-            tokens,
-            false,
-        )
+        let timeout = Duration::from_secs(1);
+        let tokens = Arc::new(TokenSource::new(false, timeout).unwrap());
+        let mut options = ProviderOptions::defaults(ProviderId::Veo);
+        options.base_url = base_url.to_owned();
+        let http = crate::registry::trusted_client(timeout)?;
+        VeoProvider::new(Setup::new(&SPEC, &options, http, tokens, false, timeout)?)
     }
 
     #[test]

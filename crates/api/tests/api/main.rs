@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use byok_api::{AppState, QueueProbe};
 use byok_crypto::KeyRing;
-use byok_providers::{ProviderOptions, RateLimits, Registry, RegistryOptions};
+use byok_providers::{ProviderId, ProviderOptions, RateLimits, Registry, RegistryOptions};
 use byok_store::{Store, StoreOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
@@ -96,26 +96,21 @@ async fn start(
         per_minute: 5,
         per_hour: 50,
     };
-    let registry = Registry::new(&RegistryOptions {
-        veo: ProviderOptions {
-            base_url: "http://127.0.0.1:9".into(),
+    let mut options = RegistryOptions::defaults();
+    for (id, base_url) in [
+        (ProviderId::Veo, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::Runway, runway.uri()),
+        (ProviderId::Stability, stability.uri()),
+    ] {
+        *options.provider_mut(id) = ProviderOptions {
+            base_url,
             rate_limits: limits,
             models: None,
-        },
-        runway: ProviderOptions {
-            base_url: runway.uri(),
-            rate_limits: limits,
-            models: None,
-        },
-        stability: ProviderOptions {
-            base_url: stability.uri(),
-            rate_limits: limits,
-            models: None,
-        },
-        allow_private_networks: true,
-        request_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+        };
+    }
+    options.allow_private_networks = true;
+    options.request_timeout = Duration::from_secs(5);
+    let registry = Registry::new(&options).unwrap();
     let ring = KeyRing::parse(&SecretString::from(KEY_RING)).unwrap();
     let state = AppState::new(store.clone(), ring, registry, queue, max_body_bytes);
 

@@ -292,15 +292,15 @@ async fn configured_api(options: &RegistryOptions) -> ConfiguredApi {
 async fn the_listing_follows_the_configured_limits_and_models() {
     // What `providers.<id>.rate_limit.*` and `[[providers.runway.models]]` become.
     let mut options = RegistryOptions::defaults();
-    options.veo.rate_limits = RateLimits {
+    options.provider_mut(ProviderId::Veo).rate_limits = RateLimits {
         per_minute: 11,
         per_hour: 110,
     };
-    options.runway.rate_limits = RateLimits {
+    options.provider_mut(ProviderId::Runway).rate_limits = RateLimits {
         per_minute: 7,
         per_hour: 70,
     };
-    options.stability.rate_limits = RateLimits {
+    options.provider_mut(ProviderId::Stability).rate_limits = RateLimits {
         per_minute: 2,
         per_hour: 20,
     };
@@ -311,7 +311,7 @@ async fn the_listing_follows_the_configured_limits_and_models() {
         "formats": [{"aspect_ratio": "16:9", "resolution": "1080p", "wire": "1920:1080"}],
     }]}))
     .unwrap();
-    options.runway.models = Some(models);
+    options.provider_mut(ProviderId::Runway).models = Some(models);
     let api = configured_api(&options).await;
 
     let (status, body) = send(

@@ -16,18 +16,33 @@ use crate::support::{RUNWAY_KEY, generation_request, only_request};
 fn defaults_are_the_real_hosts_and_seed_limits() {
     let options = RegistryOptions::defaults();
     assert_eq!(
-        options.veo.base_url,
+        options.provider(ProviderId::Veo).base_url,
         "https://{location}-aiplatform.googleapis.com"
     );
-    assert_eq!(options.runway.base_url, "https://api.dev.runwayml.com");
-    assert_eq!(options.stability.base_url, "https://api.stability.ai");
+    assert_eq!(
+        options.provider(ProviderId::Runway).base_url,
+        "https://api.dev.runwayml.com"
+    );
+    assert_eq!(
+        options.provider(ProviderId::Stability).base_url,
+        "https://api.stability.ai"
+    );
     let limits = |per_minute, per_hour| RateLimits {
         per_minute,
         per_hour,
     };
-    assert_eq!(options.veo.rate_limits, limits(10, 100));
-    assert_eq!(options.runway.rate_limits, limits(5, 50));
-    assert_eq!(options.stability.rate_limits, limits(3, 30));
+    assert_eq!(
+        options.provider(ProviderId::Veo).rate_limits,
+        limits(10, 100)
+    );
+    assert_eq!(
+        options.provider(ProviderId::Runway).rate_limits,
+        limits(5, 50)
+    );
+    assert_eq!(
+        options.provider(ProviderId::Stability).rate_limits,
+        limits(3, 30)
+    );
     assert!(!options.allow_private_networks);
     assert_eq!(options.request_timeout, Duration::from_secs(30));
     Registry::new(&options).expect("defaults build");
@@ -36,7 +51,7 @@ fn defaults_are_the_real_hosts_and_seed_limits() {
 #[test]
 fn every_provider_is_present_in_order_with_its_descriptor() {
     let mut options = RegistryOptions::defaults();
-    options.runway.rate_limits = RateLimits {
+    options.provider_mut(ProviderId::Runway).rate_limits = RateLimits {
         per_minute: 7,
         per_hour: 70,
     };
@@ -102,11 +117,7 @@ fn bad_base_urls_name_the_provider() {
         (ProviderId::Veo, "https://{location}.example.com/?x=1"),
     ] {
         let mut options = RegistryOptions::defaults();
-        match id {
-            ProviderId::Veo => options.veo.base_url = bad.into(),
-            ProviderId::Runway => options.runway.base_url = bad.into(),
-            ProviderId::Stability => options.stability.base_url = bad.into(),
-        }
+        options.provider_mut(id).base_url = bad.into();
         let err = Registry::new(&options).unwrap_err();
         assert!(
             matches!(&err, RegistryError::BadBaseUrl { provider, .. } if *provider == id),
@@ -166,7 +177,7 @@ fn configured_runway_options() -> (RegistryOptions, Catalogue) {
         .expect("the configuration's model list");
     let catalogue = Catalogue { models };
     let mut options = RegistryOptions::defaults();
-    options.runway.models = Some(catalogue.clone());
+    options.provider_mut(ProviderId::Runway).models = Some(catalogue.clone());
     (options, catalogue)
 }
 
@@ -255,7 +266,7 @@ async fn a_configured_model_is_sent_to_the_provider_as_configured() {
         .mount(&server)
         .await;
     let (mut options, _) = configured_runway_options();
-    options.runway.base_url = server.uri();
+    options.provider_mut(ProviderId::Runway).base_url = server.uri();
     options.allow_private_networks = true;
     let registry = Registry::new(&options).unwrap();
     let runway = registry.get(ProviderId::Runway);
@@ -292,7 +303,7 @@ async fn a_configured_model_is_sent_to_the_provider_as_configured() {
 fn an_incoherent_configured_catalogue_names_the_setting() {
     let (mut options, mut catalogue) = configured_runway_options();
     catalogue.models[0].default_duration = Some(7);
-    options.runway.models = Some(catalogue);
+    options.provider_mut(ProviderId::Runway).models = Some(catalogue);
     let err = Registry::new(&options).unwrap_err();
     assert!(
         matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::Runway),
@@ -304,7 +315,7 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
         "{err}"
     );
 
-    options.runway.models = Some(Catalogue { models: Vec::new() });
+    options.provider_mut(ProviderId::Runway).models = Some(Catalogue { models: Vec::new() });
     let err = Registry::new(&options).unwrap_err();
     assert!(
         err.to_string().starts_with("providers.runway.models: "),

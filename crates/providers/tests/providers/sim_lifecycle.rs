@@ -30,9 +30,9 @@ async fn sim(render_time: Duration) -> RunningSim {
 
 fn registry(sim: &RunningSim) -> Registry {
     let mut options = byok_providers::RegistryOptions::defaults();
-    options.runway.base_url = sim.runway_url();
-    options.stability.base_url = sim.stability_url();
-    options.veo.base_url = sim.vertex_url();
+    options.provider_mut(ProviderId::Runway).base_url = sim.runway_url();
+    options.provider_mut(ProviderId::Stability).base_url = sim.stability_url();
+    options.provider_mut(ProviderId::Veo).base_url = sim.vertex_url();
     options.allow_private_networks = true;
     options.request_timeout = Duration::from_secs(10);
     Registry::new(&options).unwrap()

@@ -10,7 +10,7 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use byok_providers::{Registry, RegistryOptions};
+use byok_providers::{ProviderId, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
 /// A Runway-shaped key (`key_` + 128 hex) ending in `9f2c`.
@@ -25,9 +25,9 @@ pub const PROJECT_ID: &str = "example-project";
 /// Registry options with every base URL at `base_url`.
 pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) -> RegistryOptions {
     let mut options = RegistryOptions::defaults();
-    options.veo.base_url = base_url.to_owned();
-    options.runway.base_url = base_url.to_owned();
-    options.stability.base_url = base_url.to_owned();
+    for id in ProviderId::ALL {
+        options.provider_mut(id).base_url = base_url.to_owned();
+    }
     options.allow_private_networks = allow_private_networks;
     options.request_timeout = timeout;
     options

@@ -74,7 +74,7 @@ impl Harness {
 
         let runway = MockServer::start().await;
         let mut registry = RegistryOptions::defaults();
-        registry.runway.base_url = runway.uri();
+        registry.provider_mut(ProviderId::Runway).base_url = runway.uri();
         registry.allow_private_networks = true;
         registry.request_timeout = options.request_timeout;
         let registry = Arc::new(Registry::new(&registry).expect("registry"));
