@@ -25,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// No-op items/s through our queue engine and apalis-redis 1.0.0, at a
-    /// small and a large backlog, and idle pickup latency.
+    /// No-op items/s through our queue engine and apalis-redis 1.0.0, in
+    /// steady state at a small and a large backlog, and idle pickup latency.
     Queue,
     /// Every benchmark.
     All,

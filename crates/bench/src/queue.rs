@@ -5,10 +5,15 @@
 //! backlog, interleaved, on the same Redis; plus the idle pickup latency of
 //! our engine.
 //!
-//! Both drain with one worker process at concurrency 64. A run is timed
-//! from the first item's start to the last item's end (the steady drain),
-//! so worker start-up is not counted against either side.
+//! Both drain with one worker process at concurrency 64. Each rate is the
+//! drain rate **at** a backlog, in steady state: the queue is filled to the
+//! backlog, a worker drains it while a producer tops it back up (in
+//! multiples of [`TOP_UP`], whenever that much room has opened), and a
+//! fixed number of completions is timed after a warm-up. Small and large
+//! backlogs see the same producer load, so their ratio isolates the
+//! backlog's effect.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,34 +34,48 @@ struct NoOp {
     sent_us: u64,
 }
 
-/// Counts runs and notes when the first started and the target was reached.
+/// The top-up unit: the producer pushes whole multiples of it (at most
+/// [`CHUNK`] per push) once that much room has opened, and is woken every
+/// this many completions.
+const TOP_UP: usize = 100;
+
+/// Counts runs and notes when the `marks[0]`-th and `marks[1]`-th ended:
+/// the measured window.
 #[derive(Debug)]
 struct Counter {
     done: AtomicUsize,
-    target: usize,
-    first: OnceLock<Instant>,
-    last: OnceLock<Instant>,
+    marks: [usize; 2],
+    at: [OnceLock<Instant>; 2],
+    /// Notified when the window ends.
     reached: Notify,
+    /// Notified every [`TOP_UP`] completions (room for a top-up).
+    room: Notify,
     latencies: Mutex<Vec<Duration>>,
 }
 
 impl Counter {
-    fn new(target: usize) -> Arc<Counter> {
+    /// A counter timing completions `from` (exclusive) to `to` (inclusive).
+    fn new(from: usize, to: usize) -> Arc<Counter> {
         Arc::new(Counter {
             done: AtomicUsize::new(0),
-            target,
-            first: OnceLock::new(),
-            last: OnceLock::new(),
+            marks: [from, to],
+            at: [OnceLock::new(), OnceLock::new()],
             reached: Notify::new(),
+            room: Notify::new(),
             latencies: Mutex::new(Vec::new()),
         })
     }
 
+    fn finished(&self) -> bool {
+        self.at[1].get().is_some()
+    }
+
+    /// Items/s over the measured window.
     fn rate(&self) -> f64 {
-        let (Some(first), Some(last)) = (self.first.get(), self.last.get()) else {
+        let (Some(from), Some(to)) = (self.at[0].get(), self.at[1].get()) else {
             return 0.0;
         };
-        self.target as f64 / last.duration_since(*first).as_secs_f64().max(1e-9)
+        (self.marks[1] - self.marks[0]) as f64 / to.duration_since(*from).as_secs_f64().max(1e-9)
     }
 }
 
@@ -71,7 +90,6 @@ fn micros_since_origin() -> u64 {
 }
 
 async fn count(item: NoOp, counter: Data<Arc<Counter>>) -> Result<(), BoxDynError> {
-    counter.first.get_or_init(Instant::now);
     if item.sent_us > 0 {
         let waited = micros_since_origin().saturating_sub(item.sent_us);
         counter
@@ -80,40 +98,184 @@ async fn count(item: NoOp, counter: Data<Arc<Counter>>) -> Result<(), BoxDynErro
             .expect("latency lock")
             .push(Duration::from_micros(waited));
     }
-    if counter.done.fetch_add(1, Ordering::AcqRel) + 1 == counter.target {
-        counter.last.get_or_init(Instant::now);
+    let n = counter.done.fetch_add(1, Ordering::AcqRel) + 1;
+    if n == counter.marks[0] {
+        counter.at[0].get_or_init(Instant::now);
+    }
+    if n == counter.marks[1] {
+        counter.at[1].get_or_init(Instant::now);
         counter.reached.notify_one();
+    }
+    if n.is_multiple_of(TOP_UP) {
+        counter.room.notify_one();
     }
     Ok(())
 }
 
-/// Runs an apalis worker until `counter` reaches its target, then stops it
-/// gracefully. (A macro: apalis workers are typed by their whole service
-/// stack, which a function signature would have to spell out.)
-macro_rules! drive {
-    ($worker:expr, $counter:expr) => {{
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            let _ = stopped.await;
-            Ok::<(), std::io::Error>(())
-        };
-        let run = $worker.run_until(signal);
-        let mut running = tokio::spawn(run);
-        // A worker that dies (apalis-redis workers end on any backend error)
-        // must fail the run at once, not after the deadline.
-        tokio::select! {
-            reached = tokio::time::timeout(Duration::from_secs(900), $counter.reached.notified()) => {
-                let _ = stop.send(());
-                running.await?.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
-                reached.map_err(|_| anyhow::anyhow!("the drain did not finish within 15 minutes"))?;
-            }
-            ended = &mut running => {
-                ended?.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
-                anyhow::bail!("the worker stopped before the drain finished");
-            }
+/// A stop signal for `Worker::run_until`, and its trigger.
+fn stop_signal() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl Future<Output = std::io::Result<()>> + Send + 'static,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+        Ok(())
+    })
+}
+
+/// Runs a worker (its `run_until` future) while `feed` runs, until the
+/// counter's window ends; then stops the worker gracefully. A worker that
+/// dies (apalis-redis workers end on any backend error) fails the run at
+/// once, not after the deadline.
+async fn drive<R, F>(
+    run: R,
+    stop: tokio::sync::oneshot::Sender<()>,
+    counter: &Counter,
+    feed: F,
+) -> anyhow::Result<()>
+where
+    R: Future<Output = Result<(), WorkerError>> + Send + 'static,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let mut running = tokio::spawn(run);
+    let finished = async {
+        feed.await?;
+        tokio::time::timeout(Duration::from_secs(900), counter.reached.notified())
+            .await
+            .map_err(|_| anyhow::anyhow!("the run did not finish within 15 minutes"))
+    };
+    tokio::select! {
+        finished = finished => {
+            let _ = stop.send(());
+            running.await?.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
+            finished?;
         }
-        anyhow::Ok(())
-    }};
+        ended = &mut running => {
+            ended?.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
+            anyhow::bail!("the worker stopped before the run finished");
+        }
+    }
+    Ok(())
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Pushes items `start..start + n`.
+type Push = Box<dyn FnMut(usize, usize) -> BoxFuture<anyhow::Result<()>> + Send>;
+
+/// What a top-up loop saw during the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    /// Lowest and highest backlog.
+    low: usize,
+    high: usize,
+    /// CPU seconds used (this process and Redis), if readable.
+    cpu: Option<f64>,
+}
+
+/// Keeps `pushed − done` (the backlog: waiting, prefetched and running
+/// items) near `backlog` until the counter's window ends.
+async fn top_up(
+    counter: &Counter,
+    backlog: usize,
+    mut pushed: usize,
+    push: &mut Push,
+    probe: &mut CpuProbe,
+) -> anyhow::Result<Held> {
+    let (mut low, mut high) = (usize::MAX, 0);
+    let mut cpu_start = None;
+    while !counter.finished() {
+        let outstanding = pushed.saturating_sub(counter.done.load(Ordering::Acquire));
+        if counter.at[0].get().is_some() {
+            if cpu_start.is_none() {
+                cpu_start = Some(probe.read().await);
+            }
+            low = low.min(outstanding);
+            high = high.max(outstanding);
+        }
+        let room = backlog.saturating_sub(outstanding);
+        if room >= TOP_UP {
+            // Whole top-ups only, at most a push's worth at once.
+            let n = (room - room % TOP_UP).min(CHUNK);
+            push(pushed, n).await?;
+            pushed += n;
+        } else {
+            // Room opens every TOP_UP completions; the timeout only guards
+            // against a wake-up taken before this wait began.
+            let _ = tokio::time::timeout(Duration::from_millis(20), counter.room.notified()).await;
+        }
+    }
+    let cpu_end = probe.read().await;
+    let cpu = match (cpu_start.flatten(), cpu_end) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
+    Ok(Held { low, high, cpu })
+}
+
+/// Reads the CPU time used so far by this process and by the Redis server:
+/// per item, a cost that other processes' load on a shared machine barely
+/// moves, unlike the wall-clock rate.
+struct CpuProbe(redis::aio::MultiplexedConnection);
+
+impl CpuProbe {
+    async fn new(url: &str) -> anyhow::Result<CpuProbe> {
+        let client = redis::Client::open(url)?;
+        Ok(CpuProbe(client.get_multiplexed_async_connection().await?))
+    }
+
+    /// Seconds of CPU (user + system), or `None` where it cannot be read.
+    async fn read(&mut self) -> Option<f64> {
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.0)
+            .await
+            .ok()?;
+        let redis: f64 = info
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("used_cpu_user:")
+                    .or_else(|| l.strip_prefix("used_cpu_sys:"))
+            })
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum();
+        // Fields 14 and 15 of /proc/self/stat: user and system time of all
+        // threads, in clock ticks (USER_HZ, 100 on Linux).
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(redis + ticks / 100.0)
+    }
+}
+
+/// How long a steady-state run lasts, in completions.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    warmup: usize,
+    measured: usize,
+}
+
+/// One steady-state run's result.
+#[derive(Debug, Clone, Copy)]
+struct Steady {
+    /// Items/s.
+    rate: f64,
+    held: Held,
+    /// CPU µs per timed item (this process and Redis), if readable.
+    cpu_us: Option<f64>,
+}
+
+impl Steady {
+    fn new(counter: &Counter, held: Held) -> Steady {
+        let measured = (counter.marks[1] - counter.marks[0]) as f64;
+        Steady {
+            rate: counter.rate(),
+            held,
+            cpu_us: held.cpu.map(|cpu| cpu * 1e6 / measured),
+        }
+    }
 }
 
 const CONCURRENCY: usize = 64;
@@ -126,28 +288,54 @@ fn our_config(namespace: &str) -> QueueConfig {
     config
 }
 
-/// Drains `n` no-op items through our engine; returns items/s.
-async fn ours(options: &Options, n: usize) -> anyhow::Result<f64> {
+fn no_ops(start: usize, n: usize) -> Vec<(String, NoOp)> {
+    (start..start + n)
+        .map(|i| {
+            (
+                format!("i{i}"),
+                NoOp {
+                    n: i as u64,
+                    sent_us: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Our engine's drain rate at `backlog`.
+async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Result<Steady> {
     let namespace = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let engine = RedisEngine::connect(&options.redis_url, our_config(&namespace)).await?;
     let producer = Producer::<NoOp>::new(engine.clone());
-    let items: Vec<(String, NoOp)> = (0..n as u64)
-        .map(|i| (format!("i{i}"), NoOp { n: i, sent_us: 0 }))
-        .collect();
-    for chunk in items.chunks(CHUNK) {
-        producer
-            .push_bulk(chunk.iter().map(|(id, item)| (id.as_str(), item)))
-            .await?;
+    let mut push: Push = Box::new(move |start, n| {
+        let producer = producer.clone();
+        Box::pin(async move {
+            let items = no_ops(start, n);
+            producer
+                .push_bulk(items.iter().map(|(id, item)| (id.as_str(), item)))
+                .await?;
+            Ok(())
+        })
+    });
+    for start in (0..backlog).step_by(CHUNK) {
+        push(start, CHUNK.min(backlog - start)).await?;
     }
-    let counter = Counter::new(n);
+    let counter = Counter::new(window.warmup, window.warmup + window.measured);
     let worker = WorkerBuilder::new("bench-ours")
         .backend(QueueBackend::<NoOp>::new(engine))
         .data(Arc::clone(&counter))
         .concurrency(CONCURRENCY)
         .build(count);
-    drive!(worker, counter)?;
+    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let (stop, signal) = stop_signal();
+    let mut held = Held::default();
+    drive(worker.run_until(signal), stop, &counter, async {
+        held = top_up(&counter, backlog, backlog, &mut push, &mut probe).await?;
+        Ok(())
+    })
+    .await?;
     delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;
-    Ok(counter.rate())
+    Ok(Steady::new(&counter, held))
 }
 
 /// The bounded promoter apalis-redis 1.0.0 needs once 8,000 jobs are due
@@ -188,8 +376,8 @@ async fn promote_all(
     }
 }
 
-/// Drains `n` no-op items through apalis-redis 1.0.0; returns items/s.
-async fn apalis_redis(options: &Options, n: usize) -> anyhow::Result<f64> {
+/// apalis-redis 1.0.0's drain rate at `backlog`.
+async fn apalis_redis(options: &Options, backlog: usize, window: Window) -> anyhow::Result<Steady> {
     let queue = format!("bench-apalis-{}", uuid::Uuid::new_v4().simple());
     let conn = apalis_redis::connect(options.redis_url.as_str()).await?;
     let config = apalis_redis::Config::default()
@@ -197,11 +385,20 @@ async fn apalis_redis(options: &Options, n: usize) -> anyhow::Result<f64> {
         .batch_size(64)
         .lock_tasks(false)
         .persist_results(true);
-    let mut storage =
-        apalis_redis::RedisStorage::<NoOp>::new(conn.clone()).with_config(config.clone());
-    let items: Vec<NoOp> = (0..n as u64).map(|i| NoOp { n: i, sent_us: 0 }).collect();
-    for chunk in items.chunks(CHUNK) {
-        storage.push_bulk(chunk.to_vec()).await?;
+    let storage = apalis_redis::RedisStorage::<NoOp>::new(conn.clone()).with_config(config.clone());
+    let mut push: Push = {
+        let storage = storage.clone();
+        Box::new(move |start, n| {
+            let mut storage = storage.clone();
+            Box::pin(async move {
+                let items: Vec<NoOp> = no_ops(start, n).into_iter().map(|(_, item)| item).collect();
+                storage.push_bulk(items).await?;
+                Ok(())
+            })
+        })
+    };
+    for start in (0..backlog).step_by(CHUNK) {
+        push(start, CHUNK.min(backlog - start)).await?;
     }
     // Promote everything first: the worker's own fetch promotes all due jobs
     // at once and fails past 8,000.
@@ -218,21 +415,26 @@ async fn apalis_redis(options: &Options, n: usize) -> anyhow::Result<f64> {
             }
         })
     };
-    let counter = Counter::new(n);
-    let backend = storage
-        .clone()
-        .poll_with_interval(Duration::from_millis(50));
+    let counter = Counter::new(window.warmup, window.warmup + window.measured);
+    let backend = storage.poll_with_interval(Duration::from_millis(50));
     let worker = WorkerBuilder::new(format!("bench-apalis-{}", uuid::Uuid::new_v4().simple()))
         .backend(backend)
         .data(Arc::clone(&counter))
         .concurrency(CONCURRENCY)
         .build(count);
-    let result = drive!(worker, counter);
+    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let (stop, signal) = stop_signal();
+    let mut held = Held::default();
+    let result = drive(worker.run_until(signal), stop, &counter, async {
+        held = top_up(&counter, backlog, backlog, &mut push, &mut probe).await?;
+        Ok(())
+    })
+    .await;
     promoter_stop.store(true, Ordering::Relaxed);
     let _ = promoter.await;
     result?;
     delete_matching(&options.redis_url, &format!("{queue}*")).await?;
-    Ok(counter.rate())
+    Ok(Steady::new(&counter, held))
 }
 
 /// Push-to-start latency of single items into an idle worker of our engine.
@@ -240,7 +442,7 @@ async fn pickup_latency(options: &Options, samples: usize) -> anyhow::Result<Vec
     let namespace = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let engine = RedisEngine::connect(&options.redis_url, our_config(&namespace)).await?;
     let producer = Producer::<NoOp>::new(engine.clone());
-    let counter = Counter::new(samples);
+    let counter = Counter::new(1, samples);
     let worker = WorkerBuilder::new("bench-latency")
         .backend(QueueBackend::<NoOp>::new(engine))
         .data(Arc::clone(&counter))
@@ -265,9 +467,8 @@ async fn pickup_latency(options: &Options, samples: usize) -> anyhow::Result<Vec
         }
         anyhow::Ok(())
     };
-    let (driven, pushed) = tokio::join!(async { drive!(worker, counter) }, pusher);
-    driven?;
-    pushed?;
+    let (stop, signal) = stop_signal();
+    drive(worker.run_until(signal), stop, &counter, pusher).await?;
     delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;
     let mut latencies = counter.latencies.lock().expect("latency lock").clone();
     latencies.sort();
@@ -319,29 +520,79 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Runs the queue benchmark and prints its figures.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let (small, large, reps) = if options.quick {
-        (1_000, 20_000, 1)
+    let (small, large, reps, window) = if options.quick {
+        let window = Window {
+            warmup: 10_000,
+            measured: 40_000,
+        };
+        (1_000, 20_000, 1, window)
     } else {
-        (1_000, 100_000, 3)
+        let window = Window {
+            warmup: 50_000,
+            measured: 200_000,
+        };
+        (1_000, 100_000, 5, window)
     };
-    let mut runs: [Vec<f64>; 4] = Default::default();
-    // Interleaved, so that a noisy minute hurts both sides alike.
+    let mut runs: [Vec<Steady>; 4] = Default::default();
+    let held = |s: &Steady| format!("{}–{}", s.held.low, s.held.high);
+    let cpu = |s: &Steady| s.cpu_us.map_or("?".to_owned(), |us| format!("{us:.1}"));
+    // Interleaved, so that a noisy minute hurts every figure alike: each
+    // side's two backlogs run back to back (their ratio is the figure that
+    // matters most), and every other round runs in reverse order.
     for rep in 1..=reps {
-        for _ in 0..3 {
-            runs[0].push(ours(options, small).await?);
-            runs[1].push(apalis_redis(options, small).await?);
+        let mut order = [0, 2, 1, 3];
+        if rep % 2 == 0 {
+            order.reverse();
         }
-        runs[2].push(ours(options, large).await?);
-        runs[3].push(apalis_redis(options, large).await?);
+        for i in order {
+            let backlog = if i < 2 { small } else { large };
+            let steady = if i % 2 == 0 {
+                ours(options, backlog, window).await?
+            } else {
+                apalis_redis(options, backlog, window).await?
+            };
+            runs[i].push(steady);
+        }
+        let last = |i: usize| runs[i].last().copied().expect("just measured");
         progress(&format!(
-            "queue: round {rep}/{reps}: ours {:.0}/{:.0}, apalis-redis {:.0}/{:.0} items/s ({small}/{large} backlog)",
-            runs[0].last().copied().unwrap_or(0.0),
-            runs[2].last().copied().unwrap_or(0.0),
-            runs[1].last().copied().unwrap_or(0.0),
-            runs[3].last().copied().unwrap_or(0.0),
+            "queue: round {rep}/{reps}: ours {:.0}/{:.0}, apalis-redis {:.0}/{:.0} items/s at {small}/{large} backlog (this round's backlog ratio {:.2}; ours CPU {} / {} µs/item; backlog held at {} / {}, {} / {})",
+            last(0).rate,
+            last(2).rate,
+            last(1).rate,
+            last(3).rate,
+            last(2).rate / last(0).rate,
+            cpu(&last(0)),
+            cpu(&last(2)),
+            held(&last(0)),
+            held(&last(2)),
+            held(&last(1)),
+            held(&last(3)),
         ));
     }
-    let [ours_small, base_small, ours_large, base_large] = runs.map(median);
+    // The backlog ratio of each round compares two back-to-back runs, so
+    // load that drifts between rounds cancels out of it.
+    let round_ratios: Vec<f64> = runs[2]
+        .iter()
+        .zip(&runs[0])
+        .map(|(large, small)| large.rate / small.rate)
+        .collect();
+    let backlog_ratio = median(round_ratios.clone());
+    // The same for the CPU cost per item (large / small: above 1 is costlier).
+    let cpu_ratios: Option<Vec<f64>> = runs[2]
+        .iter()
+        .zip(&runs[0])
+        .map(|(large, small)| Some(large.cpu_us? / small.cpu_us?))
+        .collect();
+    let cpu_of = |r: &[Steady]| -> Option<f64> {
+        r.iter()
+            .map(|s| s.cpu_us)
+            .collect::<Option<Vec<f64>>>()
+            .map(median)
+    };
+    let (cpu_small, cpu_large) = (cpu_of(&runs[0]), cpu_of(&runs[2]));
+    let cpu_backlog_ratio = cpu_ratios.clone().map(median);
+    let [ours_small, base_small, ours_large, base_large] =
+        runs.map(|r| median(r.iter().map(|s| s.rate).collect()));
     let latencies = pickup_latency(options, if options.quick { 50 } else { 200 }).await?;
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let result = json!({
@@ -351,21 +602,44 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "baseline": base_large.round(),
         "baseline_name": "apalis-redis 1.0.0 (lock_tasks false, batch 64)",
         "ratio": ours_large / base_large,
-        "backlog_ratio": ours_large / ours_small,
+        "backlog_ratio": backlog_ratio,
+        "backlog_ratio_rounds": round_ratios,
         "backlog_small": small,
         "backlog_large": large,
         "value_small": ours_small.round(),
         "baseline_small": base_small.round(),
         "ratio_small": ours_small / base_small,
         "concurrency": CONCURRENCY,
+        "warmup_items": window.warmup,
+        "measured_items": window.measured,
+        "top_up": TOP_UP,
+        "rounds": reps,
+        "cpu_us_per_item": cpu_large,
+        "cpu_us_per_item_small": cpu_small,
+        "cpu_backlog_ratio": cpu_backlog_ratio,
         "pickup_p50_ms": p50,
         "pickup_p99_ms": p99,
     });
+    let ratios = |r: &[f64]| {
+        r.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cpu_line = match (cpu_large, cpu_small, &cpu_ratios, cpu_backlog_ratio) {
+        (Some(large_us), Some(small_us), Some(rounds), Some(ratio)) => format!(
+            "\n          ours CPU (this process + Redis) {large_us:.1} µs/item at {large}, {small_us:.1} at {small} (ratio {ratio:.2}, median of the rounds' {})",
+            ratios(rounds)
+        ),
+        _ => String::new(),
+    };
     let human = format!(
-        "queue     ours {ours_large:>9.0} items/s at {large} backlog, {ours_small:>9.0} at {small} (backlog ratio {:.2})\n          apalis-redis {base_large:>9.0} items/s at {large}, {base_small:>9.0} at {small}  → ratio {:.2} / {:.2}\n          idle pickup latency p50 {p50:.1} ms, p99 {p99:.1} ms",
-        ours_large / ours_small,
+        "queue     ours {ours_large:>9.0} items/s at {large} backlog, {ours_small:>9.0} at {small} (backlog ratio {backlog_ratio:.2}, median of the rounds' {}){cpu_line}\n          apalis-redis {base_large:>9.0} items/s at {large}, {base_small:>9.0} at {small}  → ratio {:.2} / {:.2}\n          steady state: {} completions timed after {} of warm-up, backlog topped up in steps of {TOP_UP}, median of {reps}\n          idle pickup latency p50 {p50:.1} ms, p99 {p99:.1} ms",
+        ratios(&round_ratios),
         ours_large / base_large,
         ours_small / base_small,
+        window.measured,
+        window.warmup,
     );
     report(options, &result, &human);
     Ok(())

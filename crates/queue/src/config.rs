@@ -12,7 +12,9 @@ pub struct QueueConfig {
     pub visibility_timeout: Duration,
     /// Attempts (failed runs plus crashed deliveries) before an item is dead.
     pub max_attempts: u32,
-    /// Dead items kept, oldest dropped first.
+    /// Dead items kept, oldest dropped first. In Redis the cap is
+    /// approximate (`MAXLEN ~`): up to `stream-node-max-entries` − 1 more
+    /// (99 by default) may remain.
     pub dead_retention: u64,
     /// Items fetched per round trip, and the most a worker holds fetched but
     /// not yet started (so it never hoards work other workers could run).

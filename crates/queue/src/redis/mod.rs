@@ -384,6 +384,37 @@ impl std::fmt::Debug for RedisConsumer {
 }
 
 impl RedisConsumer {
+    /// One promotion call: moves at most [`PROMOTE_BATCH`] due delayed items
+    /// to the stream. Returns how many moved and when the next delayed item
+    /// falls due.
+    async fn promote_once(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> Result<(usize, Option<Duration>), QueueError> {
+        let (moved, wait): (usize, i64) = scripts::PROMOTE
+            .key(&self.keys().delayed)
+            .key(&self.keys().jobs)
+            .arg(PROMOTE_BATCH)
+            .invoke_async(conn)
+            .await?;
+        Ok((moved, u64::try_from(wait).ok().map(Duration::from_millis)))
+    }
+
+    /// A maintenance pass's promotion: calls until fewer than a batch moved,
+    /// at most [`PROMOTE_CALLS`] of them; a larger due backlog is left for
+    /// the next pass. Returns when the next delayed item falls due.
+    async fn promote(&self, conn: &mut ConnectionManager) -> Result<Option<Duration>, QueueError> {
+        let mut next_due = None;
+        for _ in 0..PROMOTE_CALLS {
+            let (moved, wait) = self.promote_once(conn).await?;
+            next_due = wait;
+            if moved < PROMOTE_BATCH {
+                break;
+            }
+        }
+        Ok(next_due)
+    }
+
     fn keys(&self) -> &Keys {
         &self.engine.keys
     }
@@ -516,19 +547,7 @@ impl Consumer for RedisConsumer {
     async fn maintain(&self) -> Result<Maintenance, QueueError> {
         let config = &self.engine.config;
         let mut conn = self.conn();
-        let mut next_due = None;
-        for _ in 0..PROMOTE_CALLS {
-            let (moved, wait): (usize, i64) = scripts::PROMOTE
-                .key(&self.keys().delayed)
-                .key(&self.keys().jobs)
-                .arg(PROMOTE_BATCH)
-                .invoke_async(&mut conn)
-                .await?;
-            next_due = u64::try_from(wait).ok().map(Duration::from_millis);
-            if moved < PROMOTE_BATCH {
-                break;
-            }
-        }
+        let next_due = self.promote(&mut conn).await?;
         let min_idle = u64::try_from(config.visibility_timeout.as_millis()).unwrap_or(u64::MAX);
         let claimed: Value = scripts::RECLAIM
             .key(&self.keys().jobs)
@@ -688,5 +707,134 @@ impl ListedItem {
     fn with_error(mut self, error: Option<String>) -> ListedItem {
         self.error = error;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A consumer of a fresh namespace on the test Redis, or `None` (after
+    /// a SKIPPED line) when there is no Redis.
+    async fn consumer() -> Option<(byok_testing::TestRedis, RedisConsumer)> {
+        let redis = byok_testing::test_redis().await?;
+        let engine = RedisEngine::connect(&redis.url, QueueConfig::new(&redis.namespace))
+            .await
+            .expect("connect to redis");
+        let consumer = RedisConsumer {
+            name: "promoter".to_owned(),
+            engine: (*engine).clone(),
+            blocking: Mutex::new(None),
+        };
+        Some((redis, consumer))
+    }
+
+    /// Writes `n` delayed items straight into the sorted set, all due long
+    /// ago (scores 0..n ms after the epoch, so their order is known).
+    async fn due_long_ago(consumer: &RedisConsumer, n: usize) {
+        let mut conn = consumer.conn();
+        for start in (0..n).step_by(5000) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&consumer.keys().delayed);
+            for i in start..n.min(start + 5000) {
+                zadd.arg(i).arg(format!("0\ndue-{i}\n{{}}"));
+            }
+            let _: i64 = zadd.query_async(&mut conn).await.unwrap();
+        }
+    }
+
+    async fn lengths(consumer: &RedisConsumer) -> (u64, u64) {
+        let mut conn = consumer.conn();
+        let jobs: u64 = redis::cmd("XLEN")
+            .arg(&consumer.keys().jobs)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let delayed: u64 = redis::cmd("ZCARD")
+            .arg(&consumer.keys().delayed)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (jobs, delayed)
+    }
+
+    #[tokio::test]
+    async fn a_promotion_call_moves_at_most_a_thousand_due_items() {
+        let Some((_redis, consumer)) = consumer().await else {
+            return;
+        };
+        due_long_ago(&consumer, 2_500).await;
+        // And one that is not due for an hour: it stays.
+        consumer
+            .engine
+            .push(&[NewItem {
+                delay: Duration::from_secs(3600),
+                ..NewItem::now("later", "{}")
+            }])
+            .await
+            .unwrap();
+
+        let mut conn = consumer.conn();
+        let mut moved = Vec::new();
+        loop {
+            let (n, next_due) = consumer.promote_once(&mut conn).await.unwrap();
+            moved.push(n);
+            let next_due = next_due.expect("the later item is waiting");
+            if n == PROMOTE_BATCH {
+                assert_eq!(next_due, Duration::ZERO, "more are due now");
+            } else {
+                assert!(next_due > Duration::from_secs(3000), "{next_due:?}");
+            }
+            if n == 0 {
+                break;
+            }
+            assert_eq!(
+                lengths(&consumer).await,
+                (
+                    moved.iter().sum::<usize>() as u64,
+                    2_501 - moved.iter().sum::<usize>() as u64
+                )
+            );
+        }
+        assert_eq!(moved, [1000, 1000, 500, 0]);
+        assert_eq!(lengths(&consumer).await, (2_500, 1));
+
+        // Promoted in due order, as stream entries the workers read.
+        let first: Value = redis::cmd("XRANGE")
+            .arg(&consumer.keys().jobs)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (_, fields) = entries_of(&first).pop().expect("an entry");
+        assert_eq!(field(&fields, "i").as_deref(), Some("due-0"));
+        assert_eq!(field(&fields, "a").as_deref(), Some("0"));
+        assert_eq!(field(&fields, "p").as_deref(), Some("{}"));
+        let stats = consumer.engine.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.scheduled), (2_500, 1));
+    }
+
+    #[tokio::test]
+    async fn a_maintenance_pass_promotes_at_most_twenty_calls_worth() {
+        let Some((_redis, consumer)) = consumer().await else {
+            return;
+        };
+        let n = PROMOTE_BATCH * PROMOTE_CALLS + 500;
+        due_long_ago(&consumer, n).await;
+        consumer.maintain().await.unwrap();
+        assert_eq!(
+            lengths(&consumer).await,
+            ((PROMOTE_BATCH * PROMOTE_CALLS) as u64, 500),
+            "one pass: {PROMOTE_CALLS} calls of {PROMOTE_BATCH}"
+        );
+        consumer.maintain().await.unwrap();
+        assert_eq!(
+            lengths(&consumer).await,
+            (n as u64, 0),
+            "the next pass: the rest"
+        );
     }
 }

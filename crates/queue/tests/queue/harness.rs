@@ -31,6 +31,9 @@ pub enum Act {
     Sleep(u64),
     /// Kill the whole process (a poison item).
     Crash,
+    /// Panic in the handler (caught by apalis's catch-panic layer where a
+    /// worker has it).
+    Panic,
 }
 
 /// The item type of the tests.
@@ -65,7 +68,12 @@ impl Runs {
     }
 }
 
-async fn handle(item: Item, delivery: Data<Delivery>, runs: Data<Runs>) -> Result<(), BoxDynError> {
+/// The handler of every test worker.
+pub async fn handle(
+    item: Item,
+    delivery: Data<Delivery>,
+    runs: Data<Runs>,
+) -> Result<(), BoxDynError> {
     let attempt = delivery.attempt();
     // Earlier runs of this item are counted only where needed: a scan of
     // every run per run would make large drains quadratic.
@@ -94,8 +102,12 @@ async fn handle(item: Item, delivery: Data<Delivery>, runs: Data<Runs>) -> Resul
             Ok(())
         }
         Act::Crash => std::process::abort(),
+        Act::Panic => panic!("{PANIC_MESSAGE}"),
     }
 }
+
+/// What a panicking handler says.
+pub const PANIC_MESSAGE: &str = "the handler panicked on purpose";
 
 /// A running worker; stops (gracefully) when dropped or `stop`ped.
 pub struct TestWorker {

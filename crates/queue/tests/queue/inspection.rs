@@ -2,7 +2,7 @@
 //! every engine.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use byok_queue::{Engine, ItemState, SqliteEngine};
 
@@ -99,6 +99,7 @@ async fn inspection(q: &TestQueue) {
     worker.stop().await;
 
     // Pending items, with the oldest one's age, while no worker runs.
+    let first_pushed = Instant::now();
     p.push("waiting-1", &Item { act: Act::Ok }, Duration::ZERO)
         .await
         .unwrap();
@@ -115,7 +116,21 @@ async fn inspection(q: &TestQueue) {
             .collect::<Vec<_>>(),
         ["waiting-1", "waiting-2"]
     );
-    assert!(stats.oldest_pending_seconds < 60);
+    // The age grows while the items wait, and never beyond their wait.
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            engine.stats().await.unwrap().oldest_pending_seconds >= 1
+        })
+        .await,
+        "{:?}",
+        engine.stats().await.unwrap()
+    );
+    let age = engine.stats().await.unwrap().oldest_pending_seconds;
+    assert!(
+        (1..=first_pushed.elapsed().as_secs()).contains(&age),
+        "{age} s, {:?} after the push",
+        first_pushed.elapsed()
+    );
 
     // Retry one dead item by reference, then the rest.
     assert_eq!(
@@ -186,6 +201,101 @@ async fn inspection(q: &TestQueue) {
     if q.kind == Kind::Sqlite {
         assert_eq!(q.sqlite_rows(None).await, 0, "nothing left");
     }
+}
+
+#[tokio::test]
+async fn the_oldest_pending_age_is_the_oldest_due_items() {
+    for q in queues().await {
+        oldest_pending_age(&q).await;
+    }
+}
+
+/// An item written straight into the queue as if it had fallen due 90 s
+/// ago, then a fresh one: the age is the old one's.
+async fn oldest_pending_age(q: &TestQueue) {
+    on(q);
+    let engine = q.engine(q.config()).await;
+    let payload = serde_json::to_string(&Item { act: Act::Ok }).unwrap();
+    match q.kind {
+        Kind::Redis => {
+            let url = q.spec.strip_prefix("redis:").unwrap();
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let (secs, micros): (u64, u64) =
+                redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+            let old_ms = secs * 1000 + micros / 1000 - 90_000;
+            // The stream is empty (the namespace is fresh), so an entry id
+            // from the past is accepted.
+            let _: String = redis::cmd("XADD")
+                .arg(format!("{{{}}}:jobs", q.namespace))
+                .arg(format!("{old_ms}-0"))
+                .arg("i")
+                .arg("old")
+                .arg("a")
+                .arg(0)
+                .arg("p")
+                .arg(&payload)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        Kind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(q.sqlite_url.as_deref().unwrap())
+                .await
+                .unwrap();
+            let old_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+                - 90_000;
+            sqlx::query(
+                "INSERT INTO queue_items (namespace, item_id, payload, state, run_at, enqueued_at)
+                 VALUES (?1, 'old', ?2, 'ready', ?3, ?3)",
+            )
+            .bind(&q.namespace)
+            .bind(&payload)
+            .bind(old_ms)
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+    }
+    producer(&engine)
+        .push("new", &Item { act: Act::Ok }, Duration::ZERO)
+        .await
+        .unwrap();
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(stats.pending, 2, "{stats:?}");
+    assert!(
+        (90..=100).contains(&stats.oldest_pending_seconds),
+        "{stats:?}"
+    );
+    let pending = engine.list(ItemState::Pending, 10).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| p.item_id.as_str())
+            .collect::<Vec<_>>(),
+        ["old", "new"],
+        "oldest first"
+    );
+
+    // The hand-written item is an ordinary one: it runs.
+    let runs = Runs::default();
+    let worker = start_worker(engine.clone(), runs.clone(), 2);
+    assert!(
+        eventually(Duration::from_secs(10), || runs.of("old").len() == 1
+            && runs.of("new").len() == 1)
+        .await
+    );
+    worker.stop().await;
+    let stats = engine.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.running, stats.oldest_pending_seconds),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! What stays behind after a large drain: in Redis no per-item keys, in
 //! SQLite no rows, and nothing beyond the retention limits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use byok_queue::ItemState;
@@ -175,4 +176,72 @@ async fn a_20k_sqlite_drain_leaves_no_rows_and_dead_rows_stay_capped() {
     assert_eq!(engine.list(ItemState::Dead, 1000).await.unwrap().len(), 100);
     assert_eq!(engine.purge(ItemState::Dead).await.unwrap(), 100);
     assert_eq!(q.sqlite_rows(None).await, 0);
+}
+
+#[tokio::test]
+async fn the_redis_dead_stream_stays_within_dead_retention() {
+    let Some(redis) = byok_testing::test_redis().await else {
+        return;
+    };
+    let mut cfg = config(&redis.namespace);
+    cfg.dead_retention = 100;
+    let engine = redis_engine(&redis.url, cfg).await;
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // `MAXLEN ~` trims whole stream nodes only: the stream keeps at least
+    // `dead_retention` entries and fewer than one node more.
+    let (_, node_entries): (String, u64) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("stream-node-max-entries")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(node_entries > 0, "nodes of bounded size");
+    let (low, high) = (100, 100 + node_entries - 1);
+    let dead_key = format!("{{{}}}:dead", redis.namespace);
+
+    let abort = Item { act: Act::Abort };
+    let doomed: Vec<String> = (0..1_000).map(|i| format!("doomed-{i}")).collect();
+    producer(&engine)
+        .push_bulk(doomed.iter().map(|id| (id.as_str(), &abort)))
+        .await
+        .unwrap();
+    let runs = Runs::default();
+    let worker = start_worker(engine.clone(), runs.clone(), 64);
+    // Watch the dead stream while the items die.
+    let most = AtomicU64::new(0);
+    let drained = eventually_async(Duration::from_secs(60), || {
+        let mut conn = conn.clone();
+        let (dead_key, engine, runs, most) = (&dead_key, &engine, &runs, &most);
+        async move {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(dead_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            most.fetch_max(len, Ordering::Relaxed);
+            let s = engine.stats().await.unwrap();
+            runs.count() >= 1_000 && (s.pending, s.running) == (0, 0)
+        }
+    })
+    .await;
+    worker.stop().await;
+    assert!(drained, "ran {}", runs.count());
+    assert_eq!(runs.per_item().len(), 1_000, "every item ran once");
+
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&dead_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (low..=high).contains(&len),
+        "{len} dead entries kept; expected {low}..={high}"
+    );
+    let most = most.into_inner();
+    assert!(most <= high, "at most {high} at any time; saw {most}");
+    assert_eq!(engine.stats().await.unwrap().dead, len);
+    let dead = engine.list(ItemState::Dead, 1000).await.unwrap();
+    assert_eq!(dead.len() as u64, len);
+    assert!(dead.iter().all(|d| d.item_id.starts_with("doomed-")));
 }
