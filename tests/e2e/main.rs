@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `byok` binary, started as a process against
 //! real databases, as an operator or a deployment would run it.
 
+mod api_fuzz;
 mod api_process;
 mod cli;
 mod deploy;

@@ -17,21 +17,28 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 use zeroize::Zeroize as _;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, UserPath, UserProviderPath};
+use crate::openapi::schemas::ProviderIdSchema;
 
 /// Body of `PUT …/credentials`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "credentials": { "api_key": "key_0123456789abcdef" }, "validate": true }))]
 pub(crate) struct PutCredentials {
-    /// The provider's fields (`api_key`, `service_account`, …).
+    /// The provider's fields, as its `credential_fields` in `GET /v1/providers`
+    /// name them: `api_key` (Runway, Stability), `service_account` (Veo: the
+    /// service-account JSON, as an object or a string).
+    #[schema(value_type = Object)]
     credentials: Value,
     /// Ask the provider before storing (default true).
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     validate: bool,
 }
 
@@ -41,16 +48,37 @@ fn default_true() -> bool {
 
 /// What a user's credential for one provider looks like from outside.
 /// Never a secret: only a hint.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CredentialSummary)]
 pub(crate) struct Summary {
+    #[schema(value_type = ProviderIdSchema)]
     provider: ProviderId,
+    /// Whether a key is stored.
     connected: bool,
+    /// Whether the stored key passed its latest check (false when none is stored).
     is_valid: bool,
+    /// A hint at the stored key, e.g. `key_…9f2c`: never the key.
+    #[schema(required)]
     credential_hint: Option<String>,
+    /// When the provider last accepted the key.
+    #[schema(required)]
     validated_at: Option<DateTime<Utc>>,
+    /// Why the latest check failed.
+    #[schema(required)]
     last_error: Option<String>,
+    #[schema(required)]
     created_at: Option<DateTime<Utc>>,
+    #[schema(required)]
     updated_at: Option<DateTime<Utc>>,
+}
+
+/// The body of `GET /v1/users/{user_id}/providers`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialList {
+    user_id: Uuid,
+    /// One summary per provider, in listing order (`connected: false` when none is stored).
+    providers: Vec<Summary>,
 }
 
 impl Summary {
@@ -82,22 +110,54 @@ impl Summary {
 }
 
 /// The verdict of `POST …/test`, next to the updated summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CredentialTest)]
 pub(crate) struct TestResult {
     #[serde(flatten)]
     summary: Summary,
     check: CheckOutcome,
 }
 
-#[derive(Debug, Serialize)]
+/// `valid`, `rejected` (by the provider) or `unreadable` (the stored value
+/// cannot be opened for this user and provider).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum CheckResult {
+    Valid,
+    Rejected,
+    Unreadable,
+}
+
+/// The verdict of a key check.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CredentialCheck)]
+#[serde(deny_unknown_fields)]
 struct CheckOutcome {
-    /// `valid`, `rejected` (by the provider) or `unreadable` (the stored
-    /// value cannot be opened for this user and provider).
-    result: &'static str,
+    result: CheckResult,
+    /// Why not `valid`.
+    #[schema(required)]
     reason: Option<String>,
 }
 
 /// `PUT /v1/users/{user_id}/providers/{provider}/credentials`
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}/providers/{provider}/credentials",
+    operation_id = "put_credentials",
+    summary = "Store a user's key for a provider",
+    tag = "credentials",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+    ),
+    request_body(content = PutCredentials, content_type = "application/json"),
+    responses((
+        status = 200,
+        description = "Checked with the provider (unless `validate` is false), sealed bound \
+            to the user and provider, and stored, replacing any earlier key",
+        body = Summary,
+    )),
+)]
 pub(crate) async fn put(
     State(state): State<AppState>,
     UserProviderPath(user, provider): UserProviderPath,
@@ -155,10 +215,21 @@ pub(crate) async fn put(
 }
 
 /// `GET /v1/users/{user_id}/providers`: one summary per provider, connected or not.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/providers",
+    operation_id = "list_credentials",
+    summary = "Summarise a user's keys, one per provider",
+    tag = "credentials",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+    ),
+    responses((status = 200, description = "One summary per provider", body = CredentialList)),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     UserPath(user): UserPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CredentialList>, ApiError> {
     let rows = state
         .store()
         .credentials()
@@ -172,10 +243,25 @@ pub(crate) async fn list(
             None => Summary::not_connected(p),
         })
         .collect();
-    Ok(Json(json!({ "user_id": user.0, "providers": summaries })))
+    Ok(Json(CredentialList {
+        user_id: user.0,
+        providers: summaries,
+    }))
 }
 
 /// `GET /v1/users/{user_id}/providers/{provider}`: 404 when none is stored.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/providers/{provider}",
+    operation_id = "get_credentials",
+    summary = "Summarise a user's key for a provider",
+    tag = "credentials",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+    ),
+    responses((status = 200, description = "The stored key's summary", body = Summary)),
+)]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     UserProviderPath(user, provider): UserProviderPath,
@@ -185,6 +271,18 @@ pub(crate) async fn get_one(
 }
 
 /// `DELETE /v1/users/{user_id}/providers/{provider}`: 204, or 404 when none is stored.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}/providers/{provider}",
+    operation_id = "delete_credentials",
+    summary = "Delete a user's key for a provider",
+    tag = "credentials",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+    ),
+    responses((status = 204, description = "The sealed key is deleted")),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     UserProviderPath(user, provider): UserProviderPath,
@@ -205,6 +303,24 @@ pub(crate) async fn delete(
 
 /// `POST /v1/users/{user_id}/providers/{provider}/test`: re-checks the
 /// stored key with the provider and records the verdict.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/providers/{provider}/test",
+    operation_id = "test_credentials",
+    summary = "Re-check a user's stored key with the provider",
+    tag = "credentials",
+    params(
+        ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+    ),
+    responses((
+        status = 200,
+        description = "The verdict (`check`) beside the summary it updated (`is_valid`, \
+            `last_error`, `validated_at`). A stored value that does not open for this user and \
+            provider is `unreadable` and is never sent anywhere",
+        body = TestResult,
+    )),
+)]
 pub(crate) async fn test(
     State(state): State<AppState>,
     UserProviderPath(user, provider): UserProviderPath,
@@ -224,7 +340,7 @@ pub(crate) async fn test(
                     validated_at: None,
                 },
                 CheckOutcome {
-                    result: "unreadable",
+                    result: CheckResult::Unreadable,
                     reason: Some(reason),
                 },
             )
@@ -237,7 +353,7 @@ pub(crate) async fn test(
                     validated_at: Some(byok_store::now()),
                 },
                 CheckOutcome {
-                    result: "valid",
+                    result: CheckResult::Valid,
                     reason: None,
                 },
             ),
@@ -248,7 +364,7 @@ pub(crate) async fn test(
                     validated_at: None,
                 },
                 CheckOutcome {
-                    result: "rejected",
+                    result: CheckResult::Rejected,
                     reason: Some(reason),
                 },
             ),

@@ -44,6 +44,23 @@ pub enum ApiErrorCode {
 }
 
 impl ApiErrorCode {
+    /// Every code, in the order the documentation lists them.
+    pub const ALL: [ApiErrorCode; 13] = [
+        ApiErrorCode::BadRequest,
+        ApiErrorCode::Unauthorized,
+        ApiErrorCode::NotFound,
+        ApiErrorCode::MethodNotAllowed,
+        ApiErrorCode::Conflict,
+        ApiErrorCode::PayloadTooLarge,
+        ApiErrorCode::UnsupportedMediaType,
+        ApiErrorCode::InvalidRequest,
+        ApiErrorCode::CredentialsInvalid,
+        ApiErrorCode::CredentialsMissing,
+        ApiErrorCode::ProviderUnavailable,
+        ApiErrorCode::ServiceUnavailable,
+        ApiErrorCode::Internal,
+    ];
+
     /// The wire name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -82,7 +99,60 @@ impl ApiErrorCode {
             ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// When the code is given, for the OpenAPI document.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            ApiErrorCode::BadRequest => {
+                "the request cannot be parsed: JSON syntax, a path id that is not a UUID, a bad \
+                 query parameter or Idempotency-Key"
+            }
+            ApiErrorCode::Unauthorized => {
+                "no Authorization: Bearer header, or an unknown or revoked token"
+            }
+            ApiErrorCode::NotFound => "no such route, provider or resource",
+            ApiErrorCode::MethodNotAllowed => "the route exists with other methods",
+            ApiErrorCode::Conflict => "the request conflicts with the resource's state",
+            ApiErrorCode::PayloadTooLarge => "the body is larger than api.max_body_bytes",
+            ApiErrorCode::UnsupportedMediaType => "the body is not application/json",
+            ApiErrorCode::InvalidRequest => {
+                "well-formed JSON of the wrong shape or content; details.field names the field"
+            }
+            ApiErrorCode::CredentialsInvalid => {
+                "the provider rejected the key (details.provider_reason), or the stored key a \
+                 job would use is marked invalid"
+            }
+            ApiErrorCode::CredentialsMissing => {
+                "a job for a user with no stored key for its provider"
+            }
+            ApiErrorCode::ProviderUnavailable => {
+                "the provider could not be asked (network, 429, 5xx); nothing changed"
+            }
+            ApiErrorCode::ServiceUnavailable => "the database or the queue is down",
+            ApiErrorCode::Internal => {
+                "a fault in byok; the server log has the cause under the response's x-request-id"
+            }
+        }
+    }
 }
+
+// Adding a code without listing it in `ALL` (and so in the OpenAPI
+// document) does not compile.
+const _: fn(ApiErrorCode) = |code| match code {
+    ApiErrorCode::BadRequest
+    | ApiErrorCode::Unauthorized
+    | ApiErrorCode::NotFound
+    | ApiErrorCode::MethodNotAllowed
+    | ApiErrorCode::Conflict
+    | ApiErrorCode::PayloadTooLarge
+    | ApiErrorCode::UnsupportedMediaType
+    | ApiErrorCode::InvalidRequest
+    | ApiErrorCode::CredentialsInvalid
+    | ApiErrorCode::CredentialsMissing
+    | ApiErrorCode::ProviderUnavailable
+    | ApiErrorCode::ServiceUnavailable
+    | ApiErrorCode::Internal => {}
+};
 
 /// An error response.
 #[derive(Debug)]
@@ -111,6 +181,11 @@ impl ApiError {
     /// The code.
     pub fn code(&self) -> ApiErrorCode {
         self.code
+    }
+
+    /// The machine-readable details (`null` when none).
+    pub fn details(&self) -> &Value {
+        &self.details
     }
 
     /// Logs `error` and returns the generic 500 that hides it.

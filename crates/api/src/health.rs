@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
@@ -64,13 +66,70 @@ impl RedisErrorKind for redis::RedisError {
     }
 }
 
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Health {
+    status: HealthStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HealthStatus {
+    Ok,
+}
+
 /// `GET /healthz`: the process is alive. Touches no dependency.
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness",
+    tag = "health",
+    responses((status = 200, description = "The process is alive; no dependency was asked", body = Health)),
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// The body of `GET /readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ready {
+    status: ReadyStatus,
+    checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReadyStatus {
+    Ready,
+}
+
+/// Each dependency's answer: `ok`, or why not (in a 503's `details.checks`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Checks {
+    /// The database.
+    #[schema(example = "ok")]
+    store: String,
+    /// The queue (Redis, or the SQLite database of the embedded shape).
+    #[schema(example = "ok")]
+    queue: String,
 }
 
 /// `GET /readyz`: 200 only when the store and the queue answer; otherwise
 /// 503 naming which failed.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness",
+    tag = "health",
+    responses((status = 200, description = "The store and the queue answered within 2 s", body = Ready)),
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let (store, queue) = tokio::join!(
         async {
@@ -89,11 +148,17 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
     };
-    let checks = json!({ "store": status(&store), "queue": status(&queue) });
+    let checks = Checks {
+        store: status(&store),
+        queue: status(&queue),
+    };
     if store.is_ok() && queue.is_ok() {
         return (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
+            Json(Ready {
+                status: ReadyStatus::Ready,
+                checks,
+            }),
         )
             .into_response();
     }

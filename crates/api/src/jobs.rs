@@ -22,11 +22,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, JobPath, UserPath};
+use crate::openapi::schemas::{
+    GenerationRequestSchema, JobErrorSchema, JobResultSchema, JobStatusSchema, ProviderIdSchema,
+};
 
 /// The header a producer sends to make a retried `POST /v1/jobs` safe.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -50,23 +54,48 @@ pub struct JobsSetup {
 }
 
 /// The job resource of DESIGN §5.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct JobResource {
+    /// The job id (a UUIDv7: ids sort by creation time).
     id: Uuid,
+    /// The user whose key pays.
     user_id: Uuid,
+    #[schema(value_type = ProviderIdSchema)]
     provider: String,
+    /// The model id.
     model: String,
+    #[schema(value_type = JobStatusSchema)]
     status: JobStatus,
+    /// 0–1 while running, when the provider says; 1 once succeeded.
+    #[schema(required, minimum = 0.0, maximum = 1.0)]
     progress: Option<f64>,
+    /// The number of the latest attempt (0 before the first submit); waits
+    /// for a rate-limit window are not attempts.
     attempts: u32,
+    /// The provider's id of the remote job, once it accepted the submit.
+    #[schema(required)]
     provider_job_id: Option<String>,
+    /// The request as accepted.
+    #[schema(value_type = GenerationRequestSchema)]
     request: Value,
+    /// Once succeeded.
+    #[schema(required, value_type = Option<JobResultSchema>)]
     result: Option<Value>,
+    /// Why it failed, or `cancelled`.
+    #[schema(required, value_type = Option<JobErrorSchema>)]
     error: Option<ErrorRecord>,
+    /// The producer's own JSON, untouched.
+    #[schema(value_type = Value)]
     metadata: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// When the provider first accepted it.
+    #[schema(required)]
     started_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    #[schema(required)]
     finished_at: Option<DateTime<Utc>>,
 }
 
@@ -103,6 +132,41 @@ fn setup(state: &AppState) -> Result<&JobsSetup, ApiError> {
 }
 
 /// `POST /v1/jobs`
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "create_job",
+    summary = "Enqueue a generation job",
+    tag = "jobs",
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retry safe: scoped to the token, the same key with the same \
+            request (compared as canonical JSON) returns the same job and queues nothing; with \
+            another request it is a 409 whose `details.job_id` names the first job",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+    )),
+    request_body(
+        content = GenerationRequestSchema,
+        content_type = "application/json",
+        description = "Checked before anything is written, in this order: the shape; the \
+            model's catalogue (a 422 whose `details` name the `field` and the `allowed` values); \
+            `image_url` against the fetch policy; the user's stored key for the provider \
+            (`credentials_missing`, `credentials_invalid`)",
+    ),
+    responses((
+        status = 202,
+        description = "Stored `queued` and its id pushed to the queue; or, for a replayed \
+            Idempotency-Key, the first job (with `idempotent-replayed: true`). If the queue \
+            refuses after the job was stored, the answer is a 503 `service_unavailable` with \
+            `details.job_id`: the job is queued within a minute, and a retry with the same \
+            Idempotency-Key returns it",
+        body = JobResource,
+        headers(
+            ("Location" = String, description = "`/v1/jobs/{id}`"),
+            ("idempotent-replayed" = String, description = "`true`, on a replay of an Idempotency-Key only"),
+        ),
+    )),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     axum::Extension(token): axum::Extension<ApiToken>,
@@ -111,6 +175,8 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let setup = setup(&state)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let canonical = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
+    refuse_nul(&canonical)?;
     let provider = request.provider;
     let adapter = state.providers().get(provider);
 
@@ -125,7 +191,6 @@ pub(crate) async fn create(
     }
     require_usable_key(&state, request.user_id, provider).await?;
 
-    let canonical = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
     let new = NewJob {
         user_id: request.user_id,
         provider,
@@ -203,6 +268,46 @@ fn accepted(job: Job) -> Response {
     response
 }
 
+/// Refuses a request with U+0000 in any string or member name (`prompt`,
+/// `image_url`, `metadata`, …): PostgreSQL stores neither text nor JSONB
+/// with it, and no request needs it. Refused on every storage shape alike,
+/// so that the API answers the same whatever the database.
+fn refuse_nul(request: &Value) -> Result<(), ApiError> {
+    fn find(value: &Value, path: &mut Vec<String>) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(format!("[{i}]"));
+                let found = find(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            Value::Object(members) => members.iter().any(|(name, item)| {
+                let dot = if path.is_empty() { "" } else { "." };
+                path.push(format!("{dot}{}", name.escape_default()));
+                let found = name.contains('\0') || find(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    let mut path = Vec::new();
+    if !find(request, &mut path) {
+        return Ok(());
+    }
+    let field = path.concat();
+    Err(ApiError::new(
+        ApiErrorCode::InvalidRequest,
+        format!("{field}: contains a NUL character (U+0000), which cannot be stored"),
+    )
+    .with_details(json!({ "field": field })))
+}
+
 /// The `Idempotency-Key` header: 1–255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
@@ -257,6 +362,15 @@ async fn require_usable_key(
 }
 
 /// `GET /v1/jobs/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    operation_id = "get_job",
+    summary = "Read a job",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
+    responses((status = 200, description = "The job; any valid token may read any job", body = JobResource)),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     JobPath(id): JobPath,
@@ -275,6 +389,20 @@ async fn load(state: &AppState, id: Uuid) -> Result<Job, ApiError> {
 }
 
 /// `POST /v1/jobs/{id}/cancel`
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{job_id}/cancel",
+    operation_id = "cancel_job",
+    summary = "Cancel a job",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
+    responses((
+        status = 200,
+        description = "Cancelled; a worker cancels it at the provider where it can. A job \
+            already final is a 409 whose `details.status` says which",
+        body = JobResource,
+    )),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     JobPath(id): JobPath,
@@ -323,15 +451,32 @@ pub(crate) struct ListQuery {
 }
 
 /// A page of jobs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct JobPage {
     user_id: Uuid,
+    /// Newest first.
     jobs: Vec<JobResource>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(required)]
     next_cursor: Option<Uuid>,
 }
 
 /// `GET /v1/users/{user_id}/jobs?status=&limit=&cursor=`
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/jobs",
+    operation_id = "list_jobs",
+    summary = "List a user's jobs",
+    tag = "jobs",
+    params(
+        ("user_id" = Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
+        ("status" = Option<JobStatusSchema>, Query, description = "Only jobs in this status"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1–100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<Uuid>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of the user's jobs, newest first", body = JobPage)),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     UserPath(user): UserPath,
@@ -396,6 +541,25 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/jobs/{id}/video`: the stored MP4, streamed from `output.dir`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}/video",
+    operation_id = "get_job_video",
+    summary = "Download a job's video",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
+    responses((
+        status = 200,
+        description = "The stored video, streamed. 404 unless the job succeeded (then \
+            `details.status` says what it is) and the file is in this server's `output.dir`",
+        content_type = "video/mp4",
+        body = crate::openapi::schemas::Video,
+        headers(
+            ("Content-Length" = u64, description = "The video's size in bytes"),
+            ("Content-Disposition" = String, description = "`inline; filename=\"{job_id}.mp4\"`"),
+        ),
+    )),
+)]
 pub(crate) async fn video(
     State(state): State<AppState>,
     JobPath(id): JobPath,
@@ -442,4 +606,37 @@ pub(crate) async fn video(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(request: &Value) -> Option<String> {
+        refuse_nul(request)
+            .err()
+            .map(|e| e.details()["field"].as_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn nul_characters_are_refused_where_they_are() {
+        let clean = json!({"prompt": "a lighthouse", "metadata": {"k": ["v", 1, null]}});
+        assert_eq!(field_of(&clean), None);
+        assert_eq!(
+            field_of(&json!({"prompt": "a\u{0}b"})).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            field_of(&json!({"metadata": {"a": "ok", "k": [1, "x\u{0}"]}})).as_deref(),
+            Some("metadata.k[1]")
+        );
+        assert_eq!(
+            field_of(&json!({"metadata": {"a\u{0}": 1}})).as_deref(),
+            Some("metadata.a\\u{0}")
+        );
+        assert_eq!(
+            field_of(&json!({"image_url": "https://example.com/\u{0}.png"})).as_deref(),
+            Some("image_url")
+        );
+    }
 }

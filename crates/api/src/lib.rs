@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod health;
 mod jobs;
+mod openapi;
 mod providers;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use tower_http::trace::TraceLayer;
 pub use error::{ApiError, ApiErrorCode};
 pub use health::QueueProbe;
 pub use jobs::{IDEMPOTENCY_KEY_HEADER, JobsSetup};
+pub use openapi::{EXAMPLE_USER_ID, openapi};
 
 /// The header carrying each request's id, echoed on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -140,6 +142,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .nest("/v1", v1)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)

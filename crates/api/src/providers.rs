@@ -3,15 +3,41 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::json;
+use byok_providers::ProviderDescriptor;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::openapi::schemas::ProviderSchema;
 
-pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let providers: Vec<_> = state
+/// The body of `GET /v1/providers`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProviderList {
+    /// Every provider this build knows, in listing order.
+    #[schema(value_type = Vec<ProviderSchema>)]
+    providers: Vec<ProviderDescriptor>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    operation_id = "list_providers",
+    summary = "List the providers and their capabilities",
+    tag = "providers",
+    responses((
+        status = 200,
+        description = "Every provider: its models and their capabilities (durations, aspect \
+            ratios, resolutions, text/image input, negative prompt, seed), the fields of its \
+            `credentials` object and the per-key rate limits",
+        body = ProviderList,
+    )),
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> Json<ProviderList> {
+    let providers = state
         .providers()
         .all()
         .map(|p| p.descriptor().clone())
         .collect();
-    Json(json!({ "providers": providers }))
+    Json(ProviderList { providers })
 }

@@ -4,6 +4,7 @@
 mod credentials;
 mod errors;
 mod health;
+mod openapi;
 mod providers;
 
 use std::time::Duration;
