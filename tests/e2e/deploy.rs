@@ -54,6 +54,8 @@ pub struct Deployment {
     pub sim: RunningSim,
     pub http: reqwest::Client,
     pub workers: Vec<Option<tokio::process::Child>>,
+    /// The metrics URL of each worker.
+    pub worker_metrics: Vec<String>,
     api_process: Option<tokio::process::Child>,
     /// Kept alive for the deployment's lifetime.
     _services: Vec<Box<dyn std::any::Any + Send>>,
@@ -198,6 +200,7 @@ impl Deployment {
             sim,
             http: reqwest::Client::new(),
             workers: Vec::new(),
+            worker_metrics: Vec::new(),
             api_process: None,
             _services: services,
         }
@@ -232,8 +235,14 @@ impl Deployment {
 
     /// Starts `byok <args>` with its output in `<dir>/<name>.log`.
     fn spawn(&self, name: &str, args: &[&str]) -> tokio::process::Child {
+        self.spawn_with(name, args, &[])
+    }
+
+    /// [`Deployment::spawn`] with variables of its own.
+    fn spawn_with(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         byok(self.dir.path(), &self.env_refs())
+            .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -253,10 +262,19 @@ impl Deployment {
     }
 
     /// Starts one more worker process; returns its index.
+    /// Each worker serves its metrics on a port of its own
+    /// (`worker_metrics[index]`).
     pub fn start_worker(&mut self) -> usize {
         let index = self.workers.len();
-        let child = self.spawn(&format!("worker-{index}"), &["worker"]);
+        let metrics = format!("127.0.0.1:{}", byok_testing::free_port());
+        let child = self.spawn_with(
+            &format!("worker-{index}"),
+            &["worker"],
+            &[("BYOK__WORKER__METRICS_LISTEN", &metrics)],
+        );
         self.workers.push(Some(child));
+        self.worker_metrics
+            .push(format!("http://{metrics}/metrics"));
         index
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -173,6 +173,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     )
     .with_details(json!({ "checks": checks }))
     .into_response()
+}
+
+/// `GET /metrics`: the Prometheus text of this process, with the queue's
+/// depth and the store's live jobs read now (no token: metrics carry no
+/// user data, and scrapers rarely hold one; keep the port off the internet).
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let engine = state.jobs().map(|jobs| jobs.producer.engine().as_ref());
+    let text = byok_metrics::scrape(engine, Some(state.store())).await;
+    ([(header::CONTENT_TYPE, byok_metrics::CONTENT_TYPE)], text).into_response()
 }
 
 pub(crate) async fn not_found() -> ApiError {

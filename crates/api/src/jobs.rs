@@ -256,6 +256,7 @@ pub(crate) async fn create(
         }
     }
     tracing::info!(job.id = %job.id, provider = %provider, user.id = %job.user_id, "job enqueued");
+    byok_metrics::metrics().job_enqueued(provider);
     Ok(accepted(job))
 }
 
@@ -415,6 +416,13 @@ pub(crate) async fn cancel(
         .map_err(|e| ApiError::store(&e))?;
     match outcome {
         Cancelled::Now(job) => {
+            let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+            byok_metrics::metrics().job_finished(
+                &job.provider_name,
+                JobStatus::Cancelled,
+                Some(byok_core::ErrorCode::Cancelled),
+                age,
+            );
             // A job the provider knows (or may be about to know) gets its
             // remote cancel from a worker, which holds the key: nudge one
             // now rather than at the job's next poll.

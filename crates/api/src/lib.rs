@@ -143,6 +143,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(health::metrics))
         .nest("/v1", v1)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)

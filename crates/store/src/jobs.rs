@@ -673,6 +673,22 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
+    /// How many jobs are in each live status (queued, throttled, running):
+    /// proportional to the live jobs, not to the table (a partial index).
+    pub async fn count_live(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT status, count(*) FROM generation_jobs WHERE status IN ",
+            live!(),
+            " GROUP BY status"
+        ))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((s.parse().ok()?, u64::try_from(n).unwrap_or(0))))
+            .collect())
+    }
+
     /// How many jobs are in each status (for metrics and the operator CLI).
     pub async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
         let rows: Vec<(String, i64)> = with_pool!(self.store, |pool| sqlx::query_as(

@@ -36,11 +36,12 @@ use byok_core::{
     ValidatedRequest,
 };
 use byok_crypto::{KeyRing, SealContext};
+use byok_metrics::{Call, Throttle, metrics};
 use byok_providers::fetch::ImageFetcher;
 use byok_providers::{Credentials, RemoteStatus, SubmitRequest, VideoOutput, VideoProvider};
 use byok_queue::{Delivery, Disposition};
 use byok_ratelimit::{Acquire, LimitKey, Limits, RateLimiter};
-use byok_store::{CheckRecord, Job, Store, StoreError};
+use byok_store::{Cancelled, CheckRecord, Job, Store, StoreError};
 use secrecy::ExposeSecret as _;
 use uuid::Uuid;
 
@@ -133,6 +134,7 @@ impl Pipeline {
     /// Runs the step job `job_id` is due for. `Ok` acknowledges the queue
     /// item (the job is final, or gone); `Err` says when to come back.
     pub async fn step(&self, job_id: Uuid, delivery: &Delivery) -> Next {
+        let _in_flight = metrics().step_started();
         let job = match self.store.jobs().get(job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => {
@@ -308,6 +310,7 @@ impl Pipeline {
         let permit = match self.limiter.acquire(&key, pacing.limits).await {
             Ok(Acquire::Granted(permit)) => permit,
             Ok(Acquire::Wait(wait)) => {
+                metrics().throttled(provider, Throttle::Window);
                 if job.status != JobStatus::Throttled {
                     let _ = self.store.jobs().set_throttled(job.id).await;
                 }
@@ -374,14 +377,12 @@ impl Pipeline {
             Ok(false) => return (later(BUSY_RECHECK), false),
             Err(e) => return (self.store_trouble(&e, delivery), false),
         }
-        let answer = adapter
-            .submit(
-                credentials,
-                SubmitRequest {
-                    request: validated,
-                    image: image.as_ref(),
-                },
-            )
+        let request = SubmitRequest {
+            request: validated,
+            image: image.as_ref(),
+        };
+        let answer = metrics()
+            .time_call(provider, Call::Submit, adapter.submit(credentials, request))
             .await;
         let next = match answer {
             Ok(submitted) => {
@@ -483,7 +484,9 @@ impl Pipeline {
             && (chrono::Utc::now() - started).to_std().unwrap_or_default()
                 > self.settings.job_timeout
         {
-            let _ = adapter.cancel(credentials, remote).await;
+            let _ = metrics()
+                .time_call(provider, Call::Cancel, adapter.cancel(credentials, remote))
+                .await;
             return self
                 .fail(
                     job,
@@ -497,7 +500,10 @@ impl Pipeline {
                 )
                 .await;
         }
-        match adapter.poll(credentials, remote).await {
+        let polled = metrics()
+            .time_call(provider, Call::Poll, adapter.poll(credentials, remote))
+            .await;
+        match polled {
             Ok(RemoteStatus::Queued) => later(pacing.poll_interval),
             Ok(RemoteStatus::Running { progress }) => {
                 if let Some(progress) = progress
@@ -560,11 +566,14 @@ impl Pipeline {
                 later(jittered(pacing.poll_interval))
             }
             Ok(RemoteStatus::Cancelled) => {
-                let _ = self
+                let cancelled = self
                     .store
                     .jobs()
                     .cancel(job.id, "cancelled at the provider")
                     .await;
+                if matches!(cancelled, Ok(Cancelled::Now(_))) {
+                    finished(job, JobStatus::Cancelled, Some(ErrorCode::Cancelled));
+                }
                 Ok(())
             }
             Err(error) => self.job_error(job, provider, sealed, error, delivery).await,
@@ -582,7 +591,14 @@ impl Pipeline {
         output: &VideoOutput,
         delivery: &Delivery,
     ) -> Next {
-        let video = match adapter.fetch_output(credentials, output).await {
+        let downloaded = metrics()
+            .time_call(
+                provider,
+                Call::Download,
+                adapter.fetch_output(credentials, output),
+            )
+            .await;
+        let video = match downloaded {
             Ok(video) => video,
             // As for polls: the video is paid for, and the provider keeps it
             // for a day or more. Download again later; job_timeout bounds it.
@@ -615,8 +631,11 @@ impl Pipeline {
             "note": video.note,
         });
         match self.store.jobs().succeed(job.id, &result).await {
-            Ok(_) => {
+            Ok(applied) => {
                 tracing::info!(bytes, "succeeded");
+                if applied {
+                    finished(job, JobStatus::Succeeded, None);
+                }
                 Ok(())
             }
             Err(e) => self.store_trouble(&e, delivery),
@@ -647,7 +666,10 @@ impl Pipeline {
         else {
             return;
         };
-        match adapter.cancel(&credentials, remote).await {
+        let cancelled = metrics()
+            .time_call(provider, Call::Cancel, adapter.cancel(&credentials, remote))
+            .await;
+        match cancelled {
             Ok(outcome) => {
                 tracing::info!(?outcome, "cancel sent to the provider");
                 let _ = self.store.jobs().mark_cancel_sent(job.id).await;
@@ -715,6 +737,7 @@ impl Pipeline {
                     wait_ms = wait.as_millis() as u64,
                     "provider throttled this key"
                 );
+                metrics().throttled(provider, Throttle::Provider);
                 later(wait)
             }
             RetryClass::Transient if delivery.attempt() < self.settings.max_attempts => {
@@ -770,7 +793,12 @@ impl Pipeline {
             .fail(job.id, &record, delivery.attempt().max(job.attempts))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(applied) => {
+                if applied {
+                    finished(job, JobStatus::Failed, Some(code));
+                }
+                Ok(())
+            }
             Err(e) => self.store_trouble(&e, delivery),
         }
     }
@@ -802,4 +830,12 @@ impl Pipeline {
                 },
             })
     }
+}
+
+/// Records a job that reached a final status in this step.
+fn finished(job: &Job, status: JobStatus, code: Option<ErrorCode>) {
+    let age = (chrono::Utc::now() - job.created_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics().job_finished(&job.provider_name, status, code, age);
 }

@@ -4,7 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
 use byok_config::Settings;
+use byok_queue::Engine;
+use byok_store::Store;
 use byok_worker::{WorkerOptions, run_worker};
 
 use crate::context;
@@ -24,16 +29,51 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         limiter,
         fetcher,
     ));
-    run_worker(
+    let metrics = serve_metrics(settings, Arc::clone(&engine), store.clone()).await?;
+    let worked = run_worker(
         engine,
         pipeline,
         options(settings, "worker"),
         super::shutdown_signal(),
     )
-    .await
-    .context("the worker failed")?;
+    .await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    worked.context("the worker failed")?;
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `GET /metrics` (and `GET /healthz`) on `worker.metrics_listen`
+/// when it is set; the task ends when aborted or with the process.
+pub async fn serve_metrics(
+    settings: &Settings,
+    engine: Arc<dyn Engine>,
+    store: Store,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(address) = settings.worker.metrics_listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (worker.metrics_listen)"))?;
+    let scrape = move || {
+        let (engine, store) = (Arc::clone(&engine), store.clone());
+        async move {
+            let text = byok_metrics::scrape(Some(engine.as_ref()), Some(&store)).await;
+            ([(header::CONTENT_TYPE, byok_metrics::CONTENT_TYPE)], text)
+        }
+    };
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok" }));
+    tracing::info!(%address, "worker metrics listening");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    })))
 }
 
 /// Worker options from the settings; the name carries the host and process
