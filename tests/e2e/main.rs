@@ -4,11 +4,13 @@
 mod api_fuzz;
 mod api_process;
 mod cli;
+mod demo;
 mod deploy;
 mod docs;
 mod helpers;
 mod jobs_api;
 mod manifests;
+mod metrics;
 mod operator;
 mod pipeline;
 mod rewrap;

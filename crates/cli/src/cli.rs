@@ -24,7 +24,11 @@ pub enum Command {
     /// Run jobs from the queue (distributed shape; run as many as needed).
     Worker,
     /// The API and a worker in one process: the embedded shape.
-    Run,
+    Run(RunArgs),
+    /// Try everything on this machine: the simulator, the embedded shape and
+    /// a scripted job on every provider, shown live; exits 0 when every job
+    /// ended as expected.
+    Demo,
     /// Apply database migrations.
     Migrate,
     /// Manage the credential encryption keys.
@@ -44,11 +48,25 @@ pub enum Command {
 }
 
 impl Command {
-    /// Long-running commands log at info; one-shot tools only warn.
-    pub fn is_server(&self) -> bool {
-        matches!(self, Command::Api | Command::Worker | Command::Run)
-            || matches!(self, Command::Sim(args) if args.new_service_account.is_none())
+    /// The log level unless `RUST_LOG` says otherwise: long-running
+    /// commands log at info; one-shot tools only warn; the demo, whose
+    /// screen is its progress bars, only reports errors.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Api | Command::Worker | Command::Run(_) => "info",
+            Command::Sim(args) if args.new_service_account.is_none() => "info",
+            Command::Demo => "error",
+            _ => "warn",
+        }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Start the provider simulator in this process and point every
+    /// provider at it (keys starting with `sim_` are valid).
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,8 +4,8 @@
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init(server: bool) {
-    let default = if server { "info" } else { "warn" };
+/// `default` is the level when `RUST_LOG` is not set.
+pub fn init(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -20,31 +20,25 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     let store = context::open_store(settings).await?;
     let engine = context::queue_engine(settings).await?;
     let fetcher = context::image_fetcher(settings)?;
-    serve(
-        settings,
-        store.clone(),
-        key_ring,
-        engine,
-        fetcher,
-        super::shutdown_signal(),
-    )
-    .await?;
+    let listener = tokio::net::TcpListener::bind(settings.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.listen)", settings.api.listen))?;
+    let router = router(settings, store.clone(), key_ring, engine, fetcher)?;
+    serve(settings, listener, router, super::shutdown_signal()).await?;
     store.close().await;
     tracing::info!("API stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the API on `api.listen` until `shutdown` resolves, then gives
-/// requests in flight `worker.shutdown_grace` to finish. `byok run` calls
-/// this beside a worker, sharing the store, key ring, queue and fetcher.
-pub async fn serve(
+/// The API's router on the given parts. `byok run` builds it beside a
+/// worker, sharing the store, key ring, queue and fetcher.
+pub fn router(
     settings: &Settings,
     store: Store,
     key_ring: Arc<KeyRing>,
     engine: Arc<dyn Engine>,
     fetcher: Arc<ImageFetcher>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<axum::Router> {
     let providers = context::providers(settings)?;
     let queue = QueueProbe::from_url(settings.queue.url.expose_secret())
         .map_err(|_| byok_config_error("queue.url", "is not a valid Redis URL"))?;
@@ -60,20 +54,22 @@ pub async fn serve(
         fetcher,
         output_dir: settings.output.dir.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(settings.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (api.listen)", settings.api.listen))?;
+    Ok(byok_api::app(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then gives
+/// requests in flight `worker.shutdown_grace` to finish.
+pub async fn serve(
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, shape = ?settings.shape(), "API listening");
-
-    byok_api::serve(
-        listener,
-        byok_api::app(state),
-        shutdown,
-        settings.worker.shutdown_grace,
-    )
-    .await
-    .context("the API server failed")
+    byok_api::serve(listener, router, shutdown, settings.worker.shutdown_grace)
+        .await
+        .context("the API server failed")
 }
 
 fn byok_config_error(setting: &str, message: &str) -> anyhow::Error {

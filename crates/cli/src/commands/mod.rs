@@ -1,12 +1,14 @@
 //! One module per subcommand.
 
 mod api;
+mod demo;
 mod job;
 mod keys;
 mod migrate;
 mod queue;
 mod run;
 mod sim;
+mod simulate;
 mod token;
 mod worker;
 
@@ -23,7 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => migrate::run(&byok_config::load(config)?).await,
         Command::Api => api::run(&byok_config::load(config)?).await,
         Command::Worker => worker::run(&byok_config::load(config)?).await,
-        Command::Run => run::run(&byok_config::load(config)?).await,
+        Command::Run(args) => run::run(config, args.simulate).await,
+        Command::Demo => demo::run(config).await,
         Command::Token(TokenCommand::Create(args)) => {
             token::create(&byok_config::load(config)?, &args).await
         }

@@ -1,0 +1,149 @@
+//! The first run: `byok demo` and `byok run --simulate` in an empty folder,
+//! with no configuration and no services (the test clears the environment).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{byok, run, terminate, wait_until_ready};
+
+#[tokio::test]
+async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(180), run(dir.path(), &[], &["demo"]))
+        .await
+        .expect("the demo finishes");
+    assert_eq!(
+        out.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stdout.contains("all 7 jobs ended as expected"),
+        "{}",
+        out.stdout
+    );
+    for row in [
+        "Runway, text",
+        "Runway, image",
+        "Stability, image",
+        "Veo, text",
+        "Veo, image",
+        "Runway, moderated",
+        "Runway, throttled key",
+    ] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row}:\n{}", out.stdout));
+        assert!(line.contains(" yes "), "{line}");
+    }
+    assert!(
+        out.stdout.contains("failed (content_rejected)"),
+        "{}",
+        out.stdout
+    );
+    // Everything lives in ./byok-data: one SQLite file, the generated key,
+    // and the six videos.
+    let data = dir.path().join("byok-data");
+    assert!(data.join("byok.db").is_file() && data.join("encryption.key").is_file());
+    let videos = std::fs::read_dir(data.join("videos"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+        .count();
+    assert_eq!(videos, 6);
+    eprintln!("demo took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn run_simulate_serves_real_requests_against_the_in_process_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", byok_testing::free_port());
+    let env = [("BYOK__API__LISTEN", listen.as_str())];
+    let mut server = byok(dir.path(), &env)
+        .args(["run", "--simulate"])
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}");
+    assert!(
+        wait_until_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await,
+        "never ready"
+    );
+
+    let token = run(dir.path(), &env, &["token", "create", "--name", "try"]).await;
+    assert_eq!(token.code, 0, "{}", token.stderr);
+    let token = token.stdout.lines().next().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let user = uuid::Uuid::new_v4();
+    let stored = http
+        .put(format!(
+            "{base}/v1/users/{user}/providers/runway/credentials"
+        ))
+        .bearer_auth(&token)
+        .json(&json!({ "credentials": { "api_key": "sim_try_it" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200, "the simulator checked the key");
+    let refused = http
+        .put(format!(
+            "{base}/v1/users/{user}/providers/stability/credentials"
+        ))
+        .bearer_auth(&token)
+        .json(&json!({ "credentials": { "api_key": "not_a_sim_key" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        422,
+        "the simulator refuses keys as the provider would"
+    );
+
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&token)
+        .json(&json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": "a first try" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "succeeded" || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let video = http
+        .get(format!("{base}/v1/jobs/{id}/video"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(video.status(), 200);
+    assert_eq!(&video.bytes().await.unwrap()[4..8], b"ftyp");
+
+    terminate(server.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
