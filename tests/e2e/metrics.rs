@@ -275,3 +275,54 @@ async fn api_and_worker_metrics_tell_what_happened() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_carrying_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", byok_testing::free_port());
+    let log = dir.path().join("stderr.log");
+    let env = [
+        ("BYOK__API__LISTEN", listen.as_str()),
+        ("BYOK_LOG_FORMAT", "json"),
+        // Requests are logged at debug (one line each would be noise at
+        // thousands a second); errors inside a request log at their level.
+        ("RUST_LOG", "info,tower_http=debug"),
+    ];
+    let mut server = crate::helpers::byok(dir.path(), &env)
+        .arg("run")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}");
+    assert!(
+        crate::helpers::wait_until_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await
+    );
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/providers"))
+        .header("x-request-id", "trace-me-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-7f3a");
+    crate::helpers::terminate(server.id().unwrap());
+    server.wait().await.unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string()),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.to_string().contains("trace-me-7f3a")),
+        "a log line of the request carries its id:\n{text}"
+    );
+}
