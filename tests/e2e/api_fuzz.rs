@@ -16,7 +16,6 @@
 //! `curl` line reproducing each failing request.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,6 @@ use uuid::Uuid;
 use crate::deploy::{DeployOptions, Deployment};
 
 const REQUIREMENTS: &str = "schemathesis==4.32.5\nopenapi-spec-validator==0.9.0\n";
-const STAMP: &str = "byok-requirements.txt";
 const HOOKS: &str = include_str!("api_fuzz_hooks.py");
 
 const DEFAULT_EXAMPLES: u32 = 30;
@@ -38,68 +36,7 @@ fn venv_python() -> &'static Result<PathBuf, String> {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     VENV.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("byok-api-fuzz-python");
-        let python = venv.join("bin/python");
-        let ready = |dir: &Path| {
-            std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == REQUIREMENTS)
-                && dir.join("bin/python").exists()
-        };
-        if ready(&venv) {
-            return Ok(python);
-        }
-        let started = Instant::now();
-        // Built aside and renamed into place, so a concurrent run never sees
-        // half an environment.
-        let building = venv.with_extension(format!("building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&building);
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&building)
-            .output()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        if !created.status.success() {
-            return Err(format!(
-                "python3 -m venv failed: {}",
-                String::from_utf8_lossy(&created.stderr)
-            ));
-        }
-        let requirements = building.join(STAMP);
-        std::fs::write(&requirements, REQUIREMENTS).map_err(|e| e.to_string())?;
-        let installed = Command::new(building.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--timeout",
-                "60",
-                "-r",
-            ])
-            .arg(&requirements)
-            .output()
-            .map_err(|e| format!("cannot run pip: {e}"))?;
-        if !installed.status.success() {
-            let _ = std::fs::remove_dir_all(&building);
-            return Err(format!(
-                "pip install failed: {}",
-                String::from_utf8_lossy(&installed.stderr)
-            ));
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        if std::fs::rename(&building, &venv).is_err() {
-            // Another run won the race; use its environment.
-            let _ = std::fs::remove_dir_all(&building);
-        }
-        eprintln!(
-            "schemathesis and openapi-spec-validator installed into {} in {:.1}s",
-            venv.display(),
-            started.elapsed().as_secs_f64()
-        );
-        if ready(&venv) {
-            Ok(python)
-        } else {
-            Err(format!("{} is not usable", venv.display()))
-        }
+        byok_testing::python_venv(&venv, REQUIREMENTS)
     })
 }
 

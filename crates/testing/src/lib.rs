@@ -3,11 +3,13 @@
 mod policy;
 mod postgres;
 mod process;
+mod python;
 mod redis;
 
 pub use policy::{ServicePolicy, skip_or_fail};
 pub use postgres::{TestDatabase, test_database};
 pub use process::{ChildGuard, free_port, wait_for_tcp};
+pub use python::python_venv;
 pub use redis::{SpawnedRedis, TestRedis, spawn_redis, test_redis};
 
 /// A fresh SQLite database file in its own temporary directory.

@@ -9,16 +9,14 @@
 //! `BYOK_TEST_SERVICES=required`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use byok_sim::SimConfig;
 
 use crate::helpers::{png, start};
 
 const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
-const STAMP: &str = "byok-requirements.txt";
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
@@ -29,67 +27,7 @@ fn venv_python() -> &'static Result<PathBuf, String> {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     VENV.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("byok-sim-python");
-        let python = venv.join("bin/python");
-        let ready = |dir: &Path| {
-            std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == REQUIREMENTS)
-                && dir.join("bin/python").exists()
-        };
-        if ready(&venv) {
-            return Ok(python);
-        }
-        let started = Instant::now();
-        // Built aside and renamed into place, so a concurrent test run never
-        // sees half an environment.
-        let building = venv.with_extension(format!("building-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&building);
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&building)
-            .output()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        if !created.status.success() {
-            return Err(format!(
-                "python3 -m venv failed: {}",
-                String::from_utf8_lossy(&created.stderr)
-            ));
-        }
-        let installed = Command::new(building.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--timeout",
-                "60",
-                "-r",
-            ])
-            .arg(scripts().join("requirements.txt"))
-            .output()
-            .map_err(|e| format!("cannot run pip: {e}"))?;
-        if !installed.status.success() {
-            let _ = std::fs::remove_dir_all(&building);
-            return Err(format!(
-                "pip install failed: {}",
-                String::from_utf8_lossy(&installed.stderr)
-            ));
-        }
-        std::fs::write(building.join(STAMP), REQUIREMENTS).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&venv);
-        if std::fs::rename(&building, &venv).is_err() {
-            // Another run won the race; use its environment.
-            let _ = std::fs::remove_dir_all(&building);
-        }
-        eprintln!(
-            "python clients installed into {} in {:.1}s",
-            venv.display(),
-            started.elapsed().as_secs_f64()
-        );
-        if ready(&venv) {
-            Ok(python)
-        } else {
-            Err(format!("{} is not usable", venv.display()))
-        }
+        byok_testing::python_venv(&venv, REQUIREMENTS)
     })
 }
 
