@@ -39,6 +39,18 @@ macro_rules! live {
     };
 }
 
+/// The job insert of [`JobRepo::insert`], up to its `RETURNING` list.
+macro_rules! insert_job_sql {
+    () => {
+        "INSERT INTO generation_jobs \
+           (id, user_id, provider, model, status, attempts, request, metadata, \
+            created_by_token, idempotency_key, request_sha256, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
+         ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
+         DO NOTHING RETURNING "
+    };
+}
+
 /// Appends a history entry for job `$id` inside transaction `$tx`. A macro
 /// rather than a function so that it compiles inside each arm of
 /// `with_pool!`, for each database's own transaction type.
@@ -58,24 +70,45 @@ macro_rules! record_event {
     };
 }
 
-/// Runs one compare-and-set `UPDATE … RETURNING status` (binds applied by
-/// `$bind`), and when it applied records `$message` in the job's history,
-/// all in one transaction. Evaluates to whether the update applied.
+/// Runs one compare-and-set `UPDATE` (`$sql`, without `RETURNING`; binds
+/// applied by `$bind`), and when it applied records `$message` in the job's
+/// history, atomically. Evaluates to whether the update applied.
+///
+/// On PostgreSQL this is one statement, one round trip: the update in a
+/// data-modifying `WITH` and the history entry inserted from its returned
+/// row (at the row's new `updated_at`), `$msg_param` being the placeholder
+/// after the update's own. On SQLite, where `WITH` cannot hold an `UPDATE`
+/// and a statement costs no network trip, it is the update and the insert
+/// in one transaction.
 macro_rules! transition {
-    ($store:expr, $id:expr, $sql:expr, $message:expr, |$q:ident| $bind:expr) => {{
+    ($store:expr, $id:expr, $sql:expr, $msg_param:literal, $message:expr, |$q:ident| $bind:expr) => {{
         let id: Uuid = $id;
-        let sql: &'static str = $sql;
         let message: &str = $message;
-        with_pool!($store, |pool| {
-            let mut tx = pool.begin().await?;
-            let $q = sqlx::query_scalar::<_, String>(sql);
-            let status: Option<String> = $bind.fetch_optional(&mut *tx).await?;
-            if let Some(status) = &status {
-                record_event!(tx, id, status.as_str(), message, None::<Value>);
+        match &$store.db {
+            $crate::db::Db::Postgres(pool) => {
+                let $q = sqlx::query_scalar::<_, String>(concat!(
+                    "WITH changed AS (",
+                    $sql,
+                    " RETURNING id, status, updated_at) \
+                     INSERT INTO generation_job_events (job_id, at, status, message) \
+                     SELECT id, updated_at, status, ",
+                    $msg_param,
+                    " FROM changed RETURNING status"
+                ));
+                let status: Option<String> = $bind.bind(message).fetch_optional(pool).await?;
+                status.is_some()
             }
-            tx.commit().await?;
-            status.is_some()
-        })
+            $crate::db::Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let $q = sqlx::query_scalar::<_, String>(concat!($sql, " RETURNING status"));
+                let status: Option<String> = $bind.fetch_optional(&mut *tx).await?;
+                if let Some(status) = &status {
+                    record_event!(tx, id, status.as_str(), message, None::<Value>);
+                }
+                tx.commit().await?;
+                status.is_some()
+            }
+        }
     }};
 }
 
@@ -308,38 +341,55 @@ impl<'a> JobRepo<'a> {
             Some(i) => (Some(i.key.as_str()), Some(i.request_sha256.to_vec())),
             None => (None, None),
         };
-        let row: Option<JobRow> = with_pool!(self.store, |pool| {
-            let mut tx = pool.begin().await?;
-            // The unique index on (created_by_token, idempotency_key) decides
-            // races between two requests with the same key: one inserts, the
-            // other finds the row.
-            let row: Option<JobRow> = sqlx::query_as(concat!(
-                "INSERT INTO generation_jobs \
-                   (id, user_id, provider, model, status, attempts, request, metadata, \
-                    created_by_token, idempotency_key, request_sha256, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
-                 ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
-                 DO NOTHING RETURNING ",
-                job_columns!()
-            ))
-            .bind(DbUuid(id))
-            .bind(DbUuid(new.user_id))
-            .bind(new.provider.as_str())
-            .bind(&new.model)
-            .bind(Json(&new.request))
-            .bind(Json(&new.metadata))
-            .bind(new.created_by_token.map(DbUuid))
-            .bind(key)
-            .bind(sha.as_deref())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if row.is_some() {
-                record_event!(tx, id, "queued", "accepted", None::<Value>);
+        // The unique index on (created_by_token, idempotency_key) decides
+        // races between two requests with the same key: one inserts, the
+        // other finds the row. The job and its first history entry are
+        // written atomically: on PostgreSQL in one statement (one round
+        // trip), the entry inserted from the returned row; on SQLite, which
+        // has no data-modifying `WITH`, in one transaction.
+        macro_rules! insert_job {
+            ($sql:expr, $executor:expr) => {
+                sqlx::query_as::<_, JobRow>($sql)
+                    .bind(DbUuid(id))
+                    .bind(DbUuid(new.user_id))
+                    .bind(new.provider.as_str())
+                    .bind(&new.model)
+                    .bind(Json(&new.request))
+                    .bind(Json(&new.metadata))
+                    .bind(new.created_by_token.map(DbUuid))
+                    .bind(key)
+                    .bind(sha.as_deref())
+                    .bind(now)
+                    .fetch_optional($executor)
+                    .await?
+            };
+        }
+        let row: Option<JobRow> = match &self.store.db {
+            crate::db::Db::Postgres(pool) => insert_job!(
+                concat!(
+                    "WITH created AS (",
+                    insert_job_sql!(),
+                    job_columns!(),
+                    "), accepted AS (\
+                       INSERT INTO generation_job_events (job_id, at, status, message) \
+                       SELECT id, created_at, status, 'accepted' FROM created) \
+                     SELECT ",
+                    job_columns!(),
+                    " FROM created"
+                ),
+                pool
+            ),
+            crate::db::Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let row: Option<JobRow> =
+                    insert_job!(concat!(insert_job_sql!(), job_columns!()), &mut *tx);
+                if row.is_some() {
+                    record_event!(tx, id, "queued", "accepted", None::<Value>);
+                }
+                tx.commit().await?;
+                row
             }
-            tx.commit().await?;
-            row
-        });
+        };
         if let Some(row) = row {
             return Ok(Inserted::Created(row.try_into()?));
         }
@@ -465,7 +515,8 @@ impl<'a> JobRepo<'a> {
             self.store,
             id,
             "UPDATE generation_jobs SET status = 'throttled', updated_at = $1 \
-             WHERE id = $2 AND status = 'queued' RETURNING status",
+             WHERE id = $2 AND status = 'queued'",
+            "$3",
             "waiting for the key's rate-limit window",
             |q| q.bind(crate::now()).bind(DbUuid(id))
         ))
@@ -504,7 +555,8 @@ impl<'a> JobRepo<'a> {
             "UPDATE generation_jobs SET provider_job_id = $1, submit_started_at = NULL, \
                status = CASE WHEN status IN ('queued', 'throttled') THEN 'running' ELSE status END, \
                attempts = $2, started_at = COALESCE(started_at, $3), updated_at = $3 \
-             WHERE id = $4 AND provider_job_id IS NULL RETURNING status",
+             WHERE id = $4 AND provider_job_id IS NULL",
+            "$5",
             &message,
             |q| q
                 .bind(provider_job_id)
@@ -531,7 +583,8 @@ impl<'a> JobRepo<'a> {
             id,
             "UPDATE generation_jobs SET submit_started_at = NULL, attempts = $1, updated_at = $2, \
                status = CASE WHEN status IN ('queued', 'throttled') THEN $3 ELSE status END \
-             WHERE id = $4 AND provider_job_id IS NULL RETURNING status",
+             WHERE id = $4 AND provider_job_id IS NULL",
+            "$5",
             &message,
             |q| q
                 .bind(db_attempt(attempt))
@@ -553,7 +606,8 @@ impl<'a> JobRepo<'a> {
             id,
             "UPDATE generation_jobs SET status = 'queued', provider_job_id = NULL, \
                submit_started_at = NULL, progress = NULL, attempts = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'running' RETURNING status",
+             WHERE id = $3 AND status = 'running'",
+            "$4",
             &message,
             |q| q
                 .bind(db_attempt(attempt))
@@ -589,9 +643,9 @@ impl<'a> JobRepo<'a> {
                 "UPDATE generation_jobs SET status = 'succeeded', result = $1, progress = 1, \
                    submit_started_at = NULL, finished_at = $2, updated_at = $2 \
                  WHERE id = $3 AND status IN ",
-                live!(),
-                " RETURNING status"
+                live!()
             ),
+            "$4",
             "succeeded",
             |q| q.bind(Json(result)).bind(crate::now()).bind(DbUuid(id))
         ))
@@ -614,9 +668,9 @@ impl<'a> JobRepo<'a> {
                    error_retryable = $3, attempts = CASE WHEN attempts > $4 THEN attempts ELSE $4 END, \
                    submit_started_at = NULL, finished_at = $5, updated_at = $5 \
                  WHERE id = $6 AND status IN ",
-                live!(),
-                " RETURNING status"
+                live!()
             ),
+            "$7",
             &message,
             |q| q
                 .bind(error.code.as_str())
@@ -667,7 +721,8 @@ impl<'a> JobRepo<'a> {
             self.store,
             id,
             "UPDATE generation_jobs SET cancel_sent_at = $1, updated_at = $1 \
-             WHERE id = $2 AND cancel_sent_at IS NULL RETURNING status",
+             WHERE id = $2 AND cancel_sent_at IS NULL",
+            "$3",
             "the provider was asked to cancel the remote job",
             |q| q.bind(crate::now()).bind(DbUuid(id))
         ))
