@@ -192,15 +192,17 @@ const PURGE_DEAD: &str = "DELETE FROM queue_items WHERE seq IN
 // --- Process-wide state per database file -----------------------------------
 
 /// What every engine of this process on one database file shares.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FileShared {
-    /// Serialises this process's write statements on the file. SQLite admits
-    /// one writer at a time anyway; waiting here, in FIFO order, instead of
-    /// in SQLite's busy handler (which sleeps and retries with growing
-    /// pauses) keeps the fetcher, acknowledger and keeper of every worker
-    /// from stalling each other. Writers in other processes are still waited
-    /// for by the busy timeout.
-    write: tokio::sync::Mutex<()>,
+    /// Serialises this process's write statements on the file, the store's
+    /// included (`byok_store::sqlite_write_lock`: one lock per file for
+    /// every writer of the process). SQLite admits one writer at a time
+    /// anyway; waiting here, in FIFO order, instead of in SQLite's busy
+    /// handler (which sleeps and retries with growing pauses) keeps the
+    /// fetcher, acknowledger and keeper of every worker, and the API's and
+    /// the pipeline's job writes, from stalling each other. Writers in other
+    /// processes are still waited for by the busy timeout.
+    write: Arc<tokio::sync::Mutex<()>>,
     /// Per namespace: woken whenever this process writes a ready item, so
     /// waiting fetches look again (it may be due now, or sooner than what
     /// they wait for).
@@ -237,7 +239,10 @@ fn file_shared(path: &Path) -> Arc<FileShared> {
     if let Some(shared) = files.get(&key).and_then(Weak::upgrade) {
         return shared;
     }
-    let shared = Arc::new(FileShared::default());
+    let shared = Arc::new(FileShared {
+        write: byok_store::sqlite_write_lock(path),
+        wakers: Mutex::default(),
+    });
     files.insert(key, Arc::downgrade(&shared));
     shared
 }

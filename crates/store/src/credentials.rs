@@ -154,6 +154,7 @@ impl<'a> CredentialRepo<'a> {
     /// concurrent saves leave exactly one row (the later write wins).
     pub async fn upsert(&self, new: &NewCredential) -> Result<StoredCredential, StoreError> {
         let now = crate::now();
+        let _write = self.store.write_guard().await;
         let row: CredentialRow = with_pool!(self.store, |pool| {
             sqlx::query_as(concat!(
             "INSERT INTO user_provider_configs \
@@ -216,6 +217,7 @@ impl<'a> CredentialRepo<'a> {
 
     /// Deletes the user's credential for the provider; false if there was none.
     pub async fn delete(&self, user_id: Uuid, provider: ProviderId) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
         let result = with_pool!(self.store, |pool| sqlx::query(
             "DELETE FROM user_provider_configs WHERE user_id = $1 AND provider_name = $2"
         )
@@ -237,6 +239,7 @@ impl<'a> CredentialRepo<'a> {
         checked_sealed: &str,
         record: &CheckRecord,
     ) -> Result<Option<StoredCredential>, StoreError> {
+        let _write = self.store.write_guard().await;
         let row: Option<CredentialRow> = with_pool!(self.store, |pool| {
             sqlx::query_as(concat!(
             "UPDATE user_provider_configs SET \
@@ -286,6 +289,7 @@ impl<'a> CredentialRepo<'a> {
         expected: &str,
         sealed: &str,
     ) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE user_provider_configs SET encrypted_credentials = $1 \
              WHERE id = $2 AND encrypted_credentials = $3"

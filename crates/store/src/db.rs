@@ -1,7 +1,10 @@
 //! Connecting to either database, migrations, and the dispatch macro that
 //! lets each query be written once for both.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -39,7 +42,7 @@ pub(crate) enum Db {
 
 /// Creates the embedded data directory readable by its owner only: it will
 /// hold sealed credentials, token hashes and (beside it) the key file.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     if dir.is_dir() {
         return Ok(());
@@ -91,6 +94,44 @@ pub enum SchemaStatus {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// SQLite: this process's write lock on the file (see [`sqlite_write_lock`]).
+    write: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Every SQLite file's write lock in this process, by canonical path.
+static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The one write lock of this process on the SQLite file at `path`, shared
+/// by every store and queue engine that writes to it. SQLite admits one
+/// writer at a time; writers that wait here, in FIFO order, do not meet in
+/// SQLite's busy handler, which sleeps and retries with growing pauses
+/// (1, 2, 5, 10… ms) and so leaves the file idle while writers queue.
+/// Writers in other processes are still waited for by the busy timeout.
+/// Hold it for one statement or one transaction, never across another
+/// write.
+pub fn sqlite_write_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    // The same file reached through different paths must share one lock
+    // (through its directory when the file does not exist yet).
+    let key = std::fs::canonicalize(path)
+        .or_else(|_| match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .map(|dir| dir.join(name)),
+            _ => Err(std::io::ErrorKind::NotFound.into()),
+        })
+        .unwrap_or_else(|_| path.to_owned());
+    let mut locks = WRITE_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(key, Arc::downgrade(&lock));
+    lock
 }
 
 impl Store {
@@ -107,6 +148,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 db: Db::Postgres(pool),
+                write: None,
             })
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
@@ -125,6 +167,7 @@ impl Store {
             {
                 create_private_dir(dir).map_err(StoreError::Io)?;
             }
+            let write = sqlite_write_lock(connect.get_filename());
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
@@ -132,9 +175,19 @@ impl Store {
                 .await?;
             Ok(Store {
                 db: Db::Sqlite(pool),
+                write: Some(write),
             })
         } else {
             Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// Taken around every write: on SQLite, this process's write lock on
+    /// the file ([`sqlite_write_lock`]); on PostgreSQL, nothing.
+    pub(crate) async fn write_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write {
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+            None => None,
         }
     }
 

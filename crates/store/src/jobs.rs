@@ -99,6 +99,7 @@ macro_rules! transition {
                 status.is_some()
             }
             $crate::db::Db::Sqlite(pool) => {
+                let _write = $store.write_guard().await;
                 let mut tx = pool.begin().await?;
                 let $q = sqlx::query_scalar::<_, String>(concat!($sql, " RETURNING status"));
                 let status: Option<String> = $bind.fetch_optional(&mut *tx).await?;
@@ -380,6 +381,7 @@ impl<'a> JobRepo<'a> {
                 pool
             ),
             crate::db::Db::Sqlite(pool) => {
+                let _write = self.store.write_guard().await;
                 let mut tx = pool.begin().await?;
                 let row: Option<JobRow> =
                     insert_job!(concat!(insert_job_sql!(), job_columns!()), &mut *tx);
@@ -479,6 +481,7 @@ impl<'a> JobRepo<'a> {
 
     /// Notes that the queue holds the job's work item.
     pub async fn mark_enqueued(&self, id: Uuid) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE generation_jobs SET enqueued_at = $1 WHERE id = $2 AND enqueued_at IS NULL"
         )
@@ -526,6 +529,7 @@ impl<'a> JobRepo<'a> {
     /// job with no provider job and no other submit out: the one guard that
     /// keeps two workers from both submitting.
     pub async fn begin_submit(&self, id: Uuid) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE generation_jobs SET submit_started_at = $1, updated_at = $1 \
              WHERE id = $2 AND status IN ('queued', 'throttled') \
@@ -621,6 +625,7 @@ impl<'a> JobRepo<'a> {
         if !progress.is_finite() {
             return Ok(false);
         }
+        let _write = self.store.write_guard().await;
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE generation_jobs SET progress = $1, updated_at = $2 \
              WHERE id = $3 AND status = 'running'"
@@ -685,6 +690,7 @@ impl<'a> JobRepo<'a> {
     /// A live job → `cancelled` (error code `cancelled`, with `why`).
     pub async fn cancel(&self, id: Uuid, why: &str) -> Result<Cancelled, StoreError> {
         let now = crate::now();
+        let _write = self.store.write_guard().await;
         let row: Option<JobRow> = with_pool!(self.store, |pool| {
             let mut tx = pool.begin().await?;
             let row: Option<JobRow> = sqlx::query_as(concat!(

@@ -96,6 +96,7 @@ impl<'a> TokenRepo<'a> {
             last_used_at: None,
             revoked_at: None,
         };
+        let _write = self.store.write_guard().await;
         with_pool!(self.store, |pool| sqlx::query(
             "INSERT INTO api_tokens (id, name, token_sha256, created_at) VALUES ($1, $2, $3, $4)"
         )
@@ -131,6 +132,7 @@ impl<'a> TokenRepo<'a> {
             .last_used_at
             .is_none_or(|at| now - at >= LAST_USED_GRANULARITY)
         {
+            let _write = self.store.write_guard().await;
             with_pool!(self.store, |pool| sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $1 \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)"
@@ -159,6 +161,7 @@ impl<'a> TokenRepo<'a> {
 
     /// Revokes token `id`; takes effect for the next request.
     pub async fn revoke(&self, id: Uuid) -> Result<RevokeOutcome, StoreError> {
+        let _write = self.store.write_guard().await;
         let affected = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
         )
