@@ -22,8 +22,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum QueueProbe {
     /// The queue lives in the store's SQLite database: the store check covers it.
     InStore,
-    /// A Redis server.
-    Redis(redis::Client),
+    /// A Redis server (boxed: with some of redis's features the client is
+    /// hundreds of bytes).
+    Redis(Box<redis::Client>),
 }
 
 impl QueueProbe {
@@ -32,7 +33,7 @@ impl QueueProbe {
         if url == "sqlite" {
             Ok(QueueProbe::InStore)
         } else {
-            redis::Client::open(url).map(QueueProbe::Redis)
+            redis::Client::open(url).map(|client| QueueProbe::Redis(Box::new(client)))
         }
     }
 

@@ -1,8 +1,18 @@
 //! `byok-bench`: benchmark programs. Every figure is printed beside a
-//! baseline measured in the same run on the same machine, because absolute
-//! numbers drift on shared machines while ratios hold.
+//! baseline measured in the same run on the same machine where there is
+//! one, because absolute numbers drift on shared machines while ratios hold.
 
+mod common;
+mod crypto;
+mod enqueue;
+mod http;
+mod inflight;
+mod limiter;
+mod pipeline;
 mod queue;
+mod system;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -19,16 +29,37 @@ struct Cli {
     /// Redis to measure against (default: REDIS_URL, else 127.0.0.1:6379).
     #[arg(long, global = true)]
     redis: Option<String>,
+    /// PostgreSQL server to create scratch databases on (default:
+    /// DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres).
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// The `byok` binary `inflight` runs as its worker process (default:
+    /// `byok` beside this program, i.e. target/release/byok).
+    #[arg(long, global = true)]
+    byok_bin: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 enum Command {
-    /// No-op items/s through our queue engine and apalis-redis 1.0.0, in
-    /// steady state at a small and a large backlog, and idle pickup latency.
+    /// No-op items/s through our queue engine, apalis-redis 1.0.0 and
+    /// bullmq-official 1.4.4, in steady state at a small and a large
+    /// backlog, and idle pickup latency.
     Queue,
-    /// Every benchmark.
+    /// End-to-end jobs/s: HTTP enqueue → queue → worker → submit → poll →
+    /// succeeded, against the in-process simulator at zero render time.
+    Pipeline,
+    /// `POST /v1/jobs` requests/s and latency under concurrent load.
+    Enqueue,
+    /// Memory and CPU of one `byok worker` process holding many jobs in
+    /// flight at a slow provider.
+    Inflight,
+    /// Many workers on one key's quota: windows over quota and quota used.
+    Limiter,
+    /// Credential seal+open per second.
+    Crypto,
+    /// Every benchmark, in the order above.
     All,
 }
 
@@ -38,6 +69,8 @@ pub struct Options {
     pub quick: bool,
     pub json: bool,
     pub redis_url: String,
+    pub database_url: String,
+    pub byok_bin: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -50,10 +83,38 @@ async fn main() -> anyhow::Result<()> {
             .redis
             .or_else(|| std::env::var("REDIS_URL").ok())
             .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+        database_url: cli
+            .database
+            .or_else(|| {
+                std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| u.starts_with("postgres"))
+            })
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        byok_bin: cli.byok_bin,
     };
-    match cli.command {
-        Command::Queue | Command::All => queue::run(&options).await?,
+    common::init_logs();
+    let all = cli.command == Command::All;
+    let started = std::time::Instant::now();
+    if all || cli.command == Command::Queue {
+        queue::run(&options).await?;
     }
+    if all || cli.command == Command::Pipeline {
+        pipeline::run(&options).await?;
+    }
+    if all || cli.command == Command::Enqueue {
+        enqueue::run(&options).await?;
+    }
+    if all || cli.command == Command::Inflight {
+        inflight::run(&options).await?;
+    }
+    if all || cli.command == Command::Limiter {
+        limiter::run(&options).await?;
+    }
+    if all || cli.command == Command::Crypto {
+        crypto::run(&options)?;
+    }
+    common::progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 

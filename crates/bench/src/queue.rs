@@ -1,11 +1,13 @@
-//! `byok-bench queue`: no-op items/s through our Redis Streams engine and
+//! `byok-bench queue`: no-op items/s through our Redis Streams engine,
 //! through apalis-redis 1.0.0 in its best configuration (`lock_tasks(false)`,
 //! batch 64, 50 ms polling, the bounded promoter it needs past 8,000 due
-//! jobs — ../shared/reference/apalis.md §5–6), at a small and a large
-//! backlog, interleaved, on the same Redis; plus the idle pickup latency of
-//! our engine.
+//! jobs — ../shared/reference/apalis.md §5–6) and through bullmq-official
+//! 1.4.4 (the official Rust BullMQ, completed jobs removed, its faster
+//! setting in ../shared/reference/queue-candidates.md §2.1), at a small and
+//! a large backlog, interleaved, on the same Redis; plus the idle pickup
+//! latency of our engine.
 //!
-//! Both drain with one worker process at concurrency 64. Each rate is the
+//! All three drain with one worker process at concurrency 64. Each rate is the
 //! drain rate **at** a backlog, in steady state: the queue is filled to the
 //! backlog, a worker drains it while a producer tops it back up (in
 //! multiples of [`TOP_UP`], whenever that much room has opened), and a
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::common::{delete_matching, median, percentile, progress};
 use crate::{Options, report};
 
 /// The no-op item: a number and, for latency runs, when it was pushed.
@@ -89,26 +92,32 @@ fn micros_since_origin() -> u64 {
     u64::try_from(origin().elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+impl Counter {
+    /// One run ended (its item was pushed at `sent_us`, when non-zero).
+    fn record(&self, sent_us: u64) {
+        if sent_us > 0 {
+            let waited = micros_since_origin().saturating_sub(sent_us);
+            self.latencies
+                .lock()
+                .expect("latency lock")
+                .push(Duration::from_micros(waited));
+        }
+        let n = self.done.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.marks[0] {
+            self.at[0].get_or_init(Instant::now);
+        }
+        if n == self.marks[1] {
+            self.at[1].get_or_init(Instant::now);
+            self.reached.notify_one();
+        }
+        if n.is_multiple_of(TOP_UP) {
+            self.room.notify_one();
+        }
+    }
+}
+
 async fn count(item: NoOp, counter: Data<Arc<Counter>>) -> Result<(), BoxDynError> {
-    if item.sent_us > 0 {
-        let waited = micros_since_origin().saturating_sub(item.sent_us);
-        counter
-            .latencies
-            .lock()
-            .expect("latency lock")
-            .push(Duration::from_micros(waited));
-    }
-    let n = counter.done.fetch_add(1, Ordering::AcqRel) + 1;
-    if n == counter.marks[0] {
-        counter.at[0].get_or_init(Instant::now);
-    }
-    if n == counter.marks[1] {
-        counter.at[1].get_or_init(Instant::now);
-        counter.reached.notify_one();
-    }
-    if n.is_multiple_of(TOP_UP) {
-        counter.room.notify_one();
-    }
+    counter.record(item.sent_us);
     Ok(())
 }
 
@@ -172,6 +181,8 @@ struct Held {
     high: usize,
     /// CPU seconds used (this process and Redis), if readable.
     cpu: Option<f64>,
+    /// Of which the Redis server's.
+    redis_cpu: Option<f64>,
 }
 
 /// Keeps `pushed − done` (the backlog: waiting, prefetched and running
@@ -207,11 +218,19 @@ async fn top_up(
         }
     }
     let cpu_end = probe.read().await;
-    let cpu = match (cpu_start.flatten(), cpu_end) {
-        (Some(start), Some(end)) => Some(end - start),
-        _ => None,
+    let (cpu, redis_cpu) = match (cpu_start.flatten(), cpu_end) {
+        (Some(start), Some(end)) => (
+            Some(end.0 + end.1 - start.0 - start.1),
+            Some(end.0 - start.0),
+        ),
+        _ => (None, None),
     };
-    Ok(Held { low, high, cpu })
+    Ok(Held {
+        low,
+        high,
+        cpu,
+        redis_cpu,
+    })
 }
 
 /// Reads the CPU time used so far by this process and by the Redis server:
@@ -225,8 +244,9 @@ impl CpuProbe {
         Ok(CpuProbe(client.get_multiplexed_async_connection().await?))
     }
 
-    /// Seconds of CPU (user + system), or `None` where it cannot be read.
-    async fn read(&mut self) -> Option<f64> {
+    /// Seconds of CPU (user + system) of Redis and of this process, or
+    /// `None` where they cannot be read.
+    async fn read(&mut self) -> Option<(f64, f64)> {
         let info: String = redis::cmd("INFO")
             .arg("cpu")
             .query_async(&mut self.0)
@@ -246,7 +266,7 @@ impl CpuProbe {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let ticks: f64 =
             fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(redis + ticks / 100.0)
+        Some((redis, ticks / 100.0))
     }
 }
 
@@ -255,6 +275,16 @@ impl CpuProbe {
 struct Window {
     warmup: usize,
     measured: usize,
+    /// Keep the backlog topped up (steady state); otherwise drain what was
+    /// filled, with no producer running.
+    keep: bool,
+}
+
+impl Window {
+    /// The backlog the producer keeps while timing.
+    fn target(&self, backlog: usize) -> usize {
+        if self.keep { backlog } else { 0 }
+    }
 }
 
 /// One steady-state run's result.
@@ -265,6 +295,8 @@ struct Steady {
     held: Held,
     /// CPU µs per timed item (this process and Redis), if readable.
     cpu_us: Option<f64>,
+    /// Of which the Redis server's.
+    redis_us: Option<f64>,
 }
 
 impl Steady {
@@ -274,6 +306,7 @@ impl Steady {
             rate: counter.rate(),
             held,
             cpu_us: held.cpu.map(|cpu| cpu * 1e6 / measured),
+            redis_us: held.redis_cpu.map(|cpu| cpu * 1e6 / measured),
         }
     }
 }
@@ -330,7 +363,14 @@ async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Resu
     let (stop, signal) = stop_signal();
     let mut held = Held::default();
     drive(worker.run_until(signal), stop, &counter, async {
-        held = top_up(&counter, backlog, backlog, &mut push, &mut probe).await?;
+        held = top_up(
+            &counter,
+            window.target(backlog),
+            backlog,
+            &mut push,
+            &mut probe,
+        )
+        .await?;
         Ok(())
     })
     .await?;
@@ -426,7 +466,14 @@ async fn apalis_redis(options: &Options, backlog: usize, window: Window) -> anyh
     let (stop, signal) = stop_signal();
     let mut held = Held::default();
     let result = drive(worker.run_until(signal), stop, &counter, async {
-        held = top_up(&counter, backlog, backlog, &mut push, &mut probe).await?;
+        held = top_up(
+            &counter,
+            window.target(backlog),
+            backlog,
+            &mut push,
+            &mut probe,
+        )
+        .await?;
         Ok(())
     })
     .await;
@@ -434,6 +481,102 @@ async fn apalis_redis(options: &Options, backlog: usize, window: Window) -> anyh
     let _ = promoter.await;
     result?;
     delete_matching(&options.redis_url, &format!("{queue}*")).await?;
+    Ok(Steady::new(&counter, held))
+}
+
+/// bullmq-official 1.4.4's drain rate at `backlog`: completed jobs removed
+/// at once (its faster setting; keeping them also costs memory), the
+/// worker's other options at their defaults.
+async fn bullmq(options: &Options, backlog: usize, window: Window) -> anyhow::Result<Steady> {
+    use bullmq::options::RedisConnectionOptions;
+    use bullmq::types::RemoveOnFinish;
+    use bullmq::worker::WorkerEvent;
+    use bullmq::{BulkJob, Queue, QueueOptions, Worker, WorkerOptions};
+    let prefix = format!("bench-bull-{}", uuid::Uuid::new_v4().simple());
+    let connection = RedisConnectionOptions::default().url(options.redis_url.as_str());
+    let queue = Arc::new(
+        Queue::with_options(
+            "q",
+            QueueOptions::default()
+                .connection(connection.clone())
+                .prefix(prefix.as_str()),
+        )
+        .await?,
+    );
+    let mut push: Push = {
+        let queue = Arc::clone(&queue);
+        Box::new(move |start, n| {
+            let queue = Arc::clone(&queue);
+            Box::pin(async move {
+                let jobs = no_ops(start, n)
+                    .into_iter()
+                    .map(|(_, item)| BulkJob::new("noop", item))
+                    .collect();
+                queue.add_bulk(jobs).await?;
+                Ok(())
+            })
+        })
+    };
+    for start in (0..backlog).step_by(CHUNK) {
+        push(start, CHUNK.min(backlog - start)).await?;
+    }
+    let counter = Counter::new(window.warmup, window.warmup + window.measured);
+    let processor = {
+        let counter = Arc::clone(&counter);
+        move |job: bullmq::Job, _token| {
+            let counter = Arc::clone(&counter);
+            async move {
+                let sent_us = job
+                    .data()
+                    .get("sent_us")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
+                counter.record(sent_us);
+                Ok(serde_json::Value::Null)
+            }
+        }
+    };
+    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let worker = Arc::new(
+        Worker::with_options(
+            "q",
+            processor,
+            WorkerOptions::default()
+                .connection(connection)
+                .prefix(prefix.as_str())
+                .concurrency(CONCURRENCY)
+                .remove_on_complete(RemoveOnFinish::Bool(true)),
+        )
+        .await?,
+    );
+    // Its events go to an unbounded channel: read them, as an application
+    // does, so they do not pile up.
+    let events = {
+        let worker = Arc::clone(&worker);
+        tokio::spawn(async move {
+            while let Some(event) = worker.next_event().await {
+                if matches!(event, WorkerEvent::Closed) {
+                    break;
+                }
+            }
+        })
+    };
+    let held = tokio::time::timeout(
+        Duration::from_secs(900),
+        top_up(
+            &counter,
+            window.target(backlog),
+            backlog,
+            &mut push,
+            &mut probe,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("the run did not finish within 15 minutes")));
+    worker.close(5_000).await?;
+    events.abort();
+    let held = held?;
+    delete_matching(&options.redis_url, &format!("{prefix}:*")).await?;
     Ok(Steady::new(&counter, held))
 }
 
@@ -475,98 +618,67 @@ async fn pickup_latency(options: &Options, samples: usize) -> anyhow::Result<Vec
     Ok(latencies)
 }
 
-async fn delete_matching(url: &str, pattern: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor = 0u64;
-    loop {
-        // The benchmark's own keys only, after its run.
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// Progress goes to stderr, so stdout holds only results.
-#[allow(clippy::print_stderr)]
-fn progress(line: &str) {
-    eprintln!("{line}");
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
-
 /// Runs the queue benchmark and prints its figures.
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let (small, large, reps, window) = if options.quick {
         let window = Window {
-            warmup: 10_000,
-            measured: 40_000,
+            warmup: 5_000,
+            measured: 20_000,
+            keep: true,
         };
-        (1_000, 20_000, 1, window)
+        (1_000, 10_000, 1, window)
     } else {
         let window = Window {
             warmup: 50_000,
             measured: 200_000,
+            keep: true,
         };
-        (1_000, 100_000, 5, window)
+        (1_000, 100_000, 3, window)
     };
-    let mut runs: [Vec<Steady>; 4] = Default::default();
+    // 0 ours small, 1 apalis-redis small, 2 ours large, 3 apalis-redis
+    // large, 4 bullmq small, 5 bullmq large.
+    let mut runs: [Vec<Steady>; 6] = Default::default();
     let held = |s: &Steady| format!("{}–{}", s.held.low, s.held.high);
     let cpu = |s: &Steady| s.cpu_us.map_or("?".to_owned(), |us| format!("{us:.1}"));
     // Interleaved, so that a noisy minute hurts every figure alike: each
     // side's two backlogs run back to back (their ratio is the figure that
     // matters most), and every other round runs in reverse order.
     for rep in 1..=reps {
-        let mut order = [0, 2, 1, 3];
+        let mut order = [0, 2, 1, 3, 4, 5];
         if rep % 2 == 0 {
             order.reverse();
         }
         for i in order {
-            let backlog = if i < 2 { small } else { large };
-            let steady = if i % 2 == 0 {
-                ours(options, backlog, window).await?
-            } else {
-                apalis_redis(options, backlog, window).await?
+            let backlog = if matches!(i, 0 | 1 | 4) { small } else { large };
+            let steady = match i {
+                0 | 2 => ours(options, backlog, window).await?,
+                1 | 3 => apalis_redis(options, backlog, window).await?,
+                _ => bullmq(options, backlog, window).await?,
             };
             runs[i].push(steady);
         }
         let last = |i: usize| runs[i].last().copied().expect("just measured");
         progress(&format!(
-            "queue: round {rep}/{reps}: ours {:.0}/{:.0}, apalis-redis {:.0}/{:.0} items/s at {small}/{large} backlog (this round's backlog ratio {:.2}; ours CPU {} / {} µs/item; backlog held at {} / {}, {} / {})",
+            "queue: round {rep}/{reps}: ours {:.0}/{:.0}, apalis-redis {:.0}/{:.0}, bullmq {:.0}/{:.0} items/s at {small}/{large} backlog (this round's backlog ratio {:.2}; CPU µs/item ours {} / {}, apalis-redis {} / {}, bullmq {} / {}; backlog held at {} / {}, {} / {}, {} / {})",
             last(0).rate,
             last(2).rate,
             last(1).rate,
             last(3).rate,
+            last(4).rate,
+            last(5).rate,
             last(2).rate / last(0).rate,
             cpu(&last(0)),
             cpu(&last(2)),
+            cpu(&last(1)),
+            cpu(&last(3)),
+            cpu(&last(4)),
+            cpu(&last(5)),
             held(&last(0)),
             held(&last(2)),
             held(&last(1)),
             held(&last(3)),
+            held(&last(4)),
+            held(&last(5)),
         ));
     }
     // The backlog ratio of each round compares two back-to-back runs, so
@@ -590,9 +702,36 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
             .map(median)
     };
     let (cpu_small, cpu_large) = (cpu_of(&runs[0]), cpu_of(&runs[2]));
+    let (cpu_base, cpu_bull) = (cpu_of(&runs[3]), cpu_of(&runs[5]));
+    let redis_of = |r: &[Steady]| -> Option<f64> {
+        r.iter()
+            .map(|s| s.redis_us)
+            .collect::<Option<Vec<f64>>>()
+            .map(median)
+    };
+    let redis_us = [&runs[2], &runs[3], &runs[5]].map(|r| redis_of(r));
     let cpu_backlog_ratio = cpu_ratios.clone().map(median);
-    let [ours_small, base_small, ours_large, base_large] =
-        runs.map(|r| median(r.iter().map(|s| s.rate).collect()));
+    let [
+        ours_small,
+        base_small,
+        ours_large,
+        base_large,
+        bull_small,
+        bull_large,
+    ] = runs.map(|r| median(r.iter().map(|s| s.rate).collect()));
+    // Once more as a plain drain of a filled queue, no producer running: how
+    // ../shared/reference/queue-candidates.md measured (bullmq ≈ 25k/s).
+    let drain = Window {
+        warmup: 1,
+        measured: large - 1,
+        keep: false,
+    };
+    let drain_ours = ours(options, large, drain).await?.rate;
+    let drain_base = apalis_redis(options, large, drain).await?.rate;
+    let drain_bull = bullmq(options, large, drain).await?.rate;
+    progress(&format!(
+        "queue: plain drain of {large} filled items: ours {drain_ours:.0}, apalis-redis {drain_base:.0}, bullmq {drain_bull:.0} items/s"
+    ));
     let latencies = pickup_latency(options, if options.quick { 50 } else { 200 }).await?;
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let result = json!({
@@ -602,6 +741,9 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "baseline": base_large.round(),
         "baseline_name": "apalis-redis 1.0.0 (lock_tasks false, batch 64)",
         "ratio": ours_large / base_large,
+        "bullmq": bull_large.round(),
+        "bullmq_name": "bullmq-official 1.4.4 (remove_on_complete)",
+        "ratio_bullmq": ours_large / bull_large,
         "backlog_ratio": backlog_ratio,
         "backlog_ratio_rounds": round_ratios,
         "backlog_small": small,
@@ -609,6 +751,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "value_small": ours_small.round(),
         "baseline_small": base_small.round(),
         "ratio_small": ours_small / base_small,
+        "bullmq_small": bull_small.round(),
+        "ratio_bullmq_small": ours_small / bull_small,
         "concurrency": CONCURRENCY,
         "warmup_items": window.warmup,
         "measured_items": window.measured,
@@ -617,6 +761,14 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "cpu_us_per_item": cpu_large,
         "cpu_us_per_item_small": cpu_small,
         "cpu_backlog_ratio": cpu_backlog_ratio,
+        "baseline_cpu_us_per_item": cpu_base,
+        "bullmq_cpu_us_per_item": cpu_bull,
+        "redis_us_per_item": redis_us[0],
+        "baseline_redis_us_per_item": redis_us[1],
+        "bullmq_redis_us_per_item": redis_us[2],
+        "drain_only": drain_ours.round(),
+        "drain_only_baseline": drain_base.round(),
+        "drain_only_bullmq": drain_bull.round(),
         "pickup_p50_ms": p50,
         "pickup_p99_ms": p99,
     });
@@ -633,11 +785,23 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         ),
         _ => String::new(),
     };
+    let us = |v: Option<f64>| v.map_or("?".to_owned(), |us| format!("{us:.1}"));
+    let cpu_line = format!(
+        "{cpu_line}\n          CPU µs/item at {large} (process + Redis, of which Redis): ours {} ({}), apalis-redis {} ({}), bullmq {} ({})",
+        us(cpu_large),
+        us(redis_us[0]),
+        us(cpu_base),
+        us(redis_us[1]),
+        us(cpu_bull),
+        us(redis_us[2]),
+    );
     let human = format!(
-        "queue     ours {ours_large:>9.0} items/s at {large} backlog, {ours_small:>9.0} at {small} (backlog ratio {backlog_ratio:.2}, median of the rounds' {}){cpu_line}\n          apalis-redis {base_large:>9.0} items/s at {large}, {base_small:>9.0} at {small}  → ratio {:.2} / {:.2}\n          steady state: {} completions timed after {} of warm-up, backlog topped up in steps of {TOP_UP}, median of {reps}\n          idle pickup latency p50 {p50:.1} ms, p99 {p99:.1} ms",
+        "queue     ours {ours_large:>9.0} items/s at {large} backlog, {ours_small:>9.0} at {small} (backlog ratio {backlog_ratio:.2}, median of the rounds' {}){cpu_line}\n          apalis-redis {base_large:>9.0} items/s at {large}, {base_small:>9.0} at {small}  → ratio {:.2} / {:.2}\n          bullmq {bull_large:>9.0} items/s at {large}, {bull_small:>9.0} at {small}  → ratio {:.2} / {:.2}\n          steady state: {} completions timed after {} of warm-up, backlog topped up in steps of {TOP_UP}, median of {reps}\n          plain drain of {large} filled items (no producer): ours {drain_ours:.0}, apalis-redis {drain_base:.0}, bullmq {drain_bull:.0} items/s\n          idle pickup latency p50 {p50:.1} ms, p99 {p99:.1} ms",
         ratios(&round_ratios),
         ours_large / base_large,
         ours_small / base_small,
+        ours_large / bull_large,
+        ours_small / bull_small,
         window.measured,
         window.warmup,
     );

@@ -1,0 +1,156 @@
+//! `byok-bench enqueue`: `POST /v1/jobs` requests/s and latency under
+//! concurrent load, on the distributed shape's API alone (PostgreSQL +
+//! Redis, no worker: jobs wait in the queue). Each request is the real
+//! one: token check, body and catalogue checks, the user's stored key
+//! looked up, the job and its first history entry written, its id pushed to
+//! Redis, the job marked enqueued. The baseline is `GET /healthz` on the
+//! same server with the same load generator: the HTTP stack and the load
+//! generator alone, the ceiling no handler can pass on this machine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{CpuSplit, percentile, production_logs, progress, round2};
+use crate::http::{Connection, get, post_json};
+use crate::pipeline::system_options;
+use crate::system::{Shape, System, job_body};
+use crate::{Options, report};
+
+/// Concurrent connections.
+const CONNECTIONS: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Load {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: usize,
+    cores: CpuSplit,
+}
+
+/// Sends `requests` (round-robin per connection) on `connections`
+/// connections for `warmup + window`; times the answers of the window.
+async fn load(
+    addr: SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    expect: u16,
+    connections: usize,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<Load> {
+    let start = Instant::now();
+    let (from, to) = (start + warmup, start + warmup + window);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let requests = Arc::clone(&requests);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(addr).await?;
+            let mut latencies = Vec::new();
+            let mut i = c;
+            loop {
+                let sent = Instant::now();
+                if sent >= to {
+                    return anyhow::Ok(latencies);
+                }
+                let (status, body) = conn.send(&requests[i % requests.len()]).await?;
+                let answered = Instant::now();
+                if status != expect {
+                    anyhow::bail!("answered {status}: {}", String::from_utf8_lossy(&body));
+                }
+                if sent >= from && answered <= to {
+                    latencies.push(answered - sent);
+                }
+                i += connections;
+            }
+        }));
+    }
+    // CPU over the timed window only.
+    tokio::time::sleep_until(from.into()).await;
+    let cpu_before = CpuSplit::read();
+    tokio::time::sleep_until(to.into()).await;
+    let cores = cpu_before.cores_until(&CpuSplit::read(), window.as_secs_f64());
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    latencies.sort();
+    Ok(Load {
+        rate: latencies.len() as f64 / window.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        requests: latencies.len(),
+        cores,
+    })
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let (warmup, window) = if options.quick {
+        (Duration::from_millis(300), Duration::from_secs(2))
+    } else {
+        (Duration::from_secs(2), Duration::from_secs(10))
+    };
+    let mut system_options = system_options(Shape::Distributed);
+    system_options.worker = false;
+    production_logs(true);
+    let system = System::start(options, &system_options).await?;
+    let posts: Arc<Vec<Vec<u8>>> = Arc::new(
+        system
+            .users
+            .iter()
+            .map(|u| post_json(system.api, "/v1/jobs", &system.token, &job_body(*u)))
+            .collect(),
+    );
+    let jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
+    let health = match &jobs {
+        Ok(_) => {
+            let gets = Arc::new(vec![get(system.api, "/healthz")]);
+            load(system.api, gets, 200, CONNECTIONS, warmup, window).await
+        }
+        Err(_) => Err(anyhow::anyhow!("not run")),
+    };
+    production_logs(false);
+    system.stop().await?;
+    let (jobs, health) = (jobs?, health?);
+    progress(&format!(
+        "enqueue: POST /v1/jobs {:.0}/s p50 {:.2} ms p99 {:.2} ms ({}); GET /healthz {:.0}/s p99 {:.2} ms ({})",
+        jobs.rate,
+        jobs.p50_ms,
+        jobs.p99_ms,
+        jobs.cores.human(),
+        health.rate,
+        health.p99_ms,
+        health.cores.human()
+    ));
+    let result = json!({
+        "name": "enqueue",
+        "value": jobs.rate.round(),
+        "unit": "requests/s",
+        "p50_ms": round2(jobs.p50_ms),
+        "p99_ms": round2(jobs.p99_ms),
+        "requests": jobs.requests,
+        "seconds": window.as_secs_f64(),
+        "connections": CONNECTIONS,
+        "cores": jobs.cores.json(),
+        "baseline": health.rate.round(),
+        "baseline_name": "GET /healthz on the same server and load generator",
+        "baseline_p99_ms": round2(health.p99_ms),
+        "ratio": jobs.rate / health.rate,
+        "shape": "distributed (PostgreSQL + Redis), API only",
+    });
+    let human = format!(
+        "enqueue   POST /v1/jobs {:>7.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({CONNECTIONS} connections, {} s; {})\n          GET /healthz  {:>7.0} requests/s, p99 {:.2} ms (same server, same load generator) → ratio {:.2}",
+        jobs.rate,
+        jobs.p50_ms,
+        jobs.p99_ms,
+        window.as_secs(),
+        jobs.cores.human(),
+        health.rate,
+        health.p99_ms,
+        jobs.rate / health.rate,
+    );
+    report(options, &result, &human);
+    Ok(())
+}

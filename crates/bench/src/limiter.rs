@@ -1,0 +1,312 @@
+//! `byok-bench limiter`: many workers on one key's quota. Several
+//! `RedisLimiter` instances (each with its own connection, as separate
+//! worker processes have) and many tasks on each keep asking for permits;
+//! a granted submit reaches the "provider" after a random transit delay
+//! (where it is stamped on the provider's clock, here this process's) and
+//! is answered after another, then settled. Windows are shrunk to seconds
+//! (the real script runs the real rule, with `Windows::new`), and both bind:
+//! `per_hour` is below what the short window alone would allow.
+//!
+//! - `violations`: submits that arrived at the provider while one of its
+//!   windows (`[t − window, t]`) already held the quota;
+//! - `utilization`: submits that arrived in the first `k` long windows from
+//!   the first arrival, over the most any limiter could have let arrive
+//!   there (`k × min(per_hour, per_minute × long / short)`).
+//!
+//! The baseline is the common Redis recipe: fixed windows counted with
+//! `INCR` + `PEXPIRE`, granting while the counts are within quota, run the
+//! same way in the same run.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use byok_core::ProviderId;
+use byok_ratelimit::{Acquire, LimitKey, Limits, RateLimiter, RedisLimiter, Windows};
+use serde_json::json;
+
+use crate::common::{delete_matching, progress};
+use crate::{Options, report};
+
+/// Limiter instances ("worker processes") and tasks on each.
+const INSTANCES: usize = 4;
+const TASKS_PER_INSTANCE: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    short: Duration,
+    long: Duration,
+    limits: Limits,
+    /// Long windows timed for utilization.
+    long_windows: u32,
+    /// Longest transit each way (grant → arrival, arrival → answer).
+    transit: Duration,
+}
+
+impl Setup {
+    fn bound(&self) -> f64 {
+        let per_long_by_short =
+            f64::from(self.limits.per_minute) * self.long.as_secs_f64() / self.short.as_secs_f64();
+        f64::from(self.long_windows) * f64::from(self.limits.per_hour).min(per_long_by_short)
+    }
+
+    fn run_for(&self) -> Duration {
+        self.long * self.long_windows + self.short
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Outcome {
+    violations: usize,
+    max_short: usize,
+    max_long: usize,
+    utilization: f64,
+    arrivals: usize,
+}
+
+/// A cheap per-task random source for transit delays.
+fn jitter(state: &mut u64, max: Duration) -> Duration {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    let max_us = max.as_micros() as u64;
+    Duration::from_micros(*state % (max_us + 1))
+}
+
+/// The common fixed-window recipe, for the baseline.
+#[derive(Clone)]
+struct FixedWindow {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+    setup: Setup,
+}
+
+impl FixedWindow {
+    /// `None`: granted; `Some(wait)`: over quota until the window ends.
+    async fn acquire(&self) -> anyhow::Result<Option<Duration>> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        for (name, window, quota) in [
+            ("s", self.setup.short, self.setup.limits.per_minute),
+            ("l", self.setup.long, self.setup.limits.per_hour),
+        ] {
+            let index = now.as_millis() / window.as_millis();
+            let key = format!("{}:{name}:{index}", self.prefix);
+            let (count, _): (u64, i64) = redis::pipe()
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(window.as_millis() as u64 * 2)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            if count > u64::from(quota) {
+                let end = Duration::from_millis(((index + 1) * window.as_millis()) as u64);
+                return Ok(Some(end.saturating_sub(now).max(Duration::from_millis(1))));
+            }
+        }
+        Ok(None)
+    }
+}
+
+enum Side {
+    Ours(Vec<Arc<RedisLimiter>>),
+    Fixed(Vec<FixedWindow>),
+}
+
+async fn hammer(side: &Side, setup: Setup) -> anyhow::Result<Vec<Duration>> {
+    let key = LimitKey::new(ProviderId::Runway, uuid::Uuid::new_v4());
+    let start = Instant::now();
+    let run_for = setup.run_for();
+    let arrivals: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for worker in 0..INSTANCES * TASKS_PER_INSTANCE {
+        let arrivals = Arc::clone(&arrivals);
+        let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1);
+        let arrive = move |rng: &mut u64| {
+            let arrivals = Arc::clone(&arrivals);
+            let (out, back) = (jitter(rng, setup.transit), jitter(rng, setup.transit));
+            async move {
+                tokio::time::sleep(out).await;
+                arrivals.lock().expect("arrivals").push(start.elapsed());
+                tokio::time::sleep(back).await;
+            }
+        };
+        match side {
+            Side::Ours(limiters) => {
+                let limiter = Arc::clone(&limiters[worker % limiters.len()]);
+                tasks.push(tokio::spawn(async move {
+                    while start.elapsed() < run_for {
+                        match limiter.acquire(&key, setup.limits).await? {
+                            // What a worker does: reschedule its item for that long.
+                            Acquire::Wait(wait) => tokio::time::sleep(wait).await,
+                            Acquire::Granted(permit) => {
+                                arrive(&mut rng).await;
+                                limiter.finish(permit, true).await?;
+                            }
+                        }
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            Side::Fixed(limiters) => {
+                let limiter = limiters[worker % limiters.len()].clone();
+                tasks.push(tokio::spawn(async move {
+                    while start.elapsed() < run_for {
+                        match limiter.acquire().await? {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => arrive(&mut rng).await,
+                        }
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+        }
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut arrivals = arrivals.lock().expect("arrivals").clone();
+    arrivals.sort_unstable();
+    Ok(arrivals)
+}
+
+/// Per arrival, how many arrivals the window ending at it holds.
+fn window_counts(sorted: &[Duration], window: Duration) -> Vec<usize> {
+    let mut start = 0;
+    (0..sorted.len())
+        .map(|end| {
+            while sorted[end] - sorted[start] >= window {
+                start += 1;
+            }
+            end - start + 1
+        })
+        .collect()
+}
+
+fn judge(arrivals: &[Duration], setup: Setup) -> Outcome {
+    let short = window_counts(arrivals, setup.short);
+    let long = window_counts(arrivals, setup.long);
+    let violations = short
+        .iter()
+        .zip(&long)
+        .filter(|(s, l)| {
+            **s > setup.limits.per_minute as usize || **l > setup.limits.per_hour as usize
+        })
+        .count();
+    let timed = arrivals.first().map_or(0, |first| {
+        arrivals
+            .iter()
+            .filter(|t| **t - *first < setup.long * setup.long_windows)
+            .count()
+    });
+    Outcome {
+        violations,
+        max_short: short.iter().copied().max().unwrap_or(0),
+        max_long: long.iter().copied().max().unwrap_or(0),
+        utilization: timed as f64 / setup.bound(),
+        arrivals: arrivals.len(),
+    }
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let setup = if options.quick {
+        Setup {
+            short: Duration::from_secs(1),
+            long: Duration::from_secs(3),
+            limits: Limits {
+                per_minute: 10,
+                per_hour: 25,
+            },
+            long_windows: 1,
+            transit: Duration::from_millis(10),
+        }
+    } else {
+        Setup {
+            short: Duration::from_secs(5),
+            long: Duration::from_secs(15),
+            limits: Limits {
+                per_minute: 20,
+                per_hour: 50,
+            },
+            long_windows: 2,
+            transit: Duration::from_millis(50),
+        }
+    };
+    let namespace = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let windows = Windows::new(setup.short, setup.long)?.with_max_submit_time(setup.short);
+    let mut ours = Vec::new();
+    let mut fixed = Vec::new();
+    for _ in 0..INSTANCES {
+        let limiter = RedisLimiter::connect(&options.redis_url, &namespace).await?;
+        ours.push(Arc::new(limiter.with_windows(windows)));
+        let client = redis::Client::open(options.redis_url.as_str())?;
+        fixed.push(FixedWindow {
+            conn: client.get_multiplexed_async_connection().await?,
+            prefix: format!("{{{namespace}}}:fixed"),
+            setup,
+        });
+    }
+    let ours_arrivals = hammer(&Side::Ours(ours), setup).await;
+    let fixed_arrivals = hammer(&Side::Fixed(fixed), setup).await;
+    delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;
+    let (ours, fixed) = (
+        judge(&ours_arrivals?, setup),
+        judge(&fixed_arrivals?, setup),
+    );
+    progress(&format!(
+        "limiter: ours {} violations, utilization {:.3}, most in a window {}/{} short, {}/{} long ({} submits); fixed windows {} violations, utilization {:.3}, most {} short, {} long",
+        ours.violations,
+        ours.utilization,
+        ours.max_short,
+        setup.limits.per_minute,
+        ours.max_long,
+        setup.limits.per_hour,
+        ours.arrivals,
+        fixed.violations,
+        fixed.utilization,
+        fixed.max_short,
+        fixed.max_long,
+    ));
+    let result = json!({
+        "name": "limiter",
+        "value": ours.violations,
+        "unit": "violations",
+        "violations": ours.violations,
+        "utilization": (ours.utilization * 1000.0).round() / 1000.0,
+        "max_in_short_window": ours.max_short,
+        "max_in_long_window": ours.max_long,
+        "submits": ours.arrivals,
+        "baseline_name": "fixed windows, INCR + PEXPIRE",
+        "baseline_violations": fixed.violations,
+        "baseline_utilization": (fixed.utilization * 1000.0).round() / 1000.0,
+        "baseline_max_in_short_window": fixed.max_short,
+        "baseline_max_in_long_window": fixed.max_long,
+        "short_window_s": setup.short.as_secs_f64(),
+        "long_window_s": setup.long.as_secs_f64(),
+        "per_short_window": setup.limits.per_minute,
+        "per_long_window": setup.limits.per_hour,
+        "long_windows_timed": setup.long_windows,
+        "transit_ms_max": setup.transit.as_millis() as u64,
+        "limiter_instances": INSTANCES,
+        "tasks": INSTANCES * TASKS_PER_INSTANCE,
+    });
+    let human = format!(
+        "limiter   ours: {} violations, {:.1} % of the quota used (most in one window {}/{} short, {}/{} long)\n          fixed windows (INCR): {} violations, {:.1} % used (most {} short, {} long)\n          {} tasks on {} limiters, windows {} s / {} s, transit ≤ {} ms each way",
+        ours.violations,
+        ours.utilization * 100.0,
+        ours.max_short,
+        setup.limits.per_minute,
+        ours.max_long,
+        setup.limits.per_hour,
+        fixed.violations,
+        fixed.utilization * 100.0,
+        fixed.max_short,
+        fixed.max_long,
+        INSTANCES * TASKS_PER_INSTANCE,
+        INSTANCES,
+        setup.short.as_secs_f64(),
+        setup.long.as_secs_f64(),
+        setup.transit.as_millis(),
+    );
+    report(options, &result, &human);
+    Ok(())
+}

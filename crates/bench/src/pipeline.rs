@@ -1,0 +1,229 @@
+//! `byok-bench pipeline`: end-to-end jobs/s. Producers enqueue over HTTP
+//! (`POST /v1/jobs`) while the worker takes each job through the whole
+//! pipeline — open the user's sealed key, take a rate-limit permit, submit
+//! to the simulated Runway, poll it, download the video, write it to
+//! `output.dir`, mark the job succeeded — with the simulator at zero render
+//! time and `providers.*.poll_interval = 0` (the first poll, right after the
+//! submit, finds the job done). The figure is jobs / (first enqueue → last
+//! job succeeded), on the distributed shape (PostgreSQL + Redis, API and
+//! worker each with their own pools), and the same on the embedded shape
+//! (SQLite) as an extra field.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use byok_core::JobStatus;
+use byok_sim::SimConfig;
+use serde_json::json;
+
+use crate::common::{CpuSplit, production_logs, progress, round2};
+use crate::http::{Connection, post_json};
+use crate::system::{Shape, System, SystemOptions, job_body};
+use crate::{Options, report};
+
+/// Producer connections.
+const CONNECTIONS: usize = 32;
+/// Users with a key; jobs go round-robin to them.
+const USERS: usize = 100;
+/// `worker.concurrency`, the default.
+const CONCURRENCY: usize = 256;
+
+#[derive(Debug, Clone)]
+struct Run {
+    jobs: usize,
+    /// Jobs/s, first enqueue to last success.
+    rate: f64,
+    /// Seconds the enqueueing took.
+    enqueue_s: f64,
+    total_s: f64,
+    cores: CpuSplit,
+    submits: u64,
+    polls: u64,
+}
+
+pub fn system_options(shape: Shape) -> SystemOptions {
+    SystemOptions {
+        shape,
+        sim: SimConfig {
+            render_time: Duration::ZERO,
+            stability_requests_per_10s: 0,
+            ..SimConfig::default()
+        },
+        poll_interval: Duration::ZERO,
+        worker: true,
+        concurrency: CONCURRENCY,
+        users: USERS,
+    }
+}
+
+/// Posts `n` jobs on `connections` connections; returns when all answered 202.
+pub async fn enqueue(system: &System, n: usize, connections: usize) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        system
+            .users
+            .iter()
+            .map(|u| post_json(system.api, "/v1/jobs", &system.token, &job_body(*u)))
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (next, requests, addr) = (Arc::clone(&next), Arc::clone(&requests), system.api);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(addr).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let (status, body) = conn.send(&requests[i % requests.len()]).await?;
+                if status != 202 {
+                    anyhow::bail!(
+                        "POST /v1/jobs answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Waits until no job is live (queued, throttled, running).
+async fn wait_all_final(system: &System, deadline: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let live: u64 = system
+            .store
+            .jobs()
+            .count_live()
+            .await?
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        if live == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            anyhow::bail!("{live} jobs still live after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn succeeded(system: &System) -> anyhow::Result<u64> {
+    Ok(system
+        .store
+        .jobs()
+        .count_by_status()
+        .await?
+        .into_iter()
+        .find(|(s, _)| *s == JobStatus::Succeeded)
+        .map_or(0, |(_, n)| n))
+}
+
+async fn measure(
+    options: &Options,
+    shape: Shape,
+    jobs: usize,
+    warmup: usize,
+) -> anyhow::Result<Run> {
+    let system = System::start(options, &system_options(shape)).await?;
+    // Warm-up: connections, prepared statements, the first files.
+    enqueue(&system, warmup, CONNECTIONS).await?;
+    wait_all_final(&system, Duration::from_secs(120)).await?;
+    let stats_before = system.sim.stats().await.runway.totals;
+
+    let cpu_before = CpuSplit::read();
+    let started = Instant::now();
+    enqueue(&system, jobs, CONNECTIONS).await?;
+    let enqueue_s = started.elapsed().as_secs_f64();
+    wait_all_final(&system, Duration::from_secs(900)).await?;
+    let total_s = started.elapsed().as_secs_f64();
+    let cores = cpu_before.cores_until(&CpuSplit::read(), total_s);
+
+    let done = succeeded(&system).await?;
+    let stats = system.sim.stats().await.runway.totals;
+    system.stop().await?;
+    if done != (warmup + jobs) as u64 {
+        anyhow::bail!(
+            "{} of {} jobs succeeded on the {} shape",
+            done,
+            warmup + jobs,
+            shape.name()
+        );
+    }
+    let run = Run {
+        jobs,
+        rate: jobs as f64 / total_s,
+        enqueue_s,
+        total_s,
+        cores,
+        submits: stats.submits - stats_before.submits,
+        polls: stats.polls - stats_before.polls,
+    };
+    progress(&format!(
+        "pipeline: {}: {} jobs in {:.2} s = {:.0} jobs/s (enqueued in {:.2} s; {} submits, {} polls; {})",
+        shape.name(),
+        run.jobs,
+        run.total_s,
+        run.rate,
+        run.enqueue_s,
+        run.submits,
+        run.polls,
+        run.cores.human()
+    ));
+    Ok(run)
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let (distributed_jobs, embedded_jobs, warmup) = if options.quick {
+        (1_000, 500, 100)
+    } else {
+        (20_000, 10_000, 500)
+    };
+    production_logs(true);
+    let distributed = measure(options, Shape::Distributed, distributed_jobs, warmup).await;
+    let embedded = match &distributed {
+        Ok(_) => measure(options, Shape::Embedded, embedded_jobs, warmup).await,
+        Err(_) => Err(anyhow::anyhow!("not run")),
+    };
+    production_logs(false);
+    let (distributed, embedded) = (distributed?, embedded?);
+    let result = json!({
+        "name": "pipeline",
+        "value": distributed.rate.round(),
+        "unit": "jobs/s",
+        "shape": "distributed (PostgreSQL + Redis)",
+        "jobs": distributed.jobs,
+        "seconds": round2(distributed.total_s),
+        "enqueue_seconds": round2(distributed.enqueue_s),
+        "cores": distributed.cores.json(),
+        "embedded": embedded.rate.round(),
+        "embedded_jobs": embedded.jobs,
+        "embedded_cores": embedded.cores.json(),
+        "render_time_ms": 0,
+        "poll_interval_ms": 0,
+        "connections": CONNECTIONS,
+        "concurrency": CONCURRENCY,
+        "users": USERS,
+        "sim_polls_per_job": distributed.polls as f64 / distributed.jobs as f64,
+    });
+    let human = format!(
+        "pipeline  distributed {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          embedded    {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          HTTP enqueue on {CONNECTIONS} connections while one worker (concurrency {CONCURRENCY}) runs each job: key, permit, submit, poll, download, succeeded; render time 0, poll interval 0",
+        distributed.rate,
+        distributed.jobs,
+        distributed.total_s,
+        distributed.cores.human(),
+        embedded.rate,
+        embedded.jobs,
+        embedded.total_s,
+        embedded.cores.human(),
+    );
+    report(options, &result, &human);
+    Ok(())
+}
