@@ -101,7 +101,7 @@ fn measure(plaintext: &[u8], duration: Duration) -> anyhow::Result<(f64, f64, us
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let duration = if options.quick {
-        Duration::from_millis(700)
+        Duration::from_millis(400)
     } else {
         Duration::from_secs(3)
     };

@@ -104,11 +104,7 @@ async fn running(store: &Store) -> anyhow::Result<u64> {
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let (jobs, window, settle) = if options.quick {
-        (
-            1_000,
-            Duration::from_secs(5),
-            Duration::from_secs(POLL_INTERVAL_S),
-        )
+        (1_000, Duration::from_secs(5), Duration::from_secs(2))
     } else {
         (
             10_000,
@@ -198,7 +194,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let submitted_s = started.elapsed().as_secs_f64();
-        // One full poll cycle before timing, so every job is in its rhythm.
+        // One full poll cycle before timing, so every job is in its rhythm
+        // (`--quick`: a short settle only).
         tokio::time::sleep(settle).await;
 
         let polls_before = sim.stats().await.runway.totals.polls;

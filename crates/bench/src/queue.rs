@@ -622,8 +622,8 @@ async fn pickup_latency(options: &Options, samples: usize) -> anyhow::Result<Vec
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let (small, large, reps, window) = if options.quick {
         let window = Window {
-            warmup: 5_000,
-            measured: 20_000,
+            warmup: 3_000,
+            measured: 15_000,
             keep: true,
         };
         (1_000, 10_000, 1, window)
