@@ -324,6 +324,124 @@ async fn an_idempotency_key_replays_the_same_job_and_refuses_another_body() {
 
     assert_eq!(user_jobs(&d, user).await.len(), 2);
     assert_eq!(queued_items(&d).await, (2, 0), "a replay queues nothing");
+
+    // Both rows get their enqueued mark (written after the answer, batched),
+    // so the sweeper will not push them again.
+    let ids =
+        [&first["id"], &second["id"]].map(|id| Uuid::parse_str(id.as_str().unwrap()).unwrap());
+    let db = sqlx::PgPool::connect(&d.env_value("DATABASE_URL"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let marked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM generation_jobs WHERE id = ANY($1) AND enqueued_at IS NOT NULL",
+        )
+        .bind(&ids[..])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if marked == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{marked} of 2 jobs marked enqueued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The API writes concurrent requests' jobs in shared statements; each
+/// request must still get its own answer, and a key raced by many requests
+/// must still make one job.
+#[tokio::test]
+async fn concurrent_enqueues_each_get_their_own_job_and_a_raced_key_makes_one() {
+    let Some(d) = Deployment::distributed(DeployOptions {
+        workers: 0,
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_concurrent_key" }))
+        .await;
+    let raced = runway(user, json!({ "metadata": { "raced": true } }));
+    let requests = (0..90).map(|i| {
+        let (body, key) = match i % 3 {
+            0 => (raced.clone(), Some("raced".to_owned())),
+            1 => (runway(user, json!({ "metadata": { "i": i } })), None),
+            _ => (
+                runway(user, json!({ "metadata": { "i": i } })),
+                Some(format!("own-{i}")),
+            ),
+        };
+        let mut request = d.req(Method::POST, "/v1/jobs").json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let job: Value = response.json().await.unwrap();
+            (i, status, replayed, job)
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+
+    let mut raced_ids = std::collections::HashSet::new();
+    let mut replays = 0;
+    let mut own_ids = std::collections::HashSet::new();
+    for (i, status, replayed, job) in &answers {
+        assert_eq!(*status, 202, "request {i}: {job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        if i % 3 == 0 {
+            assert_eq!(job["metadata"], json!({ "raced": true }));
+            raced_ids.insert(id);
+            replays += usize::from(*replayed);
+        } else {
+            assert_eq!(
+                job["metadata"],
+                json!({ "i": i }),
+                "request {i} got another's job"
+            );
+            assert!(!replayed);
+            assert!(own_ids.insert(id), "request {i} shares a job");
+        }
+    }
+    assert_eq!(raced_ids.len(), 1, "one job for the raced key");
+    assert_eq!(replays, 29, "the other 29 requests with it are replays");
+    assert!(own_ids.is_disjoint(&raced_ids));
+    assert_eq!(user_jobs_count(&d, user).await, 61);
+    assert_eq!(queued_items(&d).await, (61, 0), "each job queued once");
+}
+
+async fn user_jobs_count(d: &Deployment, user: Uuid) -> usize {
+    let mut count = 0;
+    let mut before: Option<String> = None;
+    loop {
+        let path = match &before {
+            Some(b) => format!("/v1/users/{user}/jobs?limit=100&cursor={b}"),
+            None => format!("/v1/users/{user}/jobs?limit=100"),
+        };
+        let page: Value = d
+            .req(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+        count += jobs.len();
+        match page["next_cursor"].as_str() {
+            Some(next) if !jobs.is_empty() => before = Some(next.to_owned()),
+            _ => return count,
+        }
+    }
 }
 
 #[tokio::test]

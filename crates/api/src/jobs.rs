@@ -205,7 +205,16 @@ pub(crate) async fn create(
         }),
         request: canonical,
     };
-    let job = match state.store().jobs().insert(&new).await {
+    let inserted = match state.job_inserts() {
+        Some(inserts) => inserts.insert(new).await,
+        None => state
+            .store()
+            .jobs()
+            .insert(&new)
+            .await
+            .map_err(|e| ApiError::store(&e)),
+    };
+    let job = match inserted {
         Ok(Inserted::Created(job)) => job,
         Ok(Inserted::Replayed(job)) => {
             let mut response = accepted(job);
@@ -221,7 +230,7 @@ pub(crate) async fn create(
             )
             .with_details(json!({ "job_id": job.id })));
         }
-        Err(e) => return Err(ApiError::store(&e)),
+        Err(e) => return Err(e),
     };
 
     let item = JobItem { job_id: job.id };
@@ -234,10 +243,11 @@ pub(crate) async fn create(
     .await;
     match pushed {
         Ok(Ok(())) => {
-            // If this write is lost the sweeper pushes the job once more,
-            // which is harmless: every step is a compare-and-set on the row.
-            if let Err(e) = state.store().jobs().mark_enqueued(job.id).await {
-                tracing::warn!(job.id = %job.id, error = %e, "could not note the job as enqueued");
+            // Written in the background, batched with other requests'. If
+            // it is lost the sweeper pushes the job once more, which is
+            // harmless: every step is a compare-and-set on the row.
+            if let Some(marks) = state.enqueued_marks() {
+                marks.mark(job.id).await;
             }
         }
         failed => {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod auth;
+mod batch;
 mod credentials;
 mod error;
 mod extract;
@@ -20,6 +21,8 @@ use axum::routing::{get, post};
 use byok_crypto::KeyRing;
 use byok_providers::Registry;
 use byok_store::Store;
+
+use crate::batch::{EnqueuedMarks, JobInserts};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -39,6 +42,9 @@ pub struct AppState {
     inner: Arc<Inner>,
     /// `None`: the jobs routes answer 503 (a server without a queue).
     jobs: Option<Arc<JobsSetup>>,
+    /// Set with `jobs`: the route's two writes, batched across requests.
+    job_inserts: Option<JobInserts>,
+    enqueued_marks: Option<EnqueuedMarks>,
 }
 
 struct Inner {
@@ -78,17 +84,31 @@ impl AppState {
                 max_body_bytes,
             }),
             jobs: None,
+            job_inserts: None,
+            enqueued_marks: None,
         }
     }
 
-    /// Enables the jobs routes, pushing to `setup.producer`.
+    /// Enables the jobs routes, pushing to `setup.producer`. Called inside
+    /// a Tokio runtime, it starts the tasks that store new jobs and note
+    /// pushed ones as enqueued, in batches across requests.
     pub fn with_jobs(mut self, setup: JobsSetup) -> Self {
         self.jobs = Some(Arc::new(setup));
+        self.job_inserts = Some(JobInserts::start(self.inner.store.clone()));
+        self.enqueued_marks = Some(EnqueuedMarks::start(self.inner.store.clone()));
         self
     }
 
     pub(crate) fn jobs(&self) -> Option<&JobsSetup> {
         self.jobs.as_deref()
+    }
+
+    pub(crate) fn job_inserts(&self) -> Option<&JobInserts> {
+        self.job_inserts.as_ref()
+    }
+
+    pub(crate) fn enqueued_marks(&self) -> Option<&EnqueuedMarks> {
+        self.enqueued_marks.as_ref()
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -12,6 +12,8 @@
 //! back as `internal` (its message kept), a provider name it does not know
 //! as `provider() == None`, odd counters are clamped.
 
+use std::collections::HashMap;
+
 use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -49,6 +51,32 @@ macro_rules! insert_job_sql {
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
     };
+}
+
+/// Runs `$sql` (an [`insert_job_sql!`] statement) for one [`NewJob`] with
+/// id `$id`, fetching the created row or `None` for a reused idempotency
+/// key.
+macro_rules! insert_one_job {
+    ($sql:expr, $executor:expr, $id:expr, $new:expr, $now:expr) => {{
+        let new: &NewJob = $new;
+        let (key, sha) = match &new.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
+            None => (None, None),
+        };
+        sqlx::query_as::<_, JobRow>($sql)
+            .bind(DbUuid($id))
+            .bind(DbUuid(new.user_id))
+            .bind(new.provider.as_str())
+            .bind(&new.model)
+            .bind(Json(&new.request))
+            .bind(Json(&new.metadata))
+            .bind(new.created_by_token.map(DbUuid))
+            .bind(key)
+            .bind(sha)
+            .bind($now)
+            .fetch_optional($executor)
+            .await?
+    }};
 }
 
 /// Appends a history entry for job `$id` inside transaction `$tx`. A macro
@@ -338,10 +366,6 @@ impl<'a> JobRepo<'a> {
         }
         let now = crate::now();
         let id = Uuid::now_v7();
-        let (key, sha) = match &new.idempotency {
-            Some(i) => (Some(i.key.as_str()), Some(i.request_sha256.to_vec())),
-            None => (None, None),
-        };
         // The unique index on (created_by_token, idempotency_key) decides
         // races between two requests with the same key: one inserts, the
         // other finds the row. The job and its first history entry are
@@ -350,19 +374,7 @@ impl<'a> JobRepo<'a> {
         // has no data-modifying `WITH`, in one transaction.
         macro_rules! insert_job {
             ($sql:expr, $executor:expr) => {
-                sqlx::query_as::<_, JobRow>($sql)
-                    .bind(DbUuid(id))
-                    .bind(DbUuid(new.user_id))
-                    .bind(new.provider.as_str())
-                    .bind(&new.model)
-                    .bind(Json(&new.request))
-                    .bind(Json(&new.metadata))
-                    .bind(new.created_by_token.map(DbUuid))
-                    .bind(key)
-                    .bind(sha.as_deref())
-                    .bind(now)
-                    .fetch_optional($executor)
-                    .await?
+                insert_one_job!($sql, $executor, id, new, now)
             };
         }
         let row: Option<JobRow> = match &self.store.db {
@@ -392,10 +404,131 @@ impl<'a> JobRepo<'a> {
                 row
             }
         };
-        if let Some(row) = row {
-            return Ok(Inserted::Created(row.try_into()?));
+        match row {
+            Some(row) => Ok(Inserted::Created(row.try_into()?)),
+            None => self.earlier_use_of_key(new).await,
         }
-        // The key was used before by this token.
+    }
+
+    /// [`insert`](Self::insert) for many jobs in one write: one statement on
+    /// PostgreSQL, one transaction on SQLite. The answers come in the order
+    /// of `news`; two jobs of the batch with the same token and key behave
+    /// as if sent one after the other (the first is created, the second
+    /// replays or conflicts with it).
+    ///
+    /// The outer error is the write's: with it, none of the batch was
+    /// stored, unless the database became unreachable while committing
+    /// ([`StoreError::is_unavailable`]), when the outcome is unknown. The
+    /// inner ones are reading back the job that holds a reused key, after
+    /// the write.
+    pub async fn insert_many(
+        &self,
+        news: &[NewJob],
+    ) -> Result<Vec<Result<Inserted, StoreError>>, StoreError> {
+        if news.iter().any(|new| {
+            new.idempotency
+                .as_ref()
+                .is_some_and(|i| i.key.is_empty() || i.key.len() > 255)
+        }) {
+            return Err(StoreError::Invalid("an idempotency key is 1-255 bytes"));
+        }
+        let now = crate::now();
+        let ids: Vec<Uuid> = news.iter().map(|_| Uuid::now_v7()).collect();
+        let created: Vec<JobRow> = match &self.store.db {
+            crate::db::Db::Postgres(pool) => {
+                // Columns as arrays, zipped back into rows by `unnest`; the
+                // conflict rule is the single insert's, per row, so a row
+                // whose key an earlier row of the batch took is skipped too.
+                let column = |f: fn(&NewJob) -> Option<String>| -> Vec<Option<String>> {
+                    news.iter().map(f).collect()
+                };
+                sqlx::query_as(concat!(
+                    "WITH input AS (\
+                       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+                                            $5::jsonb[], $6::jsonb[], $7::uuid[], $8::text[], \
+                                            $9::bytea[]) WITH ORDINALITY \
+                         AS t(id, user_id, provider, model, request, metadata, \
+                              created_by_token, idempotency_key, request_sha256, n)), \
+                     created AS (\
+                       INSERT INTO generation_jobs \
+                         (id, user_id, provider, model, status, attempts, request, metadata, \
+                          created_by_token, idempotency_key, request_sha256, created_at, \
+                          updated_at) \
+                       SELECT id, user_id, provider, model, 'queued', 0, request, metadata, \
+                              created_by_token, idempotency_key, request_sha256, $10, $10 \
+                         FROM input ORDER BY n \
+                       ON CONFLICT (created_by_token, idempotency_key) \
+                         WHERE idempotency_key IS NOT NULL DO NOTHING \
+                       RETURNING ",
+                    job_columns!(),
+                    "), accepted AS (\
+                       INSERT INTO generation_job_events (job_id, at, status, message) \
+                       SELECT id, created_at, status, 'accepted' FROM created) \
+                     SELECT ",
+                    job_columns!(),
+                    " FROM created"
+                ))
+                .bind(&ids)
+                .bind(news.iter().map(|n| n.user_id).collect::<Vec<_>>())
+                .bind(column(|n| Some(n.provider.as_str().to_owned())))
+                .bind(column(|n| Some(n.model.clone())))
+                .bind(news.iter().map(|n| Json(&n.request)).collect::<Vec<_>>())
+                .bind(news.iter().map(|n| Json(&n.metadata)).collect::<Vec<_>>())
+                .bind(news.iter().map(|n| n.created_by_token).collect::<Vec<_>>())
+                .bind(column(|n| n.idempotency.as_ref().map(|i| i.key.clone())))
+                .bind(
+                    news.iter()
+                        .map(|n| n.idempotency.as_ref().map(|i| i.request_sha256.to_vec()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+            }
+            crate::db::Db::Sqlite(pool) => {
+                let _write = self.store.write_guard().await;
+                let mut tx = pool.begin().await?;
+                let mut created = Vec::with_capacity(news.len());
+                for (new, id) in news.iter().zip(&ids) {
+                    let row: Option<JobRow> = insert_one_job!(
+                        concat!(insert_job_sql!(), job_columns!()),
+                        &mut *tx,
+                        *id,
+                        new,
+                        now
+                    );
+                    if let Some(row) = row {
+                        record_event!(tx, *id, "queued", "accepted", None::<Value>);
+                        created.push(row);
+                    }
+                }
+                tx.commit().await?;
+                created
+            }
+        };
+        // A stored row this build cannot read back fails the batch although
+        // it was written: impossible for rows just written by this build.
+        let mut created: HashMap<Uuid, Job> = created
+            .into_iter()
+            .map(|row| Job::try_from(row).map(|job| (job.id, job)))
+            .collect::<Result<_, _>>()?;
+        let mut answers = Vec::with_capacity(news.len());
+        for (new, id) in news.iter().zip(&ids) {
+            answers.push(match created.remove(id) {
+                Some(job) => Ok(Inserted::Created(job)),
+                None => self.earlier_use_of_key(new).await,
+            });
+        }
+        Ok(answers)
+    }
+
+    /// After an insert skipped `new` for its idempotency key: the job that
+    /// holds the key, as a replay (same request) or a conflict.
+    async fn earlier_use_of_key(&self, new: &NewJob) -> Result<Inserted, StoreError> {
+        let (key, sha) = match &new.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
+            None => (None, None),
+        };
         let existing: JobRow = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
@@ -406,7 +539,7 @@ impl<'a> JobRepo<'a> {
         .fetch_one(pool)
         .await?);
         let existing: Job = existing.try_into()?;
-        if existing.request_sha256.as_deref() == sha.as_deref() {
+        if existing.request_sha256.as_deref() == sha {
             Ok(Inserted::Replayed(existing))
         } else {
             Ok(Inserted::Conflict(existing))
@@ -491,6 +624,45 @@ impl<'a> JobRepo<'a> {
         .await?
         .rows_affected());
         Ok(affected == 1)
+    }
+
+    /// [`mark_enqueued`](Self::mark_enqueued) for many jobs in one write
+    /// (one statement on PostgreSQL, one transaction on SQLite); returns how
+    /// many were newly marked.
+    pub async fn mark_enqueued_many(&self, ids: &[Uuid]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = crate::now();
+        match &self.store.db {
+            crate::db::Db::Postgres(pool) => Ok(sqlx::query(
+                "UPDATE generation_jobs SET enqueued_at = $1 \
+                 WHERE id = ANY($2) AND enqueued_at IS NULL",
+            )
+            .bind(now)
+            .bind(ids)
+            .execute(pool)
+            .await?
+            .rows_affected()),
+            crate::db::Db::Sqlite(pool) => {
+                let _write = self.store.write_guard().await;
+                let mut tx = pool.begin().await?;
+                let mut affected = 0;
+                for id in ids {
+                    affected += sqlx::query(
+                        "UPDATE generation_jobs SET enqueued_at = $1 \
+                         WHERE id = $2 AND enqueued_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(DbUuid(*id))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(affected)
+            }
+        }
     }
 
     /// Up to `limit` queued jobs created before `cutoff` that never reached

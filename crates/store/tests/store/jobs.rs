@@ -1,7 +1,7 @@
 //! Jobs: every transition is a compare-and-set, on both databases.
 
 use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
-use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, Store};
+use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, Store, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -368,6 +368,161 @@ async fn the_sweeper_sees_only_old_queued_jobs_that_never_reached_the_queue() {
                 .unwrap()
                 .contains(&stranded.id),
             "too young"
+        );
+    }
+}
+
+#[tokio::test]
+async fn marking_many_jobs_enqueued_marks_each_once_and_only_those() {
+    for b in backends().await {
+        let jobs = b.store.jobs();
+        let mut marked = Vec::new();
+        for _ in 0..3 {
+            marked.push(
+                create(&b.store, &new_job(Uuid::new_v4(), None, None))
+                    .await
+                    .id,
+            );
+        }
+        let untouched = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
+        assert!(jobs.mark_enqueued(marked[0]).await.unwrap());
+        let before = jobs.get(marked[0]).await.unwrap().unwrap().enqueued_at;
+
+        // One already marked, one unknown id, one repeated: two newly marked.
+        let mut ids = marked.clone();
+        ids.push(Uuid::new_v4());
+        ids.push(marked[1]);
+        assert_eq!(
+            jobs.mark_enqueued_many(&ids).await.unwrap(),
+            2,
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            jobs.mark_enqueued_many(&ids).await.unwrap(),
+            0,
+            "{}",
+            b.name
+        );
+        assert_eq!(jobs.mark_enqueued_many(&[]).await.unwrap(), 0);
+
+        for id in &marked {
+            assert!(jobs.get(*id).await.unwrap().unwrap().enqueued_at.is_some());
+        }
+        assert_eq!(
+            jobs.get(marked[0]).await.unwrap().unwrap().enqueued_at,
+            before,
+            "an earlier mark stays"
+        );
+        let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let stranded = jobs.unenqueued(later, 100).await.unwrap();
+        assert!(stranded.contains(&untouched.id), "{}", b.name);
+        assert!(!marked.iter().any(|id| stranded.contains(id)), "{}", b.name);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_insert_answers_each_job_as_single_inserts_would() {
+    for b in backends().await {
+        let jobs = b.store.jobs();
+        let (user, token) = (Uuid::new_v4(), Uuid::new_v4());
+        let earlier = create(&b.store, &new_job(user, Some(token), Some(("before", 1)))).await;
+        let batch = [
+            new_job(user, Some(token), None),
+            new_job(user, Some(token), Some(("before", 1))), // replays `earlier`
+            new_job(user, Some(token), Some(("before", 2))), // conflicts with it
+            new_job(user, Some(token), Some(("fresh", 3))),
+            new_job(user, Some(token), Some(("fresh", 3))), // replays the row above
+            new_job(user, Some(token), Some(("fresh", 4))), // conflicts with it
+            new_job(user, Some(Uuid::new_v4()), Some(("fresh", 3))), // another token's key
+            new_job(user, None, None),
+        ];
+        let answers: Vec<Inserted> = jobs
+            .insert_many(&batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(answers.len(), batch.len(), "{}", b.name);
+        let created = |i: usize| match &answers[i] {
+            Inserted::Created(job) => job.clone(),
+            other => panic!("{}: job {i}: expected created, got {other:?}", b.name),
+        };
+        let (first, fresh, other_token, last) = (created(0), created(3), created(6), created(7));
+        assert!(matches!(&answers[1], Inserted::Replayed(j) if j.id == earlier.id));
+        assert!(matches!(&answers[2], Inserted::Conflict(j) if j.id == earlier.id));
+        assert!(matches!(&answers[4], Inserted::Replayed(j) if j.id == fresh.id));
+        assert!(matches!(&answers[5], Inserted::Conflict(j) if j.id == fresh.id));
+        assert_ne!(other_token.id, fresh.id);
+
+        // Each created job is stored whole, with its history, as `insert` does.
+        for job in [&first, &fresh, &other_token, &last] {
+            assert_eq!(
+                jobs.get(job.id).await.unwrap().as_ref(),
+                Some(job),
+                "{}",
+                b.name
+            );
+            assert_eq!(job.status, JobStatus::Queued);
+            assert_eq!(job.metadata, json!({ "scene": 7 }));
+            assert!(job.enqueued_at.is_none());
+            let events = jobs.events(job.id).await.unwrap();
+            assert_eq!(events.len(), 1, "{}", b.name);
+            assert_eq!(
+                (events[0].status.as_str(), events[0].message.as_str()),
+                ("queued", "accepted")
+            );
+        }
+        assert_eq!(fresh.idempotency_key.as_deref(), Some("fresh"));
+        assert_eq!(fresh.request_sha256.as_deref(), Some(&[3u8; 32][..]));
+        assert_eq!(first.created_by_token, Some(token));
+        assert_eq!(last.created_by_token, None);
+        assert_eq!(
+            jobs.list_for_user(user, None, None, 100)
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(jobs.insert_many(&[]).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_refused_batch_stores_nothing() {
+    for b in backends().await {
+        let user = Uuid::new_v4();
+        let mut bad = new_job(user, Some(Uuid::new_v4()), Some(("k", 1)));
+        bad.idempotency.as_mut().unwrap().key = "x".repeat(256);
+        assert!(matches!(
+            b.store
+                .jobs()
+                .insert_many(&[new_job(user, None, None), bad])
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        // A row the database refuses (PostgreSQL stores no U+0000 in JSONB).
+        let mut nul = new_job(user, None, None);
+        nul.metadata = json!({ "note": "a\u{0}b" });
+        if b.name == "postgres" {
+            assert!(
+                b.store
+                    .jobs()
+                    .insert_many(&[new_job(user, None, None), nul])
+                    .await
+                    .is_err()
+            );
+        }
+        assert!(
+            b.store
+                .jobs()
+                .list_for_user(user, None, None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            b.name
         );
     }
 }
