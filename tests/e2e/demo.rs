@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{byok, run, terminate, wait_until_ready};
+use crate::helpers::{byok, poll_until, run, terminate, wait_until_ready};
 
 #[tokio::test]
 async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
@@ -114,23 +114,22 @@ async fn run_simulate_serves_real_requests_against_the_in_process_simulator() {
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let job: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
+    let read_job = async || -> Value {
+        http.get(format!("{base}/v1/jobs/{id}"))
             .bearer_auth(&token)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        if job["status"] == "succeeded" || Instant::now() > deadline {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .unwrap()
     };
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let succeeded = poll_until(Duration::from_secs(30), async || {
+        let job = read_job().await;
+        (job["status"] == "succeeded").then_some(job)
+    })
+    .await;
+    assert!(succeeded.is_some(), "not succeeded: {}", read_job().await);
     let video = http
         .get(format!("{base}/v1/jobs/{id}/video"))
         .bearer_auth(&token)

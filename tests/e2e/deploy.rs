@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use byok_sim::{RunningSim, SimConfig, Simulator};
 use serde_json::{Value, json};
 
-use crate::helpers::{byok, run, terminate, wait_until_ready};
+use crate::helpers::{byok, poll_until, run, terminate, wait_until_ready};
 
 /// The encryption key ring of test deployments.
 const KEYS: &str = "1:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
@@ -376,18 +376,20 @@ impl Deployment {
         deadline: Duration,
         cond: F,
     ) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
+        let read_jobs = async || {
             let mut jobs = Vec::new();
             for id in ids {
                 jobs.push(self.job(id).await);
             }
-            if cond(&jobs) || started.elapsed() > deadline {
-                return jobs;
-            }
-            // Jobs finish on the workers' schedule; polling the API is how a
-            // producer learns it too.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            jobs
+        };
+        match poll_until(deadline, async || {
+            Some(read_jobs().await).filter(|j| cond(j))
+        })
+        .await
+        {
+            Some(jobs) => jobs,
+            None => read_jobs().await,
         }
     }
 }

@@ -36,20 +36,39 @@ pub async fn run(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     }
 }
 
+/// How often [`poll_until`] looks again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Asks `probe` until it answers `Some`, or `deadline` passes (`None`).
+///
+/// Why a loop rather than a signal: what these tests wait for happens in
+/// other processes (a `byok` child, the simulator, the databases), which tell
+/// the test nothing; looking again is how a producer learns it too.
+pub async fn poll_until<T>(
+    deadline: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return Some(found);
+        }
+        if start.elapsed() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
 /// Polls `url` until it answers 200 or `deadline` passes.
 pub async fn wait_until_ready(url: &str, deadline: Duration) -> bool {
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if let Ok(r) = client.get(url).send().await
-            && r.status() == 200
-        {
-            return true;
-        }
-        // A child process gives no readiness signal but its port.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    poll_until(deadline, async || {
+        let answer = client.get(url).send().await;
+        answer.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// Sends SIGTERM to a child process.

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::deploy::{DeployOptions, Deployment};
+use crate::helpers::poll_until;
 
 /// Redis entries of the deployment's queue: due items plus delayed ones.
 async fn queued_items(d: &Deployment) -> (u64, u64) {
@@ -40,14 +41,11 @@ async fn cancel(d: &Deployment, id: &str) -> reqwest::Result<reqwest::Response> 
 
 /// Waits (up to 20 s) until the deployment's queue holds nothing.
 async fn wait_queue_empty(d: &Deployment) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while queued_items(d).await != (0, 0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never emptied"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let emptied = poll_until(Duration::from_secs(20), async || {
+        (queued_items(d).await == (0, 0)).then_some(())
+    })
+    .await;
+    assert!(emptied.is_some(), "the queue never emptied");
 }
 
 async fn user_jobs(d: &Deployment, user: Uuid) -> Vec<Value> {
@@ -332,24 +330,24 @@ async fn an_idempotency_key_replays_the_same_job_and_refuses_another_body() {
     let db = sqlx::PgPool::connect(&d.env_value("DATABASE_URL"))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let marked: i64 = sqlx::query_scalar(
+    let marked = async || -> i64 {
+        sqlx::query_scalar(
             "SELECT count(*) FROM generation_jobs WHERE id = ANY($1) AND enqueued_at IS NOT NULL",
         )
         .bind(&ids[..])
         .fetch_one(&db)
         .await
-        .unwrap();
-        if marked == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{marked} of 2 jobs marked enqueued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .unwrap()
+    };
+    let both = poll_until(Duration::from_secs(10), async || {
+        (marked().await == 2).then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "{} of 2 jobs marked enqueued",
+        marked().await
+    );
 }
 
 /// The API writes concurrent requests' jobs in shared statements; each
@@ -474,15 +472,15 @@ async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["error"]["code"], "cancelled");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while d.sim.stats().await.runway.totals.cancels == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cancel never reached the provider\n{}",
-            d.log_tail("worker-0")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reached = poll_until(Duration::from_secs(20), async || {
+        (d.sim.stats().await.runway.totals.cancels > 0).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "the cancel never reached the provider\n{}",
+        d.log_tail("worker-0")
+    );
     let again = cancel(&d, &id).await.unwrap();
     assert_eq!(again.status(), 409, "a final job cannot be cancelled again");
     let again: Value = again.json().await.unwrap();

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::deploy::{DeployOptions, Deployment};
+use crate::helpers::poll_until;
 
 fn runway_job(user: Uuid, prompt: &str) -> Value {
     json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt, "duration_seconds": 5 })
@@ -52,16 +53,18 @@ async fn two_workers_keep_one_keys_window_and_use_its_quota() {
 
     // Two full windows and a bit: enough to see both the cap and the use.
     let started = Instant::now();
-    let stats = loop {
+    let thirteen_submits = poll_until(Duration::from_secs(200), async || {
         let stats = d.sim.stats().await;
         let submits = stats
             .runway
             .for_api_key(key)
             .map_or(0, |k| k.submit_times_ms.len());
-        if submits >= 13 || started.elapsed() > Duration::from_secs(200) {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        (submits >= 13).then_some(stats)
+    })
+    .await;
+    let stats = match thirteen_submits {
+        Some(stats) => stats,
+        None => d.sim.stats().await,
     };
     let times = stats
         .runway

@@ -116,17 +116,10 @@ async fn insert_batch(store: &Store, batch: Vec<InsertRequest>) {
     let (jobs, replies): (Vec<NewJob>, Vec<_>) =
         batch.into_iter().map(|r| (r.job, r.reply)).unzip();
     let jobs_repo = store.jobs();
-    if jobs.len() == 1 {
-        let answer = jobs_repo.insert(&jobs[0]).await.map_err(Arc::new);
-        if let Some(reply) = replies.into_iter().next() {
-            // A requester that stopped waiting is gone (here and below);
-            // a job stored for it stays, and the sweeper will queue it.
-            let _ = reply.send(answer);
-        }
-        return;
-    }
     match jobs_repo.insert_many(&jobs).await {
         Ok(answers) => {
+            // A requester that stopped waiting is gone (here and below); a
+            // job stored for it stays, and the sweeper will queue it.
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(answer.map_err(Arc::new));
             }
@@ -134,15 +127,18 @@ async fn insert_batch(store: &Store, batch: Vec<InsertRequest>) {
         // The database refused the statement, or it was refused before
         // reaching it: nothing of the batch is stored. One job may be the
         // cause; inserted alone, each gets its own answer.
-        Err(StoreError::Database(_) | StoreError::Invalid(_)) => {
+        Err(StoreError::Database(_) | StoreError::Invalid(_)) if jobs.len() > 1 => {
             for (job, reply) in jobs.iter().zip(replies) {
                 let _ = reply.send(jobs_repo.insert(job).await.map_err(Arc::new));
             }
         }
-        // The database is unreachable, perhaps after committing: inserting
-        // again could store the jobs twice. Every requester hears of it.
+        // A lone job's error is its answer. When the database is
+        // unreachable, perhaps after committing, inserting again could store
+        // the jobs twice: every requester hears of it instead.
         Err(e) => {
-            tracing::warn!(jobs = jobs.len(), error = %e, "a batch of new jobs may not be stored");
+            if e.is_unavailable() {
+                tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
+            }
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(Arc::clone(&e)));

@@ -221,19 +221,7 @@ static FILES: LazyLock<Mutex<HashMap<PathBuf, Weak<FileShared>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn file_shared(path: &Path) -> Arc<FileShared> {
-    // The same file reached through different paths must share one entry
-    // (through its directory when the file does not exist yet).
-    let key = std::fs::canonicalize(path)
-        .or_else(|_| match (path.parent(), path.file_name()) {
-            (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            })
-            .map(|dir| dir.join(name)),
-            _ => Err(std::io::ErrorKind::NotFound.into()),
-        })
-        .unwrap_or_else(|_| path.to_owned());
+    let key = byok_store::sqlite_file_identity(path);
     let mut files = FILES.lock().unwrap_or_else(PoisonError::into_inner);
     files.retain(|_, shared| shared.strong_count() > 0);
     if let Some(shared) = files.get(&key).and_then(Weak::upgrade) {

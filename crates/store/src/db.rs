@@ -102,18 +102,12 @@ pub struct Store {
 static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The one write lock of this process on the SQLite file at `path`, shared
-/// by every store and queue engine that writes to it. SQLite admits one
-/// writer at a time; writers that wait here, in FIFO order, do not meet in
-/// SQLite's busy handler, which sleeps and retries with growing pauses
-/// (1, 2, 5, 10… ms) and so leaves the file idle while writers queue.
-/// Writers in other processes are still waited for by the busy timeout.
-/// Hold it for one statement or one transaction, never across another
-/// write.
-pub fn sqlite_write_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    // The same file reached through different paths must share one lock
-    // (through its directory when the file does not exist yet).
-    let key = std::fs::canonicalize(path)
+/// One path per SQLite file, however it is reached (relative, through a
+/// symlink, with `..`): the key for state shared by everything in this
+/// process that uses the file. Through its directory when the file does not
+/// exist yet; the path itself when neither can be resolved.
+pub fn sqlite_file_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
         .or_else(|_| match (path.parent(), path.file_name()) {
             (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -123,7 +117,19 @@ pub fn sqlite_write_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
             .map(|dir| dir.join(name)),
             _ => Err(std::io::ErrorKind::NotFound.into()),
         })
-        .unwrap_or_else(|_| path.to_owned());
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+/// The one write lock of this process on the SQLite file at `path`, shared
+/// by every store and queue engine that writes to it. SQLite admits one
+/// writer at a time; writers that wait here, in FIFO order, do not meet in
+/// SQLite's busy handler, which sleeps and retries with growing pauses
+/// (1, 2, 5, 10… ms) and so leaves the file idle while writers queue.
+/// Writers in other processes are still waited for by the busy timeout.
+/// Hold it for one statement or one transaction, never across another
+/// write.
+pub fn sqlite_write_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    let key = sqlite_file_identity(path);
     let mut locks = WRITE_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
     locks.retain(|_, lock| lock.strong_count() > 0);
     if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {

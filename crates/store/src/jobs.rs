@@ -41,7 +41,8 @@ macro_rules! live {
     };
 }
 
-/// The job insert of [`JobRepo::insert`], up to its `RETURNING` list.
+/// One job's insert on SQLite, up to its `RETURNING` list (PostgreSQL inserts
+/// a whole batch in one statement, in [`JobRepo::insert_many`]).
 macro_rules! insert_job_sql {
     () => {
         "INSERT INTO generation_jobs \
@@ -51,32 +52,6 @@ macro_rules! insert_job_sql {
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
     };
-}
-
-/// Runs `$sql` (an [`insert_job_sql!`] statement) for one [`NewJob`] with
-/// id `$id`, fetching the created row or `None` for a reused idempotency
-/// key.
-macro_rules! insert_one_job {
-    ($sql:expr, $executor:expr, $id:expr, $new:expr, $now:expr) => {{
-        let new: &NewJob = $new;
-        let (key, sha) = match &new.idempotency {
-            Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
-            None => (None, None),
-        };
-        sqlx::query_as::<_, JobRow>($sql)
-            .bind(DbUuid($id))
-            .bind(DbUuid(new.user_id))
-            .bind(new.provider.as_str())
-            .bind(&new.model)
-            .bind(Json(&new.request))
-            .bind(Json(&new.metadata))
-            .bind(new.created_by_token.map(DbUuid))
-            .bind(key)
-            .bind(sha)
-            .bind($now)
-            .fetch_optional($executor)
-            .await?
-    }};
 }
 
 /// Appends a history entry for job `$id` inside transaction `$tx`. A macro
@@ -359,55 +334,10 @@ impl<'a> JobRepo<'a> {
     /// key already used by the same token, nothing is written and the
     /// earlier job comes back as a replay (same request) or a conflict.
     pub async fn insert(&self, new: &NewJob) -> Result<Inserted, StoreError> {
-        if let Some(idem) = &new.idempotency
-            && (idem.key.is_empty() || idem.key.len() > 255)
-        {
-            return Err(StoreError::Invalid("an idempotency key is 1-255 bytes"));
-        }
-        let now = crate::now();
-        let id = Uuid::now_v7();
-        // The unique index on (created_by_token, idempotency_key) decides
-        // races between two requests with the same key: one inserts, the
-        // other finds the row. The job and its first history entry are
-        // written atomically: on PostgreSQL in one statement (one round
-        // trip), the entry inserted from the returned row; on SQLite, which
-        // has no data-modifying `WITH`, in one transaction.
-        macro_rules! insert_job {
-            ($sql:expr, $executor:expr) => {
-                insert_one_job!($sql, $executor, id, new, now)
-            };
-        }
-        let row: Option<JobRow> = match &self.store.db {
-            crate::db::Db::Postgres(pool) => insert_job!(
-                concat!(
-                    "WITH created AS (",
-                    insert_job_sql!(),
-                    job_columns!(),
-                    "), accepted AS (\
-                       INSERT INTO generation_job_events (job_id, at, status, message) \
-                       SELECT id, created_at, status, 'accepted' FROM created) \
-                     SELECT ",
-                    job_columns!(),
-                    " FROM created"
-                ),
-                pool
-            ),
-            crate::db::Db::Sqlite(pool) => {
-                let _write = self.store.write_guard().await;
-                let mut tx = pool.begin().await?;
-                let row: Option<JobRow> =
-                    insert_job!(concat!(insert_job_sql!(), job_columns!()), &mut *tx);
-                if row.is_some() {
-                    record_event!(tx, id, "queued", "accepted", None::<Value>);
-                }
-                tx.commit().await?;
-                row
-            }
-        };
-        match row {
-            Some(row) => Ok(Inserted::Created(row.try_into()?)),
-            None => self.earlier_use_of_key(new).await,
-        }
+        self.insert_many(std::slice::from_ref(new))
+            .await?
+            .pop()
+            .unwrap_or(Err(StoreError::Invalid("no answer for the job")))
     }
 
     /// [`insert`](Self::insert) for many jobs in one write: one statement on
@@ -435,13 +365,16 @@ impl<'a> JobRepo<'a> {
         let now = crate::now();
         let ids: Vec<Uuid> = news.iter().map(|_| Uuid::now_v7()).collect();
         let created: Vec<JobRow> = match &self.store.db {
+            // The unique index on (created_by_token, idempotency_key) decides
+            // races between requests with the same key: one inserts, the
+            // others find the row. Each job and its first history entry are
+            // written atomically: on PostgreSQL in one statement (one round
+            // trip), the entries inserted from the returned rows; on SQLite,
+            // which has no data-modifying `WITH`, in one transaction.
             crate::db::Db::Postgres(pool) => {
                 // Columns as arrays, zipped back into rows by `unnest`; the
-                // conflict rule is the single insert's, per row, so a row
-                // whose key an earlier row of the batch took is skipped too.
-                let column = |f: fn(&NewJob) -> Option<String>| -> Vec<Option<String>> {
-                    news.iter().map(f).collect()
-                };
+                // conflict rule applies per row, so a row whose key an
+                // earlier row of the batch took is skipped too.
                 sqlx::query_as(concat!(
                     "WITH input AS (\
                        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
@@ -470,15 +403,19 @@ impl<'a> JobRepo<'a> {
                 ))
                 .bind(&ids)
                 .bind(news.iter().map(|n| n.user_id).collect::<Vec<_>>())
-                .bind(column(|n| Some(n.provider.as_str().to_owned())))
-                .bind(column(|n| Some(n.model.clone())))
+                .bind(news.iter().map(|n| n.provider.as_str()).collect::<Vec<_>>())
+                .bind(news.iter().map(|n| n.model.as_str()).collect::<Vec<_>>())
                 .bind(news.iter().map(|n| Json(&n.request)).collect::<Vec<_>>())
                 .bind(news.iter().map(|n| Json(&n.metadata)).collect::<Vec<_>>())
                 .bind(news.iter().map(|n| n.created_by_token).collect::<Vec<_>>())
-                .bind(column(|n| n.idempotency.as_ref().map(|i| i.key.clone())))
                 .bind(
                     news.iter()
-                        .map(|n| n.idempotency.as_ref().map(|i| i.request_sha256.to_vec()))
+                        .map(|n| n.idempotency.as_ref().map(|i| i.key.as_str()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    news.iter()
+                        .map(|n| n.idempotency.as_ref().map(|i| &i.request_sha256[..]))
                         .collect::<Vec<_>>(),
                 )
                 .bind(now)
@@ -490,13 +427,24 @@ impl<'a> JobRepo<'a> {
                 let mut tx = pool.begin().await?;
                 let mut created = Vec::with_capacity(news.len());
                 for (new, id) in news.iter().zip(&ids) {
-                    let row: Option<JobRow> = insert_one_job!(
-                        concat!(insert_job_sql!(), job_columns!()),
-                        &mut *tx,
-                        *id,
-                        new,
-                        now
-                    );
+                    let (key, sha) = match &new.idempotency {
+                        Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
+                        None => (None, None),
+                    };
+                    let row: Option<JobRow> =
+                        sqlx::query_as(concat!(insert_job_sql!(), job_columns!()))
+                            .bind(DbUuid(*id))
+                            .bind(DbUuid(new.user_id))
+                            .bind(new.provider.as_str())
+                            .bind(&new.model)
+                            .bind(Json(&new.request))
+                            .bind(Json(&new.metadata))
+                            .bind(new.created_by_token.map(DbUuid))
+                            .bind(key)
+                            .bind(sha)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if let Some(row) = row {
                         record_event!(tx, *id, "queued", "accepted", None::<Value>);
                         created.push(row);
