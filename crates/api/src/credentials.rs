@@ -4,22 +4,18 @@
 //! sealing, and between opening a stored value and the provider call; the
 //! store, the responses and the logs see sealed text and hints only.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use byok_core::ProviderId;
 use byok_crypto::SealContext;
-use byok_providers::{CredentialCheck, Credentials, VideoProvider};
+use byok_providers::{CredentialCheck, open_credentials, wipe_json};
 use byok_store::{CheckRecord, NewCredential, StoredCredential};
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use zeroize::Zeroize as _;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
@@ -328,7 +324,8 @@ pub(crate) async fn test(
     let row = load(&state, user.0, provider.0).await?;
     let adapter = state.providers().get(provider.0);
 
-    let (record, outcome) = match open(&state, &adapter, user.0, provider.0, &row) {
+    let opened = open_credentials(state.key_ring(), adapter.as_ref(), user.0, &row.sealed);
+    let (record, outcome) = match opened.map_err(|e| e.to_string()) {
         Err(reason) => {
             // A value that does not open for its own row was altered or
             // moved here from another row. It is never sent anywhere.
@@ -396,28 +393,6 @@ pub(crate) async fn test(
     }))
 }
 
-/// Opens and parses a stored credential for its own row; the error is a
-/// reason safe to show (it names no secret).
-fn open(
-    state: &AppState,
-    adapter: &Arc<dyn VideoProvider>,
-    user: Uuid,
-    provider: ProviderId,
-    row: &StoredCredential,
-) -> Result<Credentials, String> {
-    let plaintext = state
-        .key_ring()
-        .open(&SealContext::new(user, provider), &row.sealed)
-        .map_err(|e| e.to_string())?;
-    let mut value: Value = serde_json::from_slice(plaintext.expose_secret())
-        .map_err(|_| "the stored credential is not valid JSON".to_owned())?;
-    let parsed = adapter
-        .parse_credentials(&value)
-        .map_err(|e| format!("the stored credential is malformed ({})", e.field));
-    wipe_json(&mut value);
-    parsed
-}
-
 async fn load(
     state: &AppState,
     user: Uuid,
@@ -444,15 +419,4 @@ fn provider_unavailable(provider: ProviderId, reason: &str, consequence: &str) -
         format!("{provider} could not check the credentials ({reason}); {consequence}"),
     )
     .with_details(json!({ "provider": provider, "provider_reason": reason }))
-}
-
-/// Overwrites every string in a JSON value: request bodies carry keys, and
-/// `serde_json::Value` does not wipe itself on drop.
-fn wipe_json(value: &mut Value) {
-    match value {
-        Value::String(s) => s.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(wipe_json),
-        Value::Object(map) => map.values_mut().for_each(wipe_json),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
 }

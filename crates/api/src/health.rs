@@ -1,6 +1,7 @@
 //! Liveness, readiness and the catch-all responses.
 
 use std::any::Any;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,61 +12,14 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use byok_queue::Engine;
+use byok_store::Store;
+
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 
 /// How long one dependency may take to answer a readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How readiness reaches the queue.
-#[derive(Debug, Clone)]
-pub enum QueueProbe {
-    /// The queue lives in the store's SQLite database: the store check covers it.
-    InStore,
-    /// A Redis server (boxed: with some of redis's features the client is
-    /// hundreds of bytes).
-    Redis(Box<redis::Client>),
-}
-
-impl QueueProbe {
-    /// A probe for `queue.url`: `sqlite` or a Redis URL.
-    pub fn from_url(url: &str) -> Result<QueueProbe, redis::RedisError> {
-        if url == "sqlite" {
-            Ok(QueueProbe::InStore)
-        } else {
-            redis::Client::open(url).map(|client| QueueProbe::Redis(Box::new(client)))
-        }
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        match self {
-            QueueProbe::InStore => Ok(()),
-            QueueProbe::Redis(client) => {
-                let ping = async {
-                    let mut conn = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("PING").query_async::<String>(&mut conn).await
-                };
-                match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("redis: {}", e.kind_str())),
-                    Err(_) => Err("redis: no answer within 2 s".to_owned()),
-                }
-            }
-        }
-    }
-}
-
-trait RedisErrorKind {
-    fn kind_str(&self) -> String;
-}
-
-impl RedisErrorKind for redis::RedisError {
-    // The kind, not the full error: a Redis error can echo the URL, and the
-    // URL can carry a password.
-    fn kind_str(&self) -> String {
-        format!("{:?}", self.kind())
-    }
-}
 
 /// The body of `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,17 +87,8 @@ pub(crate) struct Checks {
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let (store, queue) = tokio::join!(
-        async {
-            match tokio::time::timeout(PROBE_TIMEOUT, state.store().ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "readiness: store check failed");
-                    Err("database: unavailable".to_owned())
-                }
-                Err(_) => Err("database: no answer within 2 s".to_owned()),
-            }
-        },
-        state.queue().check()
+        probe("database", state.store().ping()),
+        probe("queue", state.engine().ping()),
     );
     let status = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
@@ -176,13 +121,35 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// One dependency's answer to readiness within [`PROBE_TIMEOUT`]; the error
+/// names the dependency, never the error's text (it may carry a URL).
+async fn probe<E: std::fmt::Display>(
+    dependency: &str,
+    ping: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: {dependency} check failed");
+            Err(format!("{dependency}: unavailable"))
+        }
+        Err(_) => Err(format!("{dependency}: no answer within 2 s")),
+    }
+}
+
 /// `GET /metrics`: the Prometheus text of this process, with the queue's
 /// depth and the store's live jobs read now (no token: metrics carry no
 /// user data, and scrapers rarely hold one; keep the port off the internet).
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let engine = state.jobs().map(|jobs| jobs.producer.engine().as_ref());
-    let text = byok_metrics::scrape(engine, Some(state.store())).await;
+    let text = metrics_text(state.engine(), state.store()).await;
     ([(header::CONTENT_TYPE, byok_metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// The Prometheus text of this process, with the gauges read now from
+/// `engine` (queue depth) and `store` (live jobs). Served by the API's
+/// `/metrics` and by a worker's `worker.metrics_listen`.
+pub async fn metrics_text(engine: &dyn Engine, store: &Store) -> String {
+    byok_metrics::scrape(engine.stats(), store.jobs().count_live()).await
 }
 
 pub(crate) async fn not_found() -> ApiError {

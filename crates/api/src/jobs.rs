@@ -44,7 +44,7 @@ const MAX_PAGE: u32 = 100;
 
 /// What the jobs routes need beyond the credential routes.
 #[derive(Debug, Clone)]
-pub struct JobsSetup {
+pub(crate) struct JobsSetup {
     /// Where job ids are pushed.
     pub producer: Producer<JobItem>,
     /// Checks `image_url` against the fetch policy at enqueue.
@@ -122,15 +122,6 @@ impl From<Job> for JobResource {
     }
 }
 
-fn setup(state: &AppState) -> Result<&JobsSetup, ApiError> {
-    state.jobs().ok_or_else(|| {
-        ApiError::new(
-            ApiErrorCode::ServiceUnavailable,
-            "this server has no queue configured for jobs",
-        )
-    })
-}
-
 /// `POST /v1/jobs`
 #[utoipa::path(
     post,
@@ -173,7 +164,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerationRequest>,
 ) -> Result<Response, ApiError> {
-    let setup = setup(&state)?;
+    let setup = state.jobs();
     let idempotency_key = idempotency_key(&headers)?;
     let canonical = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
     refuse_nul(&canonical)?;
@@ -205,15 +196,7 @@ pub(crate) async fn create(
         }),
         request: canonical,
     };
-    let inserted = match state.job_inserts() {
-        Some(inserts) => inserts.insert(new).await,
-        None => state
-            .store()
-            .jobs()
-            .insert(&new)
-            .await
-            .map_err(|e| ApiError::store(&e)),
-    };
+    let inserted = state.job_inserts().insert(new).await;
     let job = match inserted {
         Ok(Inserted::Created(job)) => job,
         Ok(Inserted::Replayed(job)) => {
@@ -246,9 +229,7 @@ pub(crate) async fn create(
             // Written in the background, batched with other requests'. If
             // it is lost the sweeper pushes the job once more, which is
             // harmless: every step is a compare-and-set on the row.
-            if let Some(marks) = state.enqueued_marks() {
-                marks.mark(job.id).await;
-            }
+            state.enqueued_marks().mark(job.id).await;
         }
         failed => {
             let why = match failed {
@@ -436,11 +417,10 @@ pub(crate) async fn cancel(
             // A job the provider knows (or may be about to know) gets its
             // remote cancel from a worker, which holds the key: nudge one
             // now rather than at the job's next poll.
-            if (job.provider_job_id.is_some() || job.submit_started_at.is_some())
-                && let Some(setup) = state.jobs()
-            {
+            if job.provider_job_id.is_some() || job.submit_started_at.is_some() {
                 let item = JobItem { job_id: job.id };
-                if let Err(e) = setup
+                if let Err(e) = state
+                    .jobs()
                     .producer
                     .push(&job.id.to_string(), &item, Duration::ZERO)
                     .await
@@ -582,7 +562,7 @@ pub(crate) async fn video(
     State(state): State<AppState>,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let setup = setup(&state)?;
+    let setup = state.jobs();
     let job = load(&state, id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(

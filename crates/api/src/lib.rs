@@ -11,6 +11,7 @@ mod openapi;
 mod providers;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use byok_crypto::KeyRing;
-use byok_providers::Registry;
+use byok_providers::{ImageFetcher, Registry};
+use byok_queue::{Engine, Producer};
 use byok_store::Store;
 
 use crate::batch::{EnqueuedMarks, JobInserts};
@@ -28,30 +30,53 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use byok_metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use error::{ApiError, ApiErrorCode};
-pub use health::QueueProbe;
-pub use jobs::{IDEMPOTENCY_KEY_HEADER, JobsSetup};
+pub use health::metrics_text;
+pub use jobs::IDEMPOTENCY_KEY_HEADER;
+
+use crate::jobs::JobsSetup;
 pub use openapi::{EXAMPLE_USER_ID, openapi};
 
 /// The header carrying each request's id, echoed on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The parts the API runs on. `byok-app` assembles them from the settings;
+/// in `byok run` the store, key ring, registry, queue and fetcher are shared
+/// with the worker in the same process.
+#[derive(Debug)]
+pub struct ApiParts {
+    /// Jobs, credentials and tokens.
+    pub store: Store,
+    /// Seals and opens users' keys.
+    pub key_ring: Arc<KeyRing>,
+    /// The provider adapters (key checks, validation, the listing).
+    pub providers: Arc<Registry>,
+    /// Where job ids are pushed; also asked by readiness and `/metrics`.
+    pub engine: Arc<dyn Engine>,
+    /// Checks `image_url` against the fetch policy at enqueue.
+    pub fetcher: Arc<ImageFetcher>,
+    /// `output.dir`: where workers put finished videos (`<job id>.mp4`).
+    pub output_dir: PathBuf,
+    /// `api.max_body_bytes`: larger bodies get 413.
+    pub max_body_bytes: usize,
+}
+
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
-    /// `None`: the jobs routes answer 503 (a server without a queue).
-    jobs: Option<Arc<JobsSetup>>,
-    /// Set with `jobs`: the route's two writes, batched across requests.
-    job_inserts: Option<JobInserts>,
-    enqueued_marks: Option<EnqueuedMarks>,
+    jobs: Arc<JobsSetup>,
+    /// The jobs route's two writes, batched across requests.
+    job_inserts: JobInserts,
+    enqueued_marks: EnqueuedMarks,
 }
 
 struct Inner {
     store: Store,
     key_ring: Arc<KeyRing>,
-    providers: Registry,
-    queue: QueueProbe,
+    providers: Arc<Registry>,
+    engine: Arc<dyn Engine>,
     max_body_bytes: usize,
 }
 
@@ -66,49 +91,48 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Assembles the state from its parts. The key ring may be shared with
-    /// a worker in the same process (`Arc<KeyRing>`).
-    pub fn new(
-        store: Store,
-        key_ring: impl Into<Arc<KeyRing>>,
-        providers: Registry,
-        queue: QueueProbe,
-        max_body_bytes: usize,
-    ) -> Self {
+    /// The state on `parts`. Called inside a Tokio runtime: it starts the
+    /// tasks that store new jobs and note pushed ones as enqueued, in
+    /// batches across requests.
+    pub fn new(parts: ApiParts) -> Self {
+        let ApiParts {
+            store,
+            key_ring,
+            providers,
+            engine,
+            fetcher,
+            output_dir,
+            max_body_bytes,
+        } = parts;
+        let jobs = JobsSetup {
+            producer: Producer::new(Arc::clone(&engine)),
+            fetcher,
+            output_dir,
+        };
         Self {
+            job_inserts: JobInserts::start(store.clone()),
+            enqueued_marks: EnqueuedMarks::start(store.clone()),
+            jobs: Arc::new(jobs),
             inner: Arc::new(Inner {
                 store,
-                key_ring: key_ring.into(),
+                key_ring,
                 providers,
-                queue,
+                engine,
                 max_body_bytes,
             }),
-            jobs: None,
-            job_inserts: None,
-            enqueued_marks: None,
         }
     }
 
-    /// Enables the jobs routes, pushing to `setup.producer`. Called inside
-    /// a Tokio runtime, it starts the tasks that store new jobs and note
-    /// pushed ones as enqueued, in batches across requests.
-    pub fn with_jobs(mut self, setup: JobsSetup) -> Self {
-        self.jobs = Some(Arc::new(setup));
-        self.job_inserts = Some(JobInserts::start(self.inner.store.clone()));
-        self.enqueued_marks = Some(EnqueuedMarks::start(self.inner.store.clone()));
-        self
+    pub(crate) fn jobs(&self) -> &JobsSetup {
+        &self.jobs
     }
 
-    pub(crate) fn jobs(&self) -> Option<&JobsSetup> {
-        self.jobs.as_deref()
+    pub(crate) fn job_inserts(&self) -> &JobInserts {
+        &self.job_inserts
     }
 
-    pub(crate) fn job_inserts(&self) -> Option<&JobInserts> {
-        self.job_inserts.as_ref()
-    }
-
-    pub(crate) fn enqueued_marks(&self) -> Option<&EnqueuedMarks> {
-        self.enqueued_marks.as_ref()
+    pub(crate) fn enqueued_marks(&self) -> &EnqueuedMarks {
+        &self.enqueued_marks
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -123,8 +147,8 @@ impl AppState {
         &self.inner.providers
     }
 
-    pub(crate) fn queue(&self) -> &QueueProbe {
-        &self.inner.queue
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        self.inner.engine.as_ref()
     }
 }
 

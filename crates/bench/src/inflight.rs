@@ -11,14 +11,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use byok_core::{JobItem, JobStatus, ProviderId};
-use byok_queue::{Producer, QueueConfig, RedisEngine};
+use byok_queue::Producer;
 use byok_sim::SimConfig;
-use byok_store::{Inserted, NewJob, Store, StoreOptions};
-use secrecy::SecretString;
+use byok_store::{Inserted, NewJob, Store};
 use serde_json::json;
 
 use crate::common::{CpuSplit, ScratchDb, cpu_seconds, delete_matching, round2, status_kib};
-use crate::system::{KEYS, PER_HOUR, PER_MINUTE, key_ring, registry, simulator, store_users};
+use crate::system::{KEYS, PER_HOUR, PER_MINUTE, settings, simulator, store_users};
 use crate::{Options, report};
 
 /// Users with a key; jobs go round-robin to them.
@@ -122,16 +121,19 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let db = ScratchDb::create(&options.database_url).await?;
     let namespace = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::Builder::new().prefix("byok-bench-").tempdir()?;
-    let store = Store::connect(
-        &SecretString::from(db.url.as_str()),
-        &StoreOptions::default(),
-    )
+    // The producer's side, as the API has it: the same settings as the
+    // worker process gets below.
+    let producer_side = byok_app::System::open(settings(
+        &db.url,
+        &options.redis_url,
+        &namespace,
+        &sim,
+        dir.path(),
+    ))
     .await?;
-    let ring = key_ring()?;
-    let users = store_users(&store, &registry(&sim)?, &ring, USERS).await?;
-    let engine =
-        RedisEngine::connect(&options.redis_url, QueueConfig::new(namespace.clone())).await?;
-    let producer = Producer::<JobItem>::new(engine);
+    let users = store_users(&producer_side, USERS).await?;
+    let store = producer_side.store().clone();
+    let producer = Producer::<JobItem>::new(std::sync::Arc::clone(producer_side.engine()));
 
     let env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db.url.clone()),
@@ -224,7 +226,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     .await;
 
     let _ = child.kill().await;
-    store.close().await;
+    producer_side.close().await;
     sim.shutdown().await;
     db.drop_now().await;
     delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;

@@ -26,8 +26,8 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use byok_core::ProviderId;
-use byok_ratelimit::{Acquire, LimitKey, Limits, RateLimiter, RedisLimiter, Windows};
+use byok_core::{ProviderId, RateLimits};
+use byok_ratelimit::{Acquire, LimitKey, RateLimiter, RedisLimiter, Windows};
 use governor::clock::Clock;
 use serde_json::json;
 
@@ -42,7 +42,7 @@ const TASKS_PER_INSTANCE: usize = 16;
 struct Setup {
     short: Duration,
     long: Duration,
-    limits: Limits,
+    limits: RateLimits,
     /// Long windows timed for utilization.
     long_windows: u32,
     /// Longest transit each way (grant → arrival, arrival → answer).
@@ -282,7 +282,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         Setup {
             short: Duration::from_secs(1),
             long: Duration::from_secs(3),
-            limits: Limits {
+            limits: RateLimits {
                 per_minute: 10,
                 per_hour: 25,
             },
@@ -293,7 +293,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         Setup {
             short: Duration::from_secs(5),
             long: Duration::from_secs(15),
-            limits: Limits {
+            limits: RateLimits {
                 per_minute: 20,
                 per_hour: 50,
             },

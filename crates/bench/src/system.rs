@@ -4,23 +4,17 @@
 //! PostgreSQL and Redis, the API and the worker each with their own pools
 //! and connections), talking to the provider simulator over loopback HTTP.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use byok_api::{AppState, JobsSetup, QueueProbe};
-use byok_core::{JobItem, ProviderId};
-use byok_crypto::{KeyRing, SealContext};
-use byok_providers::{FetchOptions, ImageFetcher, RateLimits, Registry, RegistryOptions};
-use byok_queue::{Engine, Producer, QueueConfig, RedisEngine, SqliteEngine};
-use byok_ratelimit::{Limits, LocalLimiter, RateLimiter, RedisLimiter};
+use byok_app::{Roles, Running};
+use byok_config::Settings;
+use byok_core::{ProviderId, RateLimits};
+use byok_crypto::SealContext;
 use byok_sim::{RunningSim, SimConfig, Simulator};
-use byok_store::{NewCredential, Store, StoreOptions};
-use byok_worker::{Pipeline, PipelineSettings, ProviderPacing, RetryBackoff, WorkerOptions};
+use byok_store::{NewCredential, Store};
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::Options;
@@ -67,7 +61,11 @@ pub struct SystemOptions {
     pub users: usize,
 }
 
-/// A running system. [`System::stop`] ends it and removes its data.
+/// A running system, assembled by `byok-app` as `byok run` (embedded: one
+/// process, one store shared by the API and the worker) or as `byok api` +
+/// `byok worker` would be (distributed: the API and the worker each their
+/// own `byok_app::System`, with their own pools and connections).
+/// [`System::stop`] ends it and removes its data.
 pub struct System {
     pub api: SocketAddr,
     pub token: String,
@@ -75,10 +73,8 @@ pub struct System {
     /// The API's store.
     pub store: Store,
     pub sim: RunningSim,
-    stop: watch::Sender<bool>,
-    api_task: JoinHandle<std::io::Result<()>>,
-    worker_task: Option<JoinHandle<Result<(), byok_worker::RunError>>>,
-    worker_store: Option<Store>,
+    api_role: Running,
+    worker_role: Option<Running>,
     db: Option<ScratchDb>,
     namespace: String,
     redis_url: String,
@@ -99,49 +95,55 @@ pub async fn simulator(config: SimConfig) -> anyhow::Result<RunningSim> {
     Ok(Simulator::new(config).start(listener).await?)
 }
 
-pub fn key_ring() -> anyhow::Result<Arc<KeyRing>> {
-    Ok(Arc::new(KeyRing::parse(&SecretString::from(KEYS))?))
-}
-
-/// The adapters, pointed at the simulator.
-pub fn registry(sim: &RunningSim) -> anyhow::Result<Registry> {
-    let mut options = RegistryOptions::defaults();
+/// The settings of a benchmark system: the built-in defaults with the
+/// database, the queue, the key ring and every provider pointed at the
+/// simulator, limits that never bind.
+pub fn settings(
+    database_url: &str,
+    queue_url: &str,
+    namespace: &str,
+    sim: &RunningSim,
+    dir: &Path,
+) -> Settings {
+    let mut settings = byok_config::defaults();
+    settings.database.url = SecretString::from(database_url);
+    settings.queue.url = SecretString::from(queue_url);
+    settings.queue.namespace = namespace.to_owned();
+    settings.encryption.keys = Some(SecretString::from(KEYS));
+    settings.output.dir = dir.join("videos");
+    settings.fetch.allow_private_networks = true;
+    settings.worker.shutdown_grace = Duration::from_secs(5);
     for id in ProviderId::ALL {
-        let p = options.provider_mut(id);
+        let p = settings.providers.get_mut(id);
         p.base_url = match id {
             ProviderId::Veo => sim.vertex_url(),
             ProviderId::Runway => sim.runway_url(),
             ProviderId::Stability => sim.stability_url(),
         };
-        p.rate_limits = RateLimits {
+        p.rate_limit = RateLimits {
             per_minute: PER_MINUTE,
             per_hour: PER_HOUR,
         };
     }
-    options.allow_private_networks = true;
-    Ok(Registry::new(&options)?)
+    settings
 }
 
 /// Stores a sealed Runway key (`sim_…`, valid at the simulator) for each of
-/// `n` new users.
-pub async fn store_users(
-    store: &Store,
-    registry: &Registry,
-    key_ring: &KeyRing,
-    n: usize,
-) -> anyhow::Result<Vec<Uuid>> {
-    let adapter = registry.get(ProviderId::Runway);
+/// `n` new users, as the credential API stores them.
+pub async fn store_users(system: &byok_app::System, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let adapter = system.registry().get(ProviderId::Runway);
     let mut users = Vec::with_capacity(n);
     for i in 0..n {
         let user = Uuid::new_v4();
         let credentials = adapter
             .parse_credentials(&serde_json::json!({ "api_key": format!("sim_bench_key_{i:04}") }))
             .map_err(|e| anyhow::anyhow!("credentials: {}", e.field))?;
-        let sealed = key_ring.seal(
+        let sealed = system.key_ring().seal(
             &SealContext::new(user, ProviderId::Runway),
             &credentials.to_plaintext(),
         )?;
-        store
+        system
+            .store()
             .credentials()
             .upsert(&NewCredential {
                 user_id: user,
@@ -165,153 +167,61 @@ pub fn job_body(user: Uuid) -> String {
     .to_string()
 }
 
-fn pipeline_settings(output_dir: &std::path::Path, poll_interval: Duration) -> PipelineSettings {
-    let pacing: HashMap<ProviderId, ProviderPacing> = ProviderId::ALL
-        .into_iter()
-        .map(|id| {
-            let pacing = ProviderPacing {
-                poll_interval,
-                limits: Limits {
-                    per_minute: PER_MINUTE,
-                    per_hour: PER_HOUR,
-                },
-            };
-            (id, pacing)
-        })
-        .collect();
-    PipelineSettings {
-        max_attempts: 8,
-        job_timeout: Duration::from_secs(30 * 60),
-        request_timeout: RegistryOptions::DEFAULT_REQUEST_TIMEOUT,
-        retry_backoff: RetryBackoff::default(),
-        output_dir: output_dir.to_owned(),
-        pacing,
-    }
-}
-
-fn fetcher() -> anyhow::Result<Arc<ImageFetcher>> {
-    Ok(Arc::new(ImageFetcher::new(FetchOptions {
-        allow_private_networks: true,
-        ..FetchOptions::default()
-    })?))
-}
-
 impl System {
     pub async fn start(bench: &Options, options: &SystemOptions) -> anyhow::Result<System> {
         let dir = tempfile::Builder::new().prefix("byok-bench-").tempdir()?;
-        let output_dir = dir.path().join("videos");
         let sim = simulator(options.sim.clone()).await?;
-        let key_ring = key_ring()?;
         let namespace = format!("bench-{}", Uuid::new_v4().simple());
-        let queue_config = QueueConfig::new(namespace.clone());
-        let store_options = StoreOptions::default();
-
-        let (db, api_store, worker_store, api_engine, worker_engine, limiter, queue_url) =
-            match options.shape {
-                Shape::Distributed => {
-                    let db = ScratchDb::create(&bench.database_url).await?;
-                    let url = SecretString::from(db.url.as_str());
-                    let api_store = Store::connect(&url, &store_options).await?;
-                    let worker_store = Store::connect(&url, &store_options).await?;
-                    let api_engine: Arc<dyn Engine> =
-                        RedisEngine::connect(&bench.redis_url, queue_config.clone()).await?;
-                    let worker_engine: Arc<dyn Engine> =
-                        RedisEngine::connect(&bench.redis_url, queue_config).await?;
-                    let limiter: Arc<dyn RateLimiter> =
-                        Arc::new(RedisLimiter::connect(&bench.redis_url, &namespace).await?);
-                    (
-                        Some(db),
-                        api_store,
-                        worker_store,
-                        api_engine,
-                        worker_engine,
-                        limiter,
-                        bench.redis_url.clone(),
-                    )
-                }
-                Shape::Embedded => {
-                    let url = format!("sqlite://{}/data/byok.db", dir.path().display());
-                    let store =
-                        Store::connect(&SecretString::from(url.as_str()), &store_options).await?;
-                    store.migrate().await?;
-                    let engine: Arc<dyn Engine> = SqliteEngine::connect(&url, queue_config).await?;
-                    let limiter: Arc<dyn RateLimiter> = Arc::new(LocalLimiter::new());
-                    (
-                        None,
-                        store.clone(),
-                        store,
-                        Arc::clone(&engine),
-                        engine,
-                        limiter,
-                        "sqlite".to_owned(),
-                    )
-                }
-            };
-
-        let registry = registry(&sim)?;
-        let users = store_users(&api_store, &registry, &key_ring, options.users).await?;
-        let (_, token) = api_store.tokens().create("bench").await?;
-        let fetcher = fetcher()?;
-
-        let (stop, stop_rx) = watch::channel(false);
-        let stopped = move |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+        let (db, database_url, queue_url) = match options.shape {
+            Shape::Distributed => {
+                let db = ScratchDb::create(&bench.database_url).await?;
+                let url = db.url.clone();
+                (Some(db), url, bench.redis_url.clone())
+            }
+            Shape::Embedded => {
+                let url = format!("sqlite://{}/data/byok.db", dir.path().display());
+                (None, url, "sqlite".to_owned())
+            }
         };
-        let worker_task = if options.worker {
-            let pipeline = Arc::new(Pipeline::new(
-                worker_store.clone(),
-                Arc::clone(&key_ring),
-                Arc::new(self::registry(&sim)?),
-                limiter,
-                Arc::clone(&fetcher),
-                pipeline_settings(&output_dir, options.poll_interval),
-            ));
-            let worker_options = WorkerOptions {
-                name: "bench".to_owned(),
-                concurrency: options.concurrency,
-                shutdown_grace: Duration::from_secs(5),
-            };
-            Some(tokio::spawn(byok_worker::run_worker(
-                worker_engine,
-                pipeline,
-                worker_options,
-                stopped(stop_rx.clone()),
-            )))
-        } else {
-            None
-        };
+        let mut settings = settings(&database_url, &queue_url, &namespace, &sim, dir.path());
+        for id in ProviderId::ALL {
+            settings.providers.get_mut(id).poll_interval = options.poll_interval;
+        }
+        settings.worker.concurrency = u32::try_from(options.concurrency)?;
 
-        let state = AppState::new(
-            api_store.clone(),
-            key_ring,
-            registry,
-            QueueProbe::from_url(&queue_url)?,
-            1024 * 1024,
-        )
-        .with_jobs(JobsSetup {
-            producer: Producer::<JobItem>::new(api_engine),
-            fetcher,
-            output_dir,
-        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api = listener.local_addr()?;
-        let api_task = tokio::spawn(byok_api::serve(
-            listener,
-            byok_api::app(state),
-            stopped(stop_rx),
-            Duration::from_secs(5),
-        ));
-        let separate_worker_store = options.shape == Shape::Distributed;
+        // Embedded: one process, one system, both roles. Distributed: the
+        // worker is a system of its own, as a `byok worker` process is.
+        let (api_roles, worker_settings) = match (options.shape, options.worker) {
+            (Shape::Embedded, true) => (Roles::both(listener), None),
+            (_, false) => (Roles::api(listener), None),
+            (Shape::Distributed, true) => {
+                let mut worker =
+                    self::settings(&database_url, &queue_url, &namespace, &sim, dir.path());
+                for id in ProviderId::ALL {
+                    worker.providers.get_mut(id).poll_interval = options.poll_interval;
+                }
+                worker.worker.concurrency = settings.worker.concurrency;
+                (Roles::api(listener), Some(worker))
+            }
+        };
+        let api_role = byok_app::start(settings, api_roles).await?;
+        let worker_role = match worker_settings {
+            Some(settings) => Some(byok_app::start(settings, Roles::worker("bench")).await?),
+            None => None,
+        };
+        let users = store_users(api_role.system(), options.users).await?;
+        let store = api_role.system().store().clone();
+        let (_, token) = store.tokens().create("bench").await?;
         Ok(System {
             api,
             token: token.expose_secret().to_owned(),
             users,
-            store: api_store,
+            store,
             sim,
-            stop,
-            api_task,
-            worker_task,
-            worker_store: separate_worker_store.then_some(worker_store),
+            api_role,
+            worker_role,
             db,
             namespace,
             redis_url: bench.redis_url.clone(),
@@ -322,25 +232,18 @@ impl System {
     /// Stops the API and the worker and removes the database, the Redis
     /// keys and the files.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        let served = self.api_task.await;
-        let worked = match self.worker_task {
-            Some(task) => Some(task.await),
-            None => None,
+        let served = self.api_role.stop().await;
+        let worked = match self.worker_role {
+            Some(worker) => worker.stop().await,
+            None => Ok(()),
         };
-        self.store.close().await;
-        if let Some(store) = &self.worker_store {
-            store.close().await;
-        }
         self.sim.shutdown().await;
         if let Some(db) = self.db {
             db.drop_now().await;
             delete_matching(&self.redis_url, &format!("{{{}}}*", self.namespace)).await?;
         }
-        served??;
-        if let Some(worked) = worked {
-            worked??;
-        }
+        served?;
+        worked?;
         Ok(())
     }
 }

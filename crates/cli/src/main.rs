@@ -2,7 +2,6 @@
 
 mod cli;
 mod commands;
-mod context;
 mod table;
 mod telemetry;
 
@@ -33,7 +32,14 @@ fn main() -> ExitCode {
         Err(error) => {
             // A configuration error is the operator's to fix: say which
             // setting, and use the distinct exit code scripts can test for.
-            if let Some(config) = error.downcast_ref::<byok_config::ConfigError>() {
+            let config = error
+                .downcast_ref::<byok_config::ConfigError>()
+                .or_else(|| {
+                    error
+                        .downcast_ref::<byok_app::AppError>()
+                        .and_then(byok_app::AppError::config)
+                });
+            if let Some(config) = config {
                 eprintln!("error: {config}");
                 return ExitCode::from(EXIT_CONFIG);
             }

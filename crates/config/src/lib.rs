@@ -8,9 +8,8 @@ mod settings;
 
 pub use encryption::{KeyRingSource, load_key_ring};
 pub use error::ConfigError;
-pub use load::{ENV_PREFIX, Environment, load, load_from};
+pub use load::{ENV_PREFIX, Environment, defaults, load, load_from};
 pub use settings::{
     ApiSettings, DatabaseSettings, EncryptionSettings, FetchSettings, OutputSettings,
-    ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, RateLimitSettings, Settings,
-    Shape, WorkerSettings,
+    ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, Settings, Shape, WorkerSettings,
 };

@@ -30,6 +30,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.max_attempts", "8"),
     ("worker.job_timeout", "30m"),
     ("worker.shutdown_grace", "25s"),
+    ("worker.request_timeout", "30s"),
+    ("worker.retry_min_delay", "1s"),
+    ("worker.retry_max_delay", "5m"),
     ("output.dir", "byok-data/videos"),
     ("fetch.allow_private_networks", "false"),
 ];
@@ -44,8 +47,11 @@ fn provider_defaults() -> Vec<(String, String)> {
             let d = id.defaults();
             [
                 ("base_url", d.base_url.to_owned()),
-                ("rate_limit.per_minute", d.per_minute.to_string()),
-                ("rate_limit.per_hour", d.per_hour.to_string()),
+                (
+                    "rate_limit.per_minute",
+                    d.rate_limits.per_minute.to_string(),
+                ),
+                ("rate_limit.per_hour", d.rate_limits.per_hour.to_string()),
                 (
                     "poll_interval",
                     humantime::format_duration(d.poll_interval).to_string(),
@@ -121,6 +127,19 @@ pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
 
 /// Loads the settings from an explicit environment snapshot.
 pub fn load_from(config_file: Option<&Path>, env: &Environment) -> Result<Settings, ConfigError> {
+    let file = config_file_to_read(config_file)?;
+    layered(file.as_deref(), env)
+}
+
+/// The built-in defaults alone: no file (not even `./byok.toml`), no
+/// environment. For programs that build their settings in code — the
+/// benchmarks and the test harnesses — and then change fields.
+pub fn defaults() -> Settings {
+    // The defaults are constants that a unit test loads: they always parse.
+    layered(None, &Environment::default()).expect("the built-in defaults are valid settings")
+}
+
+fn layered(file: Option<&Path>, env: &Environment) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder();
     let providers = provider_defaults();
     let defaults = DEFAULTS
@@ -133,9 +152,9 @@ pub fn load_from(config_file: Option<&Path>, env: &Environment) -> Result<Settin
             .map_err(|e| ConfigError::new(key, e.to_string()))?;
     }
 
-    if let Some(path) = config_file_to_read(config_file)? {
+    if let Some(path) = file {
         builder = builder.add_source(
-            config::File::from(path.as_path())
+            config::File::from(path)
                 .format(config::FileFormat::Toml)
                 .required(true),
         );
@@ -274,6 +293,14 @@ impl Settings {
         positive_duration("queue.visibility_timeout", self.queue.visibility_timeout)?;
         positive_duration("worker.job_timeout", self.worker.job_timeout)?;
         positive_duration("worker.shutdown_grace", self.worker.shutdown_grace)?;
+        positive_duration("worker.request_timeout", self.worker.request_timeout)?;
+        positive_duration("worker.retry_min_delay", self.worker.retry_min_delay)?;
+        if self.worker.retry_max_delay < self.worker.retry_min_delay {
+            return Err(ConfigError::new(
+                "worker.retry_max_delay",
+                "must be at least worker.retry_min_delay",
+            ));
+        }
         if self.queue.dead_retention == 0 {
             return Err(ConfigError::new(
                 "queue.dead_retention",
@@ -312,16 +339,10 @@ impl Settings {
                     ));
                 }
             }
-            if p.rate_limit.per_minute == 0 {
+            if let Err((field, why)) = p.rate_limit.check() {
                 return Err(ConfigError::new(
-                    format!("{prefix}.rate_limit.per_minute"),
-                    "must be at least 1",
-                ));
-            }
-            if p.rate_limit.per_hour < p.rate_limit.per_minute {
-                return Err(ConfigError::new(
-                    format!("{prefix}.rate_limit.per_hour"),
-                    "must be at least per_minute",
+                    format!("{prefix}.rate_limit.{field}"),
+                    why,
                 ));
             }
             positive_duration(&format!("{prefix}.poll_interval"), p.poll_interval)?;

@@ -92,6 +92,17 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// Where a worker serves `/metrics`; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// The longest one provider request may take (submit, poll, download,
+    /// and the API's key checks).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub request_timeout: Duration,
+    /// The cap of the first retry after a transient failure; doubled per
+    /// attempt, up to `retry_max_delay`, with full jitter.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub retry_min_delay: Duration,
+    /// The largest retry cap.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub retry_max_delay: Duration,
 }
 
 /// `output.*`
@@ -114,6 +125,12 @@ impl ProvidersSettings {
     /// The settings of one provider.
     pub fn get(&self, id: ProviderId) -> &ProviderSettings {
         &self.providers[id.index()]
+    }
+
+    /// The settings of one provider, to change them (programs that build
+    /// their settings in code: tests, benchmarks, the simulator mode).
+    pub fn get_mut(&mut self, id: ProviderId) -> &mut ProviderSettings {
+        &mut self.providers[id.index()]
     }
 }
 
@@ -166,7 +183,7 @@ pub struct ProviderSettings {
     /// The API host; for Veo `{location}` is replaced by the credential's region.
     pub base_url: String,
     /// Per user key.
-    pub rate_limit: RateLimitSettings,
+    pub rate_limit: byok_core::RateLimits,
     /// Time between status polls of a remote operation.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub poll_interval: Duration,
@@ -175,16 +192,6 @@ pub struct ProviderSettings {
     /// releases ship.
     #[serde(default)]
     pub models: Option<Vec<byok_core::ModelSpec>>,
-}
-
-/// `providers.<id>.rate_limit.*`
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSettings {
-    /// Submits per rolling minute.
-    pub per_minute: u32,
-    /// Submits per rolling hour.
-    pub per_hour: u32,
 }
 
 /// `fetch.*`

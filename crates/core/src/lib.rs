@@ -5,6 +5,8 @@ mod error_code;
 mod job_error;
 mod job_status;
 mod provider_id;
+mod queue_stats;
+mod rate_limits;
 mod request;
 
 pub use catalogue::{
@@ -15,6 +17,8 @@ pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
 pub use job_status::JobStatus;
 pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
+pub use queue_stats::QueueStats;
+pub use rate_limits::RateLimits;
 pub use request::{GenerationRequest, ValidationError};
 
 /// The payload of a generation job's queue item: the job's id, nothing else.

@@ -26,10 +26,8 @@ pub struct ProviderDefaults {
     /// `providers.<id>.base_url`. Veo's contains the literal `{location}`, replaced by the
     /// credentials' location.
     pub base_url: &'static str,
-    /// `providers.<id>.rate_limit.per_minute`.
-    pub per_minute: u32,
-    /// `providers.<id>.rate_limit.per_hour`.
-    pub per_hour: u32,
+    /// `providers.<id>.rate_limit.*`.
+    pub rate_limits: crate::RateLimits,
     /// `providers.<id>.poll_interval`.
     pub poll_interval: Duration,
 }
@@ -79,8 +77,10 @@ macro_rules! provider_ids {
                 match self {
                     $(ProviderId::$variant => ProviderDefaults {
                         base_url: $base_url,
-                        per_minute: $per_minute,
-                        per_hour: $per_hour,
+                        rate_limits: crate::RateLimits {
+                            per_minute: $per_minute,
+                            per_hour: $per_hour,
+                        },
                         poll_interval: Duration::from_secs($poll),
                     },)+
                 }
@@ -170,8 +170,10 @@ mod tests {
     fn defaults_are_the_real_hosts_seed_limits_and_documented_poll_intervals() {
         let d = |base_url, per_minute, per_hour, poll| ProviderDefaults {
             base_url,
-            per_minute,
-            per_hour,
+            rate_limits: crate::RateLimits {
+                per_minute,
+                per_hour,
+            },
             poll_interval: Duration::from_secs(poll),
         };
         assert_eq!(
@@ -188,7 +190,7 @@ mod tests {
         );
         for p in ProviderId::ALL {
             let defaults = p.defaults();
-            assert!(defaults.per_minute >= 1 && defaults.per_hour >= defaults.per_minute);
+            assert!(defaults.rate_limits.check().is_ok());
             assert!(!defaults.poll_interval.is_zero());
         }
     }

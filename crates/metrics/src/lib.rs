@@ -4,9 +4,7 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use byok_core::{ErrorCode, JobStatus, ProviderId};
-use byok_queue::Engine;
-use byok_store::Store;
+use byok_core::{ErrorCode, JobStatus, ProviderId, QueueStats};
 use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -262,46 +260,47 @@ impl Drop for StepGuard<'_> {
 }
 
 /// The Prometheus text of the process, with the queue's depth and the
-/// store's live jobs read now (each within 2 s; a dependency that does not
-/// answer is counted in `byok_scrape_errors_total` and its gauges keep their
-/// last values, so a scrape never fails because Redis is slow).
-pub async fn scrape(engine: Option<&dyn Engine>, store: Option<&Store>) -> String {
+/// store's live jobs (per status) read now by the two futures the caller
+/// passes: this crate knows neither the queue nor the store, whoever serves
+/// `/metrics` feeds them in. Each gets 2 s; one that fails or does not
+/// answer is counted in `byok_scrape_errors_total` and its gauges keep
+/// their last values, so a scrape never fails because Redis is slow.
+pub async fn scrape<E1, E2>(
+    queue_depth: impl Future<Output = Result<QueueStats, E1>>,
+    live_jobs: impl Future<Output = Result<Vec<(JobStatus, u64)>, E2>>,
+) -> String {
     let m = metrics();
-    if let Some(engine) = engine {
-        match tokio::time::timeout(SCRAPE_TIMEOUT, engine.stats()).await {
-            Ok(Ok(stats)) => {
-                for (state, n) in [
-                    ("pending", stats.pending),
-                    ("scheduled", stats.scheduled),
-                    ("running", stats.running),
-                    ("dead", stats.dead),
-                ] {
-                    m.queue_items
-                        .with_label_values(&[stats.name.as_str(), state])
-                        .set(gauge_value(n));
-                }
-                m.queue_oldest_pending
-                    .with_label_values(&[stats.name.as_str()])
-                    .set(gauge_value(stats.oldest_pending_seconds));
+    match tokio::time::timeout(SCRAPE_TIMEOUT, queue_depth).await {
+        Ok(Ok(depth)) => {
+            for (state, n) in [
+                ("pending", depth.pending),
+                ("scheduled", depth.scheduled),
+                ("running", depth.running),
+                ("dead", depth.dead),
+            ] {
+                m.queue_items
+                    .with_label_values(&[depth.name.as_str(), state])
+                    .set(gauge_value(n));
             }
-            _ => m.scrape_errors.with_label_values(&["queue"]).inc(),
+            m.queue_oldest_pending
+                .with_label_values(&[depth.name.as_str()])
+                .set(gauge_value(depth.oldest_pending_seconds));
         }
+        _ => m.scrape_errors.with_label_values(&["queue"]).inc(),
     }
-    if let Some(store) = store {
-        match tokio::time::timeout(SCRAPE_TIMEOUT, store.jobs().count_live()).await {
-            Ok(Ok(counts)) => {
-                for status in [JobStatus::Queued, JobStatus::Throttled, JobStatus::Running] {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| *s == status)
-                        .map_or(0, |(_, n)| *n);
-                    m.jobs_live
-                        .with_label_values(&[status.as_str()])
-                        .set(gauge_value(n));
-                }
+    match tokio::time::timeout(SCRAPE_TIMEOUT, live_jobs).await {
+        Ok(Ok(counts)) => {
+            for status in [JobStatus::Queued, JobStatus::Throttled, JobStatus::Running] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                m.jobs_live
+                    .with_label_values(&[status.as_str()])
+                    .set(gauge_value(n));
             }
-            _ => m.scrape_errors.with_label_values(&["store"]).inc(),
         }
+        _ => m.scrape_errors.with_label_values(&["store"]).inc(),
     }
     m.encode()
 }

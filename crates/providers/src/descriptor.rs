@@ -1,9 +1,9 @@
 //! The static description of a provider served by `GET /v1/providers`.
 
-use byok_core::{ModelSpec, ProviderId};
+use byok_core::{ModelSpec, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Static description of one provider for `GET /v1/providers`.
 #[derive(Debug, Clone, Serialize)]
@@ -41,13 +41,4 @@ pub struct CredentialField {
     pub kind: &'static str,
     /// Help text.
     pub description: &'static str,
-}
-
-/// Requests per user key the system lets through to a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimits {
-    /// Requests per rolling minute.
-    pub per_minute: u32,
-    /// Requests per rolling hour.
-    pub per_hour: u32,
 }

@@ -201,7 +201,7 @@ fn format_duration(d: Duration) -> String {
 
 /// Overwrites every string inside `value` (not object keys) before it is dropped; used for
 /// JSON that held secrets.
-pub(crate) fn wipe_json(value: &mut Value) {
+pub fn wipe_json(value: &mut Value) {
     match value {
         Value::String(s) => s.zeroize(),
         Value::Array(items) => items.iter_mut().for_each(wipe_json),

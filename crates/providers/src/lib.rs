@@ -11,6 +11,7 @@ pub mod net;
 mod options;
 mod registry;
 mod runway;
+mod sealed;
 mod stability;
 mod veo;
 pub mod vertex;
@@ -22,13 +23,15 @@ pub use catalogue::Capabilities;
 pub use credentials::{
     CredentialCheck, Credentials, CredentialsError, CredentialsKind, ServiceAccountKey,
 };
-pub use descriptor::{CredentialField, ProviderDescriptor, RateLimits};
+pub use descriptor::{CredentialField, ProviderDescriptor};
 pub use fetch::{FetchError, FetchOptions, ImageFetcher};
 pub use generation::{
     CancelOutcome, InputImage, RemoteStatus, SubmitRequest, Submitted, Video, VideoOutput,
 };
+pub use http::wipe_json;
 pub use options::{ProviderOptions, RegistryOptions};
-pub use registry::{Registry, RegistryError};
+pub use registry::{Pacing, Registry, RegistryError};
+pub use sealed::{OpenError, open_credentials};
 
 /// One video provider. Object-safe; used as `Arc<dyn VideoProvider>`.
 ///

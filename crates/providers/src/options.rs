@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use byok_core::{Catalogue, ProviderId};
-
-use crate::RateLimits;
+use byok_core::{Catalogue, ProviderId, RateLimits};
 
 /// How to reach one provider.
 #[derive(Debug, Clone)]
@@ -15,6 +13,8 @@ pub struct ProviderOptions {
     pub base_url: String,
     /// Per-key limits (`providers.<id>.rate_limit.*`).
     pub rate_limits: RateLimits,
+    /// Time between status polls of a remote job (`providers.<id>.poll_interval`).
+    pub poll_interval: Duration,
     /// `providers.<id>.models`: replaces the built-in catalogue when set.
     pub models: Option<Catalogue>,
 }
@@ -26,10 +26,8 @@ impl ProviderOptions {
         let defaults = id.defaults();
         ProviderOptions {
             base_url: defaults.base_url.to_owned(),
-            rate_limits: RateLimits {
-                per_minute: defaults.per_minute,
-                per_hour: defaults.per_hour,
-            },
+            rate_limits: defaults.rate_limits,
+            poll_interval: defaults.poll_interval,
             models: None,
         }
     }

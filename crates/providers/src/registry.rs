@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{Catalogue, ProviderId};
+use byok_core::{Catalogue, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
 use crate::http::USER_AGENT;
@@ -128,6 +128,16 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A provider's `rate_limit.*` could never grant a submit.
+    #[error("providers.{provider}.rate_limit.{field}: {reason}")]
+    BadRateLimits {
+        /// Whose limits.
+        provider: ProviderId,
+        /// `per_minute` or `per_hour`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -138,6 +148,18 @@ pub enum RegistryError {
 pub struct Registry {
     /// Indexed like [`ProviderId::ALL`].
     providers: Vec<Arc<dyn VideoProvider>>,
+    /// Indexed like [`ProviderId::ALL`].
+    pacing: Vec<Pacing>,
+}
+
+/// How the worker paces one provider: the per-key submit quota and the time between
+/// polls, as configured (`providers.<id>.rate_limit.*`, `providers.<id>.poll_interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Submits per user key.
+    pub rate_limits: RateLimits,
+    /// Time between status polls of a remote job.
+    pub poll_interval: Duration,
 }
 
 impl Registry {
@@ -164,7 +186,29 @@ impl Registry {
                 Ok(adapter)
             })
             .collect::<Result<_, RegistryError>>()?;
-        Ok(Registry { providers })
+        let pacing = ProviderId::ALL
+            .into_iter()
+            .map(|id| {
+                let options = options.provider(id);
+                let rate_limits = options.rate_limits.check().map_err(|(field, reason)| {
+                    RegistryError::BadRateLimits {
+                        provider: id,
+                        field,
+                        reason,
+                    }
+                })?;
+                Ok(Pacing {
+                    rate_limits,
+                    poll_interval: options.poll_interval,
+                })
+            })
+            .collect::<Result<_, RegistryError>>()?;
+        Ok(Registry { providers, pacing })
+    }
+
+    /// The quota and poll interval of `id`.
+    pub fn pacing(&self, id: ProviderId) -> Pacing {
+        self.pacing[id.index()]
     }
 
     /// The adapter of `id`. Every [`ProviderId`] is present.

@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::inspect::{ItemState, ListedItem, QueueStats};
+use byok_core::QueueStats;
+
+use crate::inspect::{ItemState, ListedItem};
 use crate::{QueueConfig, QueueError};
 
 /// An item to enqueue.

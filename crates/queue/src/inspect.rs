@@ -55,23 +55,6 @@ impl FromStr for ItemState {
     }
 }
 
-/// Counts of one queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueueStats {
-    /// The queue's name (its namespace).
-    pub name: String,
-    /// Due, not yet delivered.
-    pub pending: u64,
-    /// Waiting for their time.
-    pub scheduled: u64,
-    /// Held by workers.
-    pub running: u64,
-    /// Dead.
-    pub dead: u64,
-    /// Age of the oldest pending item, in whole seconds (0 when none).
-    pub oldest_pending_seconds: u64,
-}
-
 /// One item, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListedItem {

@@ -36,7 +36,9 @@ use sqlx::sqlite::{
 use tokio::sync::Notify;
 
 use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
-use crate::inspect::{ItemState, ListedItem, QueueStats};
+use byok_core::QueueStats;
+
+use crate::inspect::{ItemState, ListedItem};
 use crate::{QueueConfig, QueueError};
 
 /// Rows per statement (pushes, settlements, inspection chunks): bounded so
@@ -195,7 +197,7 @@ const PURGE_DEAD: &str = "DELETE FROM queue_items WHERE seq IN
 #[derive(Debug)]
 struct FileShared {
     /// Serialises this process's write statements on the file, the store's
-    /// included (`byok_store::sqlite_write_lock`: one lock per file for
+    /// included (`byok_sqlite_lock::write_lock`: one lock per file for
     /// every writer of the process). SQLite admits one writer at a time
     /// anyway; waiting here, in FIFO order, instead of in SQLite's busy
     /// handler (which sleeps and retries with growing pauses) keeps the
@@ -221,14 +223,14 @@ static FILES: LazyLock<Mutex<HashMap<PathBuf, Weak<FileShared>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn file_shared(path: &Path) -> Arc<FileShared> {
-    let key = byok_store::sqlite_file_identity(path);
+    let key = byok_sqlite_lock::file_identity(path);
     let mut files = FILES.lock().unwrap_or_else(PoisonError::into_inner);
     files.retain(|_, shared| shared.strong_count() > 0);
     if let Some(shared) = files.get(&key).and_then(Weak::upgrade) {
         return shared;
     }
     let shared = Arc::new(FileShared {
-        write: byok_store::sqlite_write_lock(path),
+        write: byok_sqlite_lock::write_lock(path),
         wakers: Mutex::default(),
     });
     files.insert(key, Arc::downgrade(&shared));

@@ -7,7 +7,7 @@ mod redis;
 use std::fmt;
 use std::time::Duration;
 
-use byok_core::ProviderId;
+use byok_core::{ProviderId, RateLimits};
 use uuid::Uuid;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
@@ -25,7 +25,7 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// nothing.
     ///
     /// An error is never a permit: the caller waits a little and asks again.
-    async fn acquire(&self, key: &LimitKey, limits: Limits) -> Result<Acquire, RateLimitError>;
+    async fn acquire(&self, key: &LimitKey, limits: RateLimits) -> Result<Acquire, RateLimitError>;
 
     /// Settles a permit. `sent`: the request may have reached the provider,
     /// so the permit is stamped with now (a time after its arrival there);
@@ -117,26 +117,16 @@ impl From<Decision> for Acquire {
     }
 }
 
-/// The quotas of one key: at most `per_minute` grants in any short window
-/// and at most `per_hour` in any long window (60 s and 3600 s unless the
-/// limiter was built with other [`Windows`]). Both must be at least 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Grants per sliding short window (a minute).
-    pub per_minute: u32,
-    /// Grants per sliding long window (an hour).
-    pub per_hour: u32,
-}
-
-impl Limits {
-    /// Refuses quotas that could never grant anything: the workers would wait
-    /// forever without anyone noticing.
-    pub(crate) fn check(self) -> Result<Limits, RateLimitError> {
-        if self.per_minute == 0 || self.per_hour == 0 {
-            return Err(RateLimitError::InvalidLimits(self));
-        }
-        Ok(self)
+/// Refuses quotas that could never grant anything: the workers would wait
+/// forever without anyone noticing. A key's quotas are at most `per_minute`
+/// grants in any short window and at most `per_hour` in any long window (60 s
+/// and 3600 s unless the limiter was built with other [`Windows`]); an hour
+/// quota below the minute's is not an error here, it simply binds.
+pub(crate) fn checked(limits: RateLimits) -> Result<RateLimits, RateLimitError> {
+    if limits.per_minute == 0 || limits.per_hour == 0 {
+        return Err(RateLimitError::InvalidLimits(limits));
     }
+    Ok(limits)
 }
 
 /// Whose quota a permit is taken from: a user's key at one provider. It is
@@ -260,7 +250,7 @@ pub enum RateLimitError {
     Protocol(String),
     /// A quota of zero.
     #[error("invalid rate limits {0:?}: per_minute and per_hour must be at least 1")]
-    InvalidLimits(Limits),
+    InvalidLimits(RateLimits),
     /// Window lengths out of range.
     #[error(
         "invalid rate-limit windows (short {short:?}, long {long:?}): need 1 ms ≤ short ≤ long ≤ 30 days"
@@ -305,19 +295,18 @@ mod tests {
 
     #[test]
     fn zero_quotas_are_refused() {
-        let l = |per_minute, per_hour| Limits {
-            per_minute,
-            per_hour,
+        let l = |per_minute, per_hour| {
+            checked(RateLimits {
+                per_minute,
+                per_hour,
+            })
         };
-        assert!(l(1, 1).check().is_ok());
+        assert!(l(1, 1).is_ok());
         assert!(
-            l(10, 5).check().is_ok(),
+            l(10, 5).is_ok(),
             "per_hour below per_minute binds, not an error"
         );
-        assert!(matches!(
-            l(0, 5).check(),
-            Err(RateLimitError::InvalidLimits(_))
-        ));
-        assert!(l(5, 0).check().is_err());
+        assert!(matches!(l(0, 5), Err(RateLimitError::InvalidLimits(_))));
+        assert!(l(5, 0).is_err());
     }
 }

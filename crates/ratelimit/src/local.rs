@@ -5,9 +5,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use byok_core::RateLimits;
+
 use crate::{
-    Acquire, Clock, Decision, IN_FLIGHT_RECHECK, LimitKey, Limits, MAX_BLOCK, MonotonicClock,
-    Permit, RateLimitError, RateLimiter, Windows,
+    Acquire, Clock, Decision, IN_FLIGHT_RECHECK, LimitKey, MAX_BLOCK, MonotonicClock, Permit,
+    RateLimitError, RateLimiter, Windows,
 };
 
 /// The map is swept of idle keys when it has grown to twice its size after
@@ -76,8 +78,8 @@ impl LocalLimiter {
     }
 
     /// [`RateLimiter::acquire`], telling the grant time on this limiter's clock.
-    pub fn decide(&self, key: &LimitKey, limits: Limits) -> Result<Decision, RateLimitError> {
-        let limits = limits.check()?;
+    pub fn decide(&self, key: &LimitKey, limits: RateLimits) -> Result<Decision, RateLimitError> {
+        let limits = crate::checked(limits)?;
         let mut state = self.lock();
         // The clock is read under the lock, so decisions are made in the
         // order of their times.
@@ -129,7 +131,7 @@ impl fmt::Debug for LocalLimiter {
 
 #[async_trait::async_trait]
 impl RateLimiter for LocalLimiter {
-    async fn acquire(&self, key: &LimitKey, limits: Limits) -> Result<Acquire, RateLimitError> {
+    async fn acquire(&self, key: &LimitKey, limits: RateLimits) -> Result<Acquire, RateLimitError> {
         self.decide(key, limits).map(Acquire::from)
     }
 
@@ -154,7 +156,7 @@ impl KeyLog {
         &mut self,
         key: LimitKey,
         now: Duration,
-        limits: Limits,
+        limits: RateLimits,
         windows: Windows,
     ) -> Decision {
         // Entries at or before now − long are outside every window from now on.
@@ -242,7 +244,7 @@ mod tests {
     fn idle_keys_are_evicted() {
         let clock = ManualClock::new(Duration::from_secs(1));
         let limiter = LocalLimiter::new().with_clock(Arc::new(clock.clone()));
-        let limits = Limits {
+        let limits = RateLimits {
             per_minute: 5,
             per_hour: 50,
         };
@@ -279,7 +281,7 @@ mod tests {
         rt.block_on(limiter.block(&key, Duration::from_secs(7200)))
             .unwrap();
         clock.advance(Duration::from_secs(3601));
-        let limits = Limits {
+        let limits = RateLimits {
             per_minute: 1,
             per_hour: 1,
         };

@@ -16,9 +16,11 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use byok_core::RateLimits;
+
 use crate::{
-    Acquire, Decision, IN_FLIGHT_RECHECK, LimitKey, Limits, MAX_BLOCK, Permit, RateLimitError,
-    RateLimiter, Windows,
+    Acquire, Decision, IN_FLIGHT_RECHECK, LimitKey, MAX_BLOCK, Permit, RateLimitError, RateLimiter,
+    Windows,
 };
 
 /// How long one limiter call may wait for Redis before it is an error (which
@@ -201,8 +203,12 @@ impl RedisLimiter {
 
     /// [`RateLimiter::acquire`], telling the grant time (since the UNIX epoch
     /// on the Redis server's clock).
-    pub async fn decide(&self, key: &LimitKey, limits: Limits) -> Result<Decision, RateLimitError> {
-        let limits = limits.check()?;
+    pub async fn decide(
+        &self,
+        key: &LimitKey,
+        limits: RateLimits,
+    ) -> Result<Decision, RateLimitError> {
+        let limits = crate::checked(limits)?;
         let permit = Permit::new(*key);
         let hold = self.windows.max_submit_time();
         let (granted, value): (i64, i64) = ACQUIRE
@@ -236,7 +242,7 @@ impl RedisLimiter {
 
 #[async_trait::async_trait]
 impl RateLimiter for RedisLimiter {
-    async fn acquire(&self, key: &LimitKey, limits: Limits) -> Result<Acquire, RateLimitError> {
+    async fn acquire(&self, key: &LimitKey, limits: RateLimits) -> Result<Acquire, RateLimitError> {
         self.decide(key, limits).await.map(Acquire::from)
     }
 

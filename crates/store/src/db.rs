@@ -1,10 +1,9 @@
 //! Connecting to either database, migrations, and the dispatch macro that
 //! lets each query be written once for both.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -94,50 +93,8 @@ pub enum SchemaStatus {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
-    /// SQLite: this process's write lock on the file (see [`sqlite_write_lock`]).
+    /// SQLite: this process's write lock on the file (`byok_sqlite_lock::write_lock`).
     write: Option<Arc<tokio::sync::Mutex<()>>>,
-}
-
-/// Every SQLite file's write lock in this process, by canonical path.
-static WRITE_LOCKS: LazyLock<Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// One path per SQLite file, however it is reached (relative, through a
-/// symlink, with `..`): the key for state shared by everything in this
-/// process that uses the file. Through its directory when the file does not
-/// exist yet; the path itself when neither can be resolved.
-pub fn sqlite_file_identity(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path)
-        .or_else(|_| match (path.parent(), path.file_name()) {
-            (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            })
-            .map(|dir| dir.join(name)),
-            _ => Err(std::io::ErrorKind::NotFound.into()),
-        })
-        .unwrap_or_else(|_| path.to_owned())
-}
-
-/// The one write lock of this process on the SQLite file at `path`, shared
-/// by every store and queue engine that writes to it. SQLite admits one
-/// writer at a time; writers that wait here, in FIFO order, do not meet in
-/// SQLite's busy handler, which sleeps and retries with growing pauses
-/// (1, 2, 5, 10… ms) and so leaves the file idle while writers queue.
-/// Writers in other processes are still waited for by the busy timeout.
-/// Hold it for one statement or one transaction, never across another
-/// write.
-pub fn sqlite_write_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    let key = sqlite_file_identity(path);
-    let mut locks = WRITE_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-    locks.retain(|_, lock| lock.strong_count() > 0);
-    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
-        return lock;
-    }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    locks.insert(key, Arc::downgrade(&lock));
-    lock
 }
 
 impl Store {
@@ -173,7 +130,7 @@ impl Store {
             {
                 create_private_dir(dir).map_err(StoreError::Io)?;
             }
-            let write = sqlite_write_lock(connect.get_filename());
+            let write = byok_sqlite_lock::write_lock(connect.get_filename());
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
@@ -189,7 +146,7 @@ impl Store {
     }
 
     /// Taken around every write: on SQLite, this process's write lock on
-    /// the file ([`sqlite_write_lock`]); on PostgreSQL, nothing.
+    /// the file (`byok_sqlite_lock::write_lock`); on PostgreSQL, nothing.
     pub(crate) async fn write_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match &self.write {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),

@@ -8,7 +8,7 @@ mod sql_types;
 mod tokens;
 
 pub use credentials::{CheckRecord, CredentialRepo, NewCredential, StoredCredential};
-pub use db::{Backend, SchemaStatus, Store, StoreOptions, sqlite_file_identity, sqlite_write_lock};
+pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob};
 pub use tokens::{ApiToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};

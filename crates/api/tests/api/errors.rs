@@ -52,7 +52,7 @@ async fn missing_unknown_and_revoked_tokens_are_401() {
 
 #[tokio::test]
 async fn malformed_bodies_wrong_types_and_sizes() {
-    let api = sqlite_api_with(byok_api::QueueProbe::InStore, 2048).await;
+    let api = sqlite_api_with(|s| s.api.max_body_bytes = 2048).await;
     let path = format!("/v1/users/{USER}/providers/runway/credentials");
     let put = || api.req(Method::PUT, &path);
 

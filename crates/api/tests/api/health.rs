@@ -1,4 +1,4 @@
-use byok_api::QueueProbe;
+use secrecy::SecretString;
 
 use crate::{error_code, send, sqlite_api, sqlite_api_with};
 
@@ -14,15 +14,18 @@ async fn liveness_and_readiness_on_the_embedded_shape() {
 }
 
 #[tokio::test]
-async fn readiness_checks_redis_and_names_the_failed_dependency() {
-    if let Some(redis) = byok_testing::test_redis().await {
-        let api = sqlite_api_with(QueueProbe::from_url(&redis.url).unwrap(), 1 << 20).await;
-        let (status, body) = send(api.http.get(api.url("/readyz"))).await;
-        assert_eq!(status, 200, "{body}");
-    }
+async fn readiness_asks_the_queue_engine_and_names_the_failed_dependency() {
+    // A Redis of the test's own, with a password, that the test then stops.
+    let Some(redis) = byok_testing::spawn_redis(&["--requirepass", "secretpw"]) else {
+        return;
+    };
+    let url = format!("redis://:secretpw@127.0.0.1:{}", redis.port);
+    let api = sqlite_api_with(|s| s.queue.url = SecretString::from(url)).await;
+    let (status, body) = send(api.http.get(api.url("/readyz"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["queue"], "ok");
 
-    let dead = format!("redis://:secretpw@127.0.0.1:{}", byok_testing::free_port());
-    let api = sqlite_api_with(QueueProbe::from_url(&dead).unwrap(), 1 << 20).await;
+    drop(redis);
     let (status, body) = send(api.http.get(api.url("/readyz"))).await;
     assert_eq!(
         (status, error_code(&body)),

@@ -9,15 +9,16 @@ mod providers;
 
 use std::time::Duration;
 
-use byok_api::{AppState, QueueProbe};
-use byok_crypto::KeyRing;
-use byok_providers::{ProviderId, ProviderOptions, RateLimits, Registry, RegistryOptions};
-use byok_store::{Store, StoreOptions};
+use byok_app::{Roles, Running};
+use byok_config::Settings;
+use byok_core::{ProviderId, RateLimits};
+use byok_store::Store;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use wiremock::MockServer;
 
-/// A running API with its own store and mock providers.
+/// A running API with its own store and mock providers, assembled by
+/// `byok-app` as `byok api` is.
 #[derive(Debug)]
 pub struct TestApi {
     pub base: String,
@@ -28,7 +29,8 @@ pub struct TestApi {
     pub runway: MockServer,
     pub stability: MockServer,
     pub backend: &'static str,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the API: its stop signal goes with it.
+    _running: Running,
     _db: DbGuard,
 }
 
@@ -36,32 +38,24 @@ pub struct TestApi {
 #[allow(dead_code)] // held for Drop
 enum DbGuard {
     Sqlite(byok_testing::TestSqlite),
-    Postgres(byok_testing::TestDatabase),
-}
-
-impl Drop for TestApi {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    Postgres(byok_testing::TestDatabase, byok_testing::TestRedis),
 }
 
 pub const KEY_RING: &str = "1:1111111111111111111111111111111111111111111111111111111111111111";
 
-/// APIs on SQLite and, when available, PostgreSQL.
+/// APIs on SQLite and, when available, PostgreSQL (with its queue in Redis).
 pub async fn apis() -> Vec<TestApi> {
     let mut out = vec![sqlite_api().await];
-    if let Some(db) = byok_testing::test_database().await {
+    if let Some(db) = byok_testing::test_database().await
+        && let Some(redis) = byok_testing::test_redis().await
+    {
         let url = db.url.clone();
+        let (queue_url, namespace) = (redis.url.clone(), redis.namespace.clone());
         out.push(
-            start(
-                &url,
-                DbGuard::Postgres(db),
-                "postgres",
-                QueueProbe::InStore,
-                1 << 20,
-            )
+            start(&url, DbGuard::Postgres(db, redis), "postgres", |s| {
+                s.queue.url = SecretString::from(queue_url);
+                s.queue.namespace = namespace;
+            })
             .await,
         );
     }
@@ -69,63 +63,60 @@ pub async fn apis() -> Vec<TestApi> {
 }
 
 pub async fn sqlite_api() -> TestApi {
-    sqlite_api_with(QueueProbe::InStore, 1 << 20).await
+    sqlite_api_with(|_| {}).await
 }
 
-pub async fn sqlite_api_with(queue: QueueProbe, max_body_bytes: usize) -> TestApi {
+/// An API on SQLite with some settings changed.
+pub async fn sqlite_api_with(tweak: impl FnOnce(&mut Settings)) -> TestApi {
     let db = byok_testing::test_sqlite();
     let url = db.url.clone();
-    start(&url, DbGuard::Sqlite(db), "sqlite", queue, max_body_bytes).await
+    start(&url, DbGuard::Sqlite(db), "sqlite", tweak).await
+}
+
+/// The settings of a test API: `db_url`, the test key ring, Runway and
+/// Stability at `runway` and `stability`, Veo at a port nothing listens on,
+/// 5/min and 50/h per key, 5 s per provider request.
+pub fn settings(db_url: &str, runway: &MockServer, stability: &MockServer) -> Settings {
+    let mut settings = byok_config::defaults();
+    settings.database.url = SecretString::from(db_url);
+    settings.encryption.keys = Some(SecretString::from(KEY_RING));
+    settings.fetch.allow_private_networks = true;
+    settings.worker.request_timeout = Duration::from_secs(5);
+    settings.worker.shutdown_grace = Duration::from_secs(1);
+    for (id, base_url) in [
+        (ProviderId::Veo, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::Runway, runway.uri()),
+        (ProviderId::Stability, stability.uri()),
+    ] {
+        let provider = settings.providers.get_mut(id);
+        provider.base_url = base_url;
+        provider.rate_limit = RateLimits {
+            per_minute: 5,
+            per_hour: 50,
+        };
+    }
+    settings
 }
 
 async fn start(
     db_url: &str,
     guard: DbGuard,
     backend: &'static str,
-    queue: QueueProbe,
-    max_body_bytes: usize,
+    tweak: impl FnOnce(&mut Settings),
 ) -> TestApi {
-    let store = Store::connect(&SecretString::from(db_url), &StoreOptions::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let (_, token) = store.tokens().create("tests").await.unwrap();
-
     let runway = MockServer::start().await;
     let stability = MockServer::start().await;
-    let limits = RateLimits {
-        per_minute: 5,
-        per_hour: 50,
-    };
-    let mut options = RegistryOptions::defaults();
-    for (id, base_url) in [
-        (ProviderId::Veo, "http://127.0.0.1:9".to_owned()),
-        (ProviderId::Runway, runway.uri()),
-        (ProviderId::Stability, stability.uri()),
-    ] {
-        *options.provider_mut(id) = ProviderOptions {
-            base_url,
-            rate_limits: limits,
-            models: None,
-        };
-    }
-    options.allow_private_networks = true;
-    options.request_timeout = Duration::from_secs(5);
-    let registry = Registry::new(&options).unwrap();
-    let ring = KeyRing::parse(&SecretString::from(KEY_RING)).unwrap();
-    let state = AppState::new(store.clone(), ring, registry, queue, max_body_bytes);
-
+    let mut settings = settings(db_url, &runway, &stability);
+    tweak(&mut settings);
+    // What `byok migrate` does before a release (SQLite migrates at start).
+    byok_app::parts::migrate(&settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(byok_api::serve(
-        listener,
-        byok_api::app(state),
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+    let running = byok_app::start(settings, Roles::api(listener))
+        .await
+        .expect("the API starts");
+    let store = running.system().store().clone();
+    let (_, token) = store.tokens().create("tests").await.unwrap();
     TestApi {
         base,
         http: reqwest::Client::new(),
@@ -135,7 +126,7 @@ async fn start(
         runway,
         stability,
         backend,
-        stop: Some(stop),
+        _running: running,
         _db: guard,
     }
 }

@@ -2,16 +2,11 @@
 //! with each model's lengths and shapes, the credential form fields and the rate limits
 //! the deployment is configured with.
 
-use std::time::Duration;
-
-use byok_api::{AppState, QueueProbe};
-use byok_crypto::KeyRing;
-use byok_providers::{Catalogue, ProviderId, RateLimits, Registry, RegistryOptions};
-use byok_store::{Store, StoreOptions};
-use secrecy::{ExposeSecret as _, SecretString};
+use byok_core::{Catalogue, ProviderId, RateLimits};
+use byok_providers::{Registry, RegistryOptions};
 use serde_json::{Value, json};
 
-use crate::{KEY_RING, send, sqlite_api};
+use crate::{sqlite_api, sqlite_api_with};
 
 /// The listing's entry for `id`.
 fn entry<'a>(body: &'a Value, id: &str) -> &'a Value {
@@ -240,70 +235,9 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
     );
 }
 
-/// A running API on SQLite whose registry is built from `options`.
-struct ConfiguredApi {
-    base: String,
-    token: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _db: byok_testing::TestSqlite,
-}
-
-impl Drop for ConfiguredApi {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn configured_api(options: &RegistryOptions) -> ConfiguredApi {
-    let db = byok_testing::test_sqlite();
-    let store = Store::connect(
-        &SecretString::from(db.url.as_str()),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    let (_, token) = store.tokens().create("providers tests").await.unwrap();
-    let ring = KeyRing::parse(&SecretString::from(KEY_RING)).unwrap();
-    let registry = Registry::new(options).unwrap();
-    let state = AppState::new(store, ring, registry, QueueProbe::InStore, 1 << 20);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(byok_api::serve(
-        listener,
-        byok_api::app(state),
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    ConfiguredApi {
-        base,
-        token: token.expose_secret().to_owned(),
-        stop: Some(stop),
-        _db: db,
-    }
-}
-
 #[tokio::test]
 async fn the_listing_follows_the_configured_limits_and_models() {
     // What `providers.<id>.rate_limit.*` and `[[providers.runway.models]]` become.
-    let mut options = RegistryOptions::defaults();
-    options.provider_mut(ProviderId::Veo).rate_limits = RateLimits {
-        per_minute: 11,
-        per_hour: 110,
-    };
-    options.provider_mut(ProviderId::Runway).rate_limits = RateLimits {
-        per_minute: 7,
-        per_hour: 70,
-    };
-    options.provider_mut(ProviderId::Stability).rate_limits = RateLimits {
-        per_minute: 2,
-        per_hour: 20,
-    };
     let models: Catalogue = serde_json::from_value(json!({"models": [{
         "id": "gen5_preview", "display_name": "Gen-5 Preview", "modes": ["text_to_video"],
         "prompt": {"text_to_video": "required", "image_to_video": "unsupported", "max_chars": 500},
@@ -311,15 +245,22 @@ async fn the_listing_follows_the_configured_limits_and_models() {
         "formats": [{"aspect_ratio": "16:9", "resolution": "1080p", "wire": "1920:1080"}],
     }]}))
     .unwrap();
-    options.provider_mut(ProviderId::Runway).models = Some(models);
-    let api = configured_api(&options).await;
-
-    let (status, body) = send(
-        reqwest::Client::new()
-            .get(format!("{}/v1/providers", api.base))
-            .bearer_auth(&api.token),
-    )
+    let api = sqlite_api_with(|s| {
+        for (id, per_minute) in [
+            (ProviderId::Veo, 11),
+            (ProviderId::Runway, 7),
+            (ProviderId::Stability, 2),
+        ] {
+            s.providers.get_mut(id).rate_limit = RateLimits {
+                per_minute,
+                per_hour: per_minute * 10,
+            };
+        }
+        s.providers.get_mut(ProviderId::Runway).models = Some(models.models);
+    })
     .await;
+
+    let (status, body) = api.get("/v1/providers").await;
     assert_eq!(status, 200, "{body}");
     for (id, limits) in [
         ("veo", json!({"per_minute": 11, "per_hour": 110})),

@@ -18,8 +18,8 @@ use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::run::Embedded;
 use crate::table::Table;
+use byok_app::{Roles, Running};
 
 /// The longest the demo waits for its jobs.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -56,21 +56,17 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot open a port for the API")?;
-    let system = Embedded::start(&settings, listener).await?;
+    let output_dir = settings.output.dir.clone();
+    let system = byok_app::start(settings, Roles::both(listener)).await?;
     let images = ImageServer::start().await?;
     eprintln!(
         "byok demo: API at http://{}, simulated providers at {}, data in {}",
-        system.address(),
+        api_address(&system)?,
         sim.base_url(),
-        settings
-            .output
-            .dir
-            .parent()
-            .unwrap_or(&settings.output.dir)
-            .display()
+        output_dir.parent().unwrap_or(&output_dir).display()
     );
 
-    let outcome = script(&system, &sim, &images.url, &settings.output.dir).await;
+    let outcome = script(&system, &sim, &images.url, &output_dir).await;
     images.stop();
     let stopped = system.stop().await;
     sim.shutdown().await;
@@ -79,13 +75,20 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::print_stdout)]
+fn api_address(system: &Running) -> anyhow::Result<std::net::SocketAddr> {
+    system
+        .api_address()
+        .context("the demo's API has no address")
+}
+
 async fn script(
-    system: &Embedded,
+    system: &Running,
     sim: &byok_sim::RunningSim,
     image_url: &str,
     output_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
     let (_, token) = system
+        .system()
         .store()
         .tokens()
         .create("byok demo")
@@ -93,7 +96,7 @@ async fn script(
         .context("cannot create the demo's producer token")?;
     let api = Api {
         http: reqwest::Client::new(),
-        base: format!("http://{}", system.address()),
+        base: format!("http://{}", api_address(system)?),
         token: token.expose_secret().to_owned(),
     };
 

@@ -6,12 +6,11 @@ use byok_config::Settings;
 use serde_json::json;
 
 use crate::cli::JobShowArgs;
-use crate::context;
 use crate::table::{Table, when};
 
 #[allow(clippy::print_stdout)]
 pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<ExitCode> {
-    let store = context::open_store(settings).await?;
+    let store = byok_app::parts::open_store(settings).await?;
     let job = store.jobs().get(args.id).await?;
     let Some(job) = job else {
         store.close().await;

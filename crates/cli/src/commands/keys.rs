@@ -7,8 +7,6 @@ use byok_crypto::SealContext;
 use byok_store::StoredCredential;
 use secrecy::ExposeSecret as _;
 
-use crate::context;
-
 /// Rows read per page during a rewrap.
 const PAGE: u32 = 200;
 /// Attempts per row when concurrent saves keep replacing it.
@@ -30,8 +28,8 @@ pub fn generate() -> anyhow::Result<ExitCode> {
 /// Idempotent: values already under the primary key are left alone.
 #[allow(clippy::print_stdout)]
 pub async fn rewrap(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let ring = context::key_ring(settings)?;
-    let store = context::open_store(settings).await?;
+    let ring = byok_app::parts::key_ring(settings)?;
+    let store = byok_app::parts::open_store(settings).await?;
     let repo = store.credentials();
 
     let (mut total, mut changed, mut current, mut failed) = (0usize, 0usize, 0usize, Vec::new());

@@ -23,8 +23,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Generate) => keys::generate(),
         Command::Keys(KeysCommand::Rewrap) => keys::rewrap(&byok_config::load(config)?).await,
         Command::Migrate => migrate::run(&byok_config::load(config)?).await,
-        Command::Api => api::run(&byok_config::load(config)?).await,
-        Command::Worker => worker::run(&byok_config::load(config)?).await,
+        Command::Api => api::run(byok_config::load(config)?).await,
+        Command::Worker => worker::run(byok_config::load(config)?).await,
         Command::Run(args) => run::run(config, args.simulate).await,
         Command::Demo => demo::run(config).await,
         Command::Token(TokenCommand::Create(args)) => {

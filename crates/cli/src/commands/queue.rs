@@ -9,12 +9,11 @@ use byok_queue::{ItemState, ListedItem};
 use serde_json::json;
 
 use crate::cli::{QueueListArgs, QueuePurgeArgs, QueueRetryArgs, QueueStatsArgs};
-use crate::context;
 use crate::table::{Table, when};
 
 #[allow(clippy::print_stdout)]
 pub async fn stats(settings: &Settings, args: &QueueStatsArgs) -> anyhow::Result<ExitCode> {
-    let engine = context::queue_engine(settings).await?;
+    let engine = byok_app::parts::queue_engine(settings).await?;
     let stats = engine.stats().await.context("cannot read the queue")?;
     if args.json {
         println!("{}", json!({ "queues": [stats] }));
@@ -42,7 +41,7 @@ pub async fn stats(settings: &Settings, args: &QueueStatsArgs) -> anyhow::Result
 
 #[allow(clippy::print_stdout)]
 pub async fn list(settings: &Settings, args: &QueueListArgs) -> anyhow::Result<ExitCode> {
-    let engine = context::queue_engine(settings).await?;
+    let engine = byok_app::parts::queue_engine(settings).await?;
     let items = engine
         .list(args.state, args.limit as usize)
         .await
@@ -92,7 +91,7 @@ pub async fn list(settings: &Settings, args: &QueueListArgs) -> anyhow::Result<E
 
 #[allow(clippy::print_stdout)]
 pub async fn retry(settings: &Settings, args: &QueueRetryArgs) -> anyhow::Result<ExitCode> {
-    let engine = context::queue_engine(settings).await?;
+    let engine = byok_app::parts::queue_engine(settings).await?;
     let moved = if args.all_dead {
         engine.retry_dead(None).await?
     } else {
@@ -131,7 +130,7 @@ pub async fn purge(settings: &Settings, args: &QueuePurgeArgs) -> anyhow::Result
         args.state != ItemState::Running,
         "running items belong to live workers and cannot be purged; stop the workers first, or wait for their leases to expire"
     );
-    let engine = context::queue_engine(settings).await?;
+    let engine = byok_app::parts::queue_engine(settings).await?;
     let purged = engine.purge(args.state).await?;
     println!("purged {purged} {} item(s)", args.state);
     if args.state != ItemState::Dead && purged > 0 {

@@ -8,13 +8,12 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use crate::cli::{CreateToken, ListTokens, RevokeToken};
-use crate::context;
 use crate::table::{Table, when};
 
 /// Creates a token and prints it alone on stdout's first line.
 #[allow(clippy::print_stdout)]
 pub async fn create(settings: &Settings, args: &CreateToken) -> anyhow::Result<ExitCode> {
-    let store = context::open_store(settings).await?;
+    let store = byok_app::parts::open_store(settings).await?;
     let (token, secret) = store.tokens().create(&args.name).await?;
     println!("{}", secret.expose_secret());
     eprintln!(
@@ -27,7 +26,7 @@ pub async fn create(settings: &Settings, args: &CreateToken) -> anyhow::Result<E
 
 #[allow(clippy::print_stdout)]
 pub async fn list(settings: &Settings, args: &ListTokens) -> anyhow::Result<ExitCode> {
-    let store = context::open_store(settings).await?;
+    let store = byok_app::parts::open_store(settings).await?;
     let tokens = store.tokens().list().await?;
     store.close().await;
     if args.json {
@@ -51,7 +50,7 @@ pub async fn list(settings: &Settings, args: &ListTokens) -> anyhow::Result<Exit
 
 #[allow(clippy::print_stdout)]
 pub async fn revoke(settings: &Settings, args: &RevokeToken) -> anyhow::Result<ExitCode> {
-    let store = context::open_store(settings).await?;
+    let store = byok_app::parts::open_store(settings).await?;
     let outcome = store.tokens().revoke(args.id).await?;
     store.close().await;
     match outcome {

@@ -9,6 +9,7 @@ mod parsing;
 mod registry;
 mod runway;
 mod runway_generation;
+mod sealed;
 mod sim_lifecycle;
 mod stability;
 mod stability_generation;

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use byok_core::{Catalogue, ModelSpec};
-use byok_providers::{
-    ProviderId, RateLimits, Registry, RegistryError, RegistryOptions, SubmitRequest,
-};
+use byok_core::{Catalogue, ModelSpec, RateLimits};
+use byok_providers::{ProviderId, Registry, RegistryError, RegistryOptions, SubmitRequest};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -46,6 +44,47 @@ fn defaults_are_the_real_hosts_and_seed_limits() {
     assert!(!options.allow_private_networks);
     assert_eq!(options.request_timeout, Duration::from_secs(30));
     Registry::new(&options).expect("defaults build");
+}
+
+#[test]
+fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
+    let mut options = RegistryOptions::defaults();
+    let runway = options.provider_mut(ProviderId::Runway);
+    runway.rate_limits = RateLimits {
+        per_minute: 7,
+        per_hour: 70,
+    };
+    runway.poll_interval = Duration::from_millis(250);
+    let registry = Registry::new(&options).unwrap();
+    let pacing = registry.pacing(ProviderId::Runway);
+    assert_eq!(pacing.rate_limits.per_minute, 7);
+    assert_eq!(pacing.rate_limits.per_hour, 70);
+    assert_eq!(pacing.poll_interval, Duration::from_millis(250));
+    assert_eq!(
+        registry.pacing(ProviderId::Veo).poll_interval,
+        ProviderId::Veo.defaults().poll_interval
+    );
+
+    options
+        .provider_mut(ProviderId::Stability)
+        .rate_limits
+        .per_minute = 0;
+    let err = Registry::new(&options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::BadRateLimits {
+                provider: ProviderId::Stability,
+                field: "per_minute",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "providers.stability.rate_limit.per_minute: must be at least 1"
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::Mutex;
 
 use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
-use crate::inspect::{ItemState, ListedItem, QueueStats};
+use byok_core::QueueStats;
+
+use crate::inspect::{ItemState, ListedItem};
 use crate::{QueueConfig, QueueError};
 
 /// The consumer group every worker of a namespace joins.

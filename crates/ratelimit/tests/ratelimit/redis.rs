@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use byok_core::ProviderId;
-use byok_ratelimit::{Acquire, Decision, LimitKey, Limits, RateLimiter, RedisLimiter, Windows};
+use byok_core::{ProviderId, RateLimits};
+use byok_ratelimit::{Acquire, Decision, LimitKey, RateLimiter, RedisLimiter, Windows};
 use uuid::Uuid;
 
 use crate::max_in_window;
@@ -49,7 +49,7 @@ async fn workers_in_many_processes_keep_both_windows_at_the_providers_clock() {
     let windows = Windows::new(ms(1_000), ms(4_000))
         .unwrap()
         .with_max_submit_time(ms(500));
-    let limits = Limits {
+    let limits = RateLimits {
         per_minute: 5,
         per_hour: 12,
     };
@@ -131,7 +131,7 @@ async fn an_unsettled_permit_holds_its_place_and_a_settled_one_counts_from_its_s
         .await
         .remove(0);
     let key = LimitKey::new(ProviderId::Veo, Uuid::new_v4());
-    let one = Limits {
+    let one = RateLimits {
         per_minute: 1,
         per_hour: 1,
     };
@@ -179,7 +179,7 @@ async fn a_block_reaches_every_process_and_keys_hold_only_ids() {
     let ls = limiters(&redis.url, &redis.namespace, Windows::MINUTE_HOUR, 2).await;
     let user = Uuid::new_v4();
     let key = LimitKey::new(ProviderId::Stability, user);
-    let many = Limits {
+    let many = RateLimits {
         per_minute: 100,
         per_hour: 1000,
     };
@@ -226,7 +226,7 @@ async fn a_block_reaches_every_process_and_keys_hold_only_ids() {
         ls[0]
             .acquire(
                 &key,
-                Limits {
+                RateLimits {
                     per_minute: 0,
                     per_hour: 1
                 }

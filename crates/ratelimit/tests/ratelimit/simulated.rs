@@ -8,8 +8,8 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::ProviderId;
-use byok_ratelimit::{Decision, LimitKey, Limits, LocalLimiter, ManualClock, Permit, Windows};
+use byok_core::{ProviderId, RateLimits};
+use byok_ratelimit::{Decision, LimitKey, LocalLimiter, ManualClock, Permit, Windows};
 use uuid::Uuid;
 
 use crate::max_in_window;
@@ -51,7 +51,7 @@ struct Outcome {
 struct Scenario {
     seed: u64,
     workers: usize,
-    limits: Limits,
+    limits: RateLimits,
     windows: Windows,
     /// Longest delay from grant to arrival, and from arrival to answer (ms).
     max_transit_ms: u64,
@@ -146,8 +146,8 @@ impl Timeline {
     }
 }
 
-fn minute_hour(per_minute: u32, per_hour: u32) -> Limits {
-    Limits {
+fn minute_hour(per_minute: u32, per_hour: u32) -> RateLimits {
+    RateLimits {
         per_minute,
         per_hour,
     }

@@ -1,21 +1,16 @@
-//! One worker on a fresh SQLite file, talking to a wiremock Runway.
+//! One worker on a fresh SQLite file, talking to a wiremock Runway,
+//! assembled by `byok-app` from settings as `byok worker` is.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use byok_core::{JobItem, ProviderId};
-use byok_crypto::{KeyRing, SealContext};
-use byok_providers::{FetchOptions, ImageFetcher, Registry, RegistryOptions};
-use byok_queue::{Engine, Producer, QueueConfig, SqliteEngine};
-use byok_ratelimit::{Limits, LocalLimiter};
-use byok_store::{Inserted, Job, NewCredential, NewJob, Store, StoreOptions};
-use byok_worker::{Pipeline, PipelineSettings, ProviderPacing, RetryBackoff, WorkerOptions};
+use byok_app::{Roles, Running};
+use byok_core::{JobItem, ProviderId, RateLimits};
+use byok_crypto::SealContext;
+use byok_queue::{Engine, Producer};
+use byok_store::{Inserted, Job, NewCredential, NewJob, Store};
 use secrecy::SecretString;
 use serde_json::json;
-use tokio::sync::Notify;
 use uuid::Uuid;
 use wiremock::MockServer;
 
@@ -48,8 +43,7 @@ pub struct Harness {
     pub engine: Arc<dyn Engine>,
     pub user: Uuid,
     pub output_dir: tempfile::TempDir,
-    stop: Arc<Notify>,
-    worker: Option<tokio::task::JoinHandle<()>>,
+    worker: Option<Running>,
     _sqlite: byok_testing::TestSqlite,
 }
 
@@ -58,43 +52,51 @@ impl Harness {
     /// answers on `runway` before enqueueing.
     pub async fn start(options: Options) -> Harness {
         let sqlite = byok_testing::test_sqlite();
-        let store = Store::connect(
-            &SecretString::from(sqlite.url.as_str()),
-            &StoreOptions::default(),
-        )
-        .await
-        .expect("store");
-        store.migrate().await.expect("migrate");
-        let mut queue = QueueConfig::new("worker-test");
-        queue.max_attempts = options.max_attempts;
-        queue.visibility_timeout = Duration::from_secs(5);
-        let engine: Arc<dyn Engine> = SqliteEngine::connect(&sqlite.url, queue)
-            .await
-            .expect("queue");
-
         let runway = MockServer::start().await;
-        let mut registry = RegistryOptions::defaults();
-        registry.provider_mut(ProviderId::Runway).base_url = runway.uri();
-        registry.allow_private_networks = true;
-        registry.request_timeout = options.request_timeout;
-        let registry = Arc::new(Registry::new(&registry).expect("registry"));
+        let output_dir = tempfile::tempdir().unwrap();
 
-        let key_ring = Arc::new(
-            KeyRing::parse(&SecretString::from(format!("1:{}", "ab".repeat(32))))
-                .expect("key ring"),
-        );
+        let mut settings = byok_config::defaults();
+        settings.database.url = SecretString::from(sqlite.url.as_str());
+        settings.queue.namespace = "worker-test".to_owned();
+        settings.queue.visibility_timeout = Duration::from_secs(5);
+        settings.encryption.keys = Some(SecretString::from(format!("1:{}", "ab".repeat(32))));
+        settings.output.dir = output_dir.path().to_owned();
+        settings.fetch.allow_private_networks = true;
+        settings.worker.max_attempts = options.max_attempts;
+        settings.worker.request_timeout = options.request_timeout;
+        settings.worker.retry_min_delay = Duration::from_millis(50);
+        settings.worker.retry_max_delay = Duration::from_millis(200);
+        settings.worker.concurrency = 8;
+        settings.worker.shutdown_grace = Duration::from_secs(2);
+        settings.providers.get_mut(ProviderId::Runway).base_url = runway.uri();
+        for id in ProviderId::ALL {
+            let provider = settings.providers.get_mut(id);
+            provider.poll_interval = Duration::from_millis(50);
+            provider.rate_limit = RateLimits {
+                per_minute: options.per_minute,
+                per_hour: options.per_minute * 60,
+            };
+        }
+        let worker = byok_app::start(settings, Roles::worker("worker-test"))
+            .await
+            .expect("the worker starts");
+        let system = worker.system();
+
         let user = Uuid::new_v4();
-        let adapter = registry.get(ProviderId::Runway);
-        let credentials = adapter
+        let credentials = system
+            .registry()
+            .get(ProviderId::Runway)
             .parse_credentials(&json!({ "api_key": API_KEY }))
             .unwrap();
-        let sealed = key_ring
+        let sealed = system
+            .key_ring()
             .seal(
                 &SealContext::new(user, ProviderId::Runway),
                 &credentials.to_plaintext(),
             )
             .unwrap();
-        store
+        system
+            .store()
             .credentials()
             .upsert(&NewCredential {
                 user_id: user,
@@ -106,73 +108,12 @@ impl Harness {
             .await
             .unwrap();
 
-        let output_dir = tempfile::tempdir().unwrap();
-        let pacing: HashMap<ProviderId, ProviderPacing> = ProviderId::ALL
-            .into_iter()
-            .map(|id| {
-                let limits = Limits {
-                    per_minute: options.per_minute,
-                    per_hour: options.per_minute * 60,
-                };
-                (
-                    id,
-                    ProviderPacing {
-                        poll_interval: Duration::from_millis(50),
-                        limits,
-                    },
-                )
-            })
-            .collect();
-        let settings = PipelineSettings {
-            max_attempts: options.max_attempts,
-            job_timeout: Duration::from_secs(600),
-            request_timeout: options.request_timeout,
-            retry_backoff: RetryBackoff {
-                min_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(200),
-            },
-            output_dir: output_dir.path().to_owned(),
-            pacing,
-        };
-        let fetcher = Arc::new(
-            ImageFetcher::new(FetchOptions {
-                allow_private_networks: true,
-                ..FetchOptions::default()
-            })
-            .unwrap(),
-        );
-        let pipeline = Arc::new(Pipeline::new(
-            store.clone(),
-            key_ring,
-            registry,
-            Arc::new(LocalLimiter::new()),
-            fetcher,
-            settings,
-        ));
-        let stop = Arc::new(Notify::new());
-        let stopped = Arc::clone(&stop);
-        let worker_options = WorkerOptions {
-            name: "worker-test".into(),
-            concurrency: 8,
-            shutdown_grace: Duration::from_secs(2),
-        };
-        let shutdown: Pin<Box<dyn Future<Output = ()> + Send>> =
-            Box::pin(async move { stopped.notified().await });
-        let worker = tokio::spawn({
-            let engine = Arc::clone(&engine);
-            async move {
-                byok_worker::run_worker(engine, pipeline, worker_options, shutdown)
-                    .await
-                    .expect("worker");
-            }
-        });
         Harness {
             runway,
-            store,
-            engine,
+            store: system.store().clone(),
+            engine: Arc::clone(system.engine()),
             user,
             output_dir,
-            stop,
             worker: Some(worker),
             _sqlite: sqlite,
         }
@@ -262,19 +203,11 @@ impl Harness {
         &self._sqlite.url
     }
 
-    /// Stops the worker and waits for it.
+    /// Stops the worker and waits for it. (Dropping the harness stops it
+    /// too, without waiting: the stop signal's sender goes with it.)
     pub async fn stop(mut self) {
-        self.stop.notify_one();
         if let Some(worker) = self.worker.take() {
-            worker.await.unwrap();
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.abort();
+            worker.stop().await.expect("the worker stops cleanly");
         }
     }
 }

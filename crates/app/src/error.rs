@@ -1,0 +1,70 @@
+//! Why a system could not be assembled or stopped with an error.
+
+use byok_config::ConfigError;
+
+/// Why a system could not start, or how it stopped. Messages name the
+/// setting to look at and never carry a secret: store, queue and limiter
+/// errors name their kind, not their URL.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A setting is wrong; the operator fixes the configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be reached or prepared.
+    #[error("{what} (database.url): {source}")]
+    Database {
+        /// What was being done.
+        what: &'static str,
+        /// The store's error.
+        #[source]
+        source: byok_store::StoreError,
+    },
+    /// The queue could not be reached.
+    #[error("cannot connect to the queue ({setting}): {source}")]
+    Queue {
+        /// `queue.url`, or `database.url` for the embedded queue.
+        setting: &'static str,
+        /// The queue's error.
+        #[source]
+        source: byok_queue::QueueError,
+    },
+    /// The shared rate limiter could not be reached.
+    #[error("cannot reach Redis for the rate limiter (queue.url): {0}")]
+    Limiter(#[source] byok_ratelimit::RateLimitError),
+    /// The provider adapters could not be set up.
+    #[error("cannot set up the provider adapters: {0}")]
+    Providers(#[source] byok_providers::RegistryError),
+    /// The guarded image fetcher could not be set up.
+    #[error("cannot set up the image fetcher: {0}")]
+    Fetcher(#[source] byok_providers::FetchError),
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {address} ({setting}): {source}")]
+    Listen {
+        /// The setting that names the address.
+        setting: &'static str,
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API server stopped with an error.
+    #[error("the API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The worker stopped with an error.
+    #[error("the worker failed: {0}")]
+    Worker(#[source] byok_worker::RunError),
+    /// A task of the system panicked.
+    #[error("a task of the system ended abnormally: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl AppError {
+    /// The configuration error, when this is one (the CLI exits 64 for those).
+    pub fn config(&self) -> Option<&ConfigError> {
+        match self {
+            AppError::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Each part of a system, made from the settings. [`crate::System`] puts
+//! them together; the operator commands that need one part (`byok token`,
+//! `byok queue`, `byok keys`) take just that one from here.
+
+use std::sync::Arc;
+
+use byok_config::{KeyRingSource, QueueUrl, Settings};
+use byok_core::{Catalogue, ProviderId};
+use byok_crypto::KeyRing;
+use byok_providers::{FetchOptions, ImageFetcher, ProviderOptions, Registry, RegistryOptions};
+use byok_queue::{Engine, QueueConfig, RedisEngine, SqliteEngine};
+use byok_ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
+use byok_store::{Backend, Store, StoreOptions};
+use byok_worker::{PipelineSettings, RetryBackoff, WorkerOptions};
+use secrecy::ExposeSecret as _;
+
+use crate::AppError;
+
+/// Connects to the configured database. SQLite (the embedded shape) is
+/// migrated on the spot so that a first run just works; PostgreSQL must
+/// have been migrated with `byok migrate`, a release step that several
+/// processes must not race.
+pub async fn open_store(settings: &Settings) -> Result<Store, AppError> {
+    let store = connect_store(settings).await?;
+    let prepared = match store.backend() {
+        Backend::Sqlite => store.migrate().await.map(drop),
+        Backend::Postgres => store.require_current_schema().await,
+    };
+    prepared.map_err(|source| AppError::Database {
+        what: "the database is not ready",
+        source,
+    })?;
+    Ok(store)
+}
+
+/// Applies every pending migration to the configured database (`byok
+/// migrate`, the release step of the distributed shape); returns how many.
+pub async fn migrate(settings: &Settings) -> Result<usize, AppError> {
+    let store = connect_store(settings).await?;
+    let applied = store.migrate().await.map_err(|source| AppError::Database {
+        what: "cannot migrate the database",
+        source,
+    });
+    store.close().await;
+    applied
+}
+
+async fn connect_store(settings: &Settings) -> Result<Store, AppError> {
+    Store::connect(&settings.database.url, &StoreOptions::default())
+        .await
+        .map_err(|source| AppError::Database {
+            what: "cannot connect to the database",
+            source,
+        })
+}
+
+/// The key ring, with a warning when the embedded shape had to create one.
+pub fn key_ring(settings: &Settings) -> Result<KeyRing, AppError> {
+    let (ring, source) = byok_config::load_key_ring(settings)?;
+    match source {
+        KeyRingSource::GeneratedKeyFile(path) => {
+            tracing::warn!(
+                path = %path.display(),
+                "no encryption key configured: generated one for this embedded installation; back it up, because credentials sealed with it cannot be opened without it"
+            );
+        }
+        KeyRingSource::KeyFile(path) => {
+            tracing::info!(path = %path.display(), "using the embedded key file");
+        }
+        KeyRingSource::LegacyKeyOnly => {
+            tracing::info!("using ENCRYPTION_KEY as the only key (id `seed`)");
+        }
+        KeyRingSource::Configured => {}
+    }
+    tracing::debug!(
+        primary = ring.primary_key_id(),
+        keys = ring.key_ids().count(),
+        "key ring loaded"
+    );
+    Ok(ring)
+}
+
+/// The provider adapters, pointed where the settings say, with each
+/// provider's pacing (checked: a quota that can never grant is refused).
+pub fn registry(settings: &Settings) -> Result<Registry, AppError> {
+    let mut options = RegistryOptions::defaults();
+    for id in ProviderId::ALL {
+        let p = settings.providers.get(id);
+        *options.provider_mut(id) = ProviderOptions {
+            base_url: p.base_url.clone(),
+            rate_limits: p.rate_limit,
+            poll_interval: p.poll_interval,
+            models: p.models.clone().map(|models| Catalogue { models }),
+        };
+    }
+    options.allow_private_networks = settings.fetch.allow_private_networks;
+    options.request_timeout = settings.worker.request_timeout;
+    Registry::new(&options).map_err(AppError::Providers)
+}
+
+/// The queue the settings name: Redis Streams (`queue.url = redis://…`) or
+/// the SQLite database itself (`queue.url = sqlite`, the embedded shape).
+pub async fn queue_engine(settings: &Settings) -> Result<Arc<dyn Engine>, AppError> {
+    let mut config = QueueConfig::new(settings.queue.namespace.clone());
+    config.visibility_timeout = settings.queue.visibility_timeout;
+    config.dead_retention = settings.queue.dead_retention;
+    config.max_attempts = settings.worker.max_attempts;
+    Ok(match settings.queue_kind() {
+        QueueUrl::Redis => RedisEngine::connect(settings.queue.url.expose_secret(), config)
+            .await
+            .map_err(|source| AppError::Queue {
+                setting: "queue.url",
+                source,
+            })?,
+        QueueUrl::Sqlite => SqliteEngine::connect(settings.database.url.expose_secret(), config)
+            .await
+            .map_err(|source| AppError::Queue {
+                setting: "database.url",
+                source,
+            })?,
+    })
+}
+
+/// The rate limiter shared by every worker: in Redis when the queue is
+/// (distributed), in process otherwise (embedded: one process holds every
+/// worker, so its memory is the whole truth).
+pub async fn limiter(settings: &Settings) -> Result<Arc<dyn RateLimiter>, AppError> {
+    Ok(match settings.queue_kind() {
+        QueueUrl::Redis => Arc::new(
+            RedisLimiter::connect(
+                settings.queue.url.expose_secret(),
+                &settings.queue.namespace,
+            )
+            .await
+            .map_err(AppError::Limiter)?,
+        ),
+        QueueUrl::Sqlite => Arc::new(LocalLimiter::new()),
+    })
+}
+
+/// The guarded fetcher of users' image URLs.
+pub fn image_fetcher(settings: &Settings) -> Result<ImageFetcher, AppError> {
+    let options = FetchOptions {
+        allow_private_networks: settings.fetch.allow_private_networks,
+        ..FetchOptions::default()
+    };
+    ImageFetcher::new(options).map_err(AppError::Fetcher)
+}
+
+/// The pipeline's settings from `worker.*` and `output.*`.
+pub fn pipeline_settings(settings: &Settings) -> PipelineSettings {
+    PipelineSettings {
+        max_attempts: settings.worker.max_attempts,
+        job_timeout: settings.worker.job_timeout,
+        request_timeout: settings.worker.request_timeout,
+        retry_backoff: RetryBackoff {
+            min_delay: settings.worker.retry_min_delay,
+            max_delay: settings.worker.retry_max_delay,
+        },
+        output_dir: settings.output.dir.clone(),
+    }
+}
+
+/// Worker options from the settings; the name carries the role, the host
+/// and the process so an operator can tell consumers apart (`XINFO
+/// CONSUMERS`, `byok queue list --state running`).
+pub fn worker_options(settings: &Settings, role: &str) -> WorkerOptions {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    WorkerOptions {
+        name: format!("{role}-{host}-{}", std::process::id()),
+        concurrency: settings.worker.concurrency as usize,
+        shutdown_grace: settings.worker.shutdown_grace,
+    }
+}

@@ -1,0 +1,172 @@
+//! The submit phase: a job without a provider job id takes a permit from its
+//! key's quota and is sent to the provider, exactly once.
+
+use std::time::Duration;
+
+use byok_core::{ErrorCode, GenerationRequest, JobStatus, RetryClass, ValidatedRequest};
+use byok_metrics::{Call, Throttle, metrics};
+use byok_providers::SubmitRequest;
+use byok_ratelimit::{Acquire, LimitKey};
+use uuid::Uuid;
+
+use crate::pipeline::{BUSY_RECHECK, LIMITER_DOWN_RECHECK, STORE_DOWN_RECHECK};
+use crate::step::{Next, Step, later};
+
+impl Step<'_> {
+    pub(crate) async fn submit(&self) -> Next {
+        let job = self.job;
+        if let Some(started) = job.submit_started_at {
+            // A submit began and its answer was never recorded. Either another
+            // worker is sending it right now (a duplicate delivery), or a
+            // worker died while it was in flight: its outcome is unknown.
+            let in_flight_for = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+            let request_timeout = self.pipeline.settings.request_timeout;
+            if in_flight_for < request_timeout * 2 + Duration::from_secs(10) {
+                return later(BUSY_RECHECK);
+            }
+            return self
+                .fail(ErrorCode::SubmitOutcomeUnknown, "a submit was sent but its answer was never recorded (the worker stopped); it is not re-sent, because it may have created a billable job".to_owned(), false)
+                .await;
+        }
+
+        let request: GenerationRequest = match serde_json::from_value(job.request.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("the stored request does not parse: {e}");
+                return self.fail(ErrorCode::Internal, why, false).await;
+            }
+        };
+        let validated = match self.adapter.validate(&request) {
+            Ok(v) => v,
+            // The catalogue changed since the job was accepted (a model retired).
+            Err(e) => {
+                return self
+                    .fail(ErrorCode::InvalidRequest, e.to_string(), false)
+                    .await;
+            }
+        };
+
+        let limiter = &self.pipeline.limiter;
+        let key = LimitKey::new(self.provider, job.user_id);
+        let permit = match limiter.acquire(&key, self.pacing.rate_limits).await {
+            Ok(Acquire::Granted(permit)) => permit,
+            Ok(Acquire::Wait(wait)) => {
+                metrics().throttled(self.provider, Throttle::Window);
+                if job.status != JobStatus::Throttled {
+                    let _ = self.pipeline.store.jobs().set_throttled(job.id).await;
+                }
+                return later(wait.max(Duration::from_millis(10)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable; trying again shortly");
+                return later(LIMITER_DOWN_RECHECK);
+            }
+        };
+        let (next, sent) = self.send(&validated, &key).await;
+        // The limiter stamps a sent submit with the time its answer came (a
+        // time after it reached the provider), or takes an unsent one back.
+        // Should this fail, the permit counts as in flight until it expires:
+        // the safe side of the key's quota.
+        if let Err(e) = limiter.finish(permit, sent).await {
+            tracing::warn!(error = %e, "could not settle the rate-limit permit");
+        }
+        next
+    }
+
+    /// Everything between a granted permit and the provider's answer.
+    /// Returns what to do next and whether the request may have reached
+    /// the provider.
+    async fn send(&self, validated: &ValidatedRequest, key: &LimitKey) -> (Next, bool) {
+        let job = self.job;
+        let store = &self.pipeline.store;
+        let image = match &validated.image_url {
+            None => None,
+            Some(url) => match self.pipeline.fetcher.fetch(url).await {
+                Ok(image) => Some(image),
+                Err(e) => return (self.job_error(e.to_job_error()).await, false),
+            },
+        };
+
+        match store.jobs().begin_submit(job.id).await {
+            Ok(true) => {}
+            Ok(false) => return (later(BUSY_RECHECK), false),
+            Err(e) => return (self.store_trouble(&e), false),
+        }
+        let request = SubmitRequest {
+            request: validated,
+            image: image.as_ref(),
+        };
+        let answer = metrics()
+            .time_call(
+                self.provider,
+                Call::Submit,
+                self.adapter.submit(self.credentials(), request),
+            )
+            .await;
+        let attempt = self.delivery.attempt();
+        let next = match answer {
+            Ok(submitted) => {
+                let remote = submitted.provider_job_id;
+                // Recorded before anything else: from here on the job is polled,
+                // never submitted again, whatever happens to this worker.
+                match store.jobs().submitted(job.id, &remote, attempt).await {
+                    Ok(_) => {
+                        tracing::info!(provider_job_id = %remote, "submitted");
+                        later(self.pacing.poll_interval)
+                    }
+                    Err(e) => {
+                        // The provider has the job but we could not write its id:
+                        // keep trying to record it rather than lose it.
+                        tracing::error!(error = %e, provider_job_id = %remote, "could not record the provider's job id");
+                        self.record_submitted_later(job.id, &remote).await
+                    }
+                }
+            }
+            Err(error) => {
+                // First tell every worker to hold off this key, before any
+                // other write: their next permit for it waits for the
+                // provider's retry time.
+                if let RetryClass::RetryAfter(wait) = error.class
+                    && let Err(e) = self.pipeline.limiter.block(key, wait).await
+                {
+                    tracing::warn!(error = %e, "could not share the provider's throttling with other workers");
+                }
+                if error.code != ErrorCode::SubmitOutcomeUnknown {
+                    // A definite answer: no job was created, the marker goes.
+                    let throttled = matches!(error.class, RetryClass::RetryAfter(_));
+                    let attempts = if throttled { job.attempts } else { attempt };
+                    let refused = store
+                        .jobs()
+                        .submit_refused(job.id, attempts, throttled, &error.to_string())
+                        .await;
+                    if let Err(e) = refused {
+                        return (self.store_trouble(&e), true);
+                    }
+                }
+                self.job_error(error).await
+            }
+        };
+        (next, true)
+    }
+
+    /// The provider accepted the job but writing its id failed: retry the
+    /// write a few times before giving up on this delivery (the item comes
+    /// back, finds `submit_started_at` and, if the write never landed, fails
+    /// `submit_outcome_unknown`, which is the truth).
+    async fn record_submitted_later(&self, job_id: Uuid, provider_job_id: &str) -> Next {
+        let attempt = self.delivery.attempt();
+        for wait in [100u64, 500, 2000] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let recorded = self
+                .pipeline
+                .store
+                .jobs()
+                .submitted(job_id, provider_job_id, attempt)
+                .await;
+            if recorded.is_ok() {
+                return later(Duration::from_secs(1));
+            }
+        }
+        later(STORE_DOWN_RECHECK)
+    }
+}
