@@ -18,7 +18,7 @@ provider_ids! {
 }
 
 /// The built-in defaults of one provider's settings (`providers.<id>.*`): the real host,
-/// the seed rate limits per user key (DESIGN §8) and the provider's documented minimum
+/// the default rate limits per user key (docs/rate-limits.md) and the provider's documented minimum
 /// poll interval. IO-free data, shared by `byok-config` (its defaults layer) and
 /// `byok-providers` (`RegistryOptions::defaults`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

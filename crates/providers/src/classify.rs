@@ -1,5 +1,5 @@
 //! Classification of provider answers into stable codes and the three retry
-//! classes of DESIGN §6, shared by the adapters.
+//! classes of docs/job-lifecycle.md ("Failure classes"), shared by the adapters.
 //!
 //! Each adapter looks at its provider's own signals first (Runway's credit
 //! message in a 400, Stability's `content_moderation` 403, Google's

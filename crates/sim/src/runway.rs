@@ -155,7 +155,7 @@ fn create(
             "You have exceeded the rate limit for this API key. Please wait before retrying.",
         );
         // Runway documents no Retry-After (R-ERR); the SDK honours one when
-        // present, so the simulator sends it (DESIGN §7).
+        // present, so the simulator sends it (docs/provider-protocols.md §1.6).
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

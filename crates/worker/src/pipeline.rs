@@ -1,4 +1,4 @@
-//! The job state machine of DESIGN §6, one step per queue delivery.
+//! The job state machine (docs/job-lifecycle.md), one step per queue delivery.
 //!
 //! The store holds the truth; the queue item only says "look at job X".
 //! Each step loads the row, does the one thing its state calls for, writes
