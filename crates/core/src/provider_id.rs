@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 provider_ids! {
     /// Google Veo on Vertex AI.
     Veo = "veo" { base_url: "https://{location}-aiplatform.googleapis.com", per_minute: 10, per_hour: 100, poll_interval_secs: 10 },
-    /// Runway's developer API (api.dev.runwayml.com, not api.runwayml.com: providers.md §1.1).
+    /// Runway's developer API (api.dev.runwayml.com, not api.runwayml.com:
+    /// docs/provider-protocols.md §1.1).
     Runway = "runway" { base_url: "https://api.dev.runwayml.com", per_minute: 5, per_hour: 50, poll_interval_secs: 5 },
     /// Stability AI's hosted API.
     Stability = "stability" { base_url: "https://api.stability.ai", per_minute: 3, per_hour: 30, poll_interval_secs: 10 },
