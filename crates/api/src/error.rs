@@ -1,4 +1,4 @@
-//! The one error shape of the API (DESIGN §5):
+//! The one error shape of the API (the table in crates/api/README.md, "Errors"):
 //! `{"error":{"code":"…","message":"…","details":…}}` with the right status.
 //!
 //! Internal errors never reach the caller: they are logged inside the

@@ -53,7 +53,7 @@ pub(crate) struct JobsSetup {
     pub output_dir: PathBuf,
 }
 
-/// The job resource of DESIGN §5.
+/// A generation job: its request, where it stands, and its result or error.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Job)]
 #[serde(deny_unknown_fields)]

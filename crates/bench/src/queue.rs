@@ -1,11 +1,10 @@
 //! `byok-bench queue`: no-op items/s through our Redis Streams engine,
 //! through apalis-redis 1.0.0 in its best configuration (`lock_tasks(false)`,
 //! batch 64, 50 ms polling, the bounded promoter it needs past 8,000 due
-//! jobs — ../shared/reference/apalis.md §5–6) and through bullmq-official
-//! 1.4.4 (the official Rust BullMQ, completed jobs removed, its faster
-//! setting in ../shared/reference/queue-candidates.md §2.1), at a small and
-//! a large backlog, interleaved, on the same Redis; plus the idle pickup
-//! latency of our engine.
+//! jobs — see `APALIS_PROMOTE_LUA` and docs/decisions.md) and through
+//! bullmq-official 1.4.4 (the official Rust BullMQ, completed jobs removed,
+//! as our engine removes them), at a small and a large backlog, interleaved,
+//! on the same Redis; plus the idle pickup latency of our engine.
 //!
 //! All three drain with one worker process at concurrency 64. Each rate is the
 //! drain rate **at** a backlog, in steady state: the queue is filled to the
@@ -379,7 +378,8 @@ async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Resu
 }
 
 /// The bounded promoter apalis-redis 1.0.0 needs once 8,000 jobs are due
-/// (../shared/reference/apalis.md §6.1): without it every fetch fails.
+/// (its `fetch_next.lua` promotes every due id with one Lua `unpack`, which
+/// fails past about 8,000 values): without it every fetch fails.
 const APALIS_PROMOTE_LUA: &str = r#"
 local ids = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #ids > 0 then
@@ -719,8 +719,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         bull_small,
         bull_large,
     ] = runs.map(|r| median(r.iter().map(|s| s.rate).collect()));
-    // Once more as a plain drain of a filled queue, no producer running: how
-    // ../shared/reference/queue-candidates.md measured (bullmq ≈ 25k/s).
+    // Once more as a plain drain of a filled queue, no producer running: the
+    // usual way queue libraries are measured, comparable with their own figures.
     let drain = Window {
         warmup: 1,
         measured: large - 1,

@@ -1,4 +1,5 @@
-//! The command line (DESIGN §3). Every subcommand takes `--config FILE`.
+//! The command line (the root README's Commands table). Every subcommand takes
+//! `--config FILE`.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `byok`: one binary for every role of the system (DESIGN §3).
+//! `byok`: one binary for every role of the system (docs/architecture.md).
 
 mod cli;
 mod commands;
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-/// Exit code for a bad or missing setting (DESIGN §3: 64+ are config errors).
+/// Exit code for a bad or missing setting (64 and above are configuration errors).
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;

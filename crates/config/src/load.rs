@@ -15,9 +15,9 @@ pub const ENV_PREFIX: &str = "BYOK";
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_FILE: &str = "byok.toml";
 
-/// Built-in defaults, the first layer. Keys are the contract of DESIGN §4. Each provider's
-/// `providers.<id>.*` defaults come from its entry in `byok_core::ProviderId`
-/// ([`provider_defaults`]).
+/// Built-in defaults, the first layer. Keys are a contract (the root README's Configuration
+/// table). Each provider's `providers.<id>.*` defaults come from its entry in
+/// `byok_core::ProviderId` ([`provider_defaults`]).
 const DEFAULTS: &[(&str, &str)] = &[
     ("database.url", "sqlite://byok-data/byok.db"),
     ("queue.url", "sqlite"),
@@ -38,8 +38,9 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// `providers.<id>.base_url`, `.rate_limit.per_minute`, `.rate_limit.per_hour` and
-/// `.poll_interval` of every provider: the real hosts (../reference/providers.md), the seed
-/// limits per user key (DESIGN §8) and the providers' documented minimum poll intervals.
+/// `.poll_interval` of every provider: the real hosts (docs/provider-protocols.md), the
+/// default limits per user key (docs/rate-limits.md) and the providers' documented minimum
+/// poll intervals.
 fn provider_defaults() -> Vec<(String, String)> {
     byok_core::ProviderId::ALL
         .into_iter()

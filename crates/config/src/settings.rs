@@ -1,4 +1,4 @@
-//! The typed settings (DESIGN §4). Field names are the contract: they are
+//! The typed settings (docs/architecture.md). Field names are the contract: they are
 //! the keys of `byok.toml` and of the `BYOK__SECTION__KEY` variables.
 
 use std::net::SocketAddr;
@@ -203,7 +203,7 @@ pub struct FetchSettings {
     pub allow_private_networks: bool,
 }
 
-/// The two deployment shapes of DESIGN §1.
+/// The two deployment shapes (docs/architecture.md, "Deployment shapes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// One process, one SQLite file, no services.

@@ -1,4 +1,5 @@
-//! Stable machine-readable error codes of jobs and credential checks (DESIGN §5).
+//! Stable machine-readable error codes of jobs and credential checks
+//! (docs/job-lifecycle.md, "Error codes").
 
 use std::fmt;
 

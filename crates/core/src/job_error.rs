@@ -1,4 +1,4 @@
-//! Why a job failed, and what the worker should do about it (DESIGN §6).
+//! Why a job failed, and what the worker should do about it (docs/job-lifecycle.md).
 
 use std::fmt;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
 
-/// The three failure classes of DESIGN §6.
+/// The three failure classes (docs/job-lifecycle.md, "Failure classes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
     /// Fail now: retrying cannot help (bad input, bad key, no credits,

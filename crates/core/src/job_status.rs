@@ -1,4 +1,4 @@
-//! The lifecycle states of a generation job (DESIGN §5).
+//! The lifecycle states of a generation job (docs/job-lifecycle.md).
 
 use std::fmt;
 use std::str::FromStr;

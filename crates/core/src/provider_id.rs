@@ -11,14 +11,15 @@ use serde::{Deserialize, Serialize};
 provider_ids! {
     /// Google Veo on Vertex AI.
     Veo = "veo" { base_url: "https://{location}-aiplatform.googleapis.com", per_minute: 10, per_hour: 100, poll_interval_secs: 10 },
-    /// Runway's developer API (api.dev.runwayml.com, not api.runwayml.com: providers.md §1.1).
+    /// Runway's developer API (api.dev.runwayml.com, not api.runwayml.com:
+    /// docs/provider-protocols.md §1.1).
     Runway = "runway" { base_url: "https://api.dev.runwayml.com", per_minute: 5, per_hour: 50, poll_interval_secs: 5 },
     /// Stability AI's hosted API.
     Stability = "stability" { base_url: "https://api.stability.ai", per_minute: 3, per_hour: 30, poll_interval_secs: 10 },
 }
 
 /// The built-in defaults of one provider's settings (`providers.<id>.*`): the real host,
-/// the seed rate limits per user key (DESIGN §8) and the provider's documented minimum
+/// the default rate limits per user key (docs/rate-limits.md) and the provider's documented minimum
 /// poll interval. IO-free data, shared by `byok-config` (its defaults layer) and
 /// `byok-providers` (`RegistryOptions::defaults`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The neutral generation request of DESIGN §5: what a producer sends to
+//! The neutral generation request (crates/api/README.md, "Enqueueing"): what a producer sends to
 //! `POST /v1/jobs`, before any provider has seen it.
 
 use serde::{Deserialize, Serialize};

@@ -28,7 +28,7 @@ impl SealContext {
     }
 }
 
-/// The canonical AAD of DESIGN §9: the length-prefixed encoding of
+/// The canonical AAD (docs/security-model.md): the length-prefixed encoding of
 /// (`"byok.credentials"`, user_id, provider, key_id).
 ///
 /// Each field is its UTF-8 bytes preceded by their length as a 4-byte

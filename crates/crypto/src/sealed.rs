@@ -1,7 +1,7 @@
 //! Parsing of the stored text forms of a sealed credential.
 //!
 //! ```text
-//! v1:<key_id>:<base64url nonce(12)>:<base64url ciphertext‖tag(16)>   current (DESIGN §9)
+//! v1:<key_id>:<base64url nonce(12)>:<base64url ciphertext‖tag(16)>   current
 //! <hex iv(16)>:<hex tag(16)>:<hex ciphertext>                         the seed's legacy form
 //! ```
 //! Every stored row is untrusted input: parsing checks lengths and

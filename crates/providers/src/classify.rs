@@ -1,5 +1,5 @@
 //! Classification of provider answers into stable codes and the three retry
-//! classes of DESIGN §6, shared by the adapters.
+//! classes of docs/job-lifecycle.md ("Failure classes"), shared by the adapters.
 //!
 //! Each adapter looks at its provider's own signals first (Runway's credit
 //! message in a 400, Stability's `content_moderation` 403, Google's
@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::http::{Body, describe_transport_error, read_capped, sanitize};
 
 /// The wait used when a provider throttles without saying for how long.
-/// Stability documents a 60-second lockout after its rate limit (providers.md §2.5).
+/// Stability documents a 60-second lockout after its rate limit (docs/provider-protocols.md §2.5).
 pub(crate) const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(60);
 
 /// The longest wait a provider's retry header is believed for; beyond it

@@ -22,7 +22,7 @@ pub struct ProviderDescriptor {
     pub capabilities: Capabilities,
     /// The fields of the `credentials` object a user submits, in display order.
     pub credential_fields: Vec<CredentialField>,
-    /// The per-key limits this deployment enforces (configuration, seeded per DESIGN §8).
+    /// The per-key limits this deployment enforces (configuration; docs/rate-limits.md).
     pub rate_limits: RateLimits,
 }
 

@@ -40,7 +40,7 @@ pub use sealed::{OpenError, open_credentials};
 /// validates a neutral request against the catalogue, submits it, polls the
 /// remote job, cancels it where the provider can, and downloads the result.
 /// Every failure of the generation half is a [`JobError`]: a stable code and
-/// one of the three retry classes of DESIGN §6.
+/// one of the three retry classes (docs/job-lifecycle.md, "Failure classes").
 #[async_trait::async_trait]
 pub trait VideoProvider: Send + Sync + std::fmt::Debug {
     /// Which provider this is.

@@ -20,7 +20,7 @@ pub struct ProviderOptions {
 }
 
 impl ProviderOptions {
-    /// The real host and the seed rate limits (DESIGN §8) of `id`, from
+    /// The real host and the default per-key rate limits (docs/rate-limits.md) of `id`, from
     /// [`ProviderId::defaults`].
     pub fn defaults(id: ProviderId) -> ProviderOptions {
         let defaults = id.defaults();

@@ -1,4 +1,4 @@
-//! Runway's developer API (providers.md §1): API-key credentials, checked with
+//! Runway's developer API (docs/provider-protocols.md §1): API-key credentials, checked with
 //! `GET /v1/organization`; generation with `POST /v1/text_to_video` or
 //! `/v1/image_to_video`, `GET /v1/tasks/{id}` and `DELETE /v1/tasks/{id}`; outputs
 //! downloaded from Runway's signed CDN URLs.
@@ -164,7 +164,7 @@ impl VideoProvider for RunwayProvider {
                 ("/v1/image_to_video", Some(prompt_image(image).await?))
             }
         };
-        // camelCase on the wire; numbers are JSON integers (providers.md §1.2).
+        // camelCase on the wire; numbers are JSON integers (docs/provider-protocols.md §1.2).
         let mut body = Map::new();
         body.insert("model".into(), validated.model.clone().into());
         if let Some(prompt) = &validated.prompt {
@@ -372,7 +372,7 @@ const MAX_DOWNLOAD_REDIRECTS: usize = 3;
 /// request timeout.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// Runway's limit for a data URI (`promptImage`, "≤5 MB encoded", providers.md §1.2);
+/// Runway's limit for a data URI (`promptImage`, "≤5 MB encoded", docs/provider-protocols.md §1.2);
 /// decimal megabytes assumed, the smaller reading (UNVERIFIED).
 pub(crate) const MAX_DATA_URI_BYTES: usize = 5_000_000;
 
@@ -478,7 +478,7 @@ fn task_id(json: &Value) -> Option<String> {
     (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
 }
 
-/// Maps a task (`GET /v1/tasks/{id}`, providers.md §1.3).
+/// Maps a task (`GET /v1/tasks/{id}`, docs/provider-protocols.md §1.3).
 fn task_status(json: &Value, secret: &str) -> Result<RemoteStatus, JobError> {
     let status = json
         .get("status")
@@ -533,7 +533,7 @@ fn task_status(json: &Value, secret: &str) -> Result<RemoteStatus, JobError> {
     }
 }
 
-/// Classifies a FAILED task by its `failureCode` (providers.md §1.5):
+/// Classifies a FAILED task by its `failureCode` (docs/provider-protocols.md §1.5):
 ///
 /// * `SAFETY.*` (input and output moderation) and `INPUT_PREPROCESSING.SAFETY.*` →
 ///   `content_rejected`, permanent: Runway says not to retry the same input.
@@ -593,7 +593,7 @@ fn task_failure(code: Option<&str>, failure: Option<&str>, secret: &str) -> JobE
     }
 }
 
-/// Classifies an HTTP error answer of the generation calls (providers.md §1.6, §6):
+/// Classifies an HTTP error answer of the generation calls (docs/provider-protocols.md §1.6, §6):
 ///
 /// * 400 whose text mentions credits ("You do not have enough credits…") →
 ///   `insufficient_credits`; a submit 400 whose first issue is on `model` →
@@ -827,7 +827,7 @@ fn classify(status: StatusCode, body: &Body, secret: &str) -> CredentialCheck {
     }
 }
 
-/// Runway errors are `{"error": "…", …}` (providers.md §1.6); tolerate `message` too.
+/// Runway errors are `{"error": "…", …}` (docs/provider-protocols.md §1.6); tolerate `message` too.
 fn error_text(json: &Value) -> Option<&str> {
     http::first_text([
         json.get("error").and_then(Value::as_str),

@@ -1,4 +1,4 @@
-//! Stability AI's hosted API (providers.md §2): API-key credentials, checked with
+//! Stability AI's hosted API (docs/provider-protocols.md §2): API-key credentials, checked with
 //! `GET /v1/user/balance`; image-to-video with a multipart
 //! `POST /v2beta/image-to-video` (the input image fitted to one of the three sizes the
 //! model takes) and `GET /v2beta/image-to-video/result/{id}`, which returns the MP4
@@ -259,8 +259,8 @@ impl VideoProvider for StabilityProvider {
         _credentials: &Credentials,
         _provider_job_id: &str,
     ) -> Result<CancelOutcome, JobError> {
-        // No cancel endpoint exists (providers.md §2.8): the generation runs to its end
-        // and the worker ignores the result.
+        // No cancel endpoint exists (docs/provider-protocols.md §2.8): the generation runs to
+        // its end and the worker ignores the result.
         Ok(CancelOutcome::NotSupported)
     }
 
@@ -332,7 +332,7 @@ pub(crate) struct Fitted {
 }
 
 /// Fits the input image to a size Stability accepts (exactly 1024x576, 576x1024 or
-/// 768x768, providers.md §2.2) instead of refusing every other image: scaled to
+/// 768x768, docs/provider-protocols.md §2.2) instead of refusing every other image: scaled to
 /// cover the target and center-cropped (Lanczos3), encoded as an 8-bit RGB PNG
 /// (transparency is dropped; the model takes none). An image that does not decode or
 /// has more than [`fetch::MAX_IMAGE_PIXELS`] pixels is `invalid_request`. CPU work:
@@ -403,7 +403,7 @@ fn parse_size(wire: &str) -> Option<(u32, u32)> {
 /// with `finish-reason` (`SUCCESS` or `CONTENT_FILTERED`) in a header. The JSON form
 /// (`{"video":"<base64>","finish_reason":…}`), which it sends for
 /// `accept: application/json`, is read too. `CONTENT_FILTERED` is a success with
-/// blurred frames, and charged (providers.md §6 rule 4): it becomes the video's
+/// blurred frames, and charged (docs/provider-protocols.md §6 rule 4): it becomes the video's
 /// `note`, as does any other reason than `SUCCESS`.
 async fn read_result(response: reqwest::Response, secret: &str) -> Result<Video, JobError> {
     let content_type = response
@@ -522,11 +522,11 @@ fn generation_id(json: &Value) -> Option<String> {
     (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
 }
 
-/// Classifies an HTTP error answer of the generation calls (providers.md §2.4, §2.5,
+/// Classifies an HTTP error answer of the generation calls (docs/provider-protocols.md §2.4, §2.5,
 /// §6): 400/413/422 `invalid_request` (with `errors[]`); 401 `credentials_invalid`;
 /// 402 `insufficient_credits`; 403 with `name == "content_moderation"`
 /// `content_rejected`, any other 403 `credentials_invalid`; 404/410 on submit
-/// `model_retired` (the hosted SVD endpoint is reported deprecated, UNVERIFIED, and a
+/// `model_retired` (Stability lists its video API as discontinued, §2.6, and a
 /// retired endpoint answers so); 429 retry after the header if one is sent, else the
 /// documented 60 s lockout; 408/5xx transient; the rest as [`classify::by_status`].
 fn classify_answer(call: Call, answer: &Answer, secret: &str) -> JobError {
@@ -600,7 +600,7 @@ fn classify(status: StatusCode, body: &Body, secret: &str) -> CredentialCheck {
 }
 
 /// Stability errors: v2beta `{"name","errors":[…]}`, v1 `{"name","message"}`
-/// (providers.md §2.4). Prefer the human text, fall back to the name.
+/// (docs/provider-protocols.md §2.4). Prefer the human text, fall back to the name.
 fn error_text(json: &Value) -> Option<String> {
     let errors = json
         .get("errors")

@@ -1,10 +1,10 @@
-//! Google Veo on Vertex AI (providers.md §3b).
+//! Google Veo on Vertex AI (docs/provider-protocols.md §3b).
 //!
 //! **Credentials**: a service-account key, checked by exchanging it for an access token
 //! (see [`crate::vertex`]).
 //!
-//! **Generation** (providers.md §3.6–3.8), every call with `Authorization: Bearer <access
-//! token>` from the shared [`TokenSource`]:
+//! **Generation** (docs/provider-protocols.md §3.6–3.8), every call with
+//! `Authorization: Bearer <access token>` from the shared [`TokenSource`]:
 //!
 //! - submit: `POST {base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:predictLongRunning`
 //!   → `{"name": "projects/…/operations/<id>"}`, the job's provider id;
@@ -469,7 +469,7 @@ impl VideoProvider for VeoProvider {
     }
 
     /// Vertex AI documents no cancel for `predictLongRunning` operations
-    /// (providers.md §3.6–3.8; google-genai has none for Vertex videos either), so no
+    /// (docs/provider-protocols.md §3.6–3.8; google-genai has none for Vertex videos either), so no
     /// request is made: the operation runs to its end and the worker ignores its result.
     async fn cancel(
         &self,
@@ -541,8 +541,8 @@ fn token_error(err: TokenError) -> JobError {
     }
 }
 
-/// The `predictLongRunning` body (providers.md §3.7): only the fields that are set, with
-/// integers as JSON integers.
+/// The `predictLongRunning` body (docs/provider-protocols.md §3.7): only the fields that are
+/// set, with integers as JSON integers.
 ///
 /// ```json
 /// {"instances": [{"prompt": "…", "image": {"bytesBase64Encoded": "…", "mimeType": "image/png"}}],
@@ -605,11 +605,11 @@ fn submit_body(submit: &SubmitRequest<'_>) -> Result<Value, JobError> {
     }
     // One video per job: the job stores one result.
     parameters.insert("sampleCount".into(), 1.into());
-    // UNVERIFIED which Veo 3 models *require* `generateAudio` (providers.md §3.7: "docs
-    // mark it required for some Veo 3 models"). Sent explicitly, it is present wherever
-    // it is required, and `false` asks for the cheaper, silent output. (Whether every
-    // Veo 3.1 model honours `false` is UNVERIFIED too: the Gemini API documents their
-    // audio as always on.)
+    // UNVERIFIED which Veo 3 models *require* `generateAudio` (docs/provider-protocols.md
+    // §3.7: Google's documentation marks it required for some Veo 3 models). Sent
+    // explicitly, it is present wherever it is required, and `false` asks for the cheaper,
+    // silent output. (Whether every Veo 3.1 model honours `false` is UNVERIFIED too: the
+    // Gemini API documents their audio as always on.)
     parameters.insert("generateAudio".into(), false.into());
 
     Ok(json!({ "instances": [instance], "parameters": parameters }))
@@ -757,7 +757,7 @@ struct OperationVideo<'a> {
     mime_type: Option<Value>,
 }
 
-/// Reads a `fetchPredictOperation` answer (providers.md §3.8):
+/// Reads a `fetchPredictOperation` answer (docs/provider-protocols.md §3.8):
 ///
 /// - `done` absent or false: [`RemoteStatus::Queued`]. Vertex AI says nothing about an
 ///   operation before it is done (no state, no progress), so "accepted, not finished" is
@@ -942,7 +942,8 @@ enum Call<'a> {
 }
 
 /// Classifies a non-2xx answer of Vertex AI or Cloud Storage (`google.rpc.Status` bodies,
-/// `{"error": {"code", "message", "status", "details"}}`; providers.md §3.4, §3.8, §6):
+/// `{"error": {"code", "message", "status", "details"}}`; docs/provider-protocols.md §3.4,
+/// §3.8, §6):
 ///
 /// - 401 (already after one refresh, see [`VeoProvider::authorized`]): `credentials_invalid`;
 /// - 403 `PERMISSION_DENIED` (API disabled, missing IAM role): `credentials_invalid`,

@@ -1,6 +1,6 @@
 //! Google service-account authentication for Vertex AI: the OAuth 2.0 JWT-bearer flow
-//! exactly as `google-auth` does it (providers.md §3.9), and a per-account access-token
-//! cache.
+//! exactly as `google-auth` does it (docs/provider-protocols.md §3.9), and a per-account
+//! access-token cache.
 //!
 //! 1. A JWT is built with header `{"alg":"RS256","typ":"JWT","kid":<private_key_id>}`
 //!    (no `kid` without a key id) and claims `iss` = client_email, `scope` =

@@ -4,7 +4,7 @@
 //!
 //! apalis's own `Persisted` helper runs fetch and acknowledgement strictly
 //! one after the other and starves lease renewal while tasks are buffered
-//! (../shared/reference/redis-streams-backend.md §5). This backend instead
+//! (apalis-core 1.0.0, `backend/persistence`; docs/queue-engine.md). This backend instead
 //! runs three tasks per worker, started when the worker builds its service
 //! stack (`BackendConfig::middleware`):
 //!

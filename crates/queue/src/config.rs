@@ -30,7 +30,8 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// The defaults of DESIGN §4 for `namespace`.
+    /// The defaults for `namespace`: those of `queue.*` and `worker.max_attempts` (the root
+    /// README's Configuration table), and the engine's own.
     pub fn new(namespace: impl Into<String>) -> QueueConfig {
         QueueConfig {
             namespace: namespace.into(),

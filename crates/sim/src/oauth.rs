@@ -1,4 +1,4 @@
-//! Google's OAuth token endpoint (`POST /oauth2/token`), providers.md §3.9:
+//! Google's OAuth token endpoint (`POST /oauth2/token`), docs/provider-protocols.md §3.9:
 //! the JWT-bearer grant of service accounts, checked against the accounts
 //! the simulator trusts.
 //!
@@ -320,7 +320,7 @@ async fn verify(shared: &Arc<Shared>, assertion: &str) -> Result<Arc<Trusted>, R
     }
     let Some(account) = account else {
         // The wording Google uses for a deleted or unknown account; not in
-        // providers.md.
+        // docs/provider-protocols.md.
         return Err(if shared.trust.get(iss).is_none() {
             reject(
                 "invalid_grant",
@@ -335,7 +335,7 @@ async fn verify(shared: &Arc<Shared>, assertion: &str) -> Result<Arc<Trusted>, R
     let own_token_url = format!("{}/oauth2/token", shared.public_url);
     let aud = jwt.claims.get("aud").and_then(Value::as_str);
     if !aud.is_some_and(|a| a == GOOGLE_TOKEN_URL || a == LEGACY_TOKEN_URL || a == own_token_url) {
-        // Google's wording (not in providers.md).
+        // Google's wording (not in docs/provider-protocols.md).
         return Err(reject(
             "invalid_grant",
             &format!(
@@ -361,7 +361,7 @@ async fn verify(shared: &Arc<Shared>, assertion: &str) -> Result<Arc<Trusted>, R
     let scope = jwt.claims.get("scope").and_then(Value::as_str);
     if scope.is_none_or(|s| s.trim().is_empty()) {
         // Google's answer to an assertion with neither scope nor
-        // target_audience (not in providers.md).
+        // target_audience (not in docs/provider-protocols.md).
         return Err(reject(
             "invalid_scope",
             "Invalid OAuth scope or ID token audience provided.",

@@ -1,4 +1,4 @@
-//! Runway (`/runway`): the API of `api.dev.runwayml.com`, providers.md §1.
+//! Runway (`/runway`): the API of `api.dev.runwayml.com`, docs/provider-protocols.md §1.
 //!
 //! - `POST /v1/image_to_video`, `POST /v1/text_to_video` → `{"id": uuid}`;
 //!   bodies validated per model (§1.2) with Zod-style 400s.
@@ -101,7 +101,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<KeyHash, Respons
         .get("x-runway-version")
         .and_then(|v| v.to_str().ok());
     if version != Some(VERSION) {
-        // providers.md §1.1: behaviour without the header is UNVERIFIED; the
+        // docs/provider-protocols.md §1.1: behaviour without the header is UNVERIFIED; the
         // safe reading is to refuse (400), so a client that forgets it fails
         // here rather than in production.
         return Err(error(
@@ -155,7 +155,7 @@ fn create(
             "You have exceeded the rate limit for this API key. Please wait before retrying.",
         );
         // Runway documents no Retry-After (R-ERR); the SDK honours one when
-        // present, so the simulator sends it (DESIGN §7).
+        // present, so the simulator sends it (docs/provider-protocols.md §1.6).
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -236,7 +236,7 @@ fn task_not_found() -> Response {
 
 /// §1.4: cancels a pending or running task, deletes a finished one; either
 /// way the task can no longer be fetched. The SDK docstring says "deleted
-/// tasks can no longer be fetched" and the mock checklist (§7) says
+/// tasks can no longer be fetched" and the simulator's checklist (§7) says
 /// "DELETE → 204 then GET → 404"; a `CANCELLED` status is only documented
 /// for listings, so a later GET here is always 404.
 async fn delete_task(
@@ -447,7 +447,7 @@ struct Valid {
     credits: u64,
 }
 
-/// Zod-style issues (Zod 4 wording, as the live API answers: providers.md
+/// Zod-style issues (Zod 4 wording, as the live API answers: docs/provider-protocols.md
 /// §1.6).
 #[derive(Debug, Default)]
 struct Issues(Vec<Value>);

@@ -1,4 +1,4 @@
-//! Service-account JSON files, as Google issues them (providers.md §3.9):
+//! Service-account JSON files, as Google issues them (docs/provider-protocols.md §3.9):
 //! making fresh ones (RSA 2048, PKCS#8 PEM) and reading the public key back
 //! out of one.
 

@@ -1,4 +1,4 @@
-//! Stability AI (`/stability`): the API of `api.stability.ai`, providers.md §2.
+//! Stability AI (`/stability`): the API of `api.stability.ai`, docs/provider-protocols.md §2.
 //!
 //! - `POST /v2beta/image-to-video`, `multipart/form-data` only: `image`
 //!   (PNG or JPEG of exactly 1024×576, 576×1024 or 768×768, at most 10 MiB),
@@ -79,7 +79,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap, v1: bool) -> Result<KeyHas
     }
     let id = key.map(|k| KeyHash::of(k).id());
     shared.record(Provider::Stability, id.as_deref(), Event::Unauthorized);
-    // The v2beta 401 shape is UNVERIFIED (providers.md §2.4); the simulator
+    // The v2beta 401 shape is UNVERIFIED (docs/provider-protocols.md §2.4); the simulator
     // uses the documented v2beta error shape with name `unauthorized`.
     let message = if key.is_none() {
         "authorization: missing the API key (expected `authorization: Bearer sk-…`)"

@@ -1,4 +1,4 @@
-//! Veo on Vertex AI (`/vertex`, the API root), providers.md §3.6–3.8, and the
+//! Veo on Vertex AI (`/vertex`, the API root), docs/provider-protocols.md §3.6–3.8, and the
 //! Cloud Storage downloads of its `gcsUri` outputs (`/storage`).
 //!
 //! - `POST /{v1|v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{m}:predictLongRunning`

@@ -1,4 +1,4 @@
-//! `generation_jobs`: the truth about every job (DESIGN §6). The queue only
+//! `generation_jobs`: the truth about every job (docs/job-lifecycle.md). The queue only
 //! carries ids that point here.
 //!
 //! Every change of a job is a compare-and-set: an `UPDATE … WHERE` naming

@@ -1,4 +1,4 @@
-//! A fresh PostgreSQL database per test (DESIGN §11).
+//! A fresh PostgreSQL database per test (DEVELOPERS.md, "Services").
 //!
 //! The server is, in order: `DATABASE_URL` when it is a PostgreSQL URL; the
 //! one on 127.0.0.1:5432 (user `postgres`, trust auth); one started from

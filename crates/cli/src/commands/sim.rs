@@ -1,4 +1,4 @@
-//! `byok sim`: the provider simulator as a standalone server (DESIGN §3, §7),
+//! `byok sim`: the provider simulator as a standalone server (crates/sim/README.md),
 //! or, with `--new-service-account FILE`, a one-shot that writes a trusted
 //! service account.
 

@@ -1,7 +1,7 @@
 //! Runway's generation half: `POST /v1/{text,image}_to_video`, `GET /v1/tasks/{id}`,
 //! `DELETE /v1/tasks/{id}` and the output download, against wiremock. Requests are
-//! asserted exactly; every answer class of providers.md §1.5, §1.6 and §6 is mapped to
-//! its code and retry class.
+//! asserted exactly; every answer class of docs/provider-protocols.md §1.5, §1.6 and §6 is
+//! mapped to its code and retry class.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,8 @@
 //! Stability AI's generation half: multipart `POST /v2beta/image-to-video` with the
 //! input image fitted to 1024x576, 576x1024 or 768x768, `GET …/result/{id}` (202, then
 //! 200 with the MP4), no cancel. Requests are asserted exactly (the multipart body is
-//! parsed by the test); every answer class of providers.md §2.4, §2.5 and §6 is mapped.
+//! parsed by the test); every answer class of docs/provider-protocols.md §2.4, §2.5 and §6
+//! is mapped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -623,8 +623,8 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
             InvalidRequest,
             Permanent,
         ),
-        // No credits: Vertex AI has no such answer (providers.md §6 "—"; billing is the
-        // project's); running out of quota is a 429, the rate-limit rows below.
+        // No credits: Vertex AI has no such answer (docs/provider-protocols.md §6 "—"; billing
+        // is the project's); running out of quota is a 429, the rate-limit rows below.
         // Rate limits: RetryInfo wins over Retry-After, which wins over the default.
         case(
             "429 RetryInfo",

@@ -103,7 +103,7 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The claims google-auth puts in its assertion (providers.md §3.9), for
+/// The claims google-auth puts in its assertion (docs/provider-protocols.md §3.9), for
 /// `account` at unix time `now`.
 pub fn claims(account: &Value, now: i64) -> Value {
     json!({

@@ -1,5 +1,5 @@
 //! Integration tests of the provider simulator: every request is written by
-//! hand (reqwest) from providers.md, independently of any adapter; the
+//! hand (reqwest) from docs/provider-protocols.md, independently of any adapter; the
 //! `python` module runs the providers' official Python clients against it.
 
 mod control;

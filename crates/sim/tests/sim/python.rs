@@ -1,6 +1,6 @@
 //! The providers' official Python clients (`runwayml`, `google-auth`,
 //! `google-genai` in Vertex mode), unchanged, against an in-process
-//! simulator (DESIGN §7). The scripts are in `tests/python/`.
+//! simulator (crates/sim/README.md). The scripts are in `tests/python/`.
 //!
 //! The clients are installed from PyPI (versions pinned in
 //! `tests/python/requirements.txt`) into a virtualenv under the cargo target

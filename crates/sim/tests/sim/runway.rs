@@ -1,4 +1,4 @@
-//! Runway: providers.md §1.
+//! Runway: docs/provider-protocols.md §1.
 
 use std::time::Duration;
 

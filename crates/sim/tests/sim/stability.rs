@@ -1,4 +1,4 @@
-//! Stability AI: providers.md §2.
+//! Stability AI: docs/provider-protocols.md §2.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Vertex AI and the OAuth token endpoint: providers.md §3.6–3.9.
+//! Vertex AI and the OAuth token endpoint: docs/provider-protocols.md §3.6–3.9.
 
 use std::time::Duration;
 
