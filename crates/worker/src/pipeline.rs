@@ -591,32 +591,52 @@ impl Pipeline {
         output: &VideoOutput,
         delivery: &Delivery,
     ) -> Next {
+        // A full or unwritable disk is ours to fix, not the provider's:
+        // retry (the provider keeps the result for a day or two).
+        let disk_trouble = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "could not write the video to output.dir");
+            Err(Disposition::Retry {
+                after: self.settings.retry_backoff.delay(delivery.attempt()),
+                error: format!("could not write the video: {e}"),
+            })
+        };
+        let partial = match self.partial_video(job.id).await {
+            Ok(partial) => partial,
+            Err(e) => return disk_trouble(&e),
+        };
         let downloaded = metrics()
             .time_call(
                 provider,
                 Call::Download,
-                adapter.fetch_output(credentials, output),
+                adapter.fetch_output(credentials, output, &partial),
             )
             .await;
         let video = match downloaded {
             Ok(video) => video,
-            // As for polls: the video is paid for, and the provider keeps it
-            // for a day or more. Download again later; job_timeout bounds it.
-            Err(error) if error.class == RetryClass::Transient => {
-                tracing::warn!(error = %error, "video download failed; trying again later");
-                return later(jittered(self.pacing(provider).poll_interval));
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return match error {
+                    // The adapter could not write the file (its only transient `internal`).
+                    error
+                        if error.class == RetryClass::Transient
+                            && error.code == ErrorCode::Internal =>
+                    {
+                        disk_trouble(&error)
+                    }
+                    // As for polls: the video is paid for, and the provider keeps it
+                    // for a day or more. Download again later; job_timeout bounds it.
+                    error if error.class == RetryClass::Transient => {
+                        tracing::warn!(error = %error, "video download failed; trying again later");
+                        later(jittered(self.pacing(provider).poll_interval))
+                    }
+                    error => self.job_error(job, provider, sealed, error, delivery).await,
+                };
             }
-            Err(error) => return self.job_error(job, provider, sealed, error, delivery).await,
         };
-        let bytes = video.bytes.len();
-        if let Err(e) = self.write_video(job.id, &video.bytes).await {
-            // A full or unwritable disk is ours to fix, not the provider's:
-            // retry (the provider keeps the result for a day or two).
-            tracing::error!(error = %e, "could not write the video to output.dir");
-            return Err(Disposition::Retry {
-                after: self.settings.retry_backoff.delay(delivery.attempt()),
-                error: format!("could not write the video: {e}"),
-            });
+        let bytes = video.size;
+        if let Err(e) = self.write_video(job.id, &partial).await {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return disk_trouble(&e);
         }
         let provider_urls = match output {
             VideoOutput::Urls(urls) => urls.clone(),
@@ -642,15 +662,19 @@ impl Pipeline {
         }
     }
 
-    /// Writes the video as `<output.dir>/<job id>.mp4`, atomically (a
-    /// temporary file renamed into place), so a reader never sees half a file.
-    async fn write_video(&self, job_id: Uuid, bytes: &[u8]) -> std::io::Result<()> {
+    /// `<output.dir>/.<job id>.mp4.partial`, the directory created: where the
+    /// adapter streams the download before [`Pipeline::write_video`] renames it.
+    async fn partial_video(&self, job_id: Uuid) -> std::io::Result<PathBuf> {
         let dir = &self.settings.output_dir;
         tokio::fs::create_dir_all(dir).await?;
-        let path = dir.join(format!("{job_id}.mp4"));
-        let partial = dir.join(format!(".{job_id}.mp4.partial"));
-        tokio::fs::write(&partial, bytes).await?;
-        tokio::fs::rename(&partial, &path).await
+        Ok(dir.join(format!(".{job_id}.mp4.partial")))
+    }
+
+    /// Puts the downloaded video in place as `<output.dir>/<job id>.mp4`,
+    /// atomically (the partial file renamed), so a reader never sees half a file.
+    async fn write_video(&self, job_id: Uuid, partial: &std::path::Path) -> std::io::Result<()> {
+        let path = self.settings.output_dir.join(format!("{job_id}.mp4"));
+        tokio::fs::rename(partial, &path).await
     }
 
     async fn cancel_at_provider(

@@ -15,6 +15,7 @@ use byok_providers::{
 use byok_sim::{RunningSim, SimConfig, Simulator};
 use serde_json::{Value, json};
 
+use crate::support::FetchVideo as _;
 use crate::support::{generation_request, input_png};
 
 async fn sim(render_time: Duration) -> RunningSim {
@@ -166,7 +167,7 @@ async fn every_adapter_runs_a_job_to_video_bytes_at_the_simulator() {
         let RemoteStatus::Succeeded(output) = status else {
             panic!("{provider} {fields}: ended {status:?}");
         };
-        let video = adapter.fetch_output(&creds, &output).await.unwrap();
+        let video = adapter.fetch_video(&creds, &output).await.unwrap();
         assert!(is_mp4(&video.bytes), "{provider}: an MP4 came back");
         if provider == ProviderId::Runway {
             assert!(
