@@ -218,10 +218,11 @@ impl LocalDir {
 
     async fn put_file(&self, job_id: Uuid, source: &Path) -> Result<u64, VideoStoreError> {
         let target = self.path_of(job_id);
-        let storing = |e: std::io::Error| io_error("storing the video", &target.display(), &e);
-        tokio::fs::metadata(source)
+        let from = tokio::fs::File::open(source)
             .await
-            .map_err(|e| VideoStoreError::source(source, e))?;
+            .map_err(|e| VideoStoreError::source(source, e))?
+            .into_std()
+            .await;
         tokio::fs::create_dir_all(&self.dir)
             .await
             .map_err(|e| io_error("creating the video directory", &self.dir.display(), &e))?;
@@ -231,26 +232,27 @@ impl LocalDir {
             file_name(job_id),
             Uuid::new_v4().simple()
         ));
-        let copied = async {
-            let size = tokio::fs::copy(source, &temporary).await?;
-            tokio::fs::File::open(&temporary).await?.sync_all().await?;
-            tokio::fs::rename(&temporary, &target).await?;
+        let to = temporary.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            // std::io::copy between files is the kernel's copy (copy_file_range) on Linux.
+            // Not std::fs::copy: the video gets the umask's permissions, not the source's
+            // (a 0600 temporary file would hide it from an API running as another user).
+            let mut from = from;
+            let mut to = std::fs::File::create(&to)?;
+            let size = std::io::copy(&mut from, &mut to)?;
+            to.sync_all()?;
             Ok::<u64, std::io::Error>(size)
-        }
-        .await;
-        match copied {
-            Ok(size) => Ok(size),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&temporary).await;
-                // The source was readable a moment ago; a vanished one is still its fault.
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && tokio::fs::metadata(source).await.is_err()
-                {
-                    return Err(VideoStoreError::source(source, e));
-                }
-                Err(storing(e))
-            }
-        }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let stored = match copied {
+            Ok(size) => tokio::fs::rename(&temporary, &target).await.map(|()| size),
+            Err(e) => Err(e),
+        };
+        stored.map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            io_error("storing the video", &target.display(), &e)
+        })
     }
 
     async fn get(&self, job_id: Uuid) -> Result<Option<StoredVideo>, VideoStoreError> {

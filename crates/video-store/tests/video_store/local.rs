@@ -102,3 +102,21 @@ async fn an_unwritable_directory_is_an_error() {
     assert!(err.to_string().contains("videos"), "{err}");
     assert!(store.ping().await.is_err());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn stored_videos_take_the_umasks_permissions_not_the_sources() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let (_src, path) = source_file(100);
+    // A download in a private temporary file.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let job = Uuid::new_v4();
+    store.put_file(job, &path, "video/mp4").await.unwrap();
+    // A file created fresh in the directory shows what the umask gives.
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join(format!("{job}.mp4"))), mode(&probe));
+}
