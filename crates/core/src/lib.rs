@@ -3,6 +3,7 @@
 mod catalogue;
 mod error_code;
 mod job_error;
+mod job_result;
 mod job_status;
 mod provider_id;
 mod queue_stats;
@@ -15,6 +16,7 @@ pub use catalogue::{
 };
 pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
+pub use job_result::JobResult;
 pub use job_status::JobStatus;
 pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
 pub use queue_stats::QueueStats;

@@ -2,6 +2,7 @@
 //! submit, poll, cancel and output download.
 
 use std::fmt;
+use std::path::Path;
 
 use byok_core::ValidatedRequest;
 
@@ -112,6 +113,42 @@ impl fmt::Debug for Video {
             .field("note", &self.note)
             .finish()
     }
+}
+
+/// A finished video written to the file the caller named (see
+/// [`crate::VideoProvider::fetch_output`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedVideo {
+    /// Bytes written.
+    pub size: u64,
+    /// `video/mp4` (any `video/*` the provider declared).
+    pub content_type: String,
+    /// The provider's remark on the result, e.g. Stability's
+    /// `CONTENT_FILTERED` (a success with blurred frames).
+    pub note: Option<String>,
+}
+
+impl Video {
+    /// Writes this in-memory video (an inline output) to `dest`, replacing what is there.
+    pub(crate) async fn save(&self, dest: &Path) -> Result<SavedVideo, byok_core::JobError> {
+        tokio::fs::write(dest, &self.bytes)
+            .await
+            .map_err(|e| write_error(dest, &e))?;
+        Ok(SavedVideo {
+            size: self.bytes.len() as u64,
+            content_type: self.content_type.clone(),
+            note: self.note.clone(),
+        })
+    }
+}
+
+/// A failure to write the caller's file: `internal`, transient (a full or unwritable disk
+/// is ours to fix, and the provider keeps the video for a day or more).
+pub(crate) fn write_error(dest: &Path, error: &std::io::Error) -> byok_core::JobError {
+    byok_core::JobError::transient(
+        byok_core::ErrorCode::Internal,
+        format!("could not write the video to {}: {error}", dest.display()),
+    )
 }
 
 /// What a cancel did.

@@ -101,6 +101,62 @@ pub(crate) async fn read_limited(
     Ok(Some(bytes))
 }
 
+/// What [`save_limited`] wrote.
+pub(crate) struct Saved {
+    /// Bytes written.
+    pub(crate) size: u64,
+    /// The first (up to) 8 bytes, for sniffing an MP4 `ftyp` box.
+    pub(crate) head: Vec<u8>,
+}
+
+/// Why [`save_limited`] stopped.
+pub(crate) enum SaveError {
+    /// The provider sent (or announced) more than the limit.
+    TooLarge,
+    /// The body could not be read (the connection broke, a timeout).
+    Read(reqwest::Error),
+    /// The file could not be written.
+    Write(std::io::Error),
+}
+
+/// Streams a large body (a video) into `dest` (created, or truncated), up to `limit`
+/// bytes: the counterpart of [`read_limited`] that never holds the body in memory. On an
+/// error `dest` may hold part of the body; the caller removes it.
+pub(crate) async fn save_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    dest: &std::path::Path,
+) -> Result<Saved, SaveError> {
+    use tokio::io::AsyncWriteExt as _;
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(SaveError::TooLarge);
+    }
+    let file = tokio::fs::File::create(dest)
+        .await
+        .map_err(SaveError::Write)?;
+    // Chunks are a few KiB each; writing them one by one would cost a blocking-pool round
+    // trip each.
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut size: u64 = 0;
+    let mut head = Vec::with_capacity(8);
+    while let Some(chunk) = response.chunk().await.map_err(SaveError::Read)? {
+        if size + chunk.len() as u64 > limit as u64 {
+            return Err(SaveError::TooLarge);
+        }
+        if head.len() < 8 {
+            let take = (8 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        out.write_all(&chunk).await.map_err(SaveError::Write)?;
+        size += chunk.len() as u64;
+    }
+    out.flush().await.map_err(SaveError::Write)?;
+    Ok(Saved { size, head })
+}
+
 /// Makes provider text safe to put into a reason: every occurrence of each secret is
 /// replaced by `[REDACTED]`, control characters become spaces, runs of whitespace
 /// collapse, and the result is cut to [`MAX_REASON_CHARS`] characters.

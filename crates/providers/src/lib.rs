@@ -26,7 +26,8 @@ pub use credentials::{
 pub use descriptor::{CredentialField, ProviderDescriptor};
 pub use fetch::{FetchError, FetchOptions, ImageFetcher};
 pub use generation::{
-    CancelOutcome, InputImage, RemoteStatus, SubmitRequest, Submitted, Video, VideoOutput,
+    CancelOutcome, InputImage, RemoteStatus, SavedVideo, SubmitRequest, Submitted, Video,
+    VideoOutput,
 };
 pub use http::wipe_json;
 pub use options::{ProviderOptions, RegistryOptions};
@@ -95,10 +96,16 @@ pub trait VideoProvider: Send + Sync + std::fmt::Debug {
         provider_job_id: &str,
     ) -> Result<CancelOutcome, JobError>;
 
-    /// Downloads a finished video (URLs expire, so the worker copies it at once).
+    /// Downloads a finished video (URLs expire, so the worker copies it at once) into the
+    /// file `dest`, created or truncated, streaming: a download is never held in memory
+    /// (inline outputs already are, and are written out). The size limit (512 MiB) is
+    /// enforced while streaming. On an error `dest` may hold part of the video and the
+    /// caller removes it. A failure to write `dest` is `internal` and transient; every
+    /// other error is the provider's, classified as for the other calls.
     async fn fetch_output(
         &self,
         credentials: &Credentials,
         output: &VideoOutput,
-    ) -> Result<Video, JobError>;
+        dest: &std::path::Path,
+    ) -> Result<SavedVideo, JobError>;
 }

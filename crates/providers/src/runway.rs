@@ -3,6 +3,7 @@
 //! `/v1/image_to_video`, `GET /v1/tasks/{id}` and `DELETE /v1/tasks/{id}`; outputs
 //! downloaded from Runway's signed CDN URLs.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +21,13 @@ use url::Url;
 
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
-use crate::http::{self, Body, MAX_VIDEO_BYTES, USER_AGENT};
+use crate::generation::write_error;
+use crate::http::{self, Body, MAX_VIDEO_BYTES, SaveError, USER_AGENT};
 use crate::registry::{ProviderSpec, Setup};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
-    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SubmitRequest, Submitted, Video,
-    VideoOutput, VideoProvider, fetch, net,
+    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo, SubmitRequest,
+    Submitted, VideoOutput, VideoProvider, fetch, net,
 };
 
 /// `X-Runway-Version`, required on every request; the SDK's default since 2024-11.
@@ -274,16 +276,17 @@ impl VideoProvider for RunwayProvider {
         &self,
         _credentials: &Credentials,
         output: &VideoOutput,
-    ) -> Result<Video, JobError> {
+        dest: &Path,
+    ) -> Result<SavedVideo, JobError> {
         match output {
             VideoOutput::Urls(urls) => {
                 let first = urls
                     .iter()
                     .find(|u| !u.trim().is_empty())
                     .ok_or_else(|| internal("Runway's output has no URL"))?;
-                self.download(first).await
+                self.download(first, dest).await
             }
-            VideoOutput::Inline(video) => Ok(video.clone()),
+            VideoOutput::Inline(video) => video.save(dest).await,
             VideoOutput::Gcs(_) => Err(internal(
                 "a Google Cloud Storage output was given to the Runway adapter",
             )),
@@ -309,8 +312,9 @@ impl RunwayProvider {
     /// untrusted input: the private-network policy of user URLs applies (IP literals
     /// here, the public-only resolver at connect time), on every redirect hop too; no
     /// `Authorization` is sent (the URL is signed); the size is capped at
-    /// [`MAX_VIDEO_BYTES`]. Messages name the host only: the URL carries a signature.
-    async fn download(&self, raw: &str) -> Result<Video, JobError> {
+    /// [`MAX_VIDEO_BYTES`] while streaming into `dest`. Messages name the host only: the
+    /// URL carries a signature.
+    async fn download(&self, raw: &str, dest: &Path) -> Result<SavedVideo, JobError> {
         let mut url = Url::parse(raw.trim()).map_err(|_| {
             JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -342,7 +346,7 @@ impl RunwayProvider {
                 }
             }
             return match status {
-                200..=299 => read_video(&host, response).await,
+                200..=299 => save_video(&host, response, dest).await,
                 // Signed URLs expire (24–48 h) and are then refused; a fresh poll of the
                 // task gives fresh URLs, so this is worth another round.
                 403 | 404 | 410 => Err(JobError::transient(
@@ -729,11 +733,15 @@ fn download_error(host: &str, err: &reqwest::Error) -> JobError {
     )
 }
 
-/// Reads a downloaded video. The type check is lenient, because CDNs label files
-/// loosely: any `video/*` is taken as is; `application/octet-stream` or no type at
+/// Saves a downloaded video into `dest`. The type check is lenient, because CDNs label
+/// files loosely: any `video/*` is taken as is; `application/octet-stream` or no type at
 /// all is taken when the bytes carry an MP4/ISO-BMFF `ftyp` box (bytes 4..8), and then
 /// labelled `video/mp4`. Anything else (an HTML error page, JSON) is refused.
-async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, JobError> {
+async fn save_video(
+    host: &str,
+    response: reqwest::Response,
+    dest: &Path,
+) -> Result<SavedVideo, JobError> {
     let declared = response
         .headers()
         .get(CONTENT_TYPE)
@@ -746,9 +754,9 @@ async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, Jo
                 .to_ascii_lowercase()
         })
         .filter(|v| !v.is_empty());
-    let bytes = match http::read_limited(response, MAX_VIDEO_BYTES).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
+    let saved = match http::save_limited(response, MAX_VIDEO_BYTES, dest).await {
+        Ok(saved) => saved,
+        Err(SaveError::TooLarge) => {
             return Err(JobError::permanent(
                 ErrorCode::ProviderUnavailable,
                 format!(
@@ -757,9 +765,10 @@ async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, Jo
                 ),
             ));
         }
-        Err(e) => return Err(download_error(host, &e)),
+        Err(SaveError::Read(e)) => return Err(download_error(host, &e)),
+        Err(SaveError::Write(e)) => return Err(write_error(dest, &e)),
     };
-    if bytes.is_empty() {
+    if saved.size == 0 {
         return Err(JobError::transient(
             ErrorCode::ProviderUnavailable,
             format!("Runway's output at {host} was empty"),
@@ -767,7 +776,7 @@ async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, Jo
     }
     let content_type = match declared.as_deref() {
         Some(video) if video.starts_with("video/") => video.to_owned(),
-        None | Some("application/octet-stream") if has_ftyp(&bytes) => "video/mp4".to_owned(),
+        None | Some("application/octet-stream") if has_ftyp(&saved.head) => "video/mp4".to_owned(),
         other => {
             return Err(JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -778,8 +787,8 @@ async fn read_video(host: &str, response: reqwest::Response) -> Result<Video, Jo
             ));
         }
     };
-    Ok(Video {
-        bytes,
+    Ok(SavedVideo {
+        size: saved.size,
         content_type,
         note: None,
     })

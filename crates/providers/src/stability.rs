@@ -27,8 +27,8 @@ use crate::registry::{ProviderSpec, Setup};
 use crate::runway::has_ftyp;
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
-    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SubmitRequest, Submitted, Video,
-    VideoOutput, VideoProvider, fetch,
+    ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo, SubmitRequest,
+    Submitted, Video, VideoOutput, VideoProvider, fetch,
 };
 
 const DISPLAY_NAME: &str = "Stability AI";
@@ -268,10 +268,11 @@ impl VideoProvider for StabilityProvider {
         &self,
         _credentials: &Credentials,
         output: &VideoOutput,
-    ) -> Result<Video, JobError> {
+        dest: &std::path::Path,
+    ) -> Result<SavedVideo, JobError> {
         match output {
             // The poll already carried the video.
-            VideoOutput::Inline(video) => Ok(video.clone()),
+            VideoOutput::Inline(video) => video.save(dest).await,
             VideoOutput::Urls(_) | VideoOutput::Gcs(_) => Err(internal(
                 "Stability AI delivers videos inline; a URL output was given to its adapter",
             )),

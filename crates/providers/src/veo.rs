@@ -18,6 +18,7 @@
 //! have been revoked or expired early); a second 401 is `credentials_invalid`.
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,12 +34,13 @@ use url::Url;
 
 use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT};
 use crate::credentials::{self, DEFAULT_LOCATION};
-use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES};
+use crate::generation::write_error;
+use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES, SaveError};
 use crate::registry::{ProviderSpec, Setup};
 use crate::vertex::{AccessToken, TokenError, TokenSource};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError,
-    CredentialsKind, ProviderDescriptor, ProviderId, RegistryError, RemoteStatus,
+    CredentialsKind, ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo,
     ServiceAccountKey, SubmitRequest, Submitted, Video, VideoOutput, VideoProvider,
 };
 
@@ -217,8 +219,10 @@ impl VeoProvider {
     /// Sends a repeatable request whose answer may be large (a poll carrying the video
     /// inline, a download): a success is read up to [`MAX_VIDEO_BYTES`], anything else up
     /// to [`MAX_BODY_BYTES`] (an error body is small; more is not an error body). With
-    /// [`Expect::Video`], a success that is not `video/*` is also read only that far: it
-    /// is reported, not kept. Transport failures are transient.
+    /// [`Expect::Video`], a success serving `video/*` is left unread in
+    /// [`LargeAnswer::video`], to be streamed into a file, and a success that is not
+    /// `video/*` is read only up to [`MAX_BODY_BYTES`]: it is reported, not kept.
+    /// Transport failures are transient.
     async fn send_large(
         &self,
         request: reqwest::RequestBuilder,
@@ -226,23 +230,23 @@ impl VeoProvider {
         expect: Expect,
         token: &AccessToken,
     ) -> Result<LargeAnswer, JobError> {
-        let failed = |err: &reqwest::Error| {
-            let what = http::describe_transport_error(err, self.request_timeout);
-            JobError::transient(
-                ErrorCode::ProviderUnavailable,
-                format!(
-                    "{provider} could not be reached: {}",
-                    http::sanitize(&what, &[token.secret().expose_secret()])
-                ),
-            )
-        };
+        let failed = |err: &reqwest::Error| self.unreachable(provider, err, token);
         let response = request.send().await.map_err(|e| failed(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
+        if matches!(expect, Expect::Video) && status.is_success() && video_type(&headers).is_some()
+        {
+            return Ok(LargeAnswer {
+                status,
+                headers,
+                body: None,
+                video: Some(response),
+            });
+        }
         let limit = match expect {
             _ if !status.is_success() => MAX_BODY_BYTES,
-            Expect::Video if video_type(&headers).is_none() => MAX_BODY_BYTES,
-            Expect::Json | Expect::Video => MAX_VIDEO_BYTES,
+            Expect::Video => MAX_BODY_BYTES,
+            Expect::Json => MAX_VIDEO_BYTES,
         };
         let body = http::read_limited(response, limit)
             .await
@@ -251,11 +255,29 @@ impl VeoProvider {
             status,
             headers,
             body,
+            video: None,
         })
     }
 
-    /// Downloads `gs://bucket/object` with the GCS JSON API.
-    async fn download(&self, account: &ServiceAccountKey, uri: &str) -> Result<Video, JobError> {
+    /// A request to `provider` that got no (complete) answer: transient.
+    fn unreachable(&self, provider: &str, err: &reqwest::Error, token: &AccessToken) -> JobError {
+        let what = http::describe_transport_error(err, self.request_timeout);
+        JobError::transient(
+            ErrorCode::ProviderUnavailable,
+            format!(
+                "{provider} could not be reached: {}",
+                http::sanitize(&what, &[token.secret().expose_secret()])
+            ),
+        )
+    }
+
+    /// Downloads `gs://bucket/object` with the GCS JSON API into `dest`.
+    async fn download(
+        &self,
+        account: &ServiceAccountKey,
+        uri: &str,
+        dest: &Path,
+    ) -> Result<SavedVideo, JobError> {
         let (bucket, object) = parse_gcs_uri(uri).ok_or_else(|| {
             JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -306,18 +328,29 @@ impl VeoProvider {
                 ),
             ));
         };
-        match answer.body {
-            None => Err(too_large(STORAGE)),
-            Some(bytes) if bytes.is_empty() => Err(JobError::permanent(
+        let Some(response) = answer.video else {
+            return Err(JobError::permanent(
+                ErrorCode::Internal,
+                "internal error: a video answer was read instead of saved",
+            ));
+        };
+        let saved = match http::save_limited(response, MAX_VIDEO_BYTES, dest).await {
+            Ok(saved) => saved,
+            Err(SaveError::TooLarge) => return Err(too_large(STORAGE)),
+            Err(SaveError::Read(e)) => return Err(self.unreachable(STORAGE, &e, &token)),
+            Err(SaveError::Write(e)) => return Err(write_error(dest, &e)),
+        };
+        if saved.size == 0 {
+            return Err(JobError::permanent(
                 ErrorCode::ProviderUnavailable,
                 format!("{STORAGE} sent an empty video"),
-            )),
-            Some(bytes) => Ok(Video {
-                bytes,
-                content_type,
-                note: None,
-            }),
+            ));
         }
+        Ok(SavedVideo {
+            size: saved.size,
+            content_type,
+            note: None,
+        })
     }
 }
 
@@ -485,9 +518,10 @@ impl VideoProvider for VeoProvider {
         &self,
         credentials: &Credentials,
         output: &VideoOutput,
-    ) -> Result<Video, JobError> {
+        dest: &Path,
+    ) -> Result<SavedVideo, JobError> {
         match output {
-            VideoOutput::Inline(video) => Ok(video.clone()),
+            VideoOutput::Inline(video) => video.save(dest).await,
             VideoOutput::Gcs(uris) => {
                 let (account, _) = service_account_of(credentials)?;
                 let uri = uris.first().ok_or_else(|| {
@@ -496,7 +530,7 @@ impl VideoProvider for VeoProvider {
                         format!("{VERTEX} finished without naming a video object"),
                     )
                 })?;
-                self.download(account, uri).await
+                self.download(account, uri, dest).await
             }
             VideoOutput::Urls(_) => Err(JobError::permanent(
                 ErrorCode::Internal,
@@ -1058,11 +1092,14 @@ impl Answered for Answer {
     }
 }
 
-/// An answer read with [`http::read_limited`]; `body` is `None` when it was over the limit.
+/// An answer read with [`http::read_limited`]; `body` is `None` when it was over the limit
+/// or left unread for streaming (`video`).
 struct LargeAnswer {
     status: StatusCode,
     headers: HeaderMap,
     body: Option<Vec<u8>>,
+    /// With [`Expect::Video`], a success serving `video/*`: its body, not read yet.
+    video: Option<reqwest::Response>,
 }
 
 impl LargeAnswer {

@@ -58,7 +58,16 @@ pub struct SimConfig {
     /// Vertex model ids that exist; any other model is 404 `NOT_FOUND`, as
     /// a retired model is. Default: the Veo 3.1 models.
     pub vertex_models: Vec<String>,
+    /// Bytes appended to every *downloaded* video (Runway's `/files`, Cloud Storage
+    /// `alt=media`) as a trailing MP4 `free` box, streamed, never built in memory: large
+    /// outputs for download tests. `0` (the default) or 8 (the box header) to 1 GiB.
+    /// Read when a download is served. Inline videos (Stability, Vertex base64) are not
+    /// padded.
+    pub video_padding_bytes: u64,
 }
+
+/// The largest [`SimConfig::video_padding_bytes`].
+pub const MAX_VIDEO_PADDING: u64 = 1 << 30;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -82,6 +91,7 @@ impl Default for SimConfig {
             ]
             .map(str::to_owned)
             .to_vec(),
+            video_padding_bytes: 0,
         }
     }
 }
@@ -110,6 +120,17 @@ impl SimConfig {
                     message: format!("must be between 0 and 1, got {share}"),
                 });
             }
+        }
+        if self.video_padding_bytes != 0
+            && !(8..=MAX_VIDEO_PADDING).contains(&self.video_padding_bytes)
+        {
+            return Err(ConfigError {
+                field: "video_padding_bytes",
+                message: format!(
+                    "must be 0 or between 8 and {MAX_VIDEO_PADDING}, got {}",
+                    self.video_padding_bytes
+                ),
+            });
         }
         if self.token_lifetime < Duration::from_secs(1) {
             return Err(ConfigError {
@@ -194,6 +215,16 @@ mod tests {
         assert!(
             base.merged(&serde_json::json!({"token_lifetime_secs": 0}))
                 .is_err()
+        );
+        for padding in [1, 7, MAX_VIDEO_PADDING + 1] {
+            let e = base
+                .merged(&serde_json::json!({ "video_padding_bytes": padding }))
+                .unwrap_err();
+            assert!(e.contains("video_padding_bytes"), "{e}");
+        }
+        assert!(
+            base.merged(&serde_json::json!({"video_padding_bytes": 8}))
+                .is_ok()
         );
     }
 }

@@ -69,11 +69,7 @@ pub(crate) async fn file(State(shared): State<Arc<Shared>>, Path(file): Path<Str
     if !done {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let mut response = video::mp4_for(id).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-    response
+    video::download_response(video::mp4_for(id), config.video_padding_bytes)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -25,8 +25,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse as _, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::post;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -687,18 +687,15 @@ pub(crate) async fn download(
         .and_then(|f| f.strip_suffix(".mp4"))
         .unwrap_or("0");
     let bytes: Bytes = video::mp4_for(&format!("{operation}/{sample}"));
+    let padding = config.video_padding_bytes;
     if query.get("alt").map(String::as_str) == Some("media") {
-        let mut response = bytes.into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-        return response;
+        return video::download_response(bytes, padding);
     }
     crate::http::json(
         StatusCode::OK,
         &json!({
             "kind": "storage#object", "id": key, "name": object, "bucket": bucket,
-            "contentType": "video/mp4", "size": bytes.len().to_string(),
+            "contentType": "video/mp4", "size": (bytes.len() as u64 + padding).to_string(),
         }),
     )
 }

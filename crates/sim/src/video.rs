@@ -53,6 +53,41 @@ pub fn mp4_for(job_id: &str) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// A download's answer: `mp4` followed, when `padding` is not 0, by a `free` box of
+/// `padding` bytes (header included; 8..=[`crate::config::MAX_VIDEO_PADDING`], which
+/// `SimConfig::validate` ensures). The zeros are streamed in 64 KiB pieces of one static
+/// buffer, so a large padding costs no memory. Sets `Content-Type: video/mp4` and
+/// `Content-Length`.
+pub(crate) fn download_response(mp4: Bytes, padding: u64) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse as _;
+
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let total = mp4.len() as u64 + padding;
+    let mut response = if padding == 0 {
+        mp4.into_response()
+    } else {
+        let size = u32::try_from(padding).unwrap_or(u32::MAX);
+        let mut first = Vec::with_capacity(mp4.len() + 8);
+        first.extend_from_slice(&mp4);
+        first.extend_from_slice(&size.to_be_bytes());
+        first.extend_from_slice(b"free");
+        let zeros = u64::from(size).saturating_sub(8);
+        let pieces = zeros.div_ceil(ZEROS.len() as u64);
+        let rest = (0..pieces).map(move |i| {
+            let left = zeros - i * ZEROS.len() as u64;
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(ZEROS.len());
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(&ZEROS[..n]))
+        });
+        let chunks = std::iter::once(Ok(Bytes::from(first))).chain(rest);
+        axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+    response
+}
+
 fn build() -> Template {
     let sps = nal(3, 7, &sps_rbsp());
     let pps = nal(3, 8, &pps_rbsp());

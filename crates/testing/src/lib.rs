@@ -5,12 +5,14 @@ mod postgres;
 mod process;
 mod python;
 mod redis;
+mod s3;
 
 pub use policy::{ServicePolicy, skip_or_fail};
 pub use postgres::{TestDatabase, test_database};
 pub use process::{ChildGuard, free_port, wait_for_tcp};
 pub use python::python_venv;
 pub use redis::{SpawnedRedis, TestRedis, spawn_redis, test_redis};
+pub use s3::{S3Server, s3_server};
 
 /// A fresh SQLite database file in its own temporary directory.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! runs each adapter against the simulator, an independent implementation of the
 //! protocols.
 
+mod download_memory;
 mod fetch;
 mod parsing;
 mod registry;

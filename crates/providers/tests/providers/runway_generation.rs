@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::FetchVideo as _;
 use crate::support::{
     HangUpServer, RUNWAY_KEY, assert_class, assert_exact_headers, closed_port, fake_mp4,
     generation_request, input_png, only_request, options, registry, strict_registry,
@@ -876,7 +877,7 @@ async fn download_answered_with(
     let registry = registry(&server.uri());
     let (runway, credentials) = runway(&registry);
     let output = VideoOutput::Urls(vec![format!("{}/cdn/out.mp4?_jwt=SIGNED", server.uri())]);
-    (runway.fetch_output(&credentials, &output).await, server)
+    (runway.fetch_video(&credentials, &output).await, server)
 }
 
 #[tokio::test]
@@ -985,7 +986,7 @@ async fn output_urls_follow_the_private_network_policy() {
         "file:///etc/passwd",
     ] {
         let err = runway
-            .fetch_output(&credentials, &VideoOutput::Urls(vec![url.to_owned()]))
+            .fetch_video(&credentials, &VideoOutput::Urls(vec![url.to_owned()]))
             .await
             .expect_err(url);
         assert_class(
@@ -1065,7 +1066,7 @@ async fn submit_poll_succeed_download_then_cancel() {
         panic!("not succeeded")
     };
     let video = runway
-        .fetch_output(&credentials, &output)
+        .fetch_video(&credentials, &output)
         .await
         .expect("downloaded");
     assert_eq!(video.bytes, mp4);

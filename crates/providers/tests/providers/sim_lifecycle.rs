@@ -15,9 +15,10 @@ use byok_providers::{
 use byok_sim::{RunningSim, SimConfig, Simulator};
 use serde_json::{Value, json};
 
+use crate::support::FetchVideo as _;
 use crate::support::{generation_request, input_png};
 
-async fn sim(render_time: Duration) -> RunningSim {
+pub(crate) async fn sim(render_time: Duration) -> RunningSim {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Simulator::new(SimConfig {
         render_time,
@@ -28,7 +29,7 @@ async fn sim(render_time: Duration) -> RunningSim {
     .unwrap()
 }
 
-fn registry(sim: &RunningSim) -> Registry {
+pub(crate) fn registry(sim: &RunningSim) -> Registry {
     let mut options = byok_providers::RegistryOptions::defaults();
     options.provider_mut(ProviderId::Runway).base_url = sim.runway_url();
     options.provider_mut(ProviderId::Stability).base_url = sim.stability_url();
@@ -38,7 +39,7 @@ fn registry(sim: &RunningSim) -> Registry {
     Registry::new(&options).unwrap()
 }
 
-fn credentials(adapter: &dyn VideoProvider, raw: &Value) -> Credentials {
+pub(crate) fn credentials(adapter: &dyn VideoProvider, raw: &Value) -> Credentials {
     adapter.parse_credentials(raw).unwrap()
 }
 
@@ -57,7 +58,7 @@ fn veo_credentials(
 }
 
 /// Submits `fields` for `provider` and returns the provider's job id.
-async fn submit(
+pub(crate) async fn submit(
     adapter: &dyn VideoProvider,
     creds: &Credentials,
     fields: Value,
@@ -80,7 +81,7 @@ async fn submit(
 
 /// Polls until the job leaves the queued/running states (or 10 s pass),
 /// counting how many answers said it was still in progress.
-async fn poll_to_end(
+pub(crate) async fn poll_to_end(
     adapter: &dyn VideoProvider,
     creds: &Credentials,
     id: &str,
@@ -166,7 +167,7 @@ async fn every_adapter_runs_a_job_to_video_bytes_at_the_simulator() {
         let RemoteStatus::Succeeded(output) = status else {
             panic!("{provider} {fields}: ended {status:?}");
         };
-        let video = adapter.fetch_output(&creds, &output).await.unwrap();
+        let video = adapter.fetch_video(&creds, &output).await.unwrap();
         assert!(is_mp4(&video.bytes), "{provider}: an MP4 came back");
         if provider == ProviderId::Runway {
             assert!(

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::FetchVideo as _;
 use crate::support::{
     FormPart, HangUpServer, STABILITY_KEY, assert_class, assert_exact_headers, closed_port,
     fake_mp4, generation_request, input_png, only_request, options, parse_multipart, registry,
@@ -775,7 +776,7 @@ async fn submit_poll_succeed_and_fetch_the_inline_video() {
         panic!("not succeeded")
     };
     let video = stability
-        .fetch_output(&credentials, &output)
+        .fetch_video(&credentials, &output)
         .await
         .expect("inline");
     assert_eq!(video.bytes, mp4);

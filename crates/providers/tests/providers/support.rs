@@ -520,3 +520,36 @@ async fn fill(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
         _ => false,
     }
 }
+
+/// `fetch_output` into a file of a fresh temporary directory, read back into a [`Video`]:
+/// what the tests compare. (The adapters stream downloads into the caller's file.)
+pub(crate) trait FetchVideo {
+    async fn fetch_video(
+        &self,
+        credentials: &byok_providers::Credentials,
+        output: &byok_providers::VideoOutput,
+    ) -> Result<byok_providers::Video, byok_core::JobError>;
+}
+
+impl<P: byok_providers::VideoProvider + ?Sized> FetchVideo for P {
+    async fn fetch_video(
+        &self,
+        credentials: &byok_providers::Credentials,
+        output: &byok_providers::VideoOutput,
+    ) -> Result<byok_providers::Video, byok_core::JobError> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let dest = dir.path().join("video.mp4");
+        let saved = self.fetch_output(credentials, output, &dest).await?;
+        let bytes = std::fs::read(&dest).expect("the video file");
+        assert_eq!(
+            saved.size,
+            bytes.len() as u64,
+            "the size is what was written"
+        );
+        Ok(byok_providers::Video {
+            bytes,
+            content_type: saved.content_type,
+            note: saved.note,
+        })
+    }
+}

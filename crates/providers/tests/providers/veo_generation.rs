@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::support::FetchVideo as _;
 use crate::support::{self, PRIVATE_KEY_ID, TestKey, assert_exact_headers, service_account};
 use crate::veo::{ACCESS_TOKEN, GoogleTokenEndpoint};
 
@@ -381,7 +382,7 @@ async fn gcs_outputs_are_downloaded_with_the_json_api() {
         .await;
     let video = f
         .veo
-        .fetch_output(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
+        .fetch_video(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
         .await
         .expect("downloaded");
     assert_eq!(
@@ -416,7 +417,7 @@ async fn downloads_that_are_not_videos_are_refused() {
         .await;
     let err = f
         .veo
-        .fetch_output(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
+        .fetch_video(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -428,7 +429,7 @@ async fn downloads_that_are_not_videos_are_refused() {
 
     let err = f
         .veo
-        .fetch_output(
+        .fetch_video(
             &f.credentials,
             &VideoOutput::Gcs(vec!["gs://byok-out/".into()]),
         )
@@ -437,7 +438,7 @@ async fn downloads_that_are_not_videos_are_refused() {
     assert_eq!(err.code, ErrorCode::ProviderUnavailable, "{err}");
     let err = f
         .veo
-        .fetch_output(
+        .fetch_video(
             &f.credentials,
             &VideoOutput::Urls(vec!["https://cdn.example/v.mp4".into()]),
         )
@@ -1201,7 +1202,7 @@ async fn a_401_on_a_download_refreshes_too() {
     .await;
     let video = f
         .veo
-        .fetch_output(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
+        .fetch_video(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
         .await
         .expect("downloaded after a refresh");
     assert_eq!(video.bytes, [1, 2, 3]);
@@ -1252,7 +1253,7 @@ async fn submit_poll_until_done_and_fetch_the_inline_video() {
     assert!(matches!(&output, VideoOutput::Inline(_)), "{output:?}");
     let video = f
         .veo
-        .fetch_output(&f.credentials, &output)
+        .fetch_video(&f.credentials, &output)
         .await
         .expect("video");
     assert_eq!(video.bytes, bytes, "exactly the bytes Vertex AI sent");
@@ -1312,7 +1313,7 @@ async fn submit_poll_until_done_and_download_the_gcs_video() {
     };
     let video = f
         .veo
-        .fetch_output(&f.credentials, &output)
+        .fetch_video(&f.credentials, &output)
         .await
         .expect("video");
     assert_eq!(video.bytes, bytes);

@@ -423,3 +423,49 @@ async fn unknown_runway_routes_are_404_in_runways_shape() {
         .unwrap();
     assert_eq!(wrong_method.status(), 405);
 }
+
+#[tokio::test]
+async fn padded_downloads_end_in_a_free_box_of_the_padding() {
+    let sim = start(fast()).await;
+    let id = create(&sim, "sim_pad", &image_request()).await;
+    let (_, done) = task(&sim, "sim_pad", &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let url = format!("{}/files/{id}.mp4", sim.base_url());
+    let plain = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    let padding: u64 = 300_000;
+    sim.set_config(SimConfig {
+        video_padding_bytes: padding,
+        ..fast()
+    })
+    .unwrap();
+    let padded = client().get(&url).send().await.unwrap();
+    assert_eq!(padded.status(), 200);
+    assert_eq!(padded.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        padded.content_length(),
+        Some(plain.len() as u64 + padding),
+        "Content-Length announces the padding"
+    );
+    let padded = padded.bytes().await.unwrap();
+    assert_eq!(padded.len() as u64, plain.len() as u64 + padding);
+    // The same MP4, then one top-level `free` box that players skip.
+    assert_eq!(&padded[..plain.len()], &plain[..]);
+    let tail = &padded[plain.len()..];
+    assert_eq!(tail[..4], u32::try_from(padding).unwrap().to_be_bytes());
+    assert_eq!(&tail[4..8], b"free");
+    assert!(tail[8..].iter().all(|&b| b == 0));
+
+    let refused = SimConfig {
+        video_padding_bytes: 3,
+        ..fast()
+    };
+    assert!(sim.set_config(refused).is_err(), "less than a box header");
+}

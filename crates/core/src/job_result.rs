@@ -1,0 +1,43 @@
+//! What a succeeded job produced.
+
+use serde::{Deserialize, Serialize};
+
+/// The `result` of a succeeded job, as the worker stores it. Where to download the video
+/// is not part of it: the API renders `video_url` from the job id (rows written before
+/// this type existed also carry a `video_url`, which is ignored on read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The provider's own URLs of the output, where it gives any (they expire).
+    #[serde(default)]
+    pub provider_urls: Vec<String>,
+    /// The size of the stored video.
+    pub bytes: u64,
+    /// The stored video's media type.
+    pub content_type: String,
+    /// What the provider said about the output, if anything (e.g. Stability's
+    /// `CONTENT_FILTERED`).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_stored_with_a_video_url_still_reads() {
+        let stored = serde_json::json!({
+            "video_url": "/v1/jobs/01890a5d-ac96-774b-bcce-b302099a8057/video",
+            "provider_urls": ["https://cdn.example/out.mp4"],
+            "bytes": 1234, "content_type": "video/mp4", "note": null,
+        });
+        let result: JobResult = serde_json::from_value(stored).unwrap();
+        assert_eq!(result.bytes, 1234);
+        assert_eq!(result.provider_urls, ["https://cdn.example/out.mp4"]);
+        assert!(
+            !serde_json::to_string(&result)
+                .unwrap()
+                .contains("video_url")
+        );
+    }
+}
