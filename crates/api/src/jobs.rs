@@ -5,7 +5,7 @@
 //! user's stored key. Only then is the job stored (`queued`) and its id
 //! pushed to the queue; the queue never carries more than the id.
 
-use std::path::PathBuf;
+use byok_video_store::VideoStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ pub(crate) struct JobsSetup {
     pub producer: Producer<JobItem>,
     /// Checks `image_url` against the fetch policy at enqueue.
     pub fetcher: Arc<ImageFetcher>,
-    /// `output.dir`: where workers put finished videos (`<job id>.mp4`).
-    pub output_dir: PathBuf,
+    /// Where workers keep finished videos.
+    pub videos: VideoStore,
 }
 
 /// A generation job: its request, where it stands, and its result or error.
@@ -111,7 +111,17 @@ impl From<Job> for JobResource {
             attempts: job.attempts,
             provider_job_id: job.provider_job_id,
             request: job.request,
-            result: job.result,
+            result: job.result.map(|mut result| {
+                // Where to download the video is this API's route, made
+                // here: the stored result names no route.
+                if let Value::Object(fields) = &mut result {
+                    fields.insert(
+                        "video_url".to_owned(),
+                        Value::String(format!("/v1/jobs/{}/video", job.id)),
+                    );
+                }
+                result
+            }),
             error: job.error,
             metadata: job.metadata,
             created_at: job.created_at,
@@ -538,7 +548,8 @@ pub(crate) async fn list(
     }))
 }
 
-/// `GET /v1/jobs/{id}/video`: the stored MP4, streamed from `output.dir`.
+/// `GET /v1/jobs/{id}/video`: the stored MP4, streamed from the video store,
+/// or a 302 to a presigned URL of it (`output.presign`).
 #[utoipa::path(
     get,
     path = "/v1/jobs/{job_id}/video",
@@ -546,23 +557,32 @@ pub(crate) async fn list(
     summary = "Download a job's video",
     tag = "jobs",
     params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
-    responses((
-        status = 200,
-        description = "The stored video, streamed. 404 unless the job succeeded (then \
-            `details.status` says what it is) and the file is in this server's `output.dir`",
-        content_type = "video/mp4",
-        body = crate::openapi::schemas::Video,
-        headers(
-            ("Content-Length" = u64, description = "The video's size in bytes"),
-            ("Content-Disposition" = String, description = "`inline; filename=\"{job_id}.mp4\"`"),
+    responses(
+        (
+            status = 200,
+            description = "The stored video, streamed. 404 unless the job succeeded (then \
+                `details.status` says what it is) and its video is in the video store \
+                (`output.url`)",
+            content_type = "video/mp4",
+            body = crate::openapi::schemas::Video,
+            headers(
+                ("Content-Length" = u64, description = "The video's size in bytes"),
+                ("Content-Disposition" = String, description = "`inline; filename=\"{job_id}.mp4\"`"),
+            ),
         ),
-    )),
+        (
+            status = 302,
+            description = "With `output.presign` on object storage: the video is at the \
+                `Location`, a presigned URL valid for `output.presign_ttl`",
+            headers(("Location" = String, description = "The presigned URL")),
+        ),
+    ),
 )]
 pub(crate) async fn video(
     State(state): State<AppState>,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let setup = state.jobs();
+    let videos = &state.jobs().videos;
     let job = load(&state, id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(
@@ -570,31 +590,30 @@ pub(crate) async fn video(
                 .with_details(json!({ "status": job.status })),
         );
     }
-    let path = setup.output_dir.join(format!("{id}.mp4"));
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(
-                "the video is not in this server's output.dir (API and workers must share it)",
-            ));
-        }
-        Err(e) => {
-            return Err(ApiError::internal(&format!(
-                "cannot open {}: {e}",
-                path.display()
-            )));
-        }
+    let unavailable = |e: byok_video_store::VideoStoreError| {
+        tracing::warn!(job.id = %id, error = %e, "the video store did not answer");
+        ApiError::new(
+            ApiErrorCode::ServiceUnavailable,
+            "the video store is unavailable; try again shortly",
+        )
     };
-    let length = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::internal(&format!("cannot stat {}: {e}", path.display())))?
-        .len();
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    if let Some(url) = videos.presigned_url(id).await.map_err(unavailable)? {
+        let location = HeaderValue::from_str(url.as_str())
+            .map_err(|_| ApiError::internal(&"the presigned URL is not a valid header"))?;
+        return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
+    }
+    let Some(stored) = videos.get(id).await.map_err(unavailable)? else {
+        return Err(ApiError::not_found(
+            "the video is not in the video store (output.url; API and workers must share it)",
+        ));
+    };
+    // A store error in the middle of the stream ends the body early: the
+    // client sees fewer bytes than Content-Length and knows it is cut.
+    let body = Body::from_stream(stored.stream);
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
-            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+            (header::CONTENT_LENGTH, HeaderValue::from(stored.size)),
             (
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&format!("inline; filename=\"{id}.mp4\""))

@@ -11,7 +11,6 @@ mod openapi;
 mod providers;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
 use byok_store::Store;
+use byok_video_store::VideoStore;
 
 use crate::batch::{EnqueuedMarks, JobInserts};
 use tower::ServiceBuilder;
@@ -56,8 +56,9 @@ pub struct ApiParts {
     pub engine: Arc<dyn Engine>,
     /// Checks `image_url` against the fetch policy at enqueue.
     pub fetcher: Arc<ImageFetcher>,
-    /// `output.dir`: where workers put finished videos (`<job id>.mp4`).
-    pub output_dir: PathBuf,
+    /// Where workers keep finished videos; `GET /v1/jobs/{id}/video` reads
+    /// (or presigns) from it.
+    pub videos: VideoStore,
     /// `api.max_body_bytes`: larger bodies get 413.
     pub max_body_bytes: usize,
 }
@@ -101,13 +102,13 @@ impl AppState {
             providers,
             engine,
             fetcher,
-            output_dir,
+            videos,
             max_body_bytes,
         } = parts;
         let jobs = JobsSetup {
             producer: Producer::new(Arc::clone(&engine)),
             fetcher,
-            output_dir,
+            videos,
         };
         Self {
             job_inserts: JobInserts::start(store.clone()),

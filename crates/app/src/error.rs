@@ -37,6 +37,9 @@ pub enum AppError {
     /// The guarded image fetcher could not be set up.
     #[error("cannot set up the image fetcher: {0}")]
     Fetcher(#[source] byok_providers::FetchError),
+    /// The video store could not be opened.
+    #[error("cannot open the video store (output.url): {0}")]
+    VideoStore(#[source] byok_video_store::VideoStoreError),
     /// A listening socket could not be opened.
     #[error("cannot listen on {address} ({setting}): {source}")]
     Listen {

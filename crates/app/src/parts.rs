@@ -11,6 +11,7 @@ use byok_providers::{FetchOptions, ImageFetcher, ProviderOptions, Registry, Regi
 use byok_queue::{Engine, QueueConfig, RedisEngine, SqliteEngine};
 use byok_ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
 use byok_store::{Backend, Store, StoreOptions};
+use byok_video_store::{VideoStore, VideoStoreConfig, VideoStoreError};
 use byok_worker::{PipelineSettings, RetryBackoff, WorkerOptions};
 use secrecy::ExposeSecret as _;
 
@@ -147,7 +148,36 @@ pub fn image_fetcher(settings: &Settings) -> Result<ImageFetcher, AppError> {
     ImageFetcher::new(options).map_err(AppError::Fetcher)
 }
 
-/// The pipeline's settings from `worker.*` and `output.*`.
+/// Where finished videos are kept (`output.url`, else the directory
+/// `output.dir`). No network call: an unreachable store shows at first use
+/// and in readiness.
+pub fn video_store(settings: &Settings) -> Result<VideoStore, AppError> {
+    let url = match &settings.output.url {
+        Some(url) => url.expose_secret().to_owned(),
+        None => settings.output.dir.display().to_string(),
+    };
+    let config = VideoStoreConfig {
+        presign: settings.output.presign,
+        presign_ttl: settings.output.presign_ttl,
+        ..VideoStoreConfig::new(url)
+    };
+    VideoStore::open(&config).map_err(|e| match e {
+        VideoStoreError::Config(message) => {
+            let setting = if settings.output.url.is_some() {
+                "output.url"
+            } else {
+                "output.dir"
+            };
+            AppError::Config(byok_config::ConfigError {
+                setting: setting.to_owned(),
+                message,
+            })
+        }
+        other => AppError::VideoStore(other),
+    })
+}
+
+/// The pipeline's settings from `worker.*`.
 pub fn pipeline_settings(settings: &Settings) -> PipelineSettings {
     PipelineSettings {
         max_attempts: settings.worker.max_attempts,
@@ -157,7 +187,6 @@ pub fn pipeline_settings(settings: &Settings) -> PipelineSettings {
             min_delay: settings.worker.retry_min_delay,
             max_delay: settings.worker.retry_max_delay,
         },
-        output_dir: settings.output.dir.clone(),
     }
 }
 

@@ -10,6 +10,7 @@ use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::Engine;
 use byok_store::Store;
+use byok_video_store::VideoStore;
 use byok_worker::Pipeline;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,6 +30,7 @@ pub struct System {
     registry: Arc<Registry>,
     engine: Arc<dyn Engine>,
     fetcher: Arc<ImageFetcher>,
+    videos: VideoStore,
 }
 
 impl std::fmt::Debug for System {
@@ -48,6 +50,7 @@ impl System {
         let key_ring = Arc::new(parts::key_ring(&settings)?);
         let registry = Arc::new(parts::registry(&settings)?);
         let fetcher = Arc::new(parts::image_fetcher(&settings)?);
+        let videos = parts::video_store(&settings)?;
         let store = parts::open_store(&settings).await?;
         let engine = match parts::queue_engine(&settings).await {
             Ok(engine) => engine,
@@ -63,6 +66,7 @@ impl System {
             registry,
             engine,
             fetcher,
+            videos,
         })
     }
 
@@ -91,6 +95,11 @@ impl System {
         &self.engine
     }
 
+    /// Where finished videos are kept.
+    pub fn videos(&self) -> &VideoStore {
+        &self.videos
+    }
+
     /// The HTTP API on this system's parts. Call inside a Tokio runtime
     /// (the API starts its batching tasks).
     pub fn router(&self) -> Router {
@@ -100,7 +109,7 @@ impl System {
             providers: Arc::clone(&self.registry),
             engine: Arc::clone(&self.engine),
             fetcher: Arc::clone(&self.fetcher),
-            output_dir: self.settings.output.dir.clone(),
+            videos: self.videos.clone(),
             max_body_bytes: self.settings.api.max_body_bytes,
         }))
     }
@@ -136,6 +145,7 @@ impl System {
             Arc::clone(&self.registry),
             limiter,
             Arc::clone(&self.fetcher),
+            self.videos.clone(),
             parts::pipeline_settings(&self.settings),
         ))
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
@@ -34,6 +35,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.retry_min_delay", "1s"),
     ("worker.retry_max_delay", "5m"),
     ("output.dir", "byok-data/videos"),
+    ("output.presign", "false"),
+    ("output.presign_ttl", "1h"),
     ("fetch.allow_private_networks", "false"),
 ];
 
@@ -72,6 +75,7 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// Settings whose values must never be echoed in an error.
 const SECRET_SETTINGS: &[&str] = &[
+    "output.url",
     "encryption.keys",
     "encryption.legacy_key",
     "database.url",
@@ -295,6 +299,22 @@ impl Settings {
         positive_duration("worker.job_timeout", self.worker.job_timeout)?;
         positive_duration("worker.shutdown_grace", self.worker.shutdown_grace)?;
         positive_duration("worker.request_timeout", self.worker.request_timeout)?;
+        if let Some(url) = &self.output.url {
+            let url = url.expose_secret();
+            if !(url.starts_with("file://") || url.starts_with("s3://")) {
+                return Err(ConfigError::new(
+                    "output.url",
+                    "must be file:///<directory> or s3://<bucket>[/<prefix>]",
+                ));
+            }
+        }
+        positive_duration("output.presign_ttl", self.output.presign_ttl)?;
+        if self.output.presign_ttl > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::new(
+                "output.presign_ttl",
+                "must be at most 7 days (the longest an S3 presigned URL is valid)",
+            ));
+        }
         positive_duration("worker.retry_min_delay", self.worker.retry_min_delay)?;
         if self.worker.retry_max_delay < self.worker.retry_min_delay {
             return Err(ConfigError::new(
@@ -359,7 +379,7 @@ impl Settings {
     }
 }
 
-fn positive_duration(setting: &str, value: std::time::Duration) -> Result<(), ConfigError> {
+fn positive_duration(setting: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::new(setting, "must be longer than zero"));
     }

@@ -105,12 +105,23 @@ pub struct WorkerSettings {
     pub retry_max_delay: Duration,
 }
 
-/// `output.*`
+/// `output.*`: where finished videos are kept.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSettings {
-    /// Directory finished videos are copied to.
+    /// The local directory of finished videos, when `url` is not set.
     pub dir: PathBuf,
+    /// `file:///…` (a local directory) or `s3://bucket[/prefix]` (S3-compatible
+    /// object storage, configured by the standard `AWS_*` variables). Unset:
+    /// the directory `dir`. May name a user and password, hence secret.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// Answer `GET /v1/jobs/{id}/video` with a 302 to a presigned URL of the
+    /// object instead of streaming it through the API (object storage only).
+    pub presign: bool,
+    /// How long a presigned URL is valid (at most 7 days).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub presign_ttl: Duration,
 }
 
 /// `providers.<id>.*`: one [`ProviderSettings`] per [`ProviderId`], every one present

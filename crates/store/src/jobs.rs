@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
+use byok_core::{ErrorCode, ErrorRecord, JobResult, JobStatus, ProviderId};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -760,7 +760,7 @@ impl<'a> JobRepo<'a> {
     }
 
     /// A live job → `succeeded` with `result`.
-    pub async fn succeed(&self, id: Uuid, result: &Value) -> Result<bool, StoreError> {
+    pub async fn succeed(&self, id: Uuid, result: &JobResult) -> Result<bool, StoreError> {
         Ok(transition!(
             self.store,
             id,

@@ -1,7 +1,9 @@
-//! The finish phase: the provider says the video is ready; download it, keep
-//! it, and mark the job succeeded.
+//! The finish phase: the provider says the video is ready; download it,
+//! keep it in the video store, and mark the job succeeded.
 
-use byok_core::{JobStatus, RetryClass};
+use std::path::{Path, PathBuf};
+
+use byok_core::{ErrorCode, JobResult, JobStatus, RetryClass};
 use byok_metrics::{Call, metrics};
 use byok_providers::VideoOutput;
 use uuid::Uuid;
@@ -13,15 +15,29 @@ use crate::step::{Next, Step, later};
 impl Step<'_> {
     pub(crate) async fn finish(&self, output: &VideoOutput) -> Next {
         let job = self.job;
-        let downloaded = metrics()
+        // The video goes to a local file first, streamed, never whole in
+        // memory; the store then takes it from there (uploaded in parts to
+        // object storage). The file is removed however this step ends.
+        let download = match Download::create(job.id).await {
+            Ok(download) => download,
+            Err(e) => return self.our_trouble("could not create the download file", &e),
+        };
+        let fetched = metrics()
             .time_call(
                 self.provider,
                 Call::Download,
-                self.adapter.fetch_output(self.credentials(), output),
+                self.adapter
+                    .fetch_output(self.credentials(), output, download.path()),
             )
             .await;
-        let video = match downloaded {
-            Ok(video) => video,
+        let saved = match fetched {
+            Ok(saved) => saved,
+            // The adapter could not write the file: its one transient `internal`.
+            Err(error)
+                if error.class == RetryClass::Transient && error.code == ErrorCode::Internal =>
+            {
+                return self.our_trouble("could not write the download", &error);
+            }
             // As for polls: the video is paid for, and the provider keeps it
             // for a day or more. Download again later; job_timeout bounds it.
             Err(error) if error.class == RetryClass::Transient => {
@@ -30,28 +46,37 @@ impl Step<'_> {
             }
             Err(error) => return self.job_error(error).await,
         };
-        let bytes = video.bytes.len();
-        if let Err(e) = self.write_video(job.id, &video.bytes).await {
-            // A full or unwritable disk is ours to fix, not the provider's:
-            // retry (the provider keeps the result for a day or two).
-            tracing::error!(error = %e, "could not write the video to output.dir");
-            return self.retry(format!("could not write the video: {e}"));
+        let kept = self
+            .pipeline
+            .videos
+            .put_file(job.id, download.path(), &saved.content_type)
+            .await;
+        match kept {
+            Ok(_) => {}
+            // The store is down or slow: not the job's fault and not an
+            // attempt. The provider keeps the video; come back as for a poll
+            // (the next poll finds it done and downloads it again), bounded
+            // by worker.job_timeout.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "the video store is unavailable; trying again later");
+                return later(jittered(self.pacing.poll_interval));
+            }
+            Err(e) => return self.our_trouble("could not store the video", &e),
         }
-        let provider_urls = match output {
-            VideoOutput::Urls(urls) => urls.clone(),
-            VideoOutput::Gcs(uris) => uris.clone(),
-            VideoOutput::Inline(_) => Vec::new(),
+        drop(download);
+        let result = JobResult {
+            provider_urls: match output {
+                VideoOutput::Urls(urls) => urls.clone(),
+                VideoOutput::Gcs(uris) => uris.clone(),
+                VideoOutput::Inline(_) => Vec::new(),
+            },
+            bytes: saved.size,
+            content_type: saved.content_type,
+            note: saved.note,
         };
-        let result = serde_json::json!({
-            "video_url": format!("/v1/jobs/{}/video", job.id),
-            "provider_urls": provider_urls,
-            "bytes": bytes,
-            "content_type": video.content_type,
-            "note": video.note,
-        });
         match self.pipeline.store.jobs().succeed(job.id, &result).await {
             Ok(applied) => {
-                tracing::info!(bytes, "succeeded");
+                tracing::info!(bytes = result.bytes, "succeeded");
                 if applied {
                     finished(job, JobStatus::Succeeded, None);
                 }
@@ -61,14 +86,38 @@ impl Step<'_> {
         }
     }
 
-    /// Writes the video as `<output.dir>/<job id>.mp4`, atomically (a
-    /// temporary file renamed into place), so a reader never sees half a file.
-    async fn write_video(&self, job_id: Uuid, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = &self.pipeline.settings.output_dir;
-        tokio::fs::create_dir_all(dir).await?;
-        let path = dir.join(format!("{job_id}.mp4"));
-        let partial = dir.join(format!(".{job_id}.mp4.partial"));
-        tokio::fs::write(&partial, bytes).await?;
-        tokio::fs::rename(&partial, &path).await
+    /// A full disk or a refusing store is ours to fix, not the provider's:
+    /// retry with backoff (an attempt); the provider keeps the result for a
+    /// day or two.
+    fn our_trouble(&self, what: &str, error: &dyn std::fmt::Display) -> Next {
+        tracing::error!(error = %error, "{what}");
+        self.retry(format!("{what}: {error}"))
+    }
+}
+
+/// A download's local file, `<temp dir>/byok-downloads/<job id>.<random>.partial`,
+/// removed when dropped. The random part keeps two deliveries of one job
+/// (a duplicate, a worker that lost its lease) out of each other's file.
+struct Download {
+    path: PathBuf,
+}
+
+impl Download {
+    async fn create(job_id: Uuid) -> std::io::Result<Download> {
+        let dir = std::env::temp_dir().join("byok-downloads");
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = dir.join(format!("{job_id}.{}.partial", Uuid::new_v4().simple()));
+        Ok(Download { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        // Gone already when the adapter failed before creating it.
+        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -12,7 +12,7 @@
 //!        │                                              ├─ transient ──▶ queued, retry with backoff (an attempt)
 //!        │                                              └─ permanent / unknown outcome ──▶ failed
 //! running ── poll ──▶ not done: progress, back after the poll interval (not an attempt)
-//!                 ──▶ done: download, keep the video, succeeded
+//!                 ──▶ done: download, keep the video in the video store, succeeded
 //!                 ──▶ failed at the provider: failed, or resubmitted when transient
 //! ```
 //!
@@ -31,7 +31,6 @@
 //! `provider_job_id` means the outcome of an earlier submit is unknown — it
 //! fails `submit_outcome_unknown` rather than risk billing the user twice.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +42,7 @@ use byok_providers::{Credentials, Registry, VideoProvider, open_credentials};
 use byok_queue::{Delivery, Disposition};
 use byok_ratelimit::RateLimiter;
 use byok_store::{Job, Store, StoreError};
+use byok_video_store::VideoStore;
 use uuid::Uuid;
 
 use crate::backoff::RetryBackoff;
@@ -60,8 +60,6 @@ pub struct PipelineSettings {
     pub request_timeout: Duration,
     /// Delays between attempts after transient failures.
     pub retry_backoff: RetryBackoff,
-    /// `output.dir`: where finished videos are copied (`<job id>.mp4`).
-    pub output_dir: PathBuf,
 }
 
 /// Everything a step needs. Shared by all of a worker's steps. Each
@@ -73,6 +71,7 @@ pub struct Pipeline {
     providers: Arc<Registry>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) fetcher: Arc<ImageFetcher>,
+    pub(crate) videos: VideoStore,
     pub(crate) settings: PipelineSettings,
 }
 
@@ -99,6 +98,7 @@ impl Pipeline {
         providers: Arc<Registry>,
         limiter: Arc<dyn RateLimiter>,
         fetcher: Arc<ImageFetcher>,
+        videos: VideoStore,
         settings: PipelineSettings,
     ) -> Pipeline {
         Pipeline {
@@ -107,6 +107,7 @@ impl Pipeline {
             providers,
             limiter,
             fetcher,
+            videos,
             settings,
         }
     }

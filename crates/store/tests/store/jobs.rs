@@ -196,7 +196,13 @@ async fn the_submit_path_is_compare_and_set() {
             "clamped"
         );
 
-        assert!(jobs.succeed(job.id, &json!({ "bytes": 3 })).await.unwrap());
+        let result = byok_core::JobResult {
+            provider_urls: Vec::new(),
+            bytes: 3,
+            content_type: "video/mp4".to_owned(),
+            note: None,
+        };
+        assert!(jobs.succeed(job.id, &result).await.unwrap());
         let record = ErrorRecord {
             code: ErrorCode::Timeout,
             message: "late".into(),
@@ -210,7 +216,10 @@ async fn the_submit_path_is_compare_and_set() {
         assert!(!jobs.set_progress(job.id, 0.1).await.unwrap());
         let done = jobs.get(job.id).await.unwrap().unwrap();
         assert_eq!(done.status, JobStatus::Succeeded);
-        assert_eq!(done.result, Some(json!({ "bytes": 3 })));
+        assert_eq!(
+            done.result.as_ref().map(|r| r["bytes"].clone()),
+            Some(json!(3))
+        );
         assert!(done.finished_at.is_some() && done.error.is_none());
         let statuses: Vec<String> = jobs
             .events(job.id)
