@@ -30,6 +30,12 @@ pub struct DeployOptions {
     pub poll_interval: &'static str,
     /// `worker.shutdown_grace`.
     pub shutdown_grace: &'static str,
+    /// The simulator's `video_padding_bytes`: how much larger its videos are.
+    pub video_padding_bytes: u64,
+    /// More variables for every process (after the base ones, so they win).
+    pub extra_env: Vec<(String, String)>,
+    /// Give each process an `output.dir` of its own, so no directory is shared.
+    pub separate_output_dirs: bool,
 }
 
 impl Default for DeployOptions {
@@ -41,6 +47,9 @@ impl Default for DeployOptions {
             runway_per_minute: 1000,
             poll_interval: "200ms",
             shutdown_grace: "10s",
+            video_padding_bytes: 0,
+            extra_env: Vec::new(),
+            separate_output_dirs: false,
         }
     }
 }
@@ -57,6 +66,10 @@ pub struct Deployment {
     /// The metrics URL of each worker.
     pub worker_metrics: Vec<String>,
     api_process: Option<tokio::process::Child>,
+    separate_output_dirs: bool,
+    /// Processes started by [`Deployment::spawn_api`], killed when dropped.
+    #[allow(dead_code)] // held for Drop
+    held_processes: Vec<tokio::process::Child>,
     /// Kept alive for the deployment's lifetime.
     _services: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -69,10 +82,11 @@ impl std::fmt::Debug for Deployment {
     }
 }
 
-async fn simulator(render_time: Duration) -> RunningSim {
+async fn simulator(options: &DeployOptions) -> RunningSim {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Simulator::new(SimConfig {
-        render_time,
+        render_time: options.render_time,
+        video_padding_bytes: options.video_padding_bytes,
         stability_requests_per_10s: 0,
         ..SimConfig::default()
     })
@@ -139,6 +153,7 @@ fn base_env(
             options.poll_interval.to_owned(),
         ));
     }
+    env.extend(options.extra_env.iter().cloned());
     env
 }
 
@@ -148,7 +163,7 @@ impl Deployment {
     pub async fn distributed(options: DeployOptions) -> Option<Deployment> {
         let db = byok_testing::test_database().await?;
         let redis = byok_testing::test_redis().await?;
-        let sim = simulator(options.render_time).await;
+        let sim = simulator(&options).await;
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
@@ -157,6 +172,7 @@ impl Deployment {
         env.push(("BYOK__QUEUE__NAMESPACE".into(), redis.namespace.clone()));
         let mut deployment =
             Deployment::assemble(dir, env, &listen, sim, vec![Box::new(db), Box::new(redis)]).await;
+        deployment.separate_output_dirs = options.separate_output_dirs;
         let migrated = run(deployment.dir.path(), &deployment.env_refs(), &["migrate"]).await;
         assert_eq!(migrated.code, 0, "{}", migrated.stderr);
         deployment.token = deployment.create_token().await;
@@ -170,7 +186,7 @@ impl Deployment {
 
     /// One `byok run` process on a SQLite file: the embedded shape.
     pub async fn embedded(options: DeployOptions) -> Deployment {
-        let sim = simulator(options.render_time).await;
+        let sim = simulator(&options).await;
         let dir = tempfile::tempdir().unwrap();
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
@@ -202,6 +218,8 @@ impl Deployment {
             workers: Vec::new(),
             worker_metrics: Vec::new(),
             api_process: None,
+            separate_output_dirs: false,
+            held_processes: Vec::new(),
             _services: services,
         }
     }
@@ -241,13 +259,50 @@ impl Deployment {
     /// [`Deployment::spawn`] with variables of its own.
     fn spawn_with(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let own_output = self.output_dir_of(name).display().to_string();
+        let own: &[(&str, &str)] = if self.separate_output_dirs {
+            &[("BYOK__OUTPUT__DIR", own_output.as_str())]
+        } else {
+            &[]
+        };
         byok(self.dir.path(), &self.env_refs())
+            .envs(own.iter().copied())
             .envs(env.iter().copied())
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap()
+    }
+
+    /// With `separate_output_dirs`, the `output.dir` of process `name`.
+    pub fn output_dir_of(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-videos"))
+    }
+
+    /// The process id of worker `index`.
+    pub fn worker_pid(&self, index: usize) -> u32 {
+        self.workers[index]
+            .as_ref()
+            .and_then(tokio::process::Child::id)
+            .expect("a running worker")
+    }
+
+    /// One more `byok api` process, named `name`, with `env` on top of the
+    /// deployment's, on a port of its own; returns its base URL.
+    pub async fn spawn_api(&mut self, name: &str, env: &[(&str, &str)]) -> String {
+        let listen = format!("127.0.0.1:{}", byok_testing::free_port());
+        let mut env = env.to_vec();
+        env.push(("BYOK__API__LISTEN", &listen));
+        let child = self.spawn_with(name, &["api"], &env);
+        self.held_processes.push(child);
+        let base = format!("http://{listen}");
+        assert!(
+            wait_until_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await,
+            "{name} never became ready:\n{}",
+            self.log_tail(name)
+        );
+        base
     }
 
     fn log_path(&self, name: &str) -> PathBuf {

@@ -11,6 +11,7 @@ mod helpers;
 mod jobs_api;
 mod manifests;
 mod metrics;
+mod object_store;
 mod operator;
 mod pipeline;
 mod rewrap;

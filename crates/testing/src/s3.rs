@@ -105,6 +105,36 @@ fn venv_dir() -> PathBuf {
 /// `BYOK_TEST_SERVICES=required`). Blocking: the first call of a process may install
 /// the package (tens of seconds); starting the server takes a second or two.
 pub fn s3_server() -> Option<S3Server> {
+    launch(free_port(), None)
+}
+
+impl S3Server {
+    /// Stops the server (SIGKILL): clients now find nothing listening, as when the
+    /// storage is down. [`S3Server::restart`] brings it back.
+    pub fn stop(&mut self) {
+        let child = self.process.child_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A new moto on the same port with the same (empty) bucket: the endpoint and the
+    /// bucket clients were given work again. Objects stored before are gone (moto keeps
+    /// them in memory). `false` after a SKIPPED line when it cannot start.
+    pub fn restart(&mut self) -> bool {
+        self.stop();
+        let port = self.addr().port();
+        match launch(port, Some(self.bucket.clone())) {
+            Some(fresh) => {
+                *self = fresh;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Starts moto on `port` and creates `bucket` (a fresh name when `None`).
+fn launch(port: u16, bucket: Option<String>) -> Option<S3Server> {
     let install = "python3 with pip and venv (and PyPI access for moto[server])";
     let python = match venv_python() {
         Ok(python) => python,
@@ -114,7 +144,6 @@ pub fn s3_server() -> Option<S3Server> {
         }
     };
     let log = tempfile::NamedTempFile::new().expect("a log file");
-    let port = free_port();
     let child = Command::new(python)
         .arg("-c")
         .arg(LAUNCHER)
@@ -158,7 +187,15 @@ pub fn s3_server() -> Option<S3Server> {
     // Listening is not answering: wait for an HTTP answer, then make the bucket.
     let deadline = Instant::now() + Duration::from_secs(30);
     let created = loop {
-        match server.create_bucket() {
+        let made = match &bucket {
+            Some(name) => match request(addr, "PUT", &format!("/{name}")) {
+                Ok(200) => Ok(name.clone()),
+                Ok(status) => Err(format!("creating bucket {name} answered HTTP {status}")),
+                Err(e) => Err(e),
+            },
+            None => server.create_bucket(),
+        };
+        match made {
             Ok(bucket) => break Ok(bucket),
             Err(e) if Instant::now() > deadline => break Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -213,5 +250,22 @@ mod tests {
         assert_eq!(status, 200);
         let status = super::request(server.addr(), "GET", "/no-such-bucket-here").unwrap();
         assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn a_stopped_server_refuses_and_a_restarted_one_has_the_bucket_again() {
+        let Some(mut server) = super::s3_server() else {
+            return;
+        };
+        let (endpoint, bucket) = (server.endpoint.clone(), server.bucket.clone());
+        server.stop();
+        assert!(super::request(server.addr(), "GET", &format!("/{bucket}")).is_err());
+        assert!(server.restart());
+        assert_eq!(
+            (server.endpoint.as_str(), server.bucket.as_str()),
+            (endpoint.as_str(), bucket.as_str())
+        );
+        let status = super::request(server.addr(), "GET", &format!("/{bucket}")).unwrap();
+        assert_eq!(status, 200);
     }
 }

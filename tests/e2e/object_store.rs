@@ -1,0 +1,190 @@
+//! Finished videos in S3-compatible object storage (a real S3 server, moto,
+//! on loopback): the API and the worker are separate processes that share no
+//! directory, only the bucket.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::deploy::{DeployOptions, Deployment};
+use crate::helpers::poll_until;
+
+/// The simulator pads each video to over 50 MB.
+const PADDING: u64 = 50 * 1024 * 1024;
+/// What the worker may grow by while it downloads and uploads one such video.
+const RSS_GROWTH_LIMIT_KIB: u64 = 32 * 1024;
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for process {pid}"))
+}
+
+async fn get_bytes(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+fn no_videos_in(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |entries| {
+        !entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "mp4"))
+    })
+}
+
+#[tokio::test]
+async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down() {
+    let Some(mut s3) = tokio::task::spawn_blocking(byok_testing::s3_server)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let mut extra_env = s3.env();
+    extra_env.push((
+        "BYOK__OUTPUT__URL".to_owned(),
+        format!("s3://{}/videos", s3.bucket),
+    ));
+    let Some(mut d) = Deployment::distributed(DeployOptions {
+        workers: 1,
+        render_time: Duration::from_millis(300),
+        video_padding_bytes: PADDING,
+        extra_env,
+        separate_output_dirs: true,
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "runway", json!({ "api_key": "sim_object_store" }))
+        .await;
+    let job = |prompt: &str| {
+        json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt,
+                "duration_seconds": 5 })
+    };
+
+    // 1. One 50 MB video, end to end, with the worker's memory watched.
+    let worker = d.worker_pid(0);
+    let idle_kib = status_kib(worker, "VmRSS");
+    let id = d.enqueue(job("a lighthouse at dusk")).await;
+    let done = d.wait_final(&[id.clone()], Duration::from_secs(120)).await;
+    let done = &done[0];
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\n{}",
+        d.log_tail("worker-0")
+    );
+    let peak_kib = status_kib(worker, "VmHWM");
+    let result = &done["result"];
+    assert!(result["bytes"].as_u64().unwrap() > PADDING, "{result}");
+    assert_eq!(result["video_url"], format!("/v1/jobs/{id}/video"));
+
+    // The bytes the API serves from the bucket are the simulator's.
+    let (status, served) = get_bytes(
+        &d.http,
+        &format!("{}/v1/jobs/{id}/video", d.api),
+        Some(&d.token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rendered_url = result["provider_urls"][0]
+        .as_str()
+        .expect("Runway gives a URL");
+    let (status, rendered) = get_bytes(&d.http, rendered_url, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(served.len() as u64, result["bytes"].as_u64().unwrap());
+    assert!(
+        served == rendered,
+        "the stored video is the simulator's, byte for byte"
+    );
+    drop((served, rendered));
+    eprintln!(
+        "worker RSS: {idle_kib} KiB idle, peak {peak_kib} KiB for a {} byte video",
+        result["bytes"]
+    );
+    assert!(
+        peak_kib.saturating_sub(idle_kib) < RSS_GROWTH_LIMIT_KIB,
+        "the worker grew from {idle_kib} KiB to a peak of {peak_kib} KiB for a {} byte video",
+        result["bytes"]
+    );
+    // No process kept a local copy: the bucket is the only place.
+    for process in ["api", "worker-0"] {
+        assert!(
+            no_videos_in(&d.output_dir_of(process)),
+            "{process} wrote a local video"
+        );
+    }
+
+    // 2. A second API with output.presign sends the client to the bucket.
+    let presigning = d
+        .spawn_api("api-presign", &[("BYOK__OUTPUT__PRESIGN", "true")])
+        .await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = no_redirects
+        .get(format!("{presigning}/v1/jobs/{id}/video"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 302);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&s3.endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let (status, presigned) = get_bytes(&d.http, &location, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(presigned.len() as u64, result["bytes"].as_u64().unwrap());
+    drop(presigned);
+
+    // 3. The store goes down while a job finishes: the job waits (no attempt
+    //    counted, nothing failed), then completes once the store is back.
+    s3.stop();
+    let id = d.enqueue(job("a harbour at night")).await;
+    let waited = poll_until(Duration::from_secs(60), async || {
+        let log = std::fs::read_to_string(d.dir.path().join("worker-0.log")).unwrap_or_default();
+        (log.matches("the video store is unavailable").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(waited.is_some(), "{}", d.log_tail("worker-0"));
+    let waiting: Value = d.job(&id).await;
+    assert_eq!(waiting["status"], "running", "{waiting}");
+    assert_eq!(
+        waiting["attempts"], 1,
+        "waiting for the store is not an attempt: {waiting}"
+    );
+    assert!(s3.restart(), "moto restarts on its port");
+    let done = d.wait_final(&[id.clone()], Duration::from_secs(120)).await;
+    assert_eq!(
+        done[0]["status"],
+        "succeeded",
+        "{}\n{}",
+        done[0],
+        d.log_tail("worker-0")
+    );
+    let (status, served) = get_bytes(
+        &d.http,
+        &format!("{}/v1/jobs/{id}/video", d.api),
+        Some(&d.token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        served.len() as u64,
+        done[0]["result"]["bytes"].as_u64().unwrap()
+    );
+}
