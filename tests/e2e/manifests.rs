@@ -24,6 +24,13 @@ const PLAIN_VARIABLES: &[&str] = &[
     "ENCRYPTION_KEY",
     "RUST_LOG",
     "BYOK_LOG_FORMAT",
+    // The standard AWS variables the video store reads for `output.url = s3://…`.
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
 ];
 
 /// Defaults of the settings compared below (README, "Configuration").
@@ -208,6 +215,8 @@ async fn check_against_binary(processes: &[Process]) {
             Some(v) if v.contains("REPLACE") => match name {
                 "BYOK__ENCRYPTION__KEYS" => Some(sample_ring.clone()),
                 "DATABASE_URL" | "REDIS_URL" => Some(v.clone()),
+                "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("sample".to_owned()),
+                "BYOK__OUTPUT__URL" => Some(v.replace("REPLACE_WITH_YOUR_BUCKET", "byok-videos")),
                 _ => panic!(
                     "{}: {name} is a placeholder the test has no sample value for; add one",
                     p.origin
@@ -803,6 +812,40 @@ impl Cluster {
         }
     }
 
+    /// deploy/k8s in the shared-volume mode: every manifest of deploy/k8s/shared-volume
+    /// that names an object of deploy/k8s is a strategic-merge patch of it (`kubectl
+    /// patch --patch-file`); the others are new objects (`kubectl apply -f`).
+    fn load_shared_volume() -> Cluster {
+        let mut docs = k8s_documents();
+        let dir = deploy().join("k8s").join("shared-volume");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            for doc in yaml_documents(&file) {
+                let kind = str_at(&doc, "/kind").unwrap_or("?").to_owned();
+                let object = str_at(&doc, "/metadata/name").unwrap_or("?").to_owned();
+                let target = docs.iter_mut().find(|(_, d)| {
+                    str_at(d, "/kind") == Some(kind.as_str())
+                        && str_at(d, "/metadata/name") == Some(object.as_str())
+                });
+                match target {
+                    Some((origin, target)) => {
+                        strategic_merge(target, &doc);
+                        origin.push_str(&format!(" + shared-volume/{name}"));
+                    }
+                    None => {
+                        docs.push((format!("k8s/shared-volume/{name}: {kind}/{object}"), doc));
+                    }
+                }
+            }
+        }
+        Cluster { docs }
+    }
+
     fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
         self.docs
             .iter()
@@ -950,6 +993,37 @@ impl Cluster {
             }
         }
         out
+    }
+}
+
+/// `kubectl patch`'s strategic merge, as far as these manifests need it: maps merge key by
+/// key, `null` deletes a key, lists of maps with a `name` merge item by item on the name,
+/// other lists are replaced.
+fn strategic_merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else if let Some(existing) = target.get_mut(key) {
+                    strategic_merge(existing, value);
+                } else {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(patch))
+            if patch.iter().all(|item| item.get("name").is_some()) =>
+        {
+            for item in patch {
+                let name = item.get("name");
+                match target.iter_mut().find(|t| t.get("name") == name) {
+                    Some(existing) => strategic_merge(existing, item),
+                    None => target.push(item.clone()),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
     }
 }
 
@@ -1160,12 +1234,66 @@ async fn kubernetes_manifests_run_real_commands_with_real_settings() {
         "{origin}: declares the metrics port {metrics_port}"
     );
 
-    // One queue namespace, one ReadWriteMany output volume for the API and the workers.
+    // One queue namespace; the videos in one bucket, and no volume shared between pods.
     assert_eq!(
         api.process.namespace(),
         worker.process.namespace(),
         "the API pushes to the queue the workers read"
     );
+    for k in [api, worker] {
+        let origin = &k.process.origin;
+        let url = k
+            .process
+            .var("BYOK__OUTPUT__URL")
+            .unwrap_or_else(|| panic!("{origin}: set BYOK__OUTPUT__URL to the bucket"));
+        assert!(url.starts_with("s3://"), "{origin}: output.url {url}");
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            assert!(
+                k.process.var(var).is_some(),
+                "{origin}: {var} for the bucket"
+            );
+        }
+        assert!(
+            k.pod
+                .get("volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .all(|v| v.get("persistentVolumeClaim").is_none()),
+            "{origin}: with object storage no pod mounts a claim"
+        );
+    }
+    assert_eq!(
+        api.process.var("BYOK__OUTPUT__URL"),
+        worker.process.var("BYOK__OUTPUT__URL"),
+        "the API serves the videos the workers store: one bucket"
+    );
+    assert_eq!(cluster.of_kind("PersistentVolumeClaim").count(), 0);
+
+    let processes: Vec<Process> = processes.iter().map(|k| k.process.clone()).collect();
+    check_against_binary(&processes).await;
+}
+
+/// The shared-volume mode: deploy/k8s with the files of deploy/k8s/shared-volume applied as
+/// `kubectl apply` (the claim) and `kubectl patch` (strategic merge) would.
+#[tokio::test]
+async fn the_shared_volume_mode_mounts_one_read_write_many_claim_at_output_dir() {
+    let cluster = Cluster::load_shared_volume();
+    let processes = cluster.processes();
+    let role = |role: &str| {
+        processes
+            .iter()
+            .find(|k| k.process.role() == role)
+            .unwrap_or_else(|| panic!("a {role} Deployment"))
+    };
+    let (api, worker) = (role("api"), role("worker"));
+    for k in [api, worker] {
+        assert!(
+            k.process.var("BYOK__OUTPUT__URL").is_none(),
+            "{}: no bucket in the shared-volume mode",
+            k.process.origin
+        );
+    }
     let claim = claim_at(api, api.process.output_dir());
     assert_eq!(
         claim,
@@ -1174,14 +1302,13 @@ async fn kubernetes_manifests_run_real_commands_with_real_settings() {
     );
     let pvc = cluster
         .named("PersistentVolumeClaim", claim)
-        .unwrap_or_else(|| panic!("PersistentVolumeClaim {claim} is in deploy/k8s"));
+        .unwrap_or_else(|| panic!("PersistentVolumeClaim {claim} is in deploy/k8s/shared-volume"));
     assert!(
         pvc.pointer("/spec/accessModes")
             .and_then(Value::as_array)
             .is_some_and(|m| m.iter().any(|m| m == "ReadWriteMany")),
         "{claim}: pods on many nodes mount it: ReadWriteMany"
     );
-
     let processes: Vec<Process> = processes.iter().map(|k| k.process.clone()).collect();
     check_against_binary(&processes).await;
 }
