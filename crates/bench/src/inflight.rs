@@ -35,7 +35,7 @@ fn byok_binary(options: &Options) -> anyhow::Result<PathBuf> {
     };
     if !path.is_file() {
         anyhow::bail!(
-            "{} not found: build it with `cargo build --release -p byok` (or pass --byok-bin)",
+            "{} not found: build it with `cargo build --profile production -p byok` (or pass --byok-bin)",
             path.display()
         );
     }

@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long, global = true)]
     database: Option<String>,
     /// The `byok` binary `inflight` runs as its worker process (default:
-    /// `byok` beside this program, i.e. target/release/byok).
+    /// `byok` beside this program, i.e. target/production/byok).
     #[arg(long, global = true)]
     byok_bin: Option<PathBuf>,
     #[command(subcommand)]

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::db::with_pool;
-use crate::sql_types::DbUuid;
+use crate::sql_types::{DbUuid, from_row};
 use crate::{Store, StoreError};
 
 /// Column list shared by every query that returns a credential row.
@@ -23,7 +23,6 @@ macro_rules! credential_columns {
     };
 }
 
-#[derive(sqlx::FromRow)]
 struct CredentialRow {
     id: DbUuid,
     user_id: DbUuid,
@@ -36,6 +35,19 @@ struct CredentialRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
+
+from_row!(CredentialRow {
+    id: DbUuid,
+    user_id: DbUuid,
+    provider_name: String,
+    encrypted_credentials: String,
+    is_valid: bool,
+    credential_hint: Option<String>,
+    validated_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
 
 impl From<CredentialRow> for StoredCredential {
     fn from(row: CredentialRow) -> Self {

@@ -1,24 +1,52 @@
 //! Connecting to either database, migrations, and the dispatch macro that
 //! lets each query be written once for both.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 
 use crate::StoreError;
 use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
 use crate::tokens::TokenRepo;
 
-static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// The migrations of `/migrations`, embedded by `build.rs`.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+static POSTGRES_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::POSTGRES));
+static SQLITE_MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(embedded::SQLITE));
+
+/// A migrator over embedded `(version, description, sql)`, as `sqlx::migrate!` builds one
+/// from the same files (same versions, descriptions and checksums; `-- no-transaction`
+/// honoured).
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    AssertSqlSafe(sql).into_sql_str(),
+                    sql.starts_with("-- no-transaction"),
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The
 /// body is compiled once per database, so the same SQL text and the same
@@ -192,11 +220,11 @@ impl Store {
     async fn pending_migrations(&self) -> Result<usize, StoreError> {
         let (migrator, exists_sql) = match &self.db {
             Db::Postgres(_) => (
-                &POSTGRES_MIGRATOR,
+                &*POSTGRES_MIGRATOR,
                 "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
             ),
             Db::Sqlite(_) => (
-                &SQLITE_MIGRATOR,
+                &*SQLITE_MIGRATOR,
                 "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
             ),
         };
@@ -246,6 +274,49 @@ impl Store {
         match &self.db {
             Db::Postgres(pool) => pool.close().await,
             Db::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Databases migrated by builds that used `sqlx::migrate!` must find the same versions,
+    /// descriptions and checksums, or `migrate` would refuse them as modified.
+    #[test]
+    fn the_embedded_migrations_are_what_sqlx_migrate_embeds() {
+        let theirs = [
+            sqlx::migrate!("../../migrations/postgres"),
+            sqlx::migrate!("../../migrations/sqlite"),
+        ];
+        for (ours, theirs) in [&*POSTGRES_MIGRATOR, &*SQLITE_MIGRATOR]
+            .into_iter()
+            .zip(&theirs)
+        {
+            let ours: Vec<_> = ours.iter().collect();
+            let theirs: Vec<_> = theirs.iter().collect();
+            assert_eq!(ours.len(), theirs.len());
+            assert!(!ours.is_empty());
+            for (a, b) in ours.into_iter().zip(theirs) {
+                assert_eq!(
+                    (
+                        a.version,
+                        &a.description,
+                        &a.checksum,
+                        a.no_tx,
+                        a.migration_type
+                    ),
+                    (
+                        b.version,
+                        &b.description,
+                        &b.checksum,
+                        b.no_tx,
+                        b.migration_type
+                    ),
+                );
+                assert_eq!(a.sql.as_str(), b.sql.as_str());
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::db::with_pool;
-use crate::sql_types::DbUuid;
+use crate::sql_types::{DbUuid, from_row};
 use crate::{Store, StoreError};
 
 /// Column list shared by every query that returns a job row.
@@ -116,7 +116,6 @@ macro_rules! transition {
     }};
 }
 
-#[derive(sqlx::FromRow)]
 struct JobRow {
     id: DbUuid,
     user_id: DbUuid,
@@ -143,6 +142,33 @@ struct JobRow {
     submit_started_at: Option<DateTime<Utc>>,
     cancel_sent_at: Option<DateTime<Utc>>,
 }
+
+from_row!(JobRow {
+    id: DbUuid,
+    user_id: DbUuid,
+    provider: String,
+    model: String,
+    status: String,
+    progress: Option<f64>,
+    attempts: i32,
+    provider_job_id: Option<String>,
+    request: Json<Value>,
+    result: Option<Json<Value>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    error_retryable: Option<bool>,
+    metadata: Json<Value>,
+    created_by_token: Option<DbUuid>,
+    idempotency_key: Option<String>,
+    request_sha256: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    enqueued_at: Option<DateTime<Utc>>,
+    submit_started_at: Option<DateTime<Utc>>,
+    cancel_sent_at: Option<DateTime<Utc>>,
+});
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -309,7 +335,7 @@ fn hex_opt<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok,
 }
 
 /// One entry of a job's history.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct JobEvent {
     /// When.
     pub at: DateTime<Utc>,
@@ -318,6 +344,12 @@ pub struct JobEvent {
     /// What happened.
     pub message: String,
 }
+
+from_row!(JobEvent {
+    at: DateTime<Utc>,
+    status: String,
+    message: String,
+});
 
 /// Queries on `generation_jobs`.
 #[derive(Debug, Clone, Copy)]

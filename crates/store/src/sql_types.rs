@@ -59,3 +59,25 @@ impl From<DbUuid> for Uuid {
         value.0
     }
 }
+
+/// `impl sqlx::FromRow` for a struct whose fields are columns of the same names, for both
+/// databases: what `#[derive(sqlx::FromRow)]` writes, without sqlx's proc macro (building
+/// it compiles both database drivers, SQLite's C source included, a second time for the
+/// host). The fields are listed again here; the struct literal it builds makes the compiler
+/// check the list against the struct.
+macro_rules! from_row {
+    ($name:ident { $($field:ident: $ty:ty),+ $(,)? }) => {
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
+        where
+            &'r str: sqlx::ColumnIndex<R>,
+            $($ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)+
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok($name {
+                    $($field: sqlx::Row::try_get(row, stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+pub(crate) use from_row;

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::db::with_pool;
-use crate::sql_types::DbUuid;
+use crate::sql_types::{DbUuid, from_row};
 use crate::{Store, StoreError};
 
 /// Every token starts with this, so leaked tokens are easy to recognise
@@ -30,10 +30,9 @@ const TOKEN_LEN: usize = 5 + 43;
 const LAST_USED_GRANULARITY: Duration = Duration::seconds(60);
 
 /// A producer token's record (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiToken {
     /// Token id, used to revoke it.
-    #[sqlx(try_from = "DbUuid")]
     pub id: Uuid,
     /// What the operator called it.
     pub name: String,
@@ -43,6 +42,35 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Revoked; a revoked token authenticates nothing.
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of `api_tokens` an [`ApiToken`] is read from.
+struct TokenRow {
+    id: DbUuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+from_row!(TokenRow {
+    id: DbUuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+});
+
+impl From<TokenRow> for ApiToken {
+    fn from(row: TokenRow) -> Self {
+        ApiToken {
+            id: row.id.0,
+            name: row.name,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
 }
 
 /// What `revoke` found.
@@ -117,14 +145,14 @@ impl<'a> TokenRepo<'a> {
         if presented.len() != TOKEN_LEN || !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let token: Option<ApiToken> = with_pool!(self.store, |pool| sqlx::query_as(
+        let token: Option<TokenRow> = with_pool!(self.store, |pool| sqlx::query_as(
             "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens \
              WHERE token_sha256 = $1 AND revoked_at IS NULL"
         )
         .bind(sha256(presented))
         .fetch_optional(pool)
         .await?);
-        let Some(mut token) = token else {
+        let Some(mut token) = token.map(ApiToken::from) else {
             return Ok(None);
         };
         let now = crate::now();
@@ -150,13 +178,14 @@ impl<'a> TokenRepo<'a> {
 
     /// Every token, oldest first.
     pub async fn list(&self) -> Result<Vec<ApiToken>, StoreError> {
-        Ok(with_pool!(self.store, |pool| {
+        let rows: Vec<TokenRow> = with_pool!(self.store, |pool| {
             sqlx::query_as(
             "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY created_at, id"
         )
         .fetch_all(pool)
         .await?
-        }))
+        });
+        Ok(rows.into_iter().map(ApiToken::from).collect())
     }
 
     /// Revokes token `id`; takes effect for the next request.
