@@ -79,7 +79,9 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
     let worker = d.worker_pid(0);
     let idle_kib = status_kib(worker, "VmRSS");
     let id = d.enqueue(job("a lighthouse at dusk")).await;
-    let done = d.wait_final(&[id.clone()], Duration::from_secs(120)).await;
+    let done = d
+        .wait_final(std::slice::from_ref(&id), Duration::from_secs(120))
+        .await;
     let done = &done[0];
     assert_eq!(
         done["status"],
@@ -168,7 +170,9 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
         "waiting for the store is not an attempt: {waiting}"
     );
     assert!(s3.restart(), "moto restarts on its port");
-    let done = d.wait_final(&[id.clone()], Duration::from_secs(120)).await;
+    let done = d
+        .wait_final(std::slice::from_ref(&id), Duration::from_secs(120))
+        .await;
     assert_eq!(
         done[0]["status"],
         "succeeded",

@@ -123,7 +123,8 @@ impl S3Server {
     pub fn restart(&mut self) -> bool {
         self.stop();
         let port = self.addr().port();
-        match launch(port, Some(self.bucket.clone())) {
+        let bucket = self.bucket.clone();
+        match launch(port, Some(&bucket)) {
             Some(fresh) => {
                 *self = fresh;
                 true
@@ -134,7 +135,7 @@ impl S3Server {
 }
 
 /// Starts moto on `port` and creates `bucket` (a fresh name when `None`).
-fn launch(port: u16, bucket: Option<String>) -> Option<S3Server> {
+fn launch(port: u16, bucket: Option<&str>) -> Option<S3Server> {
     let install = "python3 with pip and venv (and PyPI access for moto[server])";
     let python = match venv_python() {
         Ok(python) => python,
@@ -189,7 +190,7 @@ fn launch(port: u16, bucket: Option<String>) -> Option<S3Server> {
     let created = loop {
         let made = match &bucket {
             Some(name) => match request(addr, "PUT", &format!("/{name}")) {
-                Ok(200) => Ok(name.clone()),
+                Ok(200) => Ok((*name).to_owned()),
                 Ok(status) => Err(format!("creating bucket {name} answered HTTP {status}")),
                 Err(e) => Err(e),
             },
