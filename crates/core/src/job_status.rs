@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Where a generation job stands. Stored as its lowercase name in
 /// `generation_jobs.status` and returned as such by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Accepted and waiting for a worker.

@@ -34,7 +34,7 @@ pub struct ProviderDefaults {
 }
 
 /// Generates [`ProviderId`] (the enum, [`ProviderId::ALL`], [`ProviderId::NAMES`],
-/// [`ProviderId::as_str`], [`ProviderId::defaults`], serde) from one entry per provider:
+/// [`ProviderId::as_str`], [`ProviderId::defaults`], serde, and with `openapi` its schema) from one entry per provider:
 /// `Variant = "wire name" { base_url: …, per_minute: …, per_hour: …, poll_interval_secs: … }`.
 macro_rules! provider_ids {
     ($(
@@ -51,6 +51,7 @@ macro_rules! provider_ids {
         /// `provider_name` column, in configuration keys and in the AAD of sealed
         /// credentials, so it never changes once released.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum ProviderId {
             $(
                 $(#[$doc])*

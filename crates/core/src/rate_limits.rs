@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// minute's ([`RateLimits::check`]): a quota that can never grant anything would leave
 /// jobs waiting forever without anyone noticing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
     /// Submits per rolling minute.
