@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The `result` of a succeeded job, as the worker stores it. Where to download the video
-/// is not part of it: the API renders `video_url` from the job id (rows written before
-/// this type existed also carry a `video_url`, which is ignored on read).
+/// What a succeeded job produced, as the worker stores it.
+// Where to download the video is not part of it: the API adds `video_url`, a route of its
+// own made from the job id. Rows written before this type existed carry a `video_url` too,
+// which is ignored on read.
 // In the schema every field is `required`: all are always serialised (`default` is only
 // for reading rows of older builds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
