@@ -65,6 +65,27 @@ pub struct GenerationRequest {
     pub metadata: serde_json::Value,
 }
 
+impl GenerationRequest {
+    /// A request for `model` of `provider`, paid by `user_id`, with nothing else set (the
+    /// model's defaults) and empty `metadata`; set the other fields with struct update
+    /// syntax.
+    pub fn new(user_id: Uuid, provider: ProviderId, model: impl Into<String>) -> Self {
+        GenerationRequest {
+            user_id,
+            provider,
+            model: model.into(),
+            prompt: None,
+            negative_prompt: None,
+            image_url: None,
+            duration_seconds: None,
+            aspect_ratio: None,
+            resolution: None,
+            seed: None,
+            metadata: empty_object(),
+        }
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
@@ -102,5 +123,23 @@ impl ValidationError {
             message: message.into(),
             allowed: allowed.into_iter().map(|v| v.to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_is_the_smallest_body_with_its_defaults() {
+        let user = Uuid::new_v4();
+        let parsed: GenerationRequest = serde_json::from_value(serde_json::json!({
+            "user_id": user, "provider": "runway", "model": "gen4.5",
+        }))
+        .unwrap();
+        assert_eq!(
+            GenerationRequest::new(user, ProviderId::Runway, "gen4.5"),
+            parsed
+        );
     }
 }

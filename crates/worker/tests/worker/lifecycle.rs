@@ -43,8 +43,8 @@ async fn a_job_is_submitted_polled_and_its_video_kept() {
     let video = std::fs::read(h.output_dir.path().join(format!("{}.mp4", job.id))).unwrap();
     assert_eq!(video, fake_mp4(), "the video is copied to output.dir");
     let result = done.result.unwrap();
-    assert_eq!(result["bytes"], video.len());
-    assert_eq!(result["video_url"], format!("/v1/jobs/{}/video", job.id));
+    assert_eq!(result.bytes, video.len() as u64);
+    assert_eq!(result.content_type, "video/mp4");
 
     let submits = h.requests("POST", "/v1/text_to_video").await;
     assert_eq!(submits.len(), 1);
