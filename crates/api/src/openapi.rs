@@ -24,8 +24,6 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-#[cfg(test)]
-use crate::error::ApiError;
 use crate::error::{ApiErrorCode, ErrorResponse};
 
 /// The user id the document's examples use.
@@ -369,6 +367,7 @@ impl ToSchema for Video {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn every_operation_lists_its_errors() {
