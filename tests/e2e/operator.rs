@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{JobItem, ProviderId};
+use byok_core::{GenerationRequest, JobItem, ProviderId};
 use byok_queue::{Engine, NewItem, QueueConfig, RedisEngine, Settlement, SqliteEngine};
 use byok_store::{Inserted, NewJob, Store, StoreOptions};
 use secrecy::SecretString;
@@ -105,7 +105,10 @@ async fn stored_job(store: &Store) -> Uuid {
         user_id: user,
         provider: ProviderId::Runway,
         model: "gen4.5".into(),
-        request: json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": "x" }),
+        request: GenerationRequest {
+            prompt: Some("x".to_owned()),
+            ..GenerationRequest::new(user, ProviderId::Runway, "gen4.5")
+        },
         metadata: json!({}),
         created_by_token: None,
         idempotency: None,

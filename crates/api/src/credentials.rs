@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, UserPath, UserProviderPath};
-use crate::openapi::schemas::ProviderIdSchema;
 
 /// Body of `PUT …/credentials`.
 #[derive(Deserialize, ToSchema)]
@@ -47,7 +46,6 @@ fn default_true() -> bool {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = CredentialSummary)]
 pub(crate) struct Summary {
-    #[schema(value_type = ProviderIdSchema)]
     provider: ProviderId,
     /// Whether a key is stored.
     connected: bool,
@@ -144,7 +142,7 @@ struct CheckOutcome {
     tag = "credentials",
     params(
         ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
-        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+        ("provider" = ProviderId, Path, description = "The provider (an unknown one is a 404)"),
     ),
     request_body(content = PutCredentials, content_type = "application/json"),
     responses((
@@ -254,7 +252,7 @@ pub(crate) async fn list(
     tag = "credentials",
     params(
         ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
-        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+        ("provider" = ProviderId, Path, description = "The provider (an unknown one is a 404)"),
     ),
     responses((status = 200, description = "The stored key's summary", body = Summary)),
 )]
@@ -275,7 +273,7 @@ pub(crate) async fn get_one(
     tag = "credentials",
     params(
         ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
-        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+        ("provider" = ProviderId, Path, description = "The provider (an unknown one is a 404)"),
     ),
     responses((status = 204, description = "The sealed key is deleted")),
 )]
@@ -307,7 +305,7 @@ pub(crate) async fn delete(
     tag = "credentials",
     params(
         ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
-        ("provider" = ProviderIdSchema, Path, description = "The provider (an unknown one is a 404)"),
+        ("provider" = ProviderId, Path, description = "The provider (an unknown one is a 404)"),
     ),
     responses((
         status = 200,

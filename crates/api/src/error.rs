@@ -8,7 +8,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Stable error codes of the HTTP API (in addition to the job codes of
 /// `byok_core::ErrorCode`, which jobs carry).
@@ -154,6 +156,12 @@ const _: fn(ApiErrorCode) = |code| match code {
     | ApiErrorCode::Internal => {}
 };
 
+impl Serialize for ApiErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -219,16 +227,38 @@ impl ApiError {
     }
 }
 
+/// The one error shape of the API: the body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErrorResponse {
+    error: ErrorBody,
+}
+
+/// The error object.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErrorBody {
+    code: ApiErrorCode,
+    /// For people; never a secret.
+    message: String,
+    /// Machine-readable details (e.g. `field`, `allowed`, `job_id`,
+    /// `provider_reason`), or `null`.
+    #[schema(value_type = Value)]
+    details: Value,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code.as_str(),
-                "message": self.message,
-                "details": self.details,
-            }
-        });
-        let mut response = (self.code.status(), Json(body)).into_response();
+        let status = self.code.status();
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         if self.code == ApiErrorCode::Unauthorized {
             response
                 .headers_mut()

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byok_core::{ErrorRecord, GenerationRequest, JobItem, JobStatus, ProviderId};
+use byok_core::{ErrorRecord, GenerationRequest, JobItem, JobResult, JobStatus, ProviderId};
 use byok_providers::{FetchError, ImageFetcher};
 use byok_queue::Producer;
 use byok_store::{ApiToken, Cancelled, Idempotency, Inserted, Job, NewJob};
@@ -28,9 +28,6 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, JobPath, UserPath};
-use crate::openapi::schemas::{
-    GenerationRequestSchema, JobErrorSchema, JobResultSchema, JobStatusSchema, ProviderIdSchema,
-};
 
 /// The header a producer sends to make a retried `POST /v1/jobs` safe.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -62,11 +59,10 @@ pub(crate) struct JobResource {
     id: Uuid,
     /// The user whose key pays.
     user_id: Uuid,
-    #[schema(value_type = ProviderIdSchema)]
+    #[schema(value_type = ProviderId)]
     provider: String,
     /// The model id.
     model: String,
-    #[schema(value_type = JobStatusSchema)]
     status: JobStatus,
     /// 0–1 while running, when the provider says; 1 once succeeded.
     #[schema(required, minimum = 0.0, maximum = 1.0)]
@@ -78,13 +74,12 @@ pub(crate) struct JobResource {
     #[schema(required)]
     provider_job_id: Option<String>,
     /// The request as accepted.
-    #[schema(value_type = GenerationRequestSchema)]
-    request: Value,
+    request: GenerationRequest,
     /// Once succeeded.
-    #[schema(required, value_type = Option<JobResultSchema>)]
-    result: Option<Value>,
+    #[schema(required)]
+    result: Option<JobResultView>,
     /// Why it failed, or `cancelled`.
-    #[schema(required, value_type = Option<JobErrorSchema>)]
+    #[schema(required)]
     error: Option<ErrorRecord>,
     /// The producer's own JSON, untouched.
     #[schema(value_type = Value)]
@@ -99,6 +94,20 @@ pub(crate) struct JobResource {
     finished_at: Option<DateTime<Utc>>,
 }
 
+/// The `result` of a succeeded job: what the worker stored, and where to
+/// download the video from this API.
+// The stored result names no route: `video_url` is this API's, made here.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = JobResult)]
+pub(crate) struct JobResultView {
+    /// Where to download the video from this API.
+    #[schema(example = "/v1/jobs/01890a5d-ac96-774b-bcce-b302099a8057/video")]
+    video_url: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    stored: JobResult,
+}
+
 impl From<Job> for JobResource {
     fn from(job: Job) -> Self {
         JobResource {
@@ -111,16 +120,9 @@ impl From<Job> for JobResource {
             attempts: job.attempts,
             provider_job_id: job.provider_job_id,
             request: job.request,
-            result: job.result.map(|mut result| {
-                // Where to download the video is this API's route, made
-                // here: the stored result names no route.
-                if let Value::Object(fields) = &mut result {
-                    fields.insert(
-                        "video_url".to_owned(),
-                        Value::String(format!("/v1/jobs/{}/video", job.id)),
-                    );
-                }
-                result
+            result: job.result.map(|stored| JobResultView {
+                video_url: format!("/v1/jobs/{}/video", job.id),
+                stored,
             }),
             error: job.error,
             metadata: job.metadata,
@@ -147,7 +149,7 @@ impl From<Job> for JobResource {
         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
     )),
     request_body(
-        content = GenerationRequestSchema,
+        content = GenerationRequest,
         content_type = "application/json",
         description = "Checked before anything is written, in this order: the shape; the \
             model's catalogue (a 422 whose `details` name the `field` and the `allowed` values); \
@@ -201,10 +203,11 @@ pub(crate) async fn create(
         idempotency: idempotency_key.map(|key| Idempotency {
             key,
             // serde_json's maps are sorted, so the same request always
-            // serialises to the same bytes, whatever order the body had.
+            // serialises to the same bytes, whatever order the body had
+            // (and jobs stored by earlier builds keep their fingerprints).
             request_sha256: Sha256::digest(canonical.to_string().as_bytes()).into(),
         }),
-        request: canonical,
+        request,
     };
     let inserted = state.job_inserts().insert(new).await;
     let job = match inserted {
@@ -479,7 +482,7 @@ pub(crate) struct JobPage {
     tag = "jobs",
     params(
         ("user_id" = Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
-        ("status" = Option<JobStatusSchema>, Query, description = "Only jobs in this status"),
+        ("status" = Option<JobStatus>, Query, description = "Only jobs in this status"),
         ("limit" = Option<u32>, Query, description = "Page size, 1–100 (default 20)", minimum = 1, maximum = 100),
         ("cursor" = Option<Uuid>, Query, description = "The `next_cursor` of the previous page"),
     ),
@@ -564,7 +567,7 @@ pub(crate) async fn list(
                 `details.status` says what it is) and its video is in the video store \
                 (`output.url`)",
             content_type = "video/mp4",
-            body = crate::openapi::schemas::Video,
+            body = crate::openapi::Video,
             headers(
                 ("Content-Length" = u64, description = "The video's size in bytes"),
                 ("Content-Disposition" = String, description = "`inline; filename=\"{job_id}.mp4\"`"),

@@ -5,17 +5,16 @@
 //! their schemas, and [`Conventions`] adds what every route shares: the
 //! bearer scheme on `/v1`, the error responses (one schema, each status
 //! narrowed to the codes that route can answer with, from [`ERRORS`]) and
-//! the `x-request-id` header. Types defined in other crates are described
-//! here, in [`schemas`], beside checks that fail to compile when those types
-//! gain a variant the document does not list.
+//! the `x-request-id` header. The schemas of types from other crates are
+//! derived on those types too (the `openapi` feature of `byok-core` and
+//! `byok-providers`), so the document describes what is serialised and
+//! cannot drift from it.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use byok_core::{ErrorCode, JobStatus, ProviderId};
 use serde_json::json;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, SchemaType, Type};
@@ -25,7 +24,7 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::error::ApiErrorCode;
+use crate::error::{ApiErrorCode, ErrorResponse};
 
 /// The user id the document's examples use.
 pub const EXAMPLE_USER_ID: &str = "0b6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
@@ -335,407 +334,40 @@ fn add_request_id(operation: &mut Operation) {
     }
 }
 
-/// The one error shape of the API.
-#[derive(ToSchema)]
-#[schema(as = Error)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // documentation only: `ApiError` serialises it
-pub(crate) struct ErrorResponse {
-    error: ErrorBody,
-}
-
-/// The error object.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // documentation only
-pub(crate) struct ErrorBody {
-    code: ApiErrorCode,
-    /// For people; never a secret.
-    message: String,
-    /// Machine-readable details (e.g. `field`, `allowed`, `job_id`,
-    /// `provider_reason`), or `null`.
-    #[schema(required, value_type = Value)]
-    details: Option<serde_json::Value>,
-}
-
 impl PartialSchema for ApiErrorCode {
     fn schema() -> RefOr<Schema> {
-        string_enum(
-            ApiErrorCode::ALL.iter().map(|c| c.as_str()),
-            "Stable error code of the HTTP API; each goes with one HTTP status",
-        )
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(ApiErrorCode::ALL.iter().map(|c| c.as_str())))
+            .description(Some(
+                "Stable error code of the HTTP API; each goes with one HTTP status",
+            ))
+            .into()
     }
 }
 
 impl ToSchema for ApiErrorCode {}
 
-/// A string schema taking one of `values`.
-pub(crate) fn string_enum<'a>(
-    values: impl IntoIterator<Item = &'a str>,
-    description: &str,
-) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values.into_iter().collect::<Vec<_>>()))
-        .description(Some(description))
-        .into()
-}
+/// A video file: the body of `GET /v1/jobs/{job_id}/video`.
+#[derive(Debug)]
+pub(crate) struct Video;
 
-/// Schemas of the types other crates define, as the API serialises them.
-pub(crate) mod schemas {
-    use super::*;
-
-    /// A video file.
-    #[derive(Debug)]
-    pub(crate) struct Video;
-
-    impl PartialSchema for Video {
-        fn schema() -> RefOr<Schema> {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .content_media_type("video/mp4")
-                .description(Some("The MP4 bytes"))
-                .into()
-        }
-    }
-
-    impl ToSchema for Video {}
-
-    /// `byok_core::ProviderId`.
-    #[derive(Debug)]
-    pub(crate) struct ProviderIdSchema;
-
-    impl PartialSchema for ProviderIdSchema {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                ProviderId::ALL.iter().map(|p| p.as_str()),
-                "A provider: its stable id",
-            )
-        }
-    }
-
-    impl ToSchema for ProviderIdSchema {
-        fn name() -> Cow<'static, str> {
-            Cow::Borrowed("ProviderId")
-        }
-    }
-
-    /// `byok_core::JobStatus`.
-    #[derive(Debug)]
-    pub(crate) struct JobStatusSchema;
-
-    impl PartialSchema for JobStatusSchema {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                JobStatus::ALL.iter().map(|s| s.as_str()),
-                "Where a job stands: `queued`, `throttled` (waiting for the key's rate-limit \
-                 window), `running` (accepted by the provider), then one of the final \
-                 `succeeded`, `failed`, `cancelled`",
-            )
-        }
-    }
-
-    impl ToSchema for JobStatusSchema {
-        fn name() -> Cow<'static, str> {
-            Cow::Borrowed("JobStatus")
-        }
-    }
-
-    /// Every `byok_core::ErrorCode`; a new code does not compile until it
-    /// is listed here.
-    const JOB_ERROR_CODES: [ErrorCode; 11] = [
-        ErrorCode::CredentialsMissing,
-        ErrorCode::CredentialsInvalid,
-        ErrorCode::InvalidRequest,
-        ErrorCode::ContentRejected,
-        ErrorCode::InsufficientCredits,
-        ErrorCode::ModelRetired,
-        ErrorCode::ProviderUnavailable,
-        ErrorCode::SubmitOutcomeUnknown,
-        ErrorCode::Timeout,
-        ErrorCode::Cancelled,
-        ErrorCode::Internal,
-    ];
-
-    const _: fn(ErrorCode) = |code| match code {
-        ErrorCode::CredentialsMissing
-        | ErrorCode::CredentialsInvalid
-        | ErrorCode::InvalidRequest
-        | ErrorCode::ContentRejected
-        | ErrorCode::InsufficientCredits
-        | ErrorCode::ModelRetired
-        | ErrorCode::ProviderUnavailable
-        | ErrorCode::SubmitOutcomeUnknown
-        | ErrorCode::Timeout
-        | ErrorCode::Cancelled
-        | ErrorCode::Internal => {}
-    };
-
-    /// `byok_core::ErrorCode`.
-    #[derive(Debug)]
-    pub(crate) struct JobErrorCode;
-
-    impl PartialSchema for JobErrorCode {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                JOB_ERROR_CODES.iter().map(|c| c.as_str()),
-                "Why a job failed: a stable code producers branch on",
-            )
-        }
-    }
-
-    impl ToSchema for JobErrorCode {}
-
-    /// `byok_core::ErrorRecord`: the `error` of a job.
-    #[derive(ToSchema)]
-    #[schema(as = JobError)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct JobErrorSchema {
-        code: JobErrorCode,
-        /// For people.
-        message: String,
-        /// Whether the failure was of a retryable class.
-        retryable: bool,
-    }
-
-    /// The `result` of a succeeded job.
-    #[derive(ToSchema)]
-    #[schema(as = JobResult)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct JobResultSchema {
-        /// Where to download the video from this API.
-        #[schema(example = "/v1/jobs/01890a5d-ac96-774b-bcce-b302099a8057/video")]
-        video_url: String,
-        /// The provider's own URLs of the output, where it gives any (they expire).
-        provider_urls: Vec<String>,
-        /// The size of the stored video.
-        bytes: u64,
-        /// The stored video's media type.
-        #[schema(example = "video/mp4")]
-        content_type: String,
-        /// What the provider said about the output, if anything.
-        #[schema(required)]
-        note: Option<String>,
-    }
-
-    /// `byok_core::GenerationRequest`: the body of `POST /v1/jobs`, and the
-    /// `request` of a job as accepted.
-    #[derive(ToSchema)]
-    #[schema(
-        as = GenerationRequest,
-        example = json!({
-            "user_id": EXAMPLE_USER_ID,
-            "provider": "runway",
-            "model": "gen4.5",
-            "prompt": "A lighthouse at dawn, waves rolling in",
-            "duration_seconds": 5,
-            "aspect_ratio": "16:9",
-            "resolution": "720p",
-            "seed": 42,
-            "metadata": {"order": 42},
-        }),
-    )]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct GenerationRequestSchema {
-        /// The user whose stored key pays for the job.
-        #[schema(value_type = uuid::Uuid)]
-        user_id: String,
-        provider: ProviderIdSchema,
-        /// A model id from the provider's catalogue (`GET /v1/providers`).
-        model: String,
-        /// What to generate (required, allowed or refused per the model and mode).
-        prompt: Option<String>,
-        /// What to avoid, where the model supports it.
-        negative_prompt: Option<String>,
-        /// First frame: an https URL (or http to a private address when
-        /// `fetch.allow_private_networks`); makes the job image-to-video.
-        image_url: Option<String>,
-        /// Length in seconds: one of the model's `durations`.
-        #[schema(minimum = 0, maximum = 4294967295_u64)]
-        duration_seconds: Option<u32>,
-        /// One of the model's aspect ratios, e.g. `16:9`.
-        aspect_ratio: Option<String>,
-        /// One of the model's resolutions, e.g. `720p`.
-        resolution: Option<String>,
-        /// Reproducibility seed, up to the model's `seed_max`.
-        #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
-        seed: Option<u64>,
-        /// The producer's own JSON, stored and returned untouched (default `{}`).
-        #[serde(default)]
-        #[schema(value_type = Value)]
-        metadata: Option<serde_json::Value>,
-    }
-
-    /// `byok_providers::ProviderDescriptor`: one entry of `GET /v1/providers`.
-    #[derive(ToSchema)]
-    #[schema(as = Provider)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct ProviderSchema {
-        id: ProviderIdSchema,
-        /// Human name, e.g. `Runway ML`.
-        display_name: String,
-        /// One sentence on what the provider is and how it is reached.
-        description: String,
-        /// A stable icon slug the UI maps to an image.
-        icon: String,
-        /// The models and what each accepts (the capability catalogue).
-        models: Vec<ModelSchema>,
-        capabilities: CapabilitiesSchema,
-        /// The fields of the `credentials` object a user stores, in display order.
-        credential_fields: Vec<CredentialFieldSchema>,
-        rate_limits: RateLimitsSchema,
-    }
-
-    /// `byok_core::Mode`.
-    #[derive(ToSchema)]
-    #[schema(as = Mode)]
-    #[serde(rename_all = "snake_case")]
-    #[allow(dead_code)]
-    pub(crate) enum ModeSchema {
-        TextToVideo,
-        ImageToVideo,
-    }
-
-    const _: fn(byok_core::Mode) = |mode| match mode {
-        byok_core::Mode::TextToVideo | byok_core::Mode::ImageToVideo => {}
-    };
-
-    /// `byok_core::Requirement`: whether a field must, may or must not be given.
-    #[derive(ToSchema)]
-    #[schema(as = Requirement)]
-    #[serde(rename_all = "snake_case")]
-    #[allow(dead_code)]
-    pub(crate) enum RequirementSchema {
-        Required,
-        Optional,
-        Unsupported,
-    }
-
-    const _: fn(byok_core::Requirement) = |requirement| match requirement {
-        byok_core::Requirement::Required
-        | byok_core::Requirement::Optional
-        | byok_core::Requirement::Unsupported => {}
-    };
-
-    /// `byok_core::ModelSpec`: what one model accepts.
-    #[derive(ToSchema)]
-    #[schema(as = Model)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct ModelSchema {
-        /// The model id to use in requests.
-        id: String,
-        /// For people.
-        display_name: String,
-        /// Modes the model supports.
-        modes: Vec<ModeSchema>,
-        prompt: PromptRulesSchema,
-        /// Durations in whole seconds; empty when the length is not selectable.
-        durations: Vec<u32>,
-        /// Used when a request names none.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schema(nullable = false)]
-        default_duration: Option<u32>,
-        /// Output shapes, the default first.
-        formats: Vec<FormatSchema>,
-        /// Without an `aspect_ratio`, the shape nearest the input image's is used.
-        format_from_image: bool,
-        /// Whether `negative_prompt` is accepted.
-        negative_prompt: bool,
-        /// Largest accepted seed; absent when the model takes no seed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schema(nullable = false)]
-        seed_max: Option<u64>,
-    }
-
-    /// `byok_core::PromptRules`.
-    #[derive(ToSchema)]
-    #[schema(as = PromptRules)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct PromptRulesSchema {
-        text_to_video: RequirementSchema,
-        image_to_video: RequirementSchema,
-        /// Longest prompt, in characters.
-        max_chars: u32,
-    }
-
-    /// `byok_core::Format`: one output shape of a model.
-    #[derive(ToSchema)]
-    #[schema(as = Format)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct FormatSchema {
-        /// Neutral aspect ratio, e.g. `16:9`.
-        aspect_ratio: String,
-        /// Neutral resolution, e.g. `720p`; absent when the model has no choice.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schema(nullable = false)]
-        resolution: Option<String>,
-        /// The provider's own value for this shape.
-        wire: String,
-        /// Modes this shape is offered in; absent means all of the model's.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        modes: Vec<ModeSchema>,
-        /// Durations allowed with this shape; absent means all of the model's.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        durations: Vec<u32>,
-    }
-
-    /// `byok_providers::Capabilities`: the union of a provider's models.
-    #[derive(ToSchema)]
-    #[schema(as = Capabilities)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct CapabilitiesSchema {
-        text_to_video: bool,
-        image_to_video: bool,
-        durations: Vec<u32>,
-        aspect_ratios: Vec<String>,
-        resolutions: Vec<String>,
-        negative_prompt: bool,
-        seed: bool,
-    }
-
-    /// `byok_providers::CredentialField`: one field of a provider's `credentials`.
-    #[derive(ToSchema)]
-    #[schema(as = CredentialField)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct CredentialFieldSchema {
-        /// The JSON member name, e.g. `api_key`.
-        name: String,
-        /// Form label.
-        label: String,
-        /// Whether a `credentials` object without it is refused.
-        required: bool,
-        /// Whether the value is a secret (mask it; it is never shown back).
-        secret: bool,
-        /// `string`, or `json` (a JSON object, or a string containing one).
-        #[schema(example = "string")]
-        kind: String,
-        /// Help text.
-        description: String,
-    }
-
-    /// `byok_providers::RateLimits`: requests per user key this deployment lets through.
-    #[derive(ToSchema)]
-    #[schema(as = RateLimits)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    pub(crate) struct RateLimitsSchema {
-        per_minute: u32,
-        per_hour: u32,
+impl PartialSchema for Video {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("video/mp4")
+            .description(Some("The MP4 bytes"))
+            .into()
     }
 }
+
+impl ToSchema for Video {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn every_operation_lists_its_errors() {
@@ -756,6 +388,239 @@ mod tests {
                 ids.iter().any(|i| i == id),
                 "errors_of names {id}, which is no operation"
             );
+        }
+    }
+
+    /// Checks `value` against `schema` (resolving `$ref`s in `doc`): its
+    /// type, `enum`, `oneOf`/`anyOf`/`allOf`, array items, and for objects
+    /// that every member is among the schema's properties (all of an
+    /// `allOf`'s together: `part` is set for one of them) and every required
+    /// one is there.
+    fn conforms(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+        value: &serde_json::Value,
+        at: &str,
+        part: bool,
+    ) -> Result<(), String> {
+        use serde_json::Value;
+        let schema = resolve(doc, schema);
+        if let Some(alternatives) = schema.get("oneOf").or(schema.get("anyOf")) {
+            let errors: Vec<String> = alternatives
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|alternative| conforms(doc, alternative, value, at, part).err())
+                .collect();
+            if errors.len() == alternatives.as_array().unwrap().len() {
+                return Err(format!("{at}: no alternative fits: {errors:?}"));
+            }
+        }
+        if let Some(types) = schema.get("type") {
+            let types: Vec<&str> = match types {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
+                other => panic!("{at}: type {other}"),
+            };
+            let fits = |t: &str| match t {
+                "null" => value.is_null(),
+                "boolean" => value.is_boolean(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "string" => value.is_string(),
+                "array" => value.is_array(),
+                "object" => value.is_object(),
+                other => panic!("{at}: type {other}"),
+            };
+            if !types.iter().any(|t| fits(t)) {
+                return Err(format!("{at}: {value} is not of type {types:?}"));
+            }
+        }
+        if let Some(allowed) = schema.get("enum")
+            && !allowed.as_array().unwrap().contains(value)
+        {
+            return Err(format!("{at}: {value} is not one of {allowed}"));
+        }
+        if let Some(parts) = schema.get("allOf") {
+            for part in parts.as_array().unwrap() {
+                conforms(doc, part, value, at, true)?;
+            }
+        }
+        if let (Some(items), Value::Array(elements)) = (schema.get("items"), value) {
+            for (i, element) in elements.iter().enumerate() {
+                conforms(doc, items, element, &format!("{at}[{i}]"), false)?;
+            }
+        }
+        if let Value::Object(members) = value {
+            let (properties, required) = object_members(doc, schema);
+            if properties.is_empty() {
+                // A free-form object (e.g. `metadata`).
+                return Ok(());
+            }
+            for (name, member) in members {
+                match properties.get(name) {
+                    Some(property) => {
+                        conforms(doc, property, member, &format!("{at}.{name}"), false)?;
+                    }
+                    None if part => {}
+                    None => return Err(format!("{at}: `{name}` is not in the schema")),
+                }
+            }
+            if let Some(missing) = required.iter().find(|r| !members.contains_key(*r)) {
+                return Err(format!("{at}: the schema requires `{missing}`"));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve<'a>(
+        doc: &'a serde_json::Value,
+        schema: &'a serde_json::Value,
+    ) -> &'a serde_json::Value {
+        match schema.get("$ref").and_then(|r| r.as_str()) {
+            Some(reference) => {
+                let name = reference.strip_prefix("#/components/schemas/").unwrap();
+                let target = &doc["components"]["schemas"][name];
+                assert!(target.is_object(), "no schema {name}");
+                resolve(doc, target)
+            }
+            None => schema,
+        }
+    }
+
+    /// The properties and required members of an object schema, an `allOf`'s
+    /// parts' together.
+    fn object_members(
+        doc: &serde_json::Value,
+        schema: &serde_json::Value,
+    ) -> (BTreeMap<String, serde_json::Value>, Vec<String>) {
+        let schema = resolve(doc, schema);
+        let mut properties = BTreeMap::new();
+        let mut required = Vec::new();
+        if let Some(own) = schema.get("properties").and_then(|p| p.as_object()) {
+            properties.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let Some(own) = schema.get("required").and_then(|r| r.as_array()) {
+            required.extend(own.iter().map(|r| r.as_str().unwrap().to_owned()));
+        }
+        for part in schema
+            .get("allOf")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let (p, r) = object_members(doc, part);
+            properties.extend(p);
+            required.extend(r);
+        }
+        (properties, required)
+    }
+
+    fn assert_conforms(doc: &serde_json::Value, name: &str, value: &impl serde::Serialize) {
+        let value = serde_json::to_value(value).unwrap();
+        let schema = json!({ "$ref": format!("#/components/schemas/{name}") });
+        if let Err(why) = conforms(doc, &schema, &value, name, false) {
+            panic!("the serialised {name} does not fit its schema: {why}\n{value:#}");
+        }
+    }
+
+    /// A job with every optional member set, or none.
+    fn sample_job(full: bool) -> byok_store::Job {
+        use byok_core::{
+            ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProviderId,
+        };
+        let user_id = uuid::Uuid::now_v7();
+        let now = chrono::Utc::now();
+        let mut request = GenerationRequest::new(user_id, ProviderId::Runway, "gen4.5");
+        if full {
+            request = GenerationRequest {
+                prompt: Some("a lighthouse".into()),
+                negative_prompt: Some("fog".into()),
+                image_url: Some("https://example.com/frame.png".into()),
+                duration_seconds: Some(5),
+                aspect_ratio: Some("16:9".into()),
+                resolution: Some("720p".into()),
+                seed: Some(u64::MAX),
+                metadata: json!({ "order": [1, "two", null] }),
+                ..request
+            };
+        }
+        byok_store::Job {
+            id: uuid::Uuid::now_v7(),
+            user_id,
+            provider_name: "runway".into(),
+            model: "gen4.5".into(),
+            status: if full {
+                JobStatus::Succeeded
+            } else {
+                JobStatus::Queued
+            },
+            progress: full.then_some(1.0),
+            attempts: u32::from(full),
+            provider_job_id: full.then(|| "task-1".into()),
+            metadata: request.metadata.clone(),
+            request,
+            result: full.then(|| JobResult {
+                provider_urls: vec!["https://cdn.example/out.mp4".into()],
+                bytes: 1234,
+                content_type: "video/mp4".into(),
+                note: Some("CONTENT_FILTERED".into()),
+            }),
+            error: full.then(|| ErrorRecord {
+                code: ErrorCode::Timeout,
+                message: "late".into(),
+                retryable: false,
+            }),
+            created_by_token: None,
+            idempotency_key: full.then(|| "k".into()),
+            request_sha256: None,
+            created_at: now,
+            updated_at: now,
+            started_at: full.then_some(now),
+            finished_at: full.then_some(now),
+            enqueued_at: None,
+            submit_started_at: None,
+            cancel_sent_at: None,
+        }
+    }
+
+    #[test]
+    fn what_the_api_serialises_fits_the_schemas() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        for full in [true, false] {
+            let job = sample_job(full);
+            assert_conforms(&doc, "GenerationRequest", &job.request);
+            assert_conforms(&doc, "Job", &crate::jobs::JobResource::from(job));
+        }
+        let result = serde_json::to_value(crate::jobs::JobResource::from(sample_job(true)))
+            .unwrap()["result"]
+            .clone();
+        assert_eq!(
+            result["video_url"].as_str().map(|u| u.ends_with("/video")),
+            Some(true),
+            "{result}"
+        );
+        assert_conforms(&doc, "JobResult", &result);
+
+        let registry =
+            byok_providers::Registry::new(&byok_providers::RegistryOptions::defaults()).unwrap();
+        for provider in registry.all() {
+            assert_conforms(&doc, "Provider", provider.descriptor());
+        }
+    }
+
+    #[tokio::test]
+    async fn error_responses_fit_the_error_schema() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        for error in [
+            ApiError::new(ApiErrorCode::Conflict, "taken").with_details(json!({ "job_id": "x" })),
+            ApiError::new(ApiErrorCode::NotFound, "no such job"),
+        ] {
+            let body = axum::body::to_bytes(error.into_response().into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_conforms(&doc, "Error", &body);
         }
     }
 }

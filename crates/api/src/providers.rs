@@ -8,14 +8,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::openapi::schemas::ProviderSchema;
 
 /// The body of `GET /v1/providers`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProviderList {
     /// Every provider this build knows, in listing order.
-    #[schema(value_type = Vec<ProviderSchema>)]
     providers: Vec<ProviderDescriptor>,
 }
 

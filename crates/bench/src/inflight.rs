@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use byok_core::{JobItem, JobStatus, ProviderId};
+use byok_core::{GenerationRequest, JobItem, JobStatus, ProviderId};
 use byok_queue::Producer;
 use byok_sim::SimConfig;
 use byok_store::{Inserted, NewJob, Store};
@@ -57,10 +57,11 @@ async fn enqueue(
         tasks.push(tokio::spawn(async move {
             for i in (t * per_task)..((t + 1) * per_task).min(n) {
                 let user = users[i % users.len()];
-                let request = json!({
-                    "user_id": user, "provider": "runway", "model": "gen4.5",
-                    "prompt": "a lighthouse at dusk, slow dolly in", "duration_seconds": 5,
-                });
+                let request = GenerationRequest {
+                    prompt: Some("a lighthouse at dusk, slow dolly in".to_owned()),
+                    duration_seconds: Some(5),
+                    ..GenerationRequest::new(user, ProviderId::Runway, "gen4.5")
+                };
                 let new = NewJob {
                     user_id: user,
                     provider: ProviderId::Runway,

@@ -16,6 +16,7 @@ pub const PROMPT_MAX_CHARS_CEILING: u32 = 10_000;
 
 /// How a video is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// From a prompt alone.
@@ -26,6 +27,7 @@ pub enum Mode {
 
 /// Whether a field must, may or must not be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
     /// Must be given.
@@ -38,6 +40,7 @@ pub enum Requirement {
 
 /// Prompt rules of a model, per mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PromptRules {
     /// For text-to-video.
@@ -52,12 +55,14 @@ pub struct PromptRules {
 /// how the provider names it on the wire (Runway: `1280:720`; Vertex:
 /// `16:9`; Stability: the input image size `1024x576`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Format {
     /// Neutral aspect ratio, `16:9`.
     pub aspect_ratio: String,
     /// Neutral resolution, `720p`; absent when the model has no choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub resolution: Option<String>,
     /// The provider's own value for this shape.
     pub wire: String,
@@ -76,7 +81,10 @@ impl Format {
 }
 
 /// What one model accepts.
+// In the schema, the fields that are always serialised are `required` although they may be
+// left out of a catalogue file (`default`), and those left out when empty are not `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Model))]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// The provider's model id, sent on the wire and used in requests.
@@ -89,9 +97,11 @@ pub struct ModelSpec {
     pub prompt: PromptRules,
     /// Durations in whole seconds; empty when the length is not selectable.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub durations: Vec<u32>,
     /// Used when the request names none (must be one of `durations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub default_duration: Option<u32>,
     /// Output shapes, the default first.
     pub formats: Vec<Format>,
@@ -99,12 +109,15 @@ pub struct ModelSpec {
     /// `aspect_ratio` in the request, the worker picks the shape nearest the
     /// image's own.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub format_from_image: bool,
     /// Whether `negative_prompt` is accepted.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub negative_prompt: bool,
     /// Largest accepted seed; absent when the model takes no seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub seed_max: Option<u64>,
 }
 

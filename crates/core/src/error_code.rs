@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Why a job failed, or why a credential is unusable. The string forms are a
 /// contract: producers branch on them, so a code is never renamed or reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JobErrorCode))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The user has no stored key for the provider.

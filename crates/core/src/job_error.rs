@@ -92,8 +92,10 @@ impl fmt::Display for JobError {
 
 impl std::error::Error for JobError {}
 
-/// `error` of the job resource: `{"code","message","retryable"}`.
+/// The `error` of a job: `{"code","message","retryable"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JobError))]
+#[serde(deny_unknown_fields)]
 pub struct ErrorRecord {
     /// Stable code.
     pub code: ErrorCode,

@@ -2,21 +2,28 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The `result` of a succeeded job, as the worker stores it. Where to download the video
-/// is not part of it: the API renders `video_url` from the job id (rows written before
-/// this type existed also carry a `video_url`, which is ignored on read).
+/// What a succeeded job produced, as the worker stores it.
+// Where to download the video is not part of it: the API adds `video_url`, a route of its
+// own made from the job id. Rows written before this type existed carry a `video_url` too,
+// which is ignored on read.
+// In the schema every field is `required`: all are always serialised (`default` is only
+// for reading rows of older builds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     /// The provider's own URLs of the output, where it gives any (they expire).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub provider_urls: Vec<String>,
     /// The size of the stored video.
     pub bytes: u64,
     /// The stored video's media type.
+    #[cfg_attr(feature = "openapi", schema(example = "video/mp4"))]
     pub content_type: String,
     /// What the provider said about the output, if anything (e.g. Stability's
     /// `CONTENT_FILTERED`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub note: Option<String>,
 }
 

@@ -5,9 +5,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a generation job stands. Stored as its lowercase name in
-/// `generation_jobs.status` and returned as such by the API.
+/// Where a generation job stands: `queued`, `throttled` (waiting for the key's
+/// rate-limit window), `running` (accepted by the provider), then one of the final
+/// `succeeded`, `failed`, `cancelled`. Stored as its name in `generation_jobs.status` and
+/// returned as such by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Accepted and waiting for a worker.

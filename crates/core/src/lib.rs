@@ -5,6 +5,8 @@ mod error_code;
 mod job_error;
 mod job_result;
 mod job_status;
+#[cfg(all(test, feature = "openapi"))]
+mod openapi_tests;
 mod provider_id;
 mod queue_stats;
 mod rate_limits;

@@ -34,12 +34,16 @@ pub struct ProviderDefaults {
 }
 
 /// Generates [`ProviderId`] (the enum, [`ProviderId::ALL`], [`ProviderId::NAMES`],
-/// [`ProviderId::as_str`], [`ProviderId::defaults`], serde) from one entry per provider:
+/// [`ProviderId::as_str`], [`ProviderId::defaults`], serde, and with `openapi` its schema) from one entry per provider:
 /// `Variant = "wire name" { base_url: …, per_minute: …, per_hour: …, poll_interval_secs: … }`.
+///
+/// The wire name is matched as a token tree, not as a `literal` fragment: a fragment reaches
+/// derive macros wrapped in an invisible group, which serde looks through but utoipa does
+/// not (its schema would list the variant names instead of the wire names).
 macro_rules! provider_ids {
     ($(
         $(#[$doc:meta])*
-        $variant:ident = $name:literal {
+        $variant:ident = $name:tt {
             base_url: $base_url:expr,
             per_minute: $per_minute:expr,
             per_hour: $per_hour:expr,
@@ -51,6 +55,7 @@ macro_rules! provider_ids {
         /// `provider_name` column, in configuration keys and in the AAD of sealed
         /// credentials, so it never changes once released.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum ProviderId {
             $(
                 $(#[$doc])*

@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 /// Submits per user key the system lets through to a provider, in two sliding windows
 /// (`providers.<id>.rate_limit.*`). Both are at least 1, and the hour's at least the
-/// minute's ([`RateLimits::check`]): a quota that can never grant anything would leave
-/// jobs waiting forever without anyone noticing.
+/// minute's: a quota that can never grant anything would leave jobs waiting forever
+/// without anyone noticing.
+// `RateLimits::check` enforces that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
     /// Submits per rolling minute.

@@ -6,10 +6,28 @@ use uuid::Uuid;
 
 use crate::ProviderId;
 
-/// A video to generate, in provider-neutral terms. Every field but `user_id`,
-/// `provider` and `model` is optional; the catalogue of the model decides
-/// what is required, allowed and defaulted (see [`crate::ModelSpec::validate`]).
+/// A video to generate, in provider-neutral terms: the body of `POST /v1/jobs`, and the
+/// `request` of a job as accepted. Every field but `user_id`, `provider` and `model` is
+/// optional; the model's catalogue (`GET /v1/providers`) decides what is required,
+/// allowed and defaulted. Unknown fields are refused.
+// Checked by `ModelSpec::validate`. The example is the OpenAPI document's (a test checks
+// that it fits the built-in catalogue).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(example = json!({
+        "user_id": "0b6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3",
+        "provider": "runway",
+        "model": "gen4.5",
+        "prompt": "A lighthouse at dawn, waves rolling in",
+        "duration_seconds": 5,
+        "aspect_ratio": "16:9",
+        "resolution": "720p",
+        "seed": 42,
+        "metadata": {"order": 42},
+    }))
+)]
 #[serde(deny_unknown_fields)]
 pub struct GenerationRequest {
     /// The user whose stored key pays for the job.
@@ -18,30 +36,54 @@ pub struct GenerationRequest {
     pub provider: ProviderId,
     /// A model id from the provider's catalogue.
     pub model: String,
-    /// What to generate.
+    /// What to generate (required, allowed or refused per the model and mode).
     #[serde(default)]
     pub prompt: Option<String>,
     /// What to avoid, where the model supports it.
     #[serde(default)]
     pub negative_prompt: Option<String>,
-    /// First frame / input image (https unless private networks are allowed).
+    /// First frame, which makes the job image-to-video: an https URL (or http to a
+    /// private address when `fetch.allow_private_networks`).
     #[serde(default)]
     pub image_url: Option<String>,
-    /// Length of the video.
+    /// Length in seconds: one of the model's `durations`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 4_294_967_295_u64))]
     pub duration_seconds: Option<u32>,
-    /// `16:9`, `9:16`, `1:1`, …
+    /// One of the model's aspect ratios: `16:9`, `9:16`, `1:1`, …
     #[serde(default)]
     pub aspect_ratio: Option<String>,
-    /// `720p`, `1080p`, …
+    /// One of the model's resolutions: `720p`, `1080p`, …
     #[serde(default)]
     pub resolution: Option<String>,
-    /// Reproducibility seed, where the model supports it.
+    /// Reproducibility seed, up to the model's `seed_max`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 18_446_744_073_709_551_615_u64))]
     pub seed: Option<u64>,
-    /// The producer's own data, stored and returned untouched.
+    /// The producer's own JSON, stored and returned untouched (default `{}`).
     #[serde(default = "empty_object")]
     pub metadata: serde_json::Value,
+}
+
+impl GenerationRequest {
+    /// A request for `model` of `provider`, paid by `user_id`, with nothing else set (the
+    /// model's defaults) and empty `metadata`; set the other fields with struct update
+    /// syntax.
+    pub fn new(user_id: Uuid, provider: ProviderId, model: impl Into<String>) -> Self {
+        GenerationRequest {
+            user_id,
+            provider,
+            model: model.into(),
+            prompt: None,
+            negative_prompt: None,
+            image_url: None,
+            duration_seconds: None,
+            aspect_ratio: None,
+            resolution: None,
+            seed: None,
+            metadata: empty_object(),
+        }
+    }
 }
 
 fn empty_object() -> serde_json::Value {
@@ -81,5 +123,23 @@ impl ValidationError {
             message: message.into(),
             allowed: allowed.into_iter().map(|v| v.to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_is_the_smallest_body_with_its_defaults() {
+        let user = Uuid::new_v4();
+        let parsed: GenerationRequest = serde_json::from_value(serde_json::json!({
+            "user_id": user, "provider": "runway", "model": "gen4.5",
+        }))
+        .unwrap();
+        assert_eq!(
+            GenerationRequest::new(user, ProviderId::Runway, "gen4.5"),
+            parsed
+        );
     }
 }

@@ -27,6 +27,9 @@ pub(crate) fn load(
 
 /// A provider's capabilities across all its models, for listings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// Only serialised, so this changes nothing but the schema: it lists every member.
+#[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// Some model makes video from text.
     pub text_to_video: bool,

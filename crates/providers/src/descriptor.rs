@@ -7,6 +7,9 @@ use serde::Serialize;
 
 /// Static description of one provider for `GET /v1/providers`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Provider))]
+// Only serialised, so this changes nothing but the schema: it lists every member.
+#[serde(deny_unknown_fields)]
 pub struct ProviderDescriptor {
     /// The stable provider id.
     pub id: ProviderId,
@@ -28,16 +31,20 @@ pub struct ProviderDescriptor {
 
 /// One field of a provider's `credentials` object, for building a form.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// Only serialised, so this changes nothing but the schema: it lists every member.
+#[serde(deny_unknown_fields)]
 pub struct CredentialField {
     /// The JSON member name, e.g. `api_key`.
     pub name: &'static str,
     /// Form label.
     pub label: &'static str,
-    /// Whether `parse_credentials` refuses an object without it.
+    /// Whether a `credentials` object without it is refused (`parse_credentials`).
     pub required: bool,
     /// Whether the value is a secret (mask it in forms; never shown back).
     pub secret: bool,
-    /// `"string"` or `"json"` (a JSON object, or a string containing one).
+    /// `string`, or `json` (a JSON object, or a string containing one).
+    #[cfg_attr(feature = "openapi", schema(example = "string"))]
     pub kind: &'static str,
     /// Help text.
     pub description: &'static str,

@@ -10,11 +10,14 @@
 //!
 //! Rows are untrusted input: an error code this build does not know reads
 //! back as `internal` (its message kept), a provider name it does not know
-//! as `provider() == None`, odd counters are clamped.
+//! as `provider() == None`, odd counters are clamped. The JSON columns
+//! `request` and `result` are read into their types; one that does not fit
+//! (or an unknown status) makes the row [`StoreError::Malformed`], naming
+//! the column.
 
 use std::collections::HashMap;
 
-use byok_core::{ErrorCode, ErrorRecord, JobResult, JobStatus, ProviderId};
+use byok_core::{ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProviderId};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -180,6 +183,15 @@ impl TryFrom<JobRow> for Job {
             .status
             .parse::<JobStatus>()
             .map_err(|_| StoreError::Malformed("generation_jobs.status"))?;
+        // The JSON columns were written from these types; one that does not
+        // read back is refused like an unknown status.
+        let request: GenerationRequest = serde_json::from_value(row.request.0)
+            .map_err(|_| StoreError::Malformed("generation_jobs.request"))?;
+        let result: Option<JobResult> = row
+            .result
+            .map(|r| serde_json::from_value(r.0))
+            .transpose()
+            .map_err(|_| StoreError::Malformed("generation_jobs.result"))?;
         let error = row.error_code.map(|code| ErrorRecord {
             code: serde_json::from_value(Value::String(code)).unwrap_or(ErrorCode::Internal),
             message: row.error_message.unwrap_or_default(),
@@ -197,8 +209,8 @@ impl TryFrom<JobRow> for Job {
                 .map(|p| p.clamp(0.0, 1.0)),
             attempts: u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX),
             provider_job_id: row.provider_job_id,
-            request: row.request.0,
-            result: row.result.map(|r| r.0),
+            request,
+            result,
             error,
             metadata: row.metadata.0,
             created_by_token: row.created_by_token.map(|t| t.0),
@@ -238,10 +250,10 @@ pub struct Job {
     /// The provider's id of the remote job, recorded the moment the
     /// provider accepted the submit.
     pub provider_job_id: Option<String>,
-    /// The neutral request as accepted (JSON of `GenerationRequest`).
-    pub request: Value,
-    /// `{"video_url", "provider_urls", "bytes", …}` once succeeded.
-    pub result: Option<Value>,
+    /// The neutral request as accepted.
+    pub request: GenerationRequest,
+    /// What it produced, once succeeded.
+    pub result: Option<JobResult>,
     /// Why it failed (or `cancelled`).
     pub error: Option<ErrorRecord>,
     /// The producer's own data, untouched.
@@ -285,8 +297,8 @@ pub struct NewJob {
     pub provider: ProviderId,
     /// The model id.
     pub model: String,
-    /// The neutral request (JSON of `GenerationRequest`).
-    pub request: Value,
+    /// The neutral request (stored as its JSON).
+    pub request: GenerationRequest,
     /// The producer's own data.
     pub metadata: Value,
     /// The producer token that enqueues it.

@@ -127,6 +127,11 @@ impl Pipeline {
                 tracing::warn!(job.id = %job_id, "queue item for a job that does not exist: dropped");
                 return Ok(());
             }
+            // A row this build cannot read (its request or result does not
+            // fit its type) never will be: retrying it would go on forever.
+            Err(StoreError::Malformed(column)) => {
+                return self.fail_malformed(job_id, column, delivery).await;
+            }
             Err(e) => return self.store_trouble(&e, delivery),
         };
         let span = tracing::info_span!("job", job.id = %job.id, provider = %job.provider_name, user.id = %job.user_id);
@@ -281,6 +286,26 @@ impl Pipeline {
                 }
                 Ok(())
             }
+            Err(e) => self.store_trouble(&e, delivery),
+        }
+    }
+
+    /// Fails job `job_id`, whose row cannot be read (`column` does not
+    /// decode), without loading it.
+    async fn fail_malformed(&self, job_id: Uuid, column: &str, delivery: &Delivery) -> Next {
+        tracing::error!(job.id = %job_id, column, "the stored job is malformed; failing it");
+        let record = ErrorRecord {
+            code: ErrorCode::Internal,
+            message: format!("the stored job is malformed ({column})"),
+            retryable: false,
+        };
+        match self
+            .store
+            .jobs()
+            .fail(job_id, &record, delivery.attempt())
+            .await
+        {
+            Ok(_) => Ok(()),
             Err(e) => self.store_trouble(&e, delivery),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use byok_core::{ErrorCode, GenerationRequest, JobStatus, RetryClass, ValidatedRequest};
+use byok_core::{ErrorCode, JobStatus, RetryClass, ValidatedRequest};
 use byok_metrics::{Call, Throttle, metrics};
 use byok_providers::SubmitRequest;
 use byok_ratelimit::{Acquire, LimitKey};
@@ -29,14 +29,7 @@ impl Step<'_> {
                 .await;
         }
 
-        let request: GenerationRequest = match serde_json::from_value(job.request.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                let why = format!("the stored request does not parse: {e}");
-                return self.fail(ErrorCode::Internal, why, false).await;
-            }
-        };
-        let validated = match self.adapter.validate(&request) {
+        let validated = match self.adapter.validate(&job.request) {
             Ok(v) => v,
             // The catalogue changed since the job was accepted (a model retired).
             Err(e) => {

@@ -58,7 +58,17 @@ pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<Exi
         ));
     }
     if let Some(result) = &job.result {
-        fields.push(("result", result.to_string()));
+        let mut shown = format!("{} bytes of {}", result.bytes, result.content_type);
+        if !result.provider_urls.is_empty() {
+            shown.push_str(&format!(
+                "; provider URLs: {}",
+                result.provider_urls.join(" ")
+            ));
+        }
+        if let Some(note) = &result.note {
+            shown.push_str(&format!("; note: {note}"));
+        }
+        fields.push(("result", shown));
     }
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in &fields {
@@ -67,7 +77,7 @@ pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<Exi
     println!(
         "request{}  {}",
         " ".repeat(width.saturating_sub(7)),
-        job.request
+        serde_json::to_string(&job.request)?
     );
     println!();
     let mut table = Table::new(["AT", "STATUS", "WHAT HAPPENED"]);

@@ -1,18 +1,25 @@
 //! Jobs: every transition is a compare-and-set, on both databases.
 
-use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
+use byok_core::{ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProviderId};
 use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, Store, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::backends;
+use crate::{Backend, backends};
+
+fn request(user: Uuid) -> GenerationRequest {
+    serde_json::from_value(
+        json!({ "user_id": user, "provider": "runway", "model": "gen4_turbo", "prompt": "a cat" }),
+    )
+    .unwrap()
+}
 
 fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob {
     NewJob {
         user_id: user,
         provider: ProviderId::Runway,
         model: "gen4_turbo".into(),
-        request: json!({ "user_id": user, "provider": "runway", "model": "gen4_turbo", "prompt": "a cat" }),
+        request: request(user),
         metadata: json!({ "scene": 7 }),
         created_by_token: token,
         idempotency: idem.map(|(key, fingerprint)| Idempotency {
@@ -37,7 +44,7 @@ async fn a_new_job_is_queued_unenqueued_with_its_request_and_history() {
         assert_eq!(job.status, JobStatus::Queued, "{}", b.name);
         assert_eq!(job.attempts, 0);
         assert_eq!(job.provider(), Some(ProviderId::Runway));
-        assert_eq!(job.request["prompt"], "a cat");
+        assert_eq!(job.request, request(user));
         assert_eq!(job.metadata, json!({ "scene": 7 }));
         assert!(job.enqueued_at.is_none() && job.provider_job_id.is_none());
         assert_eq!(
@@ -196,7 +203,7 @@ async fn the_submit_path_is_compare_and_set() {
             "clamped"
         );
 
-        let result = byok_core::JobResult {
+        let result = JobResult {
             provider_urls: Vec::new(),
             bytes: 3,
             content_type: "video/mp4".to_owned(),
@@ -216,10 +223,7 @@ async fn the_submit_path_is_compare_and_set() {
         assert!(!jobs.set_progress(job.id, 0.1).await.unwrap());
         let done = jobs.get(job.id).await.unwrap().unwrap();
         assert_eq!(done.status, JobStatus::Succeeded);
-        assert_eq!(
-            done.result.as_ref().map(|r| r["bytes"].clone()),
-            Some(json!(3))
-        );
+        assert_eq!(done.result.as_ref(), Some(&result));
         assert!(done.finished_at.is_some() && done.error.is_none());
         let statuses: Vec<String> = jobs
             .events(job.id)
@@ -533,5 +537,93 @@ async fn a_refused_batch_stores_nothing() {
             "{}",
             b.name
         );
+    }
+}
+
+/// Sets a JSON column of a job row to `value` behind the store's back
+/// (`column` is one of this file's literals).
+async fn set_json_column(b: &Backend, id: Uuid, column: &str, value: &str) {
+    let changed = if b.name == "sqlite" {
+        let pool = sqlx::SqlitePool::connect(&b.url).await.unwrap();
+        let sql = format!("UPDATE generation_jobs SET {column} = $1 WHERE id = $2");
+        let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .bind(id.hyphenated().to_string())
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        changed
+    } else {
+        let pool = sqlx::PgPool::connect(&b.url).await.unwrap();
+        let sql = format!("UPDATE generation_jobs SET {column} = $1::jsonb WHERE id = $2");
+        let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        pool.close().await;
+        changed
+    };
+    assert_eq!(changed, 1);
+}
+
+#[tokio::test]
+async fn a_request_or_result_that_does_not_fit_its_type_makes_the_row_malformed() {
+    for b in backends().await {
+        let user = Uuid::new_v4();
+        let jobs = b.store.jobs();
+        let job = create(&b.store, &new_job(user, None, None)).await;
+
+        // A result written before `JobResult` existed, with its `video_url`, reads.
+        set_json_column(
+            &b,
+            job.id,
+            "result",
+            r#"{"video_url":"/v1/jobs/x/video","provider_urls":[],"bytes":7,"content_type":"video/mp4","note":null}"#,
+        )
+        .await;
+        let read = jobs.get(job.id).await.unwrap().unwrap();
+        assert_eq!(
+            read.result.map(|r| (r.bytes, r.content_type)),
+            Some((7, "video/mp4".to_owned())),
+            "{}",
+            b.name
+        );
+
+        set_json_column(&b, job.id, "result", r#"{"bytes":"many"}"#).await;
+        assert!(
+            matches!(
+                jobs.get(job.id).await,
+                Err(StoreError::Malformed("generation_jobs.result"))
+            ),
+            "{}",
+            b.name
+        );
+
+        let job = create(&b.store, &new_job(user, None, None)).await;
+        set_json_column(&b, job.id, "request", r#"{"prompt":5}"#).await;
+        for read in [
+            jobs.get(job.id).await,
+            jobs.list_for_user(user, None, None, 10)
+                .await
+                .map(|mut page| page.pop()),
+        ] {
+            assert!(
+                matches!(read, Err(StoreError::Malformed("generation_jobs.request"))),
+                "{}: {read:?}",
+                b.name
+            );
+        }
+        // The row can still be failed without reading it.
+        let error = ErrorRecord {
+            code: ErrorCode::Internal,
+            message: "malformed".into(),
+            retryable: false,
+        };
+        assert!(jobs.fail(job.id, &error, 1).await.unwrap(), "{}", b.name);
     }
 }

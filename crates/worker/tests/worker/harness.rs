@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use byok_app::{Roles, Running};
-use byok_core::{JobItem, ProviderId, RateLimits};
+use byok_core::{GenerationRequest, JobItem, ProviderId, RateLimits};
 use byok_crypto::SealContext;
 use byok_queue::{Engine, Producer};
 use byok_store::{Inserted, Job, NewCredential, NewJob, Store};
@@ -121,10 +121,11 @@ impl Harness {
 
     /// Stores a text-to-video job for the harness's user, without queueing it.
     pub async fn store_job(&self, prompt: &str) -> Job {
-        let request = json!({
-            "user_id": self.user, "provider": "runway", "model": "gen4.5",
-            "prompt": prompt, "duration_seconds": 5,
-        });
+        let request = GenerationRequest {
+            prompt: Some(prompt.to_owned()),
+            duration_seconds: Some(5),
+            ..GenerationRequest::new(self.user, ProviderId::Runway, "gen4.5")
+        };
         let new = NewJob {
             user_id: self.user,
             provider: ProviderId::Runway,

@@ -1,7 +1,7 @@
 //! A job's whole walk, cancels, crashes mid-step and the sweeper.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use byok_core::{ErrorCode, JobItem, JobStatus};
 use byok_queue::Producer;
@@ -47,11 +47,9 @@ async fn a_job_is_submitted_polled_and_its_video_kept() {
         "the video is kept in the video store (output.dir)"
     );
     let result = done.result.unwrap();
-    assert_eq!(result["bytes"], video.len());
-    assert!(
-        result.get("video_url").is_none(),
-        "the worker writes no route: {result}"
-    );
+    assert_eq!(result.bytes, video.len() as u64);
+    assert_eq!(result.content_type, "video/mp4");
+    // The stored result names no route: the API renders video_url from the job id.
 
     let submits = h.requests("POST", "/v1/text_to_video").await;
     assert_eq!(submits.len(), 1);
@@ -193,6 +191,75 @@ async fn backdate_submit(h: &Harness, id: uuid::Uuid) {
         .rows_affected();
     assert_eq!(changed, 1);
     pool.close().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_stored_request_does_not_read_fails_at_once() {
+    let h = Harness::start(Options::default()).await;
+    mount_accepting_submit(&h).await;
+    let job = h.store_job("soon unreadable").await;
+    // Written behind the store's back: JSON that is no GenerationRequest.
+    let pool = sqlx::SqlitePool::connect(&sqlite_url(&h)).await.unwrap();
+    let changed = sqlx::query("UPDATE generation_jobs SET request = ?1 WHERE id = ?2")
+        .bind(r#"{"prompt":5}"#)
+        .bind(job.id.hyphenated().to_string())
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+    h.push(job.id).await;
+
+    // The store cannot load the row any more, so read its columns.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, code, message, retryable) = loop {
+        let row: (String, Option<String>, Option<String>, Option<bool>) = sqlx::query_as(
+            "SELECT status, error_code, error_message, error_retryable \
+             FROM generation_jobs WHERE id = ?1",
+        )
+        .bind(job.id.hyphenated().to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if row.0 != "queued" {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the job to fail"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    pool.close().await;
+    assert_eq!(
+        (
+            status.as_str(),
+            code.as_deref(),
+            message.as_deref(),
+            retryable
+        ),
+        (
+            "failed",
+            Some("internal"),
+            Some("the stored job is malformed (generation_jobs.request)"),
+            Some(false)
+        )
+    );
+    let history: Vec<String> = h
+        .store
+        .jobs()
+        .events(job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(history, ["queued", "failed"]);
+    assert!(
+        h.requests("POST", "/v1/text_to_video").await.is_empty(),
+        "nothing was sent"
+    );
+    h.stop().await;
 }
 
 fn sqlite_url(h: &Harness) -> String {

@@ -1,0 +1,44 @@
+//! The derived schemas (feature `openapi`) name what serde writes.
+
+use utoipa::PartialSchema;
+
+use crate::{ErrorCode, JobStatus, Mode, ProviderId, Requirement};
+
+/// The `enum` of `T`'s schema.
+fn schema_enum<T: PartialSchema>() -> Vec<String> {
+    let schema = serde_json::to_value(T::schema()).unwrap();
+    serde_json::from_value(schema["enum"].clone()).unwrap()
+}
+
+/// What serde writes for each of `values`.
+fn serde_names<T: serde::Serialize>(values: &[T]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| serde_json::from_value(serde_json::to_value(v).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn string_enums_list_their_wire_names() {
+    assert_eq!(schema_enum::<ProviderId>(), ProviderId::NAMES);
+    assert_eq!(schema_enum::<ProviderId>(), serde_names(&ProviderId::ALL));
+    assert_eq!(schema_enum::<JobStatus>(), serde_names(&JobStatus::ALL));
+    assert_eq!(
+        schema_enum::<Mode>(),
+        serde_names(&[Mode::TextToVideo, Mode::ImageToVideo])
+    );
+    assert_eq!(
+        schema_enum::<Requirement>(),
+        serde_names(&[
+            Requirement::Required,
+            Requirement::Optional,
+            Requirement::Unsupported
+        ])
+    );
+    let codes = schema_enum::<ErrorCode>();
+    assert_eq!(codes.len(), 11);
+    for code in &codes {
+        let parsed: ErrorCode = serde_json::from_value(code.as_str().into()).unwrap();
+        assert_eq!(parsed.as_str(), code);
+    }
+}
