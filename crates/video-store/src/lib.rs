@@ -196,6 +196,16 @@ impl VideoStore {
         }
     }
 
+    /// Where a caller should write a file it will hand to [`VideoStore::put_file`]: the
+    /// video directory itself for a local store (the file is then renamed into place, not
+    /// copied), `None` for object storage (any local directory will do).
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        match &*self.backend {
+            Backend::Local(local) => Some(&local.dir),
+            Backend::S3(_) => None,
+        }
+    }
+
     /// A cheap reachability check for readiness probes: the local directory exists or can be
     /// created; the bucket answers a HEAD with the configured credentials.
     pub async fn ping(&self) -> Result<(), VideoStoreError> {
@@ -218,6 +228,19 @@ impl LocalDir {
 
     async fn put_file(&self, job_id: Uuid, source: &Path) -> Result<u64, VideoStoreError> {
         let target = self.path_of(job_id);
+        // A source in this directory (see `VideoStore::scratch_dir`) is moved into place: one
+        // rename, no copy. Like every write here it is not fsynced: a machine crash right after
+        // may lose a video whose job reads succeeded (object storage has no such window).
+        if source.parent() == Some(self.dir.as_path()) {
+            let size = tokio::fs::metadata(source)
+                .await
+                .map_err(|e| VideoStoreError::source(source, e))?
+                .len();
+            return tokio::fs::rename(source, &target)
+                .await
+                .map(|()| size)
+                .map_err(|e| io_error("storing the video", &target.display(), &e));
+        }
         let from = tokio::fs::File::open(source)
             .await
             .map_err(|e| VideoStoreError::source(source, e))?
@@ -240,7 +263,6 @@ impl LocalDir {
             let mut from = from;
             let mut to = std::fs::File::create(&to)?;
             let size = std::io::copy(&mut from, &mut to)?;
-            to.sync_all()?;
             Ok::<u64, std::io::Error>(size)
         })
         .await

@@ -18,7 +18,8 @@ impl Step<'_> {
         // The video goes to a local file first, streamed, never whole in
         // memory; the store then takes it from there (uploaded in parts to
         // object storage). The file is removed however this step ends.
-        let download = match Download::create(job.id).await {
+        let scratch = self.pipeline.videos.scratch_dir();
+        let download = match Download::create(scratch, job.id).await {
             Ok(download) => download,
             Err(e) => return self.our_trouble("could not create the download file", &e),
         };
@@ -95,18 +96,24 @@ impl Step<'_> {
     }
 }
 
-/// A download's local file, `<temp dir>/byok-downloads/<job id>.<random>.partial`,
-/// removed when dropped. The random part keeps two deliveries of one job
-/// (a duplicate, a worker that lost its lease) out of each other's file.
+/// A download's local file, `.<job id>.<random>.partial` in the store's
+/// scratch directory (the video directory of a local store, so the video is
+/// renamed into place rather than copied) or in `<temp dir>/byok-downloads`;
+/// removed when dropped if still there. The random part keeps two deliveries
+/// of one job (a duplicate, a worker that lost its lease) out of each
+/// other's file.
 struct Download {
     path: PathBuf,
 }
 
 impl Download {
-    async fn create(job_id: Uuid) -> std::io::Result<Download> {
-        let dir = std::env::temp_dir().join("byok-downloads");
+    async fn create(scratch: Option<&Path>, job_id: Uuid) -> std::io::Result<Download> {
+        let dir = match scratch {
+            Some(dir) => dir.to_owned(),
+            None => std::env::temp_dir().join("byok-downloads"),
+        };
         tokio::fs::create_dir_all(&dir).await?;
-        let path = dir.join(format!("{job_id}.{}.partial", Uuid::new_v4().simple()));
+        let path = dir.join(format!(".{job_id}.{}.partial", Uuid::new_v4().simple()));
         Ok(Download { path })
     }
 
@@ -117,7 +124,8 @@ impl Download {
 
 impl Drop for Download {
     fn drop(&mut self) {
-        // Gone already when the adapter failed before creating it.
+        // Gone already when the adapter failed before creating it, or when the
+        // store moved it into place.
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -120,3 +120,32 @@ async fn stored_videos_take_the_umasks_permissions_not_the_sources() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join(format!("{job}.mp4"))), mode(&probe));
 }
+
+#[tokio::test]
+async fn a_file_written_in_the_scratch_dir_is_moved_into_place_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let scratch = store
+        .scratch_dir()
+        .expect("a local store has one")
+        .to_owned();
+    assert_eq!(scratch, dir.path().canonicalize().unwrap());
+    let job = Uuid::new_v4();
+    let download = scratch.join(format!(".{job}.download.partial"));
+    std::fs::write(&download, pattern(70_000)).unwrap();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&download).unwrap());
+
+    assert_eq!(
+        store.put_file(job, &download, "video/mp4").await.unwrap(),
+        70_000
+    );
+    assert!(!download.exists(), "moved, so nothing is left to clean up");
+    let stored = scratch.join(format!("{job}.mp4"));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap()),
+        inode,
+        "the same file, renamed: no copy"
+    );
+    let video = store.get(job).await.unwrap().expect("a video");
+    assert_eq!(read_all(video).await.unwrap(), pattern(70_000));
+}
