@@ -16,12 +16,9 @@ const PADDING: u64 = 50 * 1024 * 1024;
 const RSS_GROWTH_LIMIT_KIB: u64 = 32 * 1024;
 
 fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+    byok_testing::proc_status_bytes(Some(pid), field)
         .unwrap_or_else(|| panic!("no {field} for process {pid}"))
+        / 1024
 }
 
 async fn get_bytes(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Vec<u8>) {
@@ -32,6 +29,14 @@ async fn get_bytes(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
+}
+
+/// `GET /v1/jobs/{id}/video` from the deployment's API; must answer 200.
+async fn served_video(d: &Deployment, id: &str) -> Vec<u8> {
+    let url = format!("{}/v1/jobs/{id}/video", d.api);
+    let (status, bytes) = get_bytes(&d.http, &url, Some(&d.token)).await;
+    assert_eq!(status, 200, "{url}");
+    bytes
 }
 
 fn no_videos_in(dir: &std::path::Path) -> bool {
@@ -95,13 +100,7 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
     assert_eq!(result["video_url"], format!("/v1/jobs/{id}/video"));
 
     // The bytes the API serves from the bucket are the simulator's.
-    let (status, served) = get_bytes(
-        &d.http,
-        &format!("{}/v1/jobs/{id}/video", d.api),
-        Some(&d.token),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let served = served_video(&d, &id).await;
     let rendered_url = result["provider_urls"][0]
         .as_str()
         .expect("Runway gives a URL");
@@ -180,13 +179,7 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
         done[0],
         d.log_tail("worker-0")
     );
-    let (status, served) = get_bytes(
-        &d.http,
-        &format!("{}/v1/jobs/{id}/video", d.api),
-        Some(&d.token),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let served = served_video(&d, &id).await;
     assert_eq!(
         served.len() as u64,
         done[0]["result"]["bytes"].as_u64().unwrap()

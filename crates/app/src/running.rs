@@ -75,19 +75,9 @@ pub async fn start(settings: Settings, roles: Roles) -> Result<Running, AppError
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let worker = match roles.worker {
-        Some(role) => {
-            // The pipeline (and its limiter connection) is made here, so a
-            // limiter that cannot be reached fails the start, not a task.
-            let pipeline = std::sync::Arc::new(system.pipeline().await?);
-            let options = crate::parts::worker_options(system.settings(), &role);
-            let engine = std::sync::Arc::clone(system.engine());
-            let shutdown = stopped(stop_rx.clone());
-            Some(tokio::spawn(async move {
-                byok_worker::run_worker(engine, pipeline, options, shutdown)
-                    .await
-                    .map_err(AppError::Worker)
-            }))
-        }
+        Some(role) => Some(tokio::spawn(
+            system.worker(&role, stopped(stop_rx.clone())).await?,
+        )),
         None => None,
     };
     let (api, api_address) = match roles.api {

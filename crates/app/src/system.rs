@@ -157,15 +157,25 @@ impl System {
         role: &str,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        self.worker(role, shutdown).await?.await
+    }
+
+    /// A worker, ready to run: its pipeline (and the limiter's connection)
+    /// made now, so an unreachable limiter fails here rather than inside a
+    /// spawned task; the returned future runs it as [`System::run_worker`] does.
+    pub async fn worker(
+        &self,
+        role: &str,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<(), AppError>> + Send + 'static, AppError> {
         let pipeline = Arc::new(self.pipeline().await?);
-        byok_worker::run_worker(
+        let run = byok_worker::run_worker(
             Arc::clone(&self.engine),
             pipeline,
             parts::worker_options(&self.settings, role),
             shutdown,
-        )
-        .await
-        .map_err(AppError::Worker)
+        );
+        Ok(async move { run.await.map_err(AppError::Worker) })
     }
 
     /// Serves `GET /metrics` and `GET /healthz` on `worker.metrics_listen`

@@ -183,11 +183,15 @@ impl System {
                 (None, url, "sqlite".to_owned())
             }
         };
-        let mut settings = settings(&database_url, &queue_url, &namespace, &sim, dir.path());
-        for id in ProviderId::ALL {
-            settings.providers.get_mut(id).poll_interval = options.poll_interval;
-        }
-        settings.worker.concurrency = u32::try_from(options.concurrency)?;
+        let concurrency = u32::try_from(options.concurrency)?;
+        let system_settings = || {
+            let mut settings = settings(&database_url, &queue_url, &namespace, &sim, dir.path());
+            for id in ProviderId::ALL {
+                settings.providers.get_mut(id).poll_interval = options.poll_interval;
+            }
+            settings.worker.concurrency = concurrency;
+            settings
+        };
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api = listener.local_addr()?;
@@ -196,17 +200,9 @@ impl System {
         let (api_roles, worker_settings) = match (options.shape, options.worker) {
             (Shape::Embedded, true) => (Roles::both(listener), None),
             (_, false) => (Roles::api(listener), None),
-            (Shape::Distributed, true) => {
-                let mut worker =
-                    self::settings(&database_url, &queue_url, &namespace, &sim, dir.path());
-                for id in ProviderId::ALL {
-                    worker.providers.get_mut(id).poll_interval = options.poll_interval;
-                }
-                worker.worker.concurrency = settings.worker.concurrency;
-                (Roles::api(listener), Some(worker))
-            }
+            (Shape::Distributed, true) => (Roles::api(listener), Some(system_settings())),
         };
-        let api_role = byok_app::start(settings, api_roles).await?;
+        let api_role = byok_app::start(system_settings(), api_roles).await?;
         let worker_role = match worker_settings {
             Some(settings) => Some(byok_app::start(settings, Roles::worker("bench")).await?),
             None => None,

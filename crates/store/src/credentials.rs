@@ -23,31 +23,20 @@ macro_rules! credential_columns {
     };
 }
 
-struct CredentialRow {
-    id: DbUuid,
-    user_id: DbUuid,
-    provider_name: String,
-    encrypted_credentials: String,
-    is_valid: bool,
-    credential_hint: Option<String>,
-    validated_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+from_row! {
+    struct CredentialRow {
+        id: DbUuid,
+        user_id: DbUuid,
+        provider_name: String,
+        encrypted_credentials: String,
+        is_valid: bool,
+        credential_hint: Option<String>,
+        validated_at: Option<DateTime<Utc>>,
+        last_error: Option<String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    }
 }
-
-from_row!(CredentialRow {
-    id: DbUuid,
-    user_id: DbUuid,
-    provider_name: String,
-    encrypted_credentials: String,
-    is_valid: bool,
-    credential_hint: Option<String>,
-    validated_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-});
 
 impl From<CredentialRow> for StoredCredential {
     fn from(row: CredentialRow) -> Self {

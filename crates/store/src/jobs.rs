@@ -119,59 +119,34 @@ macro_rules! transition {
     }};
 }
 
-struct JobRow {
-    id: DbUuid,
-    user_id: DbUuid,
-    provider: String,
-    model: String,
-    status: String,
-    progress: Option<f64>,
-    attempts: i32,
-    provider_job_id: Option<String>,
-    request: Json<Value>,
-    result: Option<Json<Value>>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    error_retryable: Option<bool>,
-    metadata: Json<Value>,
-    created_by_token: Option<DbUuid>,
-    idempotency_key: Option<String>,
-    request_sha256: Option<Vec<u8>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    enqueued_at: Option<DateTime<Utc>>,
-    submit_started_at: Option<DateTime<Utc>>,
-    cancel_sent_at: Option<DateTime<Utc>>,
+from_row! {
+    struct JobRow {
+        id: DbUuid,
+        user_id: DbUuid,
+        provider: String,
+        model: String,
+        status: String,
+        progress: Option<f64>,
+        attempts: i32,
+        provider_job_id: Option<String>,
+        request: Json<Value>,
+        result: Option<Json<Value>>,
+        error_code: Option<String>,
+        error_message: Option<String>,
+        error_retryable: Option<bool>,
+        metadata: Json<Value>,
+        created_by_token: Option<DbUuid>,
+        idempotency_key: Option<String>,
+        request_sha256: Option<Vec<u8>>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        started_at: Option<DateTime<Utc>>,
+        finished_at: Option<DateTime<Utc>>,
+        enqueued_at: Option<DateTime<Utc>>,
+        submit_started_at: Option<DateTime<Utc>>,
+        cancel_sent_at: Option<DateTime<Utc>>,
+    }
 }
-
-from_row!(JobRow {
-    id: DbUuid,
-    user_id: DbUuid,
-    provider: String,
-    model: String,
-    status: String,
-    progress: Option<f64>,
-    attempts: i32,
-    provider_job_id: Option<String>,
-    request: Json<Value>,
-    result: Option<Json<Value>>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    error_retryable: Option<bool>,
-    metadata: Json<Value>,
-    created_by_token: Option<DbUuid>,
-    idempotency_key: Option<String>,
-    request_sha256: Option<Vec<u8>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    enqueued_at: Option<DateTime<Utc>>,
-    submit_started_at: Option<DateTime<Utc>>,
-    cancel_sent_at: Option<DateTime<Utc>>,
-});
 
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
@@ -346,22 +321,18 @@ fn hex_opt<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok,
     }
 }
 
-/// One entry of a job's history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct JobEvent {
-    /// When.
-    pub at: DateTime<Utc>,
-    /// The status the job had after it.
-    pub status: String,
-    /// What happened.
-    pub message: String,
+from_row! {
+    /// One entry of a job's history.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+    pub struct JobEvent {
+        /// When.
+        pub at: DateTime<Utc>,
+        /// The status the job had after it.
+        pub status: String,
+        /// What happened.
+        pub message: String,
+    }
 }
-
-from_row!(JobEvent {
-    at: DateTime<Utc>,
-    status: String,
-    message: String,
-});
 
 /// Queries on `generation_jobs`.
 #[derive(Debug, Clone, Copy)]

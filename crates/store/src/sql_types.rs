@@ -60,13 +60,22 @@ impl From<DbUuid> for Uuid {
     }
 }
 
-/// `impl sqlx::FromRow` for a struct whose fields are columns of the same names, for both
-/// databases: what `#[derive(sqlx::FromRow)]` writes, without sqlx's proc macro (building
-/// it compiles both database drivers, SQLite's C source included, a second time for the
-/// host). The fields are listed again here; the struct literal it builds makes the compiler
-/// check the list against the struct.
+/// A struct whose fields are columns of the same names, with the `sqlx::FromRow` impl that
+/// `#[derive(sqlx::FromRow)]` would write, for both databases, but without sqlx's proc macro
+/// (building it compiles both database drivers, SQLite's C source included, a second time
+/// for the host). Wrap the struct definition: `from_row! { struct Row { id: DbUuid, … } }`.
 macro_rules! from_row {
-    ($name:ident { $($field:ident: $ty:ty),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ty),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* $field_vis $field: $ty,)+
+        }
+
         impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
         where
             &'r str: sqlx::ColumnIndex<R>,

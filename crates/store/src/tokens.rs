@@ -44,22 +44,16 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of `api_tokens` an [`ApiToken`] is read from.
-struct TokenRow {
-    id: DbUuid,
-    name: String,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+from_row! {
+    /// The columns of `api_tokens` an [`ApiToken`] is read from.
+    struct TokenRow {
+        id: DbUuid,
+        name: String,
+        created_at: DateTime<Utc>,
+        last_used_at: Option<DateTime<Utc>>,
+        revoked_at: Option<DateTime<Utc>>,
+    }
 }
-
-from_row!(TokenRow {
-    id: DbUuid,
-    name: String,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-});
 
 impl From<TokenRow> for ApiToken {
     fn from(row: TokenRow) -> Self {

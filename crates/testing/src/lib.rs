@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod memory;
 mod policy;
 mod postgres;
 mod process;
@@ -7,6 +8,7 @@ mod python;
 mod redis;
 mod s3;
 
+pub use memory::{proc_status_bytes, reset_peak_rss, run_child_test};
 pub use policy::{ServicePolicy, skip_or_fail};
 pub use postgres::{TestDatabase, test_database};
 pub use process::{ChildGuard, free_port, wait_for_tcp};

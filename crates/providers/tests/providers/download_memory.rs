@@ -7,7 +7,6 @@
 //! padding from a static buffer), runs a Runway job to its end, reads its VmRSS, resets its
 //! peak (`/proc/self/clear_refs`), downloads, and compares VmHWM with the starting RSS.
 
-use std::process::Command;
 use std::time::Duration;
 
 use byok_providers::{ProviderId, RemoteStatus, VideoOutput};
@@ -20,14 +19,9 @@ const PADDING: u64 = 50 * 1000 * 1000;
 const BOUND: u64 = 32 * 1000 * 1000;
 const CHILD: &str = "download_memory::child_downloads_50_mb";
 
-/// A field of /proc/self/status in bytes (`VmRSS:   12345 kB`).
+/// A field of /proc/self/status in bytes.
 fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    byok_testing::proc_status_bytes(None, field)
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
@@ -37,33 +31,8 @@ fn downloading_50_mb_stays_within_the_memory_bound() {
         eprintln!("SKIPPED: no /proc/self/status to read the RSS from");
         return;
     }
-    let exe = std::env::current_exe().expect("the test binary");
-    let output = Command::new(exe)
-        .args([
-            CHILD,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("BYOK_DOWNLOAD_MEMORY_CHILD", "1")
-        .output()
-        .expect("the child runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the child failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("1 passed"), "the child test ran:\n{stdout}");
-    eprintln!(
-        "{}",
-        stdout
-            .lines()
-            .filter(|l| l.contains("RSS"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let env = [("BYOK_DOWNLOAD_MEMORY_CHILD".to_owned(), "1".to_owned())];
+    byok_testing::run_child_test(CHILD, &env);
 }
 
 /// Run by the test above in a process of its own; does nothing when run directly.
@@ -100,7 +69,7 @@ async fn child_downloads_50_mb() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("video.mp4");
 
-    let _ = std::fs::write("/proc/self/clear_refs", "5"); // resets VmHWM where allowed
+    byok_testing::reset_peak_rss();
     let before = status_bytes("VmRSS");
     let saved = runway
         .fetch_output(&creds, &output, &dest)

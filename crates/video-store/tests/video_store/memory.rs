@@ -6,8 +6,6 @@
 //! (in 64 KiB pieces); the child reads its VmRSS, resets its peak (`/proc/self/clear_refs`),
 //! uploads, and compares VmHWM with the starting RSS.
 
-use std::process::Command;
-
 use byok_video_store::{VideoStore, VideoStoreConfig};
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path as Key;
@@ -19,14 +17,9 @@ const SIZE: u64 = 50 * 1000 * 1000;
 const BOUND: u64 = 32 * 1000 * 1000;
 const CHILD: &str = "memory::child_uploads_50_mb";
 
-/// A field of /proc/self/status in bytes (`VmRSS:   12345 kB`).
+/// A field of /proc/self/status in bytes.
 fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    byok_testing::proc_status_bytes(None, field)
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
@@ -41,39 +34,19 @@ async fn uploading_50_mb_stays_within_the_memory_bound() {
     };
     let (_dir, path) = source_file(SIZE);
     let job = Uuid::new_v4();
-    let exe = std::env::current_exe().expect("the test binary");
-    let output = Command::new(exe)
-        .args([
-            CHILD,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("BYOK_MEMORY_CHILD_FILE", &path)
-        .env(
-            "BYOK_MEMORY_CHILD_URL",
+    let mut env = server.env();
+    env.extend([
+        (
+            "BYOK_MEMORY_CHILD_FILE".to_owned(),
+            path.display().to_string(),
+        ),
+        (
+            "BYOK_MEMORY_CHILD_URL".to_owned(),
             format!("s3://{}/memory", server.bucket),
-        )
-        .env("BYOK_MEMORY_CHILD_JOB", job.to_string())
-        .envs(server.env())
-        .output()
-        .expect("the child runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the child failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("1 passed"), "the child test ran:\n{stdout}");
-    eprintln!(
-        "{}",
-        stdout
-            .lines()
-            .filter(|l| l.contains("RSS"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+        ),
+        ("BYOK_MEMORY_CHILD_JOB".to_owned(), job.to_string()),
+    ]);
+    byok_testing::run_child_test(CHILD, &env);
 
     // The upload really happened, in parts.
     let meta = raw_client(&server)
@@ -108,7 +81,7 @@ async fn child_uploads_50_mb() {
     // Connections, TLS-free as they are, and the runtime's threads exist before measuring.
     store.ping().await.expect("ping");
 
-    let _ = std::fs::write("/proc/self/clear_refs", "5"); // resets VmHWM where allowed
+    byok_testing::reset_peak_rss();
     let before = status_bytes("VmRSS");
     let stored = store
         .put_file(job, file.as_ref(), "video/mp4")

@@ -167,20 +167,17 @@ impl Harness {
 
     /// Waits (up to 20 s) until `cond` holds on the job; returns it.
     pub async fn wait_for(&self, id: Uuid, what: &str, cond: impl Fn(&Job) -> bool) -> Job {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        poll_until(what, async || {
             let job = self.job(id).await;
-            if cond(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {job:#?}"
-            );
-            // The worker gives no signal but the row; polling it is what a
-            // producer does too.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            cond(&job).then_some(job)
+        })
+        .await
+    }
+
+    /// The statuses of the job's history, oldest first.
+    pub async fn history(&self, id: Uuid) -> Vec<String> {
+        let events = self.store.jobs().events(id).await.unwrap();
+        events.into_iter().map(|e| e.status).collect()
     }
 
     pub async fn wait_final(&self, id: Uuid) -> Job {
@@ -210,6 +207,20 @@ impl Harness {
         if let Some(worker) = self.worker.take() {
             worker.stop().await.expect("the worker stops cleanly");
         }
+    }
+}
+
+/// Asks `probe` until it answers `Some` (up to 20 s; then the test fails
+/// naming `what`). Polling is right here: the worker tells the test nothing
+/// but what it writes to the database, which is what a producer sees too.
+pub async fn poll_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

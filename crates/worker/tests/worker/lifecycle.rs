@@ -1,7 +1,7 @@
 //! A job's whole walk, cancels, crashes mid-step and the sweeper.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use byok_core::{ErrorCode, JobItem, JobStatus};
 use byok_queue::Producer;
@@ -9,7 +9,9 @@ use byok_store::Cancelled;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::harness::{API_KEY, Harness, Options, TASK_ID, fake_mp4, mount_finishing_task, task};
+use crate::harness::{
+    API_KEY, Harness, Options, TASK_ID, fake_mp4, mount_finishing_task, poll_until, task,
+};
 
 fn task_path() -> String {
     format!("/v1/tasks/{TASK_ID}")
@@ -60,15 +62,7 @@ async fn a_job_is_submitted_polled_and_its_video_kept() {
     );
     let body: serde_json::Value = serde_json::from_slice(&submits[0].body).unwrap();
     assert_eq!(body["promptText"], "a lighthouse at dusk");
-    let history: Vec<String> = h
-        .store
-        .jobs()
-        .events(job.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.status)
-        .collect();
+    let history = h.history(job.id).await;
     assert_eq!(history, ["queued", "running", "succeeded"]);
     h.stop().await;
 }
@@ -211,8 +205,7 @@ async fn a_job_whose_stored_request_does_not_read_fails_at_once() {
     h.push(job.id).await;
 
     // The store cannot load the row any more, so read its columns.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (status, code, message, retryable) = loop {
+    let (status, code, message, retryable) = poll_until("the job to fail", async || {
         let row: (String, Option<String>, Option<String>, Option<bool>) = sqlx::query_as(
             "SELECT status, error_code, error_message, error_retryable \
              FROM generation_jobs WHERE id = ?1",
@@ -221,15 +214,9 @@ async fn a_job_whose_stored_request_does_not_read_fails_at_once() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        if row.0 != "queued" {
-            break row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the job to fail"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (row.0 != "queued").then_some(row)
+    })
+    .await;
     pool.close().await;
     assert_eq!(
         (
@@ -245,15 +232,7 @@ async fn a_job_whose_stored_request_does_not_read_fails_at_once() {
             Some(false)
         )
     );
-    let history: Vec<String> = h
-        .store
-        .jobs()
-        .events(job.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.status)
-        .collect();
+    let history = h.history(job.id).await;
     assert_eq!(history, ["queued", "failed"]);
     assert!(
         h.requests("POST", "/v1/text_to_video").await.is_empty(),
