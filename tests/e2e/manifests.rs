@@ -340,7 +340,8 @@ async fn check_variable(name: &str, value: &str) -> Result<(), String> {
             };
         }
         "RUST_LOG" => {
-            return tracing_subscriber::EnvFilter::try_new(value)
+            return value
+                .parse::<tracing_subscriber::filter::Targets>()
                 .map(drop)
                 .map_err(|e| format!("`{value}` is not a log filter: {e}"));
         }
