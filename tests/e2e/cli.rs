@@ -70,6 +70,97 @@ async fn tokens_are_created_listed_and_revoked_in_a_fresh_folder() {
     assert!(parsed["tokens"][0]["revoked_at"].is_string());
 }
 
+#[tokio::test]
+async fn projects_and_scoped_tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = run(
+        dir.path(),
+        &[],
+        &["project", "create", "--name", "sceneflow-prod"],
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let id: uuid::Uuid = created.stdout.trim().parse().expect("the id alone");
+    let again = run(
+        dir.path(),
+        &[],
+        &["project", "create", "--name", "sceneflow-prod"],
+    )
+    .await;
+    assert_eq!(again.code, 1, "a name is taken once");
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+
+    let listed = run(dir.path(), &[], &["project", "list", "--json"]).await;
+    let parsed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let names: Vec<&str> = parsed["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "sceneflow-prod"]);
+
+    let token = run(
+        dir.path(),
+        &[],
+        &[
+            "token",
+            "create",
+            "--name",
+            "reader",
+            "--project",
+            "sceneflow-prod",
+            "--scopes",
+            "jobs:read,credentials:read",
+            "--expires",
+            "30d",
+        ],
+    )
+    .await;
+    assert_eq!(token.code, 0, "{}", token.stderr);
+    assert!(token.stdout.starts_with("byok_"));
+    let json = run(dir.path(), &[], &["token", "list", "--json"]).await;
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let listed = &parsed["tokens"][0];
+    assert_eq!(listed["project_id"], id.to_string());
+    assert_eq!(listed["project"], "sceneflow-prod");
+    assert_eq!(
+        listed["scopes"],
+        serde_json::json!(["credentials:read", "jobs:read"])
+    );
+    assert!(listed["expires_at"].is_string(), "{listed}");
+    let table = run(dir.path(), &[], &["token", "list"]).await;
+    let header = table.stdout.lines().next().unwrap();
+    for column in ["PROJECT", "SCOPES", "EXPIRES", "LAST USED"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(
+        table.stdout.contains("credentials:read,jobs:read"),
+        "{}",
+        table.stdout
+    );
+
+    // Mistakes are named, and nothing is created.
+    for (args, named) in [
+        (&["--project", "nope"][..], "--project"),
+        (&["--scopes", "jobs:delete"][..], "jobs:delete"),
+        (&["--expires", "yesterday"][..], "--expires"),
+        (
+            &["--expires", "2020-01-01T00:00:00Z"][..],
+            "not in the future",
+        ),
+    ] {
+        let mut full = vec!["token", "create", "--name", "x"];
+        full.extend_from_slice(args);
+        let out = run(dir.path(), &[], &full).await;
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{args:?}: {}", out.stderr);
+    }
+    let json = run(dir.path(), &[], &["token", "list", "--json"]).await;
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(parsed["tokens"].as_array().unwrap().len(), 1);
+}
+
 /// Environment, arguments, and the setting the error must name.
 type ConfigCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
 

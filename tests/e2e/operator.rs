@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{GenerationRequest, JobItem, ProviderId};
+use byok_core::{DEFAULT_PROJECT_ID, GenerationRequest, JobItem, ProviderId};
 use byok_queue::{Engine, NewItem, QueueConfig, RedisEngine, Settlement, SqliteEngine};
 use byok_store::{Inserted, NewJob, Store, StoreOptions};
 use secrecy::SecretString;
@@ -102,6 +102,7 @@ async fn distributed() -> Option<Shape> {
 async fn stored_job(store: &Store) -> Uuid {
     let user = Uuid::new_v4();
     let new = NewJob {
+        project_id: DEFAULT_PROJECT_ID,
         user_id: user,
         provider: ProviderId::Runway,
         model: "gen4.5".into(),

@@ -1,7 +1,7 @@
 //! `byok keys rewrap` moves every stored credential to the primary key,
 //! including the seed's legacy values, without losing or mixing any.
 
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_crypto::{KeyRing, SealContext};
 use byok_store::{NewCredential, Store, StoreOptions};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -40,7 +40,7 @@ async fn save(store: &Store, user: Uuid, provider: ProviderId, sealed: String) {
     store
         .credentials()
         .upsert(&NewCredential {
-            user_id: user,
+            owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
             provider,
             sealed,
             credential_hint: "hint".into(),
@@ -75,7 +75,10 @@ async fn rewrap_on(url: &str) {
         users[2],
         ProviderId::Runway,
         old.seal(
-            &SealContext::new(users[2], ProviderId::Runway),
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, users[2]),
+                ProviderId::Runway,
+            ),
             third.as_bytes(),
         )
         .unwrap(),
@@ -86,7 +89,10 @@ async fn rewrap_on(url: &str) {
         users[3],
         ProviderId::Veo,
         new.seal(
-            &SealContext::new(users[3], ProviderId::Veo),
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, users[3]),
+                ProviderId::Veo,
+            ),
             fourth.as_bytes(),
         )
         .unwrap(),
@@ -97,8 +103,14 @@ async fn rewrap_on(url: &str) {
         &store,
         users[4],
         ProviderId::Runway,
-        old.seal(&SealContext::new(users[5], ProviderId::Runway), b"{}")
-            .unwrap(),
+        old.seal(
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, users[5]),
+                ProviderId::Runway,
+            ),
+            b"{}",
+        )
+        .unwrap(),
     )
     .await;
 
@@ -144,24 +156,30 @@ async fn rewrap_on(url: &str) {
     for (user, provider, plaintext) in expectations {
         let row = store
             .credentials()
-            .get(user, provider)
+            .get(ProjectUser::new(DEFAULT_PROJECT_ID, user), provider)
             .await
             .unwrap()
             .unwrap();
-        assert!(row.sealed.starts_with("v1:2:"), "{}", row.sealed);
+        assert!(row.sealed.starts_with("v2:2:"), "{}", row.sealed);
         let opened = new
-            .open(&SealContext::new(user, provider), &row.sealed)
+            .open(
+                &SealContext::new(ProjectUser::new(DEFAULT_PROJECT_ID, user), provider),
+                &row.sealed,
+            )
             .unwrap();
         assert_eq!(opened.expose_secret().as_slice(), plaintext.as_bytes());
     }
     let bad = store
         .credentials()
-        .get(users[4], ProviderId::Runway)
+        .get(
+            ProjectUser::new(DEFAULT_PROJECT_ID, users[4]),
+            ProviderId::Runway,
+        )
         .await
         .unwrap()
         .unwrap();
     assert!(
-        bad.sealed.starts_with("v1:1:"),
+        bad.sealed.starts_with("v2:1:"),
         "the unreadable row is left as it was"
     );
 
@@ -173,7 +191,10 @@ async fn rewrap_on(url: &str) {
 
     store
         .credentials()
-        .delete(users[4], ProviderId::Runway)
+        .delete(
+            ProjectUser::new(DEFAULT_PROJECT_ID, users[4]),
+            ProviderId::Runway,
+        )
         .await
         .unwrap();
     let third_run = run(dir.path(), &env, &["keys", "rewrap"]).await;

@@ -1,15 +1,22 @@
-//! Producer-token authentication for everything under `/v1`.
+//! Producer-token authentication for everything under `/v1`, and the scope
+//! each route needs.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+
+use byok_core::{ProjectUser, Scope};
+use byok_store::ApiToken;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
 
 /// Requires `Authorization: Bearer <token>` naming an active producer token;
-/// the token's record goes into the request extensions for handlers.
+/// the token's record goes into the request extensions for handlers
+/// ([`Caller`]).
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
@@ -43,7 +50,111 @@ pub(crate) async fn require_token(
             "invalid or revoked token",
         ));
     };
+    if token.is_expired(byok_store::now()) {
+        return Err(ApiError::new(
+            ApiErrorCode::Unauthorized,
+            "the token has expired",
+        ));
+    }
     tracing::Span::current().record("token.id", tracing::field::display(token.id));
-    request.extensions_mut().insert(token);
+    request.extensions_mut().insert(Caller(token));
     Ok(next.run(request).await)
+}
+
+/// Refuses the request with 403 `insufficient_scope` unless the caller's
+/// token has `scope`. Layered on each route's method handler, inside the
+/// authentication, so a missing scope shows before anything of the request
+/// is read.
+pub(crate) async fn require_scope(
+    State(scope): State<Scope>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let granted = request
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|caller| caller.0.scopes.contains(scope));
+    if !granted {
+        return Err(ApiError::insufficient_scope(scope));
+    }
+    Ok(next.run(request).await)
+}
+
+/// The authenticated token a request acts with: its project bounds every
+/// lookup the handler makes.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) ApiToken);
+
+impl Caller {
+    /// The caller's project.
+    pub(crate) fn project_id(&self) -> Uuid {
+        self.0.project_id
+    }
+
+    /// `user_id` of the caller's project.
+    pub(crate) fn user(&self, user_id: Uuid) -> ProjectUser {
+        ProjectUser::new(self.0.project_id, user_id)
+    }
+
+    /// The token's id.
+    pub(crate) fn token_id(&self) -> Uuid {
+        self.0.id
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Only routes behind `require_token` take a Caller; reaching here
+        // without one is a wiring fault, not the client's.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal(&"a /v1 handler ran without authentication"))
+    }
+}
+
+/// The scope each `/v1` operation needs, by OpenAPI operation id; `None`:
+/// any valid token. The router enforces it and the OpenAPI document lists
+/// it, both from here.
+pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
+    ("list_providers", None),
+    ("list_projects", Some(Scope::Admin)),
+    ("list_credentials", Some(Scope::CredentialsRead)),
+    ("get_credentials", Some(Scope::CredentialsRead)),
+    ("put_credentials", Some(Scope::CredentialsWrite)),
+    ("test_credentials", Some(Scope::CredentialsWrite)),
+    ("delete_credentials", Some(Scope::CredentialsWrite)),
+    ("create_job", Some(Scope::JobsWrite)),
+    ("get_job", Some(Scope::JobsRead)),
+    ("cancel_job", Some(Scope::JobsWrite)),
+    ("get_job_video", Some(Scope::JobsRead)),
+    ("list_jobs", Some(Scope::JobsRead)),
+];
+
+/// The scope operation `operation_id` needs ([`ROUTE_SCOPES`]).
+///
+/// # Panics
+/// When the id is not in the table: a route wired without deciding its
+/// scope, which every test that builds the router catches.
+pub(crate) fn scope_of(operation_id: &str) -> Option<Scope> {
+    ROUTE_SCOPES
+        .iter()
+        .find(|(id, _)| *id == operation_id)
+        .map(|(_, scope)| *scope)
+        .unwrap_or_else(|| panic!("no scope decided for operation `{operation_id}`"))
+}
+
+/// [`require_scope`] for an operation that may need none.
+pub(crate) async fn require_scope_of(
+    State(scope): State<Option<Scope>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match scope {
+        Some(scope) => require_scope(State(scope), request, next).await,
+        None => Ok(next.run(request).await),
+    }
 }

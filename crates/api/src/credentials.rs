@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use byok_core::ProviderId;
+use byok_core::{ProjectUser, ProviderId};
 use byok_crypto::SealContext;
 use byok_providers::{CredentialCheck, open_credentials, wipe_json};
 use byok_store::{CheckRecord, NewCredential, StoredCredential};
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, UserPath, UserProviderPath};
 
@@ -154,6 +155,7 @@ struct CheckOutcome {
 )]
 pub(crate) async fn put(
     State(state): State<AppState>,
+    caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
     ApiJson(mut body): ApiJson<PutCredentials>,
 ) -> Result<Json<Summary>, ApiError> {
@@ -187,7 +189,8 @@ pub(crate) async fn put(
         None
     };
 
-    let context = SealContext::new(user.0, provider.0);
+    let owner = caller.user(user.0);
+    let context = SealContext::new(owner, provider.0);
     let sealed = state
         .key_ring()
         .seal(&context, &credentials.to_plaintext())
@@ -196,7 +199,7 @@ pub(crate) async fn put(
         .store()
         .credentials()
         .upsert(&NewCredential {
-            user_id: user.0,
+            owner,
             provider: provider.0,
             sealed,
             credential_hint: credentials.hint(),
@@ -222,12 +225,13 @@ pub(crate) async fn put(
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     UserPath(user): UserPath,
 ) -> Result<Json<CredentialList>, ApiError> {
     let rows = state
         .store()
         .credentials()
-        .list_for_user(user.0)
+        .list_for_user(caller.user(user.0))
         .await
         .map_err(|e| ApiError::store(&e))?;
     let summaries: Vec<Summary> = ProviderId::ALL
@@ -258,9 +262,10 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
+    caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
 ) -> Result<Json<Summary>, ApiError> {
-    let row = load(&state, user.0, provider.0).await?;
+    let row = load(&state, caller.user(user.0), provider.0).await?;
     Ok(Json(Summary::of(provider.0, &row)))
 }
 
@@ -279,12 +284,13 @@ pub(crate) async fn get_one(
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
 ) -> Result<StatusCode, ApiError> {
     let deleted = state
         .store()
         .credentials()
-        .delete(user.0, provider.0)
+        .delete(caller.user(user.0), provider.0)
         .await
         .map_err(|e| ApiError::store(&e))?;
     if deleted {
@@ -317,12 +323,14 @@ pub(crate) async fn delete(
 )]
 pub(crate) async fn test(
     State(state): State<AppState>,
+    caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
 ) -> Result<Json<TestResult>, ApiError> {
-    let row = load(&state, user.0, provider.0).await?;
+    let owner = caller.user(user.0);
+    let row = load(&state, owner, provider.0).await?;
     let adapter = state.providers().get(provider.0);
 
-    let opened = open_credentials(state.key_ring(), adapter.as_ref(), user.0, &row.sealed);
+    let opened = open_credentials(state.key_ring(), adapter.as_ref(), owner, &row.sealed);
     let (record, outcome) = match opened.map_err(|e| e.to_string()) {
         Err(reason) => {
             // A value that does not open for its own row was altered or
@@ -376,7 +384,7 @@ pub(crate) async fn test(
     let updated = state
         .store()
         .credentials()
-        .record_check(user.0, provider.0, &row.sealed, &record)
+        .record_check(owner, provider.0, &row.sealed, &record)
         .await
         .map_err(|e| ApiError::store(&e))?
         .ok_or_else(|| {
@@ -393,7 +401,7 @@ pub(crate) async fn test(
 
 async fn load(
     state: &AppState,
-    user: Uuid,
+    user: ProjectUser,
     provider: ProviderId,
 ) -> Result<StoredCredential, ApiError> {
     state

@@ -18,8 +18,10 @@ use utoipa::ToSchema;
 pub enum ApiErrorCode {
     /// 400: the request cannot be parsed (JSON syntax, path or query parameters).
     BadRequest,
-    /// 401: no token, an unknown token or a revoked token.
+    /// 401: no token, an unknown, revoked or expired token.
     Unauthorized,
+    /// 403: the token lacks the scope the route needs (`details.scope`).
+    InsufficientScope,
     /// 404: no such route or resource.
     NotFound,
     /// 405: the route exists with other methods.
@@ -47,9 +49,10 @@ pub enum ApiErrorCode {
 
 impl ApiErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 13] = [
+    pub const ALL: [ApiErrorCode; 14] = [
         ApiErrorCode::BadRequest,
         ApiErrorCode::Unauthorized,
+        ApiErrorCode::InsufficientScope,
         ApiErrorCode::NotFound,
         ApiErrorCode::MethodNotAllowed,
         ApiErrorCode::Conflict,
@@ -68,6 +71,7 @@ impl ApiErrorCode {
         match self {
             ApiErrorCode::BadRequest => "bad_request",
             ApiErrorCode::Unauthorized => "unauthorized",
+            ApiErrorCode::InsufficientScope => "insufficient_scope",
             ApiErrorCode::NotFound => "not_found",
             ApiErrorCode::MethodNotAllowed => "method_not_allowed",
             ApiErrorCode::Conflict => "conflict",
@@ -87,6 +91,7 @@ impl ApiErrorCode {
         match self {
             ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
             ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::Conflict => StatusCode::CONFLICT,
@@ -110,7 +115,10 @@ impl ApiErrorCode {
                  query parameter or Idempotency-Key"
             }
             ApiErrorCode::Unauthorized => {
-                "no Authorization: Bearer header, or an unknown or revoked token"
+                "no Authorization: Bearer header, or an unknown, revoked or expired token"
+            }
+            ApiErrorCode::InsufficientScope => {
+                "the token lacks the scope this route needs; details.scope names it"
             }
             ApiErrorCode::NotFound => "no such route, provider or resource",
             ApiErrorCode::MethodNotAllowed => "the route exists with other methods",
@@ -143,6 +151,7 @@ impl ApiErrorCode {
 const _: fn(ApiErrorCode) = |code| match code {
     ApiErrorCode::BadRequest
     | ApiErrorCode::Unauthorized
+    | ApiErrorCode::InsufficientScope
     | ApiErrorCode::NotFound
     | ApiErrorCode::MethodNotAllowed
     | ApiErrorCode::Conflict
@@ -205,6 +214,15 @@ impl ApiError {
         )
     }
 
+    /// The 403 for a token without `scope`.
+    pub(crate) fn insufficient_scope(scope: byok_core::Scope) -> Self {
+        Self::new(
+            ApiErrorCode::InsufficientScope,
+            format!("this token lacks the `{scope}` scope this route needs"),
+        )
+        .with_details(serde_json::json!({ "scope": scope.as_str() }))
+    }
+
     /// Maps a storage failure: 503 when the database is unreachable, else 500.
     pub fn store(error: &byok_store::StoreError) -> Self {
         if error.is_unavailable() {
@@ -251,6 +269,15 @@ pub(crate) struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        // RFC 6750 §3: the challenge names the missing scope.
+        let challenge = match (self.code, self.details.get("scope").and_then(Value::as_str)) {
+            (ApiErrorCode::Unauthorized, _) => Some(HeaderValue::from_static("Bearer")),
+            (ApiErrorCode::InsufficientScope, Some(scope)) => HeaderValue::from_str(&format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{scope}\""
+            ))
+            .ok(),
+            _ => None,
+        };
         let body = ErrorResponse {
             error: ErrorBody {
                 code: self.code,
@@ -259,10 +286,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if self.code == ApiErrorCode::Unauthorized {
+        if let Some(challenge) = challenge {
             response
                 .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

@@ -14,10 +14,12 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byok_core::{ErrorRecord, GenerationRequest, JobItem, JobResult, JobStatus, ProviderId};
+use byok_core::{
+    ErrorRecord, GenerationRequest, JobItem, JobResult, JobStatus, ProjectUser, ProviderId,
+};
 use byok_providers::{FetchError, ImageFetcher};
 use byok_queue::Producer;
-use byok_store::{ApiToken, Cancelled, Idempotency, Inserted, Job, NewJob};
+use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,6 +28,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, JobPath, UserPath};
 
@@ -172,7 +175,7 @@ impl From<Job> for JobResource {
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    axum::Extension(token): axum::Extension<ApiToken>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(request): ApiJson<GenerationRequest>,
 ) -> Result<Response, ApiError> {
@@ -192,14 +195,15 @@ pub(crate) async fn create(
     if let Some(url) = &validated.image_url {
         check_image_url(&setup.fetcher, url).await?;
     }
-    require_usable_key(&state, request.user_id, provider).await?;
+    require_usable_key(&state, caller.user(request.user_id), provider).await?;
 
     let new = NewJob {
+        project_id: caller.project_id(),
         user_id: request.user_id,
         provider,
         model: request.model.clone(),
         metadata: request.metadata.clone(),
-        created_by_token: Some(token.id),
+        created_by_token: Some(caller.token_id()),
         idempotency: idempotency_key.map(|key| Idempotency {
             key,
             // serde_json's maps are sorted, so the same request always
@@ -342,13 +346,14 @@ async fn check_image_url(fetcher: &ImageFetcher, url: &str) -> Result<(), ApiErr
 /// A job needs the user's own stored, valid key for its provider.
 async fn require_usable_key(
     state: &AppState,
-    user_id: Uuid,
+    user: ProjectUser,
     provider: ProviderId,
 ) -> Result<(), ApiError> {
+    let user_id = user.user_id;
     let stored = state
         .store()
         .credentials()
-        .get(user_id, provider)
+        .get(user, provider)
         .await
         .map_err(|e| ApiError::store(&e))?;
     match stored {
@@ -374,23 +379,32 @@ async fn require_usable_key(
     summary = "Read a job",
     tag = "jobs",
     params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
-    responses((status = 200, description = "The job; any valid token may read any job", body = JobResource)),
+    responses((status = 200, description = "The job, if it belongs to the token's project", body = JobResource)),
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Json<JobResource>, ApiError> {
-    Ok(Json(load(&state, id).await?.into()))
+    Ok(Json(load(&state, &caller, id).await?.into()))
 }
 
-async fn load(state: &AppState, id: Uuid) -> Result<Job, ApiError> {
+/// The job, if it is in the caller's project. A job of another project is
+/// the very same 404 as a job that does not exist: no answer tells a token
+/// what other projects hold.
+async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     state
         .store()
         .jobs()
         .get(id)
         .await
         .map_err(|e| ApiError::store(&e))?
-        .ok_or_else(|| ApiError::not_found("no such job"))
+        .filter(|job| job.project_id == caller.project_id())
+        .ok_or_else(no_such_job)
+}
+
+fn no_such_job() -> ApiError {
+    ApiError::not_found("no such job")
 }
 
 /// `POST /v1/jobs/{id}/cancel`
@@ -410,8 +424,11 @@ async fn load(state: &AppState, id: Uuid) -> Result<Job, ApiError> {
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Json<JobResource>, ApiError> {
+    // A job's project never changes, so checking it first leaves no window.
+    load(&state, &caller, id).await?;
     let outcome = state
         .store()
         .jobs()
@@ -448,7 +465,7 @@ pub(crate) async fn cancel(
             format!("the job is already {}", job.status),
         )
         .with_details(json!({ "status": job.status }))),
-        Cancelled::NotFound => Err(ApiError::not_found("no such job")),
+        Cancelled::NotFound => Err(no_such_job()),
     }
 }
 
@@ -490,6 +507,7 @@ pub(crate) struct JobPage {
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     UserPath(user): UserPath,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -538,7 +556,7 @@ pub(crate) async fn list(
     let mut jobs = state
         .store()
         .jobs()
-        .list_for_user(user.0, status, cursor, limit + 1)
+        .list_for_user(caller.user(user.0), status, cursor, limit + 1)
         .await
         .map_err(|e| ApiError::store(&e))?;
     let more = jobs.len() > limit as usize;
@@ -583,10 +601,11 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn video(
     State(state): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
     let videos = &state.jobs().videos;
-    let job = load(&state, id).await?;
+    let job = load(&state, &caller, id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(
             ApiError::not_found(format!("no video: the job is {}", job.status))

@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod jobs;
 mod openapi;
+mod projects;
 mod providers;
 
 use std::future::Future;
@@ -153,30 +154,60 @@ impl AppState {
     }
 }
 
+/// `handler`, refusing tokens without the scope operation `$op` needs
+/// (`auth::ROUTE_SCOPES`).
+macro_rules! scoped {
+    ($handler:path, $op:literal) => {
+        $handler.layer(axum::middleware::from_fn_with_state(
+            auth::scope_of($op),
+            auth::require_scope_of,
+        ))
+    };
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    use axum::handler::Handler as _;
     let v1 = Router::new()
-        .route("/providers", get(providers::list))
-        .route("/users/{user_id}/providers", get(credentials::list))
+        .route(
+            "/providers",
+            get(scoped!(providers::list, "list_providers")),
+        )
+        .route("/projects", get(scoped!(projects::list, "list_projects")))
+        .route(
+            "/users/{user_id}/providers",
+            get(scoped!(credentials::list, "list_credentials")),
+        )
         .route(
             "/users/{user_id}/providers/{provider}",
-            get(credentials::get_one).delete(credentials::delete),
+            get(scoped!(credentials::get_one, "get_credentials"))
+                .delete(scoped!(credentials::delete, "delete_credentials")),
         )
         .route(
             "/users/{user_id}/providers/{provider}/credentials",
-            axum::routing::put(credentials::put),
+            axum::routing::put(scoped!(credentials::put, "put_credentials")),
         )
         .route(
             "/users/{user_id}/providers/{provider}/test",
-            post(credentials::test),
+            post(scoped!(credentials::test, "test_credentials")),
         )
-        .route("/jobs", post(jobs::create))
-        .route("/jobs/{job_id}", get(jobs::get))
-        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
-        .route("/jobs/{job_id}/video", get(jobs::video))
-        .route("/users/{user_id}/jobs", get(jobs::list))
+        .route("/jobs", post(scoped!(jobs::create, "create_job")))
+        .route("/jobs/{job_id}", get(scoped!(jobs::get, "get_job")))
+        .route(
+            "/jobs/{job_id}/cancel",
+            post(scoped!(jobs::cancel, "cancel_job")),
+        )
+        .route(
+            "/jobs/{job_id}/video",
+            get(scoped!(jobs::video, "get_job_video")),
+        )
+        .route(
+            "/users/{user_id}/jobs",
+            get(scoped!(jobs::list, "list_jobs")),
+        )
         // route_layer: authentication runs only for matched routes, so an
         // unknown path is a 404 for everyone and a 401 never hides a 404.
+        // It wraps the scope checks above: 401 before 403.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

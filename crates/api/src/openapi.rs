@@ -50,6 +50,7 @@ const BEARER: &str = "bearer";
         metrics,
         openapi_json,
         crate::providers::list,
+        crate::projects::list,
         crate::credentials::list,
         crate::credentials::get_one,
         crate::credentials::put,
@@ -66,6 +67,7 @@ const BEARER: &str = "bearer";
         (name = "health", description = "Liveness and readiness, without a token"),
         (name = "meta", description = "This document and the metrics, without a token"),
         (name = "providers", description = "What each provider offers"),
+        (name = "projects", description = "Producer apps and environments (operator tokens)"),
         (name = "credentials", description = "Users' own provider keys, sealed at rest"),
         (name = "jobs", description = "Generation jobs"),
     ),
@@ -137,6 +139,7 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
         ("metrics", &[]),
         ("openapi", &[]),
         ("list_providers", &[]),
+        ("list_projects", &[]),
         ("list_credentials", &[BadRequest]),
         ("get_credentials", &[BadRequest, NotFound]),
         (
@@ -199,7 +202,11 @@ impl Modify for Conventions {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("byok_…")
                     .description(Some(
-                        "A producer token from `byok token create`; revoked with `byok token revoke`",
+                        "A producer token from `byok token create`, acting in one project with \
+                         the scopes it was given (credentials:read, credentials:write, \
+                         jobs:read, jobs:write, admin); each operation's security requirement \
+                         names the scope it needs, and a token without it gets 403 \
+                         `insufficient_scope`. Revoked with `byok token revoke`",
                     ))
                     .build(),
             ),
@@ -216,9 +223,17 @@ impl Modify for Conventions {
             .into_iter()
             .flatten()
             {
+                // The scope the route needs, from the table the router
+                // enforces; none listed: any valid token.
+                let id = operation.operation_id.as_deref().unwrap_or_default();
+                let scope = crate::auth::ROUTE_SCOPES
+                    .iter()
+                    .find(|(op, _)| *op == id)
+                    .and_then(|(_, scope)| *scope);
                 if v1 {
-                    operation.security =
-                        Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+                    let scopes: Vec<&str> =
+                        scope.map(byok_core::Scope::as_str).into_iter().collect();
+                    operation.security = Some(vec![SecurityRequirement::new(BEARER, scopes)]);
                 }
                 for parameter in operation.parameters.iter_mut().flatten() {
                     // An optional header or query parameter is absent, never null.
@@ -234,19 +249,26 @@ impl Modify for Conventions {
                         object.schema_type = SchemaType::Type(only.clone());
                     }
                 }
-                add_errors(operation, v1);
+                add_errors(operation, v1, scope.is_some());
                 add_request_id(operation);
             }
         }
     }
 }
 
-fn add_errors(operation: &mut Operation, v1: bool) {
+fn add_errors(operation: &mut Operation, v1: bool, scoped: bool) {
     let id = operation.operation_id.clone().unwrap_or_default();
     // A handler without an entry gets no error responses, which the tests
     // catch: every operation has one.
     let own = errors_of(&id).unwrap_or(&[]);
-    let shared: &[ApiErrorCode] = if v1 {
+    let shared: &[ApiErrorCode] = if v1 && scoped {
+        &[
+            ApiErrorCode::Unauthorized,
+            ApiErrorCode::InsufficientScope,
+            ApiErrorCode::ServiceUnavailable,
+            ApiErrorCode::Internal,
+        ]
+    } else if v1 {
         &[
             ApiErrorCode::Unauthorized,
             ApiErrorCode::ServiceUnavailable,
@@ -547,6 +569,7 @@ mod tests {
         }
         byok_store::Job {
             id: uuid::Uuid::now_v7(),
+            project_id: byok_core::DEFAULT_PROJECT_ID,
             user_id,
             provider_name: "runway".into(),
             model: "gen4.5".into(),

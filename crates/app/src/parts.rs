@@ -73,6 +73,11 @@ pub fn key_ring(settings: &Settings) -> Result<KeyRing, AppError> {
         }
         KeyRingSource::Configured => {}
     }
+    if settings.encryption.accept_legacy {
+        tracing::warn!(
+            "encryption.accept_legacy is on: the seed's legacy values open wherever they are read, although they are bound to no user, provider or project (a value copied into another row opens there); run `byok keys rewrap` and turn it off"
+        );
+    }
     tracing::debug!(
         primary = ring.primary_key_id(),
         keys = ring.key_ids().count(),

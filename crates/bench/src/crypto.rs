@@ -73,7 +73,10 @@ fn rate(duration: Duration, mut pair: impl FnMut()) -> f64 {
 
 fn measure(plaintext: &[u8], duration: Duration) -> anyhow::Result<(f64, f64, usize)> {
     let ring = byok_crypto::KeyRing::parse(&secrecy::SecretString::from(KEYS))?;
-    let context = SealContext::new(uuid::Uuid::new_v4(), ProviderId::Veo);
+    let context = SealContext::new(
+        byok_core::ProjectUser::new(uuid::Uuid::now_v7(), uuid::Uuid::new_v4()),
+        ProviderId::Veo,
+    );
     let sealed_len = ring.seal(&context, plaintext)?.len();
     let ours = rate(duration, || {
         let sealed = ring.seal(&context, black_box(plaintext)).expect("seal");

@@ -63,6 +63,7 @@ async fn enqueue(
                     ..GenerationRequest::new(user, ProviderId::Runway, "gen4.5")
                 };
                 let new = NewJob {
+                    project_id: byok_core::DEFAULT_PROJECT_ID,
                     user_id: user,
                     provider: ProviderId::Runway,
                     model: "gen4.5".into(),

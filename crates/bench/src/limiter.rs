@@ -159,7 +159,10 @@ enum Side {
 }
 
 async fn hammer(side: &Side, setup: Setup) -> anyhow::Result<Vec<Duration>> {
-    let key = LimitKey::new(ProviderId::Runway, uuid::Uuid::new_v4());
+    let key = LimitKey::new(
+        ProviderId::Runway,
+        byok_core::ProjectUser::new(byok_core::DEFAULT_PROJECT_ID, uuid::Uuid::new_v4()),
+    );
     let start = Instant::now();
     let run_for = setup.run_for();
     let arrivals: Arc<Mutex<Vec<Duration>>> = Arc::default();

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use byok_app::{Roles, Running};
 use byok_config::Settings;
-use byok_core::{ProviderId, RateLimits};
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId, RateLimits};
 use byok_crypto::SealContext;
 use byok_sim::{RunningSim, SimConfig, Simulator};
-use byok_store::{NewCredential, Store};
+use byok_store::{NewCredential, NewToken, Store};
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
@@ -139,14 +139,17 @@ pub async fn store_users(system: &byok_app::System, n: usize) -> anyhow::Result<
             .parse_credentials(&serde_json::json!({ "api_key": format!("sim_bench_key_{i:04}") }))
             .map_err(|e| anyhow::anyhow!("credentials: {}", e.field))?;
         let sealed = system.key_ring().seal(
-            &SealContext::new(user, ProviderId::Runway),
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                ProviderId::Runway,
+            ),
             &credentials.to_plaintext(),
         )?;
         system
             .store()
             .credentials()
             .upsert(&NewCredential {
-                user_id: user,
+                owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
                 provider: ProviderId::Runway,
                 sealed,
                 credential_hint: credentials.hint(),
@@ -209,7 +212,10 @@ impl System {
         };
         let users = store_users(api_role.system(), options.users).await?;
         let store = api_role.system().store().clone();
-        let (_, token) = store.tokens().create("bench").await?;
+        let (_, token) = store
+            .tokens()
+            .create(&NewToken::new("bench", DEFAULT_PROJECT_ID))
+            .await?;
         Ok(System {
             api,
             token: token.expose_secret().to_owned(),

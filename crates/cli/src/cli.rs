@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage the credential encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage projects: one producer app or environment each.
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// Manage producer API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -93,6 +96,17 @@ pub struct CreateToken {
     /// A name for the token, e.g. the producer that will use it.
     #[arg(long)]
     pub name: String,
+    /// The project it acts in, by name or id.
+    #[arg(long, default_value = "default")]
+    pub project: String,
+    /// What it may do, comma-separated: credentials:read, credentials:write,
+    /// jobs:read, jobs:write, admin [default: all but admin].
+    #[arg(long, value_name = "SCOPE,…")]
+    pub scopes: Option<String>,
+    /// When it stops working: a duration from now (`90d`, `12h`) or an
+    /// RFC 3339 time (`2027-01-01T00:00:00Z`) [default: never].
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +120,28 @@ pub struct ListTokens {
 pub struct RevokeToken {
     /// The token's id (from `byok token list`).
     pub id: Uuid,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project; its id is printed alone on stdout.
+    Create(CreateProject),
+    /// List projects.
+    List(ListProjects),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateProject {
+    /// Its unique name: 1-64 of a-z 0-9 - _ . (e.g. sceneflow-prod).
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListProjects {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -60,6 +60,11 @@ pub fn load_key_ring(settings: &Settings) -> Result<(KeyRing, KeyRingSource), Co
             .map_err(|e| ring_error("encryption.legacy_key", &e))?,
         None => ring,
     };
+    let ring = if settings.encryption.accept_legacy {
+        ring.accept_legacy_everywhere()
+    } else {
+        ring
+    };
     Ok((ring, source))
 }
 

@@ -61,9 +61,14 @@ pub struct QueueSettings {
 pub struct EncryptionSettings {
     /// `"2:<64 hex>,1:<64 hex>"`, primary first.
     pub keys: Option<SecretString>,
-    /// The seed's single key (alias `ENCRYPTION_KEY`): opens legacy values,
-    /// and is the whole ring when `keys` is not set.
+    /// The seed's single key (alias `ENCRYPTION_KEY`): opens legacy values
+    /// (in `byok keys rewrap`), and is the whole ring when `keys` is not set.
     pub legacy_key: Option<SecretString>,
+    /// Open the seed's legacy values wherever they are read, not only to
+    /// re-seal them. Weaker: a legacy value is bound to no row, so one copied
+    /// into another user's row opens there. Meant for the days between
+    /// moving a seed database over and running `byok keys rewrap`.
+    pub accept_legacy: bool,
 }
 
 /// `api.*`

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use byok_config::{ConfigError, Environment, KeyRingSource, Shape, load_from, load_key_ring};
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use secrecy::ExposeSecret;
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -333,7 +333,10 @@ fn the_embedded_shape_generates_a_private_key_file_once() {
     let (second, source) = load_key_ring(&s).unwrap();
     assert_eq!(source, KeyRingSource::KeyFile(key_file.clone()));
     // Same key: what the first sealed, the second opens.
-    let ctx = byok_crypto::SealContext::new(uuid_nil(), ProviderId::Runway);
+    let ctx = byok_crypto::SealContext::new(
+        ProjectUser::new(DEFAULT_PROJECT_ID, uuid_nil()),
+        ProviderId::Runway,
+    );
     let sealed = first.seal(&ctx, b"x").unwrap();
     assert!(second.open(&ctx, &sealed).is_ok());
 

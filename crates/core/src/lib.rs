@@ -11,6 +11,7 @@ mod provider_id;
 mod queue_stats;
 mod rate_limits;
 mod request;
+mod tenancy;
 
 pub use catalogue::{
     Catalogue, Format, Mode, ModelSpec, PROMPT_MAX_CHARS_CEILING, PromptRules, Requirement,
@@ -24,6 +25,9 @@ pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
 pub use queue_stats::QueueStats;
 pub use rate_limits::RateLimits;
 pub use request::{GenerationRequest, ValidationError};
+pub use tenancy::{
+    DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
+};
 
 /// The payload of a generation job's queue item: the job's id, nothing else.
 /// The store holds the truth about the job; credentials and requests never

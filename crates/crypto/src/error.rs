@@ -16,10 +16,16 @@ pub enum CryptoError {
         "sealed value is in the legacy format but no legacy key (ENCRYPTION_KEY) is configured"
     )]
     NoLegacyKey,
-    /// Authentication failed: wrong key, altered bytes, or a value that belongs
-    /// to another user or provider.
+    /// The value is in the seed's legacy format, which binds it to nothing;
+    /// such values open only to be re-sealed.
     #[error(
-        "sealed value failed authentication (altered, sealed under another key, or sealed for another user or provider)"
+        "sealed value is in the legacy format, which opens only in `byok keys rewrap` (or everywhere with encryption.accept_legacy = true)"
+    )]
+    LegacyNotAccepted,
+    /// Authentication failed: wrong key, altered bytes, or a value that belongs
+    /// to another project, user or provider.
+    #[error(
+        "sealed value failed authentication (altered, sealed under another key, or sealed for another project, user or provider)"
     )]
     Unauthentic,
     /// The operating system's random number generator failed.

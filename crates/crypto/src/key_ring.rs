@@ -9,9 +9,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use zeroize::Zeroizing;
 
-use crate::aad::{SealContext, canonical_aad};
+use crate::aad::{SealContext, canonical_aad, canonical_aad_v1};
 use crate::legacy::{LegacyKey, decode_key_hex};
-use crate::sealed::{MAX_SEALED_LEN, NONCE_LEN, Parsed, TAG_LEN, b64};
+use crate::sealed::{MAX_SEALED_LEN, NONCE_LEN, Parsed, TAG_LEN, Version, b64};
 use crate::{CryptoError, KeyRingError};
 
 /// An opened credential. The bytes live on the heap and are wiped when the
@@ -24,7 +24,7 @@ pub type Plaintext = SecretBox<Vec<u8>>;
 const MAX_PLAINTEXT_LEN: usize = (MAX_SEALED_LEN / 4) * 3 - 256;
 
 /// A key id: 1 to 32 characters of `[A-Za-z0-9_-]`. It is written in clear
-/// in every sealed value (`v1:<key_id>:…`) and bound into the AAD, so the
+/// in every sealed value (`v2:<key_id>:…`) and bound into the AAD, so the
 /// ring can pick the right key without trying each one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyId(String);
@@ -69,9 +69,14 @@ struct RingKey {
 /// Nonces are 96 random bits. NIST SP 800-38D caps random-nonce use at 2^32
 /// encryptions per key; a credential is sealed once per save, so a deployment
 /// would need billions of saves per key before rotation became urgent.
+///
+/// Values in the seed's legacy format carry no binding to their row at all.
+/// The ring opens them only to re-seal them ([`KeyRing::reseal`], `byok keys
+/// rewrap`), unless [`KeyRing::accept_legacy_everywhere`] was asked for.
 pub struct KeyRing {
     keys: Vec<RingKey>,
     legacy: Option<LegacyKey>,
+    legacy_everywhere: bool,
 }
 
 impl fmt::Debug for KeyRing {
@@ -83,6 +88,7 @@ impl fmt::Debug for KeyRing {
                 &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
             )
             .field("legacy_key", &self.legacy.is_some())
+            .field("legacy_everywhere", &self.legacy_everywhere)
             .finish()
     }
 }
@@ -127,7 +133,11 @@ impl KeyRing {
         if keys.is_empty() {
             return Err(KeyRingError::Empty);
         }
-        Ok(KeyRing { keys, legacy: None })
+        Ok(KeyRing {
+            keys,
+            legacy: None,
+            legacy_everywhere: false,
+        })
     }
 
     /// A ring of one key, for a deployment configured with only the seed's
@@ -140,6 +150,7 @@ impl KeyRing {
         Ok(KeyRing {
             keys: vec![RingKey { id, cipher }],
             legacy: None,
+            legacy_everywhere: false,
         })
     }
 
@@ -147,6 +158,14 @@ impl KeyRing {
     pub fn with_legacy_key(mut self, hex_key: &SecretString) -> Result<KeyRing, KeyRingError> {
         self.legacy = Some(LegacyKey::from_hex(hex_key)?);
         Ok(self)
+    }
+
+    /// Lets [`KeyRing::open`] open legacy values wherever they are found
+    /// (`encryption.accept_legacy`). Weaker: a legacy value copied into
+    /// another user's row opens there, as it did in the seed's system.
+    pub fn accept_legacy_everywhere(mut self) -> KeyRing {
+        self.legacy_everywhere = true;
+        self
     }
 
     /// The id new values are sealed under.
@@ -160,7 +179,7 @@ impl KeyRing {
     }
 
     /// Seals `plaintext` for `context` under the primary key:
-    /// `v1:<key_id>:<nonce>:<ciphertext‖tag>`.
+    /// `v2:<key_id>:<nonce>:<ciphertext‖tag>`.
     pub fn seal(&self, context: &SealContext, plaintext: &[u8]) -> Result<String, CryptoError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(CryptoError::Malformed("plaintext larger than 48 KiB"));
@@ -177,13 +196,24 @@ impl KeyRing {
         key.cipher
             .encrypt_in_place(&Nonce::<U12>::from(nonce), &aad, &mut *buffer)
             .map_err(|_| CryptoError::Malformed("plaintext too large for AES-GCM"))?;
-        Ok(format!("v1:{}:{}:{}", key.id, b64(&nonce), b64(&buffer)))
+        Ok(format!("v2:{}:{}:{}", key.id, b64(&nonce), b64(&buffer)))
     }
 
-    /// Opens a stored value sealed for `context`, in either format.
+    /// Opens a stored value sealed for `context`: `v2`; `v1` in the default
+    /// project only; legacy only when accepted everywhere.
     pub fn open(&self, context: &SealContext, sealed: &str) -> Result<Plaintext, CryptoError> {
+        self.open_with(context, sealed, self.legacy_everywhere)
+    }
+
+    fn open_with(
+        &self,
+        context: &SealContext,
+        sealed: &str,
+        legacy_allowed: bool,
+    ) -> Result<Plaintext, CryptoError> {
         let bytes = match Parsed::parse(sealed)? {
-            Parsed::V1 {
+            Parsed::Aead {
+                version,
                 key_id,
                 nonce,
                 ciphertext_and_tag,
@@ -193,7 +223,13 @@ impl KeyRing {
                     .iter()
                     .find(|k| k.id.as_str() == key_id)
                     .ok_or_else(|| CryptoError::UnknownKeyId(key_id.to_owned()))?;
-                let aad = canonical_aad(context, key_id);
+                let aad = match version {
+                    Version::V2 => canonical_aad(context, key_id),
+                    // A v1 value outside the default project was copied
+                    // there: as unauthentic as one copied to another user.
+                    Version::V1 if !context.admits_v1() => return Err(CryptoError::Unauthentic),
+                    Version::V1 => canonical_aad_v1(context, key_id),
+                };
                 // Decrypting in a zeroizing buffer: whatever the outcome, the
                 // bytes are wiped when it is dropped.
                 let mut buffer = Zeroizing::new(ciphertext_and_tag);
@@ -208,19 +244,27 @@ impl KeyRing {
                 ciphertext,
             } => {
                 let legacy = self.legacy.as_ref().ok_or(CryptoError::NoLegacyKey)?;
+                if !legacy_allowed {
+                    return Err(CryptoError::LegacyNotAccepted);
+                }
                 legacy.open(&iv, &tag, &ciphertext)?
             }
         };
         Ok(into_plaintext(bytes))
     }
 
-    /// Whether `sealed` is already a `v1` value under the primary key.
+    /// Whether `sealed` is already a `v2` value under the primary key.
     pub fn is_current(&self, sealed: &str) -> bool {
-        matches!(Parsed::parse(sealed), Ok(Parsed::V1 { key_id, .. }) if key_id == self.primary_key_id())
+        matches!(
+            Parsed::parse(sealed),
+            Ok(Parsed::Aead { version: Version::V2, key_id, .. }) if key_id == self.primary_key_id()
+        )
     }
 
-    /// Re-seals a stored value under the primary key. `Ok(None)` when it is
-    /// already current, so running a rewrap twice changes nothing.
+    /// Re-seals a stored value as `v2` under the primary key: `v1` and legacy
+    /// values, and values under older keys. `Ok(None)` when it is already
+    /// current, so running a rewrap twice changes nothing. Legacy values open
+    /// here even when [`KeyRing::open`] refuses them: this is how they leave.
     pub fn reseal(
         &self,
         context: &SealContext,
@@ -232,7 +276,7 @@ impl KeyRing {
             self.open(context, sealed)?;
             return Ok(None);
         }
-        let plaintext = self.open(context, sealed)?;
+        let plaintext = self.open_with(context, sealed, true)?;
         self.seal(context, plaintext.expose_secret()).map(Some)
     }
 }

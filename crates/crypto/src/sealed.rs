@@ -1,7 +1,8 @@
 //! Parsing of the stored text forms of a sealed credential.
 //!
 //! ```text
-//! v1:<key_id>:<base64url nonce(12)>:<base64url ciphertext‖tag(16)>   current
+//! v2:<key_id>:<base64url nonce(12)>:<base64url ciphertext‖tag(16)>   current: bound to the project
+//! v1:<key_id>:<base64url nonce(12)>:<base64url ciphertext‖tag(16)>   before projects
 //! <hex iv(16)>:<hex tag(16)>:<hex ciphertext>                         the seed's legacy form
 //! ```
 //! Every stored row is untrusted input: parsing checks lengths and
@@ -23,7 +24,13 @@ pub(crate) const LEGACY_IV_LEN: usize = 16;
 /// Which format a stored value is in, without opening it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SealedFormat {
-    /// `v1:` sealed under the named key id.
+    /// `v2:` sealed under the named key id, bound to (project, user, provider).
+    V2 {
+        /// The key id the value names.
+        key_id: String,
+    },
+    /// `v1:` sealed under the named key id, bound to (user, provider): made
+    /// before projects existed.
     V1 {
         /// The key id the value names.
         key_id: String,
@@ -36,7 +43,18 @@ impl SealedFormat {
     /// Recognises the format of a stored value (and checks it is well formed).
     pub fn of(sealed: &str) -> Result<SealedFormat, CryptoError> {
         Ok(match Parsed::parse(sealed)? {
-            Parsed::V1 { key_id, .. } => SealedFormat::V1 {
+            Parsed::Aead {
+                version: Version::V2,
+                key_id,
+                ..
+            } => SealedFormat::V2 {
+                key_id: key_id.to_owned(),
+            },
+            Parsed::Aead {
+                version: Version::V1,
+                key_id,
+                ..
+            } => SealedFormat::V1 {
                 key_id: key_id.to_owned(),
             },
             Parsed::Legacy { .. } => SealedFormat::Legacy,
@@ -44,9 +62,17 @@ impl SealedFormat {
     }
 }
 
+/// The AES-GCM formats, which differ only in their AAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    V1,
+    V2,
+}
+
 /// A stored value split into its parts.
 pub(crate) enum Parsed<'a> {
-    V1 {
+    Aead {
+        version: Version,
         key_id: &'a str,
         nonce: [u8; NONCE_LEN],
         /// Ciphertext followed by the 16-byte tag.
@@ -64,8 +90,11 @@ impl<'a> Parsed<'a> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(CryptoError::Malformed("longer than 64 KiB"));
         }
+        if let Some(rest) = sealed.strip_prefix("v2:") {
+            return parse_aead(Version::V2, rest);
+        }
         if let Some(rest) = sealed.strip_prefix("v1:") {
-            return parse_v1(rest);
+            return parse_aead(Version::V1, rest);
         }
         if sealed.starts_with('v') {
             return Err(CryptoError::Malformed("unsupported format version"));
@@ -74,13 +103,13 @@ impl<'a> Parsed<'a> {
     }
 }
 
-fn parse_v1(rest: &str) -> Result<Parsed<'_>, CryptoError> {
+fn parse_aead(version: Version, rest: &str) -> Result<Parsed<'_>, CryptoError> {
     let mut parts = rest.split(':');
     let (Some(key_id), Some(nonce), Some(body), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(CryptoError::Malformed(
-            "expected v1:<key_id>:<nonce>:<ciphertext>",
+            "expected v2:<key_id>:<nonce>:<ciphertext>",
         ));
     };
     if !is_valid_key_id(key_id) {
@@ -95,7 +124,8 @@ fn parse_v1(rest: &str) -> Result<Parsed<'_>, CryptoError> {
     if ciphertext_and_tag.len() < TAG_LEN {
         return Err(CryptoError::Malformed("ciphertext shorter than the tag"));
     }
-    Ok(Parsed::V1 {
+    Ok(Parsed::Aead {
+        version,
         key_id,
         nonce,
         ciphertext_and_tag,
@@ -108,7 +138,7 @@ fn parse_legacy(sealed: &str) -> Result<Parsed<'_>, CryptoError> {
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(CryptoError::Malformed(
-            "neither v1:… nor the legacy hex(iv):hex(tag):hex(data) form",
+            "neither v2:…, v1:… nor the legacy hex(iv):hex(tag):hex(data) form",
         ));
     };
     let iv = decode_hex_exact::<LEGACY_IV_LEN>(iv)
@@ -140,7 +170,7 @@ fn decode_hex_exact<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Encodes bytes as unpadded base64url, the alphabet of the `v1` format.
+/// Encodes bytes as unpadded base64url, the alphabet of the `v1` and `v2` formats.
 pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }

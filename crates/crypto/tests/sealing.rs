@@ -2,7 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_crypto::{
     CryptoError, KeyId, KeyRing, KeyRingError, SealContext, SealedFormat, generate_key_hex,
 };
@@ -25,8 +25,44 @@ fn user_b() -> Uuid {
     Uuid::parse_str("9a8b7c6d-5e4f-4a3b-9c2d-1e0f00112233").unwrap()
 }
 
+fn project_p() -> Uuid {
+    Uuid::parse_str("0195f0c0-1111-7222-8333-444455556666").unwrap()
+}
+
+fn project_q() -> Uuid {
+    Uuid::parse_str("0195f0c0-9999-7888-8777-666655554444").unwrap()
+}
+
 fn ctx(user: Uuid, provider: ProviderId) -> SealContext {
-    SealContext::new(user, provider)
+    SealContext::new(ProjectUser::new(project_p(), user), provider)
+}
+
+fn ctx_in(project: Uuid, user: Uuid, provider: ProviderId) -> SealContext {
+    SealContext::new(ProjectUser::new(project, user), provider)
+}
+
+/// A `v1:` value as builds before projects sealed them, made here from the
+/// format's definition (AES-256-GCM, AAD without a project) rather than by
+/// the ring, which only seals `v2` now.
+fn seal_v1(key_id: &str, key_hex: &str, context: &SealContext, plaintext: &[u8]) -> String {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&hex::decode(key_hex).unwrap()).unwrap();
+    let nonce = [7u8; 12];
+    let aad = byok_crypto::canonical_aad_v1(context, key_id);
+    let body = cipher
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    format!(
+        "v1:{key_id}:{}:{}",
+        URL_SAFE_NO_PAD.encode(nonce),
+        URL_SAFE_NO_PAD.encode(body)
+    )
 }
 
 const SECRET: &[u8] = br#"{"api_key":"key_0123456789abcdef"}"#;
@@ -38,7 +74,7 @@ fn seal_then_open_round_trips_and_hides_the_plaintext() {
     let sealed = ring.seal(&c, SECRET).unwrap();
 
     assert!(
-        sealed.starts_with("v1:2:"),
+        sealed.starts_with("v2:2:"),
         "sealed under the primary: {sealed}"
     );
     assert!(!sealed.contains("key_0123456789abcdef"));
@@ -48,7 +84,7 @@ fn seal_then_open_round_trips_and_hides_the_plaintext() {
     );
     assert_eq!(
         SealedFormat::of(&sealed).unwrap(),
-        SealedFormat::V1 { key_id: "2".into() }
+        SealedFormat::V2 { key_id: "2".into() }
     );
 }
 
@@ -62,14 +98,14 @@ fn the_same_plaintext_seals_differently_each_time() {
     );
 }
 
-/// Rebuilds a v1 value after `edit` changed its decoded nonce or body.
+/// Rebuilds a v2 value after `edit` changed its decoded nonce or body.
 fn tamper(sealed: &str, edit: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>)) -> String {
     let parts: Vec<&str> = sealed.split(':').collect();
     let mut nonce = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     let mut body = URL_SAFE_NO_PAD.decode(parts[3]).unwrap();
     edit(&mut nonce, &mut body);
     format!(
-        "v1:{}:{}:{}",
+        "v2:{}:{}:{}",
         parts[1],
         URL_SAFE_NO_PAD.encode(&nonce),
         URL_SAFE_NO_PAD.encode(&body)
@@ -130,7 +166,7 @@ fn truncated_or_extended_bodies_fail() {
 }
 
 #[test]
-fn a_value_is_bound_to_its_user_provider_and_key_id() {
+fn a_value_is_bound_to_its_project_user_provider_and_key_id() {
     // Both ids carry the same key bytes, so only the AAD can tell them apart.
     let ring = ring(&format!("2:{KEY_A},1:{KEY_A}"));
     let owner = ctx(user_a(), ProviderId::Runway);
@@ -138,6 +174,17 @@ fn a_value_is_bound_to_its_user_provider_and_key_id() {
 
     let other_user = ctx(user_b(), ProviderId::Runway);
     let other_provider = ctx(user_a(), ProviderId::Stability);
+    // The same user id in another project is another user.
+    for other_project in [project_q(), DEFAULT_PROJECT_ID] {
+        assert_eq!(
+            ring.open(
+                &ctx_in(other_project, user_a(), ProviderId::Runway),
+                &sealed
+            )
+            .unwrap_err(),
+            CryptoError::Unauthentic
+        );
+    }
     assert_eq!(
         ring.open(&other_user, &sealed).unwrap_err(),
         CryptoError::Unauthentic
@@ -147,12 +194,68 @@ fn a_value_is_bound_to_its_user_provider_and_key_id() {
         CryptoError::Unauthentic
     );
 
-    let relabelled = sealed.replacen("v1:2:", "v1:1:", 1);
+    let relabelled = sealed.replacen("v2:2:", "v2:1:", 1);
+    assert_eq!(
+        ring.open(&owner, &relabelled).unwrap_err(),
+        CryptoError::Unauthentic
+    );
+    // Relabelled as the older format: another AAD, so it fails too.
+    let relabelled = sealed.replacen("v2:", "v1:", 1);
+    let in_default = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::Runway);
+    assert_eq!(
+        ring.open(&in_default, &relabelled).unwrap_err(),
+        CryptoError::Unauthentic
+    );
     assert_eq!(
         ring.open(&owner, &relabelled).unwrap_err(),
         CryptoError::Unauthentic
     );
     assert!(ring.open(&owner, &sealed).is_ok());
+}
+
+#[test]
+fn v1_values_open_only_in_the_default_project_and_rewrap_to_v2() {
+    let ring = ring(&format!("2:{KEY_A},1:{KEY_B}"));
+    let at_home = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::Veo);
+    let v1 = seal_v1("1", KEY_B, &at_home, SECRET);
+    assert_eq!(
+        SealedFormat::of(&v1).unwrap(),
+        SealedFormat::V1 { key_id: "1".into() }
+    );
+    assert_eq!(
+        ring.open(&at_home, &v1).unwrap().expose_secret().as_slice(),
+        SECRET
+    );
+    // Every v1 row moved into the default project; one found elsewhere was
+    // copied there.
+    let copied = ctx_in(project_p(), user_a(), ProviderId::Veo);
+    assert_eq!(
+        ring.open(&copied, &v1).unwrap_err(),
+        CryptoError::Unauthentic
+    );
+    assert_eq!(
+        ring.reseal(&copied, &v1).unwrap_err(),
+        CryptoError::Unauthentic
+    );
+    assert!(
+        !ring.is_current(&v1),
+        "v1 under the primary key is still old"
+    );
+    let v1_primary = seal_v1("2", KEY_A, &at_home, SECRET);
+    assert!(!ring.is_current(&v1_primary));
+
+    let upgraded = ring
+        .reseal(&at_home, &v1)
+        .unwrap()
+        .expect("v1 is never current");
+    assert!(upgraded.starts_with("v2:2:"), "{upgraded}");
+    assert_eq!(
+        ring.open(&at_home, &upgraded)
+            .unwrap()
+            .expose_secret()
+            .as_slice(),
+        SECRET
+    );
 }
 
 #[test]
@@ -174,7 +277,7 @@ fn values_sealed_under_an_older_key_open_and_reseal_under_the_primary() {
 
     assert!(!rotated.is_current(&sealed_old));
     let resealed = rotated.reseal(&c, &sealed_old).unwrap().expect("changed");
-    assert!(resealed.starts_with("v1:2:"));
+    assert!(resealed.starts_with("v2:2:"));
     assert!(rotated.is_current(&resealed));
     assert_eq!(
         rotated
@@ -221,24 +324,35 @@ fn legacy_fixture() -> LegacyFixture {
 }
 
 #[test]
-fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v1() {
+fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v2() {
     let fixture = legacy_fixture();
     let ring = ring(&format!("3:{KEY_A}"))
         .with_legacy_key(&SecretString::from(fixture.key_hex.as_str()))
         .unwrap();
+    let accepting = self::ring(&format!("3:{KEY_A}"))
+        .with_legacy_key(&SecretString::from(fixture.key_hex.as_str()))
+        .unwrap()
+        .accept_legacy_everywhere();
     assert_eq!(fixture.vectors.len(), 4);
     for v in &fixture.vectors {
         assert_eq!(SealedFormat::of(&v.sealed).unwrap(), SealedFormat::Legacy);
-        // Legacy values carry no AAD: they open for any row.
         let c = ctx(user_b(), ProviderId::Runway);
-        let opened = ring.open(&c, &v.sealed).unwrap();
+        // Bound to nothing, legacy values open only to be re-sealed...
+        let refused = ring.open(&c, &v.sealed).unwrap_err();
+        assert_eq!(refused, CryptoError::LegacyNotAccepted);
+        assert!(
+            refused.to_string().contains("byok keys rewrap"),
+            "{refused}"
+        );
+        // ...or, when the operator accepts that, for any row.
+        let opened = accepting.open(&c, &v.sealed).unwrap();
         assert_eq!(opened.expose_secret().as_slice(), v.plaintext.as_bytes());
 
         let upgraded = ring
             .reseal(&c, &v.sealed)
             .unwrap()
             .expect("legacy is never current");
-        assert!(upgraded.starts_with("v1:3:"));
+        assert!(upgraded.starts_with("v2:3:"));
         assert_eq!(
             ring.open(&c, &upgraded).unwrap().expose_secret().as_slice(),
             v.plaintext.as_bytes()
@@ -264,7 +378,8 @@ fn legacy_values_need_the_legacy_key_and_detect_tampering() {
 
     let wrong_key = ring(&format!("1:{KEY_A}"))
         .with_legacy_key(&SecretString::from(KEY_B))
-        .unwrap();
+        .unwrap()
+        .accept_legacy_everywhere();
     assert_eq!(
         wrong_key.open(&c, sealed).unwrap_err(),
         CryptoError::Unauthentic
@@ -272,7 +387,8 @@ fn legacy_values_need_the_legacy_key_and_detect_tampering() {
 
     let right_key = ring(&format!("1:{KEY_A}"))
         .with_legacy_key(&SecretString::from(fixture.key_hex.as_str()))
-        .unwrap();
+        .unwrap()
+        .accept_legacy_everywhere();
     let mut flipped = sealed.clone().into_bytes();
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
@@ -370,8 +486,11 @@ fn malformed_values_are_rejected_with_a_reason() {
         "",
         "v1:",
         "v1:1:abc",
-        "v2:1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA",
+        "v2:",
+        "v2:1:abc",
+        "v3:1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA",
         "v1:1:AAAAAAAAAAAAAAAA:AAAA",
+        "v2:1:AAAAAAAAAAAAAAAA:AAAA",
         "v1:bad id:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA",
         "v1:1:AAAAAAAAAAAAAAAA==:AAAAAAAAAAAAAAAAAAAAAA",
         "zz:00:00",
@@ -412,8 +531,10 @@ proptest! {
     ) {
         let ring = ring(&format!("1:{KEY_A}"));
         let c = ctx(user_a(), ProviderId::Runway);
-        let v1 = format!("v1:{key_id}:{}:{}", URL_SAFE_NO_PAD.encode(&nonce), URL_SAFE_NO_PAD.encode(&body));
-        prop_assert!(ring.open(&c, &v1).is_err());
+        for version in ["v1", "v2"] {
+            let value = format!("{version}:{key_id}:{}:{}", URL_SAFE_NO_PAD.encode(&nonce), URL_SAFE_NO_PAD.encode(&body));
+            prop_assert!(ring.open(&c, &value).is_err());
+        }
         let legacy = format!("{}:{}:{}", hex::encode(&nonce), hex::encode(&body), hex::encode(&body));
         prop_assert!(ring.open(&c, &legacy).is_err());
     }

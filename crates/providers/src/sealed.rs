@@ -1,12 +1,12 @@
 //! Opening a user's sealed credential: the one place where stored ciphertext becomes
 //! [`Credentials`]. The API (key tests) and the worker (every step that talks to a
 //! provider) both come here, so the rules hold for both: the value opens only under the
-//! AAD of its own (user, provider), the decrypted bytes live in a zeroizing buffer, and
+//! AAD of its own (project, user, provider), the decrypted bytes live in a zeroizing buffer, and
 //! the JSON parsed from them is wiped before this function returns, on every path.
 
+use byok_core::ProjectUser;
 use byok_crypto::{CryptoError, KeyRing, SealContext};
 use secrecy::ExposeSecret as _;
-use uuid::Uuid;
 
 use crate::http::WipedJson;
 use crate::{Credentials, VideoProvider};
@@ -15,8 +15,9 @@ use crate::{Credentials, VideoProvider};
 /// error names the format or key id at most, and a malformed value names its field.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The value does not open under the key ring for this user and provider (tampered,
-    /// sealed for someone else, or under a key id the ring no longer has).
+    /// The value does not open under the key ring for this project, user and provider
+    /// (tampered, sealed for someone else, under a key id the ring no longer has, or a
+    /// legacy value outside `byok keys rewrap`).
     #[error(transparent)]
     Unreadable(#[from] CryptoError),
     /// It opened, but the plaintext is not JSON.
@@ -30,7 +31,7 @@ pub enum OpenError {
     },
 }
 
-/// Opens `sealed`, stored for `user_id` at `adapter`'s provider, into credentials.
+/// Opens `sealed`, stored for `owner` at `adapter`'s provider, into credentials.
 ///
 /// Plaintext copies made here: the decrypted bytes (a [`byok_crypto::Plaintext`], wiped
 /// on drop) and the parsed JSON tree (wiped on drop, error paths included). The returned
@@ -40,10 +41,10 @@ pub enum OpenError {
 pub fn open_credentials(
     key_ring: &KeyRing,
     adapter: &dyn VideoProvider,
-    user_id: Uuid,
+    owner: ProjectUser,
     sealed: &str,
 ) -> Result<Credentials, OpenError> {
-    let plaintext = key_ring.open(&SealContext::new(user_id, adapter.id()), sealed)?;
+    let plaintext = key_ring.open(&SealContext::new(owner, adapter.id()), sealed)?;
     let json = WipedJson(Some(
         serde_json::from_slice(plaintext.expose_secret()).map_err(|_| OpenError::NotJson)?,
     ));

@@ -7,8 +7,7 @@ mod redis;
 use std::fmt;
 use std::time::Duration;
 
-use byok_core::{ProviderId, RateLimits};
-use uuid::Uuid;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId, RateLimits};
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use local::LocalLimiter;
@@ -130,18 +129,18 @@ pub(crate) fn checked(limits: RateLimits) -> Result<RateLimits, RateLimitError> 
 }
 
 /// Whose quota a permit is taken from: a user's key at one provider. It is
-/// identified by its owner and provider, never by the key material, so it
-/// can appear in logs and in Redis key names.
+/// identified by its owner (project and user) and provider, never by the key
+/// material, so it can appear in logs and in Redis key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LimitKey {
     provider: ProviderId,
-    user_id: Uuid,
+    owner: ProjectUser,
 }
 
 impl LimitKey {
-    /// The quota of `user_id`'s key at `provider`.
-    pub const fn new(provider: ProviderId, user_id: Uuid) -> LimitKey {
-        LimitKey { provider, user_id }
+    /// The quota of `owner`'s key at `provider`.
+    pub const fn new(provider: ProviderId, owner: ProjectUser) -> LimitKey {
+        LimitKey { provider, owner }
     }
 
     /// The provider.
@@ -149,16 +148,26 @@ impl LimitKey {
         self.provider
     }
 
-    /// The user who owns the key.
-    pub const fn user_id(&self) -> Uuid {
-        self.user_id
+    /// The user who owns the key, in their project.
+    pub const fn owner(&self) -> ProjectUser {
+        self.owner
     }
 }
 
-/// `<provider>:<user uuid>`, e.g. `veo:0190…`.
+/// `<provider>:<project uuid>:<user uuid>`; in the default project
+/// `<provider>:<user uuid>`, the name keys had before projects existed, so
+/// the windows of running deployments carry over.
 impl fmt::Display for LimitKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.provider, self.user_id)
+        if self.owner.project_id == DEFAULT_PROJECT_ID {
+            write!(f, "{}:{}", self.provider, self.owner.user_id)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}",
+                self.provider, self.owner.project_id, self.owner.user_id
+            )
+        }
     }
 }
 
@@ -271,14 +280,21 @@ pub const MAX_BLOCK: Duration = Windows::MAX;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn a_limit_key_displays_provider_and_owner_only() {
         let user = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
-        let key = LimitKey::new(ProviderId::Runway, user);
-        assert_eq!(key.to_string(), format!("runway:{user}"));
+        let project = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
+        let key = LimitKey::new(ProviderId::Runway, ProjectUser::new(project, user));
+        assert_eq!(key.to_string(), format!("runway:{project}:{user}"));
         assert_eq!(key.provider(), ProviderId::Runway);
-        assert_eq!(key.user_id(), user);
+        assert_eq!(key.owner(), ProjectUser::new(project, user));
+        let before_projects = LimitKey::new(
+            ProviderId::Runway,
+            ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        );
+        assert_eq!(before_projects.to_string(), format!("runway:{user}"));
     }
 
     #[test]

@@ -240,6 +240,10 @@ mod tests {
     use byok_core::ProviderId;
     use uuid::Uuid;
 
+    fn owner(user_id: Uuid) -> byok_core::ProjectUser {
+        byok_core::ProjectUser::new(byok_core::DEFAULT_PROJECT_ID, user_id)
+    }
+
     #[test]
     fn idle_keys_are_evicted() {
         let clock = ManualClock::new(Duration::from_secs(1));
@@ -249,7 +253,7 @@ mod tests {
             per_hour: 50,
         };
         for _ in 0..1000 {
-            let key = LimitKey::new(ProviderId::Veo, Uuid::new_v4());
+            let key = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
             assert!(matches!(
                 limiter.decide(&key, limits),
                 Ok(Decision::Granted { .. })
@@ -261,7 +265,7 @@ mod tests {
             "no key is dropped while its grants are in the long window"
         );
         clock.advance(Windows::MINUTE_HOUR.long() + Windows::MINUTE_HOUR.max_submit_time());
-        let key = LimitKey::new(ProviderId::Veo, Uuid::new_v4());
+        let key = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
         limiter.decide(&key, limits).unwrap();
         assert_eq!(
             limiter.tracked_keys(),
@@ -274,7 +278,7 @@ mod tests {
     fn a_block_keeps_its_key_until_it_ends() {
         let clock = ManualClock::new(Duration::ZERO);
         let limiter = LocalLimiter::new().with_clock(Arc::new(clock.clone()));
-        let key = LimitKey::new(ProviderId::Runway, Uuid::new_v4());
+        let key = LimitKey::new(ProviderId::Runway, owner(Uuid::new_v4()));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -286,7 +290,7 @@ mod tests {
             per_hour: 1,
         };
         // A long window has passed: this call sweeps, and must keep the blocked key.
-        let other = LimitKey::new(ProviderId::Veo, Uuid::new_v4());
+        let other = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
         limiter.decide(&other, limits).unwrap();
         assert_eq!(limiter.tracked_keys(), 2);
         assert_eq!(

@@ -1,4 +1,4 @@
-//! `user_provider_configs`: one sealed credential per (user, provider).
+//! `user_provider_configs`: one sealed credential per (project, user, provider).
 //!
 //! This repository stores and returns sealed text only; sealing and opening
 //! happen in `byok-crypto`, in the caller. Rows are untrusted input: a row
@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use byok_core::ProviderId;
+use byok_core::{ProjectUser, ProviderId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ use crate::{Store, StoreError};
 /// Column list shared by every query that returns a credential row.
 macro_rules! credential_columns {
     () => {
-        "id, user_id, provider_name, encrypted_credentials, is_valid, credential_hint, \
+        "id, project_id, user_id, provider_name, encrypted_credentials, is_valid, credential_hint, \
          validated_at, last_error, created_at, updated_at"
     };
 }
@@ -26,6 +26,7 @@ macro_rules! credential_columns {
 from_row! {
     struct CredentialRow {
         id: DbUuid,
+        project_id: DbUuid,
         user_id: DbUuid,
         provider_name: String,
         encrypted_credentials: String,
@@ -42,6 +43,7 @@ impl From<CredentialRow> for StoredCredential {
     fn from(row: CredentialRow) -> Self {
         StoredCredential {
             id: row.id.0,
+            project_id: row.project_id.0,
             user_id: row.user_id.0,
             provider_name: row.provider_name,
             sealed: row.encrypted_credentials,
@@ -60,11 +62,13 @@ impl From<CredentialRow> for StoredCredential {
 pub struct StoredCredential {
     /// Row id.
     pub id: Uuid,
+    /// The owner's project.
+    pub project_id: Uuid,
     /// Owner.
     pub user_id: Uuid,
     /// The stored provider name (see [`StoredCredential::provider`]).
     pub provider_name: String,
-    /// The sealed value (`v1:…` or legacy).
+    /// The sealed value (`v2:…`, `v1:…` or legacy).
     pub sealed: String,
     /// False once the provider rejected the key or it could not be opened.
     pub is_valid: bool,
@@ -85,6 +89,11 @@ impl StoredCredential {
     pub fn provider(&self) -> Option<ProviderId> {
         self.provider_name.parse().ok()
     }
+
+    /// The user who owns the key, in their project.
+    pub fn owner(&self) -> ProjectUser {
+        ProjectUser::new(self.project_id, self.user_id)
+    }
 }
 
 impl fmt::Debug for StoredCredential {
@@ -92,6 +101,7 @@ impl fmt::Debug for StoredCredential {
         // The sealed text is safe without the key, but logs have no use for it.
         f.debug_struct("StoredCredential")
             .field("id", &self.id)
+            .field("project_id", &self.project_id)
             .field("user_id", &self.user_id)
             .field("provider_name", &self.provider_name)
             .field("sealed", &"[SEALED]")
@@ -107,10 +117,10 @@ impl fmt::Debug for StoredCredential {
 #[derive(Clone)]
 pub struct NewCredential {
     /// Owner.
-    pub user_id: Uuid,
+    pub owner: ProjectUser,
     /// Provider.
     pub provider: ProviderId,
-    /// Already sealed for (user_id, provider).
+    /// Already sealed for (owner, provider).
     pub sealed: String,
     /// Non-secret hint.
     pub credential_hint: String,
@@ -121,7 +131,7 @@ pub struct NewCredential {
 impl fmt::Debug for NewCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewCredential")
-            .field("user_id", &self.user_id)
+            .field("owner", &self.owner)
             .field("provider", &self.provider)
             .field("credential_hint", &self.credential_hint)
             .finish_non_exhaustive()
@@ -151,7 +161,7 @@ impl<'a> CredentialRepo<'a> {
     }
 
     /// Inserts the user's credential for the provider, or replaces it: one
-    /// row per (user, provider), enforced by the unique constraint, so two
+    /// row per (project, user, provider), enforced by the unique constraint, so two
     /// concurrent saves leave exactly one row (the later write wins).
     pub async fn upsert(&self, new: &NewCredential) -> Result<StoredCredential, StoreError> {
         let now = crate::now();
@@ -159,10 +169,10 @@ impl<'a> CredentialRepo<'a> {
         let row: CredentialRow = with_pool!(self.store, |pool| {
             sqlx::query_as(concat!(
             "INSERT INTO user_provider_configs \
-               (id, user_id, provider_name, encrypted_credentials, is_valid, created_at, updated_at, \
-                credential_hint, validated_at, last_error) \
-             VALUES ($1, $2, $3, $4, TRUE, $5, $5, $6, $7, NULL) \
-             ON CONFLICT (user_id, provider_name) DO UPDATE SET \
+               (id, project_id, user_id, provider_name, encrypted_credentials, is_valid, created_at, \
+                updated_at, credential_hint, validated_at, last_error) \
+             VALUES ($1, $8, $2, $3, $4, TRUE, $5, $5, $6, $7, NULL) \
+             ON CONFLICT (project_id, user_id, provider_name) DO UPDATE SET \
                encrypted_credentials = excluded.encrypted_credentials, \
                is_valid = TRUE, \
                updated_at = excluded.updated_at, \
@@ -173,12 +183,13 @@ impl<'a> CredentialRepo<'a> {
             credential_columns!()
         ))
         .bind(DbUuid(Uuid::now_v7()))
-        .bind(DbUuid(new.user_id))
+        .bind(DbUuid(new.owner.user_id))
         .bind(new.provider.as_str())
         .bind(&new.sealed)
         .bind(now)
         .bind(&new.credential_hint)
         .bind(new.validated_at)
+        .bind(DbUuid(new.owner.project_id))
         .fetch_one(pool)
         .await?
         });
@@ -188,42 +199,55 @@ impl<'a> CredentialRepo<'a> {
     /// The user's credential for the provider.
     pub async fn get(
         &self,
-        user_id: Uuid,
+        owner: ProjectUser,
         provider: ProviderId,
     ) -> Result<Option<StoredCredential>, StoreError> {
         let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
             credential_columns!(),
-            " FROM user_provider_configs WHERE user_id = $1 AND provider_name = $2"
+            " FROM user_provider_configs \
+              WHERE project_id = $3 AND user_id = $1 AND provider_name = $2"
         ))
-        .bind(DbUuid(user_id))
+        .bind(DbUuid(owner.user_id))
         .bind(provider.as_str())
+        .bind(DbUuid(owner.project_id))
         .fetch_optional(pool)
         .await?);
         Ok(row.map(Into::into))
     }
 
     /// Every credential row of the user, by provider name.
-    pub async fn list_for_user(&self, user_id: Uuid) -> Result<Vec<StoredCredential>, StoreError> {
+    pub async fn list_for_user(
+        &self,
+        owner: ProjectUser,
+    ) -> Result<Vec<StoredCredential>, StoreError> {
         let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
             credential_columns!(),
-            " FROM user_provider_configs WHERE user_id = $1 ORDER BY provider_name"
+            " FROM user_provider_configs WHERE project_id = $2 AND user_id = $1 \
+              ORDER BY provider_name"
         ))
-        .bind(DbUuid(user_id))
+        .bind(DbUuid(owner.user_id))
+        .bind(DbUuid(owner.project_id))
         .fetch_all(pool)
         .await?);
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Deletes the user's credential for the provider; false if there was none.
-    pub async fn delete(&self, user_id: Uuid, provider: ProviderId) -> Result<bool, StoreError> {
+    pub async fn delete(
+        &self,
+        owner: ProjectUser,
+        provider: ProviderId,
+    ) -> Result<bool, StoreError> {
         let _write = self.store.write_guard().await;
         let result = with_pool!(self.store, |pool| sqlx::query(
-            "DELETE FROM user_provider_configs WHERE user_id = $1 AND provider_name = $2"
+            "DELETE FROM user_provider_configs \
+             WHERE project_id = $3 AND user_id = $1 AND provider_name = $2"
         )
-        .bind(DbUuid(user_id))
+        .bind(DbUuid(owner.user_id))
         .bind(provider.as_str())
+        .bind(DbUuid(owner.project_id))
         .execute(pool)
         .await?
         .rows_affected());
@@ -235,7 +259,7 @@ impl<'a> CredentialRepo<'a> {
     /// belongs to the old key. `None` when the row changed or is gone.
     pub async fn record_check(
         &self,
-        user_id: Uuid,
+        owner: ProjectUser,
         provider: ProviderId,
         checked_sealed: &str,
         record: &CheckRecord,
@@ -245,7 +269,8 @@ impl<'a> CredentialRepo<'a> {
             sqlx::query_as(concat!(
             "UPDATE user_provider_configs SET \
                is_valid = $1, last_error = $2, validated_at = COALESCE($3, validated_at), updated_at = $4 \
-             WHERE user_id = $5 AND provider_name = $6 AND encrypted_credentials = $7 \
+             WHERE project_id = $8 AND user_id = $5 AND provider_name = $6 \
+               AND encrypted_credentials = $7 \
              RETURNING ",
             credential_columns!()
         ))
@@ -253,9 +278,10 @@ impl<'a> CredentialRepo<'a> {
         .bind(&record.last_error)
         .bind(record.validated_at)
         .bind(crate::now())
-        .bind(DbUuid(user_id))
+        .bind(DbUuid(owner.user_id))
         .bind(provider.as_str())
         .bind(checked_sealed)
+        .bind(DbUuid(owner.project_id))
         .fetch_optional(pool)
         .await?
         });

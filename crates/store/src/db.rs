@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 use crate::StoreError;
 use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
+use crate::projects::ProjectRepo;
 use crate::tokens::TokenRepo;
 
 /// The migrations of `/migrations`, embedded by `build.rs`.
@@ -67,17 +68,51 @@ pub(crate) enum Db {
     Sqlite(SqlitePool),
 }
 
-/// Creates the embedded data directory readable by its owner only: it will
-/// hold sealed credentials, token hashes and (beside it) the key file.
+/// Creates the embedded data directory readable by its owner only, or
+/// makes an existing one so: it holds sealed credentials, token hashes and
+/// (beside them) the key file. A shared directory such as `/tmp` (sticky bit
+/// set) is left as it is: its mode is not ours to change.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    const STICKY: u32 = 0o1000;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode();
+            if mode & STICKY == 0 && mode & 0o777 != 0o700 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        }
+        _ => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+}
+
+/// Makes the database file and its WAL and shared-memory files readable and
+/// writable by their owner only, whether they were just created or existed.
+/// SQLite gives the WAL and shared-memory files it creates later the mode of
+/// the database file, so they stay private too.
+fn make_private_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut names = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(name.into());
+    }
+    for name in names {
+        match std::fs::metadata(&name) {
+            Ok(meta) if meta.permissions().mode() & 0o777 != 0o600 => {
+                std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Which database a store talks to.
@@ -158,12 +193,17 @@ impl Store {
             {
                 create_private_dir(dir).map_err(StoreError::Io)?;
             }
-            let write = byok_sqlite_lock::write_lock(connect.get_filename());
+            let file = connect.get_filename().to_path_buf();
+            // Before connecting, so the WAL files SQLite creates inherit the
+            // private mode of an existing file; after, for a file just made.
+            make_private_files(&file).map_err(StoreError::Io)?;
+            let write = byok_sqlite_lock::write_lock(&file);
             let pool = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
+            make_private_files(&file).map_err(StoreError::Io)?;
             Ok(Store {
                 db: Db::Sqlite(pool),
                 write: Some(write),
@@ -262,6 +302,11 @@ impl Store {
     /// Generation jobs and their history.
     pub fn jobs(&self) -> JobRepo<'_> {
         JobRepo::new(self)
+    }
+
+    /// Projects.
+    pub fn projects(&self) -> ProjectRepo<'_> {
+        ProjectRepo::new(self)
     }
 
     /// Producer API tokens.

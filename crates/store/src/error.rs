@@ -31,6 +31,9 @@ pub enum StoreError {
     /// An argument was refused before reaching the database.
     #[error("invalid input: {0}")]
     Invalid(&'static str),
+    /// The row would collide with an existing one (a name already taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The database URL is not one this build supports.
     #[error("unsupported database URL: expected postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,

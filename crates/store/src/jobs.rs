@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 
-use byok_core::{ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProviderId};
+use byok_core::{
+    ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProjectUser, ProviderId,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -30,7 +32,7 @@ use crate::{Store, StoreError};
 /// Column list shared by every query that returns a job row.
 macro_rules! job_columns {
     () => {
-        "id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
+        "id, project_id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
          result, error_code, error_message, error_retryable, metadata, created_by_token, \
          idempotency_key, request_sha256, created_at, updated_at, started_at, finished_at, \
          enqueued_at, submit_started_at, cancel_sent_at"
@@ -49,9 +51,9 @@ macro_rules! live {
 macro_rules! insert_job_sql {
     () => {
         "INSERT INTO generation_jobs \
-           (id, user_id, provider, model, status, attempts, request, metadata, \
+           (id, project_id, user_id, provider, model, status, attempts, request, metadata, \
             created_by_token, idempotency_key, request_sha256, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
+         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
     };
@@ -122,6 +124,7 @@ macro_rules! transition {
 from_row! {
     struct JobRow {
         id: DbUuid,
+        project_id: DbUuid,
         user_id: DbUuid,
         provider: String,
         model: String,
@@ -174,6 +177,7 @@ impl TryFrom<JobRow> for Job {
         });
         Ok(Job {
             id: row.id.0,
+            project_id: row.project_id.0,
             user_id: row.user_id.0,
             provider_name: row.provider,
             model: row.model,
@@ -208,7 +212,9 @@ impl TryFrom<JobRow> for Job {
 pub struct Job {
     /// UUIDv7: ids sort by creation time.
     pub id: Uuid,
-    /// Whose key pays.
+    /// The project it was enqueued in.
+    pub project_id: Uuid,
+    /// Whose key pays (a user of the project).
     pub user_id: Uuid,
     /// The stored provider name (see [`Job::provider`]).
     #[serde(rename = "provider")]
@@ -261,11 +267,18 @@ impl Job {
     pub fn provider(&self) -> Option<ProviderId> {
         self.provider_name.parse().ok()
     }
+
+    /// The user whose key pays, in the job's project.
+    pub fn owner(&self) -> ProjectUser {
+        ProjectUser::new(self.project_id, self.user_id)
+    }
 }
 
 /// A job to create.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// The project it is enqueued in (the token's).
+    pub project_id: Uuid,
     /// Whose key pays.
     pub user_id: Uuid,
     /// Which provider.
@@ -394,15 +407,16 @@ impl<'a> JobRepo<'a> {
                     "WITH input AS (\
                        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
                                             $5::jsonb[], $6::jsonb[], $7::uuid[], $8::text[], \
-                                            $9::bytea[]) WITH ORDINALITY \
+                                            $9::bytea[], $11::uuid[]) WITH ORDINALITY \
                          AS t(id, user_id, provider, model, request, metadata, \
-                              created_by_token, idempotency_key, request_sha256, n)), \
+                              created_by_token, idempotency_key, request_sha256, project_id, n)), \
                      created AS (\
                        INSERT INTO generation_jobs \
-                         (id, user_id, provider, model, status, attempts, request, metadata, \
-                          created_by_token, idempotency_key, request_sha256, created_at, \
-                          updated_at) \
-                       SELECT id, user_id, provider, model, 'queued', 0, request, metadata, \
+                         (id, project_id, user_id, provider, model, status, attempts, request, \
+                          metadata, created_by_token, idempotency_key, request_sha256, \
+                          created_at, updated_at) \
+                       SELECT id, project_id, user_id, provider, model, 'queued', 0, request, \
+                              metadata, \
                               created_by_token, idempotency_key, request_sha256, $10, $10 \
                          FROM input ORDER BY n \
                        ON CONFLICT (created_by_token, idempotency_key) \
@@ -434,6 +448,7 @@ impl<'a> JobRepo<'a> {
                         .collect::<Vec<_>>(),
                 )
                 .bind(now)
+                .bind(news.iter().map(|n| n.project_id).collect::<Vec<_>>())
                 .fetch_all(pool)
                 .await?
             }
@@ -458,6 +473,7 @@ impl<'a> JobRepo<'a> {
                             .bind(key)
                             .bind(sha)
                             .bind(now)
+                            .bind(DbUuid(new.project_id))
                             .fetch_optional(&mut *tx)
                             .await?;
                     if let Some(row) = row {
@@ -526,7 +542,7 @@ impl<'a> JobRepo<'a> {
     /// (the last id of the previous page) and with `status` when given.
     pub async fn list_for_user(
         &self,
-        user_id: Uuid,
+        owner: ProjectUser,
         status: Option<JobStatus>,
         before: Option<Uuid>,
         limit: u32,
@@ -539,23 +555,26 @@ impl<'a> JobRepo<'a> {
             Some(status) => with_pool!(self.store, |pool| sqlx::query_as(concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM generation_jobs WHERE user_id = $1 AND status = $2 AND id < $3 \
-                 ORDER BY id DESC LIMIT $4"
+                " FROM generation_jobs WHERE project_id = $5 AND user_id = $1 AND status = $2 \
+                 AND id < $3 ORDER BY id DESC LIMIT $4"
             ))
-            .bind(DbUuid(user_id))
+            .bind(DbUuid(owner.user_id))
             .bind(status.as_str())
             .bind(before)
             .bind(limit)
+            .bind(DbUuid(owner.project_id))
             .fetch_all(pool)
             .await?),
             None => with_pool!(self.store, |pool| sqlx::query_as(concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM generation_jobs WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                " FROM generation_jobs WHERE project_id = $4 AND user_id = $1 AND id < $2 \
+                 ORDER BY id DESC LIMIT $3"
             ))
-            .bind(DbUuid(user_id))
+            .bind(DbUuid(owner.user_id))
             .bind(before)
             .bind(limit)
+            .bind(DbUuid(owner.project_id))
             .fetch_all(pool)
             .await?),
         };

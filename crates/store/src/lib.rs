@@ -4,6 +4,7 @@ mod credentials;
 mod db;
 mod error;
 mod jobs;
+mod projects;
 mod sql_types;
 mod tokens;
 
@@ -11,7 +12,8 @@ pub use credentials::{CheckRecord, CredentialRepo, NewCredential, StoredCredenti
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob};
-pub use tokens::{ApiToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
+pub use projects::{Project, ProjectRepo, is_valid_project_name};
+pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 
 /// The current time at the precision both databases keep (microseconds),
 /// so a value read back equals the value written.

@@ -134,7 +134,7 @@ impl Pipeline {
             }
             Err(e) => return self.store_trouble(&e, delivery),
         };
-        let span = tracing::info_span!("job", job.id = %job.id, provider = %job.provider_name, user.id = %job.user_id);
+        let span = tracing::info_span!("job", job.id = %job.id, provider = %job.provider_name, project.id = %job.project_id, user.id = %job.user_id);
         tracing::Instrument::instrument(self.step_job(&job, delivery), span).await
     }
 
@@ -184,7 +184,7 @@ impl Pipeline {
         adapter: &Arc<dyn VideoProvider>,
         delivery: &Delivery,
     ) -> Result<OpenedKey, Next> {
-        let stored = match self.store.credentials().get(job.user_id, provider).await {
+        let stored = match self.store.credentials().get(job.owner(), provider).await {
             Ok(Some(row)) => row,
             Ok(None) => {
                 let why = format!("the user has no stored {provider} key");
@@ -222,7 +222,7 @@ impl Pipeline {
         adapter: &Arc<dyn VideoProvider>,
         sealed: &str,
     ) -> Result<Credentials, byok_providers::OpenError> {
-        open_credentials(&self.key_ring, adapter.as_ref(), job.user_id, sealed)
+        open_credentials(&self.key_ring, adapter.as_ref(), job.owner(), sealed)
     }
 
     /// Sends the cancel of a job cancelled through the API to the provider,
@@ -235,7 +235,7 @@ impl Pipeline {
         let stored = self
             .store
             .credentials()
-            .get(job.user_id, adapter.id())
+            .get(job.owner(), adapter.id())
             .await;
         let Some(stored) = stored.ok().flatten() else {
             return;

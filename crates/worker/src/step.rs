@@ -109,7 +109,7 @@ impl Step<'_> {
             .pipeline
             .store
             .credentials()
-            .record_check(self.job.user_id, self.provider, &self.key.sealed, &record)
+            .record_check(self.job.owner(), self.provider, &self.key.sealed, &record)
             .await;
         if let Err(e) = marked {
             tracing::warn!(error = %e, "could not mark the credential invalid");

@@ -40,7 +40,7 @@ impl Step<'_> {
         };
 
         let limiter = &self.pipeline.limiter;
-        let key = LimitKey::new(self.provider, job.user_id);
+        let key = LimitKey::new(self.provider, job.owner());
         let permit = match limiter.acquire(&key, self.pacing.rate_limits).await {
             Ok(Acquire::Granted(permit)) => permit,
             Ok(Acquire::Wait(wait)) => {

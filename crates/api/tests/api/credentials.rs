@@ -1,6 +1,6 @@
 //! The credential routes end to end, on both databases.
 
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_crypto::{KeyRing, SealContext};
 use reqwest::Method;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -10,6 +10,11 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::{KEY_RING, TestApi, apis, error_code, send, sqlite_api};
+
+/// `user_id` in the default project.
+fn owner(user_id: Uuid) -> ProjectUser {
+    ProjectUser::new(DEFAULT_PROJECT_ID, user_id)
+}
 
 const KEY_A: &str = "key_aaaa0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
 const KEY_B: &str = "key_bbbb0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
@@ -83,15 +88,18 @@ async fn a_validated_key_is_stored_sealed_and_summarised() {
         let row = api
             .store
             .credentials()
-            .get(user, ProviderId::Runway)
+            .get(owner(user), ProviderId::Runway)
             .await
             .unwrap()
             .unwrap();
-        assert!(row.sealed.starts_with("v1:1:"), "{}", row.sealed);
+        assert!(row.sealed.starts_with("v2:1:"), "{}", row.sealed);
         assert!(!row.sealed.contains(KEY_A));
         let ring = KeyRing::parse(&SecretString::from(KEY_RING)).unwrap();
         let opened = ring
-            .open(&SealContext::new(user, ProviderId::Runway), &row.sealed)
+            .open(
+                &SealContext::new(owner(user), ProviderId::Runway),
+                &row.sealed,
+            )
             .unwrap();
         let stored: Value = serde_json::from_slice(opened.expose_secret()).unwrap();
         assert_eq!(stored["api_key"], KEY_A);
@@ -144,7 +152,7 @@ async fn a_rejected_key_is_a_422_with_the_providers_reason_and_nothing_is_stored
         assert!(
             api.store
                 .credentials()
-                .get(user, ProviderId::Runway)
+                .get(owner(user), ProviderId::Runway)
                 .await
                 .unwrap()
                 .is_none()
@@ -171,7 +179,7 @@ async fn an_unreachable_provider_stores_nothing_unless_validation_is_skipped() {
     assert!(
         api.store
             .credentials()
-            .get(user, ProviderId::Stability)
+            .get(owner(user), ProviderId::Stability)
             .await
             .unwrap()
             .is_none()
@@ -233,7 +241,7 @@ async fn test_rechecks_the_stored_key_and_records_the_verdict() {
         let row = api
             .store
             .credentials()
-            .get(user, ProviderId::Runway)
+            .get(owner(user), ProviderId::Runway)
             .await
             .unwrap()
             .unwrap();
@@ -255,7 +263,7 @@ async fn swap_sealed_values(api: &TestApi, a: Uuid, b: Uuid) {
     let sealed_a = api
         .store
         .credentials()
-        .get(a, ProviderId::Runway)
+        .get(owner(a), ProviderId::Runway)
         .await
         .unwrap()
         .unwrap()
@@ -263,7 +271,7 @@ async fn swap_sealed_values(api: &TestApi, a: Uuid, b: Uuid) {
     let sealed_b = api
         .store
         .credentials()
-        .get(b, ProviderId::Runway)
+        .get(owner(b), ProviderId::Runway)
         .await
         .unwrap()
         .unwrap()
@@ -358,7 +366,7 @@ async fn delete_removes_the_row() {
         assert!(
             api.store
                 .credentials()
-                .get(user, ProviderId::Runway)
+                .get(owner(user), ProviderId::Runway)
                 .await
                 .unwrap()
                 .is_none()

@@ -126,7 +126,10 @@ async fn malformed_bodies_wrong_types_and_sizes() {
     assert!(
         api.store
             .credentials()
-            .list_for_user(USER.parse().unwrap())
+            .list_for_user(byok_core::ProjectUser::new(
+                byok_core::DEFAULT_PROJECT_ID,
+                USER.parse().unwrap()
+            ))
             .await
             .unwrap()
             .is_empty()

@@ -6,15 +6,17 @@ mod errors;
 mod health;
 mod openapi;
 mod providers;
+mod tenancy;
 
 use std::time::Duration;
 
 use byok_app::{Roles, Running};
 use byok_config::Settings;
-use byok_core::{ProviderId, RateLimits};
-use byok_store::Store;
+use byok_core::{DEFAULT_PROJECT_ID, ProviderId, RateLimits, Scopes};
+use byok_store::{NewToken, Store};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
+use uuid::Uuid;
 use wiremock::MockServer;
 
 /// A running API with its own store and mock providers, assembled by
@@ -116,7 +118,11 @@ async fn start(
         .await
         .expect("the API starts");
     let store = running.system().store().clone();
-    let (_, token) = store.tokens().create("tests").await.unwrap();
+    let (_, token) = store
+        .tokens()
+        .create(&NewToken::new("tests", DEFAULT_PROJECT_ID))
+        .await
+        .unwrap();
     TestApi {
         base,
         http: reqwest::Client::new(),
@@ -134,6 +140,31 @@ async fn start(
 impl TestApi {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A new project's id.
+    pub async fn project(&self, name: &str) -> Uuid {
+        self.store.projects().create(name).await.unwrap().id
+    }
+
+    /// A token of `project` with `scopes`; the secret.
+    pub async fn token(&self, project: Uuid, scopes: Scopes) -> String {
+        let new = NewToken {
+            scopes,
+            ..NewToken::new("tests", project)
+        };
+        let (_, secret) = self.store.tokens().create(&new).await.unwrap();
+        secret.expose_secret().to_owned()
+    }
+
+    /// A request with `token`.
+    pub fn req_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(token)
     }
 
     /// An authenticated request.

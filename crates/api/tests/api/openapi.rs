@@ -45,7 +45,11 @@ async fn the_document_is_served_without_a_token_as_openapi_3_1() {
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "byok_…",
-            "description": "A producer token from `byok token create`; revoked with `byok token revoke`",
+            "description": "A producer token from `byok token create`, acting in one project with \
+                the scopes it was given (credentials:read, credentials:write, jobs:read, \
+                jobs:write, admin); each operation's security requirement names the scope it \
+                needs, and a token without it gets 403 `insufficient_scope`. Revoked with \
+                `byok token revoke`",
         })
     );
 
@@ -63,8 +67,11 @@ async fn the_document_is_served_without_a_token_as_openapi_3_1() {
         let id = operation["operationId"].as_str().unwrap();
         assert!(ids.insert(id.to_owned()), "operationId {id} twice");
         assert!(operation["summary"].is_string(), "{method} {path}: summary");
-        // The bearer token on /v1, nothing elsewhere.
-        let secured = operation.get("security") == Some(&json!([{ "bearer": [] }]));
+        // The bearer token on /v1 (with the scope the route needs, at most
+        // one; tenancy.rs checks each against the server), nothing elsewhere.
+        let scopes = operation["security"][0]["bearer"].as_array();
+        let secured = scopes.is_some_and(|s| s.len() <= 1)
+            && operation["security"].as_array().map(Vec::len) == Some(1);
         assert_eq!(
             secured,
             path.starts_with("/v1/"),
@@ -73,6 +80,12 @@ async fn the_document_is_served_without_a_token_as_openapi_3_1() {
         let responses = operation["responses"].as_object().unwrap();
         if secured {
             assert!(responses.contains_key("401"), "{method} {path}: 401");
+            let scoped = scopes.is_some_and(|s| s.len() == 1);
+            assert_eq!(
+                responses.contains_key("403"),
+                scoped,
+                "{method} {path}: 403"
+            );
         }
         assert!(responses.contains_key("500"), "{method} {path}: 500");
         for (status, response) in responses {

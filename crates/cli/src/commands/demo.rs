@@ -91,7 +91,10 @@ async fn script(
         .system()
         .store()
         .tokens()
-        .create("byok demo")
+        .create(&byok_store::NewToken::new(
+            "byok demo",
+            byok_core::DEFAULT_PROJECT_ID,
+        ))
         .await
         .context("cannot create the demo's producer token")?;
     let api = Api {

@@ -28,6 +28,7 @@ pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<Exi
         .unwrap_or_default();
     let mut fields = vec![
         ("job", job.id.to_string()),
+        ("project", job.project_id.to_string()),
         ("user", job.user_id.to_string()),
         ("provider", format!("{} / {}", job.provider_name, job.model)),
         ("status", format!("{}{progress}", job.status)),

@@ -20,7 +20,9 @@ pub fn generate() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-seals every stored credential under the primary key.
+/// Re-seals every stored credential as `v2` under the primary key: values
+/// under older keys, `v1` values (which name no project) and the seed's
+/// legacy values, which open only here unless `encryption.accept_legacy`.
 ///
 /// Online: rows are walked in id order and each is replaced with a
 /// compare-and-set on the sealed value it was read with, so a credential a
@@ -77,11 +79,14 @@ async fn rewrap_row(
             row.id, row.provider_name
         ));
     };
-    let context = SealContext::new(row.user_id, provider);
+    let context = SealContext::new(row.owner(), provider);
     for _ in 0..ATTEMPTS_PER_ROW {
-        let resealed = ring
-            .reseal(&context, &row.sealed)
-            .map_err(|e| format!("row {} (user {}, {provider}): {e}", row.id, row.user_id))?;
+        let resealed = ring.reseal(&context, &row.sealed).map_err(|e| {
+            format!(
+                "row {} (project {}, user {}, {provider}): {e}",
+                row.id, row.project_id, row.user_id
+            )
+        })?;
         let Some(resealed) = resealed else {
             return Ok(false);
         };
@@ -94,7 +99,7 @@ async fn rewrap_row(
             return Ok(true);
         }
         // Someone saved a new value since we read the row: start again from it.
-        match store.credentials().get(row.user_id, provider).await {
+        match store.credentials().get(row.owner(), provider).await {
             Ok(Some(fresh)) if fresh.id == row.id => row = fresh,
             Ok(_) => return Ok(false),
             Err(e) => return Err(format!("row {}: {e}", row.id)),

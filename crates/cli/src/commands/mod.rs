@@ -5,6 +5,7 @@ mod demo;
 mod job;
 mod keys;
 mod migrate;
+mod project;
 mod queue;
 mod run;
 mod sim;
@@ -14,7 +15,9 @@ mod worker;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, JobCommand, KeysCommand, QueueCommand, TokenCommand};
+use crate::cli::{
+    Cli, Command, JobCommand, KeysCommand, ProjectCommand, QueueCommand, TokenCommand,
+};
 
 /// Runs the parsed command; `Err` is reported by `main` with the right exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -27,6 +30,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker => worker::run(byok_config::load(config)?).await,
         Command::Run(args) => run::run(config, args.simulate).await,
         Command::Demo => demo::run(config).await,
+        Command::Project(ProjectCommand::Create(args)) => {
+            project::create(&byok_config::load(config)?, &args).await
+        }
+        Command::Project(ProjectCommand::List(args)) => {
+            project::list(&byok_config::load(config)?, &args).await
+        }
         Command::Token(TokenCommand::Create(args)) => {
             token::create(&byok_config::load(config)?, &args).await
         }

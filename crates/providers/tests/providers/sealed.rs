@@ -4,7 +4,7 @@
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_crypto::{KeyRing, SealContext};
 use byok_providers::{
     Credentials, OpenError, Registry, RegistryOptions, open_credentials, wipe_json,
@@ -57,29 +57,65 @@ fn a_stored_credential_opens_for_its_own_row_only() {
     let credentials = runway_credentials(&registry, &key);
     let sealed = ring
         .seal(
-            &SealContext::new(user, ProviderId::Runway),
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                ProviderId::Runway,
+            ),
             &credentials.to_plaintext(),
         )
         .unwrap();
 
-    let opened = open_credentials(&ring, runway.as_ref(), user, &sealed).unwrap();
+    let opened = open_credentials(
+        &ring,
+        runway.as_ref(),
+        ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        &sealed,
+    )
+    .unwrap();
     assert_eq!(opened, credentials);
 
     // Another user's row, another provider: unreadable, and the message has no secret.
-    let err = open_credentials(&ring, runway.as_ref(), other, &sealed).unwrap_err();
+    let err = open_credentials(
+        &ring,
+        runway.as_ref(),
+        ProjectUser::new(DEFAULT_PROJECT_ID, other),
+        &sealed,
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::Unreadable(_)), "{err:?}");
     let stability = registry.get(ProviderId::Stability);
-    let err = open_credentials(&ring, stability.as_ref(), user, &sealed).unwrap_err();
+    let err = open_credentials(
+        &ring,
+        stability.as_ref(),
+        ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        &sealed,
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::Unreadable(_)), "{err:?}");
     assert!(!err.to_string().contains(key.as_str()));
 
     // Opened, but not JSON; JSON, but not Runway's shape.
-    let context = SealContext::new(user, ProviderId::Runway);
+    let context = SealContext::new(
+        ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        ProviderId::Runway,
+    );
     let not_json = ring.seal(&context, b"key_not_json").unwrap();
-    let err = open_credentials(&ring, runway.as_ref(), user, &not_json).unwrap_err();
+    let err = open_credentials(
+        &ring,
+        runway.as_ref(),
+        ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        &not_json,
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "the stored credential is not valid JSON");
     let wrong_shape = ring.seal(&context, br#"{"token":"x"}"#).unwrap();
-    let err = open_credentials(&ring, runway.as_ref(), user, &wrong_shape).unwrap_err();
+    let err = open_credentials(
+        &ring,
+        runway.as_ref(),
+        ProjectUser::new(DEFAULT_PROJECT_ID, user),
+        &wrong_shape,
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::Malformed { .. }), "{err:?}");
 }
 
@@ -181,7 +217,10 @@ fn opening_leaves_no_copy_of_the_key_in_freed_memory() {
     let sealed = {
         let credentials = runway_credentials(&registry, &key);
         ring.seal(
-            &SealContext::new(user, ProviderId::Runway),
+            &SealContext::new(
+                ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                ProviderId::Runway,
+            ),
             &credentials.to_plaintext(),
         )
         .unwrap()
@@ -189,7 +228,13 @@ fn opening_leaves_no_copy_of_the_key_in_freed_memory() {
     drop(key);
     assert_eq!(copies_in_memory(&tail), 0, "before opening");
     for _ in 0..100 {
-        let credentials = open_credentials(&ring, runway.as_ref(), user, &sealed).unwrap();
+        let credentials = open_credentials(
+            &ring,
+            runway.as_ref(),
+            ProjectUser::new(DEFAULT_PROJECT_ID, user),
+            &sealed,
+        )
+        .unwrap();
         let byok_providers::CredentialsKind::ApiKey { api_key, .. } = credentials.kind() else {
             panic!("an API key");
         };

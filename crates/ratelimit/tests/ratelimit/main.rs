@@ -31,3 +31,8 @@ fn max_in_window_counts_half_open_windows() {
     assert_eq!(max_in_window(&[ms(0), ms(9), ms(10), ms(19)], ms(10)), 2);
     assert_eq!(max_in_window(&[ms(5), ms(0), ms(9)], ms(10)), 3);
 }
+
+/// `user_id` in the default project.
+pub fn owner(user_id: uuid::Uuid) -> byok_core::ProjectUser {
+    byok_core::ProjectUser::new(byok_core::DEFAULT_PROJECT_ID, user_id)
+}

@@ -1,8 +1,8 @@
 //! What an attacker with a copy of the database gets: no key, no token.
 
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_crypto::{KeyRing, SealContext};
-use byok_store::NewCredential;
+use byok_store::{NewCredential, NewToken};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -18,14 +18,17 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
         let plaintext = format!(r#"{{"api_key":"{API_KEY}"}}"#);
         let sealed = ring
             .seal(
-                &SealContext::new(user, ProviderId::Runway),
+                &SealContext::new(
+                    ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                    ProviderId::Runway,
+                ),
                 plaintext.as_bytes(),
             )
             .unwrap();
         b.store
             .credentials()
             .upsert(&NewCredential {
-                user_id: user,
+                owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
                 provider: ProviderId::Runway,
                 sealed: sealed.clone(),
                 credential_hint: "key_…5544".into(),
@@ -33,7 +36,12 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
             })
             .await
             .unwrap();
-        let (_, token) = b.store.tokens().create("dump-test").await.unwrap();
+        let (_, token) = b
+            .store
+            .tokens()
+            .create(&NewToken::new("dump-test", DEFAULT_PROJECT_ID))
+            .await
+            .unwrap();
         let token = token.expose_secret().to_owned();
 
         let dump = if b.name == "postgres" {

@@ -1,12 +1,17 @@
-use byok_core::ProviderId;
+use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
 use byok_store::{CheckRecord, NewCredential};
 use uuid::Uuid;
 
 use crate::backends;
 
+/// `user_id` in the default project.
+fn owner(user_id: Uuid) -> ProjectUser {
+    ProjectUser::new(DEFAULT_PROJECT_ID, user_id)
+}
+
 fn new(user: Uuid, provider: ProviderId, sealed: &str) -> NewCredential {
     NewCredential {
-        user_id: user,
+        owner: owner(user),
         provider,
         sealed: sealed.to_owned(),
         credential_hint: "key_…9f2c".to_owned(),
@@ -38,7 +43,7 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
             .await
             .unwrap();
 
-        let mine = repo.list_for_user(user).await.unwrap();
+        let mine = repo.list_for_user(owner(user)).await.unwrap();
         let names: Vec<_> = mine.iter().map(|c| c.provider_name.as_str()).collect();
         assert_eq!(names, ["runway", "stability"], "{}", b.name);
 
@@ -57,7 +62,7 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
             save.await.unwrap().unwrap();
         }
         assert_eq!(
-            repo.list_for_user(racer).await.unwrap().len(),
+            repo.list_for_user(owner(racer)).await.unwrap().len(),
             1,
             "{}",
             b.name
@@ -70,11 +75,20 @@ async fn get_and_delete() {
     for b in backends().await {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
-        assert!(repo.get(user, ProviderId::Runway).await.unwrap().is_none());
+        assert!(
+            repo.get(owner(user), ProviderId::Runway)
+                .await
+                .unwrap()
+                .is_none()
+        );
         repo.upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
             .await
             .unwrap();
-        let got = repo.get(user, ProviderId::Runway).await.unwrap().unwrap();
+        let got = repo
+            .get(owner(user), ProviderId::Runway)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.provider(), Some(ProviderId::Runway));
         assert_eq!(got.credential_hint.as_deref(), Some("key_…9f2c"));
         assert!(got.is_valid);
@@ -82,9 +96,14 @@ async fn get_and_delete() {
             !format!("{got:?}").contains("v1:1:a:b"),
             "Debug hides the sealed text"
         );
-        assert!(repo.delete(user, ProviderId::Runway).await.unwrap());
-        assert!(!repo.delete(user, ProviderId::Runway).await.unwrap());
-        assert!(repo.get(user, ProviderId::Runway).await.unwrap().is_none());
+        assert!(repo.delete(owner(user), ProviderId::Runway).await.unwrap());
+        assert!(!repo.delete(owner(user), ProviderId::Runway).await.unwrap());
+        assert!(
+            repo.get(owner(user), ProviderId::Runway)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
 
@@ -107,13 +126,13 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
             .await
             .unwrap();
         assert!(
-            repo.record_check(user, ProviderId::Runway, &stored.sealed, &rejected)
+            repo.record_check(owner(user), ProviderId::Runway, &stored.sealed, &rejected)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            repo.get(user, ProviderId::Runway)
+            repo.get(owner(user), ProviderId::Runway)
                 .await
                 .unwrap()
                 .unwrap()
@@ -121,7 +140,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
         );
 
         let updated = repo
-            .record_check(user, ProviderId::Runway, "v1:1:new:x", &rejected)
+            .record_check(owner(user), ProviderId::Runway, "v1:1:new:x", &rejected)
             .await
             .unwrap()
             .unwrap();
@@ -183,7 +202,7 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
             "stale expectation"
         );
         let now = repo
-            .get(user, row.provider().unwrap())
+            .get(owner(user), row.provider().unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -201,7 +220,12 @@ async fn rows_naming_unknown_providers_are_listed_not_fatal() {
             .await
             .unwrap();
         insert_raw_row(&b.url, user, "sora").await;
-        let rows = b.store.credentials().list_for_user(user).await.unwrap();
+        let rows = b
+            .store
+            .credentials()
+            .list_for_user(owner(user))
+            .await
+            .unwrap();
         let providers: Vec<_> = rows.iter().map(|r| r.provider()).collect();
         assert_eq!(providers, [Some(ProviderId::Runway), None], "{}", b.name);
     }

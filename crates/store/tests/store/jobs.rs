@@ -1,11 +1,19 @@
 //! Jobs: every transition is a compare-and-set, on both databases.
 
-use byok_core::{ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProviderId};
+use byok_core::{
+    DEFAULT_PROJECT_ID, ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus,
+    ProjectUser, ProviderId,
+};
 use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, Store, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{Backend, backends};
+
+/// `user_id` in the default project.
+fn owner(user_id: Uuid) -> ProjectUser {
+    ProjectUser::new(DEFAULT_PROJECT_ID, user_id)
+}
 
 fn request(user: Uuid) -> GenerationRequest {
     serde_json::from_value(
@@ -16,6 +24,7 @@ fn request(user: Uuid) -> GenerationRequest {
 
 fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob {
     NewJob {
+        project_id: DEFAULT_PROJECT_ID,
         user_id: user,
         provider: ProviderId::Runway,
         model: "gen4_turbo".into(),
@@ -326,7 +335,7 @@ async fn a_users_jobs_page_newest_first_with_a_status_filter() {
         let page1 = b
             .store
             .jobs()
-            .list_for_user(user, None, None, 2)
+            .list_for_user(owner(user), None, None, 2)
             .await
             .unwrap();
         let page1_ids: Vec<Uuid> = page1.iter().map(|j| j.id).collect();
@@ -334,7 +343,7 @@ async fn a_users_jobs_page_newest_first_with_a_status_filter() {
         let page2 = b
             .store
             .jobs()
-            .list_for_user(user, None, Some(ids[3]), 10)
+            .list_for_user(owner(user), None, Some(ids[3]), 10)
             .await
             .unwrap();
         let page2_ids: Vec<Uuid> = page2.iter().map(|j| j.id).collect();
@@ -342,7 +351,7 @@ async fn a_users_jobs_page_newest_first_with_a_status_filter() {
         let failed = b
             .store
             .jobs()
-            .list_for_user(user, Some(JobStatus::Failed), None, 10)
+            .list_for_user(owner(user), Some(JobStatus::Failed), None, 10)
             .await
             .unwrap();
         assert_eq!(failed.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
@@ -492,7 +501,7 @@ async fn a_batch_insert_answers_each_job_as_single_inserts_would() {
         assert_eq!(first.created_by_token, Some(token));
         assert_eq!(last.created_by_token, None);
         assert_eq!(
-            jobs.list_for_user(user, None, None, 100)
+            jobs.list_for_user(owner(user), None, None, 100)
                 .await
                 .unwrap()
                 .len(),
@@ -530,7 +539,7 @@ async fn a_refused_batch_stores_nothing() {
         assert!(
             b.store
                 .jobs()
-                .list_for_user(user, None, None, 10)
+                .list_for_user(owner(user), None, None, 10)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -608,7 +617,7 @@ async fn a_request_or_result_that_does_not_fit_its_type_makes_the_row_malformed(
         set_json_column(&b, job.id, "request", r#"{"prompt":5}"#).await;
         for read in [
             jobs.get(job.id).await,
-            jobs.list_for_user(user, None, None, 10)
+            jobs.list_for_user(owner(user), None, None, 10)
                 .await
                 .map(|mut page| page.pop()),
         ] {

@@ -6,6 +6,7 @@ mod credentials;
 mod jobs;
 mod schema;
 mod tokens;
+mod upgrade;
 
 use byok_store::{Store, StoreOptions};
 use secrecy::SecretString;

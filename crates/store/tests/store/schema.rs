@@ -63,3 +63,40 @@ async fn unsupported_and_unreachable_databases_are_clear_errors() {
     assert!(err.is_unavailable(), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn the_data_directory_and_database_files_are_private_even_when_they_existed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("byok-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("byok.db");
+    // An existing, empty database file anyone may read (an empty file is an
+    // empty SQLite database).
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let url = format!("sqlite://{}", db.display());
+    let store = Store::connect(&SecretString::from(url.as_str()), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(mode(&data), 0o700);
+    for name in ["byok.db", "byok.db-wal", "byok.db-shm"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+
+    // A fresh one is created private.
+    let fresh = root.path().join("new/dir/byok.db");
+    let url = format!("sqlite://{}", fresh.display());
+    let store = Store::connect(&SecretString::from(url.as_str()), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(mode(fresh.parent().unwrap()), 0o700);
+    assert_eq!(mode(&fresh), 0o600);
+    assert_eq!(mode(&root.path().join("new/dir/byok.db-wal")), 0o600);
+}

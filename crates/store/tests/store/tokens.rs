@@ -1,4 +1,5 @@
-use byok_store::{RevokeOutcome, StoreError, TOKEN_PREFIX};
+use byok_core::{DEFAULT_PROJECT_ID, Scope, Scopes};
+use byok_store::{NewToken, RevokeOutcome, StoreError, TOKEN_PREFIX};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -8,7 +9,10 @@ use crate::backends;
 async fn tokens_authenticate_until_revoked() {
     for b in backends().await {
         let repo = b.store.tokens();
-        let (token, secret) = repo.create("producer-a").await.unwrap();
+        let (token, secret) = repo
+            .create(&NewToken::new("producer-a", DEFAULT_PROJECT_ID))
+            .await
+            .unwrap();
         let secret = secret.expose_secret();
         assert!(secret.starts_with(TOKEN_PREFIX));
         assert_eq!(secret.len(), 48);
@@ -64,11 +68,91 @@ async fn token_names_are_checked() {
         for bad in ["", "   ", "tab\there", &"x".repeat(101)] {
             assert!(
                 matches!(
-                    b.store.tokens().create(bad).await,
+                    b.store
+                        .tokens()
+                        .create(&NewToken::new(bad, DEFAULT_PROJECT_ID))
+                        .await,
                     Err(StoreError::Invalid(_))
                 ),
                 "{bad:?}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn tokens_carry_their_project_scopes_and_expiry() {
+    for b in backends().await {
+        let project = b.store.projects().create("app-one").await.unwrap();
+        assert!(matches!(
+            b.store.projects().create("app-one").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            b.store.projects().create("App One").await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(
+            b.store.projects().find("app-one").await.unwrap(),
+            Some(project.clone())
+        );
+        assert_eq!(
+            b.store
+                .projects()
+                .find(&project.id.to_string())
+                .await
+                .unwrap(),
+            Some(project.clone())
+        );
+
+        let repo = b.store.tokens();
+        let expires_at = byok_store::now() + chrono::Duration::days(30);
+        let new = NewToken {
+            scopes: Scopes::parse_list("jobs:read,admin").unwrap(),
+            expires_at: Some(expires_at),
+            ..NewToken::new("reader", project.id)
+        };
+        let (token, secret) = repo.create(&new).await.unwrap();
+        let found = repo
+            .authenticate(secret.expose_secret())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.project_id, project.id, "{}", b.name);
+        assert_eq!(found.scopes, new.scopes);
+        assert!(found.scopes.contains(Scope::Admin));
+        assert!(!found.scopes.contains(Scope::JobsWrite));
+        assert_eq!(found.expires_at, Some(expires_at));
+        assert!(!found.is_expired(byok_store::now()));
+        assert!(found.is_expired(expires_at));
+        let listed = repo.list().await.unwrap();
+        assert!(listed.contains(&found), "{}", b.name);
+        assert_eq!(token.id, found.id);
+
+        // Refused before anything is written.
+        for (bad, why) in [
+            (
+                NewToken {
+                    scopes: Scopes::default(),
+                    ..NewToken::new("none", project.id)
+                },
+                "no scope",
+            ),
+            (
+                NewToken {
+                    expires_at: Some(byok_store::now() - chrono::Duration::seconds(1)),
+                    ..NewToken::new("past", project.id)
+                },
+                "expired already",
+            ),
+            (NewToken::new("nowhere", Uuid::now_v7()), "no such project"),
+        ] {
+            assert!(
+                matches!(repo.create(&bad).await, Err(StoreError::Invalid(_))),
+                "{}: {why}",
+                b.name
+            );
+        }
+        assert_eq!(repo.list().await.unwrap().len(), listed.len());
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use byok_app::{Roles, Running};
-use byok_core::{GenerationRequest, JobItem, ProviderId, RateLimits};
+use byok_core::{
+    DEFAULT_PROJECT_ID, GenerationRequest, JobItem, ProjectUser, ProviderId, RateLimits,
+};
 use byok_crypto::SealContext;
 use byok_queue::{Engine, Producer};
 use byok_store::{Inserted, Job, NewCredential, NewJob, Store};
@@ -91,7 +93,10 @@ impl Harness {
         let sealed = system
             .key_ring()
             .seal(
-                &SealContext::new(user, ProviderId::Runway),
+                &SealContext::new(
+                    ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                    ProviderId::Runway,
+                ),
                 &credentials.to_plaintext(),
             )
             .unwrap();
@@ -99,7 +104,7 @@ impl Harness {
             .store()
             .credentials()
             .upsert(&NewCredential {
-                user_id: user,
+                owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
                 provider: ProviderId::Runway,
                 sealed,
                 credential_hint: credentials.hint(),
@@ -127,6 +132,7 @@ impl Harness {
             ..GenerationRequest::new(self.user, ProviderId::Runway, "gen4.5")
         };
         let new = NewJob {
+            project_id: DEFAULT_PROJECT_ID,
             user_id: self.user,
             provider: ProviderId::Runway,
             model: "gen4.5".into(),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use byok_core::{ErrorCode, JobStatus, ProviderId};
+use byok_core::{DEFAULT_PROJECT_ID, ErrorCode, JobStatus, ProjectUser, ProviderId};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
@@ -135,7 +135,10 @@ async fn a_rejected_key_fails_the_job_and_is_marked_invalid_for_the_next() {
     let stored = h
         .store
         .credentials()
-        .get(h.user, ProviderId::Runway)
+        .get(
+            ProjectUser::new(DEFAULT_PROJECT_ID, h.user),
+            ProviderId::Runway,
+        )
         .await
         .unwrap()
         .unwrap();
