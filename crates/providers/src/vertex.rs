@@ -57,12 +57,16 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// google-auth's `urlencode` does).
 const FORM_PREFIX: &str =
     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=";
-/// A token endpoint claiming a longer lifetime is not believed beyond this.
-const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A token endpoint claiming a longer lifetime is not believed beyond this: Google's
+/// tokens live an hour, and a token endpoint that says otherwise is not trusted to keep a
+/// token in this process's memory any longer.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Longest access token accepted (Google's are ~200 bytes).
 const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
-/// When the cache holds this many accounts, entries that are neither fresh nor in use are
-/// dropped before a new one is added.
+/// The most accounts the cache holds. When it is full, entries that are neither fresh
+/// nor in use are dropped before a new one is added; when none can be dropped, the new
+/// account's token is fetched without being cached, so the memory stays bounded however
+/// many service accounts pass through.
 const MAX_CACHED_ACCOUNTS: usize = 4096;
 
 const PKCS8_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
@@ -260,6 +264,8 @@ pub struct TokenSource {
     /// Keyed by a SHA-256 over the account's identity *and* private key, so a rotated key
     /// never gets the old key's token and the map holds no secret.
     slots: Mutex<HashMap<[u8; 32], Slot>>,
+    /// [`MAX_CACHED_ACCOUNTS`], smaller in tests.
+    max_cached: usize,
 }
 
 impl fmt::Debug for TokenSource {
@@ -293,6 +299,7 @@ impl TokenSource {
             allow_private_networks,
             request_timeout,
             slots: Mutex::new(HashMap::new()),
+            max_cached: MAX_CACHED_ACCOUNTS,
         })
     }
 
@@ -348,7 +355,7 @@ impl TokenSource {
         if let Some(slot) = slots.get(&key) {
             return Arc::clone(slot);
         }
-        if slots.len() >= MAX_CACHED_ACCOUNTS {
+        if slots.len() >= self.max_cached {
             let now = Instant::now();
             slots.retain(|_, slot| {
                 Arc::strong_count(slot) > 1
@@ -358,6 +365,11 @@ impl TokenSource {
                             .is_some_and(|t| t.is_fresh(now, REFRESH_MARGIN))
                     })
             });
+            if slots.len() >= self.max_cached {
+                // Every entry is fresh or in use: this account goes uncached (its
+                // exchange still happens, once per call) rather than the map growing.
+                return Slot::default();
+            }
         }
         Arc::clone(slots.entry(key).or_default())
     }
@@ -612,6 +624,45 @@ mod tests {
             public.verify(signed.as_bytes(), &signature).unwrap();
             assert!(public.verify(b"tampered", &signature).is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn the_cache_never_holds_more_than_its_cap() {
+        let mut source = TokenSource::new(true, Duration::from_secs(1)).unwrap();
+        source.max_cached = 3;
+        let fresh = || AccessToken {
+            token: SecretString::from("ya29.fresh"),
+            expires_at: Instant::now() + Duration::from_secs(3000),
+        };
+        let pem = pem(
+            RsaKeyPair::generate(KeySize::Rsa2048)
+                .unwrap()
+                .as_der()
+                .unwrap()
+                .as_ref(),
+            "PRIVATE KEY",
+        );
+        let accounts: Vec<ServiceAccountKey> = (0..5)
+            .map(|i| ServiceAccountKey {
+                client_email: format!("r{i}@proj.iam.gserviceaccount.com"),
+                ..account(&pem, None)
+            })
+            .collect();
+        // Three accounts with fresh tokens fill the cache.
+        for a in &accounts[..3] {
+            *source.slot(a).lock().await = Some(fresh());
+        }
+        assert_eq!(source.slots.lock().unwrap().len(), 3);
+        // A fourth gets a slot of its own, outside the cache.
+        let outside = source.slot(&accounts[3]);
+        *outside.lock().await = Some(fresh());
+        assert_eq!(source.slots.lock().unwrap().len(), 3);
+        assert!(!Arc::ptr_eq(&outside, &source.slot(&accounts[3])));
+        // Once an entry is stale it makes room.
+        *source.slot(&accounts[0]).lock().await = None;
+        let inside = source.slot(&accounts[4]);
+        assert_eq!(source.slots.lock().unwrap().len(), 3);
+        assert!(Arc::ptr_eq(&inside, &source.slot(&accounts[4])));
     }
 
     #[test]
