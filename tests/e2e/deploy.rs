@@ -118,6 +118,7 @@ fn base_env(
         ("BYOK__PROVIDERS__RUNWAY__BASE_URL", sim.runway_url()),
         ("BYOK__PROVIDERS__STABILITY__BASE_URL", sim.stability_url()),
         ("BYOK__PROVIDERS__VEO__BASE_URL", sim.vertex_url()),
+        ("BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST", sim.token_url()),
         (
             "BYOK__PROVIDERS__RUNWAY__RATE_LIMIT__PER_MINUTE",
             options.runway_per_minute.to_string(),

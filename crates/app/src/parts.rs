@@ -101,6 +101,14 @@ pub fn registry(settings: &Settings) -> Result<Registry, AppError> {
     }
     options.allow_private_networks = settings.fetch.allow_private_networks;
     options.request_timeout = settings.worker.request_timeout;
+    // Checked by byok-config: every entry parses.
+    options.token_uri_allowlist = settings
+        .providers
+        .get(ProviderId::Veo)
+        .token_uri_allowlist
+        .iter()
+        .filter_map(|entry| entry.parse().ok())
+        .collect();
     Registry::new(&options).map_err(AppError::Providers)
 }
 

@@ -125,6 +125,11 @@ pub fn settings(
             per_hour: PER_HOUR,
         };
     }
+    // The simulator's service accounts name its own token endpoint.
+    settings
+        .providers
+        .get_mut(ProviderId::Veo)
+        .token_uri_allowlist = vec![sim.token_url()];
     settings
 }
 

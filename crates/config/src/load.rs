@@ -323,6 +323,28 @@ impl Settings {
                 "must be at least worker.retry_min_delay",
             ));
         }
+        for id in byok_core::ProviderId::ALL {
+            let list = &self.providers.get(id).token_uri_allowlist;
+            if id != byok_core::ProviderId::Veo && !list.is_empty() {
+                return Err(ConfigError::new(
+                    format!("providers.{id}.token_uri_allowlist"),
+                    "only Veo's service accounts name a token endpoint",
+                ));
+            }
+            for entry in list {
+                let valid = url::Url::parse(entry).is_ok_and(|u| {
+                    matches!(u.scheme(), "https" | "http")
+                        && u.username().is_empty()
+                        && u.password().is_none()
+                });
+                if !valid {
+                    return Err(ConfigError::new(
+                        format!("providers.{id}.token_uri_allowlist"),
+                        "entries are http(s) URLs without credentials, e.g. https://oauth2.googleapis.com/token",
+                    ));
+                }
+            }
+        }
         if self.queue.dead_retention == 0 {
             return Err(ConfigError::new(
                 "queue.dead_retention",

@@ -208,6 +208,30 @@ pub struct ProviderSettings {
     /// releases ship.
     #[serde(default)]
     pub models: Option<Vec<byok_core::ModelSpec>>,
+    /// Veo only: token endpoints a service account's `token_uri` may name besides
+    /// Google's (`https://oauth2.googleapis.com/token`). A list, or one comma-separated
+    /// string (the environment's form).
+    #[serde(default, deserialize_with = "comma_separated")]
+    pub token_uri_allowlist: Vec<String>,
+}
+
+/// A list of strings, or one string of comma-separated entries.
+fn comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// `fetch.*`

@@ -385,3 +385,52 @@ fn a_provider_catalogue_can_be_replaced_in_the_file() {
     assert_eq!(err.setting, "providers.runway.models");
     assert!(err.message.contains("default_duration"), "{err}");
 }
+
+#[test]
+fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
+    let s = load_from(
+        None,
+        &env(&[(
+            "BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST",
+            "https://sts.example.com/token, http://127.0.0.1:9000/oauth2/token",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.providers.get(ProviderId::Veo).token_uri_allowlist,
+        [
+            "https://sts.example.com/token",
+            "http://127.0.0.1:9000/oauth2/token"
+        ]
+    );
+    assert!(
+        s.providers
+            .get(ProviderId::Runway)
+            .token_uri_allowlist
+            .is_empty()
+    );
+    let (_dir, path) =
+        file("[providers.veo]\ntoken_uri_allowlist = [\"https://sts.example.com/token\"]\n");
+    let s = load_from(Some(&path), &env(&[])).unwrap();
+    assert_eq!(
+        s.providers.get(ProviderId::Veo).token_uri_allowlist,
+        ["https://sts.example.com/token"]
+    );
+
+    let err = error(
+        None,
+        &[(
+            "BYOK__PROVIDERS__RUNWAY__TOKEN_URI_ALLOWLIST",
+            "https://x.example/t",
+        )],
+    );
+    assert_eq!(err.setting, "providers.runway.token_uri_allowlist");
+    for bad in [
+        "ftp://x.example/t",
+        "not a url",
+        "https://user:pw@x.example/t",
+    ] {
+        let err = error(None, &[("BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST", bad)]);
+        assert_eq!(err.setting, "providers.veo.token_uri_allowlist", "{bad}");
+    }
+}

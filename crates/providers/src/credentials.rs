@@ -398,10 +398,12 @@ pub(crate) fn parse_api_key(
 }
 
 /// Parses `{"service_account": <object or JSON string>, "location": "…"?}` (Veo).
-/// `allow_private_networks` decides which `token_uri`s are acceptable ([`net::check_url`]).
+/// The `token_uri` must be Google's or in `token_uri_allowlist`, and pass the
+/// private-network policy (`allow_private_networks`, [`net::check_url`]).
 pub(crate) fn parse_service_account(
     raw: &Value,
     allow_private_networks: bool,
+    token_uri_allowlist: &[Url],
 ) -> Result<Credentials, CredentialsError> {
     const SA: &str = "service_account";
     let obj = as_object(raw)?;
@@ -474,7 +476,7 @@ pub(crate) fn parse_service_account(
         .map_err(|e| CredentialsError::new("service_account.private_key", e.to_string()))?;
 
     let token_uri = required_str(account, "token_uri", "service_account.token_uri")?;
-    let token_uri = parse_token_uri(token_uri, allow_private_networks)
+    let token_uri = parse_token_uri(token_uri, allow_private_networks, token_uri_allowlist)
         .map_err(|m| CredentialsError::new("service_account.token_uri", m))?;
 
     let project_id = required_str(account, "project_id", "service_account.project_id")?;
@@ -622,7 +624,11 @@ fn is_location(location: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn parse_token_uri(raw: &str, allow_private_networks: bool) -> Result<Url, String> {
+fn parse_token_uri(
+    raw: &str,
+    allow_private_networks: bool,
+    allowlist: &[Url],
+) -> Result<Url, String> {
     if raw.len() > MAX_URL_LEN {
         return Err(format!("must be at most {MAX_URL_LEN} characters"));
     }
@@ -631,6 +637,14 @@ fn parse_token_uri(raw: &str, allow_private_networks: bool) -> Result<Url, Strin
         return Err("must not contain a user name or password".to_owned());
     }
     net::check_url(&url, allow_private_networks).map_err(|e| e.to_string())?;
+    // Compared as parsed URLs, so `HTTPS://OAuth2.googleapis.com:443/token` is Google's.
+    let google = Url::parse(crate::options::GOOGLE_TOKEN_URI).ok();
+    if google.as_ref() != Some(&url) && !allowlist.contains(&url) {
+        return Err(format!(
+            "must be Google's token endpoint ({}) or one listed in providers.veo.token_uri_allowlist",
+            crate::options::GOOGLE_TOKEN_URI
+        ));
+    }
     Ok(url)
 }
 

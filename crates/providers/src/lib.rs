@@ -30,7 +30,7 @@ pub use generation::{
     VideoOutput,
 };
 pub use http::wipe_json;
-pub use options::{ProviderOptions, RegistryOptions};
+pub use options::{GOOGLE_TOKEN_URI, ProviderOptions, RegistryOptions};
 pub use registry::{Pacing, Registry, RegistryError};
 pub use sealed::{OpenError, open_credentials};
 

@@ -3,6 +3,10 @@
 use std::time::Duration;
 
 use byok_core::{Catalogue, ProviderId, RateLimits};
+use url::Url;
+
+/// Google's OAuth token endpoint, which every real service-account file names.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// How to reach one provider.
 #[derive(Debug, Clone)]
@@ -47,6 +51,11 @@ pub struct RegistryOptions {
     pub allow_private_networks: bool,
     /// Per-request timeout for provider calls (default 30 s).
     pub request_timeout: Duration,
+    /// Token endpoints a Veo service account's `token_uri` may name besides
+    /// [`GOOGLE_TOKEN_URI`] (`providers.veo.token_uri_allowlist`; in simulate mode, the
+    /// simulator's). Any other is refused when the credential is parsed: a key file is
+    /// user input, and its `token_uri` decides where byok sends a signed assertion.
+    pub token_uri_allowlist: Vec<Url>,
 }
 
 impl RegistryOptions {
@@ -61,6 +70,7 @@ impl RegistryOptions {
             providers: ProviderId::ALL.map(ProviderOptions::defaults),
             allow_private_networks: false,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            token_uri_allowlist: Vec::new(),
         }
     }
 

@@ -71,6 +71,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) tokens: Arc<TokenSource>,
     /// `fetch.allow_private_networks`, for URLs that come from outside.
     pub(crate) allow_private_networks: bool,
+    /// Token endpoints allowed besides Google's (Veo).
+    pub(crate) token_uri_allowlist: Vec<url::Url>,
     /// Per-request timeout for provider calls.
     pub(crate) request_timeout: Duration,
 }
@@ -84,6 +86,7 @@ impl<'a> Setup<'a> {
         http: reqwest::Client,
         tokens: Arc<TokenSource>,
         allow_private_networks: bool,
+        token_uri_allowlist: Vec<url::Url>,
         request_timeout: Duration,
     ) -> Result<Setup<'a>, RegistryError> {
         let catalogue = crate::catalogue::load(spec, options.models.as_ref())?;
@@ -104,6 +107,7 @@ impl<'a> Setup<'a> {
             http,
             tokens,
             allow_private_networks,
+            token_uri_allowlist,
             request_timeout,
         })
     }
@@ -179,6 +183,7 @@ impl Registry {
                     http.clone(),
                     Arc::clone(&tokens),
                     options.allow_private_networks,
+                    options.token_uri_allowlist.clone(),
                     options.request_timeout,
                 )?;
                 let adapter = (spec.build)(setup)?;

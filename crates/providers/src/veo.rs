@@ -74,6 +74,8 @@ pub(crate) struct VeoProvider {
     http: reqwest::Client,
     request_timeout: Duration,
     allow_private_networks: bool,
+    /// Token endpoints allowed besides Google's.
+    token_uri_allowlist: Vec<Url>,
 }
 
 /// The registry's entry for Google Veo.
@@ -121,6 +123,7 @@ impl VeoProvider {
             http: setup.http,
             request_timeout: setup.request_timeout,
             allow_private_networks: setup.allow_private_networks,
+            token_uri_allowlist: setup.token_uri_allowlist,
         };
         // Validate the template as it will be used.
         provider
@@ -369,7 +372,11 @@ impl VideoProvider for VeoProvider {
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
-        credentials::parse_service_account(raw, self.allow_private_networks)
+        credentials::parse_service_account(
+            raw,
+            self.allow_private_networks,
+            &self.token_uri_allowlist,
+        )
     }
 
     /// Exchanges the key for a new access token (never a cached one, so a key revoked
@@ -1128,7 +1135,15 @@ mod tests {
         let mut options = ProviderOptions::defaults(ProviderId::Veo);
         options.base_url = base_url.to_owned();
         let http = crate::registry::trusted_client(timeout)?;
-        VeoProvider::new(Setup::new(&SPEC, &options, http, tokens, false, timeout)?)
+        VeoProvider::new(Setup::new(
+            &SPEC,
+            &options,
+            http,
+            tokens,
+            false,
+            Vec::new(),
+            timeout,
+        )?)
     }
 
     #[test]

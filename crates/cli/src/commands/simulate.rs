@@ -44,6 +44,13 @@ pub async fn start_with(
             ProviderId::Stability => sim.stability_url(),
         };
         overrides.push((format!("BYOK__PROVIDERS__{section}__BASE_URL"), base_url));
+        if id == ProviderId::Veo {
+            // The simulator's service accounts name its own token endpoint.
+            overrides.push((
+                "BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST".to_owned(),
+                sim.token_url(),
+            ));
+        }
         overrides.push((
             format!("BYOK__PROVIDERS__{section}__POLL_INTERVAL"),
             POLL_INTERVAL.to_owned(),

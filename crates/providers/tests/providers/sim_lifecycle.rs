@@ -36,6 +36,7 @@ pub(crate) fn registry(sim: &RunningSim) -> Registry {
     options.provider_mut(ProviderId::Veo).base_url = sim.vertex_url();
     options.allow_private_networks = true;
     options.request_timeout = Duration::from_secs(10);
+    options.token_uri_allowlist = vec![sim.token_url().parse().unwrap()];
     Registry::new(&options).unwrap()
 }
 

@@ -22,7 +22,8 @@ pub const CLIENT_EMAIL: &str = "renderer@example-project.iam.gserviceaccount.com
 pub const PRIVATE_KEY_ID: &str = "1c2b3a4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
 pub const PROJECT_ID: &str = "example-project";
 
-/// Registry options with every base URL at `base_url`.
+/// Registry options with every base URL at `base_url`, and `{base_url}/token` (the mock
+/// token endpoint of these tests) accepted as a service account's `token_uri`.
 pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) -> RegistryOptions {
     let mut options = RegistryOptions::defaults();
     for id in ProviderId::ALL {
@@ -30,22 +31,33 @@ pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) 
     }
     options.allow_private_networks = allow_private_networks;
     options.request_timeout = timeout;
+    options.token_uri_allowlist = format!("{base_url}/token").parse().into_iter().collect();
     options
 }
 
-/// A registry talking to `base_url`, private networks allowed (the mock is on loopback).
+/// A registry talking to `base_url`, private networks allowed (the mock is on loopback),
+/// and service accounts whose `token_uri` is `{base_url}/token` accepted.
 pub fn registry(base_url: &str) -> Registry {
     Registry::new(&options(base_url, true, Duration::from_secs(10))).expect("registry")
 }
 
+/// [`registry`] accepting exactly `token_uris` besides Google's.
+pub fn registry_allowing(base_url: &str, token_uris: &[&str]) -> Registry {
+    let mut options = options(base_url, true, Duration::from_secs(10));
+    options.token_uri_allowlist = token_uris.iter().map(|u| u.parse().unwrap()).collect();
+    Registry::new(&options).expect("registry")
+}
+
 /// A registry with the production network policy (private networks refused).
 pub fn strict_registry() -> Registry {
-    Registry::new(&options(
-        "https://unused.invalid",
-        false,
-        Duration::from_secs(5),
-    ))
-    .expect("registry")
+    strict_registry_allowing(&[])
+}
+
+/// [`strict_registry`] accepting `token_uris` besides Google's.
+pub fn strict_registry_allowing(token_uris: &[&str]) -> Registry {
+    let mut options = options("https://unused.invalid", false, Duration::from_secs(5));
+    options.token_uri_allowlist = token_uris.iter().map(|u| u.parse().unwrap()).collect();
+    Registry::new(&options).expect("registry")
 }
 
 /// A port on 127.0.0.1 with nothing listening.

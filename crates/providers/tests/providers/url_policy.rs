@@ -14,7 +14,10 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
-use crate::support::{PRIVATE_KEY_ID, TestKey, registry, service_account, strict_registry};
+use crate::support::{
+    PRIVATE_KEY_ID, TestKey, registry_allowing, service_account, strict_registry,
+    strict_registry_allowing,
+};
 use crate::veo::GoogleTokenEndpoint;
 
 /// A listener that records whether anything connected to it.
@@ -79,10 +82,10 @@ fn http_and_private_ip_literals_are_refused_at_parse_time() {
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_rejected_without_connecting() {
     let tripwire = Tripwire::new();
-    let registry = strict_registry();
-    let veo = registry.get(ProviderId::Veo);
     let key = TestKey::generate();
     let token_uri = format!("https://localhost:{}/token", tripwire.port());
+    let registry = strict_registry_allowing(&[&token_uri]);
+    let veo = registry.get(ProviderId::Veo);
     let credentials = veo
         .parse_credentials(&json!({"service_account": service_account(&key, None, &token_uri)}))
         .expect("names pass the parse-time check");
@@ -108,7 +111,7 @@ async fn credentials_parsed_permissively_are_still_refused_by_a_strict_check() {
         format!("http://127.0.0.1:{}/token", tripwire.port()),
         format!("https://[::ffff:127.0.0.1]:{}/token", tripwire.port()),
     ] {
-        let permissive = registry("http://127.0.0.1:1");
+        let permissive = registry_allowing("http://127.0.0.1:1", &[&token_uri]);
         let credentials = permissive
             .get(ProviderId::Veo)
             .parse_credentials(&json!({"service_account": service_account(&key, None, &token_uri)}))
@@ -139,13 +142,14 @@ async fn loopback_works_when_private_networks_are_allowed() {
         .expect(2)
         .mount(&server)
         .await;
-    let registry = registry(&server.uri());
-    let veo = registry.get(ProviderId::Veo);
     let port = server.address().port();
-    for token_uri in [
+    let uris = [
         format!("http://127.0.0.1:{port}/token"),
         format!("http://localhost:{port}/token"),
-    ] {
+    ];
+    let registry = registry_allowing(&server.uri(), &[&uris[0], &uris[1]]);
+    let veo = registry.get(ProviderId::Veo);
+    for token_uri in uris {
         let raw =
             json!({"service_account": service_account(&key, Some(PRIVATE_KEY_ID), &token_uri)});
         let credentials = veo.parse_credentials(&raw).unwrap();
@@ -153,6 +157,34 @@ async fn loopback_works_when_private_networks_are_allowed() {
             veo.check_credentials(&credentials).await,
             CredentialCheck::Valid,
             "{token_uri}"
+        );
+    }
+}
+
+#[test]
+fn only_googles_token_endpoint_and_configured_ones_are_accepted() {
+    let key = TestKey::generate();
+    let raw = |token_uri: &str| json!({"service_account": service_account(&key, None, token_uri)});
+    let registry = strict_registry_allowing(&["https://sts.example.com/oauth/token"]);
+    let veo = registry.get(ProviderId::Veo);
+    for accepted in [
+        "https://oauth2.googleapis.com/token",
+        "HTTPS://OAuth2.googleapis.com:443/token",
+        "https://sts.example.com/oauth/token",
+    ] {
+        assert!(veo.parse_credentials(&raw(accepted)).is_ok(), "{accepted}");
+    }
+    for refused in [
+        "https://attacker.example/token",
+        "https://oauth2.googleapis.com/token/",
+        "https://oauth2.googleapis.com.attacker.example/token",
+        "https://sts.example.com/oauth/token?next=https://attacker.example",
+    ] {
+        let err = veo.parse_credentials(&raw(refused)).unwrap_err();
+        assert_eq!(err.field, "service_account.token_uri", "{refused}");
+        assert!(
+            err.message.contains("providers.veo.token_uri_allowlist"),
+            "{refused}: {err}"
         );
     }
 }

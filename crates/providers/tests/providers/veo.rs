@@ -357,9 +357,10 @@ async fn unavailable_reasons_name_the_status_and_googles_text() {
 #[tokio::test]
 async fn connection_refused_gives_no_verdict() {
     let port = support::closed_port();
-    let registry = registry("http://127.0.0.1:1");
+    let token_uri = format!("http://127.0.0.1:{port}/token");
+    let registry = support::registry_allowing("http://127.0.0.1:1", &[&token_uri]);
     let key = TestKey::generate();
-    let sa = service_account(&key, None, &format!("http://127.0.0.1:{port}/token"));
+    let sa = service_account(&key, None, &token_uri);
     let veo = registry.get(ProviderId::Veo);
     let credentials = veo
         .parse_credentials(&json!({"service_account": sa}))

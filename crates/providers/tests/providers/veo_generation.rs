@@ -68,7 +68,11 @@ impl Fixture {
 
     /// Vertex AI at `base_url`, the token endpoint on `server`.
     fn on(server: MockServer, base_url: &str, timeout: Duration) -> Fixture {
-        let registry = Registry::new(&support::options(base_url, true, timeout)).expect("registry");
+        let mut options = support::options(base_url, true, timeout);
+        options
+            .token_uri_allowlist
+            .push(format!("{}/token", server.uri()).parse().unwrap());
+        let registry = Registry::new(&options).expect("registry");
         let veo = registry.get(ProviderId::Veo);
         let sa = service_account(
             TestKey::shared(),
