@@ -11,7 +11,12 @@ use crate::helpers::{byok, poll_until, run, terminate, wait_until_ready};
 async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(180), run(dir.path(), &[], &["demo"]))
+    // A real installation's settings in the environment are not the demo's business.
+    let env = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/production"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+    ];
+    let out = tokio::time::timeout(Duration::from_secs(180), run(dir.path(), &env, &["demo"]))
         .await
         .expect("the demo finishes");
     assert_eq!(
@@ -19,11 +24,21 @@ async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
         "stdout:\n{}\nstderr:\n{}",
         out.stdout, out.stderr
     );
+    let ignoring = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("byok demo: ignoring "))
+        .unwrap_or_else(|| panic!("no word about the environment: {}", out.stderr));
+    assert!(
+        ignoring.contains("DATABASE_URL") && ignoring.contains("REDIS_URL"),
+        "{ignoring}"
+    );
     assert!(
         out.stdout.contains("all 7 jobs ended as expected"),
         "{}",
         out.stdout
     );
+    let mut videos = 0;
     for row in [
         "Runway, text",
         "Runway, image",
@@ -39,22 +54,28 @@ async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
             .find(|l| l.starts_with(row))
             .unwrap_or_else(|| panic!("no row {row}:\n{}", out.stdout));
         assert!(line.contains(" yes "), "{line}");
+        videos += usize::from(line.contains(" MB mp4"));
     }
+    assert_eq!(videos, 6, "{}", out.stdout);
     assert!(
         out.stdout.contains("failed (content_rejected)"),
         "{}",
         out.stdout
     );
-    // Everything lives in ./byok-data: one SQLite file, the generated key,
-    // and the six videos.
-    let data = dir.path().join("byok-data");
-    assert!(data.join("byok.db").is_file() && data.join("encryption.key").is_file());
-    let videos = std::fs::read_dir(data.join("videos"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "mp4"))
-        .count();
-    assert_eq!(videos, 6);
+    // Its own temporary directory, removed at the end: nothing is left in
+    // the folder it ran in, nor in the one it named.
+    assert!(!dir.path().join("byok-data").exists());
+    let home = out
+        .stderr
+        .split("data in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the demo names its directory");
+    assert!(home.contains("byok-demo-"), "{home}");
+    assert!(
+        !std::path::Path::new(home).exists(),
+        "{home} is left behind"
+    );
     eprintln!("demo took {:?}", started.elapsed());
 }
 

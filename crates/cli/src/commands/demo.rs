@@ -1,14 +1,16 @@
 //! `byok demo`: the whole system on one machine with nothing installed.
 //!
 //! It starts the provider simulator and the embedded shape (API + worker on
-//! SQLite under `./byok-data`), then drives the real HTTP API as a producer
+//! SQLite) in a temporary directory of its own, removed when it ends, whatever
+//! `DATABASE_URL`, `REDIS_URL` or the configuration say: a demo never touches
+//! a real installation. Then it drives the real HTTP API as a producer
 //! would: stores simulator keys for a demo user (each checked with the
 //! simulated provider), enqueues a job per provider and input kind plus one
 //! the provider moderates and one whose key gets throttled, shows each job
-//! live, prints what became of them, and exits 0 only when every job ended
-//! as expected.
+//! live, prints what became of them, revokes its token, and exits 0 only
+//! when every job ended as expected.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -52,7 +54,29 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
         render_time: Duration::from_secs(3),
         ..byok_sim::SimConfig::default()
     };
-    let (settings, sim) = super::simulate::start_with(config, sim_config).await?;
+    let home = std::env::temp_dir().join(format!("byok-demo-{}", Uuid::new_v4().simple()));
+    let outcome = run_in(config, sim_config, &home).await;
+    // The directory held a generated key and the users' sealed keys: gone
+    // with the demo, whatever its outcome.
+    if let Err(e) = std::fs::remove_dir_all(&home)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("byok demo: could not remove {}: {e}", home.display());
+    }
+    outcome
+}
+
+async fn run_in(
+    config: Option<&Path>,
+    sim_config: byok_sim::SimConfig,
+    home: &Path,
+) -> anyhow::Result<ExitCode> {
+    let (settings, sim) = super::simulate::start_with(
+        config,
+        sim_config,
+        &super::simulate::Home::Private(home.to_path_buf()),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot open a port for the API")?;
@@ -60,10 +84,10 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let system = byok_app::start(settings, Roles::both(listener)).await?;
     let images = ImageServer::start().await?;
     eprintln!(
-        "byok demo: API at http://{}, simulated providers at {}, data in {}",
+        "byok demo: API at http://{}, simulated providers at {}, data in {} (removed at the end)",
         api_address(&system)?,
         sim.base_url(),
-        output_dir.parent().unwrap_or(&output_dir).display()
+        home.display()
     );
 
     let outcome = script(&system, &sim, &images.url, &output_dir).await;
@@ -87,9 +111,8 @@ async fn script(
     image_url: &str,
     output_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let (_, token) = system
-        .system()
-        .store()
+    let store = system.system().store();
+    let (record, token) = store
         .tokens()
         .create(&byok_store::NewToken::new(
             "byok demo",
@@ -97,10 +120,27 @@ async fn script(
         ))
         .await
         .context("cannot create the demo's producer token")?;
+    let outcome = drive(system, sim, image_url, output_dir, token.expose_secret()).await;
+    // Revoked whatever happened: the token must not outlive the demo.
+    store
+        .tokens()
+        .revoke(record.id)
+        .await
+        .context("cannot revoke the demo's token")?;
+    outcome
+}
+
+async fn drive(
+    system: &Running,
+    sim: &byok_sim::RunningSim,
+    image_url: &str,
+    output_dir: &Path,
+    token: &str,
+) -> anyhow::Result<ExitCode> {
     let api = Api {
         http: reqwest::Client::new(),
         base: format!("http://{}", api_address(system)?),
-        token: token.expose_secret().to_owned(),
+        token: token.to_owned(),
     };
 
     // A demo user with a key for every provider, and a second user whose
@@ -276,14 +316,7 @@ fn print_results(
     output_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
     let mut table = Table::new([
-        "JOB",
-        "PROVIDER",
-        "MODEL",
-        "INPUT",
-        "STATUS",
-        "EXPECTED",
-        "TIME",
-        "OUTPUT FILE",
+        "JOB", "PROVIDER", "MODEL", "INPUT", "STATUS", "EXPECTED", "TIME", "VIDEO",
     ]);
     let mut unexpected = Vec::new();
     for (job, state) in jobs.iter().zip(finals) {
@@ -294,10 +327,11 @@ fn print_results(
             _ => status.to_owned(),
         };
         let video = output_dir.join(format!("{}.mp4", state["id"].as_str().unwrap_or_default()));
-        let output = if status == "succeeded" && video.is_file() {
-            display_path(&video)
-        } else {
-            "-".to_owned()
+        let output = match std::fs::metadata(&video) {
+            Ok(meta) if status == "succeeded" && meta.is_file() => {
+                format!("{:.1} MB mp4", meta.len() as f64 / 1e6)
+            }
+            _ => "-".to_owned(),
         };
         let ok =
             actual == job.expect.describe() && (job.expect != Expect::Succeeded || output != "-");
@@ -356,15 +390,6 @@ fn elapsed(job: &Value) -> String {
         }
         _ => "-".to_owned(),
     }
-}
-
-/// A path relative to the working directory when it is inside it.
-fn display_path(path: &Path) -> String {
-    let relative: PathBuf = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf());
-    relative.display().to_string()
 }
 
 /// The demo's client of the real API.
