@@ -875,7 +875,8 @@ impl<'a> JobRepo<'a> {
         }
     }
 
-    /// Notes that the provider was told to cancel the remote job.
+    /// Claims the sending of the remote job's cancel: true for exactly one caller
+    /// (a compare-and-set on `cancel_sent_at`), which then sends it.
     pub async fn mark_cancel_sent(&self, id: Uuid) -> Result<bool, StoreError> {
         Ok(transition!(
             self.store,
@@ -886,6 +887,21 @@ impl<'a> JobRepo<'a> {
             "the provider was asked to cancel the remote job",
             |q| q.bind(crate::now()).bind(DbUuid(id))
         ))
+    }
+
+    /// Gives up a claim of [`mark_cancel_sent`](Self::mark_cancel_sent) whose cancel the
+    /// provider did not take, so a later delivery of the job may send it again.
+    pub async fn release_cancel_claim(&self, id: Uuid) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "UPDATE generation_jobs SET cancel_sent_at = NULL \
+             WHERE id = $1 AND cancel_sent_at IS NOT NULL"
+        )
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
     }
 
     /// How many jobs are in each live status (queued, throttled, running):

@@ -243,6 +243,17 @@ impl Pipeline {
         let Ok(credentials) = self.open(job, adapter, &stored.sealed) else {
             return;
         };
+        // Claim first: the API's nudge and the job's own poll item can be
+        // delivered to two workers at once, and both saw `cancel_sent_at`
+        // empty. Only the one whose claim applies sends the cancel.
+        match self.store.jobs().mark_cancel_sent(job.id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the cancel; a later delivery will");
+                return;
+            }
+        }
         let cancelled = metrics()
             .time_call(
                 adapter.id(),
@@ -251,11 +262,12 @@ impl Pipeline {
             )
             .await;
         match cancelled {
-            Ok(outcome) => {
-                tracing::info!(?outcome, "cancel sent to the provider");
-                let _ = self.store.jobs().mark_cancel_sent(job.id).await;
+            Ok(outcome) => tracing::info!(?outcome, "cancel sent to the provider"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the provider did not take the cancel");
+                // Let a later delivery try again.
+                let _ = self.store.jobs().release_cancel_claim(job.id).await;
             }
-            Err(e) => tracing::warn!(error = %e, "the provider did not take the cancel"),
         }
     }
 

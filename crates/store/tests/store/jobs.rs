@@ -313,6 +313,10 @@ async fn failures_resubmits_and_cancels() {
             "{}: sent once",
             b.name
         );
+        // A cancel the provider did not take gives its claim back.
+        assert!(jobs.release_cancel_claim(job.id).await.unwrap());
+        assert!(!jobs.release_cancel_claim(job.id).await.unwrap());
+        assert!(jobs.mark_cancel_sent(job.id).await.unwrap());
     }
 }
 
