@@ -62,20 +62,22 @@ pub(crate) async fn require_token(
 }
 
 /// Refuses the request with 403 `insufficient_scope` unless the caller's
-/// token has `scope`. Layered on each route's method handler, inside the
-/// authentication, so a missing scope shows before anything of the request
-/// is read.
+/// token has `scope` (`None`: any valid token will do). Layered on each
+/// route's method handler, inside the authentication, so a missing scope
+/// shows before anything of the request is read.
 pub(crate) async fn require_scope(
-    State(scope): State<Scope>,
+    State(scope): State<Option<Scope>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let granted = request
-        .extensions()
-        .get::<Caller>()
-        .is_some_and(|caller| caller.0.scopes.contains(scope));
-    if !granted {
-        return Err(ApiError::insufficient_scope(scope));
+    if let Some(scope) = scope {
+        let granted = request
+            .extensions()
+            .get::<Caller>()
+            .is_some_and(|caller| caller.0.scopes.contains(scope));
+        if !granted {
+            return Err(ApiError::insufficient_scope(scope));
+        }
     }
     Ok(next.run(request).await)
 }
@@ -134,27 +136,20 @@ pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
     ("list_jobs", Some(Scope::JobsRead)),
 ];
 
+/// The entry of [`ROUTE_SCOPES`] for `operation_id`: `None` when it has none.
+pub(crate) fn route_scope(operation_id: &str) -> Option<Option<Scope>> {
+    ROUTE_SCOPES
+        .iter()
+        .find(|(id, _)| *id == operation_id)
+        .map(|(_, scope)| *scope)
+}
+
 /// The scope operation `operation_id` needs ([`ROUTE_SCOPES`]).
 ///
 /// # Panics
 /// When the id is not in the table: a route wired without deciding its
 /// scope, which every test that builds the router catches.
 pub(crate) fn scope_of(operation_id: &str) -> Option<Scope> {
-    ROUTE_SCOPES
-        .iter()
-        .find(|(id, _)| *id == operation_id)
-        .map(|(_, scope)| *scope)
+    route_scope(operation_id)
         .unwrap_or_else(|| panic!("no scope decided for operation `{operation_id}`"))
-}
-
-/// [`require_scope`] for an operation that may need none.
-pub(crate) async fn require_scope_of(
-    State(scope): State<Option<Scope>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    match scope {
-        Some(scope) => require_scope(State(scope), request, next).await,
-        None => Ok(next.run(request).await),
-    }
 }

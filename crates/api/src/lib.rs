@@ -160,7 +160,7 @@ macro_rules! scoped {
     ($handler:path, $op:literal) => {
         $handler.layer(axum::middleware::from_fn_with_state(
             auth::scope_of($op),
-            auth::require_scope_of,
+            auth::require_scope,
         ))
     };
 }

@@ -226,10 +226,7 @@ impl Modify for Conventions {
                 // The scope the route needs, from the table the router
                 // enforces; none listed: any valid token.
                 let id = operation.operation_id.as_deref().unwrap_or_default();
-                let scope = crate::auth::ROUTE_SCOPES
-                    .iter()
-                    .find(|(op, _)| *op == id)
-                    .and_then(|(_, scope)| *scope);
+                let scope = crate::auth::route_scope(id).flatten();
                 if v1 {
                     let scopes: Vec<&str> =
                         scope.map(byok_core::Scope::as_str).into_iter().collect();

@@ -2,6 +2,7 @@
 
 mod memory;
 mod policy;
+mod poll;
 mod postgres;
 mod process;
 mod python;
@@ -10,6 +11,7 @@ mod s3;
 
 pub use memory::{proc_status_bytes, reset_peak_rss, run_child_test};
 pub use policy::{ServicePolicy, skip_or_fail};
+pub use poll::poll_until;
 pub use postgres::{TestDatabase, test_database};
 pub use process::{ChildGuard, free_port, wait_for_tcp};
 pub use python::python_venv;

@@ -2,7 +2,7 @@
 //! as its scopes go.
 
 use byok_core::{ProjectUser, ProviderId, Scope, Scopes};
-use byok_store::NewCredential;
+use byok_store::{NewCredential, StoredCredential};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -70,6 +70,16 @@ fn calls(user: Uuid, job: Uuid) -> Vec<(Method, String, Option<Value>)> {
     ]
 }
 
+/// `user`'s stored Runway key in `project`, read from the store.
+async fn stored_key(api: &TestApi, project: Uuid, user: Uuid) -> Option<StoredCredential> {
+    let owner = ProjectUser::new(project, user);
+    api.store
+        .credentials()
+        .get(owner, ProviderId::Runway)
+        .await
+        .unwrap()
+}
+
 /// Stores `key` as `user`'s Runway key without a check, with `token`.
 async fn put_key(api: &TestApi, token: &str, user: Uuid, key: &str) {
     let path = format!("/v1/users/{user}/providers/runway/credentials");
@@ -122,23 +132,11 @@ async fn another_projects_ids_answer_exactly_as_missing_ones_and_change_nothing(
         let job: Uuid = body["id"].as_str().unwrap().parse().unwrap();
         // The API notes the push as enqueued in the background: let that
         // land first, so the snapshot holds still.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while api
-            .store
-            .jobs()
-            .get(job)
-            .await
-            .unwrap()
-            .unwrap()
-            .enqueued_at
-            .is_none()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never marked enqueued"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        byok_testing::poll_until("the job marked enqueued", async || {
+            let stored = api.store.jobs().get(job).await.unwrap().unwrap();
+            stored.enqueued_at.map(drop)
+        })
+        .await;
         let owner = ProjectUser::new(p1, user);
         let before = snapshot(&api, owner, job).await;
 
@@ -208,20 +206,8 @@ async fn the_same_user_id_in_two_projects_is_two_users() {
     for (token, key) in [(&t1, KEY), (&t2, &KEY.replace("key_a", "key_b")[..])] {
         put_key(&api, token, user, key).await;
     }
-    let one = api
-        .store
-        .credentials()
-        .get(ProjectUser::new(p1, user), ProviderId::Runway)
-        .await
-        .unwrap()
-        .unwrap();
-    let two = api
-        .store
-        .credentials()
-        .get(ProjectUser::new(p2, user), ProviderId::Runway)
-        .await
-        .unwrap()
-        .unwrap();
+    let one = stored_key(&api, p1, user).await.unwrap();
+    let two = stored_key(&api, p2, user).await.unwrap();
     assert_ne!(one.id, two.id);
     assert_eq!(one.credential_hint.as_deref(), Some("key_…eeee"));
 
@@ -235,14 +221,7 @@ async fn the_same_user_id_in_two_projects_is_two_users() {
     )
     .await;
     assert_eq!(status, 204);
-    assert!(
-        api.store
-            .credentials()
-            .get(ProjectUser::new(p1, user), ProviderId::Runway)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(stored_key(&api, p1, user).await.is_some());
 }
 
 #[tokio::test]
@@ -253,13 +232,7 @@ async fn a_sealed_value_moved_to_another_project_does_not_open_and_is_never_sent
     let t2 = api.token(p2, Scopes::producer()).await;
     let user = Uuid::new_v4();
     put_key(&api, &t1, user, KEY).await;
-    let original = api
-        .store
-        .credentials()
-        .get(ProjectUser::new(p1, user), ProviderId::Runway)
-        .await
-        .unwrap()
-        .unwrap();
+    let original = stored_key(&api, p1, user).await.unwrap();
     assert!(original.sealed.starts_with("v2:"), "{}", original.sealed);
 
     // An insider copies the sealed value to the same user id in project 2.

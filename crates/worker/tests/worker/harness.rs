@@ -2,7 +2,7 @@
 //! assembled by `byok-app` from settings as `byok worker` is.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use byok_app::{Roles, Running};
 use byok_core::{
@@ -15,6 +15,8 @@ use secrecy::SecretString;
 use serde_json::json;
 use uuid::Uuid;
 use wiremock::MockServer;
+
+pub use byok_testing::poll_until;
 
 pub const API_KEY: &str = "key_worker_test_1234567890abcdef";
 pub const TASK_ID: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
@@ -213,20 +215,6 @@ impl Harness {
         if let Some(worker) = self.worker.take() {
             worker.stop().await.expect("the worker stops cleanly");
         }
-    }
-}
-
-/// Asks `probe` until it answers `Some` (up to 20 s; then the test fails
-/// naming `what`). Polling is right here: the worker tells the test nothing
-/// but what it writes to the database, which is what a producer sees too.
-pub async fn poll_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
