@@ -34,7 +34,7 @@ async fn the_distributed_shape_serves_after_migrate_and_stops_on_sigterm() {
     let migrated = run(dir.path(), &env, &["migrate"]).await;
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     assert!(
-        migrated.stdout.starts_with("applied 4 migration(s)"),
+        migrated.stdout.starts_with("applied 5 migration(s)"),
         "{}",
         migrated.stdout
     );

@@ -425,6 +425,20 @@ impl Deployment {
         .await
     }
 
+    /// Waits until job `id` is final and asserts that it succeeded (showing the
+    /// last lines of `process`'s log when not); returns the job.
+    pub async fn expect_success(&self, id: &str, process: &str, deadline: Duration) -> Value {
+        let done = self.wait_final(&[id.to_owned()], deadline).await;
+        let job = &done[0];
+        assert_eq!(
+            job["status"],
+            "succeeded",
+            "{job}\n{}",
+            self.log_tail(process)
+        );
+        job.clone()
+    }
+
     /// Waits until `cond` holds on the jobs (or `deadline` passes).
     pub async fn wait_jobs<F: Fn(&[Value]) -> bool>(
         &self,

@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod docs;
 mod helpers;
+mod input_images;
 mod jobs_api;
 mod manifests;
 mod metrics;

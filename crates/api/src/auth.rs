@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 use byok_core::{ProjectUser, Scope};
 use byok_store::ApiToken;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
+use crate::limits::{self, TokenVerdict};
 
 /// Requires `Authorization: Bearer <token>` naming an active producer token;
 /// the token's record goes into the request extensions for handlers
@@ -21,7 +22,17 @@ pub(crate) async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
+    let edge = state.edge();
+    let client = edge.client_of(&request);
+    // An address refused for its failed attempts costs no token lookup.
+    if let Some(refused) = edge.refused_client(client) {
+        return Err(refused);
+    }
+    let failed = |error: ApiError| {
+        edge.note_failure(client)
+            .unwrap_or_else(|| error.into_response())
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -31,34 +42,40 @@ pub(crate) async fn require_token(
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let Some(presented) = presented else {
-        return Err(ApiError::new(
+        return Err(failed(ApiError::new(
             ApiErrorCode::Unauthorized,
             "missing Authorization: Bearer <token> header",
-        ));
+        )));
     };
     let token = state
         .store()
         .tokens()
         .authenticate(presented)
         .await
-        .map_err(|e| ApiError::store(&e))?;
+        .map_err(|e| ApiError::store(&e).into_response())?;
     let Some(token) = token else {
         // One message for unknown and revoked tokens: which one it was is
         // nobody's business but the operator's.
-        return Err(ApiError::new(
+        return Err(failed(ApiError::new(
             ApiErrorCode::Unauthorized,
             "invalid or revoked token",
-        ));
+        )));
     };
     if token.is_expired(byok_store::now()) {
-        return Err(ApiError::new(
+        return Err(failed(ApiError::new(
             ApiErrorCode::Unauthorized,
             "the token has expired",
-        ));
+        )));
     }
     tracing::Span::current().record("token.id", tracing::field::display(token.id));
+    let fields = match edge.check_token(token.id) {
+        TokenVerdict::Granted(fields) => fields,
+        TokenVerdict::Refused(response) => return Err(response),
+    };
     request.extensions_mut().insert(Caller(token));
-    Ok(next.run(request).await)
+    let mut response = next.run(request).await;
+    limits::advertise(&mut response, fields);
+    Ok(response)
 }
 
 /// Refuses the request with 403 `insufficient_scope` unless the caller's

@@ -39,17 +39,22 @@ pub enum ApiErrorCode {
     CredentialsInvalid,
     /// 422: a job for a user with no stored key for its provider.
     CredentialsMissing,
+    /// 429: past the token's `api.rate_limit`, or too many failed authentications from
+    /// the client's address (`Retry-After` says when to come back).
+    RateLimited,
     /// 503: the provider could not be asked.
     ProviderUnavailable,
     /// 503: the database or the queue is down.
     ServiceUnavailable,
+    /// 503: the request took longer than `api.request_timeout`.
+    Timeout,
     /// 500: a fault in byok.
     Internal,
 }
 
 impl ApiErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 14] = [
+    pub const ALL: [ApiErrorCode; 16] = [
         ApiErrorCode::BadRequest,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::InsufficientScope,
@@ -61,8 +66,10 @@ impl ApiErrorCode {
         ApiErrorCode::InvalidRequest,
         ApiErrorCode::CredentialsInvalid,
         ApiErrorCode::CredentialsMissing,
+        ApiErrorCode::RateLimited,
         ApiErrorCode::ProviderUnavailable,
         ApiErrorCode::ServiceUnavailable,
+        ApiErrorCode::Timeout,
         ApiErrorCode::Internal,
     ];
 
@@ -80,6 +87,8 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidRequest => "invalid_request",
             ApiErrorCode::CredentialsInvalid => "credentials_invalid",
             ApiErrorCode::CredentialsMissing => "credentials_missing",
+            ApiErrorCode::RateLimited => "rate_limited",
+            ApiErrorCode::Timeout => "timeout",
             ApiErrorCode::ProviderUnavailable => "provider_unavailable",
             ApiErrorCode::ServiceUnavailable => "service_unavailable",
             ApiErrorCode::Internal => "internal",
@@ -100,9 +109,10 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidRequest
             | ApiErrorCode::CredentialsInvalid
             | ApiErrorCode::CredentialsMissing => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiErrorCode::ProviderUnavailable | ApiErrorCode::ServiceUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiErrorCode::ProviderUnavailable
+            | ApiErrorCode::ServiceUnavailable
+            | ApiErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -139,6 +149,14 @@ impl ApiErrorCode {
                 "the provider could not be asked (network, 429, 5xx); nothing changed"
             }
             ApiErrorCode::ServiceUnavailable => "the database or the queue is down",
+            ApiErrorCode::RateLimited => {
+                "past the token's api.rate_limit, or too many failed authentications from the \
+                 client's address; Retry-After and the RateLimit field say when to come back"
+            }
+            ApiErrorCode::Timeout => {
+                "the request took longer than api.request_timeout; whether a write took effect \
+                 is unknown, so retry with the same Idempotency-Key"
+            }
             ApiErrorCode::Internal => {
                 "a fault in byok; the server log has the cause under the response's x-request-id"
             }
@@ -160,8 +178,10 @@ const _: fn(ApiErrorCode) = |code| match code {
     | ApiErrorCode::InvalidRequest
     | ApiErrorCode::CredentialsInvalid
     | ApiErrorCode::CredentialsMissing
+    | ApiErrorCode::RateLimited
     | ApiErrorCode::ProviderUnavailable
     | ApiErrorCode::ServiceUnavailable
+    | ApiErrorCode::Timeout
     | ApiErrorCode::Internal => {}
 };
 

@@ -353,7 +353,7 @@ async fn require_usable_key(
     let stored = state
         .store()
         .credentials()
-        .get(user, provider)
+        .validity(user, provider)
         .await
         .map_err(|e| ApiError::store(&e))?;
     match stored {

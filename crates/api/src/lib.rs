@@ -7,11 +7,12 @@ mod error;
 mod extract;
 mod health;
 mod jobs;
+mod limits;
 mod openapi;
 mod projects;
 mod providers;
+mod server;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub use byok_metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use error::{ApiError, ApiErrorCode};
 pub use health::metrics_text;
 pub use jobs::IDEMPOTENCY_KEY_HEADER;
+pub use limits::EdgeLimits;
+pub use server::{ServeOptions, serve};
 
 use crate::jobs::JobsSetup;
 pub use openapi::{EXAMPLE_USER_ID, openapi};
@@ -62,6 +65,14 @@ pub struct ApiParts {
     pub videos: VideoStore,
     /// `api.max_body_bytes`: larger bodies get 413.
     pub max_body_bytes: usize,
+    /// `api.rate_limit`, `api.auth_failure_limit`, `api.trusted_proxies`.
+    pub edge_limits: EdgeLimits,
+    /// `api.request_timeout`: a request whose response has not started by then gets
+    /// 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Serve `GET /metrics` on this router (false when `api.metrics_listen` moves it to a
+    /// listener of its own).
+    pub serve_metrics: bool,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -80,6 +91,9 @@ struct Inner {
     providers: Arc<Registry>,
     engine: Arc<dyn Engine>,
     max_body_bytes: usize,
+    edge: Arc<limits::Edge>,
+    request_timeout: Duration,
+    serve_metrics: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -105,6 +119,9 @@ impl AppState {
             fetcher,
             videos,
             max_body_bytes,
+            edge_limits,
+            request_timeout,
+            serve_metrics,
         } = parts;
         let jobs = JobsSetup {
             producer: Producer::new(Arc::clone(&engine)),
@@ -121,6 +138,9 @@ impl AppState {
                 providers,
                 engine,
                 max_body_bytes,
+                edge: limits::Edge::start(edge_limits),
+                request_timeout,
+                serve_metrics,
             }),
         }
     }
@@ -151,6 +171,10 @@ impl AppState {
 
     pub(crate) fn engine(&self) -> &dyn Engine {
         self.inner.engine.as_ref()
+    }
+
+    pub(crate) fn edge(&self) -> &limits::Edge {
+        &self.inner.edge
     }
 }
 
@@ -211,15 +235,24 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        // Until the response starts: a video's body streams past it. Only `/v1`
+        // waits on anything a client controls; the probes bound their own waits.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.inner.request_timeout,
+            health::time_limit,
         ));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let max_body = state.inner.max_body_bytes;
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json));
+    if state.inner.serve_metrics {
+        router = router.route("/metrics", get(health::metrics));
+    }
+    router
         .nest("/v1", v1)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
@@ -249,37 +282,4 @@ pub fn app(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(CatchPanicLayer::custom(health::panic_response)),
         )
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
-/// in flight finish (at most `grace`).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    let server = tokio::spawn(server.into_future());
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result.map_err(std::io::Error::other)?,
-        _ = stopped_rx => {}
-    }
-    // Shutdown has begun: in-flight requests get `grace` to complete.
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.map_err(std::io::Error::other)?,
-        Err(_) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "requests still running after the grace period; closing"
-            );
-            server.abort();
-            Ok(())
-        }
-    }
 }

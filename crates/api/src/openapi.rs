@@ -262,17 +262,21 @@ fn add_errors(operation: &mut Operation, v1: bool, scoped: bool) {
         &[
             ApiErrorCode::Unauthorized,
             ApiErrorCode::InsufficientScope,
+            ApiErrorCode::RateLimited,
             ApiErrorCode::ServiceUnavailable,
+            ApiErrorCode::Timeout,
             ApiErrorCode::Internal,
         ]
     } else if v1 {
         &[
             ApiErrorCode::Unauthorized,
+            ApiErrorCode::RateLimited,
             ApiErrorCode::ServiceUnavailable,
+            ApiErrorCode::Timeout,
             ApiErrorCode::Internal,
         ]
     } else {
-        &[ApiErrorCode::Internal]
+        &[ApiErrorCode::Timeout, ApiErrorCode::Internal]
     };
     let mut by_status: BTreeMap<u16, Vec<ApiErrorCode>> = BTreeMap::new();
     for code in ApiErrorCode::ALL {
@@ -328,6 +332,29 @@ fn add_errors(operation: &mut Operation, v1: bool, scoped: bool) {
                     .description(Some("`Bearer`"))
                     .build(),
             );
+        }
+        if codes.contains(&ApiErrorCode::RateLimited) {
+            for (name, description) in [
+                ("Retry-After", "Seconds until a request may succeed again"),
+                (
+                    "RateLimit-Policy",
+                    "The limit that refused the request, as draft-ietf-httpapi-ratelimit-headers \
+                     writes it: `\"token\";q=200;w=2` (per token) or `\"auth-failures\";q=20;w=120` \
+                     (failed authentications per client address)",
+                ),
+                (
+                    "RateLimit",
+                    "`\"token\";r=0;t=<seconds>`: nothing left until then",
+                ),
+            ] {
+                response = response.header(
+                    name,
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some(description))
+                        .build(),
+                );
+            }
         }
         operation
             .responses

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use byok_config::{KeyRingSource, QueueUrl, Settings};
 use byok_core::{Catalogue, ProviderId};
 use byok_crypto::KeyRing;
-use byok_providers::{FetchOptions, ImageFetcher, ProviderOptions, Registry, RegistryOptions};
+use byok_providers::{
+    FetchOptions, ImageFetcher, ImageWork, ProviderOptions, Registry, RegistryOptions,
+};
 use byok_queue::{Engine, QueueConfig, RedisEngine, SqliteEngine};
 use byok_ratelimit::{LocalLimiter, RateLimiter, RedisLimiter};
 use byok_store::{Backend, Store, StoreOptions};
@@ -87,9 +89,11 @@ pub fn key_ring(settings: &Settings) -> Result<KeyRing, AppError> {
 }
 
 /// The provider adapters, pointed where the settings say, with each
-/// provider's pacing (checked: a quota that can never grant is refused).
-pub fn registry(settings: &Settings) -> Result<Registry, AppError> {
+/// provider's pacing (checked: a quota that can never grant is refused);
+/// they resize input images in `images`.
+pub fn registry(settings: &Settings, images: &ImageWork) -> Result<Registry, AppError> {
     let mut options = RegistryOptions::defaults();
+    options.images = images.clone();
     for id in ProviderId::ALL {
         let p = settings.providers.get(id);
         *options.provider_mut(id) = ProviderOptions {
@@ -97,6 +101,7 @@ pub fn registry(settings: &Settings) -> Result<Registry, AppError> {
             rate_limits: p.rate_limit,
             poll_interval: p.poll_interval,
             models: p.models.clone().map(|models| Catalogue { models }),
+            max_requests_per_second: p.max_requests_per_second,
         };
     }
     options.allow_private_networks = settings.fetch.allow_private_networks;
@@ -152,10 +157,21 @@ pub async fn limiter(settings: &Settings) -> Result<Arc<dyn RateLimiter>, AppErr
     })
 }
 
-/// The guarded fetcher of users' image URLs.
-pub fn image_fetcher(settings: &Settings) -> Result<ImageFetcher, AppError> {
+/// Where a process decodes and resizes users' images: one per process, given
+/// to the fetcher and the registry, so that `fetch.max_concurrent_decodes`
+/// bounds all of them together.
+pub fn image_work(settings: &Settings) -> ImageWork {
+    ImageWork::new(
+        settings.fetch.max_concurrent_decodes as usize,
+        settings.fetch.max_decoded_bytes,
+    )
+}
+
+/// The guarded fetcher of users' image URLs; it decodes them in `images`.
+pub fn image_fetcher(settings: &Settings, images: &ImageWork) -> Result<ImageFetcher, AppError> {
     let options = FetchOptions {
         allow_private_networks: settings.fetch.allow_private_networks,
+        images: images.clone(),
         ..FetchOptions::default()
     };
     ImageFetcher::new(options).map_err(AppError::Fetcher)

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use byok_api::{ApiParts, AppState};
+use byok_api::{ApiParts, AppState, EdgeLimits, ServeOptions};
 use byok_config::Settings;
 use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
@@ -48,8 +48,9 @@ impl System {
     /// any connection is tried), then the database, then the queue.
     pub async fn open(settings: Settings) -> Result<System, AppError> {
         let key_ring = Arc::new(parts::key_ring(&settings)?);
-        let registry = Arc::new(parts::registry(&settings)?);
-        let fetcher = Arc::new(parts::image_fetcher(&settings)?);
+        let images = parts::image_work(&settings);
+        let registry = Arc::new(parts::registry(&settings, &images)?);
+        let fetcher = Arc::new(parts::image_fetcher(&settings, &images)?);
         let videos = parts::video_store(&settings)?;
         let store = parts::open_store(&settings).await?;
         let engine = match parts::queue_engine(&settings).await {
@@ -111,27 +112,48 @@ impl System {
             fetcher: Arc::clone(&self.fetcher),
             videos: self.videos.clone(),
             max_body_bytes: self.settings.api.max_body_bytes,
+            edge_limits: EdgeLimits {
+                per_token: self.settings.api.rate_limit,
+                auth_failures: self.settings.api.auth_failure_limit,
+                trusted_proxies: self.settings.api.trusted_proxies.clone(),
+            },
+            request_timeout: self.settings.api.request_timeout,
+            serve_metrics: self.settings.api.metrics_listen.is_none(),
         }))
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then gives
-    /// requests in flight `worker.shutdown_grace` to finish.
+    /// requests in flight `worker.shutdown_grace` to finish; and `/metrics` on
+    /// `api.metrics_listen` meanwhile, when it is set.
     pub async fn serve_api(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        let metrics = match self.settings.api.metrics_listen {
+            Some(address) => Some(self.serve_metrics("api.metrics_listen", address).await?),
+            None => None,
+        };
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, shape = ?self.settings.shape(), "API listening");
         }
-        byok_api::serve(
+        let api = &self.settings.api;
+        let served = byok_api::serve(
             listener,
             self.router(),
             shutdown,
-            self.settings.worker.shutdown_grace,
+            ServeOptions {
+                header_read_timeout: api.header_read_timeout,
+                max_connections: api.max_connections,
+                grace: self.settings.worker.shutdown_grace,
+            },
         )
         .await
-        .map_err(AppError::Serve)
+        .map_err(AppError::Serve);
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+        served
     }
 
     /// A worker's job pipeline on this system's parts, with the rate
@@ -181,13 +203,25 @@ impl System {
     /// Serves `GET /metrics` and `GET /healthz` on `worker.metrics_listen`
     /// when it is set. The task ends when aborted or with the process.
     pub async fn serve_worker_metrics(&self) -> Result<Option<JoinHandle<()>>, AppError> {
-        let Some(address) = self.settings.worker.metrics_listen else {
-            return Ok(None);
-        };
+        match self.settings.worker.metrics_listen {
+            Some(address) => Ok(Some(
+                self.serve_metrics("worker.metrics_listen", address).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Serves `GET /metrics` and `GET /healthz` on `address` (named by
+    /// `setting`) until the task is aborted.
+    async fn serve_metrics(
+        &self,
+        setting: &'static str,
+        address: std::net::SocketAddr,
+    ) -> Result<JoinHandle<()>, AppError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| AppError::Listen {
-                setting: "worker.metrics_listen",
+                setting,
                 address,
                 source,
             })?;
@@ -208,12 +242,12 @@ impl System {
         let app = Router::new()
             .route("/metrics", axum::routing::get(scrape))
             .route("/healthz", axum::routing::get(|| async { "ok" }));
-        tracing::info!(%address, "worker metrics listening");
-        Ok(Some(tokio::spawn(async move {
+        tracing::info!(%address, setting, "metrics listening");
+        Ok(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "the metrics server stopped");
             }
-        })))
+        }))
     }
 
     /// Closes the store's connections (the queue's close with the engine).
@@ -222,14 +256,28 @@ impl System {
     }
 }
 
+/// The listen backlog of the API's socket: connections the kernel completes before the
+/// server accepts them. The usual default (128) overflows when a few hundred clients
+/// connect at once, and the overflow shows as resets and one-second stalls; the kernel
+/// caps it at `net.core.somaxconn`.
+const API_BACKLOG: u32 = 1024;
+
 /// Binds `api.listen`.
 pub async fn bind_api(settings: &Settings) -> Result<TcpListener, AppError> {
     let address = settings.api.listen;
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| AppError::Listen {
-            setting: "api.listen",
-            address,
-            source,
-        })
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std and tokio do: a restarted API can bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(API_BACKLOG)
+    };
+    bind().map_err(|source| AppError::Listen {
+        setting: "api.listen",
+        address,
+        source,
+    })
 }

@@ -5,7 +5,9 @@
 //! looked up, the job and its first history entry written, its id pushed to
 //! Redis, the job marked enqueued. The baseline is `GET /healthz` on the
 //! same server with the same load generator: the HTTP stack and the load
-//! generator alone, the ceiling no handler can pass on this machine.
+//! generator alone, the ceiling no handler can pass on this machine. A
+//! second system with the edge limits off (`api.rate_limit`,
+//! `api.auth_failure_limit`) takes the same load: the limiters' cost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,15 +88,16 @@ async fn load(
     })
 }
 
-pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let (warmup, window) = if options.quick {
-        (Duration::from_millis(300), Duration::from_secs(2))
-    } else {
-        (Duration::from_secs(2), Duration::from_secs(10))
-    };
+/// `POST /v1/jobs` on a new API-only system, with or without the edge limits.
+async fn post_jobs(
+    options: &Options,
+    edge_limits: bool,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<(System, anyhow::Result<Load>)> {
     let mut system_options = system_options(Shape::Distributed);
     system_options.worker = false;
-    production_logs(true);
+    system_options.edge_limits = edge_limits;
     let system = System::start(options, &system_options).await?;
     let posts: Arc<Vec<Vec<u8>>> = Arc::new(
         system
@@ -104,6 +107,19 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
             .collect(),
     );
     let jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
+    Ok((system, jobs))
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let (warmup, window) = if options.quick {
+        (Duration::from_millis(300), Duration::from_secs(2))
+    } else {
+        (Duration::from_secs(2), Duration::from_secs(10))
+    };
+    production_logs(true);
+    let (unlimited_system, unlimited) = post_jobs(options, false, warmup, window).await?;
+    unlimited_system.stop().await?;
+    let (system, jobs) = post_jobs(options, true, warmup, window).await?;
     let health = match &jobs {
         Ok(_) => {
             let gets = Arc::new(vec![get(system.api, "/healthz")]);
@@ -113,16 +129,18 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     };
     production_logs(false);
     system.stop().await?;
-    let (jobs, health) = (jobs?, health?);
+    let (jobs, health, unlimited) = (jobs?, health?, unlimited?);
     progress(&format!(
-        "enqueue: POST /v1/jobs {:.0}/s p50 {:.2} ms p99 {:.2} ms ({}); GET /healthz {:.0}/s p99 {:.2} ms ({})",
+        "enqueue: POST /v1/jobs {:.0}/s p50 {:.2} ms p99 {:.2} ms ({}); GET /healthz {:.0}/s p99 {:.2} ms ({}); edge limits off: POST {:.0}/s p99 {:.2} ms",
         jobs.rate,
         jobs.p50_ms,
         jobs.p99_ms,
         jobs.cores.human(),
         health.rate,
         health.p99_ms,
-        health.cores.human()
+        health.cores.human(),
+        unlimited.rate,
+        unlimited.p99_ms,
     ));
     let result = json!({
         "name": "enqueue",
@@ -138,10 +156,12 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "baseline_name": "GET /healthz on the same server and load generator",
         "baseline_p99_ms": round2(health.p99_ms),
         "ratio": jobs.rate / health.rate,
+        "edge_limits_off": unlimited.rate.round(),
+        "edge_limits_off_p99_ms": round2(unlimited.p99_ms),
         "shape": "distributed (PostgreSQL + Redis), API only",
     });
     let human = format!(
-        "enqueue   POST /v1/jobs {:>7.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({CONNECTIONS} connections, {} s; {})\n          GET /healthz  {:>7.0} requests/s, p99 {:.2} ms (same server, same load generator) → ratio {:.2}",
+        "enqueue   POST /v1/jobs {:>7.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({CONNECTIONS} connections, {} s; {})\n          GET /healthz  {:>7.0} requests/s, p99 {:.2} ms (same server, same load generator) → ratio {:.2}\n          POST /v1/jobs {:>7.0} requests/s, p99 {:.2} ms with the edge limits off (a system of its own, same load)",
         jobs.rate,
         jobs.p50_ms,
         jobs.p99_ms,
@@ -150,6 +170,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         health.rate,
         health.p99_ms,
         jobs.rate / health.rate,
+        unlimited.rate,
+        unlimited.p99_ms,
     );
     report(options, &result, &human);
     Ok(())

@@ -133,7 +133,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         dir.path(),
     ))
     .await?;
-    let users = store_users(&producer_side, USERS).await?;
+    let users = store_users(&producer_side, byok_core::DEFAULT_PROJECT_ID, USERS).await?;
     let store = producer_side.store().clone();
     let producer = Producer::<JobItem>::new(std::sync::Arc::clone(producer_side.engine()));
 

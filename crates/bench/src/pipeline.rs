@@ -54,6 +54,7 @@ pub fn system_options(shape: Shape) -> SystemOptions {
         worker: true,
         concurrency: CONCURRENCY,
         users: USERS,
+        edge_limits: true,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use byok_app::{Roles, Running};
 use byok_config::Settings;
-use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId, RateLimits};
+use byok_core::{ProjectUser, ProviderId, RateLimits, Scopes};
 use byok_crypto::SealContext;
 use byok_sim::{RunningSim, SimConfig, Simulator};
 use byok_store::{NewCredential, NewToken, Store};
@@ -59,6 +59,9 @@ pub struct SystemOptions {
     pub concurrency: usize,
     /// Users with a stored Runway key; jobs go round-robin to them.
     pub users: usize,
+    /// The API's edge limits (`api.rate_limit` at a rate no run reaches,
+    /// `api.auth_failure_limit` as by default); off: both `off`.
+    pub edge_limits: bool,
 }
 
 /// A running system, assembled by `byok-app` as `byok run` (embedded: one
@@ -97,7 +100,8 @@ pub async fn simulator(config: SimConfig) -> anyhow::Result<RunningSim> {
 
 /// The settings of a benchmark system: the built-in defaults with the
 /// database, the queue, the key ring and every provider pointed at the
-/// simulator, limits that never bind.
+/// simulator, limits that never bind (the API's per-token limit stays on,
+/// checked on every request, at a rate no run reaches).
 pub fn settings(
     database_url: &str,
     queue_url: &str,
@@ -113,6 +117,8 @@ pub fn settings(
     settings.output.dir = dir.join("videos");
     settings.fetch.allow_private_networks = true;
     settings.worker.shutdown_grace = Duration::from_secs(5);
+    settings.api.rate_limit =
+        Some(byok_config::RequestRate::parse("1000000/s, burst 1000000").expect("a valid rate"));
     for id in ProviderId::ALL {
         let p = settings.providers.get_mut(id);
         p.base_url = match id {
@@ -134,8 +140,12 @@ pub fn settings(
 }
 
 /// Stores a sealed Runway key (`sim_…`, valid at the simulator) for each of
-/// `n` new users, as the credential API stores them.
-pub async fn store_users(system: &byok_app::System, n: usize) -> anyhow::Result<Vec<Uuid>> {
+/// `n` new users of `project`, as the credential API stores them.
+pub async fn store_users(
+    system: &byok_app::System,
+    project: Uuid,
+    n: usize,
+) -> anyhow::Result<Vec<Uuid>> {
     let adapter = system.registry().get(ProviderId::Runway);
     let mut users = Vec::with_capacity(n);
     for i in 0..n {
@@ -144,17 +154,14 @@ pub async fn store_users(system: &byok_app::System, n: usize) -> anyhow::Result<
             .parse_credentials(&serde_json::json!({ "api_key": format!("sim_bench_key_{i:04}") }))
             .map_err(|e| anyhow::anyhow!("credentials: {}", e.field))?;
         let sealed = system.key_ring().seal(
-            &SealContext::new(
-                ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                ProviderId::Runway,
-            ),
+            &SealContext::new(ProjectUser::new(project, user), ProviderId::Runway),
             &credentials.to_plaintext(),
         )?;
         system
             .store()
             .credentials()
             .upsert(&NewCredential {
-                owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
+                owner: ProjectUser::new(project, user),
                 provider: ProviderId::Runway,
                 sealed,
                 credential_hint: credentials.hint(),
@@ -198,6 +205,10 @@ impl System {
                 settings.providers.get_mut(id).poll_interval = options.poll_interval;
             }
             settings.worker.concurrency = concurrency;
+            if !options.edge_limits {
+                settings.api.rate_limit = None;
+                settings.api.auth_failure_limit = None;
+            }
             settings
         };
 
@@ -215,11 +226,16 @@ impl System {
             Some(settings) => Some(byok_app::start(settings, Roles::worker("bench")).await?),
             None => None,
         };
-        let users = store_users(api_role.system(), options.users).await?;
+        // A project of its own and a token scoped as a producer's would be.
         let store = api_role.system().store().clone();
+        let project = store.projects().create("bench").await?.id;
+        let users = store_users(api_role.system(), project, options.users).await?;
         let (_, token) = store
             .tokens()
-            .create(&NewToken::new("bench", DEFAULT_PROJECT_ID))
+            .create(&NewToken {
+                scopes: Scopes::parse_list("jobs:read,jobs:write")?,
+                ..NewToken::new("bench", project)
+            })
             .await?;
         Ok(System {
             api,

@@ -4,11 +4,13 @@ mod duration;
 mod encryption;
 mod error;
 mod load;
+mod rate;
 mod settings;
 
 pub use encryption::{KeyRingSource, load_key_ring};
 pub use error::ConfigError;
 pub use load::{ENV_PREFIX, Environment, defaults, load, load_from};
+pub use rate::RequestRate;
 pub use settings::{
     ApiSettings, DatabaseSettings, EncryptionSettings, FetchSettings, OutputSettings,
     ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, Settings, Shape, WorkerSettings,

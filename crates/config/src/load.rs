@@ -27,6 +27,11 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("queue.dead_retention", "10000"),
     ("api.listen", "127.0.0.1:8080"),
     ("api.max_body_bytes", "1048576"),
+    ("api.rate_limit", "100/s, burst 200"),
+    ("api.auth_failure_limit", "10/min, burst 20"),
+    ("api.header_read_timeout", "10s"),
+    ("api.request_timeout", "30s"),
+    ("api.max_connections", "4096"),
     ("worker.concurrency", "256"),
     ("worker.max_attempts", "8"),
     ("worker.job_timeout", "30m"),
@@ -39,6 +44,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("output.presign", "false"),
     ("output.presign_ttl", "1h"),
     ("fetch.allow_private_networks", "false"),
+    ("fetch.max_concurrent_decodes", "2"),
+    ("fetch.max_decoded_bytes", "134217728"),
 ];
 
 /// `providers.<id>.base_url`, `.rate_limit.per_minute`, `.rate_limit.per_hour` and
@@ -357,6 +364,20 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
+        positive_duration("api.header_read_timeout", self.api.header_read_timeout)?;
+        positive_duration("api.request_timeout", self.api.request_timeout)?;
+        if self.api.max_connections == 0 {
+            return Err(ConfigError::new(
+                "api.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.api.metrics_listen.is_some() && self.api.metrics_listen == Some(self.api.listen) {
+            return Err(ConfigError::new(
+                "api.metrics_listen",
+                "must differ from api.listen (unset it to serve /metrics on api.listen)",
+            ));
+        }
         if !(1..=100_000).contains(&self.worker.concurrency) {
             return Err(ConfigError::new(
                 "worker.concurrency",
@@ -367,6 +388,18 @@ impl Settings {
             return Err(ConfigError::new(
                 "worker.max_attempts",
                 "must be between 1 and 1000",
+            ));
+        }
+        if self.fetch.max_concurrent_decodes == 0 {
+            return Err(ConfigError::new(
+                "fetch.max_concurrent_decodes",
+                "must be at least 1",
+            ));
+        }
+        if self.fetch.max_decoded_bytes < 1024 * 1024 {
+            return Err(ConfigError::new(
+                "fetch.max_decoded_bytes",
+                "must be at least 1048576 (1 MiB)",
             ));
         }
 
@@ -390,6 +423,14 @@ impl Settings {
                 ));
             }
             positive_duration(&format!("{prefix}.poll_interval"), p.poll_interval)?;
+            if let Some(rate) = p.max_requests_per_second
+                && !(rate.is_finite() && (0.001..=1_000_000.0).contains(&rate))
+            {
+                return Err(ConfigError::new(
+                    format!("{prefix}.max_requests_per_second"),
+                    "must be a number between 0.001 and 1000000",
+                ));
+            }
             if let Some(models) = &p.models {
                 byok_core::Catalogue {
                     models: models.clone(),

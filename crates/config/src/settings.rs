@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use byok_core::ProviderId;
+use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::Deserialize;
+
+use crate::RequestRate;
 
 /// Everything the binary can be configured with.
 #[derive(Debug, Deserialize)]
@@ -79,6 +82,29 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Requests per token on `/v1`, per process (`"100/s, burst 200"`; `off`: none).
+    #[serde(deserialize_with = "crate::rate::deserialize_optional")]
+    pub rate_limit: Option<RequestRate>,
+    /// Failed authentications per client address, per process; past it the address gets
+    /// 429 on `/v1` until the rate lets it through again (`off`: none).
+    #[serde(deserialize_with = "crate::rate::deserialize_optional")]
+    pub auth_failure_limit: Option<RequestRate>,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR networks; a list or
+    /// one comma-separated string). The client address is the right-most entry not in it.
+    #[serde(default, deserialize_with = "comma_separated_networks")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The longest a client may take to send a request's headers; the connection is
+    /// closed after it (also between requests on a kept-alive connection).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub header_read_timeout: Duration,
+    /// The longest a request may take until its response starts (the body of a video
+    /// streams past it); 503 `timeout` after it.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Where the API serves `/metrics` instead of on `listen`; unset: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `worker.*`
@@ -213,6 +239,31 @@ pub struct ProviderSettings {
     /// string (the environment's form).
     #[serde(default, deserialize_with = "comma_separated")]
     pub token_uri_allowlist: Vec<String>,
+    /// Every request this process sends to the provider (submits, polls, downloads, key
+    /// checks) is paced to at most this many per second, by waiting; unset: not paced.
+    /// The per-key `rate_limit` stays the authority for submits.
+    #[serde(default)]
+    pub max_requests_per_second: Option<f64>,
+}
+
+/// A list of IP networks (`10.0.0.0/8`, or a bare address for one host), or one string of
+/// comma-separated entries.
+fn comma_separated_networks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<IpNet>, D::Error> {
+    comma_separated(d)?
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{entry}` is not an IP address or network (e.g. 10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// A list of strings, or one string of comma-separated entries.
@@ -241,6 +292,13 @@ pub struct FetchSettings {
     /// Allow user-supplied URLs to reach loopback, private and link-local
     /// addresses. Only tests and the simulator need it.
     pub allow_private_networks: bool,
+    /// How many input images a process decodes or resizes at a time (at
+    /// least 1); the other jobs wait their turn.
+    pub max_concurrent_decodes: u32,
+    /// The most an input image may take decoded, in bytes (width x height x
+    /// bytes per pixel, plus what the decoder keeps beside it), checked from
+    /// its header before decoding; larger images are an `invalid_request`.
+    pub max_decoded_bytes: u64,
 }
 
 /// The two deployment shapes (docs/architecture.md, "Deployment shapes").

@@ -48,6 +48,8 @@ fn defaults_describe_the_embedded_shape() {
     assert_eq!(s.worker.shutdown_grace, Duration::from_secs(25));
     assert_eq!(s.output.dir, PathBuf::from("byok-data/videos"));
     assert!(!s.fetch.allow_private_networks);
+    assert_eq!(s.fetch.max_concurrent_decodes, 2);
+    assert_eq!(s.fetch.max_decoded_bytes, 128 * 1024 * 1024);
     assert_eq!(
         s.providers.get(ProviderId::Runway).base_url,
         "https://api.dev.runwayml.com"
@@ -187,6 +189,14 @@ fn bad_values_name_their_setting() {
         (
             error(None, &[("BYOK__WORKER__CONCURRENCY", "0")]),
             "worker.concurrency",
+        ),
+        (
+            error(None, &[("BYOK__FETCH__MAX_CONCURRENT_DECODES", "0")]),
+            "fetch.max_concurrent_decodes",
+        ),
+        (
+            error(None, &[("BYOK__FETCH__MAX_DECODED_BYTES", "1000")]),
+            "fetch.max_decoded_bytes",
         ),
         (
             error(None, &[("BYOK__WORKER__JOB_TIMEOUT", "30")]),
@@ -432,5 +442,100 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
     ] {
         let err = error(None, &[("BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST", bad)]);
         assert_eq!(err.setting, "providers.veo.token_uri_allowlist", "{bad}");
+    }
+}
+
+#[test]
+fn the_api_edge_settings_load_from_a_file_and_the_environment() {
+    let s = load_from(None, &env(&[])).unwrap();
+    assert_eq!(
+        s.api.rate_limit.map(|r| r.to_string()).as_deref(),
+        Some("100/s, burst 200")
+    );
+    assert_eq!(
+        s.api.auth_failure_limit.map(|r| r.to_string()).as_deref(),
+        Some("10/min, burst 20")
+    );
+    assert!(s.api.trusted_proxies.is_empty());
+    assert_eq!(s.api.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.api.request_timeout, Duration::from_secs(30));
+    assert_eq!(s.api.max_connections, 4096);
+    assert_eq!(s.api.metrics_listen, None);
+    assert_eq!(
+        s.providers.get(ProviderId::Runway).max_requests_per_second,
+        None
+    );
+
+    let (_dir, path) = file(
+        "[api]\nrate_limit = \"off\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+         metrics_listen = \"127.0.0.1:9200\"\n[providers.runway]\nmax_requests_per_second = 2.5\n",
+    );
+    let s = load_from(Some(&path), &env(&[])).unwrap();
+    assert_eq!(s.api.rate_limit, None);
+    assert_eq!(
+        s.api
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.0.0.0/8", "192.0.2.1/32"]
+    );
+    assert_eq!(s.api.metrics_listen.unwrap().port(), 9200);
+    assert_eq!(
+        s.providers.get(ProviderId::Runway).max_requests_per_second,
+        Some(2.5)
+    );
+
+    let s = load_from(
+        None,
+        &env(&[
+            ("BYOK__API__AUTH_FAILURE_LIMIT", "5/h"),
+            ("BYOK__API__TRUSTED_PROXIES", "10.1.0.0/16, fd00::/8"),
+            ("BYOK__PROVIDERS__VEO__MAX_REQUESTS_PER_SECOND", "20"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.api.auth_failure_limit.map(|r| r.to_string()).as_deref(),
+        Some("5/h, burst 5")
+    );
+    assert_eq!(s.api.trusted_proxies.len(), 2);
+    assert_eq!(
+        s.providers.get(ProviderId::Veo).max_requests_per_second,
+        Some(20.0)
+    );
+
+    for (key, value, setting) in [
+        ("BYOK__API__RATE_LIMIT", "lots", "api.rate_limit"),
+        ("BYOK__API__RATE_LIMIT", "0/s", "api.rate_limit"),
+        (
+            "BYOK__API__AUTH_FAILURE_LIMIT",
+            "5/s, burst x",
+            "api.auth_failure_limit",
+        ),
+        (
+            "BYOK__API__TRUSTED_PROXIES",
+            "10.0.0.0/33",
+            "api.trusted_proxies",
+        ),
+        ("BYOK__API__MAX_CONNECTIONS", "0", "api.max_connections"),
+        (
+            "BYOK__API__HEADER_READ_TIMEOUT",
+            "0s",
+            "api.header_read_timeout",
+        ),
+        (
+            "BYOK__API__METRICS_LISTEN",
+            "127.0.0.1:8080",
+            "api.metrics_listen",
+        ),
+        (
+            "BYOK__PROVIDERS__RUNWAY__MAX_REQUESTS_PER_SECOND",
+            "0",
+            "providers.runway.max_requests_per_second",
+        ),
+    ] {
+        let err = error(None, &[(key, value)]);
+        assert_eq!(err.setting, setting, "{key}={value}: {err}");
     }
 }

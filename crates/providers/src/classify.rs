@@ -13,6 +13,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::http::{Body, describe_transport_error, read_capped, sanitize};
+use crate::pace::Pace;
 
 /// The wait used when a provider throttles without saying for how long.
 /// Stability documents a 60-second lockout after its rate limit (docs/provider-protocols.md §2.5).
@@ -36,6 +37,7 @@ pub(crate) struct Answer {
 /// `submit_outcome_unknown`: the job may exist and be billed, and no provider
 /// offers an idempotency key, so it must never be re-sent blindly.
 pub(crate) async fn send_submit(
+    pace: &Pace,
     request: reqwest::RequestBuilder,
     provider: &str,
     timeout: Duration,
@@ -54,7 +56,7 @@ pub(crate) async fn send_submit(
             ))
         }
     };
-    let response = request.send().await.map_err(|e| failed(&e))?;
+    let response = pace.send(request).await.map_err(|e| failed(&e))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = read_capped(response).await.map_err(|e| failed(&e))?;
@@ -68,6 +70,7 @@ pub(crate) async fn send_submit(
 /// Sends a request that is safe to repeat (poll, cancel, key check):
 /// every transport failure is transient.
 pub(crate) async fn send_idempotent(
+    pace: &Pace,
     request: reqwest::RequestBuilder,
     provider: &str,
     timeout: Duration,
@@ -82,7 +85,7 @@ pub(crate) async fn send_idempotent(
             ),
         )
     };
-    let response = request.send().await.map_err(|e| failed(&e))?;
+    let response = pace.send(request).await.map_err(|e| failed(&e))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = read_capped(response).await.map_err(|e| failed(&e))?;

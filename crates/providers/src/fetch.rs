@@ -25,8 +25,14 @@
 //! `Content-Length` is checked first and the streamed count enforces it when the
 //! server sends none or lies), within `timeout` for the whole fetch including
 //! redirects, served as `image/png`, `image/jpeg` or `image/webp`, and the bytes must
-//! decode as a PNG, JPEG or WebP image of at most [`MAX_IMAGE_PIXELS`] pixels. The
-//! fetcher has its own HTTP client: no credentials, cookies or `Referer` are ever sent.
+//! decode as a PNG, JPEG or WebP image of at most [`MAX_IMAGE_PIXELS`] pixels that fits
+//! the decoded-size budget of [`ImageWork`] (both checked from the image header before
+//! anything is decoded). The fetcher has its own HTTP client: no credentials, cookies or
+//! `Referer` are ever sent.
+//!
+//! Every decode and resize of a user's image, here and in the adapters, runs through
+//! the process's one [`ImageWork`]: on a blocking thread, at most
+//! `fetch.max_concurrent_decodes` at once, each within `fetch.max_decoded_bytes`.
 //!
 //! Error messages name the URL's host at most: paths and queries of user URLs often
 //! carry signatures or tokens, and resolved addresses or transport internals say more
@@ -34,10 +40,14 @@
 
 use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::{ErrorCode, JobError};
-use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use image::imageops::{self, FilterType};
+use image::{
+    DynamicImage, GenericImageView, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel, RgbImage,
+};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use url::{Host, Url};
@@ -50,6 +60,12 @@ use crate::net::{self, PolicyError};
 /// declare a billion pixels; decoding it would take gigabytes. No provider makes
 /// video larger than 1920x1080 from it, so 40 megapixels is generous.
 pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+const MIB: u64 = 1024 * 1024;
+
+/// What a decoder may allocate besides the image itself (`Limits::max_alloc` is the
+/// decoded-size budget plus this): row buffers, the inflate window, palettes.
+const DECODER_ALLOWANCE_BYTES: u64 = 64 * MIB;
 
 /// The longest `image_url` accepted (signed CDN URLs run to ~1.5 KB).
 const MAX_URL_CHARS: usize = 4096;
@@ -65,10 +81,15 @@ pub struct FetchOptions {
     pub allow_private_networks: bool,
     /// Largest image accepted, in bytes (default 20 MiB).
     pub max_bytes: usize,
-    /// Time limit for the whole fetch, redirects included (default 15 s).
+    /// Time limit for the whole fetch, redirects included (default 15 s); the wait for
+    /// a decoding turn comes after it.
     pub timeout: Duration,
     /// Redirects followed at most (default 3); each hop is checked like the first.
     pub max_redirects: usize,
+    /// Where the fetched image is decoded and checked: the process's decoding limits
+    /// (`fetch.max_concurrent_decodes`, `fetch.max_decoded_bytes`). Clones share one
+    /// limit; give the registry the same one ([`crate::RegistryOptions::images`]).
+    pub images: ImageWork,
 }
 
 impl FetchOptions {
@@ -81,13 +102,15 @@ impl FetchOptions {
 }
 
 impl Default for FetchOptions {
-    /// Private networks refused, 20 MiB, 15 s, 3 redirects.
+    /// Private networks refused, 20 MiB, 15 s, 3 redirects, an [`ImageWork`] of its own
+    /// with the default limits.
     fn default() -> Self {
         FetchOptions {
             allow_private_networks: false,
             max_bytes: Self::DEFAULT_MAX_BYTES,
             timeout: Self::DEFAULT_TIMEOUT,
             max_redirects: Self::DEFAULT_MAX_REDIRECTS,
+            images: ImageWork::default(),
         }
     }
 }
@@ -299,13 +322,34 @@ impl ImageFetcher {
         let url = self.parse(url)?;
         self.check_hop(&url)?;
         let host = host_of(&url);
-        match tokio::time::timeout(self.options.timeout, self.follow(url)).await {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout {
-                host,
-                after: self.options.timeout,
-            }),
-        }
+        let (host, bytes) = match tokio::time::timeout(self.options.timeout, self.follow(url)).await
+        {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(FetchError::Timeout {
+                    host,
+                    after: self.options.timeout,
+                });
+            }
+        };
+        // The time limit is the host's: a turn at the decoder comes after it, because a
+        // queue of decodes in this process is not the host's doing.
+        let checked = self
+            .options
+            .images
+            .decode(bytes, |bytes, format, image| InputImage {
+                bytes,
+                content_type: mime_of(format).to_owned(),
+                width: image.width(),
+                height: image.height(),
+            })
+            .await;
+        checked.map_err(|e| match e {
+            DecodeError::Unusable(reason) => FetchError::NotAnImage { host, reason },
+            DecodeError::Failed(message) => {
+                FetchError::Internal(format!("the image check failed: {message}"))
+            }
+        })
     }
 
     fn parse(&self, raw: &str) -> Result<Url, FetchError> {
@@ -343,8 +387,9 @@ impl ImageFetcher {
         Ok(())
     }
 
-    /// GETs `url`, following redirects by hand so that every hop is checked.
-    async fn follow(&self, mut url: Url) -> Result<InputImage, FetchError> {
+    /// GETs `url`, following redirects by hand so that every hop is checked; the host
+    /// that served the image and its bytes, not yet decoded.
+    async fn follow(&self, mut url: Url) -> Result<(String, Vec<u8>), FetchError> {
         let mut redirects = 0;
         loop {
             let response = self
@@ -388,11 +433,12 @@ impl ImageFetcher {
         }
     }
 
+    /// The body of an image answer: an image content type, at most `max_bytes`.
     async fn read_image(
         &self,
         url: &Url,
         response: reqwest::Response,
-    ) -> Result<InputImage, FetchError> {
+    ) -> Result<(String, Vec<u8>), FetchError> {
         let host = host_of(url);
         let not_an_image = |reason: String| FetchError::NotAnImage {
             host: host.clone(),
@@ -414,25 +460,11 @@ impl ImageFetcher {
             None => return Err(not_an_image("served without a content type".to_owned())),
         }
         let limit = self.options.max_bytes;
-        let bytes = match read_limited(response, limit).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Err(FetchError::TooLarge { host, limit }),
-            Err(e) => return Err(transport_error(url, &e)),
-        };
-        // Decoding is CPU work of up to a second for a large image: off the async threads.
-        let checked = tokio::task::spawn_blocking(move || {
-            decode_checked(&bytes)
-                .map(|(format, image)| (bytes, format, image.width(), image.height()))
-        })
-        .await
-        .map_err(|e| FetchError::Internal(format!("the image check failed: {e}")))?;
-        let (bytes, format, width, height) = checked.map_err(not_an_image)?;
-        Ok(InputImage {
-            bytes,
-            content_type: mime_of(format).to_owned(),
-            width,
-            height,
-        })
+        match read_limited(response, limit).await {
+            Ok(Some(bytes)) => Ok((host, bytes)),
+            Ok(None) => Err(FetchError::TooLarge { host, limit }),
+            Err(e) => Err(transport_error(url, &e)),
+        }
     }
 }
 
@@ -455,11 +487,137 @@ pub(crate) fn mime_of(format: ImageFormat) -> &'static str {
     }
 }
 
-/// Sniffs `bytes` (PNG, JPEG or WebP only, whatever a header claimed), refuses more
-/// than [`MAX_IMAGE_PIXELS`] from the image header before decoding anything, and
-/// decodes the whole image (so a file that is only a valid header is refused too).
-/// The error is a short reason for people.
-pub(crate) fn decode_checked(bytes: &[u8]) -> Result<(ImageFormat, DynamicImage), String> {
+/// Decoding and resizing users' images, for the whole process: at most
+/// `max_concurrent` at a time (`fetch.max_concurrent_decodes`), each image within a
+/// decoded-size budget (`fetch.max_decoded_bytes`). Cheap to clone; clones share the
+/// limit. A process builds one and gives it to the fetcher and the registry.
+///
+/// Why a limit on concurrency, and why a small one: a decode holds the whole decoded
+/// image (up to the budget) and a resize holds its buffers beside it, while the file
+/// that caused it may be a few hundred kilobytes. A worker runs `worker.concurrency`
+/// jobs at once (256 by default), and tokio's blocking pool would run as many decodes
+/// side by side: twenty images at the budget are 2.5 GiB. With at most two at a time,
+/// the memory images can take is two budgets and two resizes, whatever the number of
+/// jobs. It costs little time: decoding and resizing are CPU-bound, and a worker has few
+/// cores, so more of them at once would not finish sooner; meanwhile the other jobs wait
+/// on providers, which needs no image work. Waiting for a turn holds no thread (an
+/// async semaphore), and tokio's semaphore is fair, so turns come in arrival order.
+#[derive(Debug, Clone)]
+pub struct ImageWork {
+    permits: Arc<tokio::sync::Semaphore>,
+    max_concurrent: usize,
+    max_decoded_bytes: u64,
+}
+
+impl ImageWork {
+    /// Default `fetch.max_concurrent_decodes`: 2.
+    pub const DEFAULT_MAX_CONCURRENT: usize = 2;
+    /// Default `fetch.max_decoded_bytes`: 128 MiB, which a 40-megapixel photo (3 bytes
+    /// per pixel, 114 MiB) fits; a 40-megapixel image at 16 bits per channel does not.
+    pub const DEFAULT_MAX_DECODED_BYTES: u64 = 128 * MIB;
+
+    /// At most `max_concurrent` decodes or resizes at a time (0 counts as 1: the
+    /// configuration refuses it), each image within `max_decoded_bytes`.
+    pub fn new(max_concurrent: usize, max_decoded_bytes: u64) -> ImageWork {
+        let max_concurrent = max_concurrent.max(1);
+        ImageWork {
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            max_concurrent,
+            max_decoded_bytes,
+        }
+    }
+
+    /// How many decodes or resizes may run at a time.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    /// The most an image may take decoded, in bytes.
+    pub fn max_decoded_bytes(&self) -> u64 {
+        self.max_decoded_bytes
+    }
+
+    /// Runs `work` on a blocking thread once it has a turn.
+    ///
+    /// The turn (the permit) moves into the blocking task, so it is given back when the
+    /// work ends, not when the caller stops waiting: a job cancelled or timed out in the
+    /// middle of a decode does not free a turn while its decode still runs.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DecodeError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| DecodeError::Failed(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            work()
+        })
+        .await
+        .map_err(|e| DecodeError::Failed(e.to_string()))
+    }
+
+    /// Decodes `bytes` in a turn ([`decode_checked`]: the pixel cap and this budget are
+    /// checked from the header first) and hands the image to `then` in the same turn,
+    /// for the resizing and re-encoding that needs it.
+    pub(crate) async fn decode<T: Send + 'static>(
+        &self,
+        bytes: Vec<u8>,
+        then: impl FnOnce(Vec<u8>, ImageFormat, DynamicImage) -> T + Send + 'static,
+    ) -> Result<T, DecodeError> {
+        let budget = self.max_decoded_bytes;
+        self.run(move || {
+            let (format, image) = decode_checked(&bytes, budget).map_err(DecodeError::Unusable)?;
+            Ok(then(bytes, format, image))
+        })
+        .await?
+    }
+}
+
+impl Default for ImageWork {
+    /// Two at a time, 128 MiB each.
+    fn default() -> Self {
+        ImageWork::new(
+            Self::DEFAULT_MAX_CONCURRENT,
+            Self::DEFAULT_MAX_DECODED_BYTES,
+        )
+    }
+}
+
+/// Why [`ImageWork::decode`] gave no image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The producer's image: not PNG, JPEG or WebP, over the pixel cap or the budget,
+    /// or it does not decode. A short reason for people.
+    Unusable(String),
+    /// Ours: the blocking task panicked or could not run.
+    Failed(String),
+}
+
+impl DecodeError {
+    /// An adapter's view of a stored input image that cannot be used: the producer's
+    /// image is a permanent `invalid_request`, our failure a permanent `internal`.
+    pub(crate) fn to_job_error(&self) -> JobError {
+        match self {
+            DecodeError::Unusable(reason) => JobError::permanent(
+                ErrorCode::InvalidRequest,
+                format!("the input image is unusable: {reason}"),
+            ),
+            DecodeError::Failed(message) => JobError::permanent(
+                ErrorCode::Internal,
+                format!("internal error: the input image could not be processed: {message}"),
+            ),
+        }
+    }
+}
+
+/// Sniffs `bytes` (PNG, JPEG or WebP only, whatever a header claimed), refuses from the
+/// image header, before decoding anything, more than [`MAX_IMAGE_PIXELS`] pixels or an
+/// image that needs more than `budget` bytes to decode ([`decoding_bytes`]), and decodes
+/// the whole image (so a file that is only a valid header is refused too). The error is
+/// a short reason for people. Runs only in an [`ImageWork`] turn.
+fn decode_checked(bytes: &[u8], budget: u64) -> Result<(ImageFormat, DynamicImage), String> {
     let format = match image::guess_format(bytes) {
         Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => format,
         Ok(other) => {
@@ -470,13 +628,24 @@ pub(crate) fn decode_checked(bytes: &[u8]) -> Result<(ImageFormat, DynamicImage)
         }
         Err(_) => return Err("the bytes are not PNG, JPEG or WebP".to_owned()),
     };
-    let reader = || ImageReader::with_format(Cursor::new(bytes), format);
-    let (width, height) = reader().into_dimensions().map_err(|e| {
+    let mut limits = Limits::default();
+    // The decoded image is reserved from this first (`ImageReader::decode`), so what is
+    // left is the allowance for the decoder's own buffers.
+    limits.max_alloc = Some(budget.saturating_add(DECODER_ALLOWANCE_BYTES));
+    let reader = || {
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        reader.limits(limits.clone());
+        reader
+    };
+    let header = reader().into_decoder().map_err(|e| {
         format!(
             "could not read the image header ({})",
             sanitize(&e.to_string(), &[])
         )
     })?;
+    let (width, height) = header.dimensions();
+    let bytes_per_pixel = header.color_type().bytes_per_pixel();
+    drop(header);
     let pixels = u64::from(width) * u64::from(height);
     if pixels == 0 {
         return Err("the image has no pixels".to_owned());
@@ -487,19 +656,145 @@ pub(crate) fn decode_checked(bytes: &[u8]) -> Result<(ImageFormat, DynamicImage)
             MAX_IMAGE_PIXELS / 1_000_000
         ));
     }
-    let mut reader = reader();
-    let mut limits = Limits::default();
-    // Header-declared size is checked above; this bounds what the decoder may allocate
-    // (40 MP at 16-bit RGBA is 320 MB).
-    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + 64 * 1024 * 1024);
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| {
+    let decoded = pixels * u64::from(bytes_per_pixel);
+    let needed = decoding_bytes(format, bytes, width, height, decoded);
+    if needed > budget {
+        let working = if needed == decoded {
+            String::new()
+        } else {
+            format!(
+                " and needs {} MiB with the decoder's working memory",
+                needed.div_ceil(MIB)
+            )
+        };
+        return Err(format!(
+            "{width}x{height} at {bytes_per_pixel} bytes per pixel decodes to {} MiB{working}, more than the {} MiB budget",
+            decoded.div_ceil(MIB),
+            budget / MIB
+        ));
+    }
+    let image = reader().decode().map_err(|e| {
         format!(
             "the image does not decode ({})",
             sanitize(&e.to_string(), &[])
         )
     })?;
     Ok((format, image))
+}
+
+/// The memory a decode takes: the decoded image (`decoded` bytes) and what the decoder
+/// keeps beside it for the whole image, as far as the header tells:
+///
+/// * a progressive JPEG keeps every DCT coefficient of every component until the last
+///   scan, 2 bytes each ([`jpeg_coefficient_bytes`]); a baseline JPEG is decoded a row
+///   of blocks at a time;
+/// * the WebP decoder keeps a 4-byte-per-pixel frame beside the image (a lossless image
+///   without alpha, an animation's canvas), or the YUV planes of a lossy one: counted
+///   as 4 bytes per pixel;
+/// * the PNG decoder works a row at a time (bounded by `Limits::max_alloc`).
+fn decoding_bytes(format: ImageFormat, bytes: &[u8], width: u32, height: u32, decoded: u64) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let scratch = match format {
+        ImageFormat::Jpeg => jpeg_coefficient_bytes(bytes),
+        ImageFormat::WebP => pixels * 4,
+        _ => 0,
+    };
+    decoded + scratch
+}
+
+/// The coefficient memory of a progressive JPEG, from its frame header (SOF2, SOF6,
+/// SOF10 or SOF14): per component, its share of the MCUs' 8x8 blocks at 2 bytes a
+/// coefficient, as the decoder allocates it. 0 for a baseline JPEG, and for one whose
+/// frame header cannot be found (the decoder refuses those).
+fn jpeg_coefficient_bytes(bytes: &[u8]) -> u64 {
+    let be16 = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let mut at = 2; // after SOI
+    while let (Some(&0xFF), Some(&marker)) = (bytes.get(at), bytes.get(at + 1)) {
+        match marker {
+            0xFF => at += 1,               // fill byte
+            0x01 | 0xD0..=0xD8 => at += 2, // markers without a segment
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if !matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE) {
+                    return 0;
+                }
+                return progressive_frame_bytes(bytes.get(at + 4..).unwrap_or_default());
+            }
+            0xD9 | 0xDA => return 0, // the end or a scan before any frame header
+            _ => match be16(at + 2) {
+                Some(length) => at += 2 + usize::from(length),
+                None => return 0,
+            },
+        }
+    }
+    0
+}
+
+/// See [`jpeg_coefficient_bytes`]: `frame` is a frame header's content (precision,
+/// height, width, component count, then 3 bytes per component: id, sampling, table).
+fn progressive_frame_bytes(frame: &[u8]) -> u64 {
+    let (Some(&[_, h0, h1, w0, w1, count]), Some(components)) = (
+        frame.get(..6).and_then(|b| <&[u8; 6]>::try_from(b).ok()),
+        frame.get(6..),
+    ) else {
+        return 0;
+    };
+    let (height, width) = (
+        u64::from(u16::from_be_bytes([h0, h1])),
+        u64::from(u16::from_be_bytes([w0, w1])),
+    );
+    let sampling: Vec<(u64, u64)> = components
+        .chunks_exact(3)
+        .take(usize::from(count))
+        .map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 0x0F).max(1)))
+        .collect();
+    let h_max = sampling.iter().map(|s| s.0).max().unwrap_or(1);
+    let v_max = sampling.iter().map(|s| s.1).max().unwrap_or(1);
+    let mcus = width.div_ceil(8 * h_max) * height.div_ceil(8 * v_max);
+    sampling.iter().map(|(h, v)| mcus * h * v * 64 * 2).sum()
+}
+
+/// The rectangle `(x, y, width, height)` of `image` scaled to exactly `width` x
+/// `height`, as 8-bit RGB (transparency dropped), in bounded memory. Runs in an
+/// [`ImageWork`] turn, on the image it decoded.
+///
+/// `image`'s Lanczos3 resize keeps an RGBA copy in 32-bit floats (16 bytes a pixel) of
+/// the source's width times the target's height, larger than the decoded image itself
+/// for a large source, and upscaling a sliver of an image to cover a target would make
+/// it larger still. So the rectangle is cut out first (nothing is ever scaled beyond
+/// the target), a reduction by half or more averages blocks of pixels
+/// ([`imageops::thumbnail`], which allocates only its output: an area average, the
+/// right filter for such reductions), and for a smaller reduction the decoded image is
+/// dropped before the Lanczos3 pass runs on an 8-bit copy of the rectangle, at most
+/// twice the target a side.
+pub(crate) fn scale_to_rgb8(
+    image: DynamicImage,
+    (x, y, crop_width, crop_height): (u32, u32, u32, u32),
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    let view = imageops::crop_imm(&image, x, y, crop_width, crop_height);
+    if view.width() >= 2 * width && view.height() >= 2 * height {
+        let reduced = imageops::thumbnail(&*view, width, height);
+        return DynamicImage::ImageRgba8(reduced).into_rgb8();
+    }
+    let whole = (x, y, crop_width, crop_height) == (0, 0, image.width(), image.height());
+    let rgb = if whole {
+        image.into_rgb8()
+    } else {
+        let rgb = RgbImage::from_fn(view.width(), view.height(), |i, j| {
+            view.get_pixel(i, j).to_rgb()
+        });
+        drop(image);
+        rgb
+    };
+    if rgb.dimensions() == (width, height) {
+        return rgb;
+    }
+    imageops::resize(&rgb, width, height, FilterType::Lanczos3)
 }
 
 fn host_of(url: &Url) -> String {
@@ -741,6 +1036,27 @@ mod tests {
             .expect_err("refused at precheck");
         assert!(err.is_refused_by_policy(), "{err:?}");
     }
+}
+
+#[cfg(test)]
+mod image_work_tests {
+    //! The decoded-size budget (from the header, before decoding) and the process-wide
+    //! limit on decodes and resizes at once.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Barrier, mpsc};
+
+    use image::{Rgb, Rgba};
+
+    use super::*;
+
+    const BUDGET: u64 = ImageWork::DEFAULT_MAX_DECODED_BYTES;
+
+    fn encoded(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, format).expect("encode");
+        out.into_inner()
+    }
 
     /// CRC-32 (IEEE) as PNG chunks use it.
     fn crc32(bytes: &[u8]) -> u32 {
@@ -758,22 +1074,222 @@ mod tests {
         !crc
     }
 
+    /// A valid PNG header declaring `width` x `height` at `bit_depth` bits per channel of
+    /// PNG colour type `color_type` (2 RGB, 6 RGBA), with no pixel data behind it: what a
+    /// decoder would need is known, and any decode would fail.
+    fn png_header(width: u32, height: u32, bit_depth: u8, color_type: u8) -> Vec<u8> {
+        let mut png = encoded(&DynamicImage::new_rgb8(1, 1), ImageFormat::Png);
+        // IHDR: length (8..12), type (12..16), width (16..20), height (20..24), bit depth
+        // (24), colour type (25), …, CRC (29..33) over type and data.
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
+        png[24] = bit_depth;
+        png[25] = color_type;
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    fn refusal(bytes: &[u8], budget: u64) -> String {
+        match decode_checked(bytes, budget) {
+            Err(reason) => reason,
+            Ok((_, image)) => panic!("decoded {}x{}", image.width(), image.height()),
+        }
+    }
+
     #[test]
     fn decode_refuses_pixel_bombs_before_decoding() {
-        // A valid PNG header declaring 10000x5000 (50 MP) with no pixel data behind it:
-        // refused from the header alone.
-        let mut header = png(1, 1);
-        // IHDR: length (8..12), type (12..16), width (16..20), height (20..24), …, CRC (29..33)
-        // over type and data.
-        header[16..20].copy_from_slice(&10_000u32.to_be_bytes());
-        header[20..24].copy_from_slice(&5_000u32.to_be_bytes());
-        let crc = crc32(&header[12..29]);
-        header[29..33].copy_from_slice(&crc.to_be_bytes());
-        match decode_checked(&header) {
-            Err(reason) => assert_eq!(reason, "10000x5000 is more than 40 megapixels"),
-            Ok(_) => panic!("a 50 MP header must be refused"),
+        // 10000x5000 (50 MP): refused from the header alone.
+        assert_eq!(
+            refusal(&png_header(10_000, 5_000, 8, 2), u64::MAX),
+            "10000x5000 is more than 40 megapixels"
+        );
+        assert!(
+            decode_checked(
+                &encoded(&DynamicImage::new_rgb8(4, 4), ImageFormat::Png),
+                BUDGET
+            )
+            .is_ok()
+        );
+        assert!(decode_checked(b"<html>", BUDGET).is_err());
+    }
+
+    #[test]
+    fn the_decoded_size_budget_is_checked_from_the_header() {
+        // 6000x6000 (36 MP, under the pixel cap) at 16-bit RGBA: 275 MiB decoded. Refused
+        // with this reason, not "does not decode": nothing was decoded.
+        assert_eq!(
+            refusal(&png_header(6000, 6000, 16, 6), BUDGET),
+            "6000x6000 at 8 bytes per pixel decodes to 275 MiB, more than the 128 MiB budget"
+        );
+        // The same pixels at 8-bit RGB (103 MiB) pass the budget and reach the decoder,
+        // which finds no pixel data.
+        let reason = refusal(&png_header(6000, 6000, 8, 2), BUDGET);
+        assert!(reason.starts_with("the image does not decode"), "{reason}");
+
+        // A real image is measured by its colour type: 64x64 at 16-bit RGBA is 32 KiB.
+        let rgba16 = encoded(&DynamicImage::new_rgba16(64, 64), ImageFormat::Png);
+        let (_, image) = decode_checked(&rgba16, 64 * 64 * 8).expect("exactly the budget");
+        assert_eq!((image.width(), image.height()), (64, 64));
+        assert!(decode_checked(&rgba16, 64 * 64 * 8 - 1).is_err());
+        // A normal image passes the default budget.
+        let photo = encoded(&DynamicImage::new_rgb8(1920, 1080), ImageFormat::Jpeg);
+        assert!(decode_checked(&photo, BUDGET).is_ok());
+    }
+
+    /// A JPEG of `width` x `height` whose frame header says `sof` (0xC0 baseline, 0xC2
+    /// progressive), from a real 16x16 one: the header is real, the scans are not.
+    fn jpeg_declaring(sof: u8, width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = encoded(&DynamicImage::new_rgb8(16, 16), ImageFormat::Jpeg);
+        let at = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline frame header");
+        jpeg[at + 1] = sof;
+        jpeg[at + 5..at + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[at + 7..at + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn a_progressive_jpeg_counts_its_coefficients() {
+        // SOI, an APP0 segment to skip, SOF2 for 6000x6000 YCbCr 4:2:0, EOI.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00];
+        jpeg.extend([0xFF, 0xC2, 0x00, 0x11, 0x08, 0x17, 0x70, 0x17, 0x70, 0x03]);
+        jpeg.extend([
+            0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xFF, 0xD9,
+        ]);
+        // 375x375 MCUs of 16x16 pixels: 4 luma blocks and 2 chroma blocks each, 64
+        // coefficients of 2 bytes per block.
+        assert_eq!(jpeg_coefficient_bytes(&jpeg), 375 * 375 * 6 * 64 * 2);
+        jpeg[9] = 0xC0;
+        assert_eq!(jpeg_coefficient_bytes(&jpeg), 0, "baseline");
+        assert_eq!(jpeg_coefficient_bytes(b"\xFF\xD8\xFF"), 0, "truncated");
+
+        // 640x480 decodes to 0.9 MiB: under a 1 MiB budget a baseline JPEG decodes (the
+        // decoder fills in what its 16x16 scans do not cover), a progressive one is
+        // refused for its coefficients.
+        const ONE_MIB: u64 = 1024 * 1024;
+        let (_, image) =
+            decode_checked(&jpeg_declaring(0xC0, 640, 480), ONE_MIB).expect("baseline");
+        assert_eq!((image.width(), image.height()), (640, 480));
+        let progressive = refusal(&jpeg_declaring(0xC2, 640, 480), ONE_MIB);
+        assert!(
+            progressive.starts_with("640x480 at 3 bytes per pixel decodes to 1 MiB and needs ")
+                && progressive.ends_with(
+                    " MiB with the decoder's working memory, more than the 1 MiB budget"
+                ),
+            "{progressive}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_more_than_max_concurrent_decodes_at_once() {
+        const N: usize = 2;
+        const TASKS: usize = 20;
+        let work = ImageWork::new(N, BUDGET);
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        // Work that cannot finish until N are inside together: proves N run at once
+        // (the gate is not narrower); the atomic maximum proves no more ever did.
+        let together = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (work, inside, most, together) =
+                    (work.clone(), inside.clone(), most.clone(), together.clone());
+                tokio::spawn(async move {
+                    work.run(move || {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        together.wait();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("ran");
         }
-        assert!(decode_checked(&png(4, 4)).is_ok());
-        assert!(decode_checked(b"<html>").is_err());
+        assert_eq!(most.load(Ordering::SeqCst), N);
+        assert_eq!(work.permits.available_permits(), N, "every turn given back");
+    }
+
+    #[tokio::test]
+    async fn a_turn_is_held_until_the_work_ends_even_when_the_caller_gives_up() {
+        let work = ImageWork::new(1, BUDGET);
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let caller = tokio::spawn({
+            let work = work.clone();
+            async move {
+                work.run(move || {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                })
+                .await
+            }
+        });
+        has_started.await.expect("the work started");
+        caller.abort();
+        assert!(caller.await.is_err_and(|e| e.is_cancelled()));
+        // The caller is gone, its decode is not: the turn is still taken.
+        assert_eq!(work.permits.available_permits(), 0);
+        release.send(()).expect("the work waits");
+        // The next turn comes once the work ended.
+        work.run(|| ()).await.expect("a turn");
+        assert_eq!(work.permits.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn decode_maps_refusals_and_hands_over_the_image() {
+        let work = ImageWork::default();
+        let png = encoded(&DynamicImage::new_rgb8(3, 2), ImageFormat::Png);
+        let size = work
+            .decode(png.clone(), |bytes, format, image| {
+                (bytes.len(), format, image.width(), image.height())
+            })
+            .await
+            .expect("decoded");
+        assert_eq!(size, (png.len(), ImageFormat::Png, 3, 2));
+        let err = work
+            .decode(png_header(6000, 6000, 16, 6), |_, _, _| ())
+            .await
+            .expect_err("over the budget");
+        let job = err.to_job_error();
+        assert_eq!(job.code, ErrorCode::InvalidRequest);
+        assert!(
+            job.message.contains("more than the 128 MiB budget"),
+            "{job:?}"
+        );
+    }
+
+    /// 60x20: red left and right thirds, green middle.
+    fn banded() -> DynamicImage {
+        DynamicImage::ImageRgba16(image::ImageBuffer::from_fn(60, 20, |x, _| {
+            if (20..40).contains(&x) {
+                Rgba([0, u16::MAX, 0, u16::MAX])
+            } else {
+                Rgba([u16::MAX, 0, 0, u16::MAX])
+            }
+        }))
+    }
+
+    #[test]
+    fn scaling_cuts_the_rectangle_out_then_scales_it() {
+        // The middle 20x20 (green), reduced to a quarter (area average) and enlarged
+        // (Lanczos3): only green either way.
+        for (width, height) in [(5, 5), (10, 10), (30, 30)] {
+            let rgb = scale_to_rgb8(banded(), (20, 0, 20, 20), width, height);
+            assert_eq!(rgb.dimensions(), (width, height));
+            for pixel in rgb.pixels() {
+                let Rgb([r, g, _]) = *pixel;
+                assert!(r < 16 && g > 240, "{width}x{height}: {pixel:?}");
+            }
+        }
+        // The whole image, unchanged in size: the same pixels at 8 bits.
+        let whole = scale_to_rgb8(banded(), (0, 0, 60, 20), 60, 20);
+        assert_eq!(whole.get_pixel(0, 0), &Rgb([255, 0, 0]));
+        assert_eq!(whole.get_pixel(30, 10), &Rgb([0, 255, 0]));
     }
 }

@@ -15,6 +15,7 @@ use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::CredentialCheck;
+use crate::pace::Pace;
 use crate::registry::RegistryError;
 
 /// The most bytes read from any provider response. Key-check answers are tiny; anything
@@ -195,6 +196,7 @@ pub(crate) fn sanitize(text: &str, secrets: &[&str]) -> String {
 /// Sends a key-check request and reads the (capped) answer. A request that got no HTTP
 /// answer is `Err(Unavailable)`, with a reason naming `display_name`.
 pub(crate) async fn send_check(
+    pace: &Pace,
     request: reqwest::RequestBuilder,
     display_name: &str,
     timeout: Duration,
@@ -209,7 +211,7 @@ pub(crate) async fn send_check(
             secrets,
         ),
     };
-    let response = request.send().await.map_err(|e| unavailable(&e))?;
+    let response = pace.send(request).await.map_err(|e| unavailable(&e))?;
     let status = response.status();
     let body = read_capped(response).await.map_err(|e| unavailable(&e))?;
     Ok((status, body))

@@ -9,6 +9,7 @@ mod generation;
 mod http;
 pub mod net;
 mod options;
+mod pace;
 mod registry;
 mod runway;
 mod sealed;
@@ -24,7 +25,7 @@ pub use credentials::{
     CredentialCheck, Credentials, CredentialsError, CredentialsKind, ServiceAccountKey,
 };
 pub use descriptor::{CredentialField, ProviderDescriptor};
-pub use fetch::{FetchError, FetchOptions, ImageFetcher};
+pub use fetch::{FetchError, FetchOptions, ImageFetcher, ImageWork};
 pub use generation::{
     CancelOutcome, InputImage, RemoteStatus, SavedVideo, SubmitRequest, Submitted, Video,
     VideoOutput,

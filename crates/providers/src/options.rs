@@ -5,6 +5,8 @@ use std::time::Duration;
 use byok_core::{Catalogue, ProviderId, RateLimits};
 use url::Url;
 
+use crate::fetch::ImageWork;
+
 /// Google's OAuth token endpoint, which every real service-account file names.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
@@ -21,6 +23,9 @@ pub struct ProviderOptions {
     pub poll_interval: Duration,
     /// `providers.<id>.models`: replaces the built-in catalogue when set.
     pub models: Option<Catalogue>,
+    /// `providers.<id>.max_requests_per_second`: every request to the provider waits
+    /// for its turn at this pace; `None`: not paced.
+    pub max_requests_per_second: Option<f64>,
 }
 
 impl ProviderOptions {
@@ -33,6 +38,7 @@ impl ProviderOptions {
             rate_limits: defaults.rate_limits,
             poll_interval: defaults.poll_interval,
             models: None,
+            max_requests_per_second: None,
         }
     }
 }
@@ -56,6 +62,10 @@ pub struct RegistryOptions {
     /// simulator's). Any other is refused when the credential is parsed: a key file is
     /// user input, and its `token_uri` decides where byok sends a signed assertion.
     pub token_uri_allowlist: Vec<Url>,
+    /// Where the adapters decode and resize input images (Runway's re-encoding of a large
+    /// image, Stability's fitting): the process's one [`ImageWork`], shared with the
+    /// fetcher ([`crate::FetchOptions::images`]) so that one limit covers every decode.
+    pub images: ImageWork,
 }
 
 impl RegistryOptions {
@@ -64,13 +74,14 @@ impl RegistryOptions {
 
     /// Every provider's [`ProviderOptions::defaults`] (real hosts, seed rate limits: Veo
     /// 10/min 100/h, Runway 5/min 50/h, Stability 3/min 30/h), private networks refused,
-    /// 30 s timeout.
+    /// 30 s timeout, an [`ImageWork`] of its own with the default limits.
     pub fn defaults() -> RegistryOptions {
         RegistryOptions {
             providers: ProviderId::ALL.map(ProviderOptions::defaults),
             allow_private_networks: false,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             token_uri_allowlist: Vec::new(),
+            images: ImageWork::default(),
         }
     }
 

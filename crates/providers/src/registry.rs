@@ -8,7 +8,9 @@ use std::time::Duration;
 use byok_core::{Catalogue, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
+use crate::fetch::ImageWork;
 use crate::http::USER_AGENT;
+use crate::pace::Pace;
 use crate::vertex::TokenSource;
 use crate::{
     CredentialField, ProviderDescriptor, ProviderOptions, RegistryOptions, VideoProvider, runway,
@@ -75,20 +77,23 @@ pub(crate) struct Setup<'a> {
     pub(crate) token_uri_allowlist: Vec<url::Url>,
     /// Per-request timeout for provider calls.
     pub(crate) request_timeout: Duration,
+    /// The provider's outbound pace (`max_requests_per_second`): every request the
+    /// adapter sends waits on it.
+    pub(crate) pace: Pace,
+    /// Where input images are decoded and resized ([`RegistryOptions::images`]).
+    pub(crate) images: ImageWork,
 }
 
 impl<'a> Setup<'a> {
-    /// The setup of `spec` with `options`: loads and checks the catalogue, builds the
-    /// descriptor.
+    /// The setup of `spec` from the registry's options: loads and checks the catalogue,
+    /// builds the descriptor.
     pub(crate) fn new(
         spec: &ProviderSpec,
-        options: &'a ProviderOptions,
+        registry: &'a RegistryOptions,
         http: reqwest::Client,
         tokens: Arc<TokenSource>,
-        allow_private_networks: bool,
-        token_uri_allowlist: Vec<url::Url>,
-        request_timeout: Duration,
     ) -> Result<Setup<'a>, RegistryError> {
+        let options = registry.provider(spec.id);
         let catalogue = crate::catalogue::load(spec, options.models.as_ref())?;
         let descriptor = ProviderDescriptor {
             id: spec.id,
@@ -106,9 +111,11 @@ impl<'a> Setup<'a> {
             catalogue,
             http,
             tokens,
-            allow_private_networks,
-            token_uri_allowlist,
-            request_timeout,
+            allow_private_networks: registry.allow_private_networks,
+            token_uri_allowlist: registry.token_uri_allowlist.clone(),
+            request_timeout: registry.request_timeout,
+            pace: Pace::new(options.max_requests_per_second),
+            images: registry.images.clone(),
         })
     }
 }
@@ -177,15 +184,7 @@ impl Registry {
         let providers = PROVIDERS
             .iter()
             .map(|spec| {
-                let setup = Setup::new(
-                    spec,
-                    options.provider(spec.id),
-                    http.clone(),
-                    Arc::clone(&tokens),
-                    options.allow_private_networks,
-                    options.token_uri_allowlist.clone(),
-                    options.request_timeout,
-                )?;
+                let setup = Setup::new(spec, options, http.clone(), Arc::clone(&tokens))?;
                 let adapter = (spec.build)(setup)?;
                 debug_assert_eq!(adapter.id(), spec.id);
                 Ok(adapter)

@@ -11,7 +11,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use byok_core::{ErrorCode, JobError, Mode};
 use image::codecs::jpeg::JpegEncoder;
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
@@ -21,8 +20,10 @@ use url::Url;
 
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
+use crate::fetch::ImageWork;
 use crate::generation::write_error;
 use crate::http::{self, Body, MAX_VIDEO_BYTES, SaveError, USER_AGENT};
+use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
@@ -41,11 +42,14 @@ pub(crate) struct RunwayProvider {
     catalogue: byok_core::Catalogue,
     base_url: Url,
     http: reqwest::Client,
-    request_timeout: Duration,
     /// For output downloads: the network policy of user URLs (see [`Self::download`]).
     download: reqwest::Client,
     /// `fetch.allow_private_networks`, for output URLs.
     allow_private_networks: bool,
+    /// Paced sends (`providers.runway.max_requests_per_second`), downloads included.
+    outbound: Outbound,
+    /// Where a large input image is re-encoded (see [`prompt_image`]).
+    images: ImageWork,
 }
 
 /// The registry's entry for Runway.
@@ -87,6 +91,8 @@ impl RunwayProvider {
             http,
             allow_private_networks,
             request_timeout,
+            pace,
+            images,
             ..
         } = setup;
         // Output URLs are provider answers, i.e. untrusted: the client of user URLs
@@ -105,9 +111,10 @@ impl RunwayProvider {
             catalogue,
             base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
             http,
-            request_timeout,
             download,
             allow_private_networks,
+            outbound: Outbound::new(pace, DISPLAY_NAME, request_timeout),
+            images,
         })
     }
 }
@@ -142,7 +149,7 @@ impl VideoProvider for RunwayProvider {
             .bearer_auth(secret)
             .header("X-Runway-Version", API_VERSION)
             .header(ACCEPT, "application/json");
-        match http::send_check(request, DISPLAY_NAME, self.request_timeout, &[secret]).await {
+        match self.outbound.check(request, &[secret]).await {
             Ok((status, body)) => classify(status, &body, secret),
             Err(check) => check,
         }
@@ -163,7 +170,10 @@ impl VideoProvider for RunwayProvider {
                 let image = request.image.ok_or_else(|| {
                     internal("an image-to-video job reached submit without its fetched image")
                 })?;
-                ("/v1/image_to_video", Some(prompt_image(image).await?))
+                (
+                    "/v1/image_to_video",
+                    Some(prompt_image(&self.images, image).await?),
+                )
             }
         };
         // camelCase on the wire; numbers are JSON integers (docs/provider-protocols.md §1.2).
@@ -193,8 +203,7 @@ impl VideoProvider for RunwayProvider {
             .header("X-Runway-Version", API_VERSION)
             .header(ACCEPT, "application/json")
             .json(&Value::Object(body));
-        let answer =
-            classify::send_submit(request, DISPLAY_NAME, self.request_timeout, &[secret]).await?;
+        let answer = self.outbound.submit(request, &[secret]).await?;
         if !answer.status.is_success() {
             return Err(classify_answer(Call::Submit, &answer, secret));
         }
@@ -224,9 +233,7 @@ impl VideoProvider for RunwayProvider {
             .bearer_auth(secret)
             .header("X-Runway-Version", API_VERSION)
             .header(ACCEPT, "application/json");
-        let answer =
-            classify::send_idempotent(request, DISPLAY_NAME, self.request_timeout, &[secret])
-                .await?;
+        let answer = self.outbound.idempotent(request, &[secret]).await?;
         match answer.status.as_u16() {
             200..=299 => {}
             // Deleted (by anyone holding the key) or expired: nothing left to wait for.
@@ -259,9 +266,7 @@ impl VideoProvider for RunwayProvider {
             .bearer_auth(secret)
             .header("X-Runway-Version", API_VERSION)
             .header(ACCEPT, "*/*");
-        let answer =
-            classify::send_idempotent(request, DISPLAY_NAME, self.request_timeout, &[secret])
-                .await?;
+        let answer = self.outbound.idempotent(request, &[secret]).await?;
         match answer.status.as_u16() {
             // 204 No Content is the documented answer; any 2xx means done.
             200..=299 => Ok(CancelOutcome::Cancelled),
@@ -325,11 +330,13 @@ impl RunwayProvider {
         loop {
             check_output_url(&url, self.allow_private_networks)?;
             let host = url.host_str().unwrap_or_default().to_owned();
-            let response = self
+            let request = self
                 .download
                 .get(url.clone())
-                .header(ACCEPT, "video/mp4, video/*, application/octet-stream")
-                .send()
+                .header(ACCEPT, "video/mp4, video/*, application/octet-stream");
+            let response = self
+                .outbound
+                .send(request)
                 .await
                 .map_err(|e| download_error(&host, &e))?;
             let status = response.status().as_u16();
@@ -412,8 +419,9 @@ fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError
 /// reach the user's URL (its URL rules are stricter than ours, and what we checked is
 /// what is used). An image whose URI would exceed [`MAX_DATA_URI_BYTES`] is re-encoded
 /// as a JPEG of at most [`SHRUNK_MAX_SIDE`] pixels a side (quality 90, then lower);
-/// only when even that is too big is it refused as `invalid_request`.
-async fn prompt_image(image: &InputImage) -> Result<String, JobError> {
+/// only when even that is too big is it refused as `invalid_request`. The re-encoding
+/// runs in an `images` turn.
+async fn prompt_image(images: &ImageWork, image: &InputImage) -> Result<String, JobError> {
     // The type comes from the bytes, not from a field someone may have set by hand.
     let mime = match image::guess_format(&image.bytes) {
         Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => {
@@ -429,10 +437,10 @@ async fn prompt_image(image: &InputImage) -> Result<String, JobError> {
     if data_uri_len(mime, image.bytes.len()) <= MAX_DATA_URI_BYTES {
         return Ok(data_uri(mime, &image.bytes));
     }
-    let bytes = image.bytes.clone();
-    let shrunk = tokio::task::spawn_blocking(move || shrink(&bytes))
+    let shrunk = images
+        .decode(image.bytes.clone(), |_, _, decoded| shrink(decoded))
         .await
-        .map_err(|e| internal(&format!("re-encoding the input image failed: {e}")))??;
+        .map_err(|e| e.to_job_error())??;
     Ok(data_uri("image/jpeg", &shrunk))
 }
 
@@ -444,21 +452,17 @@ fn data_uri(mime: &str, bytes: &[u8]) -> String {
     format!("data:{mime};base64,{}", BASE64.encode(bytes))
 }
 
-/// Re-encodes an image too big for a data URI (see [`prompt_image`]). Transparency is
-/// dropped (JPEG has none).
-fn shrink(bytes: &[u8]) -> Result<Vec<u8>, JobError> {
-    let (_, image) = fetch::decode_checked(bytes).map_err(|reason| {
-        JobError::permanent(
-            ErrorCode::InvalidRequest,
-            format!("the input image is unusable: {reason}"),
-        )
-    })?;
-    let image = if image.width() > SHRUNK_MAX_SIDE || image.height() > SHRUNK_MAX_SIDE {
-        image.resize(SHRUNK_MAX_SIDE, SHRUNK_MAX_SIDE, FilterType::Lanczos3)
-    } else {
-        image
-    };
-    let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
+/// Re-encodes an image too big for a data URI (see [`prompt_image`]), scaled down to fit
+/// [`SHRUNK_MAX_SIDE`] when larger. Transparency is dropped (JPEG has none).
+fn shrink(image: DynamicImage) -> Result<Vec<u8>, JobError> {
+    let (width, height) = (image.width(), image.height());
+    let (to_width, to_height) = fit_within(width, height, SHRUNK_MAX_SIDE);
+    let rgb = DynamicImage::ImageRgb8(fetch::scale_to_rgb8(
+        image,
+        (0, 0, width, height),
+        to_width,
+        to_height,
+    ));
     for quality in [90, 80, 70] {
         let mut out = Vec::new();
         rgb.write_with_encoder(JpegEncoder::new_with_quality(&mut out, quality))
@@ -474,6 +478,17 @@ fn shrink(bytes: &[u8]) -> Result<Vec<u8>, JobError> {
              Runway's 5 MB limit for inline images"
         ),
     ))
+}
+
+/// `width` x `height` scaled down, aspect kept, to at most `max_side` pixels a side;
+/// unchanged when it fits.
+fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    if width <= max_side && height <= max_side {
+        return (width, height);
+    }
+    let ratio = f64::from(max_side) / f64::from(width.max(height));
+    let scaled = |side: u32| ((f64::from(side) * ratio).round() as u32).clamp(1, max_side);
+    (scaled(width), scaled(height))
 }
 
 /// `{"id": "<task uuid>"}` → the id, if it is a sane one.

@@ -11,7 +11,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use byok_core::{ErrorCode, JobError, ValidatedRequest};
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -22,7 +21,9 @@ use url::Url;
 
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
+use crate::fetch::ImageWork;
 use crate::http::{self, Body, MAX_VIDEO_BYTES};
+use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
 use crate::runway::has_ftyp;
 use crate::{
@@ -41,6 +42,10 @@ pub(crate) struct StabilityProvider {
     base_url: Url,
     http: reqwest::Client,
     request_timeout: Duration,
+    /// Paced sends (`providers.stability.max_requests_per_second`).
+    outbound: Outbound,
+    /// Where input images are fitted (see [`fit_image`]).
+    images: ImageWork,
 }
 
 /// The registry's entry for Stability AI.
@@ -81,6 +86,8 @@ impl StabilityProvider {
             catalogue: setup.catalogue,
             http: setup.http,
             request_timeout: setup.request_timeout,
+            outbound: Outbound::new(setup.pace, DISPLAY_NAME, setup.request_timeout),
+            images: setup.images,
         })
     }
 }
@@ -117,7 +124,7 @@ impl VideoProvider for StabilityProvider {
         if let Some(organization_id) = organization_id {
             request = request.header("Organization", organization_id);
         }
-        match http::send_check(request, DISPLAY_NAME, self.request_timeout, &[secret]).await {
+        match self.outbound.check(request, &[secret]).await {
             Ok((status, body)) => classify(status, &body, secret),
             Err(check) => check,
         }
@@ -134,10 +141,7 @@ impl VideoProvider for StabilityProvider {
             internal("an image-to-video job reached submit without its fetched image")
         })?;
         let target = self.target_size(validated)?;
-        let input = image.clone();
-        let fitted = tokio::task::spawn_blocking(move || fit_image(&input, target))
-            .await
-            .map_err(|e| internal(&format!("fitting the input image failed: {e}")))??;
+        let fitted = fit_image(&self.images, image, target).await?;
         tracing::debug!(
             from_width = image.width,
             from_height = image.height,
@@ -165,8 +169,7 @@ impl VideoProvider for StabilityProvider {
         if let Some(organization_id) = organization_id {
             request = request.header("Organization", organization_id);
         }
-        let answer =
-            classify::send_submit(request, DISPLAY_NAME, self.request_timeout, &[secret]).await?;
+        let answer = self.outbound.submit(request, &[secret]).await?;
         if !answer.status.is_success() {
             return Err(classify_answer(Call::Submit, &answer, secret));
         }
@@ -217,7 +220,11 @@ impl VideoProvider for StabilityProvider {
                 ),
             )
         };
-        let response = request.send().await.map_err(|e| unreachable(&e))?;
+        let response = self
+            .outbound
+            .send(request)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let status = response.status();
         match status.as_u16() {
             // In progress ({"id","status":"in-progress"}). Stability does not tell queued
@@ -334,11 +341,16 @@ pub(crate) struct Fitted {
 
 /// Fits the input image to a size Stability accepts (exactly 1024x576, 576x1024 or
 /// 768x768, docs/provider-protocols.md §2.2) instead of refusing every other image: scaled to
-/// cover the target and center-cropped (Lanczos3), encoded as an 8-bit RGB PNG
-/// (transparency is dropped; the model takes none). An image that does not decode or
-/// has more than [`fetch::MAX_IMAGE_PIXELS`] pixels is `invalid_request`. CPU work:
-/// call from a blocking thread.
-pub(crate) fn fit_image(image: &InputImage, target: Target) -> Result<Fitted, JobError> {
+/// cover the target and center-cropped (the center cut out, then scaled: see
+/// [`fetch::scale_to_rgb8`]), encoded as an 8-bit RGB PNG (transparency is dropped; the
+/// model takes none). An image that does not decode, has more than
+/// [`fetch::MAX_IMAGE_PIXELS`] pixels or exceeds the decoded-size budget is
+/// `invalid_request`. The work runs in an `images` turn.
+pub(crate) async fn fit_image(
+    images: &ImageWork,
+    image: &InputImage,
+    target: Target,
+) -> Result<Fitted, JobError> {
     if u64::from(image.width) * u64::from(image.height) > fetch::MAX_IMAGE_PIXELS {
         return Err(JobError::permanent(
             ErrorCode::InvalidRequest,
@@ -350,18 +362,23 @@ pub(crate) fn fit_image(image: &InputImage, target: Target) -> Result<Fitted, Jo
             ),
         ));
     }
-    let (_, decoded) = fetch::decode_checked(&image.bytes).map_err(|reason| {
-        JobError::permanent(
-            ErrorCode::InvalidRequest,
-            format!("the input image is unusable: {reason}"),
-        )
-    })?;
+    images
+        .decode(image.bytes.clone(), move |_, _, decoded| {
+            fit(decoded, target)
+        })
+        .await
+        .map_err(|e| e.to_job_error())?
+}
+
+/// [`fit_image`] on the decoded image.
+fn fit(decoded: DynamicImage, target: Target) -> Result<Fitted, JobError> {
+    let (from_width, from_height) = (decoded.width(), decoded.height());
     let (width, height) = match target {
         Target::Exactly(size) => size,
-        Target::Nearest(sizes) => nearest_size(decoded.width(), decoded.height(), &sizes),
+        Target::Nearest(sizes) => nearest_size(from_width, from_height, &sizes),
     };
-    let fitted = decoded.resize_to_fill(width, height, FilterType::Lanczos3);
-    let rgb = DynamicImage::ImageRgb8(fitted.to_rgb8());
+    let center = cover_crop(from_width, from_height, width, height);
+    let rgb = DynamicImage::ImageRgb8(fetch::scale_to_rgb8(decoded, center, width, height));
     if (rgb.width(), rgb.height()) != (width, height) {
         return Err(internal(&format!(
             "fitting gave {}x{} instead of {width}x{height}",
@@ -377,6 +394,28 @@ pub(crate) fn fit_image(image: &InputImage, target: Target) -> Result<Fitted, Jo
         width,
         height,
     })
+}
+
+/// The center of a `width` x `height` image with the aspect ratio of `to_width` x
+/// `to_height`, as `(x, y, width, height)`: what scaling to cover the target and cropping
+/// the center keeps.
+fn cover_crop(width: u32, height: u32, to_width: u32, to_height: u32) -> (u32, u32, u32, u32) {
+    let (w, h) = (u64::from(width), u64::from(height));
+    let (tw, th) = (u64::from(to_width), u64::from(to_height));
+    let (cw, ch) = if w * th > h * tw {
+        ((h * tw + th / 2) / th, h)
+    } else {
+        (w, (w * th + tw / 2) / tw)
+    };
+    let (cw, ch) = (cw.clamp(1, w), ch.clamp(1, h));
+    // Each is at most `width` or `height`: the conversions cannot fail.
+    let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    (
+        narrow((w - cw) / 2),
+        narrow((h - ch) / 2),
+        narrow(cw),
+        narrow(ch),
+    )
 }
 
 /// The size whose aspect ratio is nearest `width:height`, compared on a log scale

@@ -36,6 +36,7 @@ use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT};
 use crate::credentials::{self, DEFAULT_LOCATION};
 use crate::generation::write_error;
 use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES, SaveError};
+use crate::pace::Pace;
 use crate::registry::{ProviderSpec, Setup};
 use crate::vertex::{AccessToken, TokenError, TokenSource};
 use crate::{
@@ -76,6 +77,9 @@ pub(crate) struct VeoProvider {
     allow_private_networks: bool,
     /// Token endpoints allowed besides Google's.
     token_uri_allowlist: Vec<Url>,
+    /// `providers.veo.max_requests_per_second`: Vertex AI and Cloud Storage requests
+    /// (not the token exchanges, which go to Google's OAuth endpoint and are cached).
+    pace: Pace,
 }
 
 /// The registry's entry for Google Veo.
@@ -124,6 +128,7 @@ impl VeoProvider {
             request_timeout: setup.request_timeout,
             allow_private_networks: setup.allow_private_networks,
             token_uri_allowlist: setup.token_uri_allowlist,
+            pace: setup.pace,
         };
         // Validate the template as it will be used.
         provider
@@ -234,7 +239,7 @@ impl VeoProvider {
         token: &AccessToken,
     ) -> Result<LargeAnswer, JobError> {
         let failed = |err: &reqwest::Error| self.unreachable(provider, err, token);
-        let response = request.send().await.map_err(|e| failed(&e))?;
+        let response = self.pace.send(request).await.map_err(|e| failed(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
         if matches!(expect, Expect::Video) && status.is_success() && video_type(&headers).is_some()
@@ -419,6 +424,7 @@ impl VideoProvider for VeoProvider {
                     .json(&body);
                 async move {
                     classify::send_submit(
+                        &self.pace,
                         request,
                         VERTEX,
                         self.request_timeout,
@@ -1124,7 +1130,7 @@ impl Answered for LargeAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ProviderOptions;
+    use crate::RegistryOptions;
 
     /// The real API host; `{location}` is replaced by the credentials' region.
     const DEFAULT_BASE_URL: &str = ProviderId::Veo.defaults().base_url;
@@ -1132,18 +1138,11 @@ mod tests {
     fn provider(base_url: &str) -> Result<VeoProvider, RegistryError> {
         let timeout = Duration::from_secs(1);
         let tokens = Arc::new(TokenSource::new(false, timeout).unwrap());
-        let mut options = ProviderOptions::defaults(ProviderId::Veo);
-        options.base_url = base_url.to_owned();
+        let mut options = RegistryOptions::defaults();
+        options.provider_mut(ProviderId::Veo).base_url = base_url.to_owned();
+        options.request_timeout = timeout;
         let http = crate::registry::trusted_client(timeout)?;
-        VeoProvider::new(Setup::new(
-            &SPEC,
-            &options,
-            http,
-            tokens,
-            false,
-            Vec::new(),
-            timeout,
-        )?)
+        VeoProvider::new(Setup::new(&SPEC, &options, http, tokens)?)
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 pub use clock::Clock;
 pub use config::{ConfigError, SimConfig};
 pub use service_account::{generate_service_account, save_service_account};
-pub use stats::{Counters, KeyStats, ProviderStats, Stats, key_id};
+pub use stats::{Counters, KeyStats, ProviderStats, REQUEST_TIMES_KEPT, Stats, key_id};
 
 use oauth::TrustStore;
 use state::Shared;
@@ -160,7 +160,34 @@ fn router(shared: Arc<Shared>) -> Router {
         .fallback(control::not_found)
         // Token requests and knob changes are small.
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            note_request,
+        ))
         .with_state(shared)
+}
+
+/// Notes every request's arrival under its provider (`ProviderStats::request_times_ms`),
+/// before any handler: what a client's pacing sends is what the log shows.
+async fn note_request(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let provider = if path.starts_with("/runway/") || path.starts_with("/files/") {
+        Some(stats::Provider::Runway)
+    } else if path.starts_with("/stability/") {
+        Some(stats::Provider::Stability)
+    } else if path.starts_with("/vertex/") || path.starts_with("/storage/") {
+        Some(stats::Provider::Vertex)
+    } else {
+        None
+    };
+    if let Some(provider) = provider {
+        shared.record_request(provider);
+    }
+    next.run(request).await
 }
 
 /// A running simulator. Stops when dropped, or on

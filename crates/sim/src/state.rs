@@ -85,6 +85,11 @@ impl Shared {
         lock(&self.stats).record(provider, principal, event, now);
     }
 
+    pub fn record_request(&self, provider: Provider) {
+        let now = self.now_ms();
+        lock(&self.stats).record_request(provider, now);
+    }
+
     pub fn stats(&self) -> crate::Stats {
         lock(&self.stats).snapshot(self.now_ms())
     }

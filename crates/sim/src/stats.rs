@@ -5,7 +5,7 @@
 //! first 16 hex characters of its SHA-256. Service accounts (Vertex) are
 //! named by their `client_email`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -69,19 +69,27 @@ impl KeyStats {
     /// The most submits found in any window of `window_ms` milliseconds
     /// (a window `[t, t + window_ms)` starting at some submit).
     pub fn max_submits_in_window(&self, window_ms: i64) -> usize {
-        let mut times = self.submit_times_ms.clone();
-        times.sort_unstable();
-        let mut best = 0;
-        let mut start = 0;
-        for end in 0..times.len() {
-            while times[end] - times[start] >= window_ms {
-                start += 1;
-            }
-            best = best.max(end - start + 1);
-        }
-        best
+        max_in_window(&self.submit_times_ms, window_ms)
     }
 }
+
+/// The most of `times` found in any window `[t, t + window_ms)` starting at one of them.
+fn max_in_window(times: &[i64], window_ms: i64) -> usize {
+    let mut times = times.to_vec();
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window_ms {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// How many request arrival times a provider's stats keep (the latest ones).
+pub const REQUEST_TIMES_KEPT: usize = 100_000;
 
 /// One provider's stats.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,12 +98,22 @@ pub struct ProviderStats {
     pub totals: Counters,
     /// Per key: [`key_id`] for Runway and Stability, `client_email` for Vertex.
     pub keys: BTreeMap<String, KeyStats>,
+    /// When every request to the provider's API and its file downloads arrived, whatever
+    /// its key or answer (unix ms, arrival order; the latest [`REQUEST_TIMES_KEPT`]).
+    /// Vertex's token endpoint is not counted: it stands for Google's OAuth service.
+    #[serde(default)]
+    pub request_times_ms: Vec<i64>,
 }
 
 impl ProviderStats {
     /// The stats of an API key, by the key itself.
     pub fn for_api_key(&self, api_key: &str) -> Option<&KeyStats> {
         self.keys.get(&key_id(api_key))
+    }
+
+    /// The most requests that arrived within any window of `window_ms` milliseconds.
+    pub fn max_requests_in_window(&self, window_ms: i64) -> usize {
+        max_in_window(&self.request_times_ms, window_ms)
     }
 }
 
@@ -143,9 +161,20 @@ pub(crate) struct Recorder {
     keys: HashMap<(Provider, String), KeyStats>,
     /// Events that named no key (e.g. a request without credentials).
     anonymous: HashMap<Provider, Counters>,
+    /// Arrival times of every request, per provider (bounded).
+    requests: HashMap<Provider, VecDeque<i64>>,
 }
 
 impl Recorder {
+    /// Notes that a request to `provider` arrived at `now_ms`.
+    pub fn record_request(&mut self, provider: Provider, now_ms: i64) {
+        let times = self.requests.entry(provider).or_default();
+        if times.len() == REQUEST_TIMES_KEPT {
+            times.pop_front();
+        }
+        times.push_back(now_ms);
+    }
+
     /// Counts `event` for `principal` (a key id or an email), at `now_ms`.
     pub fn record(
         &mut self,
@@ -188,6 +217,9 @@ impl Recorder {
         }
         for (provider, counters) in &self.anonymous {
             provider_mut(&mut stats, *provider).totals.add(counters);
+        }
+        for (provider, times) in &self.requests {
+            provider_mut(&mut stats, *provider).request_times_ms = times.iter().copied().collect();
         }
         let mut totals = Counters::default();
         for p in [&stats.runway, &stats.stability, &stats.vertex] {

@@ -23,6 +23,23 @@ macro_rules! credential_columns {
     };
 }
 
+/// `$columns` of the row of `$owner`'s key for `$provider`, if any.
+macro_rules! select_one {
+    ($store:expr, $columns:expr, $owner:expr, $provider:expr) => {
+        with_pool!($store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            $columns,
+            " FROM user_provider_configs \
+              WHERE project_id = $3 AND user_id = $1 AND provider_name = $2"
+        ))
+        .bind(DbUuid($owner.user_id))
+        .bind($provider.as_str())
+        .bind(DbUuid($owner.project_id))
+        .fetch_optional(pool)
+        .await?)
+    };
+}
+
 from_row! {
     struct CredentialRow {
         id: DbUuid,
@@ -202,18 +219,24 @@ impl<'a> CredentialRepo<'a> {
         owner: ProjectUser,
         provider: ProviderId,
     ) -> Result<Option<StoredCredential>, StoreError> {
-        let row: Option<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM user_provider_configs \
-              WHERE project_id = $3 AND user_id = $1 AND provider_name = $2"
-        ))
-        .bind(DbUuid(owner.user_id))
-        .bind(provider.as_str())
-        .bind(DbUuid(owner.project_id))
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<CredentialRow> =
+            select_one!(self.store, credential_columns!(), owner, provider);
         Ok(row.map(Into::into))
+    }
+
+    /// Whether the user has a key for `provider` and whether it is valid, without reading
+    /// the sealed value: what enqueueing a job needs, on every request.
+    pub async fn validity(
+        &self,
+        owner: ProjectUser,
+        provider: ProviderId,
+    ) -> Result<Option<KeyValidity>, StoreError> {
+        let row: Option<(bool, Option<String>)> =
+            select_one!(self.store, "is_valid, last_error", owner, provider);
+        Ok(row.map(|(is_valid, last_error)| KeyValidity {
+            is_valid,
+            last_error,
+        }))
     }
 
     /// Every credential row of the user, by provider name.
@@ -329,4 +352,13 @@ impl<'a> CredentialRepo<'a> {
         .rows_affected());
         Ok(affected == 1)
     }
+}
+
+/// A stored key's state, as [`CredentialRepo::validity`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValidity {
+    /// False once a provider rejected the key.
+    pub is_valid: bool,
+    /// Why it was rejected, when it was.
+    pub last_error: Option<String>,
 }

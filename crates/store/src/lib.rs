@@ -8,7 +8,7 @@ mod projects;
 mod sql_types;
 mod tokens;
 
-pub use credentials::{CheckRecord, CredentialRepo, NewCredential, StoredCredential};
+pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, StoredCredential};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob};

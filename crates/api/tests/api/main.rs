@@ -2,6 +2,7 @@
 //! local mock servers that record every request they get.
 
 mod credentials;
+mod edge;
 mod errors;
 mod health;
 mod openapi;
@@ -112,7 +113,8 @@ async fn start(
     tweak(&mut settings);
     // What `byok migrate` does before a release (SQLite migrates at start).
     byok_app::parts::migrate(&settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    settings.api.listen = "127.0.0.1:0".parse().unwrap();
+    let listener = byok_app::bind_api(&settings).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let running = byok_app::start(settings, Roles::api(listener))
         .await

@@ -6,6 +6,7 @@
 
 mod download_memory;
 mod fetch;
+mod pacing;
 mod parsing;
 mod registry;
 mod runway;

@@ -1,5 +1,5 @@
 use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
-use byok_store::{CheckRecord, NewCredential};
+use byok_store::{CheckRecord, KeyValidity, NewCredential};
 use uuid::Uuid;
 
 use crate::backends;
@@ -146,6 +146,22 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
             .unwrap();
         assert!(!updated.is_valid);
         assert_eq!(updated.last_error, rejected.last_error);
+        // What enqueueing reads: the verdict without the sealed value.
+        assert_eq!(
+            repo.validity(owner(user), ProviderId::Runway)
+                .await
+                .unwrap(),
+            Some(KeyValidity {
+                is_valid: false,
+                last_error: rejected.last_error.clone(),
+            })
+        );
+        assert_eq!(
+            repo.validity(owner(user), ProviderId::Stability)
+                .await
+                .unwrap(),
+            None
+        );
         assert!(
             updated.validated_at.is_some(),
             "{}: validated_at kept when not confirmed",
