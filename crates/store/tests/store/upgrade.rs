@@ -269,7 +269,8 @@ async fn a_postgres_database_filled_before_projects_upgrades_without_losing_anyt
     insert_old_rows!(&pool, &rows, |id: Uuid| id);
 
     let store = connect(&db.url).await;
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    // The projects migration and the one dropping the jobs' project foreign key.
+    assert_eq!(store.migrate().await.unwrap(), 2);
     check_upgraded(&store, &rows, "postgres").await;
 
     let id: Uuid = sqlx::query_scalar(
