@@ -276,7 +276,7 @@ fn add_errors(operation: &mut Operation, v1: bool, scoped: bool) {
             ApiErrorCode::Internal,
         ]
     } else {
-        &[ApiErrorCode::Timeout, ApiErrorCode::Internal]
+        &[ApiErrorCode::Internal]
     };
     let mut by_status: BTreeMap<u16, Vec<ApiErrorCode>> = BTreeMap::new();
     for code in ApiErrorCode::ALL {
