@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiErrorCode};
-use crate::limits::{self, TokenVerdict};
+use crate::limits::TokenVerdict;
 
 /// Requires `Authorization: Bearer <token>` naming an active producer token;
 /// the token's record goes into the request extensions for handlers
@@ -74,7 +74,9 @@ pub(crate) async fn require_token(
     };
     request.extensions_mut().insert(Caller(token));
     let mut response = next.run(request).await;
-    limits::advertise(&mut response, fields);
+    if let Some(fields) = fields {
+        fields.add_to(&mut response);
+    }
     Ok(response)
 }
 

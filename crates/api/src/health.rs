@@ -172,32 +172,3 @@ pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or_else(|| "unknown panic".to_owned());
     ApiError::internal(&format!("handler panicked: {message}")).into_response()
 }
-
-/// Answers 503 `timeout` when the request has no response within `limit`
-/// (`api.request_timeout`). Dropping the handler's future at that point is safe by
-/// construction: every write is one statement or transaction, and a job's insert is
-/// handed to the batching task, which finishes it either way (hence "retry with the
-/// same Idempotency-Key").
-pub(crate) async fn time_limit(
-    State(limit): State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                limit_ms = limit.as_millis() as u64,
-                "request timed out before its response started"
-            );
-            ApiError::new(
-                ApiErrorCode::Timeout,
-                format!(
-                    "the request took longer than {} s (api.request_timeout); a write it made may or may not have taken effect",
-                    limit.as_secs_f64()
-                ),
-            )
-            .into_response()
-        }
-    }
-}

@@ -240,7 +240,7 @@ pub fn app(state: AppState) -> Router {
         // waits on anything a client controls; the probes bound their own waits.
         .route_layer(axum::middleware::from_fn_with_state(
             state.inner.request_timeout,
-            health::time_limit,
+            limits::time_limit,
         ));
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);

@@ -8,6 +8,9 @@
 //!   until the bucket lets one through again. This is what keeps a token-guessing client
 //!   from costing a database query per guess.
 //!
+//! And a time limit (`api.request_timeout`, [`time_limit`]): a `/v1` request whose
+//! response has not started by then is answered 503 `timeout`.
+//!
 //! Every answer of a limited route carries the IETF `RateLimit-Policy` and `RateLimit`
 //! fields (draft-ietf-httpapi-ratelimit-headers-10,
 //! <https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/>); a 429 also
@@ -28,7 +31,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use byok_config::RequestRate;
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
@@ -102,16 +105,24 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
         self.limiter.check_key(key)
     }
 
-    /// The `RateLimit` field after a granted request.
-    fn state(&self, snapshot: &StateSnapshot) -> HeaderValue {
+    /// The fields after a granted request.
+    fn granted(&self, snapshot: &StateSnapshot) -> RateLimitFields {
         let remaining = snapshot.remaining_burst_capacity().min(self.burst);
         let until_full = self.interval * (self.burst - remaining);
-        self.state_value(remaining, ceil_secs(until_full))
+        self.fields(remaining, ceil_secs(until_full))
     }
 
-    fn state_value(&self, remaining: u32, reset_secs: u64) -> HeaderValue {
-        HeaderValue::from_str(&format!("\"{}\";r={remaining};t={reset_secs}", self.name))
-            .expect("a state is ASCII")
+    /// `RateLimit-Policy`, and `RateLimit` with `remaining` requests left and the bucket
+    /// full again in `reset_secs`.
+    fn fields(&self, remaining: u32, reset_secs: u64) -> RateLimitFields {
+        RateLimitFields {
+            policy: self.policy.clone(),
+            state: HeaderValue::from_str(&format!(
+                "\"{}\";r={remaining};t={reset_secs}",
+                self.name
+            ))
+            .expect("a state is ASCII"),
+        }
     }
 
     /// The 429 of a refused request that may retry after `wait`.
@@ -123,15 +134,26 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
                 "retry_after_seconds": retry_after,
             }))
             .into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        self.advertise(headers, self.state_value(0, retry_after));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        self.fields(0, retry_after).add_to(&mut response);
         response
     }
+}
 
-    fn advertise(&self, headers: &mut HeaderMap, state: HeaderValue) {
-        headers.insert(POLICY_HEADER, self.policy.clone());
-        headers.insert(STATE_HEADER, state);
+/// The `RateLimit-Policy` and `RateLimit` fields of one answer.
+pub(crate) struct RateLimitFields {
+    policy: HeaderValue,
+    state: HeaderValue,
+}
+
+impl RateLimitFields {
+    /// Puts both fields on `response`.
+    pub(crate) fn add_to(self, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.insert(POLICY_HEADER, self.policy);
+        headers.insert(STATE_HEADER, self.state);
     }
 }
 
@@ -168,7 +190,7 @@ impl std::fmt::Debug for Edge {
 /// What the per-token check decided.
 pub(crate) enum TokenVerdict {
     /// Go on; put this `RateLimit` state on the response (none when unlimited).
-    Granted(Option<(HeaderValue, HeaderValue)>),
+    Granted(Option<RateLimitFields>),
     /// Answer this 429.
     Refused(Response),
 }
@@ -207,9 +229,7 @@ impl Edge {
             return TokenVerdict::Granted(None);
         };
         match limit.take(&token) {
-            Ok(snapshot) => {
-                TokenVerdict::Granted(Some((limit.policy.clone(), limit.state(&snapshot))))
-            }
+            Ok(snapshot) => TokenVerdict::Granted(Some(limit.granted(&snapshot))),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 TokenVerdict::Refused(limit.refusal(
@@ -334,12 +354,32 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Adds a granted request's `RateLimit-Policy` and `RateLimit` fields to its response.
-pub(crate) fn advertise(response: &mut Response, fields: Option<(HeaderValue, HeaderValue)>) {
-    if let Some((policy, state)) = fields {
-        let headers = response.headers_mut();
-        headers.insert(POLICY_HEADER, policy);
-        headers.insert(STATE_HEADER, state);
+/// Answers 503 `timeout` when the request has no response within `limit`
+/// (`api.request_timeout`). Dropping the handler's future at that point is safe by
+/// construction: every write is one statement or transaction, and a job's insert is
+/// handed to the batching task, which finishes it either way (hence "retry with the
+/// same Idempotency-Key").
+pub(crate) async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "request timed out before its response started"
+            );
+            ApiError::new(
+                ApiErrorCode::Timeout,
+                format!(
+                    "the request took longer than {} s (api.request_timeout); a write it made may or may not have taken effect",
+                    limit.as_secs_f64()
+                ),
+            )
+            .into_response()
+        }
     }
 }
 
@@ -373,9 +413,9 @@ mod tests {
         let mut remaining = Vec::new();
         for _ in 0..3 {
             match edge.check_token(token) {
-                TokenVerdict::Granted(Some((policy, state))) => {
-                    assert_eq!(policy, "\"token\";q=3;w=180");
-                    remaining.push(state.to_str().unwrap().to_owned());
+                TokenVerdict::Granted(Some(fields)) => {
+                    assert_eq!(fields.policy, "\"token\";q=3;w=180");
+                    remaining.push(fields.state.to_str().unwrap().to_owned());
                 }
                 _ => panic!("within the burst"),
             }

@@ -212,7 +212,13 @@ impl System {
             settings
         };
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Bound as `byok api` binds (its listen backlog), on a free loopback port.
+        let listener = byok_app::bind_api(&{
+            let mut settings = system_settings();
+            settings.api.listen = "127.0.0.1:0".parse()?;
+            settings
+        })
+        .await?;
         let api = listener.local_addr()?;
         // Embedded: one process, one system, both roles. Distributed: the
         // worker is a system of its own, as a `byok worker` process is.

@@ -372,7 +372,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if self.api.metrics_listen.is_some() && self.api.metrics_listen == Some(self.api.listen) {
+        if self.api.metrics_listen == Some(self.api.listen) {
             return Err(ConfigError::new(
                 "api.metrics_listen",
                 "must differ from api.listen (unset it to serve /metrics on api.listen)",

@@ -505,7 +505,6 @@ pub(crate) fn mime_of(format: ImageFormat) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct ImageWork {
     permits: Arc<tokio::sync::Semaphore>,
-    max_concurrent: usize,
     max_decoded_bytes: u64,
 }
 
@@ -519,22 +518,10 @@ impl ImageWork {
     /// At most `max_concurrent` decodes or resizes at a time (0 counts as 1: the
     /// configuration refuses it), each image within `max_decoded_bytes`.
     pub fn new(max_concurrent: usize, max_decoded_bytes: u64) -> ImageWork {
-        let max_concurrent = max_concurrent.max(1);
         ImageWork {
-            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
-            max_concurrent,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
             max_decoded_bytes,
         }
-    }
-
-    /// How many decodes or resizes may run at a time.
-    pub fn max_concurrent(&self) -> usize {
-        self.max_concurrent
-    }
-
-    /// The most an image may take decoded, in bytes.
-    pub fn max_decoded_bytes(&self) -> u64 {
-        self.max_decoded_bytes
     }
 
     /// Runs `work` on a blocking thread once it has a turn.

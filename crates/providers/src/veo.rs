@@ -36,7 +36,7 @@ use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT};
 use crate::credentials::{self, DEFAULT_LOCATION};
 use crate::generation::write_error;
 use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES, SaveError};
-use crate::pace::Pace;
+use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
 use crate::vertex::{AccessToken, TokenError, TokenSource};
 use crate::{
@@ -79,7 +79,7 @@ pub(crate) struct VeoProvider {
     token_uri_allowlist: Vec<Url>,
     /// `providers.veo.max_requests_per_second`: Vertex AI and Cloud Storage requests
     /// (not the token exchanges, which go to Google's OAuth endpoint and are cached).
-    pace: Pace,
+    outbound: Outbound,
 }
 
 /// The registry's entry for Google Veo.
@@ -128,7 +128,7 @@ impl VeoProvider {
             request_timeout: setup.request_timeout,
             allow_private_networks: setup.allow_private_networks,
             token_uri_allowlist: setup.token_uri_allowlist,
-            pace: setup.pace,
+            outbound: Outbound::new(setup.pace, VERTEX, setup.request_timeout),
         };
         // Validate the template as it will be used.
         provider
@@ -239,7 +239,7 @@ impl VeoProvider {
         token: &AccessToken,
     ) -> Result<LargeAnswer, JobError> {
         let failed = |err: &reqwest::Error| self.unreachable(provider, err, token);
-        let response = self.pace.send(request).await.map_err(|e| failed(&e))?;
+        let response = self.outbound.send(request).await.map_err(|e| failed(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
         if matches!(expect, Expect::Video) && status.is_success() && video_type(&headers).is_some()
@@ -423,14 +423,9 @@ impl VideoProvider for VeoProvider {
                     .header(ACCEPT, "application/json")
                     .json(&body);
                 async move {
-                    classify::send_submit(
-                        &self.pace,
-                        request,
-                        VERTEX,
-                        self.request_timeout,
-                        &[token.secret().expose_secret()],
-                    )
-                    .await
+                    self.outbound
+                        .submit(request, &[token.secret().expose_secret()])
+                        .await
                 }
             })
             .await?;

@@ -156,12 +156,31 @@ async fn a_request_past_the_request_timeout_gets_503_timeout() {
 
 /// Opens a connection that sends the start of a request and then one header byte every
 /// `every`, never finishing; returns when the server closes it, with the time it did.
-async fn dribble(address: std::net::SocketAddr, every: Duration) -> Instant {
+/// With `served`, the connection first gets one whole request answered (so the server
+/// has accepted it and holds its slot) and says so on `served` before it dribbles.
+async fn dribble(
+    address: std::net::SocketAddr,
+    every: Duration,
+    served: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Instant {
     let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut buf = [0u8; 256];
+    if let Some(served) = served {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"\"ok\"}") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let _ = served.send(());
+    }
     let _ = stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await;
-    let mut buf = [0u8; 256];
     loop {
         tokio::select! {
             read = stream.read(&mut buf) => match read {
@@ -169,6 +188,9 @@ async fn dribble(address: std::net::SocketAddr, every: Duration) -> Instant {
                 Ok(0) | Err(_) => return Instant::now(),
                 Ok(_) => continue,
             },
+            // The slowness is what is under test: a byte every `every`, as a slowloris
+            // client sends them, so this sleep is the client's pace, not a wait for an
+            // event.
             () = tokio::time::sleep(every) => {
                 if stream.write_all(b"a").await.is_err() {
                     return Instant::now();
@@ -187,7 +209,7 @@ async fn slow_clients_are_cut_at_the_header_timeout_while_others_are_served() {
 
     let started = Instant::now();
     let slow: Vec<_> = (0..SLOW)
-        .map(|_| tokio::spawn(dribble(address, Duration::from_millis(200))))
+        .map(|_| tokio::spawn(dribble(address, Duration::from_millis(200), None)))
         .collect();
     // While they dribble, a normal request is answered.
     let (status, _) = api.get("/v1/providers").await;
@@ -220,11 +242,17 @@ async fn past_the_connection_cap_a_client_waits_until_a_slot_frees() {
     })
     .await;
     let address: std::net::SocketAddr = api.base.trim_start_matches("http://").parse().unwrap();
-    let slow: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(dribble(address, Duration::from_millis(100))))
-        .collect();
-    // Let the four take every slot before the fifth connects.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (slow, served): (Vec<_>, Vec<_>) = (0..4)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(dribble(address, Duration::from_millis(100), Some(tx)));
+            (task, rx)
+        })
+        .unzip();
+    // The four hold every slot (each was served once) before the fifth connects.
+    for rx in served {
+        rx.await.expect("each slow client was served once");
+    }
     let (status, _) = send(api.http.get(api.url("/healthz"))).await;
     let answered = Instant::now();
     assert_eq!(status, 200);
