@@ -64,6 +64,16 @@ async fn inspection(q: &TestQueue) {
     // The worker is busy with `busy` only; the due items run at once, so
     // stop it before counting pending ones.
     assert!(eventually(Duration::from_secs(5), || runs.count() == 6).await);
+    // A run is recorded when its handler returns, before the engine has
+    // acknowledged it, so wait for the engine's own count to settle.
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            engine.stats().await.unwrap().running == 1
+        })
+        .await,
+        "{:?}",
+        engine.stats().await.unwrap()
+    );
 
     let stats = engine.stats().await.unwrap();
     assert_eq!(
