@@ -34,7 +34,7 @@ async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
         "{ignoring}"
     );
     assert!(
-        out.stdout.contains("all 7 jobs ended as expected"),
+        out.stdout.contains("all 10 jobs ended as expected"),
         "{}",
         out.stdout
     );
@@ -42,11 +42,14 @@ async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
     for row in [
         "Runway, text",
         "Runway, image",
-        "Stability, image",
         "Veo, text",
         "Veo, image",
+        "Omni, text",
+        "fal Kling, image",
+        "Replicate, text",
         "Runway, moderated",
         "Runway, throttled key",
+        "Stability, retired",
     ] {
         let line = out
             .stdout
@@ -56,9 +59,14 @@ async fn the_demo_runs_every_provider_in_an_empty_folder_and_exits_0() {
         assert!(line.contains(" yes "), "{line}");
         videos += usize::from(line.contains(" MB mp4"));
     }
-    assert_eq!(videos, 6, "{}", out.stdout);
+    assert_eq!(videos, 8, "{}", out.stdout);
     assert!(
         out.stdout.contains("failed (content_rejected)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("refused (model_retired)"),
         "{}",
         out.stdout
     );

@@ -88,6 +88,7 @@ async fn simulator(options: &DeployOptions) -> RunningSim {
         render_time: options.render_time,
         video_padding_bytes: options.video_padding_bytes,
         stability_requests_per_10s: 0,
+        fal_concurrency: 0,
         ..SimConfig::default()
     })
     .start(listener)
@@ -118,6 +119,8 @@ fn base_env(
         ("BYOK__PROVIDERS__RUNWAY__BASE_URL", sim.runway_url()),
         ("BYOK__PROVIDERS__STABILITY__BASE_URL", sim.stability_url()),
         ("BYOK__PROVIDERS__VEO__BASE_URL", sim.vertex_url()),
+        ("BYOK__PROVIDERS__FAL__BASE_URL", sim.fal_url()),
+        ("BYOK__PROVIDERS__REPLICATE__BASE_URL", sim.replicate_url()),
         ("BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST", sim.token_url()),
         (
             "BYOK__PROVIDERS__RUNWAY__RATE_LIMIT__PER_MINUTE",
@@ -143,12 +146,28 @@ fn base_env(
             "BYOK__PROVIDERS__VEO__RATE_LIMIT__PER_HOUR",
             "60000".to_owned(),
         ),
+        (
+            "BYOK__PROVIDERS__FAL__RATE_LIMIT__PER_MINUTE",
+            "1000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__FAL__RATE_LIMIT__PER_HOUR",
+            "60000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__REPLICATE__RATE_LIMIT__PER_MINUTE",
+            "1000".to_owned(),
+        ),
+        (
+            "BYOK__PROVIDERS__REPLICATE__RATE_LIMIT__PER_HOUR",
+            "60000".to_owned(),
+        ),
         ("RUST_LOG", "info".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    for provider in ["RUNWAY", "STABILITY", "VEO"] {
+    for provider in ["RUNWAY", "STABILITY", "VEO", "FAL", "REPLICATE"] {
         env.push((
             format!("BYOK__PROVIDERS__{provider}__POLL_INTERVAL"),
             options.poll_interval.to_owned(),

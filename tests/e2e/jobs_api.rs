@@ -83,6 +83,10 @@ async fn bad_enqueues_are_refused_with_their_status_and_code_and_nothing_is_queu
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_bad_input_key" }))
         .await;
+    // A Stability key can still be stored (and is checked at Stability); its video model
+    // is retired.
+    d.put_credentials(user, "stability", json!({ "api_key": "sim_bad_input_key" }))
+        .await;
     let keyless = Uuid::new_v4();
     let url = format!("{}/v1/jobs", d.api);
     let valid = runway(user, json!({}));
@@ -197,6 +201,16 @@ async fn bad_enqueues_are_refused_with_their_status_and_code_and_nothing_is_queu
             field: Some("image_url"),
         },
         Case {
+            name: "retired model",
+            request: json_body(&json!({
+                "user_id": user, "provider": "stability", "model": "stable-video-diffusion",
+                "image_url": "https://images.example/a.png",
+            })),
+            status: 422,
+            code: "model_retired",
+            field: Some("model"),
+        },
+        Case {
             name: "no stored key",
             request: json_body(&runway(keyless, json!({}))),
             status: 422,
@@ -249,6 +263,40 @@ async fn bad_enqueues_are_refused_with_their_status_and_code_and_nothing_is_queu
             .as_array()
             .is_some_and(|a| !a.is_empty()),
         "{body}"
+    );
+
+    // The retired model's answer says when, where it was announced, and where the family is
+    // still offered.
+    let response = json_body(&json!({
+        "user_id": user, "provider": "stability", "model": "stable-video-diffusion",
+        "image_url": "https://images.example/a.png",
+    }))
+    .send()
+    .await
+    .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let details = &body["error"]["details"];
+    assert_eq!(details["retired_on"], "2025-07-24", "{body}");
+    assert_eq!(
+        details["source"], "https://stability.ai/api-pricing-update-25",
+        "{body}"
+    );
+    let alternatives: Vec<&str> = details["alternatives"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|a| a["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(alternatives, ["fal", "replicate"], "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2025-07-24") && message.contains("fal"),
+        "{message}"
+    );
+    let stability = d.sim.stats().await.stability;
+    assert_eq!(
+        stability.totals.submits, 0,
+        "nothing reached Stability: {stability:?}"
     );
 
     assert!(user_jobs(&d, user).await.is_empty(), "nothing was stored");

@@ -449,3 +449,63 @@ async fn the_embedded_shape_runs_the_same_lifecycle() {
         "everything in one SQLite file"
     );
 }
+
+#[tokio::test]
+async fn aggregator_jobs_keep_their_videos_usage_and_wait_out_a_429() {
+    let d = Deployment::embedded(DeployOptions {
+        render_time: Duration::from_millis(300),
+        ..DeployOptions::default()
+    })
+    .await;
+    let user = Uuid::new_v4();
+    d.put_credentials(
+        user,
+        "replicate",
+        json!({ "api_key": "sim_throttled_replicate_embedded" }),
+    )
+    .await;
+    d.put_credentials(user, "fal", json!({ "api_key": "sim_fal_embedded" }))
+        .await;
+    let replicate = d.enqueue(json!({ "user_id": user, "provider": "replicate", "model": "bytedance/seedance-2.0-fast", "prompt": "a fox in fresh snow" })).await;
+    let fal = d.enqueue(json!({ "user_id": user, "provider": "fal", "model": "luma-ray-2-flash", "prompt": "waves at dusk" })).await;
+    let jobs = d
+        .wait_final(&[replicate.clone(), fal.clone()], Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        statuses(&jobs),
+        ["succeeded", "succeeded"],
+        "{}",
+        d.log_tail("run")
+    );
+    // Replicate's own compute figure (`metrics.predict_time`) is kept on the job.
+    let compute_ms = jobs[0]["result"]["provider_usage"]["compute_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no compute figure: {}", jobs[0]));
+    assert!(compute_ms > 0, "{}", jobs[0]);
+    // The throttled token met one 429 whose wait is only in its text ("resets in ~2s"),
+    // waited it out through the limiter, and its one submit was the job's first attempt.
+    let key = d
+        .sim
+        .stats()
+        .await
+        .replicate
+        .for_api_key("sim_throttled_replicate_embedded")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (key.counters.throttled, key.counters.accepted),
+        (1, 1),
+        "{key:?}"
+    );
+    assert_eq!(jobs[0]["attempts"], 1, "{}", jobs[0]);
+    for id in [&replicate, &fal] {
+        let video = d
+            .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/video"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(video.status(), 200);
+        let bytes = video.bytes().await.unwrap();
+        assert_eq!(&bytes[4..8], b"ftyp", "an MP4 came back");
+    }
+}

@@ -34,6 +34,8 @@ pub enum ApiErrorCode {
     UnsupportedMediaType,
     /// 422: well-formed but semantically invalid.
     InvalidRequest,
+    /// 422: the job names a model its provider no longer serves.
+    ModelRetired,
     /// 422: the provider rejected the key, or the stored key a job would
     /// use is marked invalid.
     CredentialsInvalid,
@@ -54,7 +56,7 @@ pub enum ApiErrorCode {
 
 impl ApiErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 16] = [
+    pub const ALL: [ApiErrorCode; 17] = [
         ApiErrorCode::BadRequest,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::InsufficientScope,
@@ -64,6 +66,7 @@ impl ApiErrorCode {
         ApiErrorCode::PayloadTooLarge,
         ApiErrorCode::UnsupportedMediaType,
         ApiErrorCode::InvalidRequest,
+        ApiErrorCode::ModelRetired,
         ApiErrorCode::CredentialsInvalid,
         ApiErrorCode::CredentialsMissing,
         ApiErrorCode::RateLimited,
@@ -85,6 +88,7 @@ impl ApiErrorCode {
             ApiErrorCode::PayloadTooLarge => "payload_too_large",
             ApiErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ApiErrorCode::InvalidRequest => "invalid_request",
+            ApiErrorCode::ModelRetired => "model_retired",
             ApiErrorCode::CredentialsInvalid => "credentials_invalid",
             ApiErrorCode::CredentialsMissing => "credentials_missing",
             ApiErrorCode::RateLimited => "rate_limited",
@@ -107,6 +111,7 @@ impl ApiErrorCode {
             ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiErrorCode::InvalidRequest
+            | ApiErrorCode::ModelRetired
             | ApiErrorCode::CredentialsInvalid
             | ApiErrorCode::CredentialsMissing => StatusCode::UNPROCESSABLE_ENTITY,
             ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -137,6 +142,11 @@ impl ApiErrorCode {
             ApiErrorCode::UnsupportedMediaType => "the body is not application/json",
             ApiErrorCode::InvalidRequest => {
                 "well-formed JSON of the wrong shape or content; details.field names the field"
+            }
+            ApiErrorCode::ModelRetired => {
+                "the job names a model its provider no longer serves; nothing is stored or sent. \
+                 details: retired_on, source (the provider's notice), alternatives (the same \
+                 model family at other providers)"
             }
             ApiErrorCode::CredentialsInvalid => {
                 "the provider rejected the key (details.provider_reason), or the stored key a \
@@ -176,6 +186,7 @@ const _: fn(ApiErrorCode) = |code| match code {
     | ApiErrorCode::PayloadTooLarge
     | ApiErrorCode::UnsupportedMediaType
     | ApiErrorCode::InvalidRequest
+    | ApiErrorCode::ModelRetired
     | ApiErrorCode::CredentialsInvalid
     | ApiErrorCode::CredentialsMissing
     | ApiErrorCode::RateLimited

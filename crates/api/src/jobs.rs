@@ -186,11 +186,20 @@ pub(crate) async fn create(
     let provider = request.provider;
     let adapter = state.providers().get(provider);
 
-    let validated = adapter.validate(&request).map_err(|e| {
-        ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()).with_details(json!({
+    let validated = adapter.validate(&request).map_err(|e| match &e.retired {
+        // Nothing is stored or sent: the provider would refuse (and may bill) it.
+        Some(retirement) => {
+            ApiError::new(ApiErrorCode::ModelRetired, e.to_string()).with_details(json!({
+                "field": e.field,
+                "retired_on": retirement.date,
+                "source": retirement.source,
+                "alternatives": retirement.alternatives,
+            }))
+        }
+        None => ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()).with_details(json!({
             "field": e.field,
             "allowed": e.allowed,
-        }))
+        })),
     })?;
     if let Some(url) = &validated.image_url {
         check_image_url(&setup.fetcher, url).await?;

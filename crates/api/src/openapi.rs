@@ -167,6 +167,7 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
                 PayloadTooLarge,
                 UnsupportedMediaType,
                 InvalidRequest,
+                ModelRetired,
                 CredentialsMissing,
                 CredentialsInvalid,
             ],
@@ -612,6 +613,9 @@ mod tests {
                 bytes: 1234,
                 content_type: "video/mp4".into(),
                 note: Some("CONTENT_FILTERED".into()),
+                provider_usage: byok_core::ProviderUsage {
+                    compute_ms: Some(41_200),
+                },
             }),
             error: full.then(|| ErrorRecord {
                 code: ErrorCode::Timeout,

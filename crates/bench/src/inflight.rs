@@ -117,6 +117,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let sim = simulator(SimConfig {
         render_time: Duration::from_secs(3600),
         stability_requests_per_10s: 0,
+        fal_concurrency: 0,
         ..SimConfig::default()
     })
     .await?;

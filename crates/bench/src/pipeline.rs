@@ -48,6 +48,7 @@ pub fn system_options(shape: Shape) -> SystemOptions {
         sim: SimConfig {
             render_time: Duration::ZERO,
             stability_requests_per_10s: 0,
+            fal_concurrency: 0,
             ..SimConfig::default()
         },
         poll_interval: Duration::ZERO,

@@ -125,6 +125,8 @@ pub fn settings(
             ProviderId::Veo => sim.vertex_url(),
             ProviderId::Runway => sim.runway_url(),
             ProviderId::Stability => sim.stability_url(),
+            ProviderId::Fal => sim.fal_url(),
+            ProviderId::Replicate => sim.replicate_url(),
         };
         p.rate_limit = RateLimits {
             per_minute: PER_MINUTE,

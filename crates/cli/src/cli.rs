@@ -244,6 +244,14 @@ pub struct SimArgs {
     /// Lifetime of issued Vertex access tokens (e.g. `1h`, `30s`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub token_lifetime: Option<std::time::Duration>,
+    /// Also serve fal's queue host over TLS on ADDR, with a certificate made at start
+    /// (for clients that speak only https to it, such as fal-client).
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// Write the CA certificate the TLS listener's certificate is signed with to FILE
+    /// (what a client trusts, e.g. SSL_CERT_FILE); needs --tls-listen.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// A share between 0 and 1.

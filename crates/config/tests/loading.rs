@@ -84,7 +84,11 @@ fn defaults_describe_the_embedded_shape() {
         (3, 30)
     );
     let polls = ProviderId::ALL.map(|id| s.providers.get(id).poll_interval.as_secs());
-    assert_eq!(polls, [10, 5, 10], "veo, runway, stability");
+    assert_eq!(
+        polls,
+        [10, 5, 10, 5, 5],
+        "veo, runway, stability, fal, replicate"
+    );
     assert_eq!(s.data_dir(), PathBuf::from("byok-data"));
 }
 

@@ -119,6 +119,67 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub seed_max: Option<u64>,
+    /// Whether jobs can use the model.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub status: ModelStatus,
+    /// When and where the provider announced the end of a `retired` model, and where its
+    /// family is still offered; present exactly when `status` is `retired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub retirement: Option<Retirement>,
+    /// How the adapter addresses the model on the wire beyond its id (fal's app and input
+    /// field names, Replicate's model path or version, which Google API serves it): data
+    /// each adapter reads and checks when the registry is built. Not part of listings.
+    #[serde(default, skip_serializing)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub wire: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Whether a model can be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Jobs can use it.
+    #[default]
+    Available,
+    /// The provider no longer serves it: a job for it is refused at enqueue
+    /// (`model_retired`) and nothing is sent.
+    Retired,
+}
+
+/// The end of a model: the day, the public notice, and where the same model family
+/// is still offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Retirement {
+    /// The day the provider stopped serving the model, `YYYY-MM-DD` (UTC).
+    #[cfg_attr(feature = "openapi", schema(example = "2025-07-24"))]
+    pub date: String,
+    /// The provider's public notice (a URL).
+    pub source: String,
+    /// Models of other providers in the same family, for the error and the listing.
+    #[serde(default)]
+    pub alternatives: Vec<ModelRef>,
+}
+
+/// A model of a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// The provider.
+    pub provider: crate::ProviderId,
+    /// Its model id.
+    pub model: String,
+}
+
+impl std::fmt::Display for ModelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.provider, self.model)
+    }
 }
 
 /// A request checked against a model and completed with its defaults: what
@@ -172,7 +233,10 @@ impl Catalogue {
                     request.provider,
                     truncate(&request.model)
                 ),
-                self.models.iter().map(|m| m.id.clone()),
+                self.models
+                    .iter()
+                    .filter(|m| m.status == ModelStatus::Available)
+                    .map(|m| m.id.clone()),
             )
         })?;
         model.validate(request)
@@ -186,6 +250,23 @@ impl Catalogue {
         }
         for m in &self.models {
             let fail = |why: &str| Err(format!("model `{}`: {why}", m.id));
+            match (m.status, &m.retirement) {
+                (ModelStatus::Available, None) => {}
+                (ModelStatus::Retired, Some(r)) => {
+                    if !is_iso_date(&r.date) {
+                        return fail("retirement.date must be YYYY-MM-DD");
+                    }
+                    if !(r.source.starts_with("https://") || r.source.starts_with("http://")) {
+                        return fail("retirement.source must be the URL of the notice");
+                    }
+                }
+                (ModelStatus::Available, Some(_)) => {
+                    return fail("retirement is only for a model whose status is retired");
+                }
+                (ModelStatus::Retired, None) => {
+                    return fail("a retired model needs a retirement (date, source)");
+                }
+            }
             if m.id.is_empty() || m.modes.is_empty() || m.formats.is_empty() {
                 return fail("needs an id, at least one mode and at least one format");
             }
@@ -216,11 +297,15 @@ impl Catalogue {
 }
 
 impl ModelSpec {
-    /// Checks `request` against this model (see [`Catalogue::validate`]).
+    /// Checks `request` against this model (see [`Catalogue::validate`]). A retired
+    /// model refuses every request with an error carrying its [`Retirement`].
     pub fn validate(
         &self,
         request: &GenerationRequest,
     ) -> Result<ValidatedRequest, ValidationError> {
+        if let Some(retirement) = &self.retirement {
+            return Err(ValidationError::retired(&self.id, retirement));
+        }
         let mode = self.mode_for(request)?;
         let prompt = self.check_prompt(request, mode)?;
 
@@ -465,4 +550,22 @@ fn truncate(value: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// `YYYY-MM-DD` with a plausible month and day.
+fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return false;
+    }
+    let month: u32 = s[5..7].parse().unwrap_or(0);
+    let day: u32 = s[8..10].parse().unwrap_or(0);
+    (1..=12).contains(&month) && (1..=31).contains(&day)
 }

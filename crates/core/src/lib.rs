@@ -14,12 +14,12 @@ mod request;
 mod tenancy;
 
 pub use catalogue::{
-    Catalogue, Format, Mode, ModelSpec, PROMPT_MAX_CHARS_CEILING, PromptRules, Requirement,
-    ValidatedRequest,
+    Catalogue, Format, Mode, ModelRef, ModelSpec, ModelStatus, PROMPT_MAX_CHARS_CEILING,
+    PromptRules, Requirement, Retirement, ValidatedRequest,
 };
 pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
-pub use job_result::JobResult;
+pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
 pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
 pub use queue_stats::QueueStats;

@@ -14,8 +14,14 @@ provider_ids! {
     /// Runway's developer API (api.dev.runwayml.com, not api.runwayml.com:
     /// docs/provider-protocols.md §1.1).
     Runway = "runway" { base_url: "https://api.dev.runwayml.com", per_minute: 5, per_hour: 50, poll_interval_secs: 5 },
-    /// Stability AI's hosted API.
+    /// Stability AI's hosted API (its video model retired on 2025-07-24; keys can still be
+    /// stored and checked).
     Stability = "stability" { base_url: "https://api.stability.ai", per_minute: 3, per_hour: 30, poll_interval_secs: 10 },
+    /// fal.ai's queue API: many vendors' video models behind one key. Requests over the
+    /// account's concurrency wait in fal's queue, so polls stay 5 s apart.
+    Fal = "fal" { base_url: "https://queue.fal.run", per_minute: 10, per_hour: 200, poll_interval_secs: 5 },
+    /// Replicate's predictions API: official and community video models behind one token.
+    Replicate = "replicate" { base_url: "https://api.replicate.com", per_minute: 10, per_hour: 200, poll_interval_secs: 5 },
 }
 
 /// The built-in defaults of one provider's settings (`providers.<id>.*`): the real host,
@@ -147,7 +153,10 @@ mod tests {
             assert_eq!(p.index(), i);
             assert_eq!(ProviderId::NAMES[i], p.as_str());
         }
-        assert_eq!(ProviderId::NAMES, ["veo", "runway", "stability"]);
+        assert_eq!(
+            ProviderId::NAMES,
+            ["veo", "runway", "stability", "fal", "replicate"]
+        );
     }
 
     #[test]
@@ -161,13 +170,13 @@ mod tests {
         );
         assert_eq!(
             "sora".parse::<ProviderId>().unwrap_err().to_string(),
-            "unknown provider `sora`; known providers: veo, runway, stability"
+            "unknown provider `sora`; known providers: veo, runway, stability, fal, replicate"
         );
         let serde_err = serde_json::from_str::<ProviderId>("\"sora\"").unwrap_err();
         assert!(
             serde_err
                 .to_string()
-                .contains("expected one of `veo`, `runway`, `stability`"),
+                .contains("expected one of `veo`, `runway`, `stability`, `fal`, `replicate`"),
             "{serde_err}"
         );
     }
@@ -193,6 +202,14 @@ mod tests {
         assert_eq!(
             ProviderId::Stability.defaults(),
             d("https://api.stability.ai", 3, 30, 10)
+        );
+        assert_eq!(
+            ProviderId::Fal.defaults(),
+            d("https://queue.fal.run", 10, 200, 5)
+        );
+        assert_eq!(
+            ProviderId::Replicate.defaults(),
+            d("https://api.replicate.com", 10, 200, 5)
         );
         for p in ProviderId::ALL {
             let defaults = p.defaults();

@@ -102,6 +102,10 @@ pub struct ValidationError {
     /// The values the field accepts, when it takes one of a set.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<String>,
+    /// Set when the request names a retired model (field `model`): the API answers
+    /// `model_retired` rather than `invalid_request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Box<crate::Retirement>>,
 }
 
 impl ValidationError {
@@ -110,6 +114,31 @@ impl ValidationError {
             field,
             message: message.into(),
             allowed: Vec::new(),
+            retired: None,
+        }
+    }
+
+    pub(crate) fn retired(model: &str, retirement: &crate::Retirement) -> Self {
+        let mut message = format!(
+            "model `{model}` was retired by its provider on {} ({})",
+            retirement.date, retirement.source
+        );
+        if !retirement.alternatives.is_empty() {
+            let places: Vec<String> = retirement
+                .alternatives
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            message.push_str(&format!(
+                "; the same model family is offered by {}",
+                places.join(", ")
+            ));
+        }
+        Self {
+            field: "model",
+            message,
+            allowed: Vec::new(),
+            retired: Some(Box::new(retirement.clone())),
         }
     }
 
@@ -122,6 +151,7 @@ impl ValidationError {
             field,
             message: message.into(),
             allowed: allowed.into_iter().map(|v| v.to_string()).collect(),
+            retired: None,
         }
     }
 }

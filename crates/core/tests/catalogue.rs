@@ -250,3 +250,84 @@ fn the_request_body_is_strict() {
     assert_eq!(r.provider, ProviderId::Runway);
     assert_eq!(r.metadata, json!({}));
 }
+
+/// `catalogue()` with its image-only model retired, pointing at `alternatives`.
+fn with_retired_img(retirement: serde_json::Value) -> Catalogue {
+    let mut raw = serde_json::to_value(catalogue()).unwrap();
+    raw["models"][0]["status"] = json!("retired");
+    raw["models"][0]["retirement"] = retirement;
+    serde_json::from_value(raw).unwrap()
+}
+
+#[test]
+fn a_retired_model_refuses_every_request_naming_the_day_the_notice_and_the_alternatives() {
+    let c = with_retired_img(json!({
+        "date": "2025-07-24", "source": "https://provider.example/notice",
+        "alternatives": [{"provider": "fal", "model": "owner/app"}, {"provider": "replicate", "model": "owner/name"}],
+    }));
+    c.check().unwrap();
+    let mut r = request("img");
+    r.image_url = Some("https://images.example/a.png".into());
+    let e = c.validate(&r).unwrap_err();
+    assert_eq!(e.field, "model");
+    let retirement = e.retired.as_ref().expect("marked as a retirement");
+    assert_eq!(retirement.date, "2025-07-24");
+    assert_eq!(retirement.alternatives.len(), 2);
+    let message = e.to_string();
+    for part in [
+        "2025-07-24",
+        "https://provider.example/notice",
+        "fal `owner/app`",
+        "replicate `owner/name`",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    // The other models are untouched, and an unknown model's list leaves the retired one out.
+    assert!(
+        c.validate(&request("auto"))
+            .is_err_and(|e| e.retired.is_none())
+    );
+    let unknown = c.validate(&request("nope")).unwrap_err();
+    assert!(!unknown.allowed.contains(&"img".to_owned()), "{unknown:?}");
+    assert!(unknown.allowed.contains(&"both".to_owned()));
+    // Listings show the status and the retirement; an available model says so too.
+    let listed = serde_json::to_value(&c.models).unwrap();
+    assert_eq!(listed[0]["status"], "retired");
+    assert_eq!(
+        listed[0]["retirement"]["source"],
+        "https://provider.example/notice"
+    );
+    assert_eq!(listed[1]["status"], "available");
+    assert!(listed[1].get("retirement").is_none());
+}
+
+#[test]
+fn a_retirement_must_be_whole_and_only_on_a_retired_model() {
+    let bad = |retirement: serde_json::Value| with_retired_img(retirement).check().unwrap_err();
+    assert!(
+        bad(json!({"date": "24/07/2025", "source": "https://x.example"})).contains("YYYY-MM-DD")
+    );
+    assert!(
+        bad(json!({"date": "2025-13-01", "source": "https://x.example"})).contains("YYYY-MM-DD")
+    );
+    assert!(bad(json!({"date": "2025-07-24", "source": "a notice"})).contains("URL"));
+    assert!(bad(serde_json::Value::Null).contains("needs a retirement"));
+    let mut raw = serde_json::to_value(catalogue()).unwrap();
+    raw["models"][1]["retirement"] = json!({"date": "2025-07-24", "source": "https://x.example"});
+    let c: Catalogue = serde_json::from_value(raw).unwrap();
+    assert!(
+        c.check()
+            .unwrap_err()
+            .contains("only for a model whose status is retired")
+    );
+}
+
+#[test]
+fn wire_data_is_read_but_never_listed() {
+    let mut raw = serde_json::to_value(catalogue()).unwrap();
+    raw["models"][0]["wire"] = json!({"app": "owner/app", "fields": {"prompt": "text"}});
+    let c: Catalogue = serde_json::from_value(raw).unwrap();
+    assert_eq!(c.models[0].wire["app"], "owner/app");
+    let listed = serde_json::to_value(&c.models[0]).unwrap();
+    assert!(listed.get("wire").is_none(), "{listed}");
+}

@@ -7,13 +7,14 @@
 
 use std::fmt;
 
-use byok_core::ProviderId;
+use byok_core::{JobError, ProviderId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::generation::internal;
 use crate::{http, net, vertex};
 
 /// Vertex AI region used when the credentials name none.
@@ -353,6 +354,21 @@ pub(crate) fn api_key_of(
     }
 }
 
+/// [`api_key_of`] for a generation call of `adapter` (the name in the message): credentials
+/// of another provider are a caller bug there, `internal`, permanent.
+pub(crate) fn job_api_key<'a>(
+    credentials: &'a Credentials,
+    expected: ProviderId,
+    adapter: &str,
+) -> Result<(&'a SecretString, Option<&'a str>), JobError> {
+    api_key_of(credentials, expected).map_err(|_| {
+        internal(&format!(
+            "{} credentials were given to the {adapter} adapter",
+            credentials.provider()
+        ))
+    })
+}
+
 /// The `Unavailable` answer for credentials handed to the wrong adapter.
 pub(crate) fn wrong_provider(credentials: &Credentials, expected: ProviderId) -> CredentialCheck {
     tracing::error!(
@@ -377,8 +393,24 @@ pub(crate) fn parse_api_key(
     provider: ProviderId,
     raw: &Value,
 ) -> Result<Credentials, CredentialsError> {
+    parse_key_fields(provider, raw, &["api_key", "organization_id"])
+}
+
+/// Parses `{"api_key": "…"}` (fal, Replicate: a key or token names its account by itself).
+pub(crate) fn parse_api_key_only(
+    provider: ProviderId,
+    raw: &Value,
+) -> Result<Credentials, CredentialsError> {
+    parse_key_fields(provider, raw, &["api_key"])
+}
+
+fn parse_key_fields(
+    provider: ProviderId,
+    raw: &Value,
+    fields: &[&str],
+) -> Result<Credentials, CredentialsError> {
     let obj = as_object(raw)?;
-    reject_unknown_fields(obj, &["api_key", "organization_id"])?;
+    reject_unknown_fields(obj, fields)?;
     let api_key = required_str(obj, "api_key", "api_key")?;
     check_token_chars(api_key, MAX_API_KEY_LEN).map_err(|m| CredentialsError::new("api_key", m))?;
     let organization_id = optional_str(obj, "organization_id", "organization_id")?
@@ -617,7 +649,9 @@ fn check_project_id(id: &str) -> Result<(), String> {
     }
 }
 
-fn is_location(location: &str) -> bool {
+/// A Vertex AI location as credentials (and a model's `wire.location`) may name one:
+/// `[a-z0-9-]{1,40}`.
+pub(crate) fn is_location(location: &str) -> bool {
     (1..=40).contains(&location.len())
         && location
             .bytes()

@@ -1,6 +1,6 @@
 //! The static description of a provider served by `GET /v1/providers`.
 
-use byok_core::{ModelSpec, ProviderId, RateLimits};
+use byok_core::{ModelSpec, ModelStatus, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
 use serde::Serialize;
@@ -19,6 +19,9 @@ pub struct ProviderDescriptor {
     pub description: &'static str,
     /// A stable icon slug ("veo", "runway", "stability") the UI maps to an image.
     pub icon: &'static str,
+    /// `available` while some model can be used; `retired` when every model is (keys can
+    /// still be stored and checked).
+    pub status: ModelStatus,
     /// The models and what each accepts (the capability catalogue).
     pub models: Vec<ModelSpec>,
     /// The union of the models' capabilities.

@@ -53,7 +53,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use url::{Host, Url};
 
 use crate::InputImage;
-use crate::http::{USER_AGENT, describe_transport_error, read_limited, sanitize};
+use crate::http::{self, USER_AGENT, describe_transport_error, read_limited, sanitize};
 use crate::net::{self, PolicyError};
 
 /// The most pixels an input image may have. A 20 MiB PNG of a flat colour can
@@ -448,7 +448,7 @@ impl ImageFetcher {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(essence);
+            .map(http::essence);
         match declared.as_deref() {
             Some("image/png" | "image/jpeg" | "image/webp") => {}
             Some(other) => {
@@ -466,16 +466,6 @@ impl ImageFetcher {
             Err(e) => Err(transport_error(url, &e)),
         }
     }
-}
-
-/// `image/png; charset=x` → `image/png`, lower-cased.
-fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// The MIME type of a sniffed format (only the three accepted ones reach here).

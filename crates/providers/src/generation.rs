@@ -61,8 +61,8 @@ pub enum RemoteStatus {
         /// Fraction done.
         progress: Option<f64>,
     },
-    /// Done: where the video is.
-    Succeeded(VideoOutput),
+    /// Done: where the video is, and what the provider reported about the work.
+    Succeeded(VideoOutput, byok_core::ProviderUsage),
     /// Done without a video, for the classified reason.
     Failed(byok_core::JobError),
     /// Cancelled at the provider.
@@ -140,6 +140,15 @@ impl Video {
             note: self.note.clone(),
         })
     }
+}
+
+/// A caller bug or a broken invariant of ours (credentials of another provider, a request
+/// that skipped a step): `internal`, permanent, for every adapter in the same words.
+pub(crate) fn internal(message: &str) -> byok_core::JobError {
+    byok_core::JobError::permanent(
+        byok_core::ErrorCode::Internal,
+        format!("internal error: {message}"),
+    )
 }
 
 /// A failure to write the caller's file: `internal`, transient (a full or unwritable disk

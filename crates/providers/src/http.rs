@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use byok_core::ProviderId;
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::Value;
 use url::Url;
 use zeroize::{Zeroize, Zeroizing};
@@ -158,6 +159,33 @@ pub(crate) async fn save_limited(
     Ok(Saved { size, head })
 }
 
+/// Whether `bytes` start like an ISO base media file (MP4): a box size, then `ftyp`. For
+/// videos served as `application/octet-stream` or without a type ([`Saved::head`]).
+pub(crate) fn has_ftyp(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ftyp".as_slice())
+}
+
+/// The essence of a `Content-Type` value: the media type without parameters, lowercased
+/// (`Video/MP4; codecs=…` → `video/mp4`).
+pub(crate) fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The [`essence`] of an answer's `Content-Type`; `None` when it has none (or an empty or
+/// non-ASCII one).
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(essence)
+        .filter(|v| !v.is_empty())
+}
+
 /// Makes provider text safe to put into a reason: every occurrence of each secret is
 /// replaced by `[REDACTED]`, control characters become spaces, runs of whitespace
 /// collapse, and the result is cut to [`MAX_REASON_CHARS`] characters.
@@ -215,6 +243,67 @@ pub(crate) async fn send_check(
     let status = response.status();
     let body = read_capped(response).await.map_err(|e| unavailable(&e))?;
     Ok((status, body))
+}
+
+/// How a provider's key check is worded in its reasons.
+pub(crate) struct KeyCheckWords {
+    /// The provider (`Runway rejected the key (HTTP 401)`).
+    pub(crate) provider: &'static str,
+    /// What the credential is called: `key`, or Replicate's `token`.
+    pub(crate) credential: &'static str,
+    /// The advice after a 429 (`try again later`).
+    pub(crate) after_throttle: &'static str,
+}
+
+/// The verdict of an API-key check's answer, for the adapters whose check is one request
+/// (not Veo's token exchange).
+///
+/// `accepted` is the adapter's reading of a success: `Some(true)` for the answer its check
+/// expects (`Valid`), `Some(false)` for a success of another shape (no verdict: not what the
+/// check returns), `None` for anything that is not a success. Then 401 and 403 reject the
+/// key, and everything else gives no verdict: 429 and 5xx are transient, and other statuses
+/// (400 for a header the provider no longer accepts, 404 for a wrong base URL, a redirect,
+/// …) say something about our request, not the key. Marking a working key invalid would stop
+/// its owner's jobs, so only the statuses that unambiguously mean "bad key" reject it.
+/// `detail` is the provider's own text, sanitised.
+pub(crate) fn key_check_verdict(
+    words: &KeyCheckWords,
+    status: StatusCode,
+    accepted: Option<bool>,
+    detail: Option<String>,
+) -> CredentialCheck {
+    let KeyCheckWords {
+        provider,
+        credential,
+        after_throttle,
+    } = words;
+    let code = status.as_u16();
+    match (accepted, code) {
+        (Some(true), _) => CredentialCheck::Valid,
+        (Some(false), _) => CredentialCheck::Unavailable {
+            reason: format!(
+                "{provider} answered the {credential} check with an unexpected body (HTTP {code})"
+            ),
+        },
+        (None, 401 | 403) => CredentialCheck::Rejected {
+            reason: with_detail(
+                format!("{provider} rejected the {credential} (HTTP {code})"),
+                detail,
+            ),
+        },
+        (None, 429) => CredentialCheck::Unavailable {
+            reason: with_detail(
+                format!("{provider} is rate limiting requests (HTTP 429); {after_throttle}"),
+                detail,
+            ),
+        },
+        (None, _) => CredentialCheck::Unavailable {
+            reason: with_detail(
+                format!("{provider} answered the {credential} check with HTTP {code}"),
+                detail,
+            ),
+        },
+    }
 }
 
 /// Appends `": <detail>"` when there is a detail.
@@ -312,6 +401,53 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Url {
     url
 }
 
+/// `base` with `segments` appended to its path, each percent-encoded as one segment (a `/`
+/// inside one becomes `%2F`), so that no part taken from an id can change the path.
+pub(crate) fn with_segments(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    // Base URLs are absolute http(s) URLs with a host, which always have a path.
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Whether `segment`, taken from a provider answer (an id, a resource name's part), is a
+/// plain path segment: not empty, not `.` or `..`, only URL-unreserved characters (and `:`
+/// when `colon`, which Google's domain-scoped project ids contain). It then needs no
+/// encoding and cannot change the path it goes into.
+pub(crate) fn plain_segment(segment: &str, colon: bool) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~')
+                || (colon && b == b':')
+        })
+}
+
+/// `{"id": "…", …}` → the id of a created job, if it is a sane one to store: not empty
+/// (after trimming), at most 256 bytes, no control characters.
+pub(crate) fn job_id_of(json: &Value) -> Option<String> {
+    let id = json.get("id")?.as_str()?.trim();
+    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
+}
+
+/// A validation error's location (`["promptImage", 0, "uri"]`) as `promptImage.0.uri`:
+/// names and indices joined with `.`, anything else left out.
+pub(crate) fn dotted_path<'a>(parts: impl IntoIterator<Item = &'a Value>) -> String {
+    parts
+        .into_iter()
+        .filter_map(|p| match p {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// The first non-empty string among `candidates`.
 pub(crate) fn first_text<'a>(
     candidates: impl IntoIterator<Item = Option<&'a str>>,
@@ -375,6 +511,20 @@ mod tests {
         }
         let err = parse_base_url(ProviderId::Veo, "https://user:hunter2@x").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_built_segment_by_segment() {
+        let base = Url::parse("http://127.0.0.1:9000/vertex/").unwrap();
+        assert_eq!(
+            with_segments(&base, &["v1", "m:predictLongRunning"]).as_str(),
+            "http://127.0.0.1:9000/vertex/v1/m:predictLongRunning"
+        );
+        let base = Url::parse("https://storage.googleapis.com").unwrap();
+        assert_eq!(
+            with_segments(&base, &["o", "a/b c?d#e%"]).as_str(),
+            "https://storage.googleapis.com/o/a%2Fb%20c%3Fd%23e%25"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{Catalogue, ProviderId, RateLimits};
+use byok_core::{Catalogue, ModelStatus, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
 use crate::fetch::ImageWork;
@@ -13,14 +13,19 @@ use crate::http::USER_AGENT;
 use crate::pace::Pace;
 use crate::vertex::TokenSource;
 use crate::{
-    CredentialField, ProviderDescriptor, ProviderOptions, RegistryOptions, VideoProvider, runway,
-    stability, veo,
+    CredentialField, ProviderDescriptor, ProviderOptions, RegistryOptions, VideoProvider, fal,
+    replicate, runway, stability, veo,
 };
 
 /// Every adapter of this build, one line per provider, in [`ProviderId::ALL`] order (checked
 /// at compile time: a missing, extra or misplaced provider does not build).
-pub(crate) const PROVIDERS: [&ProviderSpec; ProviderId::ALL.len()] =
-    [&veo::SPEC, &runway::SPEC, &stability::SPEC];
+pub(crate) const PROVIDERS: [&ProviderSpec; ProviderId::ALL.len()] = [
+    &veo::SPEC,
+    &runway::SPEC,
+    &stability::SPEC,
+    &fal::SPEC,
+    &replicate::SPEC,
+];
 
 const _: () = {
     let mut i = 0;
@@ -100,6 +105,15 @@ impl<'a> Setup<'a> {
             display_name: spec.display_name,
             description: spec.description,
             icon: spec.icon,
+            status: if catalogue
+                .models
+                .iter()
+                .any(|m| m.status == ModelStatus::Available)
+            {
+                ModelStatus::Available
+            } else {
+                ModelStatus::Retired
+            },
             models: catalogue.models.clone(),
             capabilities: Capabilities::of(&catalogue),
             credential_fields: spec.credential_fields.to_vec(),
@@ -189,7 +203,8 @@ impl Registry {
                 debug_assert_eq!(adapter.id(), spec.id);
                 Ok(adapter)
             })
-            .collect::<Result<_, RegistryError>>()?;
+            .collect::<Result<Vec<_>, RegistryError>>()?;
+        check_alternatives(&providers)?;
         let pacing = ProviderId::ALL
             .into_iter()
             .map(|id| {
@@ -224,6 +239,35 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn VideoProvider>> {
         self.providers.iter()
     }
+}
+
+/// A retired model's alternatives must be models other providers of this deployment
+/// offer and can run: the error of a refused job points users at them.
+fn check_alternatives(providers: &[Arc<dyn VideoProvider>]) -> Result<(), RegistryError> {
+    for provider in providers {
+        for model in &provider.catalogue().models {
+            let Some(retirement) = &model.retirement else {
+                continue;
+            };
+            for alternative in &retirement.alternatives {
+                let offered = providers[alternative.provider.index()]
+                    .catalogue()
+                    .model(&alternative.model)
+                    .is_some_and(|m| m.status == ModelStatus::Available);
+                if !offered {
+                    return Err(RegistryError::BadCatalogue {
+                        provider: provider.id(),
+                        reason: format!(
+                            "model `{}`: retirement.alternatives names {alternative}, which is \
+                             not an available model of that provider's catalogue",
+                            model.id
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One client for the configured (trusted) provider hosts. Redirects are not followed:

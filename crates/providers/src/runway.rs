@@ -5,30 +5,27 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use byok_core::{ErrorCode, JobError, Mode};
-use image::codecs::jpeg::JpegEncoder;
-use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::header::ACCEPT;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use url::Url;
 
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
+use crate::data_uri;
+use crate::download::{Expired, OutputDownloads};
 use crate::fetch::ImageWork;
-use crate::generation::write_error;
-use crate::http::{self, Body, MAX_VIDEO_BYTES, SaveError, USER_AGENT};
+use crate::generation::internal;
+use crate::http::{self, Body};
 use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
     ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo, SubmitRequest,
-    Submitted, VideoOutput, VideoProvider, fetch, net,
+    Submitted, VideoOutput, VideoProvider,
 };
 
 /// `X-Runway-Version`, required on every request; the SDK's default since 2024-11.
@@ -42,11 +39,10 @@ pub(crate) struct RunwayProvider {
     catalogue: byok_core::Catalogue,
     base_url: Url,
     http: reqwest::Client,
-    /// For output downloads: the network policy of user URLs (see [`Self::download`]).
-    download: reqwest::Client,
-    /// `fetch.allow_private_networks`, for output URLs.
-    allow_private_networks: bool,
-    /// Paced sends (`providers.runway.max_requests_per_second`), downloads included.
+    /// Output downloads from Runway's signed CDN URLs, under the network policy of user URLs.
+    downloads: OutputDownloads,
+    /// Paced sends (`providers.runway.max_requests_per_second`); `downloads` waits on
+    /// the same pace.
     outbound: Outbound,
     /// Where a large input image is re-encoded (see [`prompt_image`]).
     images: ImageWork,
@@ -84,35 +80,31 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
 
 impl RunwayProvider {
     pub(crate) fn new(setup: Setup<'_>) -> Result<Self, RegistryError> {
+        // Signed URLs expire (24–48 h) and are then refused; a fresh poll of the task gives
+        // fresh URLs, so a refused one is worth another round.
+        let expired: Expired = |host, status| {
+            format!(
+                "Runway's output URL at {host} was refused (HTTP {status}); it has probably \
+                 expired: poll the task again for fresh URLs"
+            )
+        };
+        let downloads = OutputDownloads::new(&setup, DISPLAY_NAME, Some(expired))?;
         let Setup {
             options,
             descriptor,
             catalogue,
             http,
-            allow_private_networks,
             request_timeout,
             pace,
             images,
             ..
         } = setup;
-        // Output URLs are provider answers, i.e. untrusted: the client of user URLs
-        // (no redirects, and when strict: https only, public-only resolver, no proxy),
-        // without any default credential. Reads must progress within the request
-        // timeout; the whole download within DOWNLOAD_TIMEOUT.
-        let download = net::client_builder(allow_private_networks)
-            .user_agent(USER_AGENT)
-            .connect_timeout(request_timeout)
-            .read_timeout(request_timeout)
-            .timeout(DOWNLOAD_TIMEOUT)
-            .build()
-            .map_err(RegistryError::HttpClient)?;
         Ok(RunwayProvider {
             descriptor,
             catalogue,
             base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
             http,
-            download,
-            allow_private_networks,
+            downloads,
             outbound: Outbound::new(pace, DISPLAY_NAME, request_timeout),
             images,
         })
@@ -209,7 +201,7 @@ impl VideoProvider for RunwayProvider {
         }
         // The task exists (and is billed) once Runway said 2xx: an answer we cannot read
         // is an unknown outcome, never a reason to submit again.
-        match answer.body.json().as_ref().and_then(task_id) {
+        match answer.body.json().as_ref().and_then(http::job_id_of) {
             Some(id) => Ok(Submitted {
                 provider_job_id: id,
             }),
@@ -277,25 +269,14 @@ impl VideoProvider for RunwayProvider {
         }
     }
 
+    /// The first output URL, downloaded without any credential (the URL is signed).
     async fn fetch_output(
         &self,
         _credentials: &Credentials,
         output: &VideoOutput,
         dest: &Path,
     ) -> Result<SavedVideo, JobError> {
-        match output {
-            VideoOutput::Urls(urls) => {
-                let first = urls
-                    .iter()
-                    .find(|u| !u.trim().is_empty())
-                    .ok_or_else(|| internal("Runway's output has no URL"))?;
-                self.download(first, dest).await
-            }
-            VideoOutput::Inline(video) => video.save(dest).await,
-            VideoOutput::Gcs(_) => Err(internal(
-                "a Google Cloud Storage output was given to the Runway adapter",
-            )),
-        }
+        self.downloads.fetch_output(output, dest).await
     }
 }
 
@@ -312,76 +293,7 @@ impl RunwayProvider {
             .push(id);
         Ok(url)
     }
-
-    /// Downloads an output URL. The URL came from a provider answer, so it is
-    /// untrusted input: the private-network policy of user URLs applies (IP literals
-    /// here, the public-only resolver at connect time), on every redirect hop too; no
-    /// `Authorization` is sent (the URL is signed); the size is capped at
-    /// [`MAX_VIDEO_BYTES`] while streaming into `dest`. Messages name the host only: the
-    /// URL carries a signature.
-    async fn download(&self, raw: &str, dest: &Path) -> Result<SavedVideo, JobError> {
-        let mut url = Url::parse(raw.trim()).map_err(|_| {
-            JobError::permanent(
-                ErrorCode::ProviderUnavailable,
-                "Runway returned an output that is not a URL",
-            )
-        })?;
-        let mut redirects = 0;
-        loop {
-            check_output_url(&url, self.allow_private_networks)?;
-            let host = url.host_str().unwrap_or_default().to_owned();
-            let request = self
-                .download
-                .get(url.clone())
-                .header(ACCEPT, "video/mp4, video/*, application/octet-stream");
-            let response = self
-                .outbound
-                .send(request)
-                .await
-                .map_err(|e| download_error(&host, &e))?;
-            let status = response.status().as_u16();
-            if matches!(status, 301 | 302 | 303 | 307 | 308) && redirects < MAX_DOWNLOAD_REDIRECTS {
-                let next = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|location| url.join(location.trim()).ok());
-                if let Some(next) = next {
-                    redirects += 1;
-                    url = next;
-                    continue;
-                }
-            }
-            return match status {
-                200..=299 => save_video(&host, response, dest).await,
-                // Signed URLs expire (24–48 h) and are then refused; a fresh poll of the
-                // task gives fresh URLs, so this is worth another round.
-                403 | 404 | 410 => Err(JobError::transient(
-                    ErrorCode::ProviderUnavailable,
-                    format!(
-                        "Runway's output URL at {host} was refused (HTTP {status}); it has probably \
-                         expired: poll the task again for fresh URLs"
-                    ),
-                )),
-                408 | 429 | 500..=599 => Err(JobError::transient(
-                    ErrorCode::ProviderUnavailable,
-                    format!("the download of Runway's output from {host} failed (HTTP {status})"),
-                )),
-                _ => Err(JobError::permanent(
-                    ErrorCode::ProviderUnavailable,
-                    format!("the download of Runway's output from {host} answered HTTP {status}"),
-                )),
-            };
-        }
-    }
 }
-
-/// Redirects followed when downloading an output (each hop checked again).
-const MAX_DOWNLOAD_REDIRECTS: usize = 3;
-
-/// Time limit for one output download as a whole; reads must also progress within the
-/// request timeout.
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Runway's limit for a data URI (`promptImage`, "≤5 MB encoded", docs/provider-protocols.md §1.2);
 /// decimal megabytes assumed, the smaller reading (UNVERIFIED).
@@ -399,102 +311,28 @@ enum Call {
     Cancel,
 }
 
-fn internal(message: &str) -> JobError {
-    JobError::permanent(ErrorCode::Internal, format!("internal error: {message}"))
-}
-
 /// The API key of Runway credentials; other credentials are a caller bug.
 fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError> {
-    api_key_of(credentials, ProviderId::Runway)
-        .map(|(key, _)| key)
-        .map_err(|_| {
-            internal(&format!(
-                "{} credentials were given to the Runway adapter",
-                credentials.provider()
-            ))
-        })
+    credentials::job_api_key(credentials, ProviderId::Runway, DISPLAY_NAME).map(|(key, _)| key)
 }
 
-/// The fetched image as a data URI (`data:<type>;base64,…`), so that Runway never has to
-/// reach the user's URL (its URL rules are stricter than ours, and what we checked is
-/// what is used). An image whose URI would exceed [`MAX_DATA_URI_BYTES`] is re-encoded
-/// as a JPEG of at most [`SHRUNK_MAX_SIDE`] pixels a side (quality 90, then lower);
-/// only when even that is too big is it refused as `invalid_request`. The re-encoding
-/// runs in an `images` turn.
+/// The fetched image as a data URI ([`data_uri::fitted`]), so that Runway never has to reach
+/// the user's URL (its URL rules are stricter than ours, and what we checked is what is
+/// used). An image whose URI would exceed [`MAX_DATA_URI_BYTES`] is re-encoded within
+/// [`SHRUNK_MAX_SIDE`] pixels a side; only when even that is too big is it refused as
+/// `invalid_request`.
 async fn prompt_image(images: &ImageWork, image: &InputImage) -> Result<String, JobError> {
-    // The type comes from the bytes, not from a field someone may have set by hand.
-    let mime = match image::guess_format(&image.bytes) {
-        Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => {
-            fetch::mime_of(format)
-        }
-        _ => {
-            return Err(JobError::permanent(
+    data_uri::fitted(images, image, MAX_DATA_URI_BYTES, SHRUNK_MAX_SIDE)
+        .await?
+        .ok_or_else(|| {
+            JobError::permanent(
                 ErrorCode::InvalidRequest,
-                "the input image is not a PNG, JPEG or WebP image",
-            ));
-        }
-    };
-    if data_uri_len(mime, image.bytes.len()) <= MAX_DATA_URI_BYTES {
-        return Ok(data_uri(mime, &image.bytes));
-    }
-    let shrunk = images
-        .decode(image.bytes.clone(), |_, _, decoded| shrink(decoded))
-        .await
-        .map_err(|e| e.to_job_error())??;
-    Ok(data_uri("image/jpeg", &shrunk))
-}
-
-fn data_uri_len(mime: &str, bytes: usize) -> usize {
-    "data:;base64,".len() + mime.len() + bytes.div_ceil(3) * 4
-}
-
-fn data_uri(mime: &str, bytes: &[u8]) -> String {
-    format!("data:{mime};base64,{}", BASE64.encode(bytes))
-}
-
-/// Re-encodes an image too big for a data URI (see [`prompt_image`]), scaled down to fit
-/// [`SHRUNK_MAX_SIDE`] when larger. Transparency is dropped (JPEG has none).
-fn shrink(image: DynamicImage) -> Result<Vec<u8>, JobError> {
-    let (width, height) = (image.width(), image.height());
-    let (to_width, to_height) = fit_within(width, height, SHRUNK_MAX_SIDE);
-    let rgb = DynamicImage::ImageRgb8(fetch::scale_to_rgb8(
-        image,
-        (0, 0, width, height),
-        to_width,
-        to_height,
-    ));
-    for quality in [90, 80, 70] {
-        let mut out = Vec::new();
-        rgb.write_with_encoder(JpegEncoder::new_with_quality(&mut out, quality))
-            .map_err(|e| internal(&format!("could not encode the input image: {e}")))?;
-        if data_uri_len("image/jpeg", out.len()) <= MAX_DATA_URI_BYTES {
-            return Ok(out);
-        }
-    }
-    Err(JobError::permanent(
-        ErrorCode::InvalidRequest,
-        format!(
-            "the input image is too large for Runway: even re-encoded at {SHRUNK_MAX_SIDE} pixels it exceeds \
-             Runway's 5 MB limit for inline images"
-        ),
-    ))
-}
-
-/// `width` x `height` scaled down, aspect kept, to at most `max_side` pixels a side;
-/// unchanged when it fits.
-fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
-    if width <= max_side && height <= max_side {
-        return (width, height);
-    }
-    let ratio = f64::from(max_side) / f64::from(width.max(height));
-    let scaled = |side: u32| ((f64::from(side) * ratio).round() as u32).clamp(1, max_side);
-    (scaled(width), scaled(height))
-}
-
-/// `{"id": "<task uuid>"}` → the id, if it is a sane one.
-fn task_id(json: &Value) -> Option<String> {
-    let id = json.get("id")?.as_str()?.trim();
-    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
+                format!(
+                    "the input image is too large for Runway: even re-encoded at {SHRUNK_MAX_SIDE} pixels it exceeds \
+                     Runway's 5 MB limit for inline images"
+                ),
+            )
+        })
 }
 
 /// Maps a task (`GET /v1/tasks/{id}`, docs/provider-protocols.md §1.3).
@@ -534,7 +372,10 @@ fn task_status(json: &Value, secret: &str) -> Result<RemoteStatus, JobError> {
                     "Runway reports the task SUCCEEDED but lists no output URL",
                 ));
             }
-            Ok(RemoteStatus::Succeeded(VideoOutput::Urls(urls)))
+            Ok(RemoteStatus::Succeeded(
+                VideoOutput::Urls(urls),
+                byok_core::ProviderUsage::NONE,
+            ))
         }
         "FAILED" => Ok(RemoteStatus::Failed(task_failure(
             json.get("failureCode").and_then(Value::as_str),
@@ -694,17 +535,7 @@ fn issue_path(issue: &Value) -> String {
     issue
         .get("path")
         .and_then(Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| match p {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join(".")
-        })
+        .map(http::dotted_path)
         .unwrap_or_default()
 }
 
@@ -715,140 +546,26 @@ fn first_issue_is_model(json: &Value) -> bool {
         .is_some_and(|issue| issue_path(issue) == "model")
 }
 
-/// The policy for an output URL (see [`RunwayProvider::download`]).
-fn check_output_url(url: &Url, allow_private_networks: bool) -> Result<(), JobError> {
-    net::check_url(url, allow_private_networks).map_err(|e| {
-        JobError::permanent(
-            ErrorCode::ProviderUnavailable,
-            format!("Runway's output URL was refused: {e}"),
-        )
-    })?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(JobError::permanent(
-            ErrorCode::ProviderUnavailable,
-            "Runway's output URL was refused: it contains a user name or password",
-        ));
-    }
-    Ok(())
-}
-
-fn download_error(host: &str, err: &reqwest::Error) -> JobError {
-    if let Some(policy) = net::policy_violation(err) {
-        return JobError::permanent(
-            ErrorCode::ProviderUnavailable,
-            format!("Runway's output URL was refused: {policy}"),
-        );
-    }
-    JobError::transient(
-        ErrorCode::ProviderUnavailable,
-        format!(
-            "the download of Runway's output from {host} failed: {}",
-            http::describe_transport_error(err, DOWNLOAD_TIMEOUT)
-        ),
-    )
-}
-
-/// Saves a downloaded video into `dest`. The type check is lenient, because CDNs label
-/// files loosely: any `video/*` is taken as is; `application/octet-stream` or no type at
-/// all is taken when the bytes carry an MP4/ISO-BMFF `ftyp` box (bytes 4..8), and then
-/// labelled `video/mp4`. Anything else (an HTML error page, JSON) is refused.
-async fn save_video(
-    host: &str,
-    response: reqwest::Response,
-    dest: &Path,
-) -> Result<SavedVideo, JobError> {
-    let declared = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|v| !v.is_empty());
-    let saved = match http::save_limited(response, MAX_VIDEO_BYTES, dest).await {
-        Ok(saved) => saved,
-        Err(SaveError::TooLarge) => {
-            return Err(JobError::permanent(
-                ErrorCode::ProviderUnavailable,
-                format!(
-                    "Runway's output at {host} is larger than {} MiB",
-                    MAX_VIDEO_BYTES >> 20
-                ),
-            ));
-        }
-        Err(SaveError::Read(e)) => return Err(download_error(host, &e)),
-        Err(SaveError::Write(e)) => return Err(write_error(dest, &e)),
-    };
-    if saved.size == 0 {
-        return Err(JobError::transient(
-            ErrorCode::ProviderUnavailable,
-            format!("Runway's output at {host} was empty"),
-        ));
-    }
-    let content_type = match declared.as_deref() {
-        Some(video) if video.starts_with("video/") => video.to_owned(),
-        None | Some("application/octet-stream") if has_ftyp(&saved.head) => "video/mp4".to_owned(),
-        other => {
-            return Err(JobError::permanent(
-                ErrorCode::ProviderUnavailable,
-                format!(
-                    "Runway's output at {host} is not a video (served as `{}`)",
-                    http::sanitize(other.unwrap_or("nothing"), &[])
-                ),
-            ));
-        }
-    };
-    Ok(SavedVideo {
-        size: saved.size,
-        content_type,
-        note: None,
-    })
-}
-
-/// Whether `bytes` start like an ISO base media file (MP4): a box size, then `ftyp`.
-pub(crate) fn has_ftyp(bytes: &[u8]) -> bool {
-    bytes.get(4..8) == Some(b"ftyp".as_slice())
-}
-
-/// Maps the answer of `GET /v1/organization`.
-///
-/// 200 with a JSON object is valid; 401 and 403 reject the key. Everything else gives no
-/// verdict: 429 and 5xx are transient, and other 4xx (400 for a version header Runway no
-/// longer accepts, 404 for a wrong base URL, …) say something about our request, not the
-/// key. Marking a working key invalid would stop its owner's jobs, so only the statuses
-/// that unambiguously mean "bad key" reject it.
+/// Maps the answer of `GET /v1/organization`: 200 with a JSON object is valid; 401 and 403
+/// reject the key; anything else gives no verdict ([`http::key_check_verdict`]; a 400 there
+/// is typically a version header Runway no longer accepts).
 fn classify(status: StatusCode, body: &Body, secret: &str) -> CredentialCheck {
     let json = body.json();
     let detail = json
         .as_ref()
         .and_then(error_text)
         .map(|text| http::sanitize(text, &[secret]));
-    let code = status.as_u16();
-    match code {
-        200 if json.as_ref().is_some_and(Value::is_object) => CredentialCheck::Valid,
-        200 => CredentialCheck::Unavailable {
-            reason: "Runway answered the key check with an unexpected body (HTTP 200)".to_owned(),
+    let accepted = (status == StatusCode::OK).then(|| json.as_ref().is_some_and(Value::is_object));
+    http::key_check_verdict(
+        &http::KeyCheckWords {
+            provider: DISPLAY_NAME,
+            credential: "key",
+            after_throttle: "try again later",
         },
-        401 | 403 => CredentialCheck::Rejected {
-            reason: http::with_detail(format!("Runway rejected the key (HTTP {code})"), detail),
-        },
-        429 => CredentialCheck::Unavailable {
-            reason: http::with_detail(
-                "Runway is rate limiting requests (HTTP 429); try again later".to_owned(),
-                detail,
-            ),
-        },
-        _ => CredentialCheck::Unavailable {
-            reason: http::with_detail(
-                format!("Runway answered the key check with HTTP {code}"),
-                detail,
-            ),
-        },
-    }
+        status,
+        accepted,
+        detail,
+    )
 }
 
 /// Runway errors are `{"error": "…", …}` (docs/provider-protocols.md §1.6); tolerate `message` too.

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use byok_core::{ErrorCode, JobError, ValidatedRequest};
 use image::{DynamicImage, ImageFormat};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::ACCEPT;
 use reqwest::multipart::{Form, Part};
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -22,10 +22,10 @@ use url::Url;
 use crate::classify::{self, Answer};
 use crate::credentials::{self, api_key_of};
 use crate::fetch::ImageWork;
+use crate::generation::internal;
 use crate::http::{self, Body, MAX_VIDEO_BYTES};
 use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
-use crate::runway::has_ftyp;
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError, InputImage,
     ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo, SubmitRequest,
@@ -174,7 +174,7 @@ impl VideoProvider for StabilityProvider {
             return Err(classify_answer(Call::Submit, &answer, secret));
         }
         // 2xx: the generation exists; an answer we cannot read is an unknown outcome.
-        match answer.body.json().as_ref().and_then(generation_id) {
+        match answer.body.json().as_ref().and_then(http::job_id_of) {
             Some(id) => Ok(Submitted {
                 provider_job_id: id,
             }),
@@ -230,9 +230,9 @@ impl VideoProvider for StabilityProvider {
             // In progress ({"id","status":"in-progress"}). Stability does not tell queued
             // from rendering, so this is Running with no progress.
             202 => Ok(RemoteStatus::Running { progress: None }),
-            200 => read_result(response, secret)
-                .await
-                .map(|video| RemoteStatus::Succeeded(VideoOutput::Inline(video))),
+            200 => read_result(response, secret).await.map(|video| {
+                RemoteStatus::Succeeded(VideoOutput::Inline(video), byok_core::ProviderUsage::NONE)
+            }),
             // "the generation either does not exist or has expired" (results are kept
             // 24 h), or it was started with another key (the user replaced theirs):
             // either way it can never be fetched.
@@ -446,18 +446,7 @@ fn parse_size(wire: &str) -> Option<(u32, u32)> {
 /// blurred frames, and charged (docs/provider-protocols.md §6 rule 4): it becomes the video's
 /// `note`, as does any other reason than `SUCCESS`.
 async fn read_result(response: reqwest::Response, secret: &str) -> Result<Video, JobError> {
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let content_type = http::media_type(response.headers()).unwrap_or_default();
     let header_reason = response
         .headers()
         .get("finish-reason")
@@ -509,7 +498,7 @@ async fn read_result(response: reqwest::Response, secret: &str) -> Result<Video,
             .ok_or_else(too_large)?;
         let is_video = content_type.starts_with("video/")
             || (matches!(content_type.as_str(), "" | "application/octet-stream")
-                && has_ftyp(&bytes));
+                && http::has_ftyp(&bytes));
         if !is_video {
             return Err(JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -541,25 +530,10 @@ enum Call {
     Poll,
 }
 
-fn internal(message: &str) -> JobError {
-    JobError::permanent(ErrorCode::Internal, format!("internal error: {message}"))
-}
-
 /// The API key and organization of Stability credentials; other credentials are a
 /// caller bug.
 fn api_key(credentials: &Credentials) -> Result<(&secrecy::SecretString, Option<&str>), JobError> {
-    api_key_of(credentials, ProviderId::Stability).map_err(|_| {
-        internal(&format!(
-            "{} credentials were given to the Stability AI adapter",
-            credentials.provider()
-        ))
-    })
-}
-
-/// `{"id": "<64 hex>"}` → the id, if it is a sane one.
-fn generation_id(json: &Value) -> Option<String> {
-    let id = json.get("id")?.as_str()?.trim();
-    (!id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)).then(|| id.to_owned())
+    credentials::job_api_key(credentials, ProviderId::Stability, DISPLAY_NAME)
 }
 
 /// Classifies an HTTP error answer of the generation calls (docs/provider-protocols.md §2.4, §2.5,
@@ -599,44 +573,28 @@ fn classify_answer(call: Call, answer: &Answer, secret: &str) -> JobError {
 
 /// Maps the answer of `GET /v1/user/balance`: 200 `{"credits": <number>}` is valid, 401
 /// and 403 reject the key (or the organization it was sent with); anything else gives no
-/// verdict, for the reasons given at Runway's `classify`.
+/// verdict ([`http::key_check_verdict`]).
 fn classify(status: StatusCode, body: &Body, secret: &str) -> CredentialCheck {
     let json = body.json();
     let detail = json
         .as_ref()
         .and_then(error_text)
         .map(|text| http::sanitize(&text, &[secret]));
-    let code = status.as_u16();
     let has_credits = json
         .as_ref()
         .and_then(|j| j.get("credits"))
         .is_some_and(Value::is_number);
-    match code {
-        200 if has_credits => CredentialCheck::Valid,
-        200 => CredentialCheck::Unavailable {
-            reason: "Stability AI answered the key check with an unexpected body (HTTP 200)"
-                .to_owned(),
+    http::key_check_verdict(
+        &http::KeyCheckWords {
+            provider: DISPLAY_NAME,
+            credential: "key",
+            // Stability documents a 60-second lockout after its rate limit.
+            after_throttle: "try again in a minute",
         },
-        401 | 403 => CredentialCheck::Rejected {
-            reason: http::with_detail(
-                format!("Stability AI rejected the key (HTTP {code})"),
-                detail,
-            ),
-        },
-        429 => CredentialCheck::Unavailable {
-            reason: http::with_detail(
-                "Stability AI is rate limiting requests (HTTP 429); try again in a minute"
-                    .to_owned(),
-                detail,
-            ),
-        },
-        _ => CredentialCheck::Unavailable {
-            reason: http::with_detail(
-                format!("Stability AI answered the key check with HTTP {code}"),
-                detail,
-            ),
-        },
-    }
+        status,
+        (status == StatusCode::OK).then_some(has_credits),
+        detail,
+    )
 }
 
 /// Stability errors: v2beta `{"name","errors":[…]}`, v1 `{"name","message"}`

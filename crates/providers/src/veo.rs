@@ -16,6 +16,10 @@
 //!
 //! A call answered 401 is retried once with a freshly exchanged token (the cached one may
 //! have been revoked or expired early); a second 401 is `credentials_invalid`.
+//!
+//! The models whose catalogue entry says `[models.wire] api = "interactions"` (Gemini Omni)
+//! are served by Vertex AI's Interactions API instead: [`crate::interactions`] speaks it with
+//! this adapter's tokens, pacing and error classification.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -25,8 +29,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
 use byok_core::{ErrorCode, JobError, Mode};
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -34,25 +38,31 @@ use url::Url;
 
 use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT};
 use crate::credentials::{self, DEFAULT_LOCATION};
-use crate::generation::write_error;
+use crate::generation::{internal, write_error};
 use crate::http::{self, MAX_BODY_BYTES, MAX_VIDEO_BYTES, SaveError};
+use crate::interactions::{self, InteractionName};
 use crate::pace::Outbound;
 use crate::registry::{ProviderSpec, Setup};
 use crate::vertex::{AccessToken, TokenError, TokenSource};
 use crate::{
     CancelOutcome, CredentialCheck, CredentialField, Credentials, CredentialsError,
-    CredentialsKind, ProviderDescriptor, ProviderId, RegistryError, RemoteStatus, SavedVideo,
-    ServiceAccountKey, SubmitRequest, Submitted, Video, VideoOutput, VideoProvider,
+    CredentialsKind, InputImage, ProviderDescriptor, ProviderId, RegistryError, RemoteStatus,
+    SavedVideo, ServiceAccountKey, SubmitRequest, Submitted, Video, VideoOutput, VideoProvider,
 };
 
 /// The real Cloud Storage host (GCS JSON API).
 pub(crate) const DEFAULT_STORAGE_URL: &str = "https://storage.googleapis.com";
 const LOCATION_PLACEHOLDER: &str = "{location}";
+/// Vertex AI's host after the region in Google's base URL (`{location}-aiplatform.googleapis.com`).
+const GOOGLE_VERTEX_HOST: &str = "aiplatform.googleapis.com";
+/// Vertex AI's multi-regional locations, which have hosts of their own (google-genai
+/// `_MULTI_REGIONAL_LOCATIONS`).
+const MULTI_REGIONS: [&str; 2] = ["us", "eu"];
 /// The path prefix under which a simulator serves Vertex AI; its Cloud Storage sits next
 /// to it under `/storage` (see [`storage_base_for`]).
 const SIMULATOR_VERTEX_PREFIX: &str = "/vertex";
 /// Who answered, in messages.
-const VERTEX: &str = "Vertex AI";
+pub(crate) const VERTEX: &str = "Vertex AI";
 const STORAGE: &str = "Cloud Storage";
 /// Longest operation name accepted from Vertex AI (real ones are ~150 characters).
 const MAX_OPERATION_NAME_LEN: usize = 1024;
@@ -72,22 +82,24 @@ pub(crate) struct VeoProvider {
     tokens: Arc<TokenSource>,
     /// For Vertex AI and Cloud Storage: configured (trusted) hosts, redirects not
     /// followed, `request_timeout` per request.
-    http: reqwest::Client,
-    request_timeout: Duration,
+    pub(crate) http: reqwest::Client,
+    pub(crate) request_timeout: Duration,
     allow_private_networks: bool,
     /// Token endpoints allowed besides Google's.
     token_uri_allowlist: Vec<Url>,
     /// `providers.veo.max_requests_per_second`: Vertex AI and Cloud Storage requests
     /// (not the token exchanges, which go to Google's OAuth endpoint and are cached).
-    outbound: Outbound,
+    pub(crate) outbound: Outbound,
+    /// The models served by the Interactions API (from their `[models.wire]`).
+    interactions: interactions::Routes,
 }
 
 /// The registry's entry for Google Veo.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
     id: ProviderId::Veo,
     display_name: "Google Veo",
-    description: "Google's Veo video models on Vertex AI, called with a Google \
-                  Cloud service account and billed to its project.",
+    description: "Google's Veo and Gemini Omni video models on Vertex AI, called \
+                  with a Google Cloud service account and billed to its project.",
     icon: "veo",
     credential_fields: &[
         CredentialField {
@@ -118,6 +130,7 @@ impl VeoProvider {
         // The registry's client for configured hosts: Google APIs do not redirect, and the
         // base URLs are configuration, so no private-network policy applies.
         let base_url_template = setup.options.base_url.trim().to_owned();
+        let interactions = interactions::Routes::of(&setup.catalogue)?;
         let provider = VeoProvider {
             descriptor: setup.descriptor,
             catalogue: setup.catalogue,
@@ -129,6 +142,7 @@ impl VeoProvider {
             allow_private_networks: setup.allow_private_networks,
             token_uri_allowlist: setup.token_uri_allowlist,
             outbound: Outbound::new(setup.pace, VERTEX, setup.request_timeout),
+            interactions,
         };
         // Validate the template as it will be used.
         provider
@@ -144,13 +158,23 @@ impl VeoProvider {
     }
 
     /// The Vertex AI base URL for `location`: `{location}` in the configured base URL is
-    /// replaced by it. The `global` location has no regional host, so there
-    /// `{location}-` is dropped (`https://aiplatform.googleapis.com`, as google-genai does).
+    /// replaced by it, with google-genai's two exceptions (docs/provider-protocols.md §3.6):
+    /// the `global` location has no regional host, so there `{location}-` is dropped
+    /// (`https://aiplatform.googleapis.com`), and the multi-regions `us` and `eu` have
+    /// their own hosts (`https://aiplatform.us.rep.googleapis.com`).
     pub(crate) fn base_url_for(&self, location: &str) -> Result<Url, RegistryError> {
         let template = &self.base_url_template;
+        let regional_host = format!("{LOCATION_PLACEHOLDER}-{GOOGLE_VERTEX_HOST}");
         let url = if location == "global" {
             template
                 .replace(&format!("{LOCATION_PLACEHOLDER}-"), "")
+                .replace(LOCATION_PLACEHOLDER, location)
+        } else if MULTI_REGIONS.contains(&location) && template.contains(&regional_host) {
+            template
+                .replace(
+                    &regional_host,
+                    &format!("aiplatform.{location}.rep.googleapis.com"),
+                )
                 .replace(LOCATION_PLACEHOLDER, location)
         } else {
             template.replace(LOCATION_PLACEHOLDER, location)
@@ -168,7 +192,7 @@ impl VeoProvider {
     ) -> Result<Url, JobError> {
         let base = self.base_url(location)?;
         let last = format!("{model}:{method}");
-        Ok(with_segments(
+        Ok(http::with_segments(
             &base,
             &[
                 "v1",
@@ -184,15 +208,25 @@ impl VeoProvider {
         ))
     }
 
-    fn base_url(&self, location: &str) -> Result<Url, JobError> {
+    pub(crate) fn base_url(&self, location: &str) -> Result<Url, JobError> {
         // The template was checked at start-up and locations are `[a-z0-9-]{1,40}`, so
         // this cannot fail in practice; if it does, it is our configuration's fault.
-        self.base_url_for(location).map_err(|e| {
-            JobError::permanent(
-                ErrorCode::Internal,
-                format!("internal error: no usable Vertex AI URL: {e}"),
-            )
-        })
+        self.base_url_for(location)
+            .map_err(|e| internal(&format!("no usable Vertex AI URL: {e}")))
+    }
+
+    /// A Vertex AI call (Veo's and the Interactions API's) as every one is sent: the access
+    /// token and `Accept: application/json`.
+    pub(crate) fn vertex_request(
+        &self,
+        method: Method,
+        url: &Url,
+        token: &AccessToken,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url.clone())
+            .bearer_auth(token.secret().expose_secret())
+            .header(ACCEPT, "application/json")
     }
 
     /// Makes one Vertex AI (or Cloud Storage) call with the account's access token, and
@@ -203,7 +237,7 @@ impl VeoProvider {
     ///
     /// Retrying a submit after a 401 is safe: an unauthenticated request is refused
     /// before Vertex AI creates anything.
-    async fn authorized<R, F, Fut>(
+    pub(crate) async fn authorized<R, F, Fut>(
         &self,
         account: &ServiceAccountKey,
         mut call: F,
@@ -267,6 +301,33 @@ impl VeoProvider {
         })
     }
 
+    /// A poll of Vertex AI (Veo's `fetchPredictOperation`, an Interactions get): `request`
+    /// sent with the account's token, refreshed once on 401, and its answer read up to
+    /// [`MAX_VIDEO_BYTES`] because it may carry the video inline. A success goes to `parse`,
+    /// any other answer to `refused` to be classified, each with the secrets to redact.
+    pub(crate) async fn poll_large(
+        &self,
+        account: &ServiceAccountKey,
+        request: impl Fn(&AccessToken) -> reqwest::RequestBuilder,
+        refused: impl FnOnce(&LargeAnswer, &[&str]) -> JobError,
+        parse: impl FnOnce(&[u8], &[&str]) -> Result<RemoteStatus, JobError>,
+    ) -> Result<RemoteStatus, JobError> {
+        let (answer, token) = self
+            .authorized(account, |token| {
+                let request = request(&token);
+                async move { self.send_large(request, VERTEX, Expect::Json, &token).await }
+            })
+            .await?;
+        let secrets = [token.secret().expose_secret()];
+        if !answer.status.is_success() {
+            return Err(refused(&answer, &secrets));
+        }
+        match &answer.body {
+            Some(bytes) => parse(bytes, &secrets),
+            None => Err(too_large(VERTEX)),
+        }
+    }
+
     /// A request to `provider` that got no (complete) answer: transient.
     fn unreachable(&self, provider: &str, err: &reqwest::Error, token: &AccessToken) -> JobError {
         let what = http::describe_transport_error(err, self.request_timeout);
@@ -292,7 +353,7 @@ impl VeoProvider {
                 "the video's Cloud Storage location is not a usable gs://bucket/object URI",
             )
         })?;
-        let mut url = with_segments(
+        let mut url = http::with_segments(
             &self.storage_base,
             &["storage", "v1", "b", bucket, "o", object],
         );
@@ -337,10 +398,7 @@ impl VeoProvider {
             ));
         };
         let Some(response) = answer.video else {
-            return Err(JobError::permanent(
-                ErrorCode::Internal,
-                "internal error: a video answer was read instead of saved",
-            ));
+            return Err(internal("a video answer was read instead of saved"));
         };
         let saved = match http::save_limited(response, MAX_VIDEO_BYTES, dest).await {
             Ok(saved) => saved,
@@ -404,7 +462,8 @@ impl VideoProvider for VeoProvider {
     }
 
     /// `POST …/models/{model}:predictLongRunning` with the body of [`submit_body`]; the
-    /// operation name Vertex AI answers with is the provider job id.
+    /// operation name Vertex AI answers with is the provider job id. A model of the
+    /// Interactions API is created there instead ([`interactions::submit`]).
     async fn submit(
         &self,
         credentials: &Credentials,
@@ -412,16 +471,14 @@ impl VideoProvider for VeoProvider {
     ) -> Result<Submitted, JobError> {
         let (account, location) = service_account_of(credentials)?;
         let model = request.request.model.as_str();
+        if let Some(route) = self.interactions.model(model) {
+            return interactions::submit(self, account, location, route, &request).await;
+        }
         let body = submit_body(&request)?;
         let url = self.model_url(account, location, model, "predictLongRunning")?;
         let (answer, token) = self
             .authorized(account, |token| {
-                let request = self
-                    .http
-                    .post(url.clone())
-                    .bearer_auth(token.secret().expose_secret())
-                    .header(ACCEPT, "application/json")
-                    .json(&body);
+                let request = self.vertex_request(Method::POST, &url, &token).json(&body);
                 async move {
                     self.outbound
                         .submit(request, &[token.secret().expose_secret()])
@@ -468,56 +525,52 @@ impl VideoProvider for VeoProvider {
         provider_job_id: &str,
     ) -> Result<RemoteStatus, JobError> {
         let (account, location) = service_account_of(credentials)?;
-        let resource = operation_resource(provider_job_id).ok_or_else(|| {
-            JobError::permanent(
-                ErrorCode::Internal,
-                "internal error: the job's provider id is not a Vertex AI operation name",
-            )
-        })?;
+        if let Some(name) = InteractionName::parse(provider_job_id) {
+            return interactions::poll(self, account, &name).await;
+        }
+        let resource = operation_resource(provider_job_id)
+            .ok_or_else(|| internal("the job's provider id is not a Vertex AI operation name"))?;
         let mut segments: Vec<&str> = std::iter::once("v1").chain(resource.split('/')).collect();
         let last = format!(
             "{}:fetchPredictOperation",
             segments.pop().unwrap_or_default()
         );
         segments.push(&last);
-        let url = with_segments(&self.base_url(location)?, &segments);
+        let url = http::with_segments(&self.base_url(location)?, &segments);
         let body = json!({ "operationName": provider_job_id });
-        let (answer, token) = self
-            .authorized(account, |token| {
-                let request = self
-                    .http
-                    .post(url.clone())
-                    .bearer_auth(token.secret().expose_secret())
-                    .header(ACCEPT, "application/json")
-                    .json(&body);
-                async move { self.send_large(request, VERTEX, Expect::Json, &token).await }
-            })
-            .await?;
-        let secrets = [token.secret().expose_secret()];
-        if !answer.status.is_success() {
-            return Err(classify_answer(
-                Call::Poll,
-                answer.status,
-                &answer.headers,
-                answer.json().as_ref(),
-                &secrets,
-            ));
-        }
-        match &answer.body {
-            Some(bytes) => parse_operation(bytes, &secrets),
-            None => Err(too_large(VERTEX)),
-        }
+        self.poll_large(
+            account,
+            |token| self.vertex_request(Method::POST, &url, token).json(&body),
+            |answer, secrets| {
+                classify_answer(
+                    Call::Poll,
+                    answer.status,
+                    &answer.headers,
+                    answer.json().as_ref(),
+                    secrets,
+                )
+            },
+            parse_operation,
+        )
+        .await
     }
 
     /// Vertex AI documents no cancel for `predictLongRunning` operations
     /// (docs/provider-protocols.md §3.6–3.8; google-genai has none for Vertex videos either), so no
     /// request is made: the operation runs to its end and the worker ignores its result.
+    /// Interactions have one ([`interactions::cancel`]).
     async fn cancel(
         &self,
-        _credentials: &Credentials,
-        _provider_job_id: &str,
+        credentials: &Credentials,
+        provider_job_id: &str,
     ) -> Result<CancelOutcome, JobError> {
-        Ok(CancelOutcome::NotSupported)
+        match InteractionName::parse(provider_job_id) {
+            Some(name) => {
+                let (account, _) = service_account_of(credentials)?;
+                interactions::cancel(self, account, &name).await
+            }
+            None => Ok(CancelOutcome::NotSupported),
+        }
     }
 
     /// Inline videos are returned as they are; for `gs://` outputs the first object is
@@ -540,9 +593,8 @@ impl VideoProvider for VeoProvider {
                 })?;
                 self.download(account, uri, dest).await
             }
-            VideoOutput::Urls(_) => Err(JobError::permanent(
-                ErrorCode::Internal,
-                "internal error: Veo outputs are inline or in Cloud Storage, never URLs",
+            VideoOutput::Urls(_) => Err(internal(
+                "Veo outputs are inline or in Cloud Storage, never URLs",
             )),
         }
     }
@@ -558,13 +610,10 @@ fn service_account_of(credentials: &Credentials) -> Result<(&ServiceAccountKey, 
         }
         _ => {
             tracing::error!(given = %credentials.provider(), "credentials of another provider were given to the veo adapter");
-            Err(JobError::permanent(
-                ErrorCode::Internal,
-                format!(
-                    "internal error: {} credentials were given to the veo adapter",
-                    credentials.provider()
-                ),
-            ))
+            Err(internal(&format!(
+                "{} credentials were given to the veo adapter",
+                credentials.provider()
+            )))
         }
     }
 }
@@ -596,29 +645,18 @@ fn token_error(err: TokenError) -> JobError {
 /// default, `allow_adult`, is the only value every Veo 3.1 mode accepts), `enhancePrompt`.
 fn submit_body(submit: &SubmitRequest<'_>) -> Result<Value, JobError> {
     let request = submit.request;
-    let internal =
-        |what: &str| JobError::permanent(ErrorCode::Internal, format!("internal error: {what}"));
     let mut instance = Map::new();
     if let Some(prompt) = &request.prompt {
         instance.insert("prompt".into(), prompt.as_str().into());
     }
-    match (request.mode, submit.image) {
-        (Mode::ImageToVideo, Some(image)) => {
-            instance.insert(
-                "image".into(),
-                json!({
-                    "bytesBase64Encoded": STANDARD.encode(&image.bytes),
-                    "mimeType": image.content_type,
-                }),
-            );
-        }
-        (Mode::TextToVideo, None) => {}
-        (Mode::ImageToVideo, None) => {
-            return Err(internal("an image-to-video request came without its image"));
-        }
-        (Mode::TextToVideo, Some(_)) => {
-            return Err(internal("a text-to-video request came with an image"));
-        }
+    if let Some(image) = image_of(submit)? {
+        instance.insert(
+            "image".into(),
+            json!({
+                "bytesBase64Encoded": STANDARD.encode(&image.bytes),
+                "mimeType": image.content_type,
+            }),
+        );
     }
 
     let mut parameters = Map::new();
@@ -657,6 +695,20 @@ fn submit_body(submit: &SubmitRequest<'_>) -> Result<Value, JobError> {
     Ok(json!({ "instances": [instance], "parameters": parameters }))
 }
 
+/// The input image of a Vertex AI submit (Veo's and the Interactions API's): the fetched image
+/// of an image-to-video request, none for text-to-video. An image that does not match the
+/// mode is our bug, `internal`.
+pub(crate) fn image_of<'a>(submit: &SubmitRequest<'a>) -> Result<Option<&'a InputImage>, JobError> {
+    match (submit.request.mode, submit.image) {
+        (Mode::ImageToVideo, Some(image)) => Ok(Some(image)),
+        (Mode::TextToVideo, None) => Ok(None),
+        (Mode::ImageToVideo, None) => {
+            Err(internal("an image-to-video request came without its image"))
+        }
+        (Mode::TextToVideo, Some(_)) => Err(internal("a text-to-video request came with an image")),
+    }
+}
+
 /// The resource path of an operation name: `projects/P/locations/L/publishers/google/models/M`
 /// of `projects/P/locations/L/publishers/google/models/M/operations/ID`, as google-genai's
 /// `operation_name.rpartition('/operations/')[0]`.
@@ -671,36 +723,15 @@ fn operation_resource(name: &str) -> Option<&str> {
         return None;
     }
     let (resource, id) = name.rsplit_once("/operations/")?;
-    let segment_ok = |s: &str, colon: bool| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.bytes().all(|b| {
-                b.is_ascii_alphanumeric()
-                    || matches!(b, b'-' | b'.' | b'_' | b'~')
-                    || (colon && b == b':')
-            })
-    };
     let segments: Vec<&str> = resource.split('/').collect();
     let [.., models, model] = segments[..] else {
         return None;
     };
     let well_formed = models == "models"
-        && segment_ok(model, false)
-        && segment_ok(id, false)
-        && segments.iter().all(|s| segment_ok(s, true));
+        && http::plain_segment(model, false)
+        && http::plain_segment(id, false)
+        && segments.iter().all(|s| http::plain_segment(s, true));
     well_formed.then_some(resource)
-}
-
-/// `base` with `segments` appended to its path, each percent-encoded as one segment
-/// (a `/` inside one becomes `%2F`).
-fn with_segments(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    // Base URLs are absolute http(s) URLs with a host, which always have a path.
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().extend(segments);
-    }
-    url
 }
 
 /// Where `gcsUri` outputs are downloaded from.
@@ -734,7 +765,7 @@ fn storage_base_for(template: &str) -> Result<Url, RegistryError> {
 /// Splits `gs://bucket/object`. Bucket names are Google's `[a-z0-9._-]{3,222}`; object
 /// names any 1–1024 bytes without control characters (they are percent-encoded as one
 /// path segment).
-fn parse_gcs_uri(uri: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_gcs_uri(uri: &str) -> Option<(&str, &str)> {
     let (bucket, object) = uri.strip_prefix("gs://")?.split_once('/')?;
     let bucket_ok = (3..=MAX_BUCKET_LEN).contains(&bucket.len())
         && bucket.bytes().all(|b| {
@@ -747,9 +778,8 @@ fn parse_gcs_uri(uri: &str) -> Option<(&str, &str)> {
 
 /// The `video/*` media type of an answer, lowercased and without parameters.
 fn video_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
-    (essence.starts_with("video/") && essence.len() > "video/".len()).then_some(essence)
+    http::media_type(headers)
+        .filter(|essence| essence.starts_with("video/") && essence.len() > "video/".len())
 }
 
 fn too_large(provider: &str) -> JobError {
@@ -815,17 +845,7 @@ struct OperationVideo<'a> {
 /// An unreadable answer is transient (the next poll may read fine); an undecodable or
 /// unusable video is permanent (polling again returns the same one).
 fn parse_operation(bytes: &[u8], secrets: &[&str]) -> Result<RemoteStatus, JobError> {
-    let unreadable = || {
-        JobError::transient(
-            ErrorCode::ProviderUnavailable,
-            format!("{VERTEX} answered the poll with an unreadable operation (HTTP 200)"),
-        )
-    };
-    // serde would also read a struct from a JSON array; an operation is an object.
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(unreadable());
-    }
-    let operation: Operation<'_> = serde_json::from_slice(bytes).map_err(|_| unreadable())?;
+    let operation: Operation<'_> = poll_object(bytes, "operation")?;
     if operation.done != Some(Value::Bool(true)) {
         return Ok(RemoteStatus::Queued);
     }
@@ -840,24 +860,22 @@ fn parse_operation(bytes: &[u8], secrets: &[&str]) -> Result<RemoteStatus, JobEr
 
     if let Some(video) = videos.iter().find(|v| !v.bytes_base64_encoded.is_empty()) {
         let encoded: &str = &video.bytes_base64_encoded;
-        let content_type = match &video.mime_type {
-            None | Some(Value::Null) => "video/mp4".to_owned(),
-            Some(Value::String(t)) if t.to_ascii_lowercase().starts_with("video/") => {
-                t.to_ascii_lowercase()
-            }
-            Some(_) => return Err(unusable("sent an output that is not a video (mimeType)")),
-        };
+        let content_type = inline_video_type(video.mime_type.as_ref())
+            .ok_or_else(|| unusable("sent an output that is not a video (mimeType)"))?;
         let bytes = STANDARD_PAD_INDIFFERENT
             .decode(encoded.as_bytes())
             .map_err(|_| unusable("sent a video that is not valid base64"))?;
         if bytes.is_empty() {
             return Err(unusable("sent an empty video"));
         }
-        return Ok(RemoteStatus::Succeeded(VideoOutput::Inline(Video {
-            bytes,
-            content_type,
-            note: None,
-        })));
+        return Ok(RemoteStatus::Succeeded(
+            VideoOutput::Inline(Video {
+                bytes,
+                content_type,
+                note: None,
+            }),
+            byok_core::ProviderUsage::NONE,
+        ));
     }
 
     let uris: Vec<&str> = videos
@@ -870,9 +888,10 @@ fn parse_operation(bytes: &[u8], secrets: &[&str]) -> Result<RemoteStatus, JobEr
                 "named a video object that is not a usable gs://bucket/object URI",
             ));
         }
-        return Ok(RemoteStatus::Succeeded(VideoOutput::Gcs(
-            uris.into_iter().map(str::to_owned).collect(),
-        )));
+        return Ok(RemoteStatus::Succeeded(
+            VideoOutput::Gcs(uris.into_iter().map(str::to_owned).collect()),
+            byok_core::ProviderUsage::NONE,
+        ));
     }
 
     let filtered = match &response.rai_media_filtered_count {
@@ -900,6 +919,39 @@ fn parse_operation(bytes: &[u8], secrets: &[&str]) -> Result<RemoteStatus, JobEr
         ErrorCode::ProviderUnavailable,
         format!("{VERTEX} finished the operation without a video"),
     )))
+}
+
+/// A poll's 200 answer (an operation, an interaction: `what`) read as the JSON object `T`,
+/// borrowing from `bytes`. An unreadable one is transient: the next poll may read fine.
+pub(crate) fn poll_object<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<T, JobError> {
+    // serde would also read a struct from a JSON array; the answer is an object.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(unreadable_poll(what));
+    }
+    serde_json::from_slice(bytes).map_err(|_| unreadable_poll(what))
+}
+
+/// A poll's 200 answer that does not say what a `what` must (see [`poll_object`]).
+pub(crate) fn unreadable_poll(what: &str) -> JobError {
+    JobError::transient(
+        ErrorCode::ProviderUnavailable,
+        format!("{VERTEX} answered the poll with an unreadable {what} (HTTP 200)"),
+    )
+}
+
+/// The type of an inline video from the answer's MIME type field: any `video/*`
+/// (lowercased), MP4 when none is said; `None` for anything else, which is not a video.
+pub(crate) fn inline_video_type(mime_type: Option<&Value>) -> Option<String> {
+    match mime_type {
+        None | Some(Value::Null) => Some("video/mp4".to_owned()),
+        Some(Value::String(t)) if t.to_ascii_lowercase().starts_with("video/") => {
+            Some(t.to_ascii_lowercase())
+        }
+        Some(_) => None,
+    }
 }
 
 /// The name of a gRPC status code, for messages.
@@ -943,7 +995,7 @@ fn grpc_name(code: i64) -> Option<&'static str> {
 /// NOT_FOUND is not `model_retired`: the model was found when the submit was accepted,
 /// and the request names no other resource (no input `gcsUri`, no `storageUri`), so the
 /// operation lost something of Google's own.
-fn operation_error(error: &Value, secrets: &[&str]) -> RemoteStatus {
+pub(crate) fn operation_error(error: &Value, secrets: &[&str]) -> RemoteStatus {
     let code = error.get("code").and_then(Value::as_i64);
     let message = error
         .get("message")
@@ -977,7 +1029,7 @@ fn operation_error(error: &Value, secrets: &[&str]) -> RemoteStatus {
 
 /// Which call an HTTP error answered; 404 means something different for each.
 #[derive(Debug, Clone, Copy)]
-enum Call<'a> {
+pub(crate) enum Call<'a> {
     Submit { model: &'a str },
     Poll,
     Download,
@@ -1000,7 +1052,7 @@ enum Call<'a> {
 /// - the rest by [`classify::by_status`]: 400 `invalid_request`, 408/5xx transient, ….
 ///
 /// Google's `status` and `message` go into the message, sanitised.
-fn classify_answer(
+pub(crate) fn classify_answer(
     call: Call<'_>,
     status: StatusCode,
     headers: &HeaderMap,
@@ -1090,7 +1142,7 @@ enum Expect {
 }
 
 /// An answer whose status decides the refresh-once rule.
-trait Answered {
+pub(crate) trait Answered {
     fn status(&self) -> StatusCode;
 }
 
@@ -1102,16 +1154,16 @@ impl Answered for Answer {
 
 /// An answer read with [`http::read_limited`]; `body` is `None` when it was over the limit
 /// or left unread for streaming (`video`).
-struct LargeAnswer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Option<Vec<u8>>,
+pub(crate) struct LargeAnswer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Vec<u8>>,
     /// With [`Expect::Video`], a success serving `video/*`: its body, not read yet.
-    video: Option<reqwest::Response>,
+    pub(crate) video: Option<reqwest::Response>,
 }
 
 impl LargeAnswer {
-    fn json(&self) -> Option<Value> {
+    pub(crate) fn json(&self) -> Option<Value> {
         serde_json::from_slice(self.body.as_deref()?).ok()
     }
 }
@@ -1151,9 +1203,22 @@ mod tests {
             veo.base_url_for("global").unwrap().as_str(),
             "https://aiplatform.googleapis.com/"
         );
+        // google-genai's multi-regional hosts.
+        assert_eq!(
+            veo.base_url_for("us").unwrap().as_str(),
+            "https://aiplatform.us.rep.googleapis.com/"
+        );
+        assert_eq!(
+            veo.base_url_for("eu").unwrap().as_str(),
+            "https://aiplatform.eu.rep.googleapis.com/"
+        );
         let sim = provider("http://127.0.0.1:9000/vertex").unwrap();
         assert_eq!(
             sim.base_url_for("us-central1").unwrap().as_str(),
+            "http://127.0.0.1:9000/vertex"
+        );
+        assert_eq!(
+            sim.base_url_for("us").unwrap().as_str(),
             "http://127.0.0.1:9000/vertex"
         );
         let err = provider("https://{location}.x/?q").unwrap_err();
@@ -1191,20 +1256,6 @@ mod tests {
                 "{base}"
             );
         }
-    }
-
-    #[test]
-    fn urls_are_built_segment_by_segment() {
-        let base = Url::parse("http://127.0.0.1:9000/vertex/").unwrap();
-        assert_eq!(
-            with_segments(&base, &["v1", "m:predictLongRunning"]).as_str(),
-            "http://127.0.0.1:9000/vertex/v1/m:predictLongRunning"
-        );
-        let base = Url::parse("https://storage.googleapis.com").unwrap();
-        assert_eq!(
-            with_segments(&base, &["o", "a/b c?d#e%"]).as_str(),
-            "https://storage.googleapis.com/o/a%2Fb%20c%3Fd%23e%25"
-        );
     }
 
     #[test]
@@ -1279,11 +1330,14 @@ mod tests {
         );
         assert_eq!(
             video,
-            Ok(RemoteStatus::Succeeded(VideoOutput::Inline(Video {
-                bytes: vec![0, 1, 2],
-                content_type: "video/mp4".into(),
-                note: None
-            })))
+            Ok(RemoteStatus::Succeeded(
+                VideoOutput::Inline(Video {
+                    bytes: vec![0, 1, 2],
+                    content_type: "video/mp4".into(),
+                    note: None
+                }),
+                byok_core::ProviderUsage::NONE
+            ))
         );
         // The base64 is borrowed from the body, not copied.
         let body = br#"{"done": true, "response": {"videos": [{"bytesBase64Encoded": "AAEC"}]}}"#;
@@ -1294,7 +1348,7 @@ mod tests {
             Cow::Borrowed("AAEC")
         ));
         // Unpadded base64 and no mimeType are fine.
-        let RemoteStatus::Succeeded(VideoOutput::Inline(v)) =
+        let RemoteStatus::Succeeded(VideoOutput::Inline(v), _) =
             parse(json!({"done": true, "response": {"videos": [{"bytesBase64Encoded": "AAE"}]}}))
                 .unwrap()
         else {

@@ -18,23 +18,26 @@ pub struct SimConfig {
     /// From submit to done. `0` finishes a job at once. Default 3 s.
     #[serde(rename = "render_time_ms", with = "millis")]
     pub render_time: Duration,
-    /// Whether a running Runway task reports `progress` (0–1). Runway is the
-    /// only simulated provider with progress; without it clients must cope
-    /// with a `RUNNING` task that says nothing more. Default true.
+    /// Whether a running Runway task reports `progress` (0–1), and a processing
+    /// Replicate prediction a tqdm bar in its `logs`; without it clients must cope
+    /// with a running job that says nothing more. Default true.
     pub report_progress: bool,
     /// Share (0–1) of jobs that end in failure: Runway `FAILED` with
     /// `failureCode: INTERNAL`, Vertex an operation `error` with code 13,
-    /// Stability a 500 on the result. Default 0.
+    /// Stability a 500 on the result, Replicate a prediction `failed` with
+    /// "Prediction interrupted; please retry (code: PA)". Default 0.
     pub failure_rate: f64,
     /// Share (0–1) of submits answered 429 with the provider's own body and
     /// retry hint. Default 0.
     pub throttle_rate: f64,
     /// The retry delay of every simulated 429 (`Retry-After` for Runway,
-    /// `RetryInfo.retryDelay` for Vertex; Stability sends none). Default 2 s.
+    /// `RetryInfo.retryDelay` for Vertex, "resets in ~Ns" in Replicate's text;
+    /// Stability sends none). Default 2 s.
     #[serde(rename = "retry_after_ms", with = "millis")]
     pub retry_after: Duration,
     /// A prompt containing this text is moderated: the Runway task fails
-    /// with `SAFETY.INPUT.TEXT`, the Vertex operation ends RAI-filtered.
+    /// with `SAFETY.INPUT.TEXT`, the Vertex operation ends RAI-filtered, the
+    /// Replicate prediction fails with "flagged as sensitive (E005)".
     /// Empty disables it. Default `sim:moderate`.
     pub moderation_trigger: String,
     /// Stability has no prompt: a submit with this `seed` is refused with
@@ -56,7 +59,8 @@ pub struct SimConfig {
     #[serde(rename = "retention_secs", with = "secs")]
     pub retention: Duration,
     /// Vertex model ids that exist; any other model is 404 `NOT_FOUND`, as
-    /// a retired model is. Default: the Veo 3.1 models.
+    /// a retired model is. The `gemini-` ones are served by the Interactions API.
+    /// Default: the Veo 3.1 models and the Gemini Omni models.
     pub vertex_models: Vec<String>,
     /// Bytes appended to every *downloaded* video (Runway's `/files`, Cloud Storage
     /// `alt=media`) as a trailing MP4 `free` box, streamed, never built in memory: large
@@ -64,6 +68,10 @@ pub struct SimConfig {
     /// Read when a download is served. Inline videos (Stability, Vertex base64) are not
     /// padded.
     pub video_padding_bytes: u64,
+    /// fal's per-account concurrency: each key runs at most this many requests at once, and
+    /// the rest wait `IN_QUEUE` with a `queue_position` (fal queues, never refuses). Default
+    /// 2, what fal gives a new account; `0` runs everything at once (benchmarks).
+    pub fal_concurrency: u32,
 }
 
 /// The largest [`SimConfig::video_padding_bytes`].
@@ -88,10 +96,16 @@ impl Default for SimConfig {
                 "veo-3.1-fast-generate-001",
                 "veo-3.1-generate-preview",
                 "veo-3.1-fast-generate-preview",
+                "veo-3.1-lite-generate-001",
+                // Gemini Omni, served by the Interactions API.
+                "gemini-omni-1.2-flash",
+                "gemini-omni-1.1-flash-preview",
+                "gemini-omni-flash-preview",
             ]
             .map(str::to_owned)
             .to_vec(),
             video_padding_bytes: 0,
+            fal_concurrency: 2,
         }
     }
 }

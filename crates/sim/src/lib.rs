@@ -6,13 +6,17 @@
 mod clock;
 mod config;
 mod control;
+mod fal;
 mod http;
+mod interactions;
 mod oauth;
+mod replicate;
 mod runway;
 mod service_account;
 mod stability;
 mod state;
 mod stats;
+mod tls;
 mod vertex;
 mod video;
 
@@ -57,6 +61,7 @@ pub struct Simulator {
     public_url: Option<String>,
     service_accounts_dir: Option<PathBuf>,
     clock: Clock,
+    tls: Option<SocketAddr>,
 }
 
 impl Simulator {
@@ -83,6 +88,16 @@ impl Simulator {
     /// [`RunningSim::new_service_account`] are also written there.
     pub fn service_accounts_dir(mut self, dir: impl Into<PathBuf>) -> Simulator {
         self.service_accounts_dir = Some(dir.into());
+        self
+    }
+
+    /// Also listen on `addr` with TLS, serving fal's queue host at its root (as
+    /// `queue.fal.run` does) and its REST host under `/fal-rest`, for clients that speak only
+    /// https (the official `fal-client`). The certificate is made at start for 127.0.0.1, ::1
+    /// and localhost and signed by a CA of the simulator's own:
+    /// [`RunningSim::tls_ca_pem`] is what a client trusts.
+    pub fn tls(mut self, addr: SocketAddr) -> Simulator {
+        self.tls = Some(addr);
         self
     }
 
@@ -114,6 +129,10 @@ impl Simulator {
             trusted_service_accounts = initial,
             "provider simulator listening"
         );
+        let tls = match self.tls {
+            Some(addr) => Some(TlsServer::start(&shared, addr).await?),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(Arc::clone(&shared));
         let task = tokio::spawn(async move {
@@ -129,6 +148,7 @@ impl Simulator {
             local_addr,
             shutdown: Some(tx),
             task: Some(task),
+            tls,
         })
     }
 }
@@ -140,10 +160,15 @@ pub async fn start(config: SimConfig, listener: TcpListener) -> Result<RunningSi
 }
 
 fn router(shared: Arc<Shared>) -> Router {
+    let fal_base = format!("{}/fal", shared.public_url);
     Router::new()
         .nest("/runway", runway::router())
         .nest("/stability", stability::router())
         .nest("/vertex", vertex::router())
+        .nest("/replicate", replicate::router())
+        .nest("/fal", fal::router(fal_base))
+        .nest("/fal-rest", fal::rest_router())
+        .route("/fal-media/files/{id}/{file}", get(fal::file))
         .route("/oauth2/token", post(oauth::token))
         .route(
             "/storage/storage/v1/b/{bucket}/o/{*object}",
@@ -181,6 +206,13 @@ async fn note_request(
         Some(stats::Provider::Stability)
     } else if path.starts_with("/vertex/") || path.starts_with("/storage/") {
         Some(stats::Provider::Vertex)
+    } else if path.starts_with("/replicate/") {
+        Some(stats::Provider::Replicate)
+    } else if ["/fal/", "/fal-rest/", "/fal-media/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+    {
+        Some(stats::Provider::Fal)
     } else {
         None
     };
@@ -198,6 +230,55 @@ pub struct RunningSim {
     local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    tls: Option<TlsServer>,
+}
+
+/// The TLS listener of a running simulator ([`Simulator::tls`]).
+#[derive(Debug)]
+struct TlsServer {
+    url: String,
+    ca_pem: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TlsServer {
+    async fn start(shared: &Arc<Shared>, addr: SocketAddr) -> Result<TlsServer, SimError> {
+        let listener = TcpListener::bind(addr).await?;
+        let mut local = listener.local_addr()?;
+        if local.ip().is_unspecified() {
+            local.set_ip(match local {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let url = format!("https://{local}");
+        let identity = tls::identity()?;
+        let listener = tls::TlsListener::new(listener, &identity)?;
+        let app = fal::tls_router(Arc::clone(shared), url.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the simulator's TLS listener stopped");
+            }
+        });
+        tracing::info!(%url, "provider simulator listening with TLS (fal's queue host)");
+        Ok(TlsServer {
+            url,
+            ca_pem: identity.ca_pem,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl RunningSim {
@@ -224,6 +305,30 @@ impl RunningSim {
     /// API root for a Vertex AI client: `{base}/vertex`.
     pub fn vertex_url(&self) -> String {
         format!("{}/vertex", self.base_url())
+    }
+
+    /// Base URL for fal's queue API: `{base}/fal` (its other hosts are served beside it,
+    /// crates/sim/README.md).
+    pub fn fal_url(&self) -> String {
+        format!("{}/fal", self.base_url())
+    }
+
+    /// The TLS listener's base URL, `https://127.0.0.1:{port}` (fal's queue host at its
+    /// root; `/fal-rest` beside it), when started with [`Simulator::tls`]. For fal's client:
+    /// `FAL_QUEUE_RUN_HOST` = this without `https://`.
+    pub fn tls_url(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.url.as_str())
+    }
+
+    /// The PEM of the CA that signed the TLS listener's certificate: what a client trusts
+    /// (`SSL_CERT_FILE` for Python), when started with [`Simulator::tls`].
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
+    }
+
+    /// Base URL for a Replicate client: `{base}/replicate`.
+    pub fn replicate_url(&self) -> String {
+        format!("{}/replicate", self.base_url())
     }
 
     /// The OAuth token endpoint: `{base}/oauth2/token`.
@@ -299,6 +404,16 @@ impl RunningSim {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.stop();
+            if let Some(mut task) = tls.task.take()
+                && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                    .await
+                    .is_err()
+            {
+                task.abort();
+            }
+        }
         if let Some(mut task) = self.task.take()
             && tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
@@ -315,6 +430,9 @@ impl Drop for RunningSim {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.stop();
         }
     }
 }

@@ -383,7 +383,6 @@ const VEO_RATIOS: &[&str] = &["1280:720", "720:1280", "1080:1920", "1920:1080"];
 /// safe reading — e.g. `negativePrompt` where a model has none.
 fn spec(endpoint: Endpoint, model: &str) -> Option<ModelSpec> {
     let gen4_keys: &[&str] = &["contentModeration"];
-    let veo_keys: &[&str] = &["negativePrompt"];
     let veo31_keys: &[&str] = &["negativePrompt", "audio"];
     let image = endpoint == Endpoint::ImageToVideo;
     let spec = match model {
@@ -410,16 +409,6 @@ fn spec(endpoint: Endpoint, model: &str) -> Option<ModelSpec> {
             extra_keys: gen4_keys,
             positions: &["first"],
             credits_per_second: 12,
-        },
-        "veo3" => ModelSpec {
-            ratios: VEO_RATIOS,
-            durations: Durations::OneOf(&[8]),
-            duration_required: true,
-            default_duration: 8,
-            prompt_text_required: !image,
-            extra_keys: veo_keys,
-            positions: &["first"],
-            credits_per_second: 40,
         },
         "veo3.1" | "veo3.1_fast" => ModelSpec {
             ratios: VEO_RATIOS,

@@ -16,7 +16,7 @@ use crate::clock::{Clock, ms};
 use crate::config::SimConfig;
 use crate::oauth::TrustStore;
 use crate::stats::{Event, Provider, Recorder};
-use crate::{runway, stability, vertex};
+use crate::{fal, interactions, replicate, runway, stability, vertex};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -28,6 +28,12 @@ pub(crate) struct Shared {
     pub runway: Mutex<Jobs<runway::Task>>,
     pub stability: Mutex<Jobs<stability::Job>>,
     pub vertex: Mutex<Jobs<vertex::Operation>>,
+    /// Vertex AI interactions (Gemini Omni), by id.
+    pub interactions: Mutex<Jobs<interactions::Interaction>>,
+    /// Replicate predictions and uploaded files.
+    pub replicate: Mutex<replicate::Store>,
+    /// fal requests and each key's queue.
+    pub fal: Mutex<fal::Store>,
     /// Cloud Storage objects written by Vertex jobs, by `bucket/object`.
     pub objects: Mutex<Jobs<vertex::Object>>,
     pub tokens: Mutex<Tokens>,
@@ -55,6 +61,9 @@ impl Shared {
             runway: Mutex::new(Jobs::default()),
             stability: Mutex::new(Jobs::default()),
             vertex: Mutex::new(Jobs::default()),
+            interactions: Mutex::new(Jobs::default()),
+            replicate: Mutex::new(replicate::Store::default()),
+            fal: Mutex::new(fal::Store::default()),
             objects: Mutex::new(Jobs::default()),
             tokens: Mutex::new(Tokens::default()),
             trust,
@@ -100,6 +109,9 @@ impl Shared {
         *lock(&self.runway) = Jobs::default();
         *lock(&self.stability) = Jobs::default();
         *lock(&self.vertex) = Jobs::default();
+        *lock(&self.interactions) = Jobs::default();
+        *lock(&self.replicate) = replicate::Store::default();
+        *lock(&self.fal) = fal::Store::default();
         *lock(&self.objects) = Jobs::default();
         *lock(&self.tokens) = Tokens::default();
         *lock(&self.stats) = Recorder::default();
@@ -196,6 +208,11 @@ impl<T> Jobs<T> {
     pub fn get(&mut self, id: &str, now_ms: i64, retention_ms: i64) -> Option<&T> {
         self.expire(now_ms, retention_ms);
         self.map.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str, now_ms: i64, retention_ms: i64) -> Option<&mut T> {
+        self.expire(now_ms, retention_ms);
+        self.map.get_mut(id)
     }
 
     pub fn remove(&mut self, id: &str) -> Option<T> {

@@ -31,9 +31,9 @@ pub struct Counters {
     /// 429 answers sent (submits, and Stability's burst limit on any request).
     pub throttled: u64,
     /// Authenticated status requests (Runway task GET, Stability result GET,
-    /// Vertex `fetchPredictOperation`).
+    /// Vertex `fetchPredictOperation`, Vertex interaction GET).
     pub polls: u64,
-    /// Runway `DELETE /v1/tasks/{id}` requests.
+    /// Runway `DELETE /v1/tasks/{id}` requests, Vertex interaction cancels, fal cancels.
     pub cancels: u64,
     /// Requests refused for their credentials (bad key, bad JWT, bad token).
     pub unauthorized: u64,
@@ -130,6 +130,12 @@ pub struct Stats {
     pub stability: ProviderStats,
     /// `/vertex` and the token endpoint, keys by service-account email.
     pub vertex: ProviderStats,
+    /// `/replicate` (its API and output downloads), keys by [`key_id`].
+    #[serde(default)]
+    pub replicate: ProviderStats,
+    /// `/fal`, `/fal-rest`, `/fal-media` and the TLS listener, keys by [`key_id`].
+    #[serde(default)]
+    pub fal: ProviderStats,
 }
 
 /// The simulated providers.
@@ -138,6 +144,8 @@ pub(crate) enum Provider {
     Runway,
     Stability,
     Vertex,
+    Replicate,
+    Fal,
 }
 
 /// One thing to count.
@@ -222,7 +230,13 @@ impl Recorder {
             provider_mut(&mut stats, *provider).request_times_ms = times.iter().copied().collect();
         }
         let mut totals = Counters::default();
-        for p in [&stats.runway, &stats.stability, &stats.vertex] {
+        for p in [
+            &stats.runway,
+            &stats.stability,
+            &stats.vertex,
+            &stats.replicate,
+            &stats.fal,
+        ] {
             totals.add(&p.totals);
         }
         stats.totals = totals;
@@ -235,6 +249,8 @@ fn provider_mut(stats: &mut Stats, provider: Provider) -> &mut ProviderStats {
         Provider::Runway => &mut stats.runway,
         Provider::Stability => &mut stats.stability,
         Provider::Vertex => &mut stats.vertex,
+        Provider::Replicate => &mut stats.replicate,
+        Provider::Fal => &mut stats.fal,
     }
 }
 

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -56,11 +57,20 @@ pub(crate) struct Operation {
     storage: Option<(String, String)>,
 }
 
-/// A Cloud Storage object an operation writes.
+/// A Cloud Storage object an operation (or an interaction) writes.
 #[derive(Debug)]
 pub(crate) struct Object {
-    owner: String,
-    operation: String,
+    pub(crate) owner: String,
+    pub(crate) source: Source,
+}
+
+/// What wrote a Cloud Storage object: its bytes exist once that job has succeeded.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A `predictLongRunning` operation, by id.
+    Operation(String),
+    /// An interaction (Gemini Omni), by id.
+    Interaction(String),
 }
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
@@ -69,19 +79,54 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/{version}/projects/{project}/locations/{location}/publishers/google/models/{model_action}",
             post(model_call),
         )
+        .merge(crate::interactions::router())
         .fallback(not_found_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 /// A google.rpc.Status error.
-fn rpc_error(code: StatusCode, status: &str, message: &str) -> Response {
+pub(crate) fn rpc_error(code: StatusCode, status: &str, message: &str) -> Response {
     crate::http::json(
         code,
         &json!({"error": {"code": code.as_u16(), "message": message, "status": status}}),
     )
 }
 
-fn invalid(message: &str) -> Response {
+/// The 429 of a throttled submit (a `sim-throttled…` account, or one over its submit rate),
+/// recorded as such: `RESOURCE_EXHAUSTED` naming `quota` (the per-model quota of the API
+/// called) for `model`, with a `RetryInfo` of `retry_after`, as Vertex AI answers an
+/// exhausted quota. `None`: not throttled.
+pub(crate) fn throttle_submit(
+    shared: &Shared,
+    email: &str,
+    retry_after: Duration,
+    quota: &str,
+    model: &str,
+) -> Option<Response> {
+    if !shared.throttle_submit(Provider::Vertex, email, email.starts_with("sim-throttled")) {
+        return None;
+    }
+    shared.record(
+        Provider::Vertex,
+        Some(email),
+        Event::Throttled { submit: true },
+    );
+    let delay = retry_after.as_secs_f64();
+    Some(crate::http::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"error": {
+            "code": 429,
+            "message": format!("Quota exceeded for aiplatform.googleapis.com/{quota} with base model: {model}. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai."),
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": format!("{delay}s"),
+            }],
+        }}),
+    ))
+}
+
+pub(crate) fn invalid(message: &str) -> Response {
     rpc_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
@@ -94,7 +139,7 @@ async fn not_found_route() -> Response {
 }
 
 /// The live token of the request, or the 401.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Token, Response> {
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Token, Response> {
     let now = shared.now_ms();
     let token = bearer(headers).and_then(|t| lock(&shared.tokens).get(t, now));
     token.ok_or_else(|| {
@@ -185,25 +230,14 @@ fn predict(shared: &Shared, token: &Token, model: &str, resource: &str, body: &[
             &format!("Publisher Model `{resource}` not found."),
         );
     }
-    if shared.throttle_submit(Provider::Vertex, email, email.starts_with("sim-throttled")) {
-        shared.record(
-            Provider::Vertex,
-            Some(email),
-            Event::Throttled { submit: true },
-        );
-        let delay = config.retry_after.as_secs_f64();
-        return crate::http::json(
-            StatusCode::TOO_MANY_REQUESTS,
-            &json!({"error": {
-                "code": 429,
-                "message": format!("Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: {model}. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai."),
-                "status": "RESOURCE_EXHAUSTED",
-                "details": [{
-                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                    "retryDelay": format!("{delay}s"),
-                }],
-            }}),
-        );
+    if let Some(throttled) = throttle_submit(
+        shared,
+        email,
+        config.retry_after,
+        "online_prediction_requests_per_base_model",
+        model,
+    ) {
+        return throttled;
     }
     let request: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
@@ -227,7 +261,7 @@ fn predict(shared: &Shared, token: &Token, model: &str, resource: &str, body: &[
         for i in 0..valid.samples {
             let object = Object {
                 owner: email.to_owned(),
-                operation: id.clone(),
+                source: Source::Operation(id.clone()),
             };
             objects.insert(
                 format!("{bucket}/{prefix}{id}/sample_{i}.mp4"),
@@ -496,7 +530,7 @@ fn check_image(image: &Value, key: &str) -> Result<(), String> {
 }
 
 /// `gs://bucket/prefix` → (bucket, prefix ending in `/` or empty).
-fn parse_gs(uri: &str) -> Option<(String, String)> {
+pub(crate) fn parse_gs(uri: &str) -> Option<(String, String)> {
     let rest = uri.strip_prefix("gs://")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let bucket_ok = (3..=63).contains(&bucket.len())
@@ -656,7 +690,7 @@ pub(crate) async fn download(
     let key = format!("{bucket}/{object}");
     let found = lock(&shared.objects)
         .get(&key, now, retention)
-        .map(|o| (o.owner.clone(), o.operation.clone()));
+        .map(|o| (o.owner.clone(), o.source.clone()));
     let missing = || {
         gcs_error(
             StatusCode::NOT_FOUND,
@@ -664,7 +698,7 @@ pub(crate) async fn download(
             &format!("No such object: {key}"),
         )
     };
-    let Some((owner, operation)) = found else {
+    let Some((owner, source)) = found else {
         return missing();
     };
     if owner != token.client_email {
@@ -674,9 +708,20 @@ pub(crate) async fn download(
             &format!("{} {denied}", token.client_email),
         );
     }
-    let written = lock(&shared.vertex)
-        .get(&operation, now, retention)
-        .is_some_and(|op| op.outcome == Outcome::Success && op.timeline.phase(now) == Phase::Done);
+    let (written, job) = match &source {
+        Source::Operation(operation) => (
+            lock(&shared.vertex)
+                .get(operation, now, retention)
+                .is_some_and(|op| {
+                    op.outcome == Outcome::Success && op.timeline.phase(now) == Phase::Done
+                }),
+            operation,
+        ),
+        Source::Interaction(id) => (
+            crate::interactions::output_written(&shared, id, now, retention),
+            id,
+        ),
+    };
     if !written {
         return missing();
     }
@@ -686,7 +731,7 @@ pub(crate) async fn download(
         .and_then(|f| f.strip_prefix("sample_"))
         .and_then(|f| f.strip_suffix(".mp4"))
         .unwrap_or("0");
-    let bytes: Bytes = video::mp4_for(&format!("{operation}/{sample}"));
+    let bytes: Bytes = video::mp4_for(&format!("{job}/{sample}"));
     let padding = config.video_padding_bytes;
     if query.get("alt").map(String::as_str) == Some("media") {
         return video::download_response(bytes, padding);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use byok_core::{ErrorCode, JobResult, JobStatus, RetryClass};
+use byok_core::{ErrorCode, JobResult, JobStatus, ProviderUsage, RetryClass};
 use byok_metrics::{Call, metrics};
 use byok_providers::VideoOutput;
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use crate::pipeline::finished;
 use crate::step::{Next, Step, later};
 
 impl Step<'_> {
-    pub(crate) async fn finish(&self, output: &VideoOutput) -> Next {
+    pub(crate) async fn finish(&self, output: &VideoOutput, usage: ProviderUsage) -> Next {
         let job = self.job;
         // The video goes to a local file first, streamed, never whole in
         // memory; the store then takes it from there (uploaded in parts to
@@ -74,6 +74,7 @@ impl Step<'_> {
             bytes: saved.size,
             content_type: saved.content_type,
             note: saved.note,
+            provider_usage: usage,
         };
         match self.pipeline.store.jobs().succeed(job.id, &result).await {
             Ok(applied) => {

@@ -49,7 +49,7 @@ impl Step<'_> {
                 }
                 later(self.pacing.poll_interval)
             }
-            Ok(RemoteStatus::Succeeded(output)) => self.finish(&output).await,
+            Ok(RemoteStatus::Succeeded(output, usage)) => self.finish(&output, usage).await,
             Ok(RemoteStatus::Failed(error)) => {
                 if error.class == RetryClass::Transient
                     && self.delivery.attempt() < settings.max_attempts

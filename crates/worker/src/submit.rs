@@ -31,11 +31,15 @@ impl Step<'_> {
 
         let validated = match self.adapter.validate(&job.request) {
             Ok(v) => v,
-            // The catalogue changed since the job was accepted (a model retired).
+            // The catalogue changed since the job was accepted: the model was retired
+            // (nothing is sent), or its rules changed.
             Err(e) => {
-                return self
-                    .fail(ErrorCode::InvalidRequest, e.to_string(), false)
-                    .await;
+                let code = if e.retired.is_some() {
+                    ErrorCode::ModelRetired
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                return self.fail(code, e.to_string(), false).await;
             }
         };
 

@@ -110,7 +110,7 @@ async fn a_validated_key_is_stored_sealed_and_summarised() {
         assert_eq!(status, 200);
         assert_no_secret(&all);
         let providers = all["providers"].as_array().unwrap();
-        assert_eq!(providers.len(), 3);
+        assert_eq!(providers.len(), ProviderId::ALL.len());
         let connected: Vec<_> = providers
             .iter()
             .filter(|p| p["connected"] == true)
@@ -389,7 +389,16 @@ async fn the_provider_catalogue_lists_every_provider_without_secrets() {
         .iter()
         .map(|p| p["id"].clone())
         .collect();
-    assert_eq!(ids, [json!("veo"), json!("runway"), json!("stability")]);
+    assert_eq!(
+        ids,
+        [
+            json!("veo"),
+            json!("runway"),
+            json!("stability"),
+            json!("fal"),
+            json!("replicate")
+        ]
+    );
     for p in body["providers"].as_array().unwrap() {
         assert!(
             p["display_name"].is_string() && p["description"].is_string() && p["icon"].is_string(),

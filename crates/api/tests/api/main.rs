@@ -90,6 +90,8 @@ pub fn settings(db_url: &str, runway: &MockServer, stability: &MockServer) -> Se
         (ProviderId::Veo, "http://127.0.0.1:9".to_owned()),
         (ProviderId::Runway, runway.uri()),
         (ProviderId::Stability, stability.uri()),
+        (ProviderId::Fal, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::Replicate, "http://127.0.0.1:9".to_owned()),
     ] {
         let provider = settings.providers.get_mut(id);
         provider.base_url = base_url;

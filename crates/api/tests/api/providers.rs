@@ -64,7 +64,7 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["veo", "runway", "stability"]);
+    assert_eq!(ids, ["veo", "runway", "stability", "fal", "replicate"]);
 
     // Every entry has exactly the documented members, and its models are the adapter's
     // catalogue (the built-in one: the test API configures no models).
@@ -83,7 +83,8 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
                 "icon",
                 "id",
                 "models",
-                "rate_limits"
+                "rate_limits",
+                "status"
             ],
             "{id}"
         );
@@ -96,6 +97,20 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
             serde_json::to_value(&built_in.get(id).catalogue().models).unwrap(),
             "{id}"
         );
+        // Every model says whether it can be used; a provider is available while one can.
+        let statuses: Vec<&Value> = p["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["status"])
+            .collect();
+        let expected = if id == ProviderId::Stability {
+            "retired"
+        } else {
+            "available"
+        };
+        assert_eq!(p["status"], expected, "{id}");
+        assert!(statuses.contains(&&json!(expected)), "{id}: {statuses:?}");
         // The test API configures 5/min and 50/h for every provider.
         assert_eq!(
             p["rate_limits"],
@@ -119,9 +134,18 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
     );
     assert_eq!(
         model_ids(veo),
-        ["veo-3.1-generate-001", "veo-3.1-fast-generate-001"]
+        [
+            "veo-3.1-generate-001",
+            "veo-3.1-fast-generate-001",
+            "veo-3.1-lite-generate-001",
+            "gemini-omni-1.2-flash",
+            "gemini-omni-1.1-flash-preview"
+        ]
     );
-    for id in model_ids(veo) {
+    for id in model_ids(veo)
+        .into_iter()
+        .filter(|id| id.starts_with("veo-"))
+    {
         let m = model(veo, id);
         assert_eq!(m["durations"], json!([4, 6, 8]), "{id}");
         assert_eq!(m["default_duration"], 8, "{id}");
@@ -146,10 +170,24 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
             "{id}"
         );
     }
+    // Gemini Omni on the same service account: 3 to 15 s, 360p to 4K, a prompt always, no
+    // negative prompt or seed (its request has neither).
+    let omni = model(veo, "gemini-omni-1.2-flash");
+    assert_eq!(omni["durations"], json!((3..=15).collect::<Vec<u32>>()));
+    assert_eq!(
+        (&omni["prompt"]["image_to_video"], &omni["negative_prompt"]),
+        (&json!("required"), &json!(false))
+    );
+    assert!(omni.get("seed_max").is_none(), "{omni}");
+    assert!(
+        omni.get("wire").is_none(),
+        "wire data is not listed: {omni}"
+    );
     assert_eq!(
         veo["capabilities"],
-        json!({"text_to_video": true, "image_to_video": true, "durations": [4, 6, 8],
-               "aspect_ratios": ["16:9", "9:16"], "resolutions": ["720p", "1080p"],
+        json!({"text_to_video": true, "image_to_video": true,
+               "durations": (3..=15).collect::<Vec<u32>>(),
+               "aspect_ratios": ["16:9", "9:16"], "resolutions": ["720p", "1080p", "360p", "4k"],
                "negative_prompt": true, "seed": true})
     );
 
@@ -169,7 +207,7 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
     );
     assert_eq!(
         model_ids(runway),
-        ["gen4_turbo", "gen4.5", "veo3.1", "veo3.1_fast", "veo3"]
+        ["gen4_turbo", "gen4.5", "veo3.1", "veo3.1_fast"]
     );
     let two_to_ten = json!([2, 3, 4, 5, 6, 7, 8, 9, 10]);
     for (id, durations) in [
@@ -177,7 +215,6 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
         ("gen4.5", two_to_ten.clone()),
         ("veo3.1", json!([4, 6, 8])),
         ("veo3.1_fast", json!([4, 6, 8])),
-        ("veo3", json!([8])),
     ] {
         assert_eq!(model(runway, id)["durations"], durations, "{id}");
     }
@@ -198,8 +235,25 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
         "retired models are not offered"
     );
 
-    // Stability: an API key; image to video only, a fixed length, three input shapes.
+    // Stability: an API key (still stored and checked); its one video model retired on
+    // 2025-07-24, with the notice and where the family is still offered; image to video
+    // only, a fixed length, three input shapes, as it was.
     let stability = entry(&body, "stability");
+    let svd = model(stability, "stable-video-diffusion");
+    assert_eq!(svd["status"], "retired");
+    assert_eq!(svd["retirement"]["date"], "2025-07-24");
+    assert_eq!(
+        svd["retirement"]["source"],
+        "https://stability.ai/api-pricing-update-25"
+    );
+    let alternatives: Vec<&str> = svd["retirement"]["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(alternatives, ["fal", "replicate"]);
+    assert!(svd.get("wire").is_none(), "wire data is not listed: {svd}");
     assert_eq!(
         (&stability["display_name"], &stability["icon"]),
         (&json!("Stability AI"), &json!("stability"))
@@ -279,12 +333,15 @@ async fn the_listing_follows_the_configured_limits_and_models() {
                "negative_prompt": false, "seed": false})
     );
     // The other providers keep their built-in models.
-    assert_eq!(
-        model_ids(entry(&body, "veo")),
-        ["veo-3.1-generate-001", "veo-3.1-fast-generate-001"]
-    );
-    assert_eq!(
-        model_ids(entry(&body, "stability")),
-        ["stable-video-diffusion"]
-    );
+    let built_in = Registry::new(&RegistryOptions::defaults()).unwrap();
+    for id in ProviderId::ALL
+        .into_iter()
+        .filter(|id| *id != ProviderId::Runway)
+    {
+        assert_eq!(
+            entry(&body, id.as_str())["models"],
+            serde_json::to_value(&built_in.get(id).catalogue().models).unwrap(),
+            "{id}"
+        );
+    }
 }

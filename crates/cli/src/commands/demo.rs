@@ -5,10 +5,11 @@
 //! `DATABASE_URL`, `REDIS_URL` or the configuration say: a demo never touches
 //! a real installation. Then it drives the real HTTP API as a producer
 //! would: stores simulator keys for a demo user (each checked with the
-//! simulated provider), enqueues a job per provider and input kind plus one
-//! the provider moderates and one whose key gets throttled, shows each job
-//! live, prints what became of them, revokes its token, and exits 0 only
-//! when every job ended as expected.
+//! simulated provider), enqueues a job per live provider and input kind plus
+//! one the provider moderates and one whose key gets throttled, asks for a
+//! retired model (refused at enqueue), shows each job live, prints what
+//! became of them, revokes its token, and exits 0 only when every job ended
+//! as expected.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ struct Scripted {
 enum Expect {
     Succeeded,
     Failed(&'static str),
+    /// The API refuses the job at enqueue with this code: nothing is stored or sent.
+    Refused(&'static str),
 }
 
 impl Expect {
@@ -45,8 +48,15 @@ impl Expect {
         match self {
             Expect::Succeeded => "succeeded".to_owned(),
             Expect::Failed(code) => format!("failed ({code})"),
+            Expect::Refused(code) => format!("refused ({code})"),
         }
     }
+}
+
+/// What became of a scripted job: its last state, or the API's refusal.
+enum Outcome {
+    Enqueued(String),
+    Refused(Value),
 }
 
 pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -158,6 +168,12 @@ async fn drive(
             json!({ "api_key": "sim_demo_stability_key" }),
         ),
         (user, "veo", json!({ "service_account": account })),
+        (user, "fal", json!({ "api_key": "sim_demo_fal_key" })),
+        (
+            user,
+            "replicate",
+            json!({ "api_key": "sim_demo_replicate_key" }),
+        ),
         (
             throttled_user,
             "runway",
@@ -168,16 +184,16 @@ async fn drive(
     }
 
     let jobs = scripted_jobs(user, throttled_user, image_url);
-    let mut ids = Vec::new();
+    let mut outcomes = Vec::new();
     for job in &jobs {
-        ids.push(
+        outcomes.push(
             api.enqueue(&job.body)
                 .await
                 .with_context(|| format!("enqueueing {}", job.label))?,
         );
     }
 
-    let finals = follow(&api, &jobs, &ids).await?;
+    let finals = follow(&api, &jobs, &outcomes).await?;
     print_results(&jobs, &finals, output_dir)
 }
 
@@ -209,14 +225,6 @@ fn scripted_jobs(user: Uuid, throttled_user: Uuid, image_url: &str) -> Vec<Scrip
             expect: Expect::Succeeded,
         },
         Scripted {
-            label: "Stability, image",
-            input: "image",
-            body: job(
-                json!({ "provider": "stability", "model": "stable-video-diffusion", "image_url": image_url, "seed": 42 }),
-            ),
-            expect: Expect::Succeeded,
-        },
-        Scripted {
             label: "Veo, text",
             input: "text",
             body: job(
@@ -229,6 +237,30 @@ fn scripted_jobs(user: Uuid, throttled_user: Uuid, image_url: &str) -> Vec<Scrip
             input: "image",
             body: job(
                 json!({ "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "the colours slowly swirl", "image_url": image_url, "duration_seconds": 6 }),
+            ),
+            expect: Expect::Succeeded,
+        },
+        Scripted {
+            label: "Omni, text",
+            input: "text",
+            body: job(
+                json!({ "provider": "veo", "model": OMNI_MODEL, "prompt": "a hot-air balloon rising over a misty valley", "duration_seconds": 4 }),
+            ),
+            expect: Expect::Succeeded,
+        },
+        Scripted {
+            label: "fal Kling, image",
+            input: "image",
+            body: job(
+                json!({ "provider": "fal", "model": FAL_MODEL, "prompt": "leaves drift across the frame", "image_url": image_url }),
+            ),
+            expect: Expect::Succeeded,
+        },
+        Scripted {
+            label: "Replicate, text",
+            input: "text",
+            body: job(
+                json!({ "provider": "replicate", "model": REPLICATE_MODEL, "prompt": "a fox trotting through fresh snow" }),
             ),
             expect: Expect::Succeeded,
         },
@@ -246,11 +278,25 @@ fn scripted_jobs(user: Uuid, throttled_user: Uuid, image_url: &str) -> Vec<Scrip
             body: json!({ "user_id": throttled_user, "provider": "runway", "model": "gen4.5", "prompt": "a storm rolling over the hills" }),
             expect: Expect::Succeeded,
         },
+        Scripted {
+            label: "Stability, retired",
+            input: "image",
+            body: job(
+                json!({ "provider": "stability", "model": "stable-video-diffusion", "image_url": image_url }),
+            ),
+            expect: Expect::Refused("model_retired"),
+        },
     ]
 }
 
-/// Shows every job live until all are final; returns their last state.
-async fn follow(api: &Api, jobs: &[Scripted], ids: &[String]) -> anyhow::Result<Vec<Value>> {
+/// The models the demo runs on the newer providers (their catalogues' first video models).
+const OMNI_MODEL: &str = "gemini-omni-1.2-flash";
+const FAL_MODEL: &str = "kling-v2.1-master";
+const REPLICATE_MODEL: &str = "bytedance/seedance-2.0-fast";
+
+/// Shows every enqueued job live until all are final; returns their last state (for a
+/// refused job, the API's answer).
+async fn follow(api: &Api, jobs: &[Scripted], outcomes: &[Outcome]) -> anyhow::Result<Vec<Value>> {
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let style = ProgressStyle::with_template("{prefix:<22} [{bar:30}] {pos:>3}%  {msg}")
         .context("progress bar template")?
@@ -268,10 +314,19 @@ async fn follow(api: &Api, jobs: &[Scripted], ids: &[String]) -> anyhow::Result<
     let started = Instant::now();
     loop {
         let mut states = Vec::new();
-        for id in ids {
-            states.push(api.job(id).await?);
+        for outcome in outcomes {
+            states.push(match outcome {
+                Outcome::Enqueued(id) => api.job(id).await?,
+                Outcome::Refused(answer) => answer.clone(),
+            });
         }
         for (bar, job) in shown.iter_mut().zip(&states) {
+            if let Some(code) = job["error"]["code"].as_str().filter(|_| is_refusal(job)) {
+                if !bar.is_finished() {
+                    bar.abandon_with_message(format!("refused ({code})"));
+                }
+                continue;
+            }
             let status = job["status"].as_str().unwrap_or("?");
             let progress = match status {
                 "succeeded" => 1.0,
@@ -303,10 +358,16 @@ async fn follow(api: &Api, jobs: &[Scripted], ids: &[String]) -> anyhow::Result<
 }
 
 fn is_final(job: &Value) -> bool {
-    matches!(
-        job["status"].as_str(),
-        Some("succeeded" | "failed" | "cancelled")
-    )
+    is_refusal(job)
+        || matches!(
+            job["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        )
+}
+
+/// An API error answer (`{"error": …}`) rather than a job.
+fn is_refusal(job: &Value) -> bool {
+    job.get("status").is_none() && job.get("error").is_some()
 }
 
 #[allow(clippy::print_stdout)]
@@ -323,6 +384,7 @@ fn print_results(
         let status = state["status"].as_str().unwrap_or("?");
         let code = state["error"]["code"].as_str();
         let actual = match code {
+            Some(code) if is_refusal(state) => format!("refused ({code})"),
             Some(code) if status == "failed" => format!("failed ({code})"),
             _ => status.to_owned(),
         };
@@ -344,8 +406,8 @@ fn print_results(
         }
         table.row(vec![
             job.label.to_owned(),
-            state["provider"].as_str().unwrap_or("?").to_owned(),
-            state["model"].as_str().unwrap_or("?").to_owned(),
+            job.body["provider"].as_str().unwrap_or("?").to_owned(),
+            job.body["model"].as_str().unwrap_or("?").to_owned(),
             job.input.to_owned(),
             actual,
             if ok {
@@ -432,13 +494,29 @@ impl Api {
         Ok(())
     }
 
-    async fn enqueue(&self, body: &Value) -> anyhow::Result<String> {
-        let job = self
-            .send(self.http.post(format!("{}/v1/jobs", self.base)).json(body))
-            .await?;
-        job["id"]
+    /// Enqueues `body`: the job's id, or the API's refusal when it answered 422 (the
+    /// demo expects one); any other error ends the demo.
+    async fn enqueue(&self, body: &Value) -> anyhow::Result<Outcome> {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .json(body)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("the API did not answer")?;
+        let status = response.status();
+        let answer: Value = response
+            .json()
+            .await
+            .context("the API answered something that is not JSON")?;
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            return Ok(Outcome::Refused(answer));
+        }
+        anyhow::ensure!(status.is_success(), "the API answered {status}: {answer}");
+        answer["id"]
             .as_str()
-            .map(str::to_owned)
+            .map(|id| Outcome::Enqueued(id.to_owned()))
             .context("the API answered a job without an id")
     }
 

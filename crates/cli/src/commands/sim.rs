@@ -40,14 +40,24 @@ pub async fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.public_url {
         simulator = simulator.public_url(url);
     }
+    if let Some(addr) = args.tls_listen {
+        simulator = simulator.tls(addr);
+    }
     let sim = simulator
         .start(listener)
         .await
         .context("cannot start the simulator")?;
+    if let (Some(file), Some(pem)) = (&args.tls_ca_file, sim.tls_ca_pem()) {
+        std::fs::write(file, pem)
+            .with_context(|| format!("cannot write {} (--tls-ca-file)", file.display()))?;
+    }
     tracing::info!(
         runway = %sim.runway_url(),
         stability = %sim.stability_url(),
         vertex = %sim.vertex_url(),
+        fal = %sim.fal_url(),
+        replicate = %sim.replicate_url(),
+        fal_tls = sim.tls_url().unwrap_or("-"),
         token = %sim.token_url(),
         service_accounts = %args.service_accounts.display(),
         "simulator ready; keys starting with sim_ are valid"

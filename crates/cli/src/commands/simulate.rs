@@ -70,6 +70,8 @@ pub async fn start_with(
             ProviderId::Veo => sim.vertex_url(),
             ProviderId::Runway => sim.runway_url(),
             ProviderId::Stability => sim.stability_url(),
+            ProviderId::Fal => sim.fal_url(),
+            ProviderId::Replicate => sim.replicate_url(),
         };
         overrides.push((format!("BYOK__PROVIDERS__{section}__BASE_URL"), base_url));
         if id == ProviderId::Veo {

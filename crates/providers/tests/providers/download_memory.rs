@@ -62,7 +62,7 @@ async fn child_downloads_50_mb() {
     .await
     .unwrap();
     let (status, _) = poll_to_end(&*runway, &creds, &id).await;
-    let RemoteStatus::Succeeded(output) = status else {
+    let RemoteStatus::Succeeded(output, _) = status else {
         panic!("the job ended {status:?}");
     };
     assert!(matches!(output, VideoOutput::Urls(_)), "{output:?}");

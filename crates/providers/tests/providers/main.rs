@@ -5,10 +5,15 @@
 //! protocols.
 
 mod download_memory;
+mod fal;
+mod fal_generation;
 mod fetch;
+mod omni_generation;
 mod pacing;
 mod parsing;
 mod registry;
+mod replicate;
+mod replicate_generation;
 mod runway;
 mod runway_generation;
 mod sealed;

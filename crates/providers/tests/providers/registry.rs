@@ -137,6 +137,12 @@ fn every_provider_is_present_in_order_with_its_descriptor() {
             json!({"id": "stability", "display_name": "Stability AI", "icon": "stability",
                    "fields": [["api_key", true, true, "string"], ["organization_id", false, false, "string"]],
                    "rate_limits": {"per_minute": 3, "per_hour": 30}}),
+            json!({"id": "fal", "display_name": "fal.ai", "icon": "fal",
+                   "fields": [["api_key", true, true, "string"]],
+                   "rate_limits": {"per_minute": 10, "per_hour": 200}}),
+            json!({"id": "replicate", "display_name": "Replicate", "icon": "replicate",
+                   "fields": [["api_key", true, true, "string"]],
+                   "rate_limits": {"per_minute": 10, "per_hour": 200}}),
         ]
     );
     for descriptor in &listing {
@@ -360,4 +366,75 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
         err.to_string().starts_with("providers.runway.models: "),
         "{err}"
     );
+}
+
+/// Stability's built-in catalogue with its model's alternatives replaced.
+fn stability_pointing_at(alternatives: Value) -> Catalogue {
+    let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
+    let mut catalogue = registry.get(ProviderId::Stability).catalogue().clone();
+    let mut retirement = serde_json::to_value(catalogue.models[0].retirement.as_ref().unwrap())
+        .expect("a retirement");
+    retirement["alternatives"] = alternatives;
+    catalogue.models[0].retirement = Some(serde_json::from_value(retirement).unwrap());
+    catalogue
+}
+
+#[test]
+fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers() {
+    let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
+    let stability = registry.get(ProviderId::Stability);
+    assert_eq!(
+        stability.descriptor().status,
+        byok_core::ModelStatus::Retired
+    );
+    let err = stability
+        .validate(&generation_request(
+            "stability",
+            json!({"model": "stable-video-diffusion", "image_url": "https://images.example/a.png"}),
+        ))
+        .unwrap_err();
+    let retirement = err.retired.expect("a retirement");
+    assert_eq!(retirement.date, "2025-07-24");
+    for alternative in &retirement.alternatives {
+        let offered = registry
+            .get(alternative.provider)
+            .catalogue()
+            .model(&alternative.model)
+            .map(|m| m.status);
+        assert_eq!(
+            offered,
+            Some(byok_core::ModelStatus::Available),
+            "{alternative}"
+        );
+    }
+    for id in ProviderId::ALL
+        .into_iter()
+        .filter(|id| *id != ProviderId::Stability)
+    {
+        assert_eq!(
+            registry.get(id).descriptor().status,
+            byok_core::ModelStatus::Available,
+            "{id}"
+        );
+    }
+
+    // An alternative this deployment does not offer stops the start, naming the model.
+    for alternative in [
+        json!([{"provider": "fal", "model": "no-such-app"}]),
+        json!([{"provider": "stability", "model": "stable-video-diffusion"}]),
+    ] {
+        let mut options = RegistryOptions::defaults();
+        options.provider_mut(ProviderId::Stability).models =
+            Some(stability_pointing_at(alternative.clone()));
+        let err = Registry::new(&options).unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::Stability),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("stable-video-diffusion")
+                && err.to_string().contains("retirement.alternatives"),
+            "{err}"
+        );
+    }
 }

@@ -10,24 +10,24 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::support::{self, RUNWAY_KEY, assert_exact_headers, only_request, registry};
 
 async fn check(registry: &Registry) -> CredentialCheck {
-    let runway = registry.get(ProviderId::Runway);
-    let credentials = runway
-        .parse_credentials(&json!({"api_key": RUNWAY_KEY}))
-        .expect("valid credentials");
-    runway.check_credentials(&credentials).await
+    support::check_key(
+        registry,
+        ProviderId::Runway,
+        &json!({"api_key": RUNWAY_KEY}),
+    )
+    .await
 }
 
 /// Mounts `response` for the key check and runs the check once.
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/organization"))
-        .respond_with(response)
-        .expect(1)
-        .mount(&server)
-        .await;
-    let outcome = check(&registry(&server.uri())).await;
-    (outcome, server)
+    support::key_check_answered_with(
+        ProviderId::Runway,
+        &json!({"api_key": RUNWAY_KEY}),
+        "GET",
+        "/v1/organization",
+        response,
+    )
+    .await
 }
 
 #[tokio::test]

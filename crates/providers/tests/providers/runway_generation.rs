@@ -3,15 +3,13 @@
 //! asserted exactly; every answer class of docs/provider-protocols.md §1.5, §1.6 and §6 is
 //! mapped to its code and retry class.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use byok_core::{ErrorCode, RetryClass};
 use byok_providers::{
-    CancelOutcome, Credentials, InputImage, JobError, ProviderId, Registry, RemoteStatus,
-    SubmitRequest, Submitted, VideoOutput, VideoProvider,
+    CancelOutcome, InputImage, JobError, ProviderId, Registry, RemoteStatus, Submitted, VideoOutput,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -19,18 +17,22 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::FetchVideo as _;
 use crate::support::{
-    HangUpServer, RUNWAY_KEY, assert_class, assert_exact_headers, closed_port, fake_mp4,
-    generation_request, input_png, only_request, options, registry, strict_registry,
+    self, Adapter, RUNWAY_KEY, adapter,
+    assert_a_cut_submit_is_outcome_unknown_but_a_refused_one_is_not,
+    assert_a_non_image_is_refused_before_sending, assert_a_timed_out_submit_is_outcome_unknown,
+    assert_class, assert_downloads_fail, assert_exact_headers, assert_output_urls_are_refused,
+    assert_the_output_is_downloaded_without_credentials, fake_mp4, generation_request, input_png,
+    json_body, mount, noise_png, only_request, registry, strict_registry, validate_and_submit,
 };
 
 const TASK_ID: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
 
-fn runway(registry: &Registry) -> (Arc<dyn VideoProvider>, Credentials) {
-    let runway = registry.get(ProviderId::Runway);
-    let credentials = runway
-        .parse_credentials(&json!({"api_key": RUNWAY_KEY}))
-        .expect("credentials");
-    (runway, credentials)
+fn runway(registry: &Registry) -> Adapter {
+    adapter(
+        registry,
+        ProviderId::Runway,
+        &json!({"api_key": RUNWAY_KEY}),
+    )
 }
 
 /// Validates `fields` for Runway and submits them with `image`.
@@ -40,30 +42,11 @@ async fn submit(
     image: Option<&InputImage>,
 ) -> Result<Submitted, JobError> {
     let (runway, credentials) = runway(registry);
-    let validated = runway
-        .validate(&generation_request("runway", fields))
-        .expect("valid request");
-    runway
-        .submit(
-            &credentials,
-            SubmitRequest {
-                request: &validated,
-                image,
-            },
-        )
-        .await
+    validate_and_submit(runway.as_ref(), &credentials, fields, image).await
 }
 
 async fn mount_submit(server: &MockServer, endpoint: &str, response: ResponseTemplate) {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .respond_with(response)
-        .mount(server)
-        .await;
-}
-
-fn json_body(request: &wiremock::Request) -> Value {
-    serde_json::from_slice(&request.body).expect("JSON body")
+    mount(server, "POST", endpoint, response).await;
 }
 
 fn submit_headers(request: &wiremock::Request) {
@@ -181,30 +164,12 @@ async fn negative_prompt_is_sent_where_the_model_takes_one() {
 async fn an_image_too_big_for_a_data_uri_is_re_encoded_below_runways_limit() {
     // Noise does not compress: a 1500x1200 noise PNG is ~5.4 MB, whose data URI would
     // exceed Runway's 5 MB.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let noise = image::RgbImage::from_fn(1500, 1200, |_, _| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let [a, b, c, ..] = seed.to_le_bytes();
-        image::Rgb([a, b, c])
-    });
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(noise)
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .expect("encode");
-    let bytes = bytes.into_inner();
+    let image = noise_png(1500, 1200);
     assert!(
-        bytes.len() / 3 * 4 > 5_000_000,
+        image.bytes.len() / 3 * 4 > 5_000_000,
         "the test image must be too big: {}",
-        bytes.len()
+        image.bytes.len()
     );
-    let image = InputImage {
-        bytes,
-        content_type: "image/png".into(),
-        width: 1500,
-        height: 1200,
-    };
 
     let server = MockServer::start().await;
     mount_submit(
@@ -238,33 +203,15 @@ async fn an_image_too_big_for_a_data_uri_is_re_encoded_below_runways_limit() {
 
 #[tokio::test]
 async fn an_input_that_is_not_an_image_is_refused_before_sending() {
-    let server = MockServer::start().await;
-    let image = InputImage {
-        bytes: b"<html>not an image</html>".to_vec(),
-        content_type: "image/png".into(),
-        width: 1,
-        height: 1,
-    };
-    let err = submit(
-        &registry(&server.uri()),
-        json!({"model": "gen4_turbo", "image_url": "https://images.example/a.png"}),
-        Some(&image),
-    )
-    .await
-    .expect_err("refused");
-    assert_class(
-        &err,
-        ErrorCode::InvalidRequest,
-        RetryClass::Permanent,
-        "not an image",
-    );
-    assert!(
-        server
-            .received_requests()
-            .await
-            .expect("recorded")
-            .is_empty()
-    );
+    assert_a_non_image_is_refused_before_sending(async |registry, image| {
+        submit(
+            registry,
+            json!({"model": "gen4_turbo", "image_url": "https://images.example/a.png"}),
+            Some(image),
+        )
+        .await
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -302,7 +249,7 @@ async fn poll_and_cancel_send_exactly_the_documented_requests() {
         .expect(1)
         .mount(&server)
         .await;
-    let registry = crate::support::registry(&server.uri());
+    let registry = support::registry(&server.uri());
     let (runway, credentials) = self::runway(&registry);
     assert_eq!(
         runway.cancel(&credentials, TASK_ID).await,
@@ -344,15 +291,10 @@ async fn a_task_id_cannot_change_the_path() {
 // ---------------------------------------------------------------------------------------
 
 async fn poll_answered_with(response: ResponseTemplate) -> Result<RemoteStatus, JobError> {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("/v1/tasks/{TASK_ID}")))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    let registry = registry(&server.uri());
-    let (runway, credentials) = runway(&registry);
-    runway.poll(&credentials, TASK_ID).await
+    let at = format!("/v1/tasks/{TASK_ID}");
+    support::poll_answered_with(runway, &at, TASK_ID, response)
+        .await
+        .0
 }
 
 fn task(fields: Value) -> ResponseTemplate {
@@ -399,10 +341,13 @@ async fn task_states_map_to_remote_statuses() {
         (json!({"status": "RUNNING"}), running(None)),
         (
             json!({"status": "SUCCEEDED", "output": ["https://cdn.example/a.mp4?_jwt=x", "https://cdn.example/b.mp4"]}),
-            Ok(RemoteStatus::Succeeded(VideoOutput::Urls(vec![
-                "https://cdn.example/a.mp4?_jwt=x".into(),
-                "https://cdn.example/b.mp4".into(),
-            ]))),
+            Ok(RemoteStatus::Succeeded(
+                VideoOutput::Urls(vec![
+                    "https://cdn.example/a.mp4?_jwt=x".into(),
+                    "https://cdn.example/b.mp4".into(),
+                ]),
+                byok_core::ProviderUsage::NONE,
+            )),
         ),
         (json!({"status": "CANCELLED"}), Ok(RemoteStatus::Cancelled)),
     ];
@@ -763,73 +708,33 @@ async fn a_submit_whose_answer_is_lost_is_never_retried() {
             .set_delay(Duration::from_secs(10)),
     )
     .await;
-    let registry =
-        Registry::new(&options(&server.uri(), true, Duration::from_millis(300))).expect("registry");
-    let err = submit(
-        &registry,
-        json!({"model": "gen4.5", "prompt": "a fox"}),
-        None,
-    )
-    .await
-    .expect_err("timed out");
-    assert_class(
-        &err,
-        ErrorCode::SubmitOutcomeUnknown,
-        RetryClass::Permanent,
-        "timeout after sending",
-    );
-    // The request did reach Runway: that is why the outcome is unknown.
-    assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
-
-    // Nothing listening: the request never left, so trying again is safe.
-    let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
-    let err = submit(
-        &registry,
-        json!({"model": "gen4.5", "prompt": "a fox"}),
-        None,
-    )
-    .await
-    .expect_err("refused");
-    assert_class(
-        &err,
-        ErrorCode::ProviderUnavailable,
-        RetryClass::Transient,
-        "connection refused",
-    );
+    assert_a_timed_out_submit_is_outcome_unknown(&server, async |registry| {
+        submit(
+            registry,
+            json!({"model": "gen4.5", "prompt": "a fox"}),
+            None,
+        )
+        .await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one_is_not() {
-    // Runway reads the whole submit, then the connection closes without an answer. The
-    // timeout is long: it is the cut connection, not a timeout, that loses the answer.
-    let server = HangUpServer::start().await;
-    let registry =
-        Registry::new(&options(&server.base_url, true, Duration::from_secs(30))).expect("registry");
-    let err = submit(
-        &registry,
-        json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 5}),
-        None,
+    let request = assert_a_cut_submit_is_outcome_unknown_but_a_refused_one_is_not(
+        "Runway",
+        RUNWAY_KEY,
+        async |registry| {
+            submit(
+                registry,
+                json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 5}),
+                None,
+            )
+            .await
+        },
     )
-    .await
-    .expect_err("no answer");
-    assert_class(
-        &err,
-        ErrorCode::SubmitOutcomeUnknown,
-        RetryClass::Permanent,
-        "connection closed after the request",
-    );
-    assert!(
-        err.message
-            .starts_with("the submit to Runway was sent but its answer was lost")
-            && !err.message.contains("no answer within"),
-        "{}",
-        err.message
-    );
-    assert!(!err.message.contains(RUNWAY_KEY), "{}", err.message);
-    // Runway got the complete request, exactly once: the task may exist.
-    let requests = server.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    let request = &requests[0];
+    .await;
+    // Runway got the complete request: the task may exist.
     assert_eq!(
         (request.method.as_str(), request.path.as_str()),
         ("POST", "/v1/text_to_video")
@@ -843,60 +748,26 @@ async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one
         body,
         json!({"model": "gen4.5", "promptText": "a fox", "ratio": "1280:720", "duration": 5})
     );
-
-    // Nothing listening: refused before a byte was sent, so trying again is safe.
-    let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
-    let err = submit(
-        &registry,
-        json!({"model": "gen4.5", "prompt": "a fox"}),
-        None,
-    )
-    .await
-    .expect_err("refused");
-    assert_class(
-        &err,
-        ErrorCode::ProviderUnavailable,
-        RetryClass::Transient,
-        "connection refused",
-    );
 }
 
 // ---------------------------------------------------------------------------------------
 // Output download.
 // ---------------------------------------------------------------------------------------
 
+/// The output URL, signed, at a fresh mock answering `response`.
 async fn download_answered_with(
     response: ResponseTemplate,
 ) -> (Result<byok_providers::Video, JobError>, MockServer) {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/cdn/out.mp4"))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    let registry = registry(&server.uri());
-    let (runway, credentials) = runway(&registry);
-    let output = VideoOutput::Urls(vec![format!("{}/cdn/out.mp4?_jwt=SIGNED", server.uri())]);
-    (runway.fetch_video(&credentials, &output).await, server)
+    support::download_answered_with(runway, "/cdn/out.mp4?_jwt=SIGNED", response).await
 }
 
 #[tokio::test]
 async fn the_output_is_downloaded_without_credentials() {
-    let mp4 = fake_mp4(4096);
-    let (video, server) =
-        download_answered_with(ResponseTemplate::new(200).set_body_raw(mp4.clone(), "video/mp4"))
-            .await;
-    let video = video.expect("downloaded");
-    assert_eq!(video.bytes, mp4);
-    assert_eq!(video.content_type, "video/mp4");
-    assert_eq!(video.note, None);
-    let request = only_request(&server).await;
-    assert_eq!(request.url.query(), Some("_jwt=SIGNED"));
     // No Authorization, no Runway headers: the signed URL is the only credential.
-    assert_exact_headers(
-        &request,
-        &[("accept", "video/mp4, video/*, application/octet-stream")],
-    );
+    let request =
+        assert_the_output_is_downloaded_without_credentials(runway, "/cdn/out.mp4?_jwt=SIGNED")
+            .await;
+    assert_eq!(request.url.query(), Some("_jwt=SIGNED"));
 }
 
 #[tokio::test]
@@ -966,41 +837,21 @@ async fn output_content_types_are_checked_leniently() {
             Transient,
         ),
     ];
-    for (case, response, code, class) in refused {
-        let err = download_answered_with(response).await.0.expect_err(case);
-        assert_class(&err, code, class, case);
-        assert!(!err.message.contains("SIGNED"), "{case}: {}", err.message);
-    }
+    assert_downloads_fail(runway, "/cdn/out.mp4?_jwt=SIGNED", refused).await;
 }
 
 #[tokio::test]
 async fn output_urls_follow_the_private_network_policy() {
-    // A provider answer is untrusted input: with private networks refused, an output URL
-    // on loopback or on http is not fetched.
-    let registry = strict_registry();
-    let (runway, credentials) = runway(&registry);
-    for url in [
-        "http://127.0.0.1:9/out.mp4",
-        "https://169.254.169.254/latest/",
-        "https://[::1]/out.mp4",
-        "file:///etc/passwd",
-    ] {
-        let err = runway
-            .fetch_video(&credentials, &VideoOutput::Urls(vec![url.to_owned()]))
-            .await
-            .expect_err(url);
-        assert_class(
-            &err,
-            ErrorCode::ProviderUnavailable,
-            RetryClass::Permanent,
-            url,
-        );
-        assert!(
-            err.message.contains("output URL was refused"),
-            "{url}: {}",
-            err.message
-        );
-    }
+    assert_output_urls_are_refused(
+        runway,
+        &[
+            "http://127.0.0.1:9/out.mp4",
+            "https://169.254.169.254/latest/",
+            "https://[::1]/out.mp4",
+            "file:///etc/passwd",
+        ],
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1058,7 +909,7 @@ async fn submit_poll_succeed_download_then_cancel() {
             progress: Some(0.5)
         })
     );
-    let RemoteStatus::Succeeded(output) = runway
+    let RemoteStatus::Succeeded(output, _) = runway
         .poll(&credentials, &submitted.provider_job_id)
         .await
         .expect("polled")

@@ -9,31 +9,45 @@ use std::time::{Duration, Instant};
 
 use byok_core::{ErrorCode, JobError, RetryClass};
 use byok_providers::{
-    CancelOutcome, Credentials, InputImage, ProviderId, Registry, RemoteStatus, SubmitRequest,
-    VideoOutput, VideoProvider,
+    CancelOutcome, Credentials, InputImage, ProviderId, Registry, RemoteStatus, VideoOutput,
+    VideoProvider,
 };
-use byok_sim::{RunningSim, SimConfig, Simulator};
+use byok_sim::{Clock, RunningSim, SimConfig, Simulator};
 use serde_json::{Value, json};
 
 use crate::support::FetchVideo as _;
-use crate::support::{generation_request, input_png};
+use crate::support::{input_png, is_mp4, validate_and_submit};
 
 pub(crate) async fn sim(render_time: Duration) -> RunningSim {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::new(SimConfig {
-        render_time,
-        ..SimConfig::default()
-    })
-    .start(listener)
+    sim_with(
+        SimConfig {
+            render_time,
+            ..SimConfig::default()
+        },
+        Clock::system(),
+    )
     .await
-    .unwrap()
+}
+
+/// A simulator on loopback with these knobs and this clock.
+pub(crate) async fn sim_with(config: SimConfig, clock: Clock) -> RunningSim {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::new(config)
+        .clock(clock)
+        .start(listener)
+        .await
+        .unwrap()
 }
 
 pub(crate) fn registry(sim: &RunningSim) -> Registry {
     let mut options = byok_providers::RegistryOptions::defaults();
     options.provider_mut(ProviderId::Runway).base_url = sim.runway_url();
     options.provider_mut(ProviderId::Stability).base_url = sim.stability_url();
+    options.provider_mut(ProviderId::Stability).models =
+        Some(crate::support::stability_catalogue_available());
     options.provider_mut(ProviderId::Veo).base_url = sim.vertex_url();
+    options.provider_mut(ProviderId::Fal).base_url = sim.fal_url();
+    options.provider_mut(ProviderId::Replicate).base_url = sim.replicate_url();
     options.allow_private_networks = true;
     options.request_timeout = Duration::from_secs(10);
     options.token_uri_allowlist = vec![sim.token_url().parse().unwrap()];
@@ -44,18 +58,29 @@ pub(crate) fn credentials(adapter: &dyn VideoProvider, raw: &Value) -> Credentia
     adapter.parse_credentials(raw).unwrap()
 }
 
-fn veo_credentials(
+/// Credentials of a new service account of `sim-project` (with `account_id`, e.g.
+/// `sim-throttled-…`, when given), naming `location`.
+pub(crate) fn service_account_credentials(
     sim: &RunningSim,
     adapter: &dyn VideoProvider,
     account_id: Option<&str>,
+    location: &str,
 ) -> Credentials {
     let account = sim
         .new_service_account_with_id("sim-project", account_id)
         .unwrap();
     credentials(
         adapter,
-        &json!({ "service_account": account, "location": "us-central1" }),
+        &json!({ "service_account": account, "location": location }),
     )
+}
+
+fn veo_credentials(
+    sim: &RunningSim,
+    adapter: &dyn VideoProvider,
+    account_id: Option<&str>,
+) -> Credentials {
+    service_account_credentials(sim, adapter, account_id, "us-central1")
 }
 
 /// Submits `fields` for `provider` and returns the provider's job id.
@@ -65,17 +90,7 @@ pub(crate) async fn submit(
     fields: Value,
     image: Option<&InputImage>,
 ) -> Result<String, JobError> {
-    let request = adapter
-        .validate(&generation_request(adapter.id().as_str(), fields))
-        .unwrap();
-    adapter
-        .submit(
-            creds,
-            SubmitRequest {
-                request: &request,
-                image,
-            },
-        )
+    validate_and_submit(adapter, creds, fields, image)
         .await
         .map(|s| s.provider_job_id)
 }
@@ -101,10 +116,6 @@ pub(crate) async fn poll_to_end(
             other => return (other, in_progress),
         }
     }
-}
-
-fn is_mp4(bytes: &[u8]) -> bool {
-    bytes.len() > 12 && &bytes[4..8] == b"ftyp"
 }
 
 #[tokio::test]
@@ -165,7 +176,7 @@ async fn every_adapter_runs_a_job_to_video_bytes_at_the_simulator() {
             in_progress >= 1,
             "{provider}: the job was seen in progress before it ended"
         );
-        let RemoteStatus::Succeeded(output) = status else {
+        let RemoteStatus::Succeeded(output, _) = status else {
             panic!("{provider} {fields}: ended {status:?}");
         };
         let video = adapter.fetch_video(&creds, &output).await.unwrap();
@@ -216,7 +227,7 @@ async fn cancel_reaches_the_provider_that_has_one() {
     // The task is gone at Runway: asking again is no success.
     assert!(!matches!(
         runway.poll(&creds, &id).await,
-        Ok(RemoteStatus::Succeeded(_))
+        Ok(RemoteStatus::Succeeded(_, _))
     ));
 
     let stability = registry.get(ProviderId::Stability);

@@ -10,23 +10,18 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::support::{self, STABILITY_KEY, assert_exact_headers, only_request, registry};
 
 async fn check(registry: &Registry, credentials: Value) -> CredentialCheck {
-    let stability = registry.get(ProviderId::Stability);
-    let credentials = stability
-        .parse_credentials(&credentials)
-        .expect("valid credentials");
-    stability.check_credentials(&credentials).await
+    support::check_key(registry, ProviderId::Stability, &credentials).await
 }
 
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1/user/balance"))
-        .respond_with(response)
-        .expect(1)
-        .mount(&server)
-        .await;
-    let outcome = check(&registry(&server.uri()), json!({"api_key": STABILITY_KEY})).await;
-    (outcome, server)
+    support::key_check_answered_with(
+        ProviderId::Stability,
+        &json!({"api_key": STABILITY_KEY}),
+        "GET",
+        "/v1/user/balance",
+        response,
+    )
+    .await
 }
 
 fn balance() -> ResponseTemplate {

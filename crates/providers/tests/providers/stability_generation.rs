@@ -4,13 +4,12 @@
 //! parsed by the test); every answer class of docs/provider-protocols.md §2.4, §2.5 and §6
 //! is mapped.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use byok_core::{ErrorCode, RetryClass};
 use byok_providers::{
-    CancelOutcome, Credentials, InputImage, JobError, ProviderId, Registry, RemoteStatus,
-    SubmitRequest, Submitted, Video, VideoOutput, VideoProvider,
+    CancelOutcome, InputImage, JobError, ProviderId, Registry, RemoteStatus, Submitted, Video,
+    VideoOutput,
 };
 use image::{GenericImageView, ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
@@ -19,25 +18,22 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::FetchVideo as _;
 use crate::support::{
-    FormPart, HangUpServer, STABILITY_KEY, assert_class, assert_exact_headers, closed_port,
-    fake_mp4, generation_request, input_png, only_request, options, parse_multipart, registry,
-    strict_registry,
+    self, Adapter, FormPart, STABILITY_KEY, adapter,
+    assert_a_cut_submit_is_outcome_unknown_but_a_refused_one_is_not,
+    assert_a_timed_out_submit_is_outcome_unknown, assert_class, assert_exact_headers,
+    assert_no_requests, fake_mp4, generation_request, input_png, only_request, parse_multipart,
+    registry, strict_registry, validate_and_submit,
 };
 
 const GENERATION_ID: &str = "a6dc6c6e20acda010fe14d71f180658f2896ed9b4ec25aa99a6ff06c796987c4";
 const SUBMIT_PATH: &str = "/v2beta/image-to-video";
 
-fn stability(
-    registry: &Registry,
-    organization: Option<&str>,
-) -> (Arc<dyn VideoProvider>, Credentials) {
-    let stability = registry.get(ProviderId::Stability);
+fn stability(registry: &Registry, organization: Option<&str>) -> Adapter {
     let mut raw = json!({"api_key": STABILITY_KEY});
     if let Some(org) = organization {
         raw["organization_id"] = org.into();
     }
-    let credentials = stability.parse_credentials(&raw).expect("credentials");
-    (stability, credentials)
+    adapter(registry, ProviderId::Stability, &raw)
 }
 
 async fn submit(
@@ -50,18 +46,7 @@ async fn submit(
     let mut fields = fields;
     fields["model"] = "stable-video-diffusion".into();
     fields["image_url"] = "https://images.example/a.png".into();
-    let validated = stability
-        .validate(&generation_request("stability", fields))
-        .expect("valid request");
-    stability
-        .submit(
-            &credentials,
-            SubmitRequest {
-                request: &validated,
-                image: Some(image),
-            },
-        )
-        .await
+    validate_and_submit(stability.as_ref(), &credentials, fields, Some(image)).await
 }
 
 async fn accepting_server() -> MockServer {
@@ -265,13 +250,7 @@ async fn unusable_images_are_invalid_requests_and_nothing_is_sent() {
             .expect_err(case);
         assert_class(&err, ErrorCode::InvalidRequest, RetryClass::Permanent, case);
     }
-    assert!(
-        server
-            .received_requests()
-            .await
-            .expect("recorded")
-            .is_empty()
-    );
+    assert_no_requests(&server).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -281,17 +260,8 @@ async fn unusable_images_are_invalid_requests_and_nothing_is_sent() {
 async fn poll_answered_with(
     response: ResponseTemplate,
 ) -> (Result<RemoteStatus, JobError>, MockServer) {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!(
-            "/v2beta/image-to-video/result/{GENERATION_ID}"
-        )))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    let registry = registry(&server.uri());
-    let (stability, credentials) = stability(&registry, None);
-    (stability.poll(&credentials, GENERATION_ID).await, server)
+    let at = format!("/v2beta/image-to-video/result/{GENERATION_ID}");
+    support::poll_answered_with(|r| stability(r, None), &at, GENERATION_ID, response).await
 }
 
 #[tokio::test]
@@ -331,11 +301,14 @@ async fn poll_sends_exactly_the_documented_request() {
 async fn finished_results_carry_the_video_and_the_finish_reason() {
     let mp4 = fake_mp4(5000);
     let video = |note: Option<&str>| {
-        Ok(RemoteStatus::Succeeded(VideoOutput::Inline(Video {
-            bytes: mp4.clone(),
-            content_type: "video/mp4".into(),
-            note: note.map(str::to_owned),
-        })))
+        Ok(RemoteStatus::Succeeded(
+            VideoOutput::Inline(Video {
+                bytes: mp4.clone(),
+                content_type: "video/mp4".into(),
+                note: note.map(str::to_owned),
+            }),
+            byok_core::ProviderUsage::NONE,
+        ))
     };
     let b64 = {
         use base64::Engine as _;
@@ -640,48 +613,21 @@ async fn a_submit_whose_answer_is_lost_is_never_retried() {
         )
         .mount(&server)
         .await;
-    let registry =
-        Registry::new(&options(&server.uri(), true, Duration::from_millis(300))).expect("registry");
-    let err = submit(&registry, None, json!({}), &input_png(64, 36))
-        .await
-        .expect_err("timed out");
-    assert_class(
-        &err,
-        ErrorCode::SubmitOutcomeUnknown,
-        RetryClass::Permanent,
-        "timeout after sending",
-    );
-    assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
+    assert_a_timed_out_submit_is_outcome_unknown(&server, async |registry| {
+        submit(registry, None, json!({}), &input_png(64, 36)).await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one_is_not() {
-    // Stability reads the whole multipart submit, then the connection closes without an
-    // answer; the long timeout shows it is the cut connection that loses the answer.
-    let server = HangUpServer::start().await;
-    let registry =
-        Registry::new(&options(&server.base_url, true, Duration::from_secs(30))).expect("registry");
-    let err = submit(&registry, None, json!({"seed": 7}), &input_png(64, 36))
-        .await
-        .expect_err("no answer");
-    assert_class(
-        &err,
-        ErrorCode::SubmitOutcomeUnknown,
-        RetryClass::Permanent,
-        "connection closed after the request",
-    );
-    assert!(
-        err.message
-            .starts_with("the submit to Stability AI was sent but its answer was lost")
-            && !err.message.contains("no answer within"),
-        "{}",
-        err.message
-    );
-    assert!(!err.message.contains(STABILITY_KEY), "{}", err.message);
-    // Stability got the complete form, exactly once: the generation may exist.
-    let requests = server.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    let request = &requests[0];
+    let request = assert_a_cut_submit_is_outcome_unknown_but_a_refused_one_is_not(
+        "Stability AI",
+        STABILITY_KEY,
+        async |registry| submit(registry, None, json!({"seed": 7}), &input_png(64, 36)).await,
+    )
+    .await;
+    // Stability got the complete form: the generation may exist.
     assert_eq!(
         (request.method.as_str(), request.path.as_str()),
         ("POST", SUBMIT_PATH)
@@ -693,24 +639,6 @@ async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one
     let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["image", "seed"]);
     assert_eq!(png_dimensions(&image_part(&parts).data), (1024, 576));
-
-    // Nothing listening: refused before a byte was sent, so trying again is safe.
-    let registry = crate::support::registry(&format!("http://127.0.0.1:{}", closed_port()));
-    let err = submit(&registry, None, json!({}), &input_png(64, 36))
-        .await
-        .expect_err("refused");
-    assert_class(
-        &err,
-        ErrorCode::ProviderUnavailable,
-        RetryClass::Transient,
-        "connection refused",
-    );
-    assert!(
-        err.message
-            .starts_with("Stability AI could not be reached: could not connect"),
-        "{}",
-        err.message
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -726,13 +654,7 @@ async fn cancel_is_not_supported_and_sends_nothing() {
         stability.cancel(&credentials, GENERATION_ID).await,
         Ok(CancelOutcome::NotSupported)
     );
-    assert!(
-        server
-            .received_requests()
-            .await
-            .expect("recorded")
-            .is_empty()
-    );
+    assert_no_requests(&server).await;
 }
 
 #[tokio::test]
@@ -771,7 +693,7 @@ async fn submit_poll_succeed_and_fetch_the_inline_video() {
             Ok(RemoteStatus::Running { progress: None })
         );
     }
-    let RemoteStatus::Succeeded(output) = stability.poll(&credentials, &id).await.expect("done")
+    let RemoteStatus::Succeeded(output, _) = stability.poll(&credentials, &id).await.expect("done")
     else {
         panic!("not succeeded")
     };

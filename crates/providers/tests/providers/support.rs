@@ -10,6 +10,7 @@ use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use byok_core::{Catalogue, ModelStatus};
 use byok_providers::{ProviderId, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
@@ -32,7 +33,21 @@ pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) 
     options.allow_private_networks = allow_private_networks;
     options.request_timeout = timeout;
     options.token_uri_allowlist = format!("{base_url}/token").parse().into_iter().collect();
+    options.provider_mut(ProviderId::Stability).models = Some(stability_catalogue_available());
     options
+}
+
+/// Stability's built-in catalogue with its retired model made available again: what an
+/// operator's `providers.stability.models` does, and how the generation half of the adapter
+/// (the protocol as Stability served it) stays tested while the default refuses its jobs.
+pub fn stability_catalogue_available() -> Catalogue {
+    let mut catalogue: Catalogue =
+        toml::from_str(include_str!("../../catalogue/stability.toml")).expect("the catalogue");
+    for model in &mut catalogue.models {
+        model.status = ModelStatus::Available;
+        model.retirement = None;
+    }
+    catalogue
 }
 
 /// A registry talking to `base_url`, private networks allowed (the mock is on loopback),
@@ -564,4 +579,499 @@ impl<P: byok_providers::VideoProvider + ?Sized> FetchVideo for P {
             note: saved.note,
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The generation half of the API-key adapters: the same checks for each provider.
+// ---------------------------------------------------------------------------------------
+
+/// `id`'s adapter in `registry` with the credentials `raw` (the `"credentials"` object).
+pub fn adapter(registry: &Registry, id: ProviderId, raw: &Value) -> Adapter {
+    let adapter = registry.get(id);
+    let credentials = adapter.parse_credentials(raw).expect("credentials");
+    (adapter, credentials)
+}
+
+/// An adapter and credentials it accepts.
+pub type Adapter = (
+    std::sync::Arc<dyn byok_providers::VideoProvider>,
+    byok_providers::Credentials,
+);
+
+/// Validates `fields` (a neutral request for the adapter's provider) and submits them with
+/// `image`.
+pub async fn validate_and_submit(
+    adapter: &dyn byok_providers::VideoProvider,
+    credentials: &byok_providers::Credentials,
+    fields: Value,
+    image: Option<&byok_providers::InputImage>,
+) -> Result<byok_providers::Submitted, byok_core::JobError> {
+    let validated = adapter
+        .validate(&generation_request(adapter.id().as_str(), fields))
+        .expect("valid request");
+    adapter
+        .submit(
+            credentials,
+            byok_providers::SubmitRequest {
+                request: &validated,
+                image,
+            },
+        )
+        .await
+}
+
+/// Answers `verb` requests for `at` on `server` with `response`.
+pub async fn mount(
+    server: &wiremock::MockServer,
+    verb: &str,
+    at: &str,
+    response: wiremock::ResponseTemplate,
+) {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method(verb))
+        .and(path(at))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+/// The JSON body of a request the mock received.
+pub fn json_body(request: &wiremock::Request) -> Value {
+    serde_json::from_slice(&request.body).expect("JSON body")
+}
+
+/// Asserts that `server` received no request at all.
+pub async fn assert_no_requests(server: &wiremock::MockServer) {
+    let requests = server.received_requests().await.expect("recording is on");
+    assert!(requests.is_empty(), "{requests:?}");
+}
+
+/// A PNG of random pixels (incompressible): `width` x `height` x 3 bytes and more, for
+/// images too big to be sent as they are.
+pub fn noise_png(width: u32, height: u32) -> byok_providers::InputImage {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise = image::RgbImage::from_fn(width, height, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let [a, b, c, ..] = seed.to_le_bytes();
+        image::Rgb([a, b, c])
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(noise)
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .expect("encode");
+    byok_providers::InputImage {
+        bytes: bytes.into_inner(),
+        content_type: "image/png".into(),
+        width,
+        height,
+    }
+}
+
+/// Whether `bytes` look like an MP4 (an `ftyp` box first).
+pub fn is_mp4(bytes: &[u8]) -> bool {
+    bytes.len() > 12 && &bytes[4..8] == b"ftyp"
+}
+
+/// An "image" that is an HTML page, given to `submit` (with a registry on a fresh mock):
+/// refused as permanent `invalid_request` before anything is sent.
+pub async fn assert_a_non_image_is_refused_before_sending(
+    submit: impl AsyncFn(
+        &Registry,
+        &byok_providers::InputImage,
+    ) -> Result<byok_providers::Submitted, byok_core::JobError>,
+) {
+    let server = wiremock::MockServer::start().await;
+    let image = byok_providers::InputImage {
+        bytes: b"<html>not an image</html>".to_vec(),
+        content_type: "image/png".into(),
+        width: 1,
+        height: 1,
+    };
+    let err = submit(&registry(&server.uri()), &image)
+        .await
+        .expect_err("refused");
+    assert_class(
+        &err,
+        byok_core::ErrorCode::InvalidRequest,
+        byok_core::RetryClass::Permanent,
+        "not an image",
+    );
+    assert_no_requests(&server).await;
+}
+
+/// `submit` (given a registry) against `server`, whose answer comes later than the 300 ms
+/// request timeout: the request reached the provider, once, so the outcome is unknown
+/// (`submit_outcome_unknown`, permanent), never a reason to send it again.
+pub async fn assert_a_timed_out_submit_is_outcome_unknown(
+    server: &wiremock::MockServer,
+    submit: impl AsyncFn(&Registry) -> Result<byok_providers::Submitted, byok_core::JobError>,
+) {
+    let registry =
+        Registry::new(&options(&server.uri(), true, Duration::from_millis(300))).expect("registry");
+    let err = submit(&registry).await.expect_err("timed out");
+    assert_class(
+        &err,
+        byok_core::ErrorCode::SubmitOutcomeUnknown,
+        byok_core::RetryClass::Permanent,
+        "timeout after sending",
+    );
+    let requests = server.received_requests().await.expect("recorded");
+    assert_eq!(requests.len(), 1, "the request did reach the provider");
+}
+
+/// `submit` (given a registry) cut off after it was sent, then refused before it was.
+///
+/// First at a [`HangUpServer`], which reads the whole submit and hangs up; the timeout is
+/// long, so it is the cut connection, not a timeout, that loses the answer: the job may
+/// exist, so `submit_outcome_unknown`, permanent, "the submit to `provider` was sent but its
+/// answer was lost", without `secret`. Then at a closed port: nothing was sent, so trying
+/// again is safe (`provider_unavailable`, transient). Returns the one request the server
+/// read, for the caller's checks of it.
+pub async fn assert_a_cut_submit_is_outcome_unknown_but_a_refused_one_is_not(
+    provider: &str,
+    secret: &str,
+    submit: impl AsyncFn(&Registry) -> Result<byok_providers::Submitted, byok_core::JobError>,
+) -> RawRequest {
+    use byok_core::{ErrorCode, RetryClass};
+    let server = HangUpServer::start().await;
+    let cut =
+        Registry::new(&options(&server.base_url, true, Duration::from_secs(30))).expect("registry");
+    let err = submit(&cut).await.expect_err("no answer");
+    assert_class(
+        &err,
+        ErrorCode::SubmitOutcomeUnknown,
+        RetryClass::Permanent,
+        "connection closed after the request",
+    );
+    assert!(
+        err.message.starts_with(&format!(
+            "the submit to {provider} was sent but its answer was lost"
+        )) && !err.message.contains("no answer within"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(secret), "{}", err.message);
+    // The provider got the complete request, exactly once.
+    let mut requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+
+    let refused = registry(&format!("http://127.0.0.1:{}", closed_port()));
+    let err = submit(&refused).await.expect_err("refused");
+    assert_class(
+        &err,
+        ErrorCode::ProviderUnavailable,
+        RetryClass::Transient,
+        "connection refused",
+    );
+    assert!(
+        err.message.starts_with(&format!(
+            "{provider} could not be reached: could not connect"
+        )),
+        "{}",
+        err.message
+    );
+    requests.remove(0)
+}
+
+/// How a test gets an adapter and its credentials from a registry.
+pub type AdapterOf = fn(&Registry) -> Adapter;
+
+/// `fetch_output` of the URL `{server}{at}` (a path, with a query if any), which a fresh mock
+/// answers with `response`; the mock too, for the request it received.
+pub async fn download_answered_with(
+    adapter_of: AdapterOf,
+    at: &str,
+    response: wiremock::ResponseTemplate,
+) -> (
+    Result<byok_providers::Video, byok_core::JobError>,
+    wiremock::MockServer,
+) {
+    let server = wiremock::MockServer::start().await;
+    let file = at.split('?').next().unwrap_or(at);
+    mount(&server, "GET", file, response).await;
+    let (adapter, credentials) = adapter_of(&registry(&server.uri()));
+    let output = byok_providers::VideoOutput::Urls(vec![format!("{}{at}", server.uri())]);
+    (adapter.fetch_video(&credentials, &output).await, server)
+}
+
+/// A 4 KiB MP4 served as `video/mp4` at `{mock}{at}`: downloaded as it is, without a note,
+/// sending nothing but an `Accept` (no `Authorization`, no provider header): the URL is the
+/// only credential, and the key stays home. Returns the request, for further checks.
+pub async fn assert_the_output_is_downloaded_without_credentials(
+    adapter_of: AdapterOf,
+    at: &str,
+) -> wiremock::Request {
+    let mp4 = fake_mp4(4096);
+    let (video, server) = download_answered_with(
+        adapter_of,
+        at,
+        wiremock::ResponseTemplate::new(200).set_body_raw(mp4.clone(), "video/mp4"),
+    )
+    .await;
+    let video = video.expect("downloaded");
+    assert_eq!(video.bytes, mp4);
+    assert_eq!(video.content_type, "video/mp4");
+    assert_eq!(video.note, None);
+    let request = only_request(&server).await;
+    assert_exact_headers(
+        &request,
+        &[("accept", "video/mp4, video/*, application/octet-stream")],
+    );
+    request
+}
+
+/// Each case of `cases` (what, the answer at `{mock}{at}`, its code and retry class) fails the
+/// download as it says, and no message names the URL's path or query: they may carry a
+/// signature, so messages name the host only.
+pub async fn assert_downloads_fail(
+    adapter_of: AdapterOf,
+    at: &str,
+    cases: Vec<(
+        &str,
+        wiremock::ResponseTemplate,
+        byok_core::ErrorCode,
+        byok_core::RetryClass,
+    )>,
+) {
+    for (case, response, code, class) in cases {
+        let err = download_answered_with(adapter_of, at, response)
+            .await
+            .0
+            .expect_err(case);
+        assert_class(&err, code, class, case);
+        for part in at.split(['/', '?', '&', '=']).filter(|p| !p.is_empty()) {
+            assert!(!err.message.contains(part), "{case}: {}", err.message);
+        }
+    }
+}
+
+/// `adapter_of`'s poll of `job_id` at a fresh mock answering `GET {at}` with `response`; the
+/// mock too, for the requests it received.
+pub async fn poll_answered_with(
+    adapter_of: AdapterOf,
+    at: &str,
+    job_id: &str,
+    response: wiremock::ResponseTemplate,
+) -> (
+    Result<byok_providers::RemoteStatus, byok_core::JobError>,
+    wiremock::MockServer,
+) {
+    let server = wiremock::MockServer::start().await;
+    mount(&server, "GET", at, response).await;
+    let (adapter, credentials) = adapter_of(&registry(&server.uri()));
+    (adapter.poll(&credentials, job_id).await, server)
+}
+
+/// Each of `urls` as an output, with private networks refused (production's policy): a
+/// provider's answer is untrusted input, so each is refused before any connection,
+/// permanent, "output URL was refused".
+pub async fn assert_output_urls_are_refused(adapter_of: AdapterOf, urls: &[&str]) {
+    let (adapter, credentials) = adapter_of(&strict_registry());
+    for url in urls {
+        let err = adapter
+            .fetch_video(
+                &credentials,
+                &byok_providers::VideoOutput::Urls(vec![(*url).to_owned()]),
+            )
+            .await
+            .expect_err(url);
+        assert_class(
+            &err,
+            byok_core::ErrorCode::ProviderUnavailable,
+            byok_core::RetryClass::Permanent,
+            url,
+        );
+        assert!(
+            err.message.contains("output URL was refused"),
+            "{url}: {}",
+            err.message
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Google adapter (Veo and Gemini Omni) at a mock Vertex AI.
+// ---------------------------------------------------------------------------------------
+
+/// Google's verifying token endpoint for the shared key, issuing [`crate::veo::ACCESS_TOKEN`]
+/// valid for `expires_in` seconds.
+pub fn google_tokens(expires_in: u64) -> crate::veo::GoogleTokenEndpoint {
+    let mut endpoint =
+        crate::veo::GoogleTokenEndpoint::new(TestKey::shared(), Some(PRIVATE_KEY_ID));
+    endpoint.expires_in = json!(expires_in);
+    endpoint
+}
+
+/// A token endpoint that issues `ya29.token-1`, `ya29.token-2`, … (to tell a refreshed
+/// token from the first one).
+pub struct SequentialTokens(std::sync::atomic::AtomicUsize);
+
+impl SequentialTokens {
+    pub fn new() -> SequentialTokens {
+        SequentialTokens(std::sync::atomic::AtomicUsize::new(0))
+    }
+}
+
+impl wiremock::Respond for SequentialTokens {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": format!("ya29.token-{n}"),
+            "expires_in": 3599,
+            "token_type": "Bearer",
+        }))
+    }
+}
+
+/// A `google.rpc.Status` error body.
+pub fn rpc_error(code: u16, status: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message, "status": status}})
+}
+
+/// An MP4 bigger than the 64 KiB cap of small answers, so that reading it proves the
+/// large-answer path is used.
+pub fn video_bytes() -> Vec<u8> {
+    let mut bytes = b"\x00\x00\x00\x20ftypisom".to_vec();
+    bytes.extend((0..300 * 1024u32).map(|i| (i % 251) as u8));
+    bytes
+}
+
+/// A mock server with a token endpoint at `/token`, and the Google adapter (`veo`) pointed
+/// at it with a service account whose `token_uri` is that endpoint.
+pub struct GoogleFixture {
+    pub server: wiremock::MockServer,
+    pub veo: std::sync::Arc<dyn byok_providers::VideoProvider>,
+    pub credentials: byok_providers::Credentials,
+}
+
+impl GoogleFixture {
+    /// Google's verifying token endpoint (3599 s tokens), a 10 s timeout.
+    pub async fn start() -> GoogleFixture {
+        GoogleFixture::with_tokens(google_tokens(3599), Duration::from_secs(10)).await
+    }
+
+    /// Vertex AI and the token endpoint, answering with `tokens`, on one mock.
+    pub async fn with_tokens(
+        tokens: impl wiremock::Respond + 'static,
+        timeout: Duration,
+    ) -> GoogleFixture {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/token"))
+            .respond_with(tokens)
+            .mount(&server)
+            .await;
+        let base_url = server.uri();
+        GoogleFixture::on(server, &base_url, timeout)
+    }
+
+    /// Vertex AI at `base_url` (a hang-up server, a closed port), Google's verifying token
+    /// endpoint on a mock of its own.
+    pub async fn at(base_url: &str, timeout: Duration) -> GoogleFixture {
+        let tokens = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/token"))
+            .respond_with(google_tokens(3599))
+            .mount(&tokens)
+            .await;
+        GoogleFixture::on(tokens, base_url, timeout)
+    }
+
+    /// Vertex AI at `base_url`, the token endpoint on `server`.
+    pub fn on(server: wiremock::MockServer, base_url: &str, timeout: Duration) -> GoogleFixture {
+        let mut options = options(base_url, true, timeout);
+        options
+            .token_uri_allowlist
+            .push(format!("{}/token", server.uri()).parse().unwrap());
+        let registry = Registry::new(&options).expect("registry");
+        let veo = registry.get(ProviderId::Veo);
+        let sa = service_account(
+            TestKey::shared(),
+            Some(PRIVATE_KEY_ID),
+            &format!("{}/token", server.uri()),
+        );
+        let credentials = veo
+            .parse_credentials(&json!({"service_account": sa}))
+            .expect("valid credentials");
+        GoogleFixture {
+            server,
+            veo,
+            credentials,
+        }
+    }
+
+    /// The requests the mock received for path `p`.
+    pub async fn requests_to(&self, p: &str) -> Vec<wiremock::Request> {
+        let all = self
+            .server
+            .received_requests()
+            .await
+            .expect("recording is on");
+        all.into_iter().filter(|r| r.url.path() == p).collect()
+    }
+
+    /// How many token exchanges the mock answered.
+    pub async fn token_requests(&self) -> usize {
+        self.requests_to("/token").await.len()
+    }
+
+    /// Answers `verb` requests for `at` with `response`.
+    pub async fn mount(&self, verb: &str, at: &str, response: wiremock::ResponseTemplate) {
+        mount(&self.server, verb, at, response).await;
+    }
+
+    /// Answers the first `verb` request for `at` with `response`, before what
+    /// [`GoogleFixture::mount`] set up for it answers the rest.
+    pub async fn mount_once(&self, verb: &str, at: &str, response: wiremock::ResponseTemplate) {
+        wiremock::Mock::given(wiremock::matchers::method(verb))
+            .and(wiremock::matchers::path(at))
+            .respond_with(response)
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+}
+
+/// A JSON answer.
+pub fn json_answer(status: u16, body: Value) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(status).set_body_json(body)
+}
+
+// ---------------------------------------------------------------------------------------
+// Key checks of the API-key adapters.
+// ---------------------------------------------------------------------------------------
+
+/// The key check of the credentials `raw` by `id`'s adapter in `registry`.
+pub async fn check_key(
+    registry: &Registry,
+    id: ProviderId,
+    raw: &Value,
+) -> byok_providers::CredentialCheck {
+    let adapter = registry.get(id);
+    let credentials = adapter.parse_credentials(raw).expect("valid credentials");
+    adapter.check_credentials(&credentials).await
+}
+
+/// [`check_key`] at a fresh mock that answers the check (`verb` `at`) once with `response`;
+/// the mock too, for the request it received.
+pub async fn key_check_answered_with(
+    id: ProviderId,
+    raw: &Value,
+    verb: &str,
+    at: &str,
+    response: wiremock::ResponseTemplate,
+) -> (byok_providers::CredentialCheck, wiremock::MockServer) {
+    use wiremock::matchers::{method, path};
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method(verb))
+        .and(path(at))
+        .respond_with(response)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let outcome = check_key(&registry(&server.uri()), id, raw).await;
+    (outcome, server)
 }

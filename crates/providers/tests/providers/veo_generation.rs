@@ -3,24 +3,26 @@
 //! access-token cache and the refresh-once-on-401 rule, and a job's whole life from
 //! submit to the downloaded video.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use byok_core::{ErrorCode, RetryClass};
 use byok_providers::{
-    CancelOutcome, Credentials, GenerationRequest, InputImage, JobError, ProviderId, Registry,
-    RemoteStatus, SubmitRequest, ValidatedRequest, Video, VideoOutput, VideoProvider,
+    CancelOutcome, GenerationRequest, InputImage, JobError, ProviderId, RemoteStatus,
+    SubmitRequest, ValidatedRequest, Video, VideoOutput, VideoProvider,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, Request, ResponseTemplate};
 
 use crate::support::FetchVideo as _;
-use crate::support::{self, PRIVATE_KEY_ID, TestKey, assert_exact_headers, service_account};
-use crate::veo::{ACCESS_TOKEN, GoogleTokenEndpoint};
+use crate::support::GoogleFixture as Fixture;
+use crate::support::{
+    self, SequentialTokens, assert_exact_headers, google_tokens, json_answer, json_body, rpc_error,
+    video_bytes,
+};
+use crate::veo::ACCESS_TOKEN;
 
 const MODEL: &str = "veo-3.1-generate-001";
 const FAST_MODEL: &str = "veo-3.1-fast-generate-001";
@@ -42,66 +44,16 @@ fn poll_path(model: &str) -> String {
     )
 }
 
-/// A mock server with a token endpoint at `/token`, and the Veo adapter pointed at it.
-struct Fixture {
-    server: MockServer,
-    veo: Arc<dyn VideoProvider>,
-    credentials: Credentials,
+/// Veo's calls on the fixture's adapter.
+trait VeoCalls {
+    async fn submit(
+        &self,
+        request: &ValidatedRequest,
+    ) -> Result<byok_providers::Submitted, JobError>;
+    async fn poll(&self, name: &str) -> Result<RemoteStatus, JobError>;
 }
 
-impl Fixture {
-    /// Google's verifying token endpoint (tokens `ACCESS_TOKEN`, 3599 s), 10 s timeout.
-    async fn start() -> Fixture {
-        Fixture::with_tokens(google_tokens(3599), Duration::from_secs(10)).await
-    }
-
-    async fn with_tokens(tokens: impl Respond + 'static, timeout: Duration) -> Fixture {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/token"))
-            .respond_with(tokens)
-            .mount(&server)
-            .await;
-        let base_url = server.uri();
-        Fixture::on(server, &base_url, timeout)
-    }
-
-    /// Vertex AI at `base_url`, the token endpoint on `server`.
-    fn on(server: MockServer, base_url: &str, timeout: Duration) -> Fixture {
-        let mut options = support::options(base_url, true, timeout);
-        options
-            .token_uri_allowlist
-            .push(format!("{}/token", server.uri()).parse().unwrap());
-        let registry = Registry::new(&options).expect("registry");
-        let veo = registry.get(ProviderId::Veo);
-        let sa = service_account(
-            TestKey::shared(),
-            Some(PRIVATE_KEY_ID),
-            &format!("{}/token", server.uri()),
-        );
-        let credentials = veo
-            .parse_credentials(&json!({"service_account": sa}))
-            .expect("valid credentials");
-        Fixture {
-            server,
-            veo,
-            credentials,
-        }
-    }
-
-    async fn requests_to(&self, p: &str) -> Vec<Request> {
-        let all = self
-            .server
-            .received_requests()
-            .await
-            .expect("recording is on");
-        all.into_iter().filter(|r| r.url.path() == p).collect()
-    }
-
-    async fn token_requests(&self) -> usize {
-        self.requests_to("/token").await.len()
-    }
-
+impl VeoCalls for Fixture {
     async fn submit(
         &self,
         request: &ValidatedRequest,
@@ -119,41 +71,6 @@ impl Fixture {
 
     async fn poll(&self, name: &str) -> Result<RemoteStatus, JobError> {
         self.veo.poll(&self.credentials, name).await
-    }
-
-    async fn mount(&self, verb: &str, at: &str, response: ResponseTemplate) {
-        Mock::given(method(verb))
-            .and(path(at))
-            .respond_with(response)
-            .mount(&self.server)
-            .await;
-    }
-}
-
-fn google_tokens(expires_in: u64) -> GoogleTokenEndpoint {
-    let mut endpoint = GoogleTokenEndpoint::new(TestKey::shared(), Some(PRIVATE_KEY_ID));
-    endpoint.expires_in = json!(expires_in);
-    endpoint
-}
-
-/// A token endpoint that issues `ya29.token-1`, `ya29.token-2`, … (to tell a refreshed
-/// token from the first one).
-struct SequentialTokens(AtomicUsize);
-
-impl SequentialTokens {
-    fn new() -> SequentialTokens {
-        SequentialTokens(AtomicUsize::new(0))
-    }
-}
-
-impl Respond for SequentialTokens {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": format!("ya29.token-{n}"),
-            "expires_in": 3599,
-            "token_type": "Bearer",
-        }))
     }
 }
 
@@ -184,10 +101,6 @@ fn text_request(veo: &dyn VideoProvider) -> ValidatedRequest {
     )
 }
 
-fn body_of(request: &Request) -> Value {
-    serde_json::from_slice(&request.body).expect("JSON body")
-}
-
 fn bearer(request: &Request) -> &str {
     request
         .headers
@@ -196,24 +109,12 @@ fn bearer(request: &Request) -> &str {
         .unwrap_or("<none>")
 }
 
-/// Video bytes bigger than the 64 KiB cap of small answers, so that reading them proves
-/// the large-body path is used.
-fn video_bytes() -> Vec<u8> {
-    let mut bytes = b"\x00\x00\x00\x20ftypisom".to_vec();
-    bytes.extend((0..300 * 1024u32).map(|i| (i % 251) as u8));
-    bytes
-}
-
 fn done_inline(bytes: &[u8]) -> Value {
     json!({"name": OPERATION, "done": true, "response": {
         "@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",
         "raiMediaFilteredCount": 0,
         "videos": [{"bytesBase64Encoded": STANDARD.encode(bytes), "mimeType": "video/mp4"}],
     }})
-}
-
-fn rpc_error(code: u16, status: &str, message: &str) -> Value {
-    json!({"error": {"code": code, "message": message, "status": status}})
 }
 
 // ---------------------------------------------------------------------------------------
@@ -251,7 +152,7 @@ async fn text_to_video_submit_is_exactly_the_documented_request() {
             ("content-length", &sent.body.len().to_string()),
         ],
     );
-    let body = body_of(sent);
+    let body = json_body(sent);
     assert_eq!(
         body,
         json!({
@@ -291,7 +192,7 @@ async fn unset_fields_are_left_out_and_defaults_filled_in() {
     f.submit(&text_request(f.veo.as_ref()))
         .await
         .expect("submitted");
-    let body = body_of(&f.requests_to(&submit_path(MODEL)).await[0]);
+    let body = json_body(&f.requests_to(&submit_path(MODEL)).await[0]);
     assert_eq!(
         body,
         json!({
@@ -338,7 +239,7 @@ async fn image_to_video_submit_sends_the_image_inline() {
     assert_eq!(sent[0].method.as_str(), "POST");
     assert_eq!(bearer(&sent[0]), format!("Bearer {ACCESS_TOKEN}"));
     assert_eq!(
-        body_of(&sent[0]),
+        json_body(&sent[0]),
         json!({
             "instances": [{"image": {"bytesBase64Encoded": STANDARD.encode(&image.bytes), "mimeType": "image/png"}}],
             "parameters": {"aspectRatio": "9:16", "durationSeconds": 8, "resolution": "1080p",
@@ -371,7 +272,7 @@ async fn poll_posts_fetch_predict_operation_on_the_operations_model() {
             ("content-length", &sent[0].body.len().to_string()),
         ],
     );
-    assert_eq!(body_of(&sent[0]), json!({"operationName": name}));
+    assert_eq!(json_body(&sent[0]), json!({"operationName": name}));
 }
 
 #[tokio::test]
@@ -414,11 +315,12 @@ async fn gcs_outputs_are_downloaded_with_the_json_api() {
 #[tokio::test]
 async fn downloads_that_are_not_videos_are_refused() {
     let f = Fixture::start().await;
-    Mock::given(method("GET"))
-        .and(path(GCS_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_raw("<html>sign in</html>", "text/html"))
-        .mount(&f.server)
-        .await;
+    f.mount(
+        "GET",
+        GCS_PATH,
+        ResponseTemplate::new(200).set_body_raw("<html>sign in</html>", "text/html"),
+    )
+    .await;
     let err = f
         .veo
         .fetch_video(&f.credentials, &VideoOutput::Gcs(vec![GCS_URI.into()]))
@@ -505,10 +407,6 @@ fn case(
         code,
         class,
     }
-}
-
-fn json_answer(status: u16, body: Value) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(body)
 }
 
 fn failed_operation(code: i64, message: &str) -> ResponseTemplate {
@@ -907,14 +805,8 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
 
 #[tokio::test]
 async fn a_submit_that_cannot_connect_is_transient() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(google_tokens(3599))
-        .mount(&server)
-        .await;
     let unreachable = format!("http://127.0.0.1:{}", support::closed_port());
-    let f = Fixture::on(server, &unreachable, Duration::from_secs(10));
+    let f = Fixture::at(&unreachable, Duration::from_secs(10)).await;
     let err = f.submit(&text_request(f.veo.as_ref())).await.unwrap_err();
     assert_eq!(
         (err.code, err.class),
@@ -933,14 +825,8 @@ async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one
     // The token comes from the mock; Vertex AI reads the whole submit, then the
     // connection closes without an answer. The timeout is long: it is the cut
     // connection, not a timeout, that loses the answer.
-    let tokens = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(google_tokens(3599))
-        .mount(&tokens)
-        .await;
     let vertex = support::HangUpServer::start().await;
-    let f = Fixture::on(tokens, &vertex.base_url, Duration::from_secs(30));
+    let f = Fixture::at(&vertex.base_url, Duration::from_secs(30)).await;
     let err = f.submit(&text_request(f.veo.as_ref())).await.unwrap_err();
     assert_eq!(
         (err.code, err.class),
@@ -975,14 +861,8 @@ async fn a_submit_cut_off_after_it_was_sent_is_outcome_unknown_but_a_refused_one
     assert_eq!(f.token_requests().await, 1);
 
     // Nothing listening: refused before a byte was sent, so trying again is safe.
-    let tokens = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(google_tokens(3599))
-        .mount(&tokens)
-        .await;
     let unreachable = format!("http://127.0.0.1:{}", support::closed_port());
-    let f = Fixture::on(tokens, &unreachable, Duration::from_secs(30));
+    let f = Fixture::at(&unreachable, Duration::from_secs(30)).await;
     let err = f.submit(&text_request(f.veo.as_ref())).await.unwrap_err();
     assert_eq!(
         (err.code, err.class),
@@ -1105,20 +985,19 @@ async fn a_token_inside_the_refresh_margin_is_refetched() {
 #[tokio::test]
 async fn a_401_refreshes_the_token_once_and_retries_with_the_new_one() {
     let f = Fixture::with_tokens(SequentialTokens::new(), Duration::from_secs(10)).await;
-    Mock::given(method("POST"))
-        .and(path(submit_path(MODEL)))
-        .respond_with(json_answer(
+    f.mount_once(
+        "POST",
+        &submit_path(MODEL),
+        json_answer(
             401,
             rpc_error(
                 401,
                 "UNAUTHENTICATED",
                 "Request had invalid authentication credentials.",
             ),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&f.server)
-        .await;
+        ),
+    )
+    .await;
     f.mount(
         "POST",
         &submit_path(MODEL),
@@ -1188,16 +1067,15 @@ async fn a_second_401_is_credentials_invalid_without_a_third_try() {
 #[tokio::test]
 async fn a_401_on_a_download_refreshes_too() {
     let f = Fixture::with_tokens(SequentialTokens::new(), Duration::from_secs(10)).await;
-    Mock::given(method("GET"))
-        .and(path(GCS_PATH))
-        .respond_with(json_answer(
+    f.mount_once(
+        "GET",
+        GCS_PATH,
+        json_answer(
             401,
             rpc_error(401, "UNAUTHENTICATED", "Invalid Credentials"),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&f.server)
-        .await;
+        ),
+    )
+    .await;
     f.mount(
         "GET",
         GCS_PATH,
@@ -1228,13 +1106,12 @@ async fn submit_poll_until_done_and_fetch_the_inline_video() {
         json_answer(200, json!({"name": OPERATION})),
     )
     .await;
-    Mock::given(method("POST"))
-        .and(path(poll_path(MODEL)))
-        .respond_with(json_answer(200, json!({"name": OPERATION})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&f.server)
-        .await;
+    f.mount_once(
+        "POST",
+        &poll_path(MODEL),
+        json_answer(200, json!({"name": OPERATION})),
+    )
+    .await;
     f.mount(
         "POST",
         &poll_path(MODEL),
@@ -1251,7 +1128,7 @@ async fn submit_poll_until_done_and_fetch_the_inline_video() {
         Ok(RemoteStatus::Queued)
     );
     let status = f.poll(&submitted.provider_job_id).await.expect("polled");
-    let RemoteStatus::Succeeded(output) = status else {
+    let RemoteStatus::Succeeded(output, _) = status else {
         panic!("expected success, got {status:?}");
     };
     assert!(matches!(&output, VideoOutput::Inline(_)), "{output:?}");
@@ -1275,13 +1152,12 @@ async fn submit_poll_until_done_and_download_the_gcs_video() {
         json_answer(200, json!({"name": OPERATION})),
     )
     .await;
-    Mock::given(method("POST"))
-        .and(path(poll_path(MODEL)))
-        .respond_with(json_answer(200, json!({"name": OPERATION, "done": false})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&f.server)
-        .await;
+    f.mount_once(
+        "POST",
+        &poll_path(MODEL),
+        json_answer(200, json!({"name": OPERATION, "done": false})),
+    )
+    .await;
     f.mount(
         "POST",
         &poll_path(MODEL),
@@ -1310,9 +1186,12 @@ async fn submit_poll_until_done_and_download_the_gcs_video() {
     let status = f.poll(&submitted.provider_job_id).await.expect("polled");
     assert_eq!(
         status,
-        RemoteStatus::Succeeded(VideoOutput::Gcs(vec![GCS_URI.into()]))
+        RemoteStatus::Succeeded(
+            VideoOutput::Gcs(vec![GCS_URI.into()]),
+            byok_core::ProviderUsage::NONE
+        )
     );
-    let RemoteStatus::Succeeded(output) = status else {
+    let RemoteStatus::Succeeded(output, _) = status else {
         unreachable!()
     };
     let video = f
@@ -1345,5 +1224,14 @@ fn validation_names_the_field_and_the_allowed_values() {
         ))
         .unwrap_err();
     assert_eq!(err.field, "model");
-    assert_eq!(err.allowed, [MODEL, FAST_MODEL]);
+    assert_eq!(
+        err.allowed,
+        [
+            MODEL,
+            FAST_MODEL,
+            "veo-3.1-lite-generate-001",
+            "gemini-omni-1.2-flash",
+            "gemini-omni-1.1-flash-preview"
+        ]
+    );
 }

@@ -3,8 +3,11 @@
 //! `python` module runs the providers' official Python clients against it.
 
 mod control;
+mod fal;
 mod helpers;
+mod interactions;
 mod python;
+mod replicate;
 mod runway;
 mod stability;
 mod vertex;

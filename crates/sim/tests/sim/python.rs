@@ -59,6 +59,10 @@ async fn run(python: &Path, script: &str, env: &[(&str, &str)]) -> String {
         .env_remove("GOOGLE_API_KEY")
         .env_remove("GEMINI_API_KEY")
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("FAL_KEY_ID")
+        .env_remove("FAL_KEY_SECRET")
+        .env_remove("FAL_RUN_HOST")
+        .env_remove("SSL_CERT_DIR")
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(180), command.output())
         .await
@@ -169,4 +173,150 @@ async fn google_genai_generates_videos_in_vertex_mode() {
     let key = &stats.vertex.keys[account["client_email"].as_str().unwrap()];
     assert_eq!(key.counters.accepted, 3);
     assert!(key.counters.polls >= 3);
+}
+
+#[tokio::test]
+async fn google_genai_creates_polls_and_cancels_omni_interactions_in_vertex_mode() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let sim = start(config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("account.json");
+    let account = sim.new_service_account("py-omni").unwrap();
+    std::fs::write(&file, account.to_string()).unwrap();
+    let throttled_file = dir.path().join("throttled.json");
+    let throttled = sim
+        .new_service_account_with_id("py-omni", Some("sim-throttled-py"))
+        .unwrap();
+    std::fs::write(&throttled_file, throttled.to_string()).unwrap();
+    let image = dir.path().join("frame.png");
+    std::fs::write(&image, png(1280, 720)).unwrap();
+    let out = run(
+        &python,
+        "genai_interactions.py",
+        &[
+            ("SIM_URL", sim.base_url()),
+            ("SA_FILE", file.to_str().unwrap()),
+            ("THROTTLED_SA_FILE", throttled_file.to_str().unwrap()),
+            ("PROJECT", "py-omni"),
+            ("PNG_FILE", image.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(out.contains("google-genai interactions ok"), "{out}");
+    let stats = sim.stats().await;
+    let key = &stats.vertex.keys[account["client_email"].as_str().unwrap()];
+    // Text, image (to Cloud Storage), moderated, cancelled; the two refused creates.
+    assert_eq!((key.counters.accepted, key.counters.rejected), (4, 2));
+    assert_eq!(key.counters.cancels, 2);
+    assert!(key.counters.polls >= 3);
+    // The client re-sent the create the simulator answered 429: two creates for one
+    // interaction, which byok's adapter never does.
+    let throttled = &stats.vertex.keys[throttled["client_email"].as_str().unwrap()];
+    assert_eq!(
+        (
+            throttled.counters.submits,
+            throttled.counters.throttled,
+            throttled.counters.accepted
+        ),
+        (2, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn replicate_runs_predictions_unchanged() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let sim = start(config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("frame.png");
+    // Over 256 KB would not matter to the client (it uploads any file it is given); a small
+    // frame keeps the test quick.
+    std::fs::write(&image, png(1024, 576)).unwrap();
+    let base = sim.replicate_url();
+    let out = run(
+        &python,
+        "replicate_client.py",
+        &[
+            // The client's own settings: its token and base URL from the environment.
+            ("REPLICATE_API_TOKEN", "sim_python_replicate"),
+            ("REPLICATE_BASE_URL", &base),
+            ("REPLICATE_POLL_INTERVAL", "0.05"),
+            ("SIM_URL", sim.base_url()),
+            ("PNG_FILE", image.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(out.contains("replicate ok"), "{out}");
+    let stats = sim.stats().await;
+    let key = stats.replicate.for_api_key("sim_python_replicate").unwrap();
+    // seedance, SVD by version, run, moderated run, the cancelled one.
+    assert_eq!(key.counters.accepted, 5);
+    assert_eq!(key.counters.cancels, 1);
+    // The 422s (duration, unknown version) and the unknown model's 404.
+    assert_eq!(key.counters.rejected, 3);
+    let throttled = stats.replicate.for_api_key("sim_throttled_python").unwrap();
+    assert_eq!(
+        (throttled.counters.throttled, throttled.counters.accepted),
+        (1, 1)
+    );
+    assert_eq!(stats.replicate.totals.unauthorized, 1);
+}
+
+#[tokio::test]
+async fn fal_client_submits_polls_fetches_and_cancels_over_tls() {
+    let Some(python) = python().await else {
+        return;
+    };
+    // fal's client reaches its queue host only as `https://{FAL_QUEUE_RUN_HOST}/`: the
+    // simulator's TLS listener serves it, and the client trusts the simulator's CA through
+    // SSL_CERT_FILE, as httpx reads it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = byok_sim::Simulator::new(config())
+        .tls("127.0.0.1:0".parse().unwrap())
+        .start(listener)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("sim-ca.pem");
+    std::fs::write(&ca, sim.tls_ca_pem().unwrap()).unwrap();
+    let image = dir.path().join("frame.png");
+    std::fs::write(&image, png(1280, 720)).unwrap();
+    let queue_host = sim
+        .tls_url()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_owned();
+    let out = run(
+        &python,
+        "fal_client.py",
+        &[
+            ("SIM_URL", sim.base_url()),
+            ("FAL_KEY", "sim_python_fal"),
+            ("FAL_QUEUE_RUN_HOST", &queue_host),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ("PNG_FILE", image.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(out.contains("fal-client ok"), "{out}");
+    let stats = sim.stats().await;
+    let key = stats.fal.for_api_key("sim_python_fal").unwrap();
+    // Luma, Kling (subscribe), the cancelled one, the failing one, the moderated one and the
+    // async one were queued; the bad duration was refused.
+    assert_eq!((key.counters.accepted, key.counters.rejected), (6, 1));
+    assert_eq!(key.counters.cancels, 2);
+    assert!(key.counters.polls >= 6);
+    // The client re-sends a submit answered 429 by itself: two submits for one request.
+    let throttled = stats.fal.for_api_key("sim_throttled_python_fal").unwrap();
+    assert_eq!(
+        (
+            throttled.counters.submits,
+            throttled.counters.throttled,
+            throttled.counters.accepted
+        ),
+        (2, 1, 1)
+    );
 }

@@ -109,7 +109,6 @@ async fn text_to_video_accepts_its_models_and_gen4_turbo_is_image_only() {
     for body in [
         json!({"model": "veo3.1", "promptText": "a lighthouse", "ratio": "1920:1080", "duration": 6, "audio": false}),
         json!({"model": "veo3.1_fast", "promptText": "a lighthouse", "ratio": "720:1280", "negativePrompt": "blur"}),
-        json!({"model": "veo3", "promptText": "a lighthouse", "ratio": "1280:720", "duration": 8}),
         json!({"model": "gen4.5", "promptText": "a lighthouse", "ratio": "1280:720", "duration": 10, "seed": 7}),
     ] {
         let response = post(url.clone(), "sim_t2v", &body).send().await.unwrap();

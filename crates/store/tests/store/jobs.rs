@@ -217,6 +217,9 @@ async fn the_submit_path_is_compare_and_set() {
             bytes: 3,
             content_type: "video/mp4".to_owned(),
             note: None,
+            provider_usage: byok_core::ProviderUsage {
+                compute_ms: Some(41_200),
+            },
         };
         assert!(jobs.succeed(job.id, &result).await.unwrap());
         let record = ErrorRecord {

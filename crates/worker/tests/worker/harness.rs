@@ -27,6 +27,8 @@ pub struct Options {
     pub max_attempts: u32,
     pub request_timeout: Duration,
     pub per_minute: u32,
+    /// Replaces Runway's catalogue (`providers.runway.models`).
+    pub runway_models: Option<Vec<byok_core::ModelSpec>>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             max_attempts: 3,
             request_timeout: Duration::from_secs(5),
             per_minute: 1000,
+            runway_models: None,
         }
     }
 }
@@ -73,6 +76,7 @@ impl Harness {
         settings.worker.concurrency = 8;
         settings.worker.shutdown_grace = Duration::from_secs(2);
         settings.providers.get_mut(ProviderId::Runway).base_url = runway.uri();
+        settings.providers.get_mut(ProviderId::Runway).models = options.runway_models.clone();
         for id in ProviderId::ALL {
             let provider = settings.providers.get_mut(id);
             provider.poll_interval = Duration::from_millis(50);

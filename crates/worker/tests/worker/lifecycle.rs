@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{ErrorCode, JobItem, JobStatus};
+use byok_core::{ErrorCode, JobItem, JobStatus, ProviderId};
 use byok_queue::Producer;
 use byok_store::Cancelled;
 use wiremock::matchers::{method, path};
@@ -234,6 +234,43 @@ async fn a_job_whose_stored_request_does_not_read_fails_at_once() {
     );
     let history = h.history(job.id).await;
     assert_eq!(history, ["queued", "failed"]);
+    assert!(
+        h.requests("POST", "/v1/text_to_video").await.is_empty(),
+        "nothing was sent"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_model_retired_after_enqueue_fails_model_retired_unsent() {
+    // The deployment's catalogue now marks gen4.5 retired (a provider announced its end
+    // after the job was accepted): the job fails at its submit step and nothing is sent.
+    let registry = byok_providers::Registry::new(&byok_providers::RegistryOptions::defaults())
+        .expect("the built-in registry");
+    let mut models = registry.get(ProviderId::Runway).catalogue().models.clone();
+    let gen45 = models
+        .iter_mut()
+        .find(|m| m.id == "gen4.5")
+        .expect("gen4.5 in the catalogue");
+    gen45.status = byok_core::ModelStatus::Retired;
+    gen45.retirement = Some(byok_core::Retirement {
+        date: "2026-12-01".into(),
+        source: "https://provider.example/notice".into(),
+        alternatives: Vec::new(),
+    });
+    let h = Harness::start(Options {
+        runway_models: Some(models),
+        ..Options::default()
+    })
+    .await;
+    mount_accepting_submit(&h).await;
+    let job = h.enqueue("made before the notice").await;
+    let done = h.wait_final(job.id).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let error = done.error.expect("an error");
+    assert_eq!(error.code, ErrorCode::ModelRetired);
+    assert!(!error.retryable);
+    assert!(error.message.contains("2026-12-01"), "{}", error.message);
     assert!(
         h.requests("POST", "/v1/text_to_video").await.is_empty(),
         "nothing was sent"
