@@ -35,7 +35,9 @@ pub(crate) struct Answer {
 /// TLS handshake) is transient: the provider never saw it. Any failure after
 /// that — a timeout, a connection cut mid-response, an unreadable body — is
 /// `submit_outcome_unknown`: the job may exist and be billed, and no provider
-/// offers an idempotency key, so it must never be re-sent blindly.
+/// offers an idempotency key, so it must never be re-sent blindly. So is a 504:
+/// a gateway in front of the provider gave up waiting for the answer, which says
+/// nothing about whether the job was created behind it.
 pub(crate) async fn send_submit(
     pace: &Pace,
     request: reqwest::RequestBuilder,
@@ -58,6 +60,9 @@ pub(crate) async fn send_submit(
     };
     let response = pace.send(request).await.map_err(|e| failed(&e))?;
     let status = response.status();
+    if status == StatusCode::GATEWAY_TIMEOUT {
+        return Err(gateway_timeout(provider));
+    }
     let headers = response.headers().clone();
     let body = read_capped(response).await.map_err(|e| failed(&e))?;
     Ok(Answer {
@@ -65,6 +70,15 @@ pub(crate) async fn send_submit(
         headers,
         body,
     })
+}
+
+/// The error of a submit answered 504 Gateway Timeout (see [`send_submit`]).
+pub(crate) fn gateway_timeout(provider: &str) -> JobError {
+    JobError::submit_outcome_unknown(format!(
+        "the submit to {provider} was answered 504 Gateway Timeout: a gateway gave up waiting \
+         for it, so the job may exist; it is not re-sent, because it may have created a \
+         billable job"
+    ))
 }
 
 /// Sends a request that is safe to repeat (poll, cancel, key check):

@@ -784,15 +784,22 @@ impl FalProvider {
                     None,
                     secret,
                 ))),
-                // fal's own record of a request it gave up on (after its retries): a
-                // request error, with `error_type`, in the body or the header.
-                _ if request_error_type(&answer).is_some() => {
+                // fal's own record of a request it gave up on (after its retries): a 5xx
+                // request error, with `error_type`, in the body or the header. Any other
+                // status (401, 403, 429, …) means what it says, whatever header comes with it.
+                500..=599 if request_error_type(&answer).is_some() => {
                     let (kind, detail) = request_error(&answer);
-                    Ok(RemoteStatus::Failed(failure_of(
-                        kind.as_deref(),
-                        detail.as_deref(),
-                        secret,
-                    )))
+                    let failure = failure_of(kind.as_deref(), detail.as_deref(), secret);
+                    // fal bills no 5xx failure (docs/provider-protocols.md §8.5): a request
+                    // error of a type we do not know is still one a new submit may cure, at
+                    // no charge, so it is transient too.
+                    Ok(RemoteStatus::Failed(
+                        if failure.code == ErrorCode::ProviderUnavailable {
+                            JobError::transient(failure.code, failure.message)
+                        } else {
+                            failure
+                        },
+                    ))
                 }
                 _ => Err(classify_answer(Call::Result, &answer, None, secret)),
             };
@@ -1158,9 +1165,11 @@ fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError
     credentials::job_api_key(credentials, ProviderId::Fal, "fal").map(|(key, _)| key)
 }
 
-/// `Authorization: Key <key>`, marked sensitive (kept out of reqwest's debug output).
+/// `Authorization: Key <key>`, marked sensitive (kept out of reqwest's debug output); the
+/// text it is made from is wiped.
 fn key_header(secret: &str) -> Result<HeaderValue, JobError> {
-    let mut value = HeaderValue::from_str(&format!("Key {secret}"))
+    let text = zeroize::Zeroizing::new(format!("Key {secret}"));
+    let mut value = HeaderValue::from_str(&text)
         .map_err(|_| internal("the fal key cannot be sent in an HTTP header"))?;
     value.set_sensitive(true);
     Ok(value)

@@ -88,11 +88,15 @@ pub(crate) async fn read_limited(
     {
         return Ok(None);
     }
+    // The declared length is the provider's word: reserve at most 1 MiB on it, so a
+    // hostile `Content-Length` cannot make us allocate hundreds of megabytes up front;
+    // the buffer grows with what really arrives.
     let capacity = response
         .content_length()
         .and_then(|len| usize::try_from(len).ok())
         .unwrap_or(64 * 1024)
-        .min(limit);
+        .min(limit)
+        .min(1024 * 1024);
     let mut bytes = Vec::with_capacity(capacity);
     while let Some(chunk) = response.chunk().await? {
         if bytes.len() + chunk.len() > limit {

@@ -16,8 +16,9 @@
 //! **The create is sent once.** google-genai retries it on 408, 409, 429 and 5xx (up to four
 //! more times), and the API has no idempotency key, so a retried create whose first answer
 //! was lost can start (and bill) a second video. Here a create that was sent and whose
-//! answer was lost or unreadable is `submit_outcome_unknown` and is never re-sent; only a
-//! 401 is repeated, with a fresh token, because an unauthenticated request creates nothing.
+//! answer was lost or unreadable, or that Google answered 504 / `DEADLINE_EXCEEDED` (its
+//! deadline ran out while serving it), is `submit_outcome_unknown` and is never re-sent; only
+//! a 401 is repeated, with a fresh token, because an unauthenticated request creates nothing.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -562,8 +563,8 @@ struct Step<'a> {
 struct Content<'a> {
     #[serde(default, rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
-    /// Empty when absent; a plain `Cow` so that serde borrows it.
-    #[serde(default, borrow)]
+    /// Empty when absent or null; borrowed from the body when it has no escapes.
+    #[serde(default, borrow, deserialize_with = "nullable_text")]
     data: Cow<'a, str>,
     #[serde(default)]
     uri: Option<Value>,
@@ -571,6 +572,44 @@ struct Content<'a> {
     mime_type: Option<Value>,
     #[serde(default)]
     text: Option<Value>,
+}
+
+/// A string borrowed from the body where it can be (an inline video's base64 may be
+/// hundreds of megabytes), `null` read as empty: one null field must not make a whole
+/// interaction unreadable.
+fn nullable_text<'de: 'a, 'a, D>(deserializer: D) -> Result<Cow<'a, str>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(""))
+        }
+    }
+    deserializer.deserialize_any(Text)
 }
 
 impl Step<'_> {
@@ -911,10 +950,12 @@ fn error_name(json: Option<&Value>) -> Option<&str> {
 /// - 409 (google-genai retries it): Google refused the request for a conflict, nothing was
 ///   created, so it is transient;
 /// - 416 (`out_of_range`): `invalid_request`, permanent;
+/// - 504 or `DEADLINE_EXCEEDED` on a create: `submit_outcome_unknown` — the deadline ran
+///   out while Google served it, and the create may have completed all the same;
 /// - the rest as Veo's answers ([`veo::classify_answer`]): 401 after a refresh and 403
 ///   `credentials_invalid`, 404 on create `model_retired`, 429 retry-after
 ///   (`RetryInfo.retryDelay`, `retry-after-ms`, `Retry-After`, else 60 s), 400
-///   `invalid_request`, 402 `insufficient_credits`, 408/5xx transient.
+///   `invalid_request`, 402 `insufficient_credits`, 408/5xx transient (a create's 504 excepted).
 fn classify(
     call: Call<'_>,
     status: StatusCode,
@@ -944,7 +985,17 @@ fn classify(
             )),
         );
     }
+    let out_of_time = code == 504
+        || name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case("DEADLINE_EXCEEDED"));
     match (code, call) {
+        // Google's deadline ran out while the create was being served: it may have
+        // completed all the same (gRPC DEADLINE_EXCEEDED), so it is not re-sent.
+        (_, Call::Create { .. }) if out_of_time => JobError::submit_outcome_unknown(with(format!(
+            "{VERTEX} ran out of time serving the create ({label}); it is not re-sent, because \
+             it may have created a billable job"
+        ))),
         (404, Call::Get | Call::Cancel) => JobError::permanent(
             ErrorCode::ProviderUnavailable,
             with(format!("{VERTEX} does not know the interaction ({label})")),
@@ -1098,6 +1149,27 @@ mod tests {
         let steps = interaction.steps.unwrap();
         let content = steps[0].content.as_ref().unwrap();
         assert!(matches!(content[0].data, Cow::Borrowed("AAEC")));
+        // Escaped (`\/`), or null beside the video: still read.
+        let escaped = parse(
+            &json!({"status": "completed", "steps": [{"type": "model_output",
+            "content": [{"type": "text", "text": "here", "data": null},
+                        {"type": "video", "data": "AA/+", "mime_type": "video/mp4"}]}]}),
+        );
+        let Ok(RemoteStatus::Succeeded(VideoOutput::Inline(video), _)) = escaped else {
+            panic!("{escaped:?}")
+        };
+        assert_eq!(video.bytes, vec![0, 15, 254]);
+        let body = br#"{"status": "completed", "steps": [{"type": "model_output", "content": [{"type": "video", "data": "AA\/+"}]}]}"#;
+        let Ok(RemoteStatus::Succeeded(VideoOutput::Inline(video), _)) =
+            parse_interaction(body, &[])
+        else {
+            panic!("escaped base64")
+        };
+        assert_eq!(video.bytes, vec![0, 15, 254]);
+        assert!(
+            parse_interaction(br#"{"status": "completed", "steps": [{"type": "model_output", "content": [{"type": "video", "data": 3}]}]}"#, &[])
+                .is_err()
+        );
 
         let gcs = parse(
             &json!({"status": "completed", "steps": [{"type": "model_output",

@@ -34,7 +34,10 @@ impl Pace {
     pub(crate) fn new(per_second: Option<f64>) -> Pace {
         let inner = per_second
             .filter(|rate| rate.is_finite() && *rate > 0.0)
-            .and_then(|rate| Quota::with_period(Duration::from_secs_f64(1.0 / rate)))
+            // A rate so small that its period overflows a Duration paces nothing rather
+            // than panicking (the configuration refuses such rates before they get here).
+            .and_then(|rate| Duration::try_from_secs_f64(1.0 / rate).ok())
+            .and_then(Quota::with_period)
             .map(|quota| {
                 Arc::new(Paced {
                     limiter: RateLimiter::direct(quota),
@@ -114,5 +117,18 @@ impl Outbound {
     ) -> Result<crate::classify::Answer, byok_core::JobError> {
         crate::classify::send_idempotent(&self.pace, request, self.provider, self.timeout, secrets)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_that_cannot_pace_mean_no_pacing_not_a_panic() {
+        for rate in [None, Some(0.0), Some(-1.0), Some(f64::NAN), Some(1e-30)] {
+            assert!(Pace::new(rate).inner.is_none(), "{rate:?}");
+        }
+        assert!(Pace::new(Some(10.0)).inner.is_some());
     }
 }

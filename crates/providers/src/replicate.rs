@@ -24,6 +24,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::classify::{self, Answer, DEFAULT_THROTTLE_WAIT, MAX_THROTTLE_WAIT};
 use crate::credentials::{self, api_key_of};
@@ -45,6 +46,13 @@ const DISPLAY_NAME: &str = "Replicate";
 /// URL when you have a small file <= 256kb … Use an HTTP URL when you have a large file >
 /// 256kb" (docs/provider-protocols.md §9.2); larger images are uploaded with the files API.
 const MAX_DATA_URL_FILE_BYTES: usize = 256 * 1024;
+
+/// The most bytes read of a successful answer. A prediction echoes its `input`, where an inline
+/// image is a data URL of up to ~350 KB, and carries what the model printed (`logs`): far more
+/// than the [`http::MAX_BODY_BYTES`] an error answer is read up to. Cut short, a create's answer
+/// would lose the id of a prediction that exists (and bills), and every poll of it would be
+/// unreadable.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
 /// How much of a prediction's `logs` is searched for a progress bar (the end of it: logs of a
 /// long prediction can be large, and only the latest bar matters).
@@ -84,6 +92,8 @@ pub(crate) struct ReplicateProvider {
     /// Paced sends (`providers.replicate.max_requests_per_second`); `downloads` waits on
     /// the same pace.
     outbound: Outbound,
+    /// `request_timeout`, quoted in the messages of requests that got no answer.
+    request_timeout: Duration,
     /// How each model of the catalogue is addressed, by model id.
     models: HashMap<String, ModelWire>,
 }
@@ -148,6 +158,7 @@ impl ReplicateProvider {
             http,
             downloads,
             outbound: Outbound::new(pace, DISPLAY_NAME, request_timeout),
+            request_timeout,
             models,
         })
     }
@@ -223,13 +234,21 @@ impl VideoProvider for ReplicateProvider {
             .bearer_auth(secret)
             .header(ACCEPT, "application/json")
             .json(&Value::Object(body));
-        let answer = self.outbound.submit(request, &[secret]).await?;
+        let answer = self.send(request, secret, Call::Submit).await?;
         if !answer.status.is_success() {
             return Err(classify_answer(Call::Submit, &answer, secret, Some(wire)));
         }
         // The prediction exists (and bills) once Replicate said 2xx: an answer we cannot read
-        // is an unknown outcome, never a reason to create it again.
-        match answer.body.json().as_ref().and_then(http::job_id_of) {
+        // is an unknown outcome, never a reason to create it again. The id becomes a path
+        // segment of every later call, so it must be a plain one (Replicate's are lowercase
+        // base32): `..` would turn a poll into a listing of the account's predictions.
+        let id = answer
+            .body
+            .json()
+            .as_ref()
+            .and_then(http::job_id_of)
+            .filter(|id| http::plain_segment(id, false));
+        match id {
             Some(id) => Ok(Submitted {
                 provider_job_id: id,
             }),
@@ -252,7 +271,7 @@ impl VideoProvider for ReplicateProvider {
             .get(self.prediction_url(provider_job_id, None)?)
             .bearer_auth(secret)
             .header(ACCEPT, "application/json");
-        let answer = self.outbound.idempotent(request, &[secret]).await?;
+        let answer = self.send(request, secret, Call::Poll).await?;
         match answer.status.as_u16() {
             200..=299 => {}
             // Another account's prediction, or one Replicate no longer keeps: nothing to wait for.
@@ -287,7 +306,7 @@ impl VideoProvider for ReplicateProvider {
             // An empty body, declared (`Content-Length: 0`), as the official client sends its
             // cancel: some front ends refuse a POST that declares no length.
             .header(CONTENT_LENGTH, "0");
-        let answer = self.outbound.idempotent(request, &[secret]).await?;
+        let answer = self.send(request, secret, Call::Cancel).await?;
         match answer.status.as_u16() {
             // The answer is the prediction: `canceled`, or already ended another way, in which
             // case nothing runs (or bills) any more either, which is what a cancel is for.
@@ -311,6 +330,69 @@ impl VideoProvider for ReplicateProvider {
 }
 
 impl ReplicateProvider {
+    /// Sends `request` (paced) and reads its answer: a success up to [`MAX_ANSWER_BYTES`], an
+    /// error up to [`http::MAX_BODY_BYTES`]. A request that got no answer is transient when it
+    /// never left (DNS, connect, TLS) or is safe to repeat; a create that left and lost its
+    /// answer (a timeout, a cut connection, a body that cannot be read) is
+    /// `submit_outcome_unknown`: the prediction may exist and bill, and Replicate has no
+    /// idempotency key, so it is never re-sent. So is a create answered 504: a gateway in front
+    /// of Replicate gave up waiting, which says nothing about whether the prediction was
+    /// created behind it.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        secret: &str,
+        call: Call,
+    ) -> Result<Answer, JobError> {
+        let failed = |err: &reqwest::Error| {
+            let what = http::sanitize(
+                &http::describe_transport_error(err, self.request_timeout),
+                &[secret],
+            );
+            if call == Call::Submit && !err.is_connect() {
+                JobError::submit_outcome_unknown(format!(
+                    "the submit to {DISPLAY_NAME} was sent but its answer was lost ({what}); it \
+                     is not re-sent, because it may have created a billable job"
+                ))
+            } else {
+                JobError::transient(
+                    ErrorCode::ProviderUnavailable,
+                    format!("{DISPLAY_NAME} could not be reached: {what}"),
+                )
+            }
+        };
+        let response = self.outbound.send(request).await.map_err(|e| failed(&e))?;
+        let status = response.status();
+        if call == Call::Submit && status == StatusCode::GATEWAY_TIMEOUT {
+            return Err(JobError::submit_outcome_unknown(format!(
+                "the submit to {DISPLAY_NAME} was answered 504 Gateway Timeout: a gateway gave \
+                 up waiting for it, so the prediction may exist; it is not re-sent, because it \
+                 may have created a billable prediction"
+            )));
+        }
+        let headers = response.headers().clone();
+        let body = if status.is_success() {
+            match http::read_limited(response, MAX_ANSWER_BYTES).await {
+                Ok(Some(bytes)) => Body {
+                    bytes: Zeroizing::new(bytes),
+                    truncated: false,
+                },
+                Ok(None) => Body {
+                    bytes: Zeroizing::new(Vec::new()),
+                    truncated: true,
+                },
+                Err(e) => return Err(failed(&e)),
+            }
+        } else {
+            http::read_capped(response).await.map_err(|e| failed(&e))?
+        };
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// The create route of `wire`'s model: `{base}/v1/predictions` for a version,
     /// `{base}/v1/models/{owner}/{name}/predictions` for an official model (each part one
     /// percent-encoded segment).
@@ -336,6 +418,14 @@ impl ReplicateProvider {
     fn prediction_url(&self, id: &str, action: Option<&str>) -> Result<Url, JobError> {
         if id.is_empty() {
             return Err(internal("empty Replicate prediction id"));
+        }
+        // A path segment `.` or `..` would be dropped (the URL would name the predictions
+        // list, or the cancel of another id), not encoded.
+        if matches!(id, "." | "..") {
+            return Err(JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                "the stored Replicate prediction id is not a prediction id",
+            ));
         }
         let mut url = http::endpoint(&self.base_url, "/v1/predictions");
         {
@@ -393,7 +483,7 @@ impl ReplicateProvider {
             .bearer_auth(secret)
             .header(ACCEPT, "application/json")
             .multipart(Form::new().part("content", part));
-        let answer = self.outbound.idempotent(request, &[secret]).await?;
+        let answer = self.send(request, secret, Call::Upload).await?;
         if !answer.status.is_success() {
             return Err(classify_answer(Call::Upload, &answer, secret, None));
         }
@@ -724,29 +814,30 @@ fn prediction_status(json: &Value, secret: &str) -> Result<RemoteStatus, JobErro
 /// A `succeeded` prediction: its output URLs (a URI string or a list of them) and the compute
 /// time Replicate measured (`metrics.predict_time`, seconds).
 fn succeeded(json: &Value) -> Result<RemoteStatus, JobError> {
+    // Removed is removed, whatever the answer still lists: a URL of deleted data would only
+    // be refused, and the next poll would list it again.
+    if json.get("data_removed").and_then(Value::as_bool) == Some(true) {
+        return Err(JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            "Replicate has deleted the prediction's output (it keeps outputs for an hour after \
+             the prediction ends)",
+        ));
+    }
     let output = json.get("output").unwrap_or(&Value::Null);
     let urls = output_urls(output);
     if urls.is_empty() {
-        return Err(
-            if json.get("data_removed").and_then(Value::as_bool) == Some(true) {
-                JobError::permanent(
-                    ErrorCode::ProviderUnavailable,
-                    "Replicate has deleted the prediction's output (it keeps outputs for an hour \
-                 after the prediction ends)",
-                )
-            } else if output.is_null() {
-                // Nothing to download yet; asking again is free.
-                JobError::transient(
-                    ErrorCode::ProviderUnavailable,
-                    "Replicate reports the prediction succeeded but lists no output",
-                )
-            } else {
-                JobError::permanent(
-                    ErrorCode::ProviderUnavailable,
-                    "Replicate's output for this prediction is not a file URL",
-                )
-            },
-        );
+        return Err(if output.is_null() {
+            // Nothing to download yet; asking again is free.
+            JobError::transient(
+                ErrorCode::ProviderUnavailable,
+                "Replicate reports the prediction succeeded but lists no output",
+            )
+        } else {
+            JobError::permanent(
+                ErrorCode::ProviderUnavailable,
+                "Replicate's output for this prediction is not a file URL",
+            )
+        });
     }
     let predict_time = json
         .get("metrics")
@@ -903,14 +994,16 @@ impl Problem {
 ///
 /// * 401/403 → `credentials_invalid`; 402 → `insufficient_credits`;
 /// * 404 on submit → `model_retired`: the model's path came from our catalogue, so Replicate no
-///   longer serves it under that name;
+///   longer serves it under that name; 404 or 410 on any other call → `provider_unavailable`,
+///   permanent;
 /// * 422 "Invalid version or not permitted" on submit → `model_retired` (the catalogue's
 ///   version is gone or not open to the token);
 /// * 400, 413, 422 → `invalid_request`, naming the input Replicate names
 ///   (`invalid_fields[0].field`) and the request field it was filled from;
 /// * 429 → retry after `Retry-After` if sent, else the wait in the text ("Your rate limit
 ///   resets in ~30s", "Expected available in 1 second"), else 60 s;
-/// * 408, 5xx → transient; everything else as [`classify::by_status`].
+/// * 408, 5xx → transient (a create's 504 never gets here: [`ReplicateProvider::send`]);
+///   everything else as [`classify::by_status`].
 fn classify_answer(
     call: Call,
     answer: &Answer,
@@ -925,6 +1018,12 @@ fn classify_answer(
         404 if call == Call::Submit => JobError::permanent(
             ErrorCode::ModelRetired,
             with("Replicate has no such model (HTTP 404); it was removed or renamed".to_owned()),
+        ),
+        // Not a model's route: the files API, a prediction or its cancel. Nothing names a model
+        // here, so nothing says it is retired.
+        404 | 410 if call != Call::Submit => JobError::permanent(
+            ErrorCode::ProviderUnavailable,
+            with(format!("Replicate has no such resource (HTTP {status})")),
         ),
         422 if call == Call::Submit && problem.is_invalid_version() => JobError::permanent(
             ErrorCode::ModelRetired,

@@ -479,6 +479,28 @@ async fn result_answers_are_classified() {
             ResponseTemplate::new(504).set_body_json(json!({"detail": "Request timed out", "error_type": "request_timeout"})),
             Ok((ProviderUnavailable, Transient)),
         ),
+        (
+            // fal bills no 5xx failure: an unknown type there may be submitted again.
+            "500 request error of an unknown type",
+            ResponseTemplate::new(500).set_body_json(json!({"detail": "Something new", "error_type": "brand_new_type"})),
+            Ok((ProviderUnavailable, Transient)),
+        ),
+        (
+            // A 429 is a throttle, whatever error type comes with it: wait and ask again.
+            "429 with an error type",
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "5")
+                .insert_header("x-fal-error-type", "rate_limited")
+                .set_body_json(json!({"detail": "Too many requests", "error_type": "rate_limited"})),
+            Err((ProviderUnavailable, RetryAfter(Duration::from_secs(5)))),
+        ),
+        (
+            "401 with an error type",
+            ResponseTemplate::new(401)
+                .insert_header("x-fal-error-type", "unauthorized")
+                .set_body_json(json!({"detail": "Unauthorized", "error_type": "unauthorized"})),
+            Err((CredentialsInvalid, Permanent)),
+        ),
         ("200 without a video", ResponseTemplate::new(200).set_body_json(json!({"images": []})), Ok((ProviderUnavailable, Permanent))),
         ("502 from a proxy", ResponseTemplate::new(502).set_body_string("<html>nginx</html>"), Err((ProviderUnavailable, Transient))),
         ("200 not JSON", ResponseTemplate::new(200).set_body_string("<html>"), Err((ProviderUnavailable, Transient))),

@@ -332,7 +332,8 @@ async fn every_interaction_status_maps_to_a_job_status() {
     use ErrorCode::*;
     use RetryClass::{Permanent, Transient};
     let bytes = video_bytes();
-    let failed = |code: &str| json!({"id": ID, "status": "failed", "errors": [{"code": code, "message": "why"}]});
+    // Google's words are kept, the access token in them is not.
+    let failed = |code: &str| json!({"id": ID, "status": "failed", "errors": [{"code": code, "message": format!("why {ACCESS_TOKEN}")}]});
     // (what, answer, expected: Ok(status) | Err((code, class)) for a failed job or an error)
     let cases: Vec<(&str, Value, Expected<RemoteStatus>)> = vec![
         (
@@ -419,7 +420,7 @@ async fn every_interaction_status_maps_to_a_job_status() {
         (
             "completed with words only",
             json!({"status": "completed", "steps": [{"type": "model_output",
-                "content": [{"type": "text", "text": "I can't make that."}]}]}),
+                "content": [{"type": "text", "text": format!("I can't make that, {ACCESS_TOKEN}.")}]}]}),
             Err((ContentRejected, Permanent)),
         ),
         (
@@ -448,6 +449,9 @@ async fn every_interaction_status_maps_to_a_job_status() {
             (Ok(RemoteStatus::Failed(e)) | Err(e), Err((code, class))) => {
                 assert_class(&e, code, class, what);
                 assert!(!e.message.contains(ACCESS_TOKEN), "{what}: {e}");
+                if what.starts_with("failed ") && what != "failed, no reason" {
+                    assert!(e.message.ends_with(": why [REDACTED]"), "{what}: {e}");
+                }
             }
             (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
         }
@@ -604,6 +608,36 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
             "500",
             Create,
             ResponseTemplate::new(500),
+            1,
+            ProviderUnavailable,
+            Transient,
+        ),
+        (
+            "504 on create",
+            Create,
+            ResponseTemplate::new(504),
+            1,
+            SubmitOutcomeUnknown,
+            Permanent,
+        ),
+        (
+            "DEADLINE_EXCEEDED on create",
+            Create,
+            json_answer(
+                500,
+                rpc_error(500, "DEADLINE_EXCEEDED", "deadline exceeded"),
+            ),
+            1,
+            SubmitOutcomeUnknown,
+            Permanent,
+        ),
+        (
+            "504 on get",
+            Get,
+            json_answer(
+                504,
+                rpc_error(504, "DEADLINE_EXCEEDED", "deadline exceeded"),
+            ),
             1,
             ProviderUnavailable,
             Transient,

@@ -175,6 +175,63 @@ async fn a_community_model_is_created_by_version_with_a_small_image_inline() {
 }
 
 #[tokio::test]
+async fn answers_echoing_an_inline_image_are_read_whole() {
+    // The largest image sent inline: its data URL comes back in the prediction's `input`, in
+    // the create's answer and in every poll.
+    let image = noise_png(150, 150);
+    let mut bytes = image.bytes.clone();
+    bytes.resize(256 * 1024, 0);
+    let data_url = format!("data:image/png;base64,{}", STANDARD.encode(&bytes));
+    let echoed = |fields: Value| {
+        let mut body = prediction(fields);
+        body["input"] = json!({"prompt": "a fox", "image": data_url});
+        // The field order of Replicate's answers is not ours to choose: the id comes last.
+        let id = body
+            .as_object_mut()
+            .expect("an object")
+            .remove("id")
+            .expect("an id");
+        body["id"] = id;
+        body
+    };
+    let server = MockServer::start().await;
+    mount_post(
+        &server,
+        SEEDANCE_PATH,
+        ResponseTemplate::new(201).set_body_json(echoed(json!({}))),
+    )
+    .await;
+    let small = InputImage {
+        bytes,
+        ..image.clone()
+    };
+    let submitted = submit(
+        &registry(&server.uri()),
+        json!({"model": "bytedance/seedance-2.0", "prompt": "a fox",
+               "image_url": "https://images.example/a.png"}),
+        Some(&small),
+    )
+    .await
+    .expect("the create's answer is read whole");
+    assert_eq!(submitted.provider_job_id, PREDICTION_ID);
+    let requests = server.received_requests().await.expect("recorded");
+    assert_eq!(requests.len(), 1, "inline, no upload");
+
+    let url = "https://replicate.delivery/xezq/abc/tmpvideo.mp4";
+    assert_eq!(
+        poll_answered_with(
+            ResponseTemplate::new(200)
+                .set_body_json(echoed(json!({"status": "succeeded", "output": url})))
+        )
+        .await,
+        Ok(RemoteStatus::Succeeded(
+            VideoOutput::Urls(vec![url.into()]),
+            ProviderUsage::NONE
+        ))
+    );
+}
+
+#[tokio::test]
 async fn an_image_over_256_kb_is_uploaded_with_the_files_api_first() {
     let server = MockServer::start().await;
     let file_url = "https://api.replicate.com/v1/files/cneqzikepnug6xezperrr4z55o";
@@ -268,6 +325,12 @@ async fn a_failed_upload_is_classified_and_no_prediction_is_created() {
             ResponseTemplate::new(503),
             ProviderUnavailable,
             Transient,
+        ),
+        (
+            "404: no files API there, which says nothing about the model",
+            ResponseTemplate::new(404),
+            ProviderUnavailable,
+            Permanent,
         ),
         (
             "201 without urls",
@@ -545,6 +608,12 @@ async fn poll_errors_are_classified() {
             Transient,
         ),
         (
+            "504: a poll is safe to repeat",
+            ResponseTemplate::new(504),
+            ProviderUnavailable,
+            Transient,
+        ),
+        (
             "200 not json",
             ResponseTemplate::new(200).set_body_string("<html>"),
             ProviderUnavailable,
@@ -565,6 +634,13 @@ async fn poll_errors_are_classified() {
         (
             "succeeded, output deleted after an hour",
             answer(json!({"status": "succeeded", "data_removed": true})),
+            ProviderUnavailable,
+            Permanent,
+        ),
+        (
+            "succeeded, output deleted but still listed",
+            answer(json!({"status": "succeeded", "data_removed": true,
+                          "output": "https://replicate.delivery/xezq/abc/tmpvideo.mp4"})),
             ProviderUnavailable,
             Permanent,
         ),
@@ -817,12 +893,12 @@ async fn create_answers_are_classified() {
             "HTTP 503",
         ),
         (
-            "504",
+            "504: a gateway gave up, the prediction may exist",
             seedance,
             ResponseTemplate::new(504),
-            ProviderUnavailable,
-            Transient,
-            "HTTP 504",
+            SubmitOutcomeUnknown,
+            Permanent,
+            "504 Gateway Timeout",
         ),
         (
             "201 without id",
@@ -844,6 +920,14 @@ async fn create_answers_are_classified() {
             "201 empty id",
             seedance,
             ResponseTemplate::new(201).set_body_json(prediction(json!({"id": ""}))),
+            SubmitOutcomeUnknown,
+            Permanent,
+            "no prediction id",
+        ),
+        (
+            "201 with an id that is not one path segment",
+            seedance,
+            ResponseTemplate::new(201).set_body_json(prediction(json!({"id": ".."}))),
             SubmitOutcomeUnknown,
             Permanent,
             "no prediction id",
@@ -1023,6 +1107,14 @@ async fn jobs_run_to_video_bytes_at_the_simulator() {
         CredentialCheck::Valid
     );
     let small = input_png(1024, 576);
+    // Inline, and its data URL, which the prediction echoes in its `input`, is far larger than
+    // an error answer: the create's answer and every poll must still be read whole.
+    let medium = noise_png(250, 250);
+    assert!(
+        (100 * 1024..=256 * 1024).contains(&medium.bytes.len()),
+        "{}",
+        medium.bytes.len()
+    );
     let large = noise_png(300, 300);
     let cases: Vec<(Value, Option<&InputImage>)> = vec![
         (
@@ -1034,6 +1126,11 @@ async fn jobs_run_to_video_bytes_at_the_simulator() {
             json!({"model": "bytedance/seedance-2.0-fast", "prompt": "a slow dolly-in",
                    "image_url": "https://example.com/a.png", "resolution": "480p"}),
             Some(&small),
+        ),
+        (
+            json!({"model": "bytedance/seedance-2.0", "prompt": "a slow dolly-in",
+                   "image_url": "https://example.com/b.png"}),
+            Some(&medium),
         ),
         // Over 256 KB: uploaded with the files API, and the simulator checks that the file
         // named in the input is the token's own.
@@ -1067,7 +1164,7 @@ async fn jobs_run_to_video_bytes_at_the_simulator() {
         .replicate
         .for_api_key("sim_replicate_lifecycle")
         .expect("the key's stats");
-    assert_eq!(key.counters.accepted, 3);
+    assert_eq!(key.counters.accepted, 4);
     assert_eq!(
         key.counters.rejected, 0,
         "the simulator accepted every create"

@@ -630,11 +630,12 @@ async fn submit_answers_are_classified() {
             "HTTP 503",
         ),
         (
+            // A gateway gave up waiting: the task may exist behind it.
             "504",
             ResponseTemplate::new(504),
-            ProviderUnavailable,
-            Transient,
-            "HTTP 504",
+            SubmitOutcomeUnknown,
+            Permanent,
+            "504 Gateway Timeout",
         ),
         (
             "200 without id",

@@ -616,8 +616,16 @@ async fn every_answer_class_maps_to_its_code_and_retry_class() {
             Transient,
         ),
         case(
+            // A gateway gave up waiting: the operation may exist behind it.
             "504",
             Submit,
+            ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>"),
+            SubmitOutcomeUnknown,
+            Permanent,
+        ),
+        case(
+            "504 on poll",
+            Poll,
             ResponseTemplate::new(504).set_body_string("<html>Gateway Timeout</html>"),
             ProviderUnavailable,
             Transient,
