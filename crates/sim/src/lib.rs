@@ -9,6 +9,7 @@ mod control;
 mod fal;
 mod http;
 mod interactions;
+mod luma;
 mod oauth;
 mod replicate;
 mod runway;
@@ -16,6 +17,7 @@ mod service_account;
 mod stability;
 mod state;
 mod stats;
+mod synthesia;
 mod tls;
 mod vertex;
 mod video;
@@ -166,6 +168,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/stability", stability::router())
         .nest("/vertex", vertex::router())
         .nest("/replicate", replicate::router())
+        .nest("/luma", luma::router())
+        .nest("/synthesia", synthesia::router())
         .nest("/fal", fal::router(fal_base))
         .nest("/fal-rest", fal::rest_router())
         .route("/fal-media/files/{id}/{file}", get(fal::file))
@@ -208,6 +212,10 @@ async fn note_request(
         Some(stats::Provider::Vertex)
     } else if path.starts_with("/replicate/") {
         Some(stats::Provider::Replicate)
+    } else if path.starts_with("/luma/") {
+        Some(stats::Provider::Luma)
+    } else if path.starts_with("/synthesia/") {
+        Some(stats::Provider::Synthesia)
     } else if ["/fal/", "/fal-rest/", "/fal-media/"]
         .iter()
         .any(|prefix| path.starts_with(prefix))
@@ -329,6 +337,20 @@ impl RunningSim {
     /// Base URL for a Replicate client: `{base}/replicate`.
     pub fn replicate_url(&self) -> String {
         format!("{}/replicate", self.base_url())
+    }
+
+    /// Base URL for a Synthesia client, the counterpart of `https://api.synthesia.io`:
+    /// `{base}/synthesia` (its routes follow: `/v2/videos`, …; videos download from
+    /// `{base}/synthesia/download/{id}/video.mp4`).
+    pub fn synthesia_url(&self) -> String {
+        format!("{}/synthesia", self.base_url())
+    }
+
+    /// Base URL for a Luma Agents client, the counterpart of `https://agents.lumalabs.ai/v1`:
+    /// `{base}/luma/v1` (the official client's `base_url` / `LUMA_BASE_URL`; it appends
+    /// `/generations`). Outputs download from `{base}/luma/outputs/…` (presigned, no auth).
+    pub fn luma_url(&self) -> String {
+        format!("{}/luma/v1", self.base_url())
     }
 
     /// The OAuth token endpoint: `{base}/oauth2/token`.

@@ -16,7 +16,7 @@ use crate::clock::{Clock, ms};
 use crate::config::SimConfig;
 use crate::oauth::TrustStore;
 use crate::stats::{Event, Provider, Recorder};
-use crate::{fal, interactions, replicate, runway, stability, vertex};
+use crate::{fal, interactions, luma, replicate, runway, stability, synthesia, vertex};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     pub replicate: Mutex<replicate::Store>,
     /// fal requests and each key's queue.
     pub fal: Mutex<fal::Store>,
+    /// Luma Agents generations.
+    pub luma: Mutex<luma::Store>,
+    /// Synthesia videos.
+    pub synthesia: Mutex<synthesia::Store>,
     /// Cloud Storage objects written by Vertex jobs, by `bucket/object`.
     pub objects: Mutex<Jobs<vertex::Object>>,
     pub tokens: Mutex<Tokens>,
@@ -64,6 +68,8 @@ impl Shared {
             interactions: Mutex::new(Jobs::default()),
             replicate: Mutex::new(replicate::Store::default()),
             fal: Mutex::new(fal::Store::default()),
+            luma: Mutex::new(luma::Store::default()),
+            synthesia: Mutex::new(synthesia::Store::default()),
             objects: Mutex::new(Jobs::default()),
             tokens: Mutex::new(Tokens::default()),
             trust,
@@ -112,6 +118,8 @@ impl Shared {
         *lock(&self.interactions) = Jobs::default();
         *lock(&self.replicate) = replicate::Store::default();
         *lock(&self.fal) = fal::Store::default();
+        *lock(&self.luma) = luma::Store::default();
+        *lock(&self.synthesia) = synthesia::Store::default();
         *lock(&self.objects) = Jobs::default();
         *lock(&self.tokens) = Tokens::default();
         *lock(&self.stats) = Recorder::default();

@@ -136,6 +136,12 @@ pub struct Stats {
     /// `/fal`, `/fal-rest`, `/fal-media` and the TLS listener, keys by [`key_id`].
     #[serde(default)]
     pub fal: ProviderStats,
+    /// `/luma` (its API and output downloads), keys by [`key_id`].
+    #[serde(default)]
+    pub luma: ProviderStats,
+    /// `/synthesia` (its API and video downloads), keys by [`key_id`].
+    #[serde(default)]
+    pub synthesia: ProviderStats,
 }
 
 /// The simulated providers.
@@ -146,6 +152,8 @@ pub(crate) enum Provider {
     Vertex,
     Replicate,
     Fal,
+    Luma,
+    Synthesia,
 }
 
 /// One thing to count.
@@ -236,6 +244,8 @@ impl Recorder {
             &stats.vertex,
             &stats.replicate,
             &stats.fal,
+            &stats.luma,
+            &stats.synthesia,
         ] {
             totals.add(&p.totals);
         }
@@ -251,6 +261,8 @@ fn provider_mut(stats: &mut Stats, provider: Provider) -> &mut ProviderStats {
         Provider::Vertex => &mut stats.vertex,
         Provider::Replicate => &mut stats.replicate,
         Provider::Fal => &mut stats.fal,
+        Provider::Luma => &mut stats.luma,
+        Provider::Synthesia => &mut stats.synthesia,
     }
 }
 

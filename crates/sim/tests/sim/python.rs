@@ -62,6 +62,7 @@ async fn run(python: &Path, script: &str, env: &[(&str, &str)]) -> String {
         .env_remove("FAL_KEY_ID")
         .env_remove("FAL_KEY_SECRET")
         .env_remove("FAL_RUN_HOST")
+        .env_remove("LUMA_CUSTOM_HEADERS")
         .env_remove("SSL_CERT_DIR")
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(180), command.output())
@@ -316,6 +317,56 @@ async fn fal_client_submits_polls_fetches_and_cancels_over_tls() {
             throttled.counters.submits,
             throttled.counters.throttled,
             throttled.counters.accepted
+        ),
+        (2, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn luma_agents_creates_polls_and_downloads_generations_unchanged() {
+    let Some(python) = python().await else {
+        return;
+    };
+    let sim = start(config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("frame.png");
+    std::fs::write(&image, png(640, 360)).unwrap();
+    let base = sim.luma_url();
+    let out = run(
+        &python,
+        "luma_client.py",
+        &[
+            // The client's own settings: its key and base URL from the environment.
+            ("LUMA_AGENTS_API_KEY", "sim_python_luma"),
+            ("LUMA_BASE_URL", &base),
+            ("SIM_URL", sim.base_url()),
+            ("PNG_FILE", image.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(out.contains("luma-agents ok"), "{out}");
+    let stats = sim.stats().await;
+    let key = stats.luma.for_api_key("sim_python_luma").unwrap();
+    // Text to video, image to video, the extension, the image, the moderated one; the 400
+    // and the 422.
+    assert_eq!((key.counters.accepted, key.counters.rejected), (5, 2));
+    assert!(key.counters.polls >= 5);
+    assert_eq!(stats.luma.totals.unauthorized, 1);
+    let throttled = stats.luma.for_api_key("sim_throttled_python_luma").unwrap();
+    assert_eq!(
+        (throttled.counters.throttled, throttled.counters.accepted),
+        (1, 1)
+    );
+    // The client re-sends a create answered 429 by itself: two submits for one generation.
+    let retried = stats
+        .luma
+        .for_api_key("sim_throttled_python_luma_retry")
+        .unwrap();
+    assert_eq!(
+        (
+            retried.counters.submits,
+            retried.counters.throttled,
+            retried.counters.accepted
         ),
         (2, 1, 1)
     );
