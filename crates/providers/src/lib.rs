@@ -4,6 +4,7 @@ mod catalogue;
 mod classify;
 mod credentials;
 mod data_uri;
+pub mod declarative;
 mod descriptor;
 mod download;
 mod fal;

@@ -4,6 +4,7 @@
 //! runs each adapter against the simulator, an independent implementation of the
 //! protocols.
 
+mod declarative;
 mod download_memory;
 mod fal;
 mod fal_generation;
