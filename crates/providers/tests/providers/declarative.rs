@@ -568,8 +568,7 @@ async fn the_shipped_definitions_render_what_the_simulator_accepts() {
     let answer: Value = answer.json().await.unwrap();
     assert_eq!(status, 200, "{answer}");
     let id = synthesia.job_id(&answer).unwrap();
-    let mut finished = None;
-    for _ in 0..100 {
+    let finished = byok_testing::poll_until("the Synthesia video to finish", async || {
         let polled: Value = client
             .get(format!(
                 "{}{}",
@@ -584,20 +583,13 @@ async fn the_shipped_definitions_render_what_the_simulator_accepts() {
             .await
             .unwrap();
         match synthesia.read_poll(&polled).unwrap().status {
-            RemoteStatus::Running { .. } | RemoteStatus::Queued => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            done => {
-                finished = Some(done);
-                break;
-            }
+            RemoteStatus::Running { .. } | RemoteStatus::Queued => None,
+            done => Some(done),
         }
-    }
+    })
+    .await;
     assert!(
-        matches!(
-            finished,
-            Some(RemoteStatus::Succeeded(VideoOutput::Urls(_), _))
-        ),
+        matches!(finished, RemoteStatus::Succeeded(VideoOutput::Urls(_), _)),
         "{finished:?}"
     );
     let status = client

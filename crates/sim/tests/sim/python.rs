@@ -43,6 +43,23 @@ async fn python() -> Option<PathBuf> {
     }
 }
 
+/// A PNG of `width` x `height` in `dir`, for a client to send as its input image.
+fn png_file(dir: &tempfile::TempDir, width: u32, height: u32) -> PathBuf {
+    let image = dir.path().join("frame.png");
+    std::fs::write(&image, png(width, height)).unwrap();
+    image
+}
+
+/// The client re-sent by itself a create the simulator answered 429: two submits, one
+/// throttled, one accepted, for one job (byok's adapters never re-send a create).
+fn assert_resent_once(counters: &byok_sim::Counters) {
+    assert_eq!(
+        (counters.submits, counters.throttled, counters.accepted),
+        (2, 1, 1),
+        "{counters:?}"
+    );
+}
+
 /// Runs `script` with `env`; panics with its output unless it exits 0.
 async fn run(python: &Path, script: &str, env: &[(&str, &str)]) -> String {
     let mut command = tokio::process::Command::new(python);
@@ -95,8 +112,7 @@ async fn runwayml_works_unchanged() {
     };
     let sim = start(config()).await;
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("frame.png");
-    std::fs::write(&image, png(1280, 720)).unwrap();
+    let image = png_file(&dir, 1280, 720);
     let out = run(
         &python,
         "runway_client.py",
@@ -156,8 +172,7 @@ async fn google_genai_generates_videos_in_vertex_mode() {
     let file = dir.path().join("account.json");
     let account = sim.new_service_account("py-genai").unwrap();
     std::fs::write(&file, account.to_string()).unwrap();
-    let image = dir.path().join("frame.png");
-    std::fs::write(&image, png(1280, 720)).unwrap();
+    let image = png_file(&dir, 1280, 720);
     let out = run(
         &python,
         "genai_client.py",
@@ -191,8 +206,7 @@ async fn google_genai_creates_polls_and_cancels_omni_interactions_in_vertex_mode
         .new_service_account_with_id("py-omni", Some("sim-throttled-py"))
         .unwrap();
     std::fs::write(&throttled_file, throttled.to_string()).unwrap();
-    let image = dir.path().join("frame.png");
-    std::fs::write(&image, png(1280, 720)).unwrap();
+    let image = png_file(&dir, 1280, 720);
     let out = run(
         &python,
         "genai_interactions.py",
@@ -215,14 +229,7 @@ async fn google_genai_creates_polls_and_cancels_omni_interactions_in_vertex_mode
     // The client re-sent the create the simulator answered 429: two creates for one
     // interaction, which byok's adapter never does.
     let throttled = &stats.vertex.keys[throttled["client_email"].as_str().unwrap()];
-    assert_eq!(
-        (
-            throttled.counters.submits,
-            throttled.counters.throttled,
-            throttled.counters.accepted
-        ),
-        (2, 1, 1)
-    );
+    assert_resent_once(&throttled.counters);
 }
 
 #[tokio::test]
@@ -232,10 +239,9 @@ async fn replicate_runs_predictions_unchanged() {
     };
     let sim = start(config()).await;
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("frame.png");
     // Over 256 KB would not matter to the client (it uploads any file it is given); a small
     // frame keeps the test quick.
-    std::fs::write(&image, png(1024, 576)).unwrap();
+    let image = png_file(&dir, 1024, 576);
     let base = sim.replicate_url();
     let out = run(
         &python,
@@ -283,8 +289,7 @@ async fn fal_client_submits_polls_fetches_and_cancels_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("sim-ca.pem");
     std::fs::write(&ca, sim.tls_ca_pem().unwrap()).unwrap();
-    let image = dir.path().join("frame.png");
-    std::fs::write(&image, png(1280, 720)).unwrap();
+    let image = png_file(&dir, 1280, 720);
     let queue_host = sim
         .tls_url()
         .unwrap()
@@ -312,14 +317,7 @@ async fn fal_client_submits_polls_fetches_and_cancels_over_tls() {
     assert!(key.counters.polls >= 6);
     // The client re-sends a submit answered 429 by itself: two submits for one request.
     let throttled = stats.fal.for_api_key("sim_throttled_python_fal").unwrap();
-    assert_eq!(
-        (
-            throttled.counters.submits,
-            throttled.counters.throttled,
-            throttled.counters.accepted
-        ),
-        (2, 1, 1)
-    );
+    assert_resent_once(&throttled.counters);
 }
 
 #[tokio::test]
@@ -329,8 +327,7 @@ async fn luma_agents_creates_polls_and_downloads_generations_unchanged() {
     };
     let sim = start(config()).await;
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("frame.png");
-    std::fs::write(&image, png(640, 360)).unwrap();
+    let image = png_file(&dir, 640, 360);
     let base = sim.luma_url();
     let out = run(
         &python,
@@ -362,12 +359,5 @@ async fn luma_agents_creates_polls_and_downloads_generations_unchanged() {
         .luma
         .for_api_key("sim_throttled_python_luma_retry")
         .unwrap();
-    assert_eq!(
-        (
-            retried.counters.submits,
-            retried.counters.throttled,
-            retried.counters.accepted
-        ),
-        (2, 1, 1)
-    );
+    assert_resent_once(&retried.counters);
 }
