@@ -104,11 +104,11 @@ async fn stored_job(store: &Store) -> Uuid {
     let new = NewJob {
         project_id: DEFAULT_PROJECT_ID,
         user_id: user,
-        provider: ProviderId::Runway,
+        provider: ProviderId::RUNWAY,
         model: "gen4.5".into(),
         request: GenerationRequest {
             prompt: Some("x".to_owned()),
-            ..GenerationRequest::new(user, ProviderId::Runway, "gen4.5")
+            ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
         },
         metadata: json!({}),
         created_by_token: None,

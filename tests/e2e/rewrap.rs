@@ -62,22 +62,22 @@ async fn rewrap_on(url: &str) {
     let third = r#"{"api_key":"key_v1_under_the_old_key"}"#;
     let fourth = r#"{"api_key":"key_already_current"}"#;
 
-    save(&store, users[0], ProviderId::Runway, vectors[0].1.clone()).await;
+    save(&store, users[0], ProviderId::RUNWAY, vectors[0].1.clone()).await;
     save(
         &store,
         users[1],
-        ProviderId::Stability,
+        ProviderId::STABILITY,
         vectors[1].1.clone(),
     )
     .await;
     save(
         &store,
         users[2],
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         old.seal(
             &SealContext::new(
                 ProjectUser::new(DEFAULT_PROJECT_ID, users[2]),
-                ProviderId::Runway,
+                ProviderId::RUNWAY,
             ),
             third.as_bytes(),
         )
@@ -87,11 +87,11 @@ async fn rewrap_on(url: &str) {
     save(
         &store,
         users[3],
-        ProviderId::Veo,
+        ProviderId::VEO,
         new.seal(
             &SealContext::new(
                 ProjectUser::new(DEFAULT_PROJECT_ID, users[3]),
-                ProviderId::Veo,
+                ProviderId::VEO,
             ),
             fourth.as_bytes(),
         )
@@ -102,11 +102,11 @@ async fn rewrap_on(url: &str) {
     save(
         &store,
         users[4],
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         old.seal(
             &SealContext::new(
                 ProjectUser::new(DEFAULT_PROJECT_ID, users[5]),
-                ProviderId::Runway,
+                ProviderId::RUNWAY,
             ),
             b"{}",
         )
@@ -148,10 +148,10 @@ async fn rewrap_on(url: &str) {
 
     // Everything readable is now under key 2 alone, with its content intact.
     let expectations = [
-        (users[0], ProviderId::Runway, vectors[0].0.as_str()),
-        (users[1], ProviderId::Stability, vectors[1].0.as_str()),
-        (users[2], ProviderId::Runway, third),
-        (users[3], ProviderId::Veo, fourth),
+        (users[0], ProviderId::RUNWAY, vectors[0].0.as_str()),
+        (users[1], ProviderId::STABILITY, vectors[1].0.as_str()),
+        (users[2], ProviderId::RUNWAY, third),
+        (users[3], ProviderId::VEO, fourth),
     ];
     for (user, provider, plaintext) in expectations {
         let row = store
@@ -173,7 +173,7 @@ async fn rewrap_on(url: &str) {
         .credentials()
         .get(
             ProjectUser::new(DEFAULT_PROJECT_ID, users[4]),
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
         )
         .await
         .unwrap()
@@ -193,7 +193,7 @@ async fn rewrap_on(url: &str) {
         .credentials()
         .delete(
             ProjectUser::new(DEFAULT_PROJECT_ID, users[4]),
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
         )
         .await
         .unwrap();

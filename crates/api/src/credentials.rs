@@ -159,7 +159,7 @@ pub(crate) async fn put(
     UserProviderPath(user, provider): UserProviderPath,
     ApiJson(mut body): ApiJson<PutCredentials>,
 ) -> Result<Json<Summary>, ApiError> {
-    let adapter = state.providers().get(provider.0);
+    let adapter = crate::extract::adapter(&state, provider.0)?;
     let parsed = adapter.parse_credentials(&body.credentials);
     wipe_json(&mut body.credentials);
     let credentials = parsed.map_err(|e| {
@@ -234,8 +234,10 @@ pub(crate) async fn list(
         .list_for_user(caller.user(user.0))
         .await
         .map_err(|e| ApiError::store(&e))?;
-    let summaries: Vec<Summary> = ProviderId::ALL
-        .into_iter()
+    let summaries: Vec<Summary> = state
+        .providers()
+        .all()
+        .map(|adapter| adapter.id())
         .map(|p| match rows.iter().find(|r| r.provider() == Some(p)) {
             Some(row) => Summary::of(p, row),
             None => Summary::not_connected(p),
@@ -328,7 +330,7 @@ pub(crate) async fn test(
 ) -> Result<Json<TestResult>, ApiError> {
     let owner = caller.user(user.0);
     let row = load(&state, owner, provider.0).await?;
-    let adapter = state.providers().get(provider.0);
+    let adapter = crate::extract::adapter(&state, provider.0)?;
 
     let opened = open_credentials(state.key_ring(), adapter.as_ref(), owner, &row.sealed);
     let (record, outcome) = match opened.map_err(|e| e.to_string()) {

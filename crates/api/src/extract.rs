@@ -117,6 +117,27 @@ pub(crate) fn parse_provider(raw: &str) -> Result<Provider, ApiError> {
         .map_err(|e| ApiError::not_found(e.to_string()))
 }
 
+/// The adapter of `provider` in this deployment, or the 404 of an unknown provider (a
+/// provider declared in this process but not by this system's definitions).
+pub(crate) fn adapter(
+    state: &crate::AppState,
+    provider: ProviderId,
+) -> Result<std::sync::Arc<dyn byok_providers::VideoProvider>, ApiError> {
+    state
+        .providers()
+        .get(provider)
+        .ok_or_else(|| ApiError::not_found(not_offered(state, provider)))
+}
+
+/// "unknown provider `x`; this deployment offers: …".
+pub(crate) fn not_offered(state: &crate::AppState, provider: ProviderId) -> String {
+    let offered: Vec<&str> = state.providers().all().map(|a| a.id().as_str()).collect();
+    format!(
+        "unknown provider `{provider}`; this deployment offers: {}",
+        offered.join(", ")
+    )
+}
+
 /// `/v1/users/{user_id}/…` routes.
 #[derive(Debug)]
 pub struct UserPath(pub UserId);

@@ -184,7 +184,13 @@ pub(crate) async fn create(
     let canonical = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
     refuse_nul(&canonical)?;
     let provider = request.provider;
-    let adapter = state.providers().get(provider);
+    let adapter = state.providers().get(provider).ok_or_else(|| {
+        ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            crate::extract::not_offered(&state, provider),
+        )
+        .with_details(json!({ "field": "provider" }))
+    })?;
 
     let validated = adapter.validate(&request).map_err(|e| match &e.retired {
         // Nothing is stored or sent: the provider would refuse (and may bill) it.

@@ -578,7 +578,7 @@ mod tests {
         };
         let user_id = uuid::Uuid::now_v7();
         let now = chrono::Utc::now();
-        let mut request = GenerationRequest::new(user_id, ProviderId::Runway, "gen4.5");
+        let mut request = GenerationRequest::new(user_id, ProviderId::RUNWAY, "gen4.5");
         if full {
             request = GenerationRequest {
                 prompt: Some("a lighthouse".into()),

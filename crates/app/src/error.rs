@@ -31,6 +31,9 @@ pub enum AppError {
     /// The shared rate limiter could not be reached.
     #[error("cannot reach Redis for the rate limiter (queue.url): {0}")]
     Limiter(#[source] byok_ratelimit::RateLimitError),
+    /// A provider definition is refused (the message names its file, provider and field).
+    #[error("{0}")]
+    Definition(#[source] byok_providers::declarative::DefinitionError),
     /// The provider adapters could not be set up.
     #[error("cannot set up the provider adapters: {0}")]
     Providers(#[source] byok_providers::RegistryError),

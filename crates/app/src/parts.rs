@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use byok_config::{KeyRingSource, QueueUrl, Settings};
+use byok_config::{ConfigError, KeyRingSource, QueueUrl, Settings};
 use byok_core::{Catalogue, ProviderId};
 use byok_crypto::KeyRing;
+use byok_providers::declarative::{Definition, DefinitionError, load_dir};
 use byok_providers::{
     FetchOptions, ImageFetcher, ImageWork, ProviderOptions, Registry, RegistryOptions,
 };
@@ -90,31 +91,100 @@ pub fn key_ring(settings: &Settings) -> Result<KeyRing, AppError> {
 
 /// The provider adapters, pointed where the settings say, with each
 /// provider's pacing (checked: a quota that can never grant is refused);
-/// they resize input images in `images`.
+/// they resize input images in `images`. Declared providers come from their
+/// definitions ([`definitions`]); a bad definition stops the system.
 pub fn registry(settings: &Settings, images: &ImageWork) -> Result<Registry, AppError> {
     let mut options = RegistryOptions::defaults();
     options.images = images.clone();
-    for id in ProviderId::ALL {
-        let p = settings.providers.get(id);
-        *options.provider_mut(id) = ProviderOptions {
+    for (id, p) in settings.providers.built_in() {
+        let built_in = ProviderOptions {
             base_url: p.base_url.clone(),
             rate_limits: p.rate_limit,
             poll_interval: p.poll_interval,
             models: p.models.clone().map(|models| Catalogue { models }),
             max_requests_per_second: p.max_requests_per_second,
         };
+        match options.provider_mut(id) {
+            Some(slot) => *slot = built_in,
+            None => unreachable!("RegistryOptions::defaults holds every built-in provider"),
+        }
+    }
+    for definition in definitions(settings)? {
+        options.declare(definition).map_err(AppError::Providers)?;
+    }
+    for (name, given) in &settings.providers.declared {
+        let declared = name.parse::<ProviderId>().ok();
+        let Some(slot) = declared.and_then(|id| options.provider_mut(id)) else {
+            return Err(AppError::Config(ConfigError {
+                setting: format!("providers.{name}"),
+                message: "names no built-in provider and no provider definition".to_owned(),
+            }));
+        };
+        if let Some(base_url) = &given.base_url {
+            slot.base_url = base_url.clone();
+        }
+        if let Some(rate_limits) = given.rate_limit {
+            slot.rate_limits = rate_limits;
+        }
+        if let Some(poll_interval) = given.poll_interval {
+            slot.poll_interval = poll_interval;
+        }
+        if let Some(models) = &given.models {
+            slot.models = Some(Catalogue {
+                models: models.clone(),
+            });
+        }
+        if given.max_requests_per_second.is_some() {
+            slot.max_requests_per_second = given.max_requests_per_second;
+        }
     }
     options.allow_private_networks = settings.fetch.allow_private_networks;
     options.request_timeout = settings.worker.request_timeout;
     // Checked by byok-config: every entry parses.
     options.token_uri_allowlist = settings
         .providers
-        .get(ProviderId::Veo)
-        .token_uri_allowlist
+        .get(ProviderId::VEO)
+        .map(|veo| veo.token_uri_allowlist.as_slice())
+        .unwrap_or_default()
         .iter()
         .filter_map(|entry| entry.parse().ok())
         .collect();
     Registry::new(&options).map_err(AppError::Providers)
+}
+
+/// The provider definitions the settings name: the `[[providers.definitions]]` of the
+/// configuration file, then the `*.toml` files of `providers.definitions_dir` (in name
+/// order). Each is checked; the first bad one is the error, naming its file, provider and
+/// field. An id defined twice is refused, naming both places.
+pub fn definitions(settings: &Settings) -> Result<Vec<Definition>, AppError> {
+    let mut found: Vec<(Definition, String)> = Vec::new();
+    for inline in &settings.providers.definitions {
+        let definition =
+            Definition::parse(&inline.text, &inline.origin).map_err(AppError::Definition)?;
+        found.push((definition, inline.origin.clone()));
+    }
+    if let Some(dir) = &settings.providers.definitions_dir {
+        for definition in load_dir(dir).map_err(AppError::Definition)? {
+            let origin = format!("{}/{}.toml", dir.display(), definition.id);
+            found.push((definition, origin));
+        }
+    }
+    let mut definitions: Vec<Definition> = Vec::with_capacity(found.len());
+    for (definition, origin) in found {
+        if let Some(first) = definitions.iter().position(|d| d.id == definition.id) {
+            return Err(AppError::Definition(DefinitionError {
+                file: origin.into(),
+                provider: Some(definition.id.clone()),
+                field: "id".into(),
+                message: format!(
+                    "`{}` is defined a second time (the first definition is {})",
+                    definition.id, definitions[first].id
+                ),
+            }));
+        }
+        definitions.push(definition);
+    }
+    Ok(definitions)
 }
 
 /// The queue the settings name: Redis Streams (`queue.url = redis://…`) or
@@ -197,7 +267,7 @@ pub fn video_store(settings: &Settings) -> Result<VideoStore, AppError> {
             } else {
                 "output.dir"
             };
-            AppError::Config(byok_config::ConfigError {
+            AppError::Config(ConfigError {
                 setting: setting.to_owned(),
                 message,
             })

@@ -75,7 +75,7 @@ fn measure(plaintext: &[u8], duration: Duration) -> anyhow::Result<(f64, f64, us
     let ring = byok_crypto::KeyRing::parse(&secrecy::SecretString::from(KEYS))?;
     let context = SealContext::new(
         byok_core::ProjectUser::new(uuid::Uuid::now_v7(), uuid::Uuid::new_v4()),
-        ProviderId::Veo,
+        ProviderId::VEO,
     );
     let sealed_len = ring.seal(&context, plaintext)?.len();
     let ours = rate(duration, || {

@@ -60,12 +60,12 @@ async fn enqueue(
                 let request = GenerationRequest {
                     prompt: Some("a lighthouse at dusk, slow dolly in".to_owned()),
                     duration_seconds: Some(5),
-                    ..GenerationRequest::new(user, ProviderId::Runway, "gen4.5")
+                    ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
                 };
                 let new = NewJob {
                     project_id: byok_core::DEFAULT_PROJECT_ID,
                     user_id: user,
-                    provider: ProviderId::Runway,
+                    provider: ProviderId::RUNWAY,
                     model: "gen4.5".into(),
                     request,
                     metadata: json!({}),

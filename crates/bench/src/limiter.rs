@@ -160,7 +160,7 @@ enum Side {
 
 async fn hammer(side: &Side, setup: Setup) -> anyhow::Result<Vec<Duration>> {
     let key = LimitKey::new(
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         byok_core::ProjectUser::new(byok_core::DEFAULT_PROJECT_ID, uuid::Uuid::new_v4()),
     );
     let start = Instant::now();

@@ -119,14 +119,16 @@ pub fn settings(
     settings.worker.shutdown_grace = Duration::from_secs(5);
     settings.api.rate_limit =
         Some(byok_config::RequestRate::parse("1000000/s, burst 1000000").expect("a valid rate"));
-    for id in ProviderId::ALL {
-        let p = settings.providers.get_mut(id);
+    for id in ProviderId::BUILT_IN {
+        let p = settings.providers.get_mut(id).unwrap();
         p.base_url = match id {
-            ProviderId::Veo => sim.vertex_url(),
-            ProviderId::Runway => sim.runway_url(),
-            ProviderId::Stability => sim.stability_url(),
-            ProviderId::Fal => sim.fal_url(),
-            ProviderId::Replicate => sim.replicate_url(),
+            ProviderId::VEO => sim.vertex_url(),
+            ProviderId::RUNWAY => sim.runway_url(),
+            ProviderId::STABILITY => sim.stability_url(),
+            ProviderId::FAL => sim.fal_url(),
+            ProviderId::REPLICATE => sim.replicate_url(),
+            // Only built-in providers are listed above.
+            _ => continue,
         };
         p.rate_limit = RateLimits {
             per_minute: PER_MINUTE,
@@ -136,7 +138,8 @@ pub fn settings(
     // The simulator's service accounts name its own token endpoint.
     settings
         .providers
-        .get_mut(ProviderId::Veo)
+        .get_mut(ProviderId::VEO)
+        .unwrap()
         .token_uri_allowlist = vec![sim.token_url()];
     settings
 }
@@ -148,7 +151,7 @@ pub async fn store_users(
     project: Uuid,
     n: usize,
 ) -> anyhow::Result<Vec<Uuid>> {
-    let adapter = system.registry().get(ProviderId::Runway);
+    let adapter = system.registry().get(ProviderId::RUNWAY).unwrap();
     let mut users = Vec::with_capacity(n);
     for i in 0..n {
         let user = Uuid::new_v4();
@@ -156,7 +159,7 @@ pub async fn store_users(
             .parse_credentials(&serde_json::json!({ "api_key": format!("sim_bench_key_{i:04}") }))
             .map_err(|e| anyhow::anyhow!("credentials: {}", e.field))?;
         let sealed = system.key_ring().seal(
-            &SealContext::new(ProjectUser::new(project, user), ProviderId::Runway),
+            &SealContext::new(ProjectUser::new(project, user), ProviderId::RUNWAY),
             &credentials.to_plaintext(),
         )?;
         system
@@ -164,7 +167,7 @@ pub async fn store_users(
             .credentials()
             .upsert(&NewCredential {
                 owner: ProjectUser::new(project, user),
-                provider: ProviderId::Runway,
+                provider: ProviderId::RUNWAY,
                 sealed,
                 credential_hint: credentials.hint(),
                 validated_at: None,
@@ -203,8 +206,8 @@ impl System {
         let concurrency = u32::try_from(options.concurrency)?;
         let system_settings = || {
             let mut settings = settings(&database_url, &queue_url, &namespace, &sim, dir.path());
-            for id in ProviderId::ALL {
-                settings.providers.get_mut(id).poll_interval = options.poll_interval;
+            for id in ProviderId::BUILT_IN {
+                settings.providers.get_mut(id).unwrap().poll_interval = options.poll_interval;
             }
             settings.worker.concurrency = concurrency;
             if !options.edge_limits {

@@ -12,6 +12,16 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, 
     parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// [`deserialize`] of an optional setting.
+pub(crate) fn deserialize_option<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Duration>, D::Error> {
+    match Option::<String>::deserialize(de)? {
+        Some(text) => parse(&text).map(Some).map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write it like 500ms, 5s, 30m or 1h")

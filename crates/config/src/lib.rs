@@ -12,6 +12,6 @@ pub use error::ConfigError;
 pub use load::{ENV_PREFIX, Environment, defaults, load, load_from};
 pub use rate::RequestRate;
 pub use settings::{
-    ApiSettings, DatabaseSettings, EncryptionSettings, FetchSettings, OutputSettings,
-    ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, Settings, Shape, WorkerSettings,
+    ApiSettings, DatabaseSettings, DeclaredProviderSettings, EncryptionSettings, FetchSettings,
+    InlineDefinition, OutputSettings, ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, Settings, Shape, WorkerSettings,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::{ConfigError, Settings};
+use crate::{ConfigError, InlineDefinition, Settings};
 
 /// Prefix of the configuration variables: `BYOK__API__LISTEN` sets `api.listen`.
 pub const ENV_PREFIX: &str = "BYOK";
@@ -53,10 +53,10 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// default limits per user key (docs/rate-limits.md) and the providers' documented minimum
 /// poll intervals.
 fn provider_defaults() -> Vec<(String, String)> {
-    byok_core::ProviderId::ALL
+    byok_core::ProviderId::BUILT_IN
         .into_iter()
-        .flat_map(|id| {
-            let d = id.defaults();
+        .filter_map(|id| Some((id, id.defaults()?)))
+        .flat_map(|(id, d)| {
             [
                 ("base_url", d.base_url.to_owned()),
                 (
@@ -201,9 +201,53 @@ fn layered(file: Option<&Path>, env: &Environment) -> Result<Settings, ConfigErr
     );
 
     let layered = builder.build().map_err(|e| describe(&e))?;
-    let settings: Settings = layered.try_deserialize().map_err(|e| describe(&e))?;
+    let mut settings: Settings = layered.try_deserialize().map_err(|e| describe(&e))?;
+    if let Some(path) = file {
+        settings.providers.definitions = inline_definitions(path)?;
+    }
     settings.validate()?;
     Ok(settings)
+}
+
+/// The `[[providers.definitions]]` tables of the configuration file, as TOML text. They are
+/// read here with the TOML parser itself rather than through the layered configuration,
+/// which would fold the case of their names (a provider's `IN_PROGRESS` state, a
+/// `Content-Type` header).
+fn inline_definitions(path: &Path) -> Result<Vec<InlineDefinition>, ConfigError> {
+    const KEY: &str = "providers.definitions";
+    // The layered configuration has just parsed this file.
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(KEY, format!("{} cannot be read: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new(KEY, e.message().to_owned()))?;
+    let Some(definitions) = table.get("providers").and_then(|p| p.get("definitions")) else {
+        return Ok(Vec::new());
+    };
+    let toml::Value::Array(items) = definitions else {
+        return Err(ConfigError::new(
+            KEY,
+            "must be an array of tables ([[providers.definitions]])",
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let toml::Value::Table(t) = item else {
+                return Err(ConfigError::new(
+                    format!("{KEY}[{i}]"),
+                    "must be a table ([[providers.definitions]])",
+                ));
+            };
+            let text = toml::to_string(t)
+                .map_err(|e| ConfigError::new(format!("{KEY}[{i}]"), e.to_string()))?;
+            Ok(InlineDefinition {
+                origin: format!("{}: {KEY}[{i}]", path.display()),
+                text,
+            })
+        })
+        .collect()
 }
 
 fn config_file_to_read(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
@@ -330,9 +374,9 @@ impl Settings {
                 "must be at least worker.retry_min_delay",
             ));
         }
-        for id in byok_core::ProviderId::ALL {
-            let list = &self.providers.get(id).token_uri_allowlist;
-            if id != byok_core::ProviderId::Veo && !list.is_empty() {
+        for (id, p) in self.providers.built_in() {
+            let list = &p.token_uri_allowlist;
+            if id != byok_core::ProviderId::VEO && !list.is_empty() {
                 return Err(ConfigError::new(
                     format!("providers.{id}.token_uri_allowlist"),
                     "only Veo's service accounts name a token endpoint",
@@ -403,44 +447,76 @@ impl Settings {
             ));
         }
 
-        for id in byok_core::ProviderId::ALL {
-            let p = self.providers.get(id);
-            let prefix = format!("providers.{id}");
-            let base = p.base_url.replace("{location}", "us-central1");
-            match url::Url::parse(&base) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ConfigError::new(
-                        format!("{prefix}.base_url"),
-                        "must be an http(s) URL",
-                    ));
-                }
-            }
-            if let Err((field, why)) = p.rate_limit.check() {
-                return Err(ConfigError::new(
-                    format!("{prefix}.rate_limit.{field}"),
-                    why,
-                ));
-            }
-            positive_duration(&format!("{prefix}.poll_interval"), p.poll_interval)?;
-            if let Some(rate) = p.max_requests_per_second
-                && !(rate.is_finite() && (0.001..=1_000_000.0).contains(&rate))
-            {
-                return Err(ConfigError::new(
-                    format!("{prefix}.max_requests_per_second"),
-                    "must be a number between 0.001 and 1000000",
-                ));
-            }
-            if let Some(models) = &p.models {
-                byok_core::Catalogue {
-                    models: models.clone(),
-                }
-                .check()
-                .map_err(|e| ConfigError::new(format!("{prefix}.models"), e))?;
-            }
+        for (id, p) in self.providers.built_in() {
+            check_provider(
+                &format!("providers.{id}"),
+                Some(&p.base_url),
+                Some(&p.rate_limit),
+                Some(p.poll_interval),
+                p.max_requests_per_second,
+                p.models.as_ref(),
+            )?;
+        }
+        for (id, p) in &self.providers.declared {
+            check_provider(
+                &format!("providers.{id}"),
+                p.base_url.as_deref(),
+                p.rate_limit.as_ref(),
+                p.poll_interval,
+                p.max_requests_per_second,
+                p.models.as_ref(),
+            )?;
         }
         Ok(())
     }
+}
+
+/// The rules of `providers.<id>.*`, for the settings given.
+fn check_provider(
+    prefix: &str,
+    base_url: Option<&str>,
+    rate_limit: Option<&byok_core::RateLimits>,
+    poll_interval: Option<Duration>,
+    max_requests_per_second: Option<f64>,
+    models: Option<&Vec<byok_core::ModelSpec>>,
+) -> Result<(), ConfigError> {
+    if let Some(base_url) = base_url {
+        let base = base_url.replace("{location}", "us-central1");
+        match url::Url::parse(&base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{prefix}.base_url"),
+                    "must be an http(s) URL",
+                ));
+            }
+        }
+    }
+    if let Some(Err((field, why))) = rate_limit.map(|r| r.check()) {
+        return Err(ConfigError::new(
+            format!("{prefix}.rate_limit.{field}"),
+            why,
+        ));
+    }
+    if let Some(poll_interval) = poll_interval {
+        positive_duration(&format!("{prefix}.poll_interval"), poll_interval)?;
+    }
+    if let Some(rate) = max_requests_per_second
+        && !(rate.is_finite() && (0.001..=1_000_000.0).contains(&rate))
+    {
+        return Err(ConfigError::new(
+            format!("{prefix}.max_requests_per_second"),
+            "must be a number between 0.001 and 1000000",
+        ));
+    }
+    if let Some(models) = models {
+        byok_core::Catalogue {
+            models: models.clone(),
+        }
+        .check()
+        .map_err(|e| ConfigError::new(format!("{prefix}.models"), e))?;
+    }
+    Ok(())
 }
 
 fn positive_duration(setting: &str, value: Duration) -> Result<(), ConfigError> {

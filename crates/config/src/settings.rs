@@ -1,6 +1,7 @@
 //! The typed settings (docs/architecture.md). Field names are the contract: they are
 //! the keys of `byok.toml` and of the `BYOK__SECTION__KEY` variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -155,24 +156,56 @@ pub struct OutputSettings {
     pub presign_ttl: Duration,
 }
 
-/// `providers.<id>.*`: one [`ProviderSettings`] per [`ProviderId`], every one present
-/// (the defaults layer sets them all); a table named after no provider is an unknown key.
+/// `providers.*`: one [`ProviderSettings`] per built-in provider, every one present (the
+/// defaults layer sets them all); the settings of declared providers
+/// ([`ProvidersSettings::declared`]); and where their definitions are
+/// (`providers.definitions_dir`, `[[providers.definitions]]`).
 #[derive(Debug)]
 pub struct ProvidersSettings {
-    /// Indexed like [`ProviderId::ALL`].
-    providers: Vec<ProviderSettings>,
+    /// In [`ProviderId::BUILT_IN`] order.
+    built_in: Vec<(ProviderId, ProviderSettings)>,
+    /// `providers.<id>` tables that name no built-in provider: the settings of providers
+    /// declared by definitions, by id. Which ids exist is known only once the definitions
+    /// are loaded, so the assembly of the system refuses a table naming none.
+    pub declared: BTreeMap<String, DeclaredProviderSettings>,
+    /// `providers.definitions_dir`: a directory whose `*.toml` files each define a
+    /// provider. Relative paths are relative to the working directory.
+    pub definitions_dir: Option<PathBuf>,
+    /// `[[providers.definitions]]` tables of the configuration file, each a whole
+    /// definition, as TOML text (read from the file itself, so that names keep their case).
+    pub definitions: Vec<InlineDefinition>,
+}
+
+/// A definition written in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineDefinition {
+    /// Where it is, for messages: `byok.toml: providers.definitions[0]`.
+    pub origin: String,
+    /// The definition's table, as TOML.
+    pub text: String,
 }
 
 impl ProvidersSettings {
-    /// The settings of one provider.
-    pub fn get(&self, id: ProviderId) -> &ProviderSettings {
-        &self.providers[id.index()]
+    /// The settings of a built-in provider; `None` for any other id.
+    pub fn get(&self, id: ProviderId) -> Option<&ProviderSettings> {
+        self.built_in
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, settings)| settings)
     }
 
-    /// The settings of one provider, to change them (programs that build
-    /// their settings in code: tests, benchmarks, the simulator mode).
-    pub fn get_mut(&mut self, id: ProviderId) -> &mut ProviderSettings {
-        &mut self.providers[id.index()]
+    /// The settings of a built-in provider, to change them (programs that build their
+    /// settings in code: tests, benchmarks, the simulator mode); `None` for any other id.
+    pub fn get_mut(&mut self, id: ProviderId) -> Option<&mut ProviderSettings> {
+        self.built_in
+            .iter_mut()
+            .find(|(p, _)| *p == id)
+            .map(|(_, settings)| settings)
+    }
+
+    /// Every built-in provider's settings, in [`ProviderId::BUILT_IN`] order.
+    pub fn built_in(&self) -> impl Iterator<Item = (ProviderId, &ProviderSettings)> {
+        self.built_in.iter().map(|(id, s)| (*id, s))
     }
 }
 
@@ -193,29 +226,84 @@ impl<'de> Deserialize<'de> for ProvidersSettings {
             ) -> Result<Self::Value, A::Error> {
                 use serde::de::Error as _;
                 let mut slots: Vec<Option<ProviderSettings>> =
-                    ProviderId::ALL.iter().map(|_| None).collect();
+                    ProviderId::BUILT_IN.iter().map(|_| None).collect();
+                let mut declared = BTreeMap::new();
+                let mut definitions_dir = None;
                 while let Some(key) = map.next_key::<String>()? {
-                    // The same error as `deny_unknown_fields` on named fields gives.
-                    let id: ProviderId = key
-                        .parse()
-                        .map_err(|_| A::Error::unknown_field(&key, &ProviderId::NAMES))?;
-                    let slot = &mut slots[id.index()];
-                    if slot.is_some() {
-                        return Err(A::Error::duplicate_field(id.as_str()));
+                    match key.as_str() {
+                        "definitions_dir" => {
+                            definitions_dir = map.next_value::<Option<PathBuf>>()?;
+                            continue;
+                        }
+                        // Read from the file as TOML by the loader (see `definitions`).
+                        "definitions" => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                        _ => {}
                     }
-                    *slot = Some(map.next_value()?);
+                    match ProviderId::BUILT_IN.iter().position(|p| p.as_str() == key) {
+                        Some(i) => {
+                            if slots[i].is_some() {
+                                return Err(A::Error::duplicate_field(ProviderId::BUILT_IN[i].as_str()));
+                            }
+                            slots[i] = Some(map.next_value()?);
+                        }
+                        None => {
+                            if ProviderId::check_name(&key).is_err() {
+                                // The same error as `deny_unknown_fields` on named fields gives.
+                                return Err(A::Error::unknown_field(
+                                    &key,
+                                    &ProviderId::BUILT_IN_NAMES,
+                                ));
+                            }
+                            let settings: DeclaredProviderSettings = map.next_value()?;
+                            declared.insert(key, settings);
+                        }
+                    }
                 }
-                let providers = ProviderId::ALL
+                let built_in = ProviderId::BUILT_IN
                     .into_iter()
                     .zip(slots)
-                    .map(|(id, slot)| slot.ok_or_else(|| A::Error::missing_field(id.as_str())))
+                    .map(|(id, slot)| {
+                        slot.map(|s| (id, s))
+                            .ok_or_else(|| A::Error::missing_field(id.as_str()))
+                    })
                     .collect::<Result<_, _>>()?;
-                Ok(ProvidersSettings { providers })
+                Ok(ProvidersSettings {
+                    built_in,
+                    declared,
+                    definitions_dir,
+                    definitions: Vec::new(),
+                })
             }
         }
 
         deserializer.deserialize_map(Visitor)
     }
+}
+
+/// `providers.<id>.*` of a provider declared by a definition: each setting, when given,
+/// replaces what the definition says (e.g. `base_url` pointing at a simulator).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredProviderSettings {
+    /// Replaces the definition's `base_url` (trusted like a built-in provider's: `http`
+    /// allowed).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Replaces the definition's `rate_limit`.
+    #[serde(default)]
+    pub rate_limit: Option<byok_core::RateLimits>,
+    /// Replaces the definition's `poll_interval_secs`.
+    #[serde(default, deserialize_with = "crate::duration::deserialize_option")]
+    pub poll_interval: Option<Duration>,
+    /// Replaces the definition's models.
+    #[serde(default)]
+    pub models: Option<Vec<byok_core::ModelSpec>>,
+    /// As for a built-in provider.
+    #[serde(default)]
+    pub max_requests_per_second: Option<f64>,
 }
 
 /// One provider's settings.

@@ -51,39 +51,39 @@ fn defaults_describe_the_embedded_shape() {
     assert_eq!(s.fetch.max_concurrent_decodes, 2);
     assert_eq!(s.fetch.max_decoded_bytes, 128 * 1024 * 1024);
     assert_eq!(
-        s.providers.get(ProviderId::Runway).base_url,
+        s.providers.get(ProviderId::RUNWAY).unwrap().base_url,
         "https://api.dev.runwayml.com"
     );
     assert_eq!(
-        s.providers.get(ProviderId::Stability).base_url,
+        s.providers.get(ProviderId::STABILITY).unwrap().base_url,
         "https://api.stability.ai"
     );
     assert_eq!(
-        s.providers.get(ProviderId::Veo).base_url,
+        s.providers.get(ProviderId::VEO).unwrap().base_url,
         "https://{location}-aiplatform.googleapis.com"
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::Veo).rate_limit.per_minute,
-            s.providers.get(ProviderId::Veo).rate_limit.per_hour
+            s.providers.get(ProviderId::VEO).unwrap().rate_limit.per_minute,
+            s.providers.get(ProviderId::VEO).unwrap().rate_limit.per_hour
         ),
         (10, 100)
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::Runway).rate_limit.per_minute,
-            s.providers.get(ProviderId::Runway).rate_limit.per_hour
+            s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_minute,
+            s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_hour
         ),
         (5, 50)
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::Stability).rate_limit.per_minute,
-            s.providers.get(ProviderId::Stability).rate_limit.per_hour
+            s.providers.get(ProviderId::STABILITY).unwrap().rate_limit.per_minute,
+            s.providers.get(ProviderId::STABILITY).unwrap().rate_limit.per_hour
         ),
         (3, 30)
     );
-    let polls = ProviderId::ALL.map(|id| s.providers.get(id).poll_interval.as_secs());
+    let polls = ProviderId::BUILT_IN.map(|id| s.providers.get(id).unwrap().poll_interval.as_secs());
     assert_eq!(
         polls,
         [10, 5, 10, 5, 5],
@@ -121,10 +121,10 @@ fn file_overrides_defaults_and_environment_overrides_the_file() {
     assert_eq!(s.api.max_body_bytes, 2048);
     assert_eq!(s.worker.concurrency, 32, "env beats file");
     assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
-    assert_eq!(s.providers.get(ProviderId::Runway).rate_limit.per_minute, 6);
-    assert_eq!(s.providers.get(ProviderId::Runway).rate_limit.per_hour, 60);
+    assert_eq!(s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_minute, 6);
+    assert_eq!(s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_hour, 60);
     assert_eq!(
-        s.providers.get(ProviderId::Runway).base_url,
+        s.providers.get(ProviderId::RUNWAY).unwrap().base_url,
         "http://127.0.0.1:9999"
     );
     assert!(s.fetch.allow_private_networks);
@@ -245,9 +245,19 @@ fn bad_values_name_their_setting() {
             "listen_addr",
         ),
         (error(Some("[sora]\nx = 1\n"), &[]), "sora"),
+        // A table naming no built-in provider is a declared provider's: its settings are
+        // checked here, its existence when the definitions are loaded.
         (
-            error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "https://x")]),
-            "sora",
+            error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "ftp://x")]),
+            "providers.sora.base_url",
+        ),
+        (
+            error(Some("[providers.sora]\ncolour = 1\n"), &[]),
+            "colour",
+        ),
+        (
+            error(Some("[providers.\"Not An Id\"]\nbase_url = \"https://x\"\n"), &[]),
+            "Not An Id",
         ),
     ];
     for (err, setting) in cases {
@@ -349,7 +359,7 @@ fn the_embedded_shape_generates_a_private_key_file_once() {
     // Same key: what the first sealed, the second opens.
     let ctx = byok_crypto::SealContext::new(
         ProjectUser::new(DEFAULT_PROJECT_ID, uuid_nil()),
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
     );
     let sealed = first.seal(&ctx, b"x").unwrap();
     assert!(second.open(&ctx, &sealed).is_ok());
@@ -378,10 +388,10 @@ fn a_provider_catalogue_can_be_replaced_in_the_file() {
         "#,
     );
     let s = load_from(Some(&path), &env(&[])).unwrap();
-    let models = s.providers.get(ProviderId::Runway).models.as_ref().unwrap();
+    let models = s.providers.get(ProviderId::RUNWAY).unwrap().models.as_ref().unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(models[0].id, "gen5");
-    assert!(s.providers.get(ProviderId::Veo).models.is_none());
+    assert!(s.providers.get(ProviderId::VEO).unwrap().models.is_none());
 
     let (_dir, path) = file(
         r#"
@@ -411,7 +421,7 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
     )
     .unwrap();
     assert_eq!(
-        s.providers.get(ProviderId::Veo).token_uri_allowlist,
+        s.providers.get(ProviderId::VEO).unwrap().token_uri_allowlist,
         [
             "https://sts.example.com/token",
             "http://127.0.0.1:9000/oauth2/token"
@@ -419,7 +429,8 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
     );
     assert!(
         s.providers
-            .get(ProviderId::Runway)
+            .get(ProviderId::RUNWAY)
+            .unwrap()
             .token_uri_allowlist
             .is_empty()
     );
@@ -427,7 +438,7 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
         file("[providers.veo]\ntoken_uri_allowlist = [\"https://sts.example.com/token\"]\n");
     let s = load_from(Some(&path), &env(&[])).unwrap();
     assert_eq!(
-        s.providers.get(ProviderId::Veo).token_uri_allowlist,
+        s.providers.get(ProviderId::VEO).unwrap().token_uri_allowlist,
         ["https://sts.example.com/token"]
     );
 
@@ -466,7 +477,7 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     assert_eq!(s.api.max_connections, 4096);
     assert_eq!(s.api.metrics_listen, None);
     assert_eq!(
-        s.providers.get(ProviderId::Runway).max_requests_per_second,
+        s.providers.get(ProviderId::RUNWAY).unwrap().max_requests_per_second,
         None
     );
 
@@ -486,7 +497,7 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     );
     assert_eq!(s.api.metrics_listen.unwrap().port(), 9200);
     assert_eq!(
-        s.providers.get(ProviderId::Runway).max_requests_per_second,
+        s.providers.get(ProviderId::RUNWAY).unwrap().max_requests_per_second,
         Some(2.5)
     );
 
@@ -505,7 +516,7 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     );
     assert_eq!(s.api.trusted_proxies.len(), 2);
     assert_eq!(
-        s.providers.get(ProviderId::Veo).max_requests_per_second,
+        s.providers.get(ProviderId::VEO).unwrap().max_requests_per_second,
         Some(20.0)
     );
 
@@ -542,4 +553,60 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
         let err = error(None, &[(key, value)]);
         assert_eq!(err.setting, setting, "{key}={value}: {err}");
     }
+}
+
+#[test]
+fn declared_providers_settings_and_definitions_are_read_as_written() {
+    let (_dir, path) = file(
+        r#"
+[providers]
+definitions_dir = "/etc/byok/providers"
+
+[providers.acme]
+base_url = "http://127.0.0.1:9"
+poll_interval = "2s"
+
+[[providers.definitions]]
+id = "inline-one"
+headers = { "X-Api-Version" = "2" }
+
+[providers.definitions.poll.states]
+IN_PROGRESS = "running"
+
+[[providers.definitions]]
+id = "inline-two"
+"#,
+    );
+    let s = load_from(Some(&path), &env(&[])).unwrap();
+    assert_eq!(
+        s.providers.definitions_dir.as_deref(),
+        Some(std::path::Path::new("/etc/byok/providers"))
+    );
+    let acme = &s.providers.declared["acme"];
+    assert_eq!(acme.base_url.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(acme.poll_interval, Some(Duration::from_secs(2)));
+    assert_eq!(acme.rate_limit, None);
+    assert_eq!(s.providers.definitions.len(), 2);
+    let first = &s.providers.definitions[0];
+    assert!(first.origin.ends_with("byok.toml: providers.definitions[0]"), "{}", first.origin);
+    // Names keep their case (the layered configuration would fold it).
+    let table: toml::Table = first.text.parse().unwrap();
+    assert_eq!(table["id"].as_str(), Some("inline-one"));
+    assert_eq!(table["headers"]["X-Api-Version"].as_str(), Some("2"));
+    assert_eq!(
+        table["poll"]["states"]["IN_PROGRESS"].as_str(),
+        Some("running")
+    );
+    assert!(s.providers.definitions[1].text.contains("inline-two"));
+
+    let from_env = load_from(
+        None,
+        &env(&[("BYOK__PROVIDERS__DEFINITIONS_DIR", "/srv/defs")]),
+    )
+    .unwrap();
+    assert_eq!(
+        from_env.providers.definitions_dir.as_deref(),
+        Some(std::path::Path::new("/srv/defs"))
+    );
+    assert!(from_env.providers.declared.is_empty());
 }

@@ -21,7 +21,9 @@ pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
 pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
-pub use provider_id::{ProviderDefaults, ProviderId, UnknownProvider};
+pub use provider_id::{
+    InvalidProviderId, MAX_PROVIDER_ID_LEN, ProviderDefaults, ProviderId, UnknownProvider,
+};
 pub use queue_stats::QueueStats;
 pub use rate_limits::RateLimits;
 pub use request::{GenerationRequest, ValidationError};

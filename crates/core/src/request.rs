@@ -168,7 +168,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            GenerationRequest::new(user, ProviderId::Runway, "gen4.5"),
+            GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5"),
             parsed
         );
     }

@@ -247,7 +247,7 @@ fn the_request_body_is_strict() {
     }));
     assert!(unknown.unwrap_err().to_string().contains("colour"));
     let r = request("x");
-    assert_eq!(r.provider, ProviderId::Runway);
+    assert_eq!(r.provider, ProviderId::RUNWAY);
     assert_eq!(r.metadata, json!({}));
 }
 

@@ -110,7 +110,7 @@ mod tests {
                 Uuid::parse_str("0195F0C0-1111-7222-8333-444455556666").unwrap(),
                 Uuid::parse_str("67E55044-10B1-426F-9247-BB680E5FE0C8").unwrap(),
             ),
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
         )
     }
 

@@ -70,7 +70,7 @@ const SECRET: &[u8] = br#"{"api_key":"key_0123456789abcdef"}"#;
 #[test]
 fn seal_then_open_round_trips_and_hides_the_plaintext() {
     let ring = ring(&format!("2:{KEY_A},1:{KEY_B}"));
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     let sealed = ring.seal(&c, SECRET).unwrap();
 
     assert!(
@@ -91,7 +91,7 @@ fn seal_then_open_round_trips_and_hides_the_plaintext() {
 #[test]
 fn the_same_plaintext_seals_differently_each_time() {
     let ring = ring(&format!("1:{KEY_A}"));
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     assert_ne!(
         ring.seal(&c, SECRET).unwrap(),
         ring.seal(&c, SECRET).unwrap()
@@ -115,7 +115,7 @@ fn tamper(sealed: &str, edit: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>)) -> String
 #[test]
 fn any_single_bit_flip_in_nonce_ciphertext_or_tag_fails() {
     let ring = ring(&format!("1:{KEY_A}"));
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     let sealed = ring.seal(&c, SECRET).unwrap();
     let (nonce_len, body_len) = {
         let parts: Vec<&str> = sealed.split(':').collect();
@@ -149,7 +149,7 @@ fn any_single_bit_flip_in_nonce_ciphertext_or_tag_fails() {
 #[test]
 fn truncated_or_extended_bodies_fail() {
     let ring = ring(&format!("1:{KEY_A}"));
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     let sealed = ring.seal(&c, SECRET).unwrap();
     let shorter = tamper(&sealed, |_, b| {
         b.pop();
@@ -169,16 +169,16 @@ fn truncated_or_extended_bodies_fail() {
 fn a_value_is_bound_to_its_project_user_provider_and_key_id() {
     // Both ids carry the same key bytes, so only the AAD can tell them apart.
     let ring = ring(&format!("2:{KEY_A},1:{KEY_A}"));
-    let owner = ctx(user_a(), ProviderId::Runway);
+    let owner = ctx(user_a(), ProviderId::RUNWAY);
     let sealed = ring.seal(&owner, SECRET).unwrap();
 
-    let other_user = ctx(user_b(), ProviderId::Runway);
-    let other_provider = ctx(user_a(), ProviderId::Stability);
+    let other_user = ctx(user_b(), ProviderId::RUNWAY);
+    let other_provider = ctx(user_a(), ProviderId::STABILITY);
     // The same user id in another project is another user.
     for other_project in [project_q(), DEFAULT_PROJECT_ID] {
         assert_eq!(
             ring.open(
-                &ctx_in(other_project, user_a(), ProviderId::Runway),
+                &ctx_in(other_project, user_a(), ProviderId::RUNWAY),
                 &sealed
             )
             .unwrap_err(),
@@ -201,7 +201,7 @@ fn a_value_is_bound_to_its_project_user_provider_and_key_id() {
     );
     // Relabelled as the older format: another AAD, so it fails too.
     let relabelled = sealed.replacen("v2:", "v1:", 1);
-    let in_default = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::Runway);
+    let in_default = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::RUNWAY);
     assert_eq!(
         ring.open(&in_default, &relabelled).unwrap_err(),
         CryptoError::Unauthentic
@@ -216,7 +216,7 @@ fn a_value_is_bound_to_its_project_user_provider_and_key_id() {
 #[test]
 fn v1_values_open_only_in_the_default_project_and_rewrap_to_v2() {
     let ring = ring(&format!("2:{KEY_A},1:{KEY_B}"));
-    let at_home = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::Veo);
+    let at_home = ctx_in(DEFAULT_PROJECT_ID, user_a(), ProviderId::VEO);
     let v1 = seal_v1("1", KEY_B, &at_home, SECRET);
     assert_eq!(
         SealedFormat::of(&v1).unwrap(),
@@ -228,7 +228,7 @@ fn v1_values_open_only_in_the_default_project_and_rewrap_to_v2() {
     );
     // Every v1 row moved into the default project; one found elsewhere was
     // copied there.
-    let copied = ctx_in(project_p(), user_a(), ProviderId::Veo);
+    let copied = ctx_in(project_p(), user_a(), ProviderId::VEO);
     assert_eq!(
         ring.open(&copied, &v1).unwrap_err(),
         CryptoError::Unauthentic
@@ -261,7 +261,7 @@ fn v1_values_open_only_in_the_default_project_and_rewrap_to_v2() {
 #[test]
 fn an_unknown_key_id_is_a_clear_error() {
     let old = ring(&format!("7:{KEY_A}"));
-    let c = ctx(user_a(), ProviderId::Veo);
+    let c = ctx(user_a(), ProviderId::VEO);
     let sealed = old.seal(&c, SECRET).unwrap();
     let new = ring(&format!("8:{KEY_B}"));
     let err = new.open(&c, &sealed).unwrap_err();
@@ -271,7 +271,7 @@ fn an_unknown_key_id_is_a_clear_error() {
 
 #[test]
 fn values_sealed_under_an_older_key_open_and_reseal_under_the_primary() {
-    let c = ctx(user_a(), ProviderId::Stability);
+    let c = ctx(user_a(), ProviderId::STABILITY);
     let sealed_old = ring(&format!("1:{KEY_B}")).seal(&c, SECRET).unwrap();
     let rotated = ring(&format!("2:{KEY_A},1:{KEY_B}"));
 
@@ -297,10 +297,10 @@ fn values_sealed_under_an_older_key_open_and_reseal_under_the_primary() {
 fn reseal_refuses_a_current_value_that_does_not_authenticate() {
     let ring = ring(&format!("1:{KEY_A}"));
     let sealed = ring
-        .seal(&ctx(user_a(), ProviderId::Runway), SECRET)
+        .seal(&ctx(user_a(), ProviderId::RUNWAY), SECRET)
         .unwrap();
     let err = ring
-        .reseal(&ctx(user_b(), ProviderId::Runway), &sealed)
+        .reseal(&ctx(user_b(), ProviderId::RUNWAY), &sealed)
         .unwrap_err();
     assert_eq!(err, CryptoError::Unauthentic);
 }
@@ -336,7 +336,7 @@ fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v2() {
     assert_eq!(fixture.vectors.len(), 4);
     for v in &fixture.vectors {
         assert_eq!(SealedFormat::of(&v.sealed).unwrap(), SealedFormat::Legacy);
-        let c = ctx(user_b(), ProviderId::Runway);
+        let c = ctx(user_b(), ProviderId::RUNWAY);
         // Bound to nothing, legacy values open only to be re-sealed...
         let refused = ring.open(&c, &v.sealed).unwrap_err();
         assert_eq!(refused, CryptoError::LegacyNotAccepted);
@@ -359,7 +359,7 @@ fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v2() {
         );
         // ...and from then on the value is bound to its row.
         assert_eq!(
-            ring.open(&ctx(user_a(), ProviderId::Runway), &upgraded)
+            ring.open(&ctx(user_a(), ProviderId::RUNWAY), &upgraded)
                 .unwrap_err(),
             CryptoError::Unauthentic
         );
@@ -369,7 +369,7 @@ fn legacy_values_from_an_independent_implementation_open_and_rewrap_to_v2() {
 #[test]
 fn legacy_values_need_the_legacy_key_and_detect_tampering() {
     let fixture = legacy_fixture();
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     let sealed = &fixture.vectors[0].sealed;
     assert_eq!(
         ring(&format!("1:{KEY_A}")).open(&c, sealed).unwrap_err(),
@@ -459,7 +459,7 @@ fn debug_output_shows_ids_but_no_key_material() {
     assert!(text.contains("\"2\"") && text.contains("\"1\""), "{text}");
     assert!(!text.contains("1111") && !text.contains("2222"), "{text}");
 
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     let opened = ring.open(&c, &ring.seal(&c, SECRET).unwrap()).unwrap();
     let shown = format!("{opened:?}");
     assert!(!shown.contains("key_0123"), "{shown}");
@@ -481,7 +481,7 @@ fn generated_keys_are_fresh_64_hex_keys_the_ring_accepts() {
 #[test]
 fn malformed_values_are_rejected_with_a_reason() {
     let ring = ring(&format!("1:{KEY_A}"));
-    let c = ctx(user_a(), ProviderId::Runway);
+    let c = ctx(user_a(), ProviderId::RUNWAY);
     for bad in [
         "",
         "v1:",
@@ -516,7 +516,7 @@ proptest! {
     #[test]
     fn random_garbage_never_panics(input in ".{0,300}") {
         let ring = ring(&format!("1:{KEY_A}"));
-        let c = ctx(user_a(), ProviderId::Runway);
+        let c = ctx(user_a(), ProviderId::RUNWAY);
         let _ = ring.open(&c, &input);
         let _ = ring.reseal(&c, &input);
         let _ = SealedFormat::of(&input);
@@ -530,7 +530,7 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..80),
     ) {
         let ring = ring(&format!("1:{KEY_A}"));
-        let c = ctx(user_a(), ProviderId::Runway);
+        let c = ctx(user_a(), ProviderId::RUNWAY);
         for version in ["v1", "v2"] {
             let value = format!("{version}:{key_id}:{}:{}", URL_SAFE_NO_PAD.encode(&nonce), URL_SAFE_NO_PAD.encode(&body));
             prop_assert!(ring.open(&c, &value).is_err());
@@ -542,7 +542,7 @@ proptest! {
     #[test]
     fn any_plaintext_round_trips(plaintext in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let ring = ring(&format!("1:{KEY_A}"));
-        let c = ctx(user_b(), ProviderId::Veo);
+        let c = ctx(user_b(), ProviderId::VEO);
         let sealed = ring.seal(&c, &plaintext).unwrap();
         let opened = ring.open(&c, &sealed).unwrap();
         prop_assert_eq!(opened.expose_secret().as_slice(), plaintext.as_slice());

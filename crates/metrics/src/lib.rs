@@ -316,8 +316,8 @@ mod tests {
     #[test]
     fn recorded_values_appear_in_the_text() {
         let m = metrics();
-        m.job_enqueued(ProviderId::Veo);
-        m.throttled(ProviderId::Veo, Throttle::Provider);
+        m.job_enqueued(ProviderId::VEO);
+        m.throttled(ProviderId::VEO, Throttle::Provider);
         m.job_finished(
             "veo",
             JobStatus::Failed,

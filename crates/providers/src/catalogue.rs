@@ -1,27 +1,24 @@
 //! Each provider's models, as data: `catalogue/<provider>.toml`, embedded in the
 //! binary, replaced by `providers.<id>.models` when configured.
 
-use byok_core::{Catalogue, Mode};
+use byok_core::{Catalogue, Mode, ProviderId};
 use serde::Serialize;
 
 use crate::registry::{ProviderSpec, RegistryError};
 
-/// The catalogue of `spec`'s provider: `configured` when given, else the built-in one
-/// (`spec.catalogue`); checked for coherence either way.
-pub(crate) fn load(
-    spec: &ProviderSpec,
-    configured: Option<&Catalogue>,
-) -> Result<Catalogue, RegistryError> {
-    let bad = |reason: String| RegistryError::BadCatalogue {
+/// The built-in catalogue of `spec`'s provider (`spec.catalogue`), not yet checked.
+pub(crate) fn parse_built_in(spec: &ProviderSpec) -> Result<Catalogue, RegistryError> {
+    toml::from_str(spec.catalogue).map_err(|e| RegistryError::BadCatalogue {
         provider: spec.id,
-        reason,
-    };
-    let catalogue = match configured {
-        Some(c) => c.clone(),
-        None => toml::from_str(spec.catalogue)
-            .map_err(|e| bad(format!("the built-in catalogue does not parse: {e}")))?,
-    };
-    catalogue.check().map_err(bad)?;
+        reason: format!("the built-in catalogue does not parse: {e}"),
+    })
+}
+
+/// `catalogue` (configured, built in or defined) once checked for coherence.
+pub(crate) fn check(provider: ProviderId, catalogue: Catalogue) -> Result<Catalogue, RegistryError> {
+    catalogue
+        .check()
+        .map_err(|reason| RegistryError::BadCatalogue { provider, reason })?;
     Ok(catalogue)
 }
 
@@ -88,7 +85,9 @@ mod tests {
     fn every_built_in_catalogue_parses_and_is_coherent() {
         for spec in crate::registry::PROVIDERS {
             let id = spec.id;
-            let catalogue = load(spec, None).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let catalogue = parse_built_in(spec)
+                .and_then(|c| check(id, c))
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
             assert!(!catalogue.models.is_empty());
         }
     }

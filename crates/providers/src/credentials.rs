@@ -52,6 +52,11 @@ pub enum CredentialsKind {
         /// (its keys are already scoped to one organization).
         organization_id: Option<String>,
     },
+    /// A provider declared by a definition: its credential fields, every value secret.
+    Fields {
+        /// `(name, value)` in the definition's order; an optional field not given is absent.
+        values: Vec<(String, SecretString)>,
+    },
     /// Veo on Vertex AI.
     ServiceAccount {
         /// The service-account key.
@@ -143,6 +148,10 @@ impl Credentials {
     pub fn hint(&self) -> String {
         match &self.kind {
             CredentialsKind::ApiKey { api_key, .. } => api_key_hint(api_key.expose_secret()),
+            // The definition's first field is its key (a required one: checked at load).
+            CredentialsKind::Fields { values } => values
+                .first()
+                .map_or_else(|| "…".to_owned(), |(_, v)| api_key_hint(v.expose_secret())),
             CredentialsKind::ServiceAccount { account, .. } => match &account.private_key_id {
                 Some(id) => format!("{} (key …{})", account.client_email, last_chars(id, 4)),
                 None => account.client_email.clone(),
@@ -168,6 +177,14 @@ impl Credentials {
                     &plain,
                     &[plain.api_key, plain.organization_id.unwrap_or("")],
                 )
+            }
+            CredentialsKind::Fields { values } => {
+                let plain = FieldsPlain(values);
+                let strings: Vec<&str> = values
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.expose_secret()])
+                    .collect();
+                serialize(&plain, &strings)
             }
             CredentialsKind::ServiceAccount { account, location } => {
                 let plain = ServiceAccountPlain {
@@ -203,6 +220,20 @@ struct ApiKeyPlain<'a> {
     api_key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     organization_id: Option<&'a str>,
+}
+
+/// A declared provider's fields as one JSON object, in the definition's order.
+struct FieldsPlain<'a>(&'a [(String, SecretString)]);
+
+impl Serialize for FieldsPlain<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value.expose_secret())?;
+        }
+        map.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -277,6 +308,12 @@ impl PartialEq for CredentialsKind {
                     location: bl,
                 },
             ) => a == b && al == bl,
+            (CredentialsKind::Fields { values: a }, CredentialsKind::Fields { values: b }) => {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|((an, av), (bn, bv))| {
+                        an == bn && av.expose_secret() == bv.expose_secret()
+                    })
+            }
             _ => false,
         }
     }
@@ -315,6 +352,14 @@ impl fmt::Debug for CredentialsKind {
                 .debug_struct("ApiKey")
                 .field("api_key", &"[REDACTED]")
                 .field("organization_id", organization_id)
+                .finish(),
+            CredentialsKind::Fields { values } => f
+                .debug_struct("Fields")
+                .field(
+                    "names",
+                    &values.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+                )
+                .field("values", &"[REDACTED]")
                 .finish(),
             CredentialsKind::ServiceAccount { account, location } => f
                 .debug_struct("ServiceAccount")
@@ -429,6 +474,45 @@ fn parse_key_fields(
     ))
 }
 
+/// Longest accepted value of a declared provider's credential field.
+const MAX_FIELD_LEN: usize = 4096;
+
+/// Parses a declared provider's credentials: an object of the definition's `fields`
+/// (`(name, required)`), every value a string of 1 to 4096 characters without control
+/// characters; unknown members are refused, as for the built-in providers.
+pub(crate) fn parse_fields(
+    provider: ProviderId,
+    raw: &Value,
+    fields: &[(&str, bool)],
+) -> Result<Credentials, CredentialsError> {
+    let obj = as_object(raw)?;
+    let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+    reject_unknown_fields(obj, &names)?;
+    let mut values = Vec::with_capacity(fields.len());
+    for (name, required) in fields {
+        let value = if *required {
+            Some(required_str(obj, name, name)?)
+        } else {
+            optional_str(obj, name, name)?
+        };
+        let Some(value) = value else { continue };
+        if value.len() > MAX_FIELD_LEN {
+            return Err(CredentialsError::new(
+                *name,
+                format!("must be at most {MAX_FIELD_LEN} characters"),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(CredentialsError::new(
+                *name,
+                "must not contain control characters",
+            ));
+        }
+        values.push(((*name).to_owned(), SecretString::from(value)));
+    }
+    Ok(Credentials::new(provider, CredentialsKind::Fields { values }))
+}
+
 /// Parses `{"service_account": <object or JSON string>, "location": "…"?}` (Veo).
 /// The `token_uri` must be Google's or in `token_uri_allowlist`, and pass the
 /// private-network policy (`allow_private_networks`, [`net::check_url`]).
@@ -527,7 +611,7 @@ pub(crate) fn parse_service_account(
     };
 
     Ok(Credentials::new(
-        ProviderId::Veo,
+        ProviderId::VEO,
         CredentialsKind::ServiceAccount {
             account: ServiceAccountKey {
                 client_email: client_email.to_owned(),
@@ -688,7 +772,7 @@ mod tests {
 
     fn api(key: &str) -> Credentials {
         Credentials::new(
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
             CredentialsKind::ApiKey {
                 api_key: SecretString::from(key),
                 organization_id: None,
@@ -723,7 +807,7 @@ mod tests {
     #[test]
     fn api_key_plaintext_is_canonical() {
         let creds = parse_api_key(
-            ProviderId::Stability,
+            ProviderId::STABILITY,
             &serde_json::json!({"organization_id": "org-1", "api_key": "sk-abc"}),
         )
         .unwrap();
@@ -732,7 +816,7 @@ mod tests {
             br#"{"api_key":"sk-abc","organization_id":"org-1"}"#
         );
         let creds = parse_api_key(
-            ProviderId::Stability,
+            ProviderId::STABILITY,
             &serde_json::json!({"api_key": "sk-abc", "organization_id": null}),
         )
         .unwrap();

@@ -1,5 +1,7 @@
 //! The static description of a provider served by `GET /v1/providers`.
 
+use std::borrow::Cow;
+
 use byok_core::{ModelSpec, ModelStatus, ProviderId, RateLimits};
 
 use crate::catalogue::Capabilities;
@@ -14,11 +16,11 @@ pub struct ProviderDescriptor {
     /// The stable provider id.
     pub id: ProviderId,
     /// Human name: "Google Veo", "Runway ML", "Stability AI".
-    pub display_name: &'static str,
+    pub display_name: Cow<'static, str>,
     /// One sentence on what the provider is and how it is reached.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// A stable icon slug ("veo", "runway", "stability") the UI maps to an image.
-    pub icon: &'static str,
+    pub icon: Cow<'static, str>,
     /// `available` while some model can be used; `retired` when every model is (keys can
     /// still be stored and checked).
     pub status: ModelStatus,
@@ -39,16 +41,16 @@ pub struct ProviderDescriptor {
 #[serde(deny_unknown_fields)]
 pub struct CredentialField {
     /// The JSON member name, e.g. `api_key`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Form label.
-    pub label: &'static str,
+    pub label: Cow<'static, str>,
     /// Whether a `credentials` object without it is refused (`parse_credentials`).
     pub required: bool,
     /// Whether the value is a secret (mask it in forms; never shown back).
     pub secret: bool,
     /// `string`, or `json` (a JSON object, or a string containing one).
     #[cfg_attr(feature = "openapi", schema(example = "string"))]
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// Help text.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
 }

@@ -16,6 +16,7 @@
 //! - messages name the host only: the URL may carry a signature.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::{ErrorCode, JobError};
@@ -52,7 +53,7 @@ pub(crate) struct OutputDownloads {
     /// turn like every other request to the provider.
     pace: Pace,
     /// The provider as messages name it (`Runway` → "Runway's output URL was refused").
-    provider: &'static str,
+    provider: Arc<str>,
     /// What a 403/404/410 means: `Some`, transient with this message (the next poll may give
     /// the file again); `None`, permanent like any other unexpected status (gone is gone).
     expired: Option<Expired>,
@@ -62,7 +63,7 @@ impl OutputDownloads {
     /// The downloads of the adapter that `setup` builds, named `provider` in messages.
     pub(crate) fn new(
         setup: &Setup<'_>,
-        provider: &'static str,
+        provider: impl Into<Arc<str>>,
         expired: Option<Expired>,
     ) -> Result<OutputDownloads, RegistryError> {
         // Output URLs are provider answers, i.e. untrusted: the client of user URLs, without
@@ -79,7 +80,7 @@ impl OutputDownloads {
             client,
             allow_private_networks: setup.allow_private_networks,
             pace: setup.pace.clone(),
-            provider,
+            provider: provider.into(),
             expired,
         })
     }
@@ -92,7 +93,7 @@ impl OutputDownloads {
         output: &VideoOutput,
         dest: &Path,
     ) -> Result<SavedVideo, JobError> {
-        let provider = self.provider;
+        let provider = &*self.provider;
         match output {
             VideoOutput::Urls(urls) => {
                 let first = urls
@@ -110,7 +111,7 @@ impl OutputDownloads {
 
     /// Downloads an output URL into `dest` (see the module's rules).
     async fn download(&self, raw: &str, dest: &Path) -> Result<SavedVideo, JobError> {
-        let provider = self.provider;
+        let provider = &*self.provider;
         let mut url = Url::parse(raw.trim()).map_err(|_| {
             JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -167,7 +168,7 @@ impl OutputDownloads {
 
     /// The policy for an output URL, checked before every hop.
     fn check_url(&self, url: &Url) -> Result<(), JobError> {
-        let provider = self.provider;
+        let provider = &*self.provider;
         net::check_url(url, self.allow_private_networks).map_err(|e| {
             JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -186,7 +187,7 @@ impl OutputDownloads {
     /// A download that got no (complete) answer: a refusal by the resolver's policy is
     /// permanent, anything else transient.
     fn transport_error(&self, host: &str, err: &reqwest::Error) -> JobError {
-        let provider = self.provider;
+        let provider = &*self.provider;
         if let Some(policy) = net::policy_violation(err) {
             return JobError::permanent(
                 ErrorCode::ProviderUnavailable,
@@ -213,7 +214,7 @@ impl OutputDownloads {
         response: reqwest::Response,
         dest: &Path,
     ) -> Result<SavedVideo, JobError> {
-        let provider = self.provider;
+        let provider = &*self.provider;
         let declared = http::media_type(response.headers());
         let saved = match http::save_limited(response, MAX_VIDEO_BYTES, dest).await {
             Ok(saved) => saved,

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use byok_core::{ErrorCode, JobError, Mode, ModelSpec, ProviderUsage, Requirement};
@@ -95,19 +96,19 @@ pub(crate) struct FalProvider {
 
 /// The registry's entry for fal.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    id: ProviderId::Fal,
+    id: ProviderId::FAL,
     display_name: DISPLAY_NAME,
     description: "Video models of many vendors (Kling, MiniMax Hailuo, Luma Ray, Stable Video \
                   Diffusion, …) through fal.ai's queue API (queue.fal.run), billed to your fal \
                   account. Requests over your account's concurrency wait in fal's own queue.",
     icon: "fal",
     credential_fields: &[CredentialField {
-        name: "api_key",
-        label: "API key",
+        name: Cow::Borrowed("api_key"),
+        label: Cow::Borrowed("API key"),
         required: true,
         secret: true,
-        kind: "string",
-        description: "A fal API key (`key_id:key_secret`) from fal.ai/dashboard/keys.",
+        kind: Cow::Borrowed("string"),
+        description: Cow::Borrowed("A fal API key (`key_id:key_secret`) from fal.ai/dashboard/keys."),
     }],
     catalogue: include_str!("../catalogue/fal.toml"),
     build: |setup| Ok(Arc::new(FalProvider::new(setup)?)),
@@ -128,7 +129,7 @@ impl FalProvider {
             images,
             ..
         } = setup;
-        let base_url = http::parse_base_url(ProviderId::Fal, &options.base_url)?;
+        let base_url = http::parse_base_url(ProviderId::FAL, &options.base_url)?;
         let apps = apps_of(&catalogue)?;
         Ok(FalProvider {
             descriptor,
@@ -244,7 +245,7 @@ fn apps_of(
     let mut apps = HashMap::new();
     for model in &catalogue.models {
         let bad = |reason: String| RegistryError::BadCatalogue {
-            provider: ProviderId::Fal,
+            provider: ProviderId::FAL,
             reason: format!("model `{}`: {reason}", model.id),
         };
         let wire: ModelWire = serde_json::from_value(Value::Object(model.wire.clone()))
@@ -496,7 +497,7 @@ fn rest_base_for(base: &Url) -> Url {
 #[async_trait::async_trait]
 impl VideoProvider for FalProvider {
     fn id(&self) -> ProviderId {
-        ProviderId::Fal
+        ProviderId::FAL
     }
 
     fn descriptor(&self) -> &ProviderDescriptor {
@@ -508,7 +509,7 @@ impl VideoProvider for FalProvider {
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
-        credentials::parse_api_key_only(ProviderId::Fal, raw)
+        credentials::parse_api_key_only(ProviderId::FAL, raw)
     }
 
     /// The catalogue's checks, plus one the catalogue cannot express: where the video takes
@@ -548,7 +549,7 @@ impl VideoProvider for FalProvider {
     }
 
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck {
-        let (api_key, _) = match api_key_of(credentials, ProviderId::Fal) {
+        let (api_key, _) = match api_key_of(credentials, ProviderId::FAL) {
             Ok(parts) => parts,
             Err(check) => return check,
         };
@@ -1162,7 +1163,7 @@ fn classify_check(status: StatusCode, body: &Body, secret: &str) -> CredentialCh
 
 /// The API key of fal credentials; other credentials are a caller bug.
 fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError> {
-    credentials::job_api_key(credentials, ProviderId::Fal, "fal").map(|(key, _)| key)
+    credentials::job_api_key(credentials, ProviderId::FAL, "fal").map(|(key, _)| key)
 }
 
 /// `Authorization: Key <key>`, marked sensitive (kept out of reqwest's debug output); the

@@ -490,12 +490,12 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked_and_endpoints_appended() {
-        let base = parse_base_url(ProviderId::Runway, "http://127.0.0.1:9000/runway/").unwrap();
+        let base = parse_base_url(ProviderId::RUNWAY, "http://127.0.0.1:9000/runway/").unwrap();
         assert_eq!(
             endpoint(&base, "/v1/organization").as_str(),
             "http://127.0.0.1:9000/runway/v1/organization"
         );
-        let base = parse_base_url(ProviderId::Runway, "https://api.dev.runwayml.com").unwrap();
+        let base = parse_base_url(ProviderId::RUNWAY, "https://api.dev.runwayml.com").unwrap();
         assert_eq!(
             endpoint(&base, "/v1/organization").as_str(),
             "https://api.dev.runwayml.com/v1/organization"
@@ -507,13 +507,13 @@ mod tests {
             "https://x/?a=1",
             "https://x/#f",
         ] {
-            let err = parse_base_url(ProviderId::Stability, bad).unwrap_err();
+            let err = parse_base_url(ProviderId::STABILITY, bad).unwrap_err();
             assert!(
                 err.to_string().contains("providers.stability.base_url"),
                 "{err}"
             );
         }
-        let err = parse_base_url(ProviderId::Veo, "https://user:hunter2@x").unwrap_err();
+        let err = parse_base_url(ProviderId::VEO, "https://user:hunter2@x").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

@@ -134,7 +134,7 @@ impl Routes {
         let mut models = HashMap::new();
         for model in &catalogue.models {
             if let Some(route) = route_of(model).map_err(|reason| RegistryError::BadCatalogue {
-                provider: ProviderId::Veo,
+                provider: ProviderId::VEO,
                 reason: format!("model `{}`: {reason}", model.id),
             })? {
                 models.insert(model.id.clone(), route);

@@ -1,10 +1,13 @@
 //! How to reach the providers: base URLs, rate limits, network policy and timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use byok_core::{Catalogue, ProviderId, RateLimits};
 use url::Url;
 
+use crate::RegistryError;
+use crate::declarative::Definition;
 use crate::fetch::ImageWork;
 
 /// Google's OAuth token endpoint, which every real service-account file names.
@@ -13,7 +16,8 @@ pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// How to reach one provider.
 #[derive(Debug, Clone)]
 pub struct ProviderOptions {
-    /// `providers.<id>.base_url`; default the real host ([`ProviderId::defaults`]). For Veo
+    /// `providers.<id>.base_url`; default the real host ([`ProviderId::defaults`], or the
+    /// definition's `base_url` for a declared provider). For Veo
     /// the literal `{location}` is replaced by the credential's location; a base_url
     /// without it is used as is, e.g. a simulator.
     pub base_url: String,
@@ -29,27 +33,42 @@ pub struct ProviderOptions {
 }
 
 impl ProviderOptions {
-    /// The real host and the default per-key rate limits (docs/rate-limits.md) of `id`, from
-    /// [`ProviderId::defaults`].
-    pub fn defaults(id: ProviderId) -> ProviderOptions {
-        let defaults = id.defaults();
-        ProviderOptions {
+    /// The real host and the default per-key rate limits (docs/rate-limits.md) of a
+    /// built-in provider, from [`ProviderId::defaults`]; `None` for a declared one.
+    pub fn defaults(id: ProviderId) -> Option<ProviderOptions> {
+        let defaults = id.defaults()?;
+        Some(ProviderOptions {
             base_url: defaults.base_url.to_owned(),
             rate_limits: defaults.rate_limits,
             poll_interval: defaults.poll_interval,
+            models: None,
+            max_requests_per_second: None,
+        })
+    }
+
+    /// What a definition says: its base URL, rate limits, poll interval and (as the
+    /// built-in catalogue of a declared provider) its models.
+    pub fn of_definition(definition: &Definition) -> ProviderOptions {
+        ProviderOptions {
+            base_url: definition.base_url.clone(),
+            rate_limits: definition.rate_limit.into(),
+            poll_interval: Duration::from_secs(definition.poll_interval_secs),
             models: None,
             max_requests_per_second: None,
         }
     }
 }
 
-/// Everything [`crate::Registry::new`] needs: the options of every provider of
-/// [`ProviderId::ALL`] ([`RegistryOptions::provider`], [`RegistryOptions::provider_mut`])
-/// and what they share.
+/// Everything [`crate::Registry::new`] needs: the options of every built-in provider and of
+/// every declared one ([`RegistryOptions::declare`]; [`RegistryOptions::provider`],
+/// [`RegistryOptions::provider_mut`]) and what they share.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
-    /// Indexed like [`ProviderId::ALL`].
-    providers: [ProviderOptions; ProviderId::ALL.len()],
+    /// The built-in providers in [`ProviderId::BUILT_IN`] order, then the declared ones in
+    /// the order they were declared (the order of listings).
+    providers: Vec<(ProviderId, ProviderOptions)>,
+    /// The definitions of the declared providers, in the same order.
+    definitions: Vec<Arc<Definition>>,
     /// `fetch.allow_private_networks`: when false, URLs taken from user input (the service
     /// account's `token_uri`) must be https and must not resolve to loopback, private,
     /// link-local, unspecified, CGNAT or other non-global addresses (see [`crate::net`]).
@@ -77,7 +96,11 @@ impl RegistryOptions {
     /// 30 s timeout, an [`ImageWork`] of its own with the default limits.
     pub fn defaults() -> RegistryOptions {
         RegistryOptions {
-            providers: ProviderId::ALL.map(ProviderOptions::defaults),
+            providers: ProviderId::BUILT_IN
+                .into_iter()
+                .filter_map(|id| Some((id, ProviderOptions::defaults(id)?)))
+                .collect(),
+            definitions: Vec::new(),
             allow_private_networks: false,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             token_uri_allowlist: Vec::new(),
@@ -85,14 +108,49 @@ impl RegistryOptions {
         }
     }
 
-    /// The options of one provider.
-    pub fn provider(&self, id: ProviderId) -> &ProviderOptions {
-        &self.providers[id.index()]
+    /// The options of one provider; `None` when it is neither built in nor declared here.
+    pub fn provider(&self, id: ProviderId) -> Option<&ProviderOptions> {
+        self.providers
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, options)| options)
     }
 
     /// The options of one provider, to change them
-    /// (`options.provider_mut(ProviderId::Runway).base_url = …`).
-    pub fn provider_mut(&mut self, id: ProviderId) -> &mut ProviderOptions {
-        &mut self.providers[id.index()]
+    /// (`options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = …`).
+    pub fn provider_mut(&mut self, id: ProviderId) -> Option<&mut ProviderOptions> {
+        self.providers
+            .iter_mut()
+            .find(|(p, _)| *p == id)
+            .map(|(_, options)| options)
+    }
+
+    /// Every provider these options configure, in listing order.
+    pub fn ids(&self) -> impl Iterator<Item = ProviderId> + '_ {
+        self.providers.iter().map(|(id, _)| *id)
+    }
+
+    /// Adds the provider `definition` describes (already checked by
+    /// [`Definition::parse`]), with the options it states; the configuration may then
+    /// change them through [`RegistryOptions::provider_mut`]. Its id is declared
+    /// process-wide ([`ProviderId::declare`]). Refused: an id declared twice here.
+    pub fn declare(&mut self, definition: Definition) -> Result<ProviderId, RegistryError> {
+        let id = ProviderId::declare(&definition.id).map_err(|why| {
+            RegistryError::BadDefinition(format!("provider definition `{}`: id {why}", definition.id))
+        })?;
+        if self.provider(id).is_some() {
+            return Err(RegistryError::BadDefinition(format!(
+                "provider `{id}` is defined twice"
+            )));
+        }
+        self.providers
+            .push((id, ProviderOptions::of_definition(&definition)));
+        self.definitions.push(Arc::new(definition));
+        Ok(id)
+    }
+
+    /// The declared providers' definitions, in declaration order.
+    pub fn definitions(&self) -> &[Arc<Definition>] {
+        &self.definitions
     }
 }

@@ -69,15 +69,16 @@ impl Pace {
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
     pace: Pace,
-    provider: &'static str,
+    /// The provider as messages name it.
+    provider: Arc<str>,
     timeout: Duration,
 }
 
 impl Outbound {
-    pub(crate) fn new(pace: Pace, provider: &'static str, timeout: Duration) -> Outbound {
+    pub(crate) fn new(pace: Pace, provider: impl Into<Arc<str>>, timeout: Duration) -> Outbound {
         Outbound {
             pace,
-            provider,
+            provider: provider.into(),
             timeout,
         }
     }
@@ -96,7 +97,7 @@ impl Outbound {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> Result<(reqwest::StatusCode, crate::http::Body), crate::CredentialCheck> {
-        crate::http::send_check(&self.pace, request, self.provider, self.timeout, secrets).await
+        crate::http::send_check(&self.pace, request, &self.provider, self.timeout, secrets).await
     }
 
     /// A submit ([`crate::classify::send_submit`]).
@@ -105,7 +106,7 @@ impl Outbound {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> Result<crate::classify::Answer, byok_core::JobError> {
-        crate::classify::send_submit(&self.pace, request, self.provider, self.timeout, secrets)
+        crate::classify::send_submit(&self.pace, request, &self.provider, self.timeout, secrets)
             .await
     }
 
@@ -115,7 +116,7 @@ impl Outbound {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> Result<crate::classify::Answer, byok_core::JobError> {
-        crate::classify::send_idempotent(&self.pace, request, self.provider, self.timeout, secrets)
+        crate::classify::send_idempotent(&self.pace, request, &self.provider, self.timeout, secrets)
             .await
     }
 }

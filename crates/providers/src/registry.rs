@@ -1,7 +1,9 @@
-//! The set of configured providers: [`PROVIDERS`], one [`ProviderSpec`] per provider,
-//! is the only list of adapters; everything else (the registry, the catalogues, the
-//! descriptors of `GET /v1/providers`) is derived from it.
+//! The set of configured providers: [`PROVIDERS`], one [`ProviderSpec`] per built-in
+//! provider, is the only list of adapters written in Rust; the declared providers come from
+//! their definitions ([`RegistryOptions::declare`]). Everything else (the registry, the
+//! catalogues, the descriptors of `GET /v1/providers`) is derived from those two.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,26 +19,15 @@ use crate::{
     replicate, runway, stability, veo,
 };
 
-/// Every adapter of this build, one line per provider, in [`ProviderId::ALL`] order (checked
-/// at compile time: a missing, extra or misplaced provider does not build).
-pub(crate) const PROVIDERS: [&ProviderSpec; ProviderId::ALL.len()] = [
+/// Every adapter of this build, one line per built-in provider, in [`ProviderId::BUILT_IN`]
+/// order (the length is checked at compile time, the order by a unit test).
+pub(crate) const PROVIDERS: [&ProviderSpec; ProviderId::BUILT_IN.len()] = [
     &veo::SPEC,
     &runway::SPEC,
     &stability::SPEC,
     &fal::SPEC,
     &replicate::SPEC,
 ];
-
-const _: () = {
-    let mut i = 0;
-    while i < PROVIDERS.len() {
-        assert!(
-            PROVIDERS[i].id.index() == i,
-            "PROVIDERS must list every ProviderId once, in ProviderId::ALL order"
-        );
-        i += 1;
-    }
-};
 
 /// What a provider module declares about itself (its `SPEC` constant). The defaults of its
 /// settings (base URL, seed rate limits, poll interval) are IO-free data shared with the
@@ -89,22 +80,57 @@ pub(crate) struct Setup<'a> {
     pub(crate) images: ImageWork,
 }
 
+/// What `GET /v1/providers` says about a provider besides its catalogue: its spec's text or
+/// its definition's.
+pub(crate) struct Text {
+    pub(crate) display_name: Cow<'static, str>,
+    pub(crate) description: Cow<'static, str>,
+    pub(crate) icon: Cow<'static, str>,
+    pub(crate) credential_fields: Vec<CredentialField>,
+}
+
 impl<'a> Setup<'a> {
-    /// The setup of `spec` from the registry's options: loads and checks the catalogue,
-    /// builds the descriptor.
+    /// The setup of the built-in `spec` from the registry's options: loads and checks the
+    /// catalogue, builds the descriptor.
     pub(crate) fn new(
         spec: &ProviderSpec,
         registry: &'a RegistryOptions,
         http: reqwest::Client,
         tokens: Arc<TokenSource>,
     ) -> Result<Setup<'a>, RegistryError> {
-        let options = registry.provider(spec.id);
-        let catalogue = crate::catalogue::load(spec, options.models.as_ref())?;
+        let text = Text {
+            display_name: Cow::Borrowed(spec.display_name),
+            description: Cow::Borrowed(spec.description),
+            icon: Cow::Borrowed(spec.icon),
+            credential_fields: spec.credential_fields.to_vec(),
+        };
+        let built_in = || crate::catalogue::parse_built_in(spec);
+        Setup::of(spec.id, text, built_in, registry, http, tokens)
+    }
+
+    /// The setup of provider `id` described by `text`, whose own catalogue `built_in` gives
+    /// unless `providers.<id>.models` replaces it.
+    pub(crate) fn of(
+        id: ProviderId,
+        text: Text,
+        built_in: impl FnOnce() -> Result<Catalogue, RegistryError>,
+        registry: &'a RegistryOptions,
+        http: reqwest::Client,
+        tokens: Arc<TokenSource>,
+    ) -> Result<Setup<'a>, RegistryError> {
+        let options = registry
+            .provider(id)
+            .ok_or(RegistryError::NotConfigured { provider: id })?;
+        let catalogue = match &options.models {
+            Some(configured) => configured.clone(),
+            None => built_in()?,
+        };
+        let catalogue = crate::catalogue::check(id, catalogue)?;
         let descriptor = ProviderDescriptor {
-            id: spec.id,
-            display_name: spec.display_name,
-            description: spec.description,
-            icon: spec.icon,
+            id,
+            display_name: text.display_name,
+            description: text.description,
+            icon: text.icon,
             status: if catalogue
                 .models
                 .iter()
@@ -116,7 +142,7 @@ impl<'a> Setup<'a> {
             },
             models: catalogue.models.clone(),
             capabilities: Capabilities::of(&catalogue),
-            credential_fields: spec.credential_fields.to_vec(),
+            credential_fields: text.credential_fields,
             rate_limits: options.rate_limits,
         };
         Ok(Setup {
@@ -163,18 +189,33 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A provider has no options (a programming error of the caller: every built-in
+    /// provider has them, and declared ones get them from their definition).
+    #[error("provider `{provider}` is not configured")]
+    NotConfigured {
+        /// Which provider.
+        provider: ProviderId,
+    },
+    /// A provider definition cannot be added (its id is taken, or declared twice).
+    #[error("{0}")]
+    BadDefinition(String),
     /// The HTTP client could not be built (TLS initialisation).
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
 
-/// Every provider of [`ProviderId::ALL`], configured.
+/// Every provider of a deployment, configured: the built-in ones, then the declared ones.
 #[derive(Debug)]
 pub struct Registry {
-    /// Indexed like [`ProviderId::ALL`].
-    providers: Vec<Arc<dyn VideoProvider>>,
-    /// Indexed like [`ProviderId::ALL`].
-    pacing: Vec<Pacing>,
+    /// In listing order.
+    providers: Vec<Configured>,
+}
+
+/// One provider of the registry.
+#[derive(Debug)]
+struct Configured {
+    adapter: Arc<dyn VideoProvider>,
+    pacing: Pacing,
 }
 
 /// How the worker paces one provider: the per-key submit quota and the time between
@@ -188,27 +229,37 @@ pub struct Pacing {
 }
 
 impl Registry {
-    /// Builds every adapter from `options`.
+    /// Builds every adapter from `options`: the built-in ones and one per declared
+    /// definition.
     pub fn new(options: &RegistryOptions) -> Result<Registry, RegistryError> {
         let http = trusted_client(options.request_timeout)?;
         let tokens = Arc::new(
             TokenSource::new(options.allow_private_networks, options.request_timeout)
                 .map_err(RegistryError::HttpClient)?,
         );
-        let providers = PROVIDERS
-            .iter()
-            .map(|spec| {
-                let setup = Setup::new(spec, options, http.clone(), Arc::clone(&tokens))?;
-                let adapter = (spec.build)(setup)?;
-                debug_assert_eq!(adapter.id(), spec.id);
-                Ok(adapter)
-            })
-            .collect::<Result<Vec<_>, RegistryError>>()?;
-        check_alternatives(&providers)?;
-        let pacing = ProviderId::ALL
+        let mut adapters = Vec::new();
+        for spec in PROVIDERS {
+            let setup = Setup::new(spec, options, http.clone(), Arc::clone(&tokens))?;
+            let adapter = (spec.build)(setup)?;
+            debug_assert_eq!(adapter.id(), spec.id);
+            adapters.push(adapter);
+        }
+        for definition in options.definitions() {
+            adapters.push(crate::declarative::build(
+                definition,
+                options,
+                http.clone(),
+                Arc::clone(&tokens),
+            )?);
+        }
+        check_alternatives(&adapters)?;
+        let providers = adapters
             .into_iter()
-            .map(|id| {
-                let options = options.provider(id);
+            .map(|adapter| {
+                let id = adapter.id();
+                let options = options
+                    .provider(id)
+                    .ok_or(RegistryError::NotConfigured { provider: id })?;
                 let rate_limits = options.rate_limits.check().map_err(|(field, reason)| {
                     RegistryError::BadRateLimits {
                         provider: id,
@@ -216,28 +267,39 @@ impl Registry {
                         reason,
                     }
                 })?;
-                Ok(Pacing {
-                    rate_limits,
-                    poll_interval: options.poll_interval,
+                Ok(Configured {
+                    adapter,
+                    pacing: Pacing {
+                        rate_limits,
+                        poll_interval: options.poll_interval,
+                    },
                 })
             })
             .collect::<Result<_, RegistryError>>()?;
-        Ok(Registry { providers, pacing })
+        Ok(Registry { providers })
     }
 
-    /// The quota and poll interval of `id`.
-    pub fn pacing(&self, id: ProviderId) -> Pacing {
-        self.pacing[id.index()]
+    fn entry(&self, id: ProviderId) -> Option<&Configured> {
+        // A handful of providers: a scan of interned ids is as quick as a map.
+        self.providers.iter().find(|p| p.adapter.id() == id)
     }
 
-    /// The adapter of `id`. Every [`ProviderId`] is present.
-    pub fn get(&self, id: ProviderId) -> Arc<dyn VideoProvider> {
-        Arc::clone(&self.providers[id.index()])
+    /// The quota and poll interval of `id`; `None` when this deployment has no such
+    /// provider.
+    pub fn pacing(&self, id: ProviderId) -> Option<Pacing> {
+        self.entry(id).map(|p| p.pacing)
     }
 
-    /// Every adapter, in [`ProviderId::ALL`] order.
+    /// The adapter of `id`; `None` when this deployment has no such provider (a declared
+    /// provider whose definition was removed, or one declared by another system of the
+    /// same process).
+    pub fn get(&self, id: ProviderId) -> Option<Arc<dyn VideoProvider>> {
+        self.entry(id).map(|p| Arc::clone(&p.adapter))
+    }
+
+    /// Every adapter, built-in ones first, in listing order.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn VideoProvider>> {
-        self.providers.iter()
+        self.providers.iter().map(|p| &p.adapter)
     }
 }
 
@@ -250,9 +312,10 @@ fn check_alternatives(providers: &[Arc<dyn VideoProvider>]) -> Result<(), Regist
                 continue;
             };
             for alternative in &retirement.alternatives {
-                let offered = providers[alternative.provider.index()]
-                    .catalogue()
-                    .model(&alternative.model)
+                let offered = providers
+                    .iter()
+                    .find(|p| p.id() == alternative.provider)
+                    .and_then(|p| p.catalogue().model(&alternative.model))
                     .is_some_and(|m| m.status == ModelStatus::Available);
                 if !offered {
                     return Err(RegistryError::BadCatalogue {
@@ -289,9 +352,9 @@ mod tests {
     #[test]
     fn every_spec_is_its_providers_and_builds_with_the_defaults() {
         let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-        for (spec, id) in PROVIDERS.iter().zip(ProviderId::ALL) {
+        for (spec, id) in PROVIDERS.iter().zip(ProviderId::BUILT_IN) {
             assert_eq!(spec.id, id);
-            let adapter = registry.get(id);
+            let adapter = registry.get(id).unwrap();
             assert_eq!(adapter.id(), id);
             assert_eq!(adapter.descriptor().display_name, spec.display_name);
         }

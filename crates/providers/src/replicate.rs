@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -100,19 +101,19 @@ pub(crate) struct ReplicateProvider {
 
 /// The registry's entry for Replicate.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    id: ProviderId::Replicate,
+    id: ProviderId::REPLICATE,
     display_name: "Replicate",
     description: "Video models of several vendors (ByteDance Seedance, Stable Video Diffusion, …) \
                   through Replicate's predictions API (api.replicate.com), billed to your \
                   Replicate account.",
     icon: "replicate",
     credential_fields: &[CredentialField {
-        name: "api_key",
-        label: "API token",
+        name: Cow::Borrowed("api_key"),
+        label: Cow::Borrowed("API token"),
         required: true,
         secret: true,
-        kind: "string",
-        description: "A Replicate API token (r8_…) from replicate.com/account/api-tokens.",
+        kind: Cow::Borrowed("string"),
+        description: Cow::Borrowed("A Replicate API token (r8_…) from replicate.com/account/api-tokens."),
     }],
     catalogue: include_str!("../catalogue/replicate.toml"),
     build: |setup| Ok(Arc::new(ReplicateProvider::new(setup)?)),
@@ -146,7 +147,7 @@ impl ReplicateProvider {
                 ModelWire::of(model)
                     .map(|wire| (model.id.clone(), wire))
                     .map_err(|reason| RegistryError::BadCatalogue {
-                        provider: ProviderId::Replicate,
+                        provider: ProviderId::REPLICATE,
                         reason: format!("model `{}`: {reason}", model.id),
                     })
             })
@@ -154,7 +155,7 @@ impl ReplicateProvider {
         Ok(ReplicateProvider {
             descriptor,
             catalogue,
-            base_url: http::parse_base_url(ProviderId::Replicate, &options.base_url)?,
+            base_url: http::parse_base_url(ProviderId::REPLICATE, &options.base_url)?,
             http,
             downloads,
             outbound: Outbound::new(pace, DISPLAY_NAME, request_timeout),
@@ -167,7 +168,7 @@ impl ReplicateProvider {
 #[async_trait::async_trait]
 impl VideoProvider for ReplicateProvider {
     fn id(&self) -> ProviderId {
-        ProviderId::Replicate
+        ProviderId::REPLICATE
     }
 
     fn descriptor(&self) -> &ProviderDescriptor {
@@ -179,11 +180,11 @@ impl VideoProvider for ReplicateProvider {
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
-        credentials::parse_api_key_only(ProviderId::Replicate, raw)
+        credentials::parse_api_key_only(ProviderId::REPLICATE, raw)
     }
 
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck {
-        let (api_key, _) = match api_key_of(credentials, ProviderId::Replicate) {
+        let (api_key, _) = match api_key_of(credentials, ProviderId::REPLICATE) {
             Ok(parts) => parts,
             Err(check) => return check,
         };
@@ -1117,7 +1118,7 @@ fn classify_check(status: StatusCode, body: &Body, secret: &str) -> CredentialCh
 
 /// The API token of Replicate credentials; other credentials are a caller bug.
 fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError> {
-    credentials::job_api_key(credentials, ProviderId::Replicate, DISPLAY_NAME).map(|(key, _)| key)
+    credentials::job_api_key(credentials, ProviderId::REPLICATE, DISPLAY_NAME).map(|(key, _)| key)
 }
 
 #[cfg(test)]

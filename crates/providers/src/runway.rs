@@ -4,6 +4,7 @@
 //! downloaded from Runway's signed CDN URLs.
 
 use std::path::Path;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use byok_core::{ErrorCode, JobError, Mode};
@@ -50,28 +51,28 @@ pub(crate) struct RunwayProvider {
 
 /// The registry's entry for Runway.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    id: ProviderId::Runway,
+    id: ProviderId::RUNWAY,
     display_name: "Runway ML",
     description: "Runway's Gen-4 video models through the Runway developer API \
                   (api.dev.runwayml.com), billed to your Runway organization.",
     icon: "runway",
     credential_fields: &[
         CredentialField {
-            name: "api_key",
-            label: "API key",
+            name: Cow::Borrowed("api_key"),
+            label: Cow::Borrowed("API key"),
             required: true,
             secret: true,
-            kind: "string",
-            description: "A developer API key (key_…) from dev.runwayml.com.",
+            kind: Cow::Borrowed("string"),
+            description: Cow::Borrowed("A developer API key (key_…) from dev.runwayml.com."),
         },
         CredentialField {
-            name: "organization_id",
-            label: "Organization ID",
+            name: Cow::Borrowed("organization_id"),
+            label: Cow::Borrowed("Organization ID"),
             required: false,
             secret: false,
-            kind: "string",
-            description: "Optional, for your reference; Runway keys already \
-                          belong to one organization.",
+            kind: Cow::Borrowed("string"),
+            description: Cow::Borrowed("Optional, for your reference; Runway keys already \
+                          belong to one organization."),
         },
     ],
     catalogue: include_str!("../catalogue/runway.toml"),
@@ -102,7 +103,7 @@ impl RunwayProvider {
         Ok(RunwayProvider {
             descriptor,
             catalogue,
-            base_url: http::parse_base_url(ProviderId::Runway, &options.base_url)?,
+            base_url: http::parse_base_url(ProviderId::RUNWAY, &options.base_url)?,
             http,
             downloads,
             outbound: Outbound::new(pace, DISPLAY_NAME, request_timeout),
@@ -114,7 +115,7 @@ impl RunwayProvider {
 #[async_trait::async_trait]
 impl VideoProvider for RunwayProvider {
     fn id(&self) -> ProviderId {
-        ProviderId::Runway
+        ProviderId::RUNWAY
     }
 
     fn descriptor(&self) -> &ProviderDescriptor {
@@ -126,11 +127,11 @@ impl VideoProvider for RunwayProvider {
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
-        credentials::parse_api_key(ProviderId::Runway, raw)
+        credentials::parse_api_key(ProviderId::RUNWAY, raw)
     }
 
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck {
-        let (api_key, _) = match api_key_of(credentials, ProviderId::Runway) {
+        let (api_key, _) = match api_key_of(credentials, ProviderId::RUNWAY) {
             Ok(parts) => parts,
             Err(check) => return check,
         };
@@ -313,7 +314,7 @@ enum Call {
 
 /// The API key of Runway credentials; other credentials are a caller bug.
 fn api_key(credentials: &Credentials) -> Result<&secrecy::SecretString, JobError> {
-    credentials::job_api_key(credentials, ProviderId::Runway, DISPLAY_NAME).map(|(key, _)| key)
+    credentials::job_api_key(credentials, ProviderId::RUNWAY, DISPLAY_NAME).map(|(key, _)| key)
 }
 
 /// The fetched image as a data URI ([`data_uri::fitted`]), so that Runway never has to reach

@@ -5,6 +5,7 @@
 //! itself when done. There is no cancel.
 
 use std::io::Cursor;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,28 +51,28 @@ pub(crate) struct StabilityProvider {
 
 /// The registry's entry for Stability AI.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    id: ProviderId::Stability,
+    id: ProviderId::STABILITY,
     display_name: "Stability AI",
     description: "Stability AI's hosted API (Stable Video Diffusion \
                   image-to-video), billed to your Stability credits.",
     icon: "stability",
     credential_fields: &[
         CredentialField {
-            name: "api_key",
-            label: "API key",
+            name: Cow::Borrowed("api_key"),
+            label: Cow::Borrowed("API key"),
             required: true,
             secret: true,
-            kind: "string",
-            description: "An API key (sk-…) from platform.stability.ai/account/keys.",
+            kind: Cow::Borrowed("string"),
+            description: Cow::Borrowed("An API key (sk-…) from platform.stability.ai/account/keys."),
         },
         CredentialField {
-            name: "organization_id",
-            label: "Organization ID",
+            name: Cow::Borrowed("organization_id"),
+            label: Cow::Borrowed("Organization ID"),
             required: false,
             secret: false,
-            kind: "string",
-            description: "Optional (org-…): sent as the Organization header to \
-                          bill an organization other than your default one.",
+            kind: Cow::Borrowed("string"),
+            description: Cow::Borrowed("Optional (org-…): sent as the Organization header to \
+                          bill an organization other than your default one."),
         },
     ],
     catalogue: include_str!("../catalogue/stability.toml"),
@@ -81,7 +82,7 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
 impl StabilityProvider {
     pub(crate) fn new(setup: Setup<'_>) -> Result<Self, RegistryError> {
         Ok(StabilityProvider {
-            base_url: http::parse_base_url(ProviderId::Stability, &setup.options.base_url)?,
+            base_url: http::parse_base_url(ProviderId::STABILITY, &setup.options.base_url)?,
             descriptor: setup.descriptor,
             catalogue: setup.catalogue,
             http: setup.http,
@@ -95,7 +96,7 @@ impl StabilityProvider {
 #[async_trait::async_trait]
 impl VideoProvider for StabilityProvider {
     fn id(&self) -> ProviderId {
-        ProviderId::Stability
+        ProviderId::STABILITY
     }
 
     fn descriptor(&self) -> &ProviderDescriptor {
@@ -107,11 +108,11 @@ impl VideoProvider for StabilityProvider {
     }
 
     fn parse_credentials(&self, raw: &Value) -> Result<Credentials, CredentialsError> {
-        credentials::parse_api_key(ProviderId::Stability, raw)
+        credentials::parse_api_key(ProviderId::STABILITY, raw)
     }
 
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck {
-        let (api_key, organization_id) = match api_key_of(credentials, ProviderId::Stability) {
+        let (api_key, organization_id) = match api_key_of(credentials, ProviderId::STABILITY) {
             Ok(parts) => parts,
             Err(check) => return check,
         };
@@ -533,7 +534,7 @@ enum Call {
 /// The API key and organization of Stability credentials; other credentials are a
 /// caller bug.
 fn api_key(credentials: &Credentials) -> Result<(&secrecy::SecretString, Option<&str>), JobError> {
-    credentials::job_api_key(credentials, ProviderId::Stability, DISPLAY_NAME)
+    credentials::job_api_key(credentials, ProviderId::STABILITY, DISPLAY_NAME)
 }
 
 /// Classifies an HTTP error answer of the generation calls (docs/provider-protocols.md §2.4, §2.5,

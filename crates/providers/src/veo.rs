@@ -96,29 +96,29 @@ pub(crate) struct VeoProvider {
 
 /// The registry's entry for Google Veo.
 pub(crate) const SPEC: ProviderSpec = ProviderSpec {
-    id: ProviderId::Veo,
+    id: ProviderId::VEO,
     display_name: "Google Veo",
     description: "Google's Veo and Gemini Omni video models on Vertex AI, called \
                   with a Google Cloud service account and billed to its project.",
     icon: "veo",
     credential_fields: &[
         CredentialField {
-            name: "service_account",
-            label: "Service account key (JSON)",
+            name: Cow::Borrowed("service_account"),
+            label: Cow::Borrowed("Service account key (JSON)"),
             required: true,
             secret: true,
-            kind: "json",
-            description: "The JSON key file of a service account that has the \
+            kind: Cow::Borrowed("json"),
+            description: Cow::Borrowed("The JSON key file of a service account that has the \
                           Vertex AI User role in the project to bill (the file \
-                          as an object, or its text).",
+                          as an object, or its text)."),
         },
         CredentialField {
-            name: "location",
-            label: "Location",
+            name: Cow::Borrowed("location"),
+            label: Cow::Borrowed("Location"),
             required: false,
             secret: false,
-            kind: "string",
-            description: "Vertex AI region to run in; default us-central1.",
+            kind: Cow::Borrowed("string"),
+            description: Cow::Borrowed("Vertex AI region to run in; default us-central1."),
         },
     ],
     catalogue: include_str!("../catalogue/veo.toml"),
@@ -149,7 +149,7 @@ impl VeoProvider {
             .base_url_for(DEFAULT_LOCATION)
             .map_err(|e| match e {
                 RegistryError::BadBaseUrl { reason, .. } => RegistryError::BadBaseUrl {
-                    provider: ProviderId::Veo,
+                    provider: ProviderId::VEO,
                     reason: format!("{reason} (with {LOCATION_PLACEHOLDER} = {DEFAULT_LOCATION})"),
                 },
                 other => other,
@@ -179,7 +179,7 @@ impl VeoProvider {
         } else {
             template.replace(LOCATION_PLACEHOLDER, location)
         };
-        http::parse_base_url(ProviderId::Veo, &url)
+        http::parse_base_url(ProviderId::VEO, &url)
     }
 
     /// `{base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}`.
@@ -423,7 +423,7 @@ impl VeoProvider {
 #[async_trait::async_trait]
 impl VideoProvider for VeoProvider {
     fn id(&self) -> ProviderId {
-        ProviderId::Veo
+        ProviderId::VEO
     }
 
     fn descriptor(&self) -> &ProviderDescriptor {
@@ -450,14 +450,14 @@ impl VideoProvider for VeoProvider {
     async fn check_credentials(&self, credentials: &Credentials) -> CredentialCheck {
         match credentials.kind() {
             CredentialsKind::ServiceAccount { account, .. }
-                if credentials.provider() == ProviderId::Veo =>
+                if credentials.provider() == ProviderId::VEO =>
             {
                 match self.tokens.fetch_fresh(account).await {
                     Ok(_) => CredentialCheck::Valid,
                     Err(err) => err.into(),
                 }
             }
-            _ => credentials::wrong_provider(credentials, ProviderId::Veo),
+            _ => credentials::wrong_provider(credentials, ProviderId::VEO),
         }
     }
 
@@ -604,7 +604,7 @@ impl VideoProvider for VeoProvider {
 fn service_account_of(credentials: &Credentials) -> Result<(&ServiceAccountKey, &str), JobError> {
     match credentials.kind() {
         CredentialsKind::ServiceAccount { account, location }
-            if credentials.provider() == ProviderId::Veo =>
+            if credentials.provider() == ProviderId::VEO =>
         {
             Ok((account, location))
         }
@@ -744,11 +744,11 @@ fn operation_resource(name: &str) -> Option<&str> {
 /// `http://127.0.0.1:9000/storage`). This keeps one setting per provider instead of a
 /// storage URL that only tests would ever change.
 fn storage_base_for(template: &str) -> Result<Url, RegistryError> {
-    let google = || http::parse_base_url(ProviderId::Veo, DEFAULT_STORAGE_URL);
+    let google = || http::parse_base_url(ProviderId::VEO, DEFAULT_STORAGE_URL);
     if template.contains(LOCATION_PLACEHOLDER) {
         return google();
     }
-    let base = http::parse_base_url(ProviderId::Veo, template)?;
+    let base = http::parse_base_url(ProviderId::VEO, template)?;
     if base
         .host_str()
         .is_some_and(|h| h == "googleapis.com" || h.ends_with(".googleapis.com"))
@@ -1180,13 +1180,13 @@ mod tests {
     use crate::RegistryOptions;
 
     /// The real API host; `{location}` is replaced by the credentials' region.
-    const DEFAULT_BASE_URL: &str = ProviderId::Veo.defaults().base_url;
+    const DEFAULT_BASE_URL: &str = "https://{location}-aiplatform.googleapis.com";
 
     fn provider(base_url: &str) -> Result<VeoProvider, RegistryError> {
         let timeout = Duration::from_secs(1);
         let tokens = Arc::new(TokenSource::new(false, timeout).unwrap());
         let mut options = RegistryOptions::defaults();
-        options.provider_mut(ProviderId::Veo).base_url = base_url.to_owned();
+        options.provider_mut(ProviderId::VEO).unwrap().base_url = base_url.to_owned();
         options.request_timeout = timeout;
         let http = crate::registry::trusted_client(timeout)?;
         VeoProvider::new(Setup::new(&SPEC, &options, http, tokens)?)

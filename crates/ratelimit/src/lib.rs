@@ -286,12 +286,12 @@ mod tests {
     fn a_limit_key_displays_provider_and_owner_only() {
         let user = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
         let project = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
-        let key = LimitKey::new(ProviderId::Runway, ProjectUser::new(project, user));
+        let key = LimitKey::new(ProviderId::RUNWAY, ProjectUser::new(project, user));
         assert_eq!(key.to_string(), format!("runway:{project}:{user}"));
-        assert_eq!(key.provider(), ProviderId::Runway);
+        assert_eq!(key.provider(), ProviderId::RUNWAY);
         assert_eq!(key.owner(), ProjectUser::new(project, user));
         let before_projects = LimitKey::new(
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
             ProjectUser::new(DEFAULT_PROJECT_ID, user),
         );
         assert_eq!(before_projects.to_string(), format!("runway:{user}"));

@@ -253,7 +253,7 @@ mod tests {
             per_hour: 50,
         };
         for _ in 0..1000 {
-            let key = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
+            let key = LimitKey::new(ProviderId::VEO, owner(Uuid::new_v4()));
             assert!(matches!(
                 limiter.decide(&key, limits),
                 Ok(Decision::Granted { .. })
@@ -265,7 +265,7 @@ mod tests {
             "no key is dropped while its grants are in the long window"
         );
         clock.advance(Windows::MINUTE_HOUR.long() + Windows::MINUTE_HOUR.max_submit_time());
-        let key = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
+        let key = LimitKey::new(ProviderId::VEO, owner(Uuid::new_v4()));
         limiter.decide(&key, limits).unwrap();
         assert_eq!(
             limiter.tracked_keys(),
@@ -278,7 +278,7 @@ mod tests {
     fn a_block_keeps_its_key_until_it_ends() {
         let clock = ManualClock::new(Duration::ZERO);
         let limiter = LocalLimiter::new().with_clock(Arc::new(clock.clone()));
-        let key = LimitKey::new(ProviderId::Runway, owner(Uuid::new_v4()));
+        let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::new_v4()));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -290,7 +290,7 @@ mod tests {
             per_hour: 1,
         };
         // A long window has passed: this call sweeps, and must keep the blocked key.
-        let other = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
+        let other = LimitKey::new(ProviderId::VEO, owner(Uuid::new_v4()));
         limiter.decide(&other, limits).unwrap();
         assert_eq!(limiter.tracked_keys(), 2);
         assert_eq!(

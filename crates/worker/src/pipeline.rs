@@ -139,13 +139,29 @@ impl Pipeline {
     }
 
     async fn step_job(&self, job: &Job, delivery: &Delivery) -> Next {
-        let Some(provider) = job.provider() else {
-            let why = format!("unknown provider `{}`", job.provider_name);
+        let configured = job
+            .provider()
+            .and_then(|p| Some((p, self.providers.get(p)?, self.providers.pacing(p)?)));
+        let Some((provider, adapter, pacing)) = configured else {
+            // A provider declared by a definition this worker has not loaded: during a
+            // rolling deployment another worker may have it, so the job is retried like a
+            // transient failure rather than failed at once.
+            let why = format!(
+                "this worker has no provider `{}` (a declared provider whose definition it has \
+                 not loaded)",
+                job.provider_name
+            );
+            if delivery.attempt() < self.settings.max_attempts {
+                tracing::warn!(attempt = delivery.attempt(), error = %why, "retrying elsewhere or later");
+                return Err(Disposition::Retry {
+                    after: self.settings.retry_backoff.delay(delivery.attempt()),
+                    error: why,
+                });
+            }
             return self
-                .fail(job, ErrorCode::Internal, why, false, delivery)
+                .fail(job, ErrorCode::ProviderUnavailable, why, true, delivery)
                 .await;
         };
-        let adapter = self.providers.get(provider);
         if job.status.is_terminal() {
             if job.status == JobStatus::Cancelled
                 && job.provider_job_id.is_some()
@@ -163,7 +179,7 @@ impl Pipeline {
             pipeline: self,
             job,
             provider,
-            pacing: self.providers.pacing(provider),
+            pacing,
             adapter,
             key,
             delivery,

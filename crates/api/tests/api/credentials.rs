@@ -88,7 +88,7 @@ async fn a_validated_key_is_stored_sealed_and_summarised() {
         let row = api
             .store
             .credentials()
-            .get(owner(user), ProviderId::Runway)
+            .get(owner(user), ProviderId::RUNWAY)
             .await
             .unwrap()
             .unwrap();
@@ -97,7 +97,7 @@ async fn a_validated_key_is_stored_sealed_and_summarised() {
         let ring = KeyRing::parse(&SecretString::from(KEY_RING)).unwrap();
         let opened = ring
             .open(
-                &SealContext::new(owner(user), ProviderId::Runway),
+                &SealContext::new(owner(user), ProviderId::RUNWAY),
                 &row.sealed,
             )
             .unwrap();
@@ -110,7 +110,7 @@ async fn a_validated_key_is_stored_sealed_and_summarised() {
         assert_eq!(status, 200);
         assert_no_secret(&all);
         let providers = all["providers"].as_array().unwrap();
-        assert_eq!(providers.len(), ProviderId::ALL.len());
+        assert_eq!(providers.len(), ProviderId::BUILT_IN.len());
         let connected: Vec<_> = providers
             .iter()
             .filter(|p| p["connected"] == true)
@@ -152,7 +152,7 @@ async fn a_rejected_key_is_a_422_with_the_providers_reason_and_nothing_is_stored
         assert!(
             api.store
                 .credentials()
-                .get(owner(user), ProviderId::Runway)
+                .get(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap()
                 .is_none()
@@ -179,7 +179,7 @@ async fn an_unreachable_provider_stores_nothing_unless_validation_is_skipped() {
     assert!(
         api.store
             .credentials()
-            .get(owner(user), ProviderId::Stability)
+            .get(owner(user), ProviderId::STABILITY)
             .await
             .unwrap()
             .is_none()
@@ -241,7 +241,7 @@ async fn test_rechecks_the_stored_key_and_records_the_verdict() {
         let row = api
             .store
             .credentials()
-            .get(owner(user), ProviderId::Runway)
+            .get(owner(user), ProviderId::RUNWAY)
             .await
             .unwrap()
             .unwrap();
@@ -263,7 +263,7 @@ async fn swap_sealed_values(api: &TestApi, a: Uuid, b: Uuid) {
     let sealed_a = api
         .store
         .credentials()
-        .get(owner(a), ProviderId::Runway)
+        .get(owner(a), ProviderId::RUNWAY)
         .await
         .unwrap()
         .unwrap()
@@ -271,7 +271,7 @@ async fn swap_sealed_values(api: &TestApi, a: Uuid, b: Uuid) {
     let sealed_b = api
         .store
         .credentials()
-        .get(owner(b), ProviderId::Runway)
+        .get(owner(b), ProviderId::RUNWAY)
         .await
         .unwrap()
         .unwrap()
@@ -366,7 +366,7 @@ async fn delete_removes_the_row() {
         assert!(
             api.store
                 .credentials()
-                .get(owner(user), ProviderId::Runway)
+                .get(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap()
                 .is_none()

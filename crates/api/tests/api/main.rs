@@ -87,13 +87,13 @@ pub fn settings(db_url: &str, runway: &MockServer, stability: &MockServer) -> Se
     settings.worker.request_timeout = Duration::from_secs(5);
     settings.worker.shutdown_grace = Duration::from_secs(1);
     for (id, base_url) in [
-        (ProviderId::Veo, "http://127.0.0.1:9".to_owned()),
-        (ProviderId::Runway, runway.uri()),
-        (ProviderId::Stability, stability.uri()),
-        (ProviderId::Fal, "http://127.0.0.1:9".to_owned()),
-        (ProviderId::Replicate, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::VEO, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::RUNWAY, runway.uri()),
+        (ProviderId::STABILITY, stability.uri()),
+        (ProviderId::FAL, "http://127.0.0.1:9".to_owned()),
+        (ProviderId::REPLICATE, "http://127.0.0.1:9".to_owned()),
     ] {
-        let provider = settings.providers.get_mut(id);
+        let provider = settings.providers.get_mut(id).unwrap();
         provider.base_url = base_url;
         provider.rate_limit = RateLimits {
             per_minute: 5,

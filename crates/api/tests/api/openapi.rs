@@ -276,6 +276,7 @@ fn the_example_job_fits_the_built_in_catalogue() {
         byok_providers::Registry::new(&byok_providers::RegistryOptions::defaults()).unwrap();
     registry
         .get(request.provider)
+        .unwrap()
         .validate(&request)
         .expect("the document's example job is valid");
 }

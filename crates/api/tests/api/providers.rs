@@ -69,7 +69,7 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
     // Every entry has exactly the documented members, and its models are the adapter's
     // catalogue (the built-in one: the test API configures no models).
     let built_in = Registry::new(&RegistryOptions::defaults()).unwrap();
-    for id in ProviderId::ALL {
+    for id in ProviderId::BUILT_IN {
         let p = entry(&body, id.as_str());
         let mut keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -94,7 +94,7 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
         );
         assert_eq!(
             p["models"],
-            serde_json::to_value(&built_in.get(id).catalogue().models).unwrap(),
+            serde_json::to_value(&built_in.get(id).unwrap().catalogue().models).unwrap(),
             "{id}"
         );
         // Every model says whether it can be used; a provider is available while one can.
@@ -104,7 +104,7 @@ async fn the_listing_carries_each_providers_catalogue_fields_and_limits() {
             .iter()
             .map(|m| &m["status"])
             .collect();
-        let expected = if id == ProviderId::Stability {
+        let expected = if id == ProviderId::STABILITY {
             "retired"
         } else {
             "available"
@@ -301,16 +301,16 @@ async fn the_listing_follows_the_configured_limits_and_models() {
     .unwrap();
     let api = sqlite_api_with(|s| {
         for (id, per_minute) in [
-            (ProviderId::Veo, 11),
-            (ProviderId::Runway, 7),
-            (ProviderId::Stability, 2),
+            (ProviderId::VEO, 11),
+            (ProviderId::RUNWAY, 7),
+            (ProviderId::STABILITY, 2),
         ] {
-            s.providers.get_mut(id).rate_limit = RateLimits {
+            s.providers.get_mut(id).unwrap().rate_limit = RateLimits {
                 per_minute,
                 per_hour: per_minute * 10,
             };
         }
-        s.providers.get_mut(ProviderId::Runway).models = Some(models.models);
+        s.providers.get_mut(ProviderId::RUNWAY).unwrap().models = Some(models.models);
     })
     .await;
 
@@ -334,13 +334,13 @@ async fn the_listing_follows_the_configured_limits_and_models() {
     );
     // The other providers keep their built-in models.
     let built_in = Registry::new(&RegistryOptions::defaults()).unwrap();
-    for id in ProviderId::ALL
+    for id in ProviderId::BUILT_IN
         .into_iter()
-        .filter(|id| *id != ProviderId::Runway)
+        .filter(|id| *id != ProviderId::RUNWAY)
     {
         assert_eq!(
             entry(&body, id.as_str())["models"],
-            serde_json::to_value(&built_in.get(id).catalogue().models).unwrap(),
+            serde_json::to_value(&built_in.get(id).unwrap().catalogue().models).unwrap(),
             "{id}"
         );
     }

@@ -75,7 +75,7 @@ async fn stored_key(api: &TestApi, project: Uuid, user: Uuid) -> Option<StoredCr
     let owner = ProjectUser::new(project, user);
     api.store
         .credentials()
-        .get(owner, ProviderId::Runway)
+        .get(owner, ProviderId::RUNWAY)
         .await
         .unwrap()
 }
@@ -240,7 +240,7 @@ async fn a_sealed_value_moved_to_another_project_does_not_open_and_is_never_sent
         .credentials()
         .upsert(&NewCredential {
             owner: ProjectUser::new(p2, user),
-            provider: ProviderId::Runway,
+            provider: ProviderId::RUNWAY,
             sealed: original.sealed.clone(),
             credential_hint: "key_…eeee".into(),
             validated_at: None,

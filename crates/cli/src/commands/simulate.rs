@@ -64,17 +64,19 @@ pub async fn start_with(
         "BYOK__FETCH__ALLOW_PRIVATE_NETWORKS".to_owned(),
         "true".to_owned(),
     )];
-    for id in ProviderId::ALL {
+    for id in ProviderId::BUILT_IN {
         let section = id.as_str().to_ascii_uppercase();
         let base_url = match id {
-            ProviderId::Veo => sim.vertex_url(),
-            ProviderId::Runway => sim.runway_url(),
-            ProviderId::Stability => sim.stability_url(),
-            ProviderId::Fal => sim.fal_url(),
-            ProviderId::Replicate => sim.replicate_url(),
+            ProviderId::VEO => sim.vertex_url(),
+            ProviderId::RUNWAY => sim.runway_url(),
+            ProviderId::STABILITY => sim.stability_url(),
+            ProviderId::FAL => sim.fal_url(),
+            ProviderId::REPLICATE => sim.replicate_url(),
+            // Only built-in providers are listed above.
+            _ => continue,
         };
         overrides.push((format!("BYOK__PROVIDERS__{section}__BASE_URL"), base_url));
-        if id == ProviderId::Veo {
+        if id == ProviderId::VEO {
             // The simulator's service accounts name its own token endpoint.
             overrides.push((
                 "BYOK__PROVIDERS__VEO__TOKEN_URI_ALLOWLIST".to_owned(),

@@ -78,16 +78,8 @@ impl Definition {
     fn check(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: String| Err((field.to_owned(), message));
         // id
-        let id_ok = (1..=40).contains(&self.id.len())
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !id_ok {
-            return err("id", "must be 1 to 40 of a-z, 0-9, `_` and `-`".into());
-        }
-        if ProviderId::NAMES.contains(&self.id.as_str()) {
-            return err("id", format!("`{}` is a built-in provider", self.id));
+        if let Err(why) = ProviderId::check_name(&self.id) {
+            return err("id", format!("`{}` {why}", self.id.chars().take(64).collect::<String>()));
         }
         for (field, value) in [
             ("display_name", &self.display_name),

@@ -8,9 +8,11 @@
 //! pieces an adapter built from a definition needs: rendering a submit body from the
 //! definition's template ([`Definition::render_submit`]) and reading the provider's answers
 //! by the definition's JSON pointers ([`Definition::job_id`], [`Definition::read_poll`],
-//! [`Definition::classify_status`]). Turning a definition into a registered
-//! [`crate::VideoProvider`] is not done here.
+//! [`Definition::classify_status`]). The adapter that drives them (`adapter.rs`) is built by
+//! the registry for every definition declared in its options
+//! ([`crate::RegistryOptions::declare`]).
 
+mod adapter;
 mod error;
 mod extract;
 mod load;
@@ -21,6 +23,7 @@ use std::collections::BTreeMap;
 use byok_core::{ErrorCode, ModelSpec};
 use serde::Deserialize;
 
+pub(crate) use adapter::build;
 pub use error::DefinitionError;
 pub use extract::PollReading;
 pub use load::load_dir;

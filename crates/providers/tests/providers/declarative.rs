@@ -227,9 +227,12 @@ fn built_in_ids_and_bad_ids_are_refused() {
         (e.provider.as_deref(), e.field.as_str()),
         (Some("runway"), "id")
     );
-    assert!(ProviderId::NAMES.contains(&"runway"));
+    assert!(e.message.contains("built-in"), "{e}");
+    assert!(ProviderId::RUNWAY.is_built_in());
     let e = refused(&GOOD.replace("id = \"acme\"", "id = \"Acme!\""));
     assert_eq!(e.field, "id");
+    let e = refused(&GOOD.replace("id = \"acme\"", "id = \"definitions_dir\""));
+    assert!(e.message.contains("reserved"), "{e}");
 }
 
 #[test]

@@ -51,7 +51,7 @@ async fn child_downloads_50_mb() {
     })
     .unwrap();
     let registry = registry(&sim);
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     let creds = credentials(&*runway, &json!({ "api_key": "sim_runway_large" }));
     let id = submit(
         &*runway,

@@ -18,13 +18,13 @@ pub const FAL_KEY: &str =
 const CHECK_PATH: &str = "/fal-rest/storage/auth/token";
 
 async fn check(registry: &Registry) -> CredentialCheck {
-    support::check_key(registry, ProviderId::Fal, &json!({"api_key": FAL_KEY})).await
+    support::check_key(registry, ProviderId::FAL, &json!({"api_key": FAL_KEY})).await
 }
 
 /// Mounts `response` for the key check and runs the check once.
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
     support::key_check_answered_with(
-        ProviderId::Fal,
+        ProviderId::FAL,
         &json!({"api_key": FAL_KEY}),
         "POST",
         CHECK_PATH,
@@ -161,7 +161,7 @@ async fn a_slow_host_gives_no_verdict() {
 #[tokio::test]
 async fn credentials_are_one_api_key_and_nothing_else() {
     let registry = registry("http://127.0.0.1:9");
-    let fal = registry.get(ProviderId::Fal);
+    let fal = registry.get(ProviderId::FAL).unwrap();
     let credentials = fal.parse_credentials(&json!({"api_key": FAL_KEY})).unwrap();
     let hint = credentials.hint();
     assert!(hint.ends_with("…9f2c") && hint.len() < 12, "{hint}");
@@ -266,7 +266,7 @@ fn the_catalogues_wire_data_is_checked_when_the_registry_is_built() {
     ];
     for (model, expected) in cases {
         let mut options = byok_providers::RegistryOptions::defaults();
-        options.provider_mut(ProviderId::Fal).models = Some(with_builtin_models(model));
+        options.provider_mut(ProviderId::FAL).unwrap().models = Some(with_builtin_models(model));
         match (Registry::new(&options), expected) {
             (Ok(_), None) => {}
             (Err(err), Some(expected)) => {
@@ -288,7 +288,8 @@ fn the_catalogues_wire_data_is_checked_when_the_registry_is_built() {
 pub fn with_builtin_models(model: serde_json::Value) -> byok_providers::Catalogue {
     let builtin = Registry::new(&byok_providers::RegistryOptions::defaults())
         .expect("the built-in registry")
-        .get(ProviderId::Fal)
+        .get(ProviderId::FAL)
+        .unwrap()
         .catalogue()
         .clone();
     let mut catalogue = builtin;

@@ -35,7 +35,7 @@ const KLING_REQUEST_PATH: &str =
     "/fal-ai/kling-video/requests/764cabcf-b745-4b3e-ae38-1200304cf45b";
 
 fn fal(registry: &Registry) -> Adapter {
-    adapter(registry, ProviderId::Fal, &json!({"api_key": FAL_KEY}))
+    adapter(registry, ProviderId::FAL, &json!({"api_key": FAL_KEY}))
 }
 
 /// Validates `fields` for fal and submits them with `image`.
@@ -255,7 +255,7 @@ async fn a_non_image_is_refused_before_anything_is_sent() {
 #[test]
 fn validate_refuses_a_shape_the_app_cannot_be_told() {
     let registry = registry("http://127.0.0.1:9");
-    let fal = registry.get(ProviderId::Fal);
+    let fal = registry.get(ProviderId::FAL).unwrap();
     let validate = |fields: Value| fal.validate(&generation_request("fal", fields));
     // Kling's image-to-video takes the image's shape: naming one would be silently ignored.
     let err = validate(json!({"model": "kling-v2.1-master", "prompt": "x",
@@ -1073,7 +1073,7 @@ mod against_the_simulator {
 
     fn options(sim: &RunningSim) -> RegistryOptions {
         let mut options = RegistryOptions::defaults();
-        options.provider_mut(ProviderId::Fal).base_url = sim.fal_url();
+        options.provider_mut(ProviderId::FAL).unwrap().base_url = sim.fal_url();
         options.allow_private_networks = true;
         options.request_timeout = Duration::from_secs(10);
         options
@@ -1085,7 +1085,7 @@ mod against_the_simulator {
 
     fn key(api_key: &str, registry: &Registry) -> byok_providers::Credentials {
         credentials(
-            &*registry.get(ProviderId::Fal),
+            &*registry.get(ProviderId::FAL).unwrap(),
             &json!({ "api_key": api_key }),
         )
     }
@@ -1094,7 +1094,7 @@ mod against_the_simulator {
     async fn every_catalogue_app_runs_a_job_to_video_bytes() {
         let sim = fal_sim(quick()).await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_fal_lifecycle", &registry);
         let image = input_png(1280, 720);
         let jobs: Vec<(Value, bool)> = vec![
@@ -1165,7 +1165,7 @@ mod against_the_simulator {
         )
         .await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_fal_queue", &registry);
         let fields = json!({"model": "hailuo-2.3-standard", "prompt": "a storm"});
         let first = submit(&*fal, &creds, fields.clone(), None).await.unwrap();
@@ -1200,7 +1200,7 @@ mod against_the_simulator {
         })
         .await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_fal_cancel", &registry);
         let id = submit(
             &*fal,
@@ -1250,7 +1250,7 @@ mod against_the_simulator {
     async fn a_throttled_key_waits_as_told_then_gets_in() {
         let sim = fal_sim(quick()).await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_throttled_fal", &registry);
         let fields = json!({"model": "hailuo-2.3-standard", "prompt": "x"});
         let err = submit(&*fal, &creds, fields.clone(), None)
@@ -1277,7 +1277,7 @@ mod against_the_simulator {
     async fn moderation_failures_and_locks_are_classified_as_fal_answers_them() {
         let sim = fal_sim(quick()).await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_fal_outcomes", &registry);
         // The app's content checker refuses the prompt: the result is a 422.
         let id = submit(
@@ -1365,7 +1365,7 @@ mod against_the_simulator {
     async fn key_checks_reach_the_rest_host_beside_the_queue() {
         let sim = fal_sim(quick()).await;
         let registry = registry(&sim);
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         assert_eq!(
             fal.check_credentials(&key("sim_fal_check", &registry))
                 .await,
@@ -1396,9 +1396,9 @@ mod against_the_simulator {
             "wire": {"image_to_video": {"app": "fal-ai/kling-video/v2.1/master/image-to-video",
                      "prompt": "prompt", "image": "image_url", "duration": "duration",
                      "duration_format": "integer"}}}));
-        options.provider_mut(ProviderId::Fal).models = Some(catalogue.clone());
+        options.provider_mut(ProviderId::FAL).unwrap().models = Some(catalogue.clone());
         let registry = Registry::new(&options).unwrap();
-        let fal = registry.get(ProviderId::Fal);
+        let fal = registry.get(ProviderId::FAL).unwrap();
         let creds = key("sim_fal_wire", &registry);
         let image = input_png(64, 36);
         let err = submit(
@@ -1422,10 +1422,10 @@ mod against_the_simulator {
         );
         // An app fal does not serve: the model is retired.
         catalogue.models[0].wire["image_to_video"]["app"] = json!("fal-ai/kling-video/v0/gone");
-        options.provider_mut(ProviderId::Fal).models = Some(catalogue);
+        options.provider_mut(ProviderId::FAL).unwrap().models = Some(catalogue);
         let registry = Registry::new(&options).unwrap();
         let err = submit(
-            &*registry.get(ProviderId::Fal),
+            &*registry.get(ProviderId::FAL).unwrap(),
             &creds,
             json!({"model": "kling", "prompt": "x", "image_url": "https://i.example/a.png"}),
             Some(&image),

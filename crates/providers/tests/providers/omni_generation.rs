@@ -922,7 +922,7 @@ async fn a_gcs_output_is_downloaded_with_the_service_account() {
 #[test]
 fn validation_refuses_what_is_not_sent() {
     let registry = support::registry("http://127.0.0.1:1");
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let refused = |fields: Value| {
         veo.validate(&generation_request("veo", fields))
             .expect_err("refused")
@@ -991,7 +991,7 @@ type Change = Box<dyn Fn(&mut Value)>;
 /// The built-in catalogue with `change` applied to the `gemini-omni-1.2-flash` entry.
 fn catalogue_with(change: impl Fn(&mut Value)) -> Catalogue {
     let registry = support::registry("http://127.0.0.1:1");
-    let mut catalogue = serde_json::to_value(registry.get(ProviderId::Veo).catalogue()).unwrap();
+    let mut catalogue = serde_json::to_value(registry.get(ProviderId::VEO).unwrap().catalogue()).unwrap();
     // `wire` is not serialised (listings never show it): put back the built-in one.
     for model in catalogue["models"].as_array_mut().unwrap() {
         if model["id"] == MODEL {
@@ -1007,7 +1007,7 @@ fn catalogue_with(change: impl Fn(&mut Value)) -> Catalogue {
 fn wire_data_is_checked_when_the_registry_is_built() {
     let build = |catalogue: Catalogue| {
         let mut options = support::options("http://127.0.0.1:1", true, Duration::from_secs(1));
-        options.provider_mut(ProviderId::Veo).models = Some(catalogue);
+        options.provider_mut(ProviderId::VEO).unwrap().models = Some(catalogue);
         Registry::new(&options)
     };
     assert!(build(catalogue_with(|_| {})).is_ok());
@@ -1044,7 +1044,7 @@ fn wire_data_is_checked_when_the_registry_is_built() {
     for (expected, change) in cases {
         match build(catalogue_with(change)) {
             Err(RegistryError::BadCatalogue { provider, reason }) => {
-                assert_eq!(provider, ProviderId::Veo);
+                assert_eq!(provider, ProviderId::VEO);
                 assert!(
                     reason.starts_with(&format!("model `{MODEL}`: ")) && reason.contains(expected),
                     "{expected}: {reason}"
@@ -1085,7 +1085,7 @@ mod at_the_simulator {
     async fn text_and_image_jobs_run_to_video_bytes() {
         let sim = sim(Duration::from_millis(200)).await;
         let registry = registry(&sim);
-        let veo = registry.get(ProviderId::Veo);
+        let veo = registry.get(ProviderId::VEO).unwrap();
         let creds = omni_credentials(&sim, &*veo, None);
         // A 1280x720 PNG: the create answer echoes it, far past 64 KiB.
         let image = input_png(1280, 720);
@@ -1125,7 +1125,7 @@ mod at_the_simulator {
     async fn cancel_stops_a_running_interaction() {
         let sim = sim(Duration::from_secs(30)).await;
         let registry = registry(&sim);
-        let veo = registry.get(ProviderId::Veo);
+        let veo = registry.get(ProviderId::VEO).unwrap();
         let creds = omni_credentials(&sim, &*veo, None);
         let id = submit(
             &*veo,
@@ -1146,7 +1146,7 @@ mod at_the_simulator {
     async fn moderation_failures_and_a_throttled_account_are_classified() {
         let sim = sim(Duration::ZERO).await;
         let registry = registry(&sim);
-        let veo = registry.get(ProviderId::Veo);
+        let veo = registry.get(ProviderId::VEO).unwrap();
         let omni = json!({"model": "gemini-omni-1.2-flash", "prompt": "a cat"});
 
         let creds = omni_credentials(&sim, &*veo, None);

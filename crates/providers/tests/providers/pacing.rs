@@ -19,17 +19,17 @@ const RATE: f64 = 10.0;
 async fn a_paced_provider_gets_at_most_its_rate_and_every_request_still_goes_out() {
     let sim = sim(Duration::from_millis(50)).await;
     let mut options = byok_providers::RegistryOptions::defaults();
-    options.provider_mut(ProviderId::Runway).base_url = sim.runway_url();
+    options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = sim.runway_url();
     options
-        .provider_mut(ProviderId::Runway)
+        .provider_mut(ProviderId::RUNWAY).unwrap()
         .max_requests_per_second = Some(RATE);
     // Stability stays unpaced: the baseline of the same burst.
-    options.provider_mut(ProviderId::Stability).base_url = sim.stability_url();
+    options.provider_mut(ProviderId::STABILITY).unwrap().base_url = sim.stability_url();
     options.allow_private_networks = true;
     let registry = Registry::new(&options).unwrap();
 
-    let runway = registry.get(ProviderId::Runway);
-    let stability = registry.get(ProviderId::Stability);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
     let runway_key = credentials(&*runway, &json!({ "api_key": "sim_paced" }));
     let stability_key = credentials(&*stability, &json!({ "api_key": "sim_unpaced" }));
 

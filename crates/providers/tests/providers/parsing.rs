@@ -17,7 +17,7 @@ fn local() -> Registry {
 }
 
 fn parse_err(registry: &Registry, id: ProviderId, raw: &Value) -> CredentialsError {
-    match registry.get(id).parse_credentials(raw) {
+    match registry.get(id).unwrap().parse_credentials(raw) {
         Ok(credentials) => panic!("{raw} parsed as {credentials:?}"),
         Err(err) => err,
     }
@@ -32,7 +32,7 @@ fn assert_field(err: &CredentialsError, field: &str, message_part: &str) {
 #[test]
 fn api_key_fields_are_checked_by_name() {
     let registry = local();
-    for id in [ProviderId::Runway, ProviderId::Stability] {
+    for id in [ProviderId::RUNWAY, ProviderId::STABILITY] {
         let cases = [
             (json!({}), "api_key", "is required"),
             (json!({"api_key": null}), "api_key", "is required"),
@@ -79,6 +79,7 @@ fn api_key_fields_are_checked_by_name() {
         }
         let max = registry
             .get(id)
+        .unwrap()
             .parse_credentials(&json!({"api_key": "k".repeat(512)}));
         assert!(max.is_ok(), "512 characters are accepted");
     }
@@ -93,7 +94,7 @@ fn error_messages_never_repeat_the_submitted_key() {
         json!({"api_key": format!("{secret}é")}),
         json!({ secret: "x" }),
     ] {
-        let err = parse_err(&registry, ProviderId::Runway, &raw);
+        let err = parse_err(&registry, ProviderId::RUNWAY, &raw);
         assert!(!err.to_string().contains(secret), "{err}");
         assert!(!format!("{err:?}").contains(secret), "{err:?}");
     }
@@ -103,11 +104,11 @@ fn error_messages_never_repeat_the_submitted_key() {
 fn api_key_credentials_round_trip_and_hint() {
     let registry = local();
     for (id, key, hint) in [
-        (ProviderId::Runway, RUNWAY_KEY, "key_…9f2c"),
-        (ProviderId::Stability, STABILITY_KEY, "sk-…9f2c"),
-        (ProviderId::Runway, "sim_abc", "…bc"),
+        (ProviderId::RUNWAY, RUNWAY_KEY, "key_…9f2c"),
+        (ProviderId::STABILITY, STABILITY_KEY, "sk-…9f2c"),
+        (ProviderId::RUNWAY, "sim_abc", "…bc"),
     ] {
-        let provider = registry.get(id);
+        let provider = registry.get(id).unwrap();
         for raw in [
             json!({"api_key": key}),
             json!({"api_key": key, "organization_id": "org-42"}),
@@ -147,16 +148,19 @@ fn other_providers_credentials_are_not_equal() {
     let registry = local();
     let raw = json!({"api_key": RUNWAY_KEY});
     let runway = registry
-        .get(ProviderId::Runway)
+        .get(ProviderId::RUNWAY)
+        .unwrap()
         .parse_credentials(&raw)
         .unwrap();
     let stability = registry
-        .get(ProviderId::Stability)
+        .get(ProviderId::STABILITY)
+        .unwrap()
         .parse_credentials(&raw)
         .unwrap();
     assert_ne!(runway, stability);
     let other_key = registry
-        .get(ProviderId::Runway)
+        .get(ProviderId::RUNWAY)
+        .unwrap()
         .parse_credentials(&json!({"api_key": STABILITY_KEY}))
         .unwrap();
     assert_ne!(runway, other_key);
@@ -165,7 +169,7 @@ fn other_providers_credentials_are_not_equal() {
 #[test]
 fn service_account_as_object_or_string_parses_and_round_trips() {
     let registry = local();
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let key = TestKey::generate();
     let sa = service_account(&key, Some(PRIVATE_KEY_ID), TOKEN_URI);
 
@@ -176,7 +180,7 @@ fn service_account_as_object_or_string_parses_and_round_trips() {
         .parse_credentials(&json!({"service_account": sa.to_string(), "location": "us-central1"}))
         .unwrap();
     assert_eq!(from_object, from_string, "location defaults to us-central1");
-    assert_eq!(from_object.provider(), ProviderId::Veo);
+    assert_eq!(from_object.provider(), ProviderId::VEO);
 
     let CredentialsKind::ServiceAccount { account, location } = from_object.kind() else {
         panic!("service account credentials");
@@ -218,7 +222,7 @@ fn service_account_as_object_or_string_parses_and_round_trips() {
 #[test]
 fn service_account_hints_and_debug() {
     let registry = local();
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let key = TestKey::generate();
 
     let with_kid = veo
@@ -408,7 +412,7 @@ fn service_account_fields_are_checked_by_name() {
         ),
     ];
     for (raw, field, message) in cases {
-        let err = parse_err(&registry, ProviderId::Veo, &raw);
+        let err = parse_err(&registry, ProviderId::VEO, &raw);
         assert_field(&err, field, message);
         assert!(!err.to_string().contains(key.pem_line()), "{err}");
     }
@@ -422,7 +426,7 @@ fn a_private_key_inside_invalid_json_is_not_echoed() {
     text.pop(); // drop the closing brace
     let err = parse_err(
         &registry,
-        ProviderId::Veo,
+        ProviderId::VEO,
         &json!({"service_account": text}),
     );
     assert_eq!(err.field, "service_account");
@@ -433,7 +437,7 @@ fn a_private_key_inside_invalid_json_is_not_echoed() {
 #[test]
 fn a_pkcs1_key_and_an_escaped_pem_are_accepted() {
     let registry = local();
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let key = TestKey::generate();
 
     let mut sa = service_account(&key, None, TOKEN_URI);

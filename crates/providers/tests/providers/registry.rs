@@ -14,15 +14,15 @@ use crate::support::{RUNWAY_KEY, generation_request, only_request};
 fn defaults_are_the_real_hosts_and_seed_limits() {
     let options = RegistryOptions::defaults();
     assert_eq!(
-        options.provider(ProviderId::Veo).base_url,
+        options.provider(ProviderId::VEO).unwrap().base_url,
         "https://{location}-aiplatform.googleapis.com"
     );
     assert_eq!(
-        options.provider(ProviderId::Runway).base_url,
+        options.provider(ProviderId::RUNWAY).unwrap().base_url,
         "https://api.dev.runwayml.com"
     );
     assert_eq!(
-        options.provider(ProviderId::Stability).base_url,
+        options.provider(ProviderId::STABILITY).unwrap().base_url,
         "https://api.stability.ai"
     );
     let limits = |per_minute, per_hour| RateLimits {
@@ -30,15 +30,15 @@ fn defaults_are_the_real_hosts_and_seed_limits() {
         per_hour,
     };
     assert_eq!(
-        options.provider(ProviderId::Veo).rate_limits,
+        options.provider(ProviderId::VEO).unwrap().rate_limits,
         limits(10, 100)
     );
     assert_eq!(
-        options.provider(ProviderId::Runway).rate_limits,
+        options.provider(ProviderId::RUNWAY).unwrap().rate_limits,
         limits(5, 50)
     );
     assert_eq!(
-        options.provider(ProviderId::Stability).rate_limits,
+        options.provider(ProviderId::STABILITY).unwrap().rate_limits,
         limits(3, 30)
     );
     assert!(!options.allow_private_networks);
@@ -49,24 +49,24 @@ fn defaults_are_the_real_hosts_and_seed_limits() {
 #[test]
 fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
     let mut options = RegistryOptions::defaults();
-    let runway = options.provider_mut(ProviderId::Runway);
+    let runway = options.provider_mut(ProviderId::RUNWAY).unwrap();
     runway.rate_limits = RateLimits {
         per_minute: 7,
         per_hour: 70,
     };
     runway.poll_interval = Duration::from_millis(250);
     let registry = Registry::new(&options).unwrap();
-    let pacing = registry.pacing(ProviderId::Runway);
+    let pacing = registry.pacing(ProviderId::RUNWAY).unwrap();
     assert_eq!(pacing.rate_limits.per_minute, 7);
     assert_eq!(pacing.rate_limits.per_hour, 70);
     assert_eq!(pacing.poll_interval, Duration::from_millis(250));
     assert_eq!(
-        registry.pacing(ProviderId::Veo).poll_interval,
-        ProviderId::Veo.defaults().poll_interval
+        registry.pacing(ProviderId::VEO).unwrap().poll_interval,
+        ProviderId::VEO.defaults().unwrap().poll_interval
     );
 
     options
-        .provider_mut(ProviderId::Stability)
+        .provider_mut(ProviderId::STABILITY).unwrap()
         .rate_limits
         .per_minute = 0;
     let err = Registry::new(&options).unwrap_err();
@@ -74,7 +74,7 @@ fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
         matches!(
             err,
             RegistryError::BadRateLimits {
-                provider: ProviderId::Stability,
+                provider: ProviderId::STABILITY,
                 field: "per_minute",
                 ..
             }
@@ -90,21 +90,21 @@ fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
 #[test]
 fn every_provider_is_present_in_order_with_its_descriptor() {
     let mut options = RegistryOptions::defaults();
-    options.provider_mut(ProviderId::Runway).rate_limits = RateLimits {
+    options.provider_mut(ProviderId::RUNWAY).unwrap().rate_limits = RateLimits {
         per_minute: 7,
         per_hour: 70,
     };
     let registry = Registry::new(&options).unwrap();
 
     let ids: Vec<ProviderId> = registry.all().map(|p| p.id()).collect();
-    assert_eq!(ids, ProviderId::ALL);
-    for id in ProviderId::ALL {
-        let provider = registry.get(id);
+    assert_eq!(ids, ProviderId::BUILT_IN);
+    for id in ProviderId::BUILT_IN {
+        let provider = registry.get(id).unwrap();
         assert_eq!(provider.id(), id);
         assert_eq!(provider.descriptor().id, id);
         assert_eq!(
             provider.descriptor().rate_limits,
-            options.provider(id).rate_limits
+            options.provider(id).unwrap().rate_limits
         );
     }
 
@@ -157,12 +157,12 @@ fn every_provider_is_present_in_order_with_its_descriptor() {
 #[test]
 fn bad_base_urls_name_the_provider() {
     for (id, bad) in [
-        (ProviderId::Runway, "api.dev.runwayml.com"),
-        (ProviderId::Stability, "ftp://api.stability.ai"),
-        (ProviderId::Veo, "https://{location}.example.com/?x=1"),
+        (ProviderId::RUNWAY, "api.dev.runwayml.com"),
+        (ProviderId::STABILITY, "ftp://api.stability.ai"),
+        (ProviderId::VEO, "https://{location}.example.com/?x=1"),
     ] {
         let mut options = RegistryOptions::defaults();
-        options.provider_mut(id).base_url = bad.into();
+        options.provider_mut(id).unwrap().base_url = bad.into();
         let err = Registry::new(&options).unwrap_err();
         assert!(
             matches!(&err, RegistryError::BadBaseUrl { provider, .. } if *provider == id),
@@ -182,7 +182,7 @@ fn registry_debug_shows_no_secrets_and_providers_are_shareable() {
     let debug = format!("{registry:?}");
     assert!(debug.contains("Runway ML"), "{debug}");
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
-    assert_send_sync(&registry.get(ProviderId::Veo));
+    assert_send_sync(&registry.get(ProviderId::VEO).unwrap());
 }
 
 /// `byok.toml` replacing Runway's models: a new model id, and one built-in (`gen4.5`)
@@ -222,7 +222,7 @@ fn configured_runway_options() -> (RegistryOptions, Catalogue) {
         .expect("the configuration's model list");
     let catalogue = Catalogue { models };
     let mut options = RegistryOptions::defaults();
-    options.provider_mut(ProviderId::Runway).models = Some(catalogue.clone());
+    options.provider_mut(ProviderId::RUNWAY).unwrap().models = Some(catalogue.clone());
     (options, catalogue)
 }
 
@@ -231,7 +231,7 @@ fn configured_models_replace_what_the_catalogue_accepts() {
     let built_in = Registry::new(&RegistryOptions::defaults()).unwrap();
     let (options, configured) = configured_runway_options();
     let registry = Registry::new(&options).unwrap();
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     assert_eq!(runway.catalogue(), &configured);
     let ids: Vec<&str> = runway
         .descriptor()
@@ -248,7 +248,7 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen5_preview", "prompt": "a fox"}),
     );
-    assert!(built_in.get(ProviderId::Runway).validate(&request).is_err());
+    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&request).is_err());
     let validated = runway.validate(&request).expect("a configured model");
     assert_eq!(validated.model, "gen5_preview");
     assert_eq!(validated.duration_seconds, Some(6));
@@ -272,7 +272,7 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 7}),
     );
-    assert!(built_in.get(ProviderId::Runway).validate(&seven).is_ok());
+    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&seven).is_ok());
     let err = runway.validate(&seven).unwrap_err();
     assert_eq!(err.field, "duration_seconds", "{err:?}");
 
@@ -282,7 +282,7 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen4_turbo", "image_url": "https://images.example/a.png"}),
     );
-    assert!(built_in.get(ProviderId::Runway).validate(&turbo).is_ok());
+    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&turbo).is_ok());
     let err = runway.validate(&turbo).unwrap_err();
     assert_eq!(err.field, "model");
     assert_eq!(err.allowed, ["gen5_preview", "gen4.5"]);
@@ -293,10 +293,10 @@ fn configured_models_replace_what_the_catalogue_accepts() {
     );
 
     // Only Runway's list was replaced.
-    for id in [ProviderId::Veo, ProviderId::Stability] {
+    for id in [ProviderId::VEO, ProviderId::STABILITY] {
         assert_eq!(
-            registry.get(id).catalogue(),
-            built_in.get(id).catalogue(),
+            registry.get(id).unwrap().catalogue(),
+            built_in.get(id).unwrap().catalogue(),
             "{id}"
         );
     }
@@ -311,10 +311,10 @@ async fn a_configured_model_is_sent_to_the_provider_as_configured() {
         .mount(&server)
         .await;
     let (mut options, _) = configured_runway_options();
-    options.provider_mut(ProviderId::Runway).base_url = server.uri();
+    options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = server.uri();
     options.allow_private_networks = true;
     let registry = Registry::new(&options).unwrap();
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     let credentials = runway
         .parse_credentials(&json!({"api_key": RUNWAY_KEY}))
         .unwrap();
@@ -348,10 +348,10 @@ async fn a_configured_model_is_sent_to_the_provider_as_configured() {
 fn an_incoherent_configured_catalogue_names_the_setting() {
     let (mut options, mut catalogue) = configured_runway_options();
     catalogue.models[0].default_duration = Some(7);
-    options.provider_mut(ProviderId::Runway).models = Some(catalogue);
+    options.provider_mut(ProviderId::RUNWAY).unwrap().models = Some(catalogue);
     let err = Registry::new(&options).unwrap_err();
     assert!(
-        matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::Runway),
+        matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::RUNWAY),
         "{err:?}"
     );
     assert!(
@@ -360,7 +360,7 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
         "{err}"
     );
 
-    options.provider_mut(ProviderId::Runway).models = Some(Catalogue { models: Vec::new() });
+    options.provider_mut(ProviderId::RUNWAY).unwrap().models = Some(Catalogue { models: Vec::new() });
     let err = Registry::new(&options).unwrap_err();
     assert!(
         err.to_string().starts_with("providers.runway.models: "),
@@ -371,7 +371,7 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
 /// Stability's built-in catalogue with its model's alternatives replaced.
 fn stability_pointing_at(alternatives: Value) -> Catalogue {
     let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-    let mut catalogue = registry.get(ProviderId::Stability).catalogue().clone();
+    let mut catalogue = registry.get(ProviderId::STABILITY).unwrap().catalogue().clone();
     let mut retirement = serde_json::to_value(catalogue.models[0].retirement.as_ref().unwrap())
         .expect("a retirement");
     retirement["alternatives"] = alternatives;
@@ -382,7 +382,7 @@ fn stability_pointing_at(alternatives: Value) -> Catalogue {
 #[test]
 fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers() {
     let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-    let stability = registry.get(ProviderId::Stability);
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
     assert_eq!(
         stability.descriptor().status,
         byok_core::ModelStatus::Retired
@@ -397,7 +397,7 @@ fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers()
     assert_eq!(retirement.date, "2025-07-24");
     for alternative in &retirement.alternatives {
         let offered = registry
-            .get(alternative.provider)
+            .get(alternative.provider).unwrap()
             .catalogue()
             .model(&alternative.model)
             .map(|m| m.status);
@@ -407,12 +407,12 @@ fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers()
             "{alternative}"
         );
     }
-    for id in ProviderId::ALL
+    for id in ProviderId::BUILT_IN
         .into_iter()
-        .filter(|id| *id != ProviderId::Stability)
+        .filter(|id| *id != ProviderId::STABILITY)
     {
         assert_eq!(
-            registry.get(id).descriptor().status,
+            registry.get(id).unwrap().descriptor().status,
             byok_core::ModelStatus::Available,
             "{id}"
         );
@@ -424,11 +424,11 @@ fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers()
         json!([{"provider": "stability", "model": "stable-video-diffusion"}]),
     ] {
         let mut options = RegistryOptions::defaults();
-        options.provider_mut(ProviderId::Stability).models =
+        options.provider_mut(ProviderId::STABILITY).unwrap().models =
             Some(stability_pointing_at(alternative.clone()));
         let err = Registry::new(&options).unwrap_err();
         assert!(
-            matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::Stability),
+            matches!(&err, RegistryError::BadCatalogue { provider, .. } if *provider == ProviderId::STABILITY),
             "{err}"
         );
         assert!(

@@ -15,7 +15,7 @@ pub const REPLICATE_TOKEN: &str = "r8_Q2xBv7ZkT0pLmN4sW8yR1cF6hJ3dG5aE9uI0o";
 async fn check(registry: &Registry) -> CredentialCheck {
     support::check_key(
         registry,
-        ProviderId::Replicate,
+        ProviderId::REPLICATE,
         &json!({"api_key": REPLICATE_TOKEN}),
     )
     .await
@@ -24,7 +24,7 @@ async fn check(registry: &Registry) -> CredentialCheck {
 /// Mounts `response` for the token check and runs the check once.
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
     support::key_check_answered_with(
-        ProviderId::Replicate,
+        ProviderId::REPLICATE,
         &json!({"api_key": REPLICATE_TOKEN}),
         "GET",
         "/v1/account",
@@ -136,11 +136,11 @@ async fn answers_that_say_nothing_about_the_token_give_no_verdict() {
 #[test]
 fn credentials_are_a_token_alone() {
     let registry = support::strict_registry();
-    let replicate = registry.get(ProviderId::Replicate);
+    let replicate = registry.get(ProviderId::REPLICATE).unwrap();
     let credentials = replicate
         .parse_credentials(&json!({"api_key": REPLICATE_TOKEN}))
         .expect("a token");
-    assert_eq!(credentials.provider(), ProviderId::Replicate);
+    assert_eq!(credentials.provider(), ProviderId::REPLICATE);
     assert!(!format!("{credentials:?}").contains(REPLICATE_TOKEN));
     let err = replicate
         .parse_credentials(&json!({"api_key": REPLICATE_TOKEN, "organization_id": "acme"}))
@@ -155,7 +155,7 @@ fn credentials_are_a_token_alone() {
 /// A registry whose Replicate catalogue is `models` (as `providers.replicate.models`).
 fn with_catalogue(models: &serde_json::Value) -> Result<Registry, RegistryError> {
     let mut options = support::options("https://unused.invalid", false, Duration::from_secs(5));
-    options.provider_mut(ProviderId::Replicate).models =
+    options.provider_mut(ProviderId::REPLICATE).unwrap().models =
         Some(serde_json::from_value(json!({ "models": models })).expect("a catalogue"));
     Registry::new(&options)
 }
@@ -180,7 +180,7 @@ fn a_configured_catalogue_is_checked_for_its_wire_data() {
         "extra_inputs": {"prompt_optimizer": false},
     }))]))
     .expect("a coherent catalogue");
-    let adapter = registry.get(ProviderId::Replicate);
+    let adapter = registry.get(ProviderId::REPLICATE).unwrap();
     let models = &adapter.catalogue().models;
     assert_eq!(models.len(), 1);
     // The wire data is for the adapter, not for listings.
@@ -210,7 +210,7 @@ fn a_configured_catalogue_is_checked_for_its_wire_data() {
         let RegistryError::BadCatalogue { provider, reason } = &err else {
             panic!("{wire}: {err}");
         };
-        assert_eq!(*provider, ProviderId::Replicate);
+        assert_eq!(*provider, ProviderId::REPLICATE);
         assert!(reason.starts_with(expected), "{wire}: {reason}");
         assert!(
             err.to_string().starts_with("providers.replicate.models: "),

@@ -38,7 +38,7 @@ const SVD_VERSION: &str = "3f0457e4619daac51203dedb472816fd4af51f3149fa7a9e0b5ff
 fn replicate(registry: &Registry) -> Adapter {
     adapter(
         registry,
-        ProviderId::Replicate,
+        ProviderId::REPLICATE,
         &json!({"api_key": REPLICATE_TOKEN}),
     )
 }
@@ -1100,7 +1100,7 @@ async fn jobs_run_to_video_bytes_at_the_simulator() {
     )
     .await;
     let registry = sim_registry(&sim);
-    let adapter = registry.get(ProviderId::Replicate);
+    let adapter = registry.get(ProviderId::REPLICATE).unwrap();
     let credentials = sim_credentials(&*adapter, "sim_replicate_lifecycle");
     assert_eq!(
         adapter.check_credentials(&credentials).await,
@@ -1184,7 +1184,7 @@ async fn a_prediction_is_cancelled_at_the_simulator() {
     )
     .await;
     let registry = sim_registry(&sim);
-    let adapter = registry.get(ProviderId::Replicate);
+    let adapter = registry.get(ProviderId::REPLICATE).unwrap();
     let credentials = sim_credentials(&*adapter, "sim_cancel");
     let id = submit_at_sim(
         &*adapter,
@@ -1227,7 +1227,7 @@ async fn throttling_moderation_failures_and_bad_tokens_at_the_simulator_are_clas
     )
     .await;
     let registry = sim_registry(&sim);
-    let adapter = registry.get(ProviderId::Replicate);
+    let adapter = registry.get(ProviderId::REPLICATE).unwrap();
     let cat = json!({"model": "bytedance/seedance-2.0", "prompt": "a cat"});
 
     // A throttled token: one 429 whose only hint is "resets in ~3s", then it goes through.
@@ -1313,7 +1313,7 @@ async fn an_output_not_copied_within_the_hour_is_gone_for_good() {
     )
     .await;
     let registry = sim_registry(&sim);
-    let adapter = registry.get(ProviderId::Replicate);
+    let adapter = registry.get(ProviderId::REPLICATE).unwrap();
     let credentials = sim_credentials(&*adapter, "sim_slow_worker");
     let id = submit_at_sim(
         &*adapter,

@@ -12,7 +12,7 @@ use crate::support::{self, RUNWAY_KEY, assert_exact_headers, only_request, regis
 async fn check(registry: &Registry) -> CredentialCheck {
     support::check_key(
         registry,
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         &json!({"api_key": RUNWAY_KEY}),
     )
     .await
@@ -21,7 +21,7 @@ async fn check(registry: &Registry) -> CredentialCheck {
 /// Mounts `response` for the key check and runs the check once.
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
     support::key_check_answered_with(
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         &json!({"api_key": RUNWAY_KEY}),
         "GET",
         "/v1/organization",

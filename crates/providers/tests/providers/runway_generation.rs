@@ -30,7 +30,7 @@ const TASK_ID: &str = "17f20503-6c24-4c16-946b-35dbbce2af2f";
 fn runway(registry: &Registry) -> Adapter {
     adapter(
         registry,
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
         &json!({"api_key": RUNWAY_KEY}),
     )
 }
@@ -933,7 +933,7 @@ async fn submit_poll_succeed_download_then_cancel() {
 #[test]
 fn validate_checks_the_catalogue() {
     let registry = strict_registry();
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
 
     let err = runway
         .validate(&generation_request(

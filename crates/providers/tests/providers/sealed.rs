@@ -40,7 +40,8 @@ fn runway_credentials(registry: &Registry, key: &str) -> Credentials {
         Value::String(key.to_owned()),
     )]));
     let parsed = registry
-        .get(ProviderId::Runway)
+        .get(ProviderId::RUNWAY)
+        .unwrap()
         .parse_credentials(&raw)
         .unwrap();
     wipe_json(&mut raw);
@@ -50,7 +51,7 @@ fn runway_credentials(registry: &Registry, key: &str) -> Credentials {
 #[test]
 fn a_stored_credential_opens_for_its_own_row_only() {
     let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     let ring = key_ring();
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
     let key = random_key();
@@ -59,7 +60,7 @@ fn a_stored_credential_opens_for_its_own_row_only() {
         .seal(
             &SealContext::new(
                 ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                ProviderId::Runway,
+                ProviderId::RUNWAY,
             ),
             &credentials.to_plaintext(),
         )
@@ -83,7 +84,7 @@ fn a_stored_credential_opens_for_its_own_row_only() {
     )
     .unwrap_err();
     assert!(matches!(err, OpenError::Unreadable(_)), "{err:?}");
-    let stability = registry.get(ProviderId::Stability);
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
     let err = open_credentials(
         &ring,
         stability.as_ref(),
@@ -97,7 +98,7 @@ fn a_stored_credential_opens_for_its_own_row_only() {
     // Opened, but not JSON; JSON, but not Runway's shape.
     let context = SealContext::new(
         ProjectUser::new(DEFAULT_PROJECT_ID, user),
-        ProviderId::Runway,
+        ProviderId::RUNWAY,
     );
     let not_json = ring.seal(&context, b"key_not_json").unwrap();
     let err = open_credentials(
@@ -195,7 +196,7 @@ fn masked_tail(key: &str) -> Vec<u8> {
 #[test]
 fn opening_leaves_no_copy_of_the_key_in_freed_memory() {
     let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     let ring = key_ring();
     let user = Uuid::new_v4();
 
@@ -219,7 +220,7 @@ fn opening_leaves_no_copy_of_the_key_in_freed_memory() {
         ring.seal(
             &SealContext::new(
                 ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                ProviderId::Runway,
+                ProviderId::RUNWAY,
             ),
             &credentials.to_plaintext(),
         )

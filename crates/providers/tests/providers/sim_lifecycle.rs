@@ -41,13 +41,13 @@ pub(crate) async fn sim_with(config: SimConfig, clock: Clock) -> RunningSim {
 
 pub(crate) fn registry(sim: &RunningSim) -> Registry {
     let mut options = byok_providers::RegistryOptions::defaults();
-    options.provider_mut(ProviderId::Runway).base_url = sim.runway_url();
-    options.provider_mut(ProviderId::Stability).base_url = sim.stability_url();
-    options.provider_mut(ProviderId::Stability).models =
+    options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = sim.runway_url();
+    options.provider_mut(ProviderId::STABILITY).unwrap().base_url = sim.stability_url();
+    options.provider_mut(ProviderId::STABILITY).unwrap().models =
         Some(crate::support::stability_catalogue_available());
-    options.provider_mut(ProviderId::Veo).base_url = sim.vertex_url();
-    options.provider_mut(ProviderId::Fal).base_url = sim.fal_url();
-    options.provider_mut(ProviderId::Replicate).base_url = sim.replicate_url();
+    options.provider_mut(ProviderId::VEO).unwrap().base_url = sim.vertex_url();
+    options.provider_mut(ProviderId::FAL).unwrap().base_url = sim.fal_url();
+    options.provider_mut(ProviderId::REPLICATE).unwrap().base_url = sim.replicate_url();
     options.allow_private_networks = true;
     options.request_timeout = Duration::from_secs(10);
     options.token_uri_allowlist = vec![sim.token_url().parse().unwrap()];
@@ -126,48 +126,48 @@ async fn every_adapter_runs_a_job_to_video_bytes_at_the_simulator() {
 
     let cases: Vec<(ProviderId, Credentials, Value, Option<&InputImage>)> = vec![
         (
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
             credentials(
-                &*registry.get(ProviderId::Runway),
+                &*registry.get(ProviderId::RUNWAY).unwrap(),
                 &json!({ "api_key": "sim_runway_lifecycle" }),
             ),
             json!({ "model": "gen4_turbo", "image_url": "https://example.com/a.png", "prompt": "a slow dolly-in", "duration_seconds": 5, "seed": 7 }),
             Some(&image),
         ),
         (
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
             credentials(
-                &*registry.get(ProviderId::Runway),
+                &*registry.get(ProviderId::RUNWAY).unwrap(),
                 &json!({ "api_key": "sim_runway_text" }),
             ),
             json!({ "model": "gen4.5", "prompt": "a lighthouse at dusk", "aspect_ratio": "9:16" }),
             None,
         ),
         (
-            ProviderId::Stability,
+            ProviderId::STABILITY,
             credentials(
-                &*registry.get(ProviderId::Stability),
+                &*registry.get(ProviderId::STABILITY).unwrap(),
                 &json!({ "api_key": "sim_stability_lifecycle" }),
             ),
             json!({ "model": "stable-video-diffusion", "image_url": "https://example.com/a.png", "seed": 42 }),
             Some(&image),
         ),
         (
-            ProviderId::Veo,
-            veo_credentials(&sim, &*registry.get(ProviderId::Veo), None),
+            ProviderId::VEO,
+            veo_credentials(&sim, &*registry.get(ProviderId::VEO).unwrap(), None),
             json!({ "model": "veo-3.1-generate-001", "prompt": "waves on a rocky shore", "duration_seconds": 6, "negative_prompt": "people" }),
             None,
         ),
         (
-            ProviderId::Veo,
-            veo_credentials(&sim, &*registry.get(ProviderId::Veo), None),
+            ProviderId::VEO,
+            veo_credentials(&sim, &*registry.get(ProviderId::VEO).unwrap(), None),
             json!({ "model": "veo-3.1-fast-generate-001", "image_url": "https://example.com/a.png", "resolution": "1080p" }),
             Some(&image),
         ),
     ];
 
     for (provider, creds, fields, image) in cases {
-        let adapter = registry.get(provider);
+        let adapter = registry.get(provider).unwrap();
         let id = submit(&*adapter, &creds, fields.clone(), image)
             .await
             .unwrap_or_else(|e| panic!("{provider} {fields}: {e}"));
@@ -181,7 +181,7 @@ async fn every_adapter_runs_a_job_to_video_bytes_at_the_simulator() {
         };
         let video = adapter.fetch_video(&creds, &output).await.unwrap();
         assert!(is_mp4(&video.bytes), "{provider}: an MP4 came back");
-        if provider == ProviderId::Runway {
+        if provider == ProviderId::RUNWAY {
             assert!(
                 matches!(output, VideoOutput::Urls(_)),
                 "Runway hands out URLs"
@@ -205,7 +205,7 @@ async fn cancel_reaches_the_provider_that_has_one() {
     let sim = sim(Duration::from_secs(30)).await;
     let registry = registry(&sim);
 
-    let runway = registry.get(ProviderId::Runway);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
     let creds = credentials(&*runway, &json!({ "api_key": "sim_cancel" }));
     let id = submit(
         &*runway,
@@ -230,7 +230,7 @@ async fn cancel_reaches_the_provider_that_has_one() {
         Ok(RemoteStatus::Succeeded(_, _))
     ));
 
-    let stability = registry.get(ProviderId::Stability);
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
     let creds = credentials(&*stability, &json!({ "api_key": "sim_cancel" }));
     let id = submit(
         &*stability,
@@ -245,7 +245,7 @@ async fn cancel_reaches_the_provider_that_has_one() {
         CancelOutcome::NotSupported
     );
 
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let creds = veo_credentials(&sim, &*veo, None);
     let id = submit(
         &*veo,
@@ -281,9 +281,9 @@ async fn outcome(
 async fn moderation_throttling_and_bad_keys_at_the_simulator_are_classified() {
     let sim = sim(Duration::ZERO).await;
     let registry = registry(&sim);
-    let runway = registry.get(ProviderId::Runway);
-    let stability = registry.get(ProviderId::Stability);
-    let veo = registry.get(ProviderId::Veo);
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let image = input_png(800, 800);
     let cat = json!({ "model": "gen4.5", "prompt": "a cat" });
     let veo_cat = json!({ "model": "veo-3.1-generate-001", "prompt": "a cat" });

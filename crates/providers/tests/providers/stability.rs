@@ -10,12 +10,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::support::{self, STABILITY_KEY, assert_exact_headers, only_request, registry};
 
 async fn check(registry: &Registry, credentials: Value) -> CredentialCheck {
-    support::check_key(registry, ProviderId::Stability, &credentials).await
+    support::check_key(registry, ProviderId::STABILITY, &credentials).await
 }
 
 async fn check_answered_with(response: ResponseTemplate) -> (CredentialCheck, MockServer) {
     support::key_check_answered_with(
-        ProviderId::Stability,
+        ProviderId::STABILITY,
         &json!({"api_key": STABILITY_KEY}),
         "GET",
         "/v1/user/balance",

@@ -33,7 +33,7 @@ fn stability(registry: &Registry, organization: Option<&str>) -> Adapter {
     if let Some(org) = organization {
         raw["organization_id"] = org.into();
     }
-    adapter(registry, ProviderId::Stability, &raw)
+    adapter(registry, ProviderId::STABILITY, &raw)
 }
 
 async fn submit(
@@ -711,7 +711,7 @@ async fn submit_poll_succeed_and_fetch_the_inline_video() {
 #[test]
 fn validate_checks_the_catalogue() {
     let registry = strict_registry();
-    let stability = registry.get(ProviderId::Stability);
+    let stability = registry.get(ProviderId::STABILITY).unwrap();
     let base =
         json!({"model": "stable-video-diffusion", "image_url": "https://images.example/a.png"});
     let with = |extra: Value| {

@@ -27,13 +27,13 @@ pub const PROJECT_ID: &str = "example-project";
 /// token endpoint of these tests) accepted as a service account's `token_uri`.
 pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) -> RegistryOptions {
     let mut options = RegistryOptions::defaults();
-    for id in ProviderId::ALL {
-        options.provider_mut(id).base_url = base_url.to_owned();
+    for id in ProviderId::BUILT_IN {
+        options.provider_mut(id).unwrap().base_url = base_url.to_owned();
     }
     options.allow_private_networks = allow_private_networks;
     options.request_timeout = timeout;
     options.token_uri_allowlist = format!("{base_url}/token").parse().into_iter().collect();
-    options.provider_mut(ProviderId::Stability).models = Some(stability_catalogue_available());
+    options.provider_mut(ProviderId::STABILITY).unwrap().models = Some(stability_catalogue_available());
     options
 }
 
@@ -587,7 +587,7 @@ impl<P: byok_providers::VideoProvider + ?Sized> FetchVideo for P {
 
 /// `id`'s adapter in `registry` with the credentials `raw` (the `"credentials"` object).
 pub fn adapter(registry: &Registry, id: ProviderId, raw: &Value) -> Adapter {
-    let adapter = registry.get(id);
+    let adapter = registry.get(id).unwrap();
     let credentials = adapter.parse_credentials(raw).expect("credentials");
     (adapter, credentials)
 }
@@ -986,7 +986,7 @@ impl GoogleFixture {
             .token_uri_allowlist
             .push(format!("{}/token", server.uri()).parse().unwrap());
         let registry = Registry::new(&options).expect("registry");
-        let veo = registry.get(ProviderId::Veo);
+        let veo = registry.get(ProviderId::VEO).unwrap();
         let sa = service_account(
             TestKey::shared(),
             Some(PRIVATE_KEY_ID),
@@ -1050,7 +1050,7 @@ pub async fn check_key(
     id: ProviderId,
     raw: &Value,
 ) -> byok_providers::CredentialCheck {
-    let adapter = registry.get(id);
+    let adapter = registry.get(id).unwrap();
     let credentials = adapter.parse_credentials(raw).expect("valid credentials");
     adapter.check_credentials(&credentials).await
 }

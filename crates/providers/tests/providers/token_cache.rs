@@ -24,7 +24,8 @@ fn account(key: &TestKey, server: &MockServer) -> ServiceAccountKey {
         &format!("{}/token", server.uri()),
     );
     let credentials = registry(&server.uri())
-        .get(ProviderId::Veo)
+        .get(ProviderId::VEO)
+        .unwrap()
         .parse_credentials(&json!({"service_account": sa}))
         .expect("valid credentials");
     match credentials.kind() {

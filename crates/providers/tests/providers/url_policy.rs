@@ -49,7 +49,7 @@ impl Tripwire {
 #[test]
 fn http_and_private_ip_literals_are_refused_at_parse_time() {
     let registry = strict_registry();
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let key = TestKey::generate();
     for (token_uri, message) in [
         ("http://oauth2.googleapis.com/token", "only https"),
@@ -85,7 +85,7 @@ async fn a_name_resolving_to_loopback_is_rejected_without_connecting() {
     let key = TestKey::generate();
     let token_uri = format!("https://localhost:{}/token", tripwire.port());
     let registry = strict_registry_allowing(&[&token_uri]);
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let credentials = veo
         .parse_credentials(&json!({"service_account": service_account(&key, None, &token_uri)}))
         .expect("names pass the parse-time check");
@@ -113,12 +113,14 @@ async fn credentials_parsed_permissively_are_still_refused_by_a_strict_check() {
     ] {
         let permissive = registry_allowing("http://127.0.0.1:1", &[&token_uri]);
         let credentials = permissive
-            .get(ProviderId::Veo)
+            .get(ProviderId::VEO)
+        .unwrap()
             .parse_credentials(&json!({"service_account": service_account(&key, None, &token_uri)}))
             .expect("allowed when private networks are allowed");
 
         let outcome = strict_registry()
-            .get(ProviderId::Veo)
+            .get(ProviderId::VEO)
+        .unwrap()
             .check_credentials(&credentials)
             .await;
         let CredentialCheck::Rejected { reason } = &outcome else {
@@ -148,7 +150,7 @@ async fn loopback_works_when_private_networks_are_allowed() {
         format!("http://localhost:{port}/token"),
     ];
     let registry = registry_allowing(&server.uri(), &[&uris[0], &uris[1]]);
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     for token_uri in uris {
         let raw =
             json!({"service_account": service_account(&key, Some(PRIVATE_KEY_ID), &token_uri)});
@@ -166,7 +168,7 @@ fn only_googles_token_endpoint_and_configured_ones_are_accepted() {
     let key = TestKey::generate();
     let raw = |token_uri: &str| json!({"service_account": service_account(&key, None, token_uri)});
     let registry = strict_registry_allowing(&["https://sts.example.com/oauth/token"]);
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     for accepted in [
         "https://oauth2.googleapis.com/token",
         "HTTPS://OAuth2.googleapis.com:443/token",

@@ -129,14 +129,16 @@ fn credentials(
 ) -> Credentials {
     let sa = service_account(key, kid, &format!("{}/token", server.uri()));
     registry
-        .get(ProviderId::Veo)
+        .get(ProviderId::VEO)
+        .unwrap()
         .parse_credentials(&json!({"service_account": sa}))
         .expect("valid credentials")
 }
 
 async fn check(registry: &Registry, credentials: &Credentials) -> CredentialCheck {
     registry
-        .get(ProviderId::Veo)
+        .get(ProviderId::VEO)
+        .unwrap()
         .check_credentials(credentials)
         .await
 }
@@ -361,7 +363,7 @@ async fn connection_refused_gives_no_verdict() {
     let registry = support::registry_allowing("http://127.0.0.1:1", &[&token_uri]);
     let key = TestKey::generate();
     let sa = service_account(&key, None, &token_uri);
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
     let credentials = veo
         .parse_credentials(&json!({"service_account": sa}))
         .unwrap();
@@ -404,12 +406,14 @@ async fn timeout_gives_no_verdict() {
 async fn other_providers_credentials_give_no_verdict() {
     let registry = registry("http://127.0.0.1:1");
     let runway_credentials = registry
-        .get(ProviderId::Runway)
+        .get(ProviderId::RUNWAY)
+        .unwrap()
         .parse_credentials(&json!({"api_key": "key_abc"}))
         .unwrap();
-    for id in [ProviderId::Veo, ProviderId::Stability] {
+    for id in [ProviderId::VEO, ProviderId::STABILITY] {
         let outcome = registry
             .get(id)
+        .unwrap()
             .check_credentials(&runway_credentials)
             .await;
         assert!(

@@ -1218,7 +1218,7 @@ async fn submit_poll_until_done_and_download_the_gcs_video() {
 #[test]
 fn validation_names_the_field_and_the_allowed_values() {
     let registry = support::registry("http://127.0.0.1:1");
-    let veo = registry.get(ProviderId::Veo);
+    let veo = registry.get(ProviderId::VEO).unwrap();
 
     let err = veo
         .validate(&generation_request(json!({"model": MODEL, "prompt": "a cat", "resolution": "1080p", "duration_seconds": 4})))

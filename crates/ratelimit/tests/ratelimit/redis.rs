@@ -53,7 +53,7 @@ async fn workers_in_many_processes_keep_both_windows_at_the_providers_clock() {
         per_minute: 5,
         per_hour: 12,
     };
-    let key = LimitKey::new(ProviderId::Runway, owner(Uuid::new_v4()));
+    let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::new_v4()));
     let limiters = limiters(&redis.url, &redis.namespace, windows, 4).await;
 
     let start = Instant::now();
@@ -130,7 +130,7 @@ async fn an_unsettled_permit_holds_its_place_and_a_settled_one_counts_from_its_s
     let limiter = limiters(&redis.url, &redis.namespace, windows, 1)
         .await
         .remove(0);
-    let key = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
+    let key = LimitKey::new(ProviderId::VEO, owner(Uuid::new_v4()));
     let one = RateLimits {
         per_minute: 1,
         per_hour: 1,
@@ -159,7 +159,7 @@ async fn an_unsettled_permit_holds_its_place_and_a_settled_one_counts_from_its_s
     );
 
     // A permit given back is free again at once.
-    let other = LimitKey::new(ProviderId::Veo, owner(Uuid::new_v4()));
+    let other = LimitKey::new(ProviderId::VEO, owner(Uuid::new_v4()));
     let Decision::Granted { permit, at } = limiter.decide(&other, one).await.unwrap() else {
         panic!()
     };
@@ -178,7 +178,7 @@ async fn a_block_reaches_every_process_and_keys_hold_only_ids() {
     };
     let ls = limiters(&redis.url, &redis.namespace, Windows::MINUTE_HOUR, 2).await;
     let user = Uuid::new_v4();
-    let key = LimitKey::new(ProviderId::Stability, owner(user));
+    let key = LimitKey::new(ProviderId::STABILITY, owner(user));
     let many = RateLimits {
         per_minute: 100,
         per_hour: 1000,
@@ -192,7 +192,7 @@ async fn a_block_reaches_every_process_and_keys_hold_only_ids() {
         ),
         other => panic!("blocked on every process: {other:?}"),
     }
-    let elsewhere = LimitKey::new(ProviderId::Runway, owner(user));
+    let elsewhere = LimitKey::new(ProviderId::RUNWAY, owner(user));
     let Acquire::Granted(permit) = ls[1].acquire(&elsewhere, many).await.unwrap() else {
         panic!("another provider's key is not blocked")
     };

@@ -69,7 +69,7 @@ impl Scenario {
         let limiter = LocalLimiter::new()
             .with_clock(Arc::new(clock.clone()))
             .with_windows(self.windows);
-        let key = LimitKey::new(ProviderId::Runway, owner(Uuid::from_u128(7)));
+        let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::from_u128(7)));
         let start = Duration::from_secs(1_000);
         let mut rng = Rng(self.seed);
         let mut timeline = Timeline::default();
@@ -262,7 +262,7 @@ fn a_permit_counts_as_in_flight_until_settled_then_from_its_stamp() {
     let limiter = LocalLimiter::new()
         .with_clock(Arc::new(clock.clone()))
         .with_windows(windows);
-    let key = LimitKey::new(ProviderId::Veo, owner(Uuid::from_u128(1)));
+    let key = LimitKey::new(ProviderId::VEO, owner(Uuid::from_u128(1)));
     let one = minute_hour(1, 100);
     let Decision::Granted { permit, .. } = limiter.decide(&key, one).unwrap() else {
         panic!("first is free")
@@ -289,7 +289,7 @@ fn a_permit_counts_as_in_flight_until_settled_then_from_its_stamp() {
     ));
 
     // A permit given back unsent frees its place at once.
-    let other = LimitKey::new(ProviderId::Veo, owner(Uuid::from_u128(2)));
+    let other = LimitKey::new(ProviderId::VEO, owner(Uuid::from_u128(2)));
     let Decision::Granted { permit, .. } = limiter.decide(&other, one).unwrap() else {
         panic!()
     };
@@ -322,7 +322,7 @@ async fn a_block_stops_every_grant_until_it_ends_and_never_shortens() {
     use byok_ratelimit::RateLimiter as _;
     let clock = ManualClock::new(Duration::ZERO);
     let limiter = LocalLimiter::new().with_clock(Arc::new(clock.clone()));
-    let key = LimitKey::new(ProviderId::Stability, owner(Uuid::from_u128(3)));
+    let key = LimitKey::new(ProviderId::STABILITY, owner(Uuid::from_u128(3)));
     let many = minute_hour(100, 1000);
     limiter.block(&key, Duration::from_secs(30)).await.unwrap();
     limiter.block(&key, Duration::from_secs(5)).await.unwrap();
@@ -336,7 +336,7 @@ async fn a_block_stops_every_grant_until_it_ends_and_never_shortens() {
         Decision::Granted { .. }
     ));
     // Other keys were never blocked.
-    let other = LimitKey::new(ProviderId::Stability, owner(Uuid::from_u128(4)));
+    let other = LimitKey::new(ProviderId::STABILITY, owner(Uuid::from_u128(4)));
     assert!(matches!(
         limiter.decide(&other, many).unwrap(),
         Decision::Granted { .. }

@@ -20,7 +20,7 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
             .seal(
                 &SealContext::new(
                     ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                    ProviderId::Runway,
+                    ProviderId::RUNWAY,
                 ),
                 plaintext.as_bytes(),
             )
@@ -29,7 +29,7 @@ async fn a_dump_of_either_database_holds_no_key_and_no_token_secret() {
             .credentials()
             .upsert(&NewCredential {
                 owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                provider: ProviderId::Runway,
+                provider: ProviderId::RUNWAY,
                 sealed: sealed.clone(),
                 credential_hint: "key_…5544".into(),
                 validated_at: None,

@@ -25,21 +25,21 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
         let first = repo
-            .upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+            .upsert(&new(user, ProviderId::RUNWAY, "v1:1:a:b"))
             .await
             .unwrap();
         let second = repo
-            .upsert(&new(user, ProviderId::Runway, "v1:1:c:d"))
+            .upsert(&new(user, ProviderId::RUNWAY, "v1:1:c:d"))
             .await
             .unwrap();
         assert_eq!(first.id, second.id, "{}: same row replaced", b.name);
         assert_eq!(second.sealed, "v1:1:c:d");
         assert_eq!(second.created_at, first.created_at);
         assert!(second.updated_at >= first.updated_at);
-        repo.upsert(&new(user, ProviderId::Stability, "v1:1:e:f"))
+        repo.upsert(&new(user, ProviderId::STABILITY, "v1:1:e:f"))
             .await
             .unwrap();
-        repo.upsert(&new(Uuid::new_v4(), ProviderId::Runway, "v1:1:g:h"))
+        repo.upsert(&new(Uuid::new_v4(), ProviderId::RUNWAY, "v1:1:g:h"))
             .await
             .unwrap();
 
@@ -54,7 +54,7 @@ async fn upsert_keeps_one_row_per_user_and_provider() {
             tokio::spawn(async move {
                 store
                     .credentials()
-                    .upsert(&new(racer, ProviderId::Veo, &format!("v1:1:{i}:x")))
+                    .upsert(&new(racer, ProviderId::VEO, &format!("v1:1:{i}:x")))
                     .await
             })
         });
@@ -76,30 +76,30 @@ async fn get_and_delete() {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
         assert!(
-            repo.get(owner(user), ProviderId::Runway)
+            repo.get(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap()
                 .is_none()
         );
-        repo.upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+        repo.upsert(&new(user, ProviderId::RUNWAY, "v1:1:a:b"))
             .await
             .unwrap();
         let got = repo
-            .get(owner(user), ProviderId::Runway)
+            .get(owner(user), ProviderId::RUNWAY)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(got.provider(), Some(ProviderId::Runway));
+        assert_eq!(got.provider(), Some(ProviderId::RUNWAY));
         assert_eq!(got.credential_hint.as_deref(), Some("key_…9f2c"));
         assert!(got.is_valid);
         assert!(
             !format!("{got:?}").contains("v1:1:a:b"),
             "Debug hides the sealed text"
         );
-        assert!(repo.delete(owner(user), ProviderId::Runway).await.unwrap());
-        assert!(!repo.delete(owner(user), ProviderId::Runway).await.unwrap());
+        assert!(repo.delete(owner(user), ProviderId::RUNWAY).await.unwrap());
+        assert!(!repo.delete(owner(user), ProviderId::RUNWAY).await.unwrap());
         assert!(
-            repo.get(owner(user), ProviderId::Runway)
+            repo.get(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap()
                 .is_none()
@@ -113,7 +113,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
         let stored = repo
-            .upsert(&new(user, ProviderId::Runway, "v1:1:old:x"))
+            .upsert(&new(user, ProviderId::RUNWAY, "v1:1:old:x"))
             .await
             .unwrap();
         let rejected = CheckRecord {
@@ -122,17 +122,17 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
             validated_at: None,
         };
         // The key was replaced while the check ran: the verdict is dropped.
-        repo.upsert(&new(user, ProviderId::Runway, "v1:1:new:x"))
+        repo.upsert(&new(user, ProviderId::RUNWAY, "v1:1:new:x"))
             .await
             .unwrap();
         assert!(
-            repo.record_check(owner(user), ProviderId::Runway, &stored.sealed, &rejected)
+            repo.record_check(owner(user), ProviderId::RUNWAY, &stored.sealed, &rejected)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
-            repo.get(owner(user), ProviderId::Runway)
+            repo.get(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap()
                 .unwrap()
@@ -140,7 +140,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
         );
 
         let updated = repo
-            .record_check(owner(user), ProviderId::Runway, "v1:1:new:x", &rejected)
+            .record_check(owner(user), ProviderId::RUNWAY, "v1:1:new:x", &rejected)
             .await
             .unwrap()
             .unwrap();
@@ -148,7 +148,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
         assert_eq!(updated.last_error, rejected.last_error);
         // What enqueueing reads: the verdict without the sealed value.
         assert_eq!(
-            repo.validity(owner(user), ProviderId::Runway)
+            repo.validity(owner(user), ProviderId::RUNWAY)
                 .await
                 .unwrap(),
             Some(KeyValidity {
@@ -157,7 +157,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
             })
         );
         assert_eq!(
-            repo.validity(owner(user), ProviderId::Stability)
+            repo.validity(owner(user), ProviderId::STABILITY)
                 .await
                 .unwrap(),
             None
@@ -170,7 +170,7 @@ async fn a_check_is_recorded_only_against_the_key_it_checked() {
 
         // A new save clears the error.
         let saved = repo
-            .upsert(&new(user, ProviderId::Runway, "v1:1:newer:x"))
+            .upsert(&new(user, ProviderId::RUNWAY, "v1:1:newer:x"))
             .await
             .unwrap();
         assert!(saved.is_valid && saved.last_error.is_none());
@@ -182,7 +182,7 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
     for b in backends().await {
         let repo = b.store.credentials();
         let user = Uuid::new_v4();
-        for p in ProviderId::ALL {
+        for p in ProviderId::BUILT_IN {
             repo.upsert(&new(user, p, &format!("legacy-{p}")))
                 .await
                 .unwrap();
@@ -198,7 +198,7 @@ async fn the_rewrap_walk_pages_in_id_order_and_swaps_with_compare_and_set() {
             seen.extend(page);
         }
         let mine: Vec<_> = seen.iter().filter(|c| c.user_id == user).collect();
-        assert_eq!(mine.len(), ProviderId::ALL.len(), "{}", b.name);
+        assert_eq!(mine.len(), ProviderId::BUILT_IN.len(), "{}", b.name);
         let ids: Vec<_> = seen.iter().map(|c| c.id).collect();
         let mut sorted = ids.clone();
         sorted.sort();
@@ -232,7 +232,7 @@ async fn rows_naming_unknown_providers_are_listed_not_fatal() {
         let user = Uuid::new_v4();
         b.store
             .credentials()
-            .upsert(&new(user, ProviderId::Runway, "v1:1:a:b"))
+            .upsert(&new(user, ProviderId::RUNWAY, "v1:1:a:b"))
             .await
             .unwrap();
         insert_raw_row(&b.url, user, "sora").await;
@@ -243,7 +243,7 @@ async fn rows_naming_unknown_providers_are_listed_not_fatal() {
             .await
             .unwrap();
         let providers: Vec<_> = rows.iter().map(|r| r.provider()).collect();
-        assert_eq!(providers, [Some(ProviderId::Runway), None], "{}", b.name);
+        assert_eq!(providers, [Some(ProviderId::RUNWAY), None], "{}", b.name);
     }
 }
 

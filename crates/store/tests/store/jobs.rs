@@ -26,7 +26,7 @@ fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob 
     NewJob {
         project_id: DEFAULT_PROJECT_ID,
         user_id: user,
-        provider: ProviderId::Runway,
+        provider: ProviderId::RUNWAY,
         model: "gen4_turbo".into(),
         request: request(user),
         metadata: json!({ "scene": 7 }),
@@ -52,7 +52,7 @@ async fn a_new_job_is_queued_unenqueued_with_its_request_and_history() {
         let job = create(&b.store, &new_job(user, None, None)).await;
         assert_eq!(job.status, JobStatus::Queued, "{}", b.name);
         assert_eq!(job.attempts, 0);
-        assert_eq!(job.provider(), Some(ProviderId::Runway));
+        assert_eq!(job.provider(), Some(ProviderId::RUNWAY));
         assert_eq!(job.request, request(user));
         assert_eq!(job.metadata, json!({ "scene": 7 }));
         assert!(job.enqueued_at.is_none() && job.provider_job_id.is_none());

@@ -75,7 +75,7 @@ impl OldRows {
             credential: Uuid::now_v7(),
             token: Uuid::now_v7(),
             job: Uuid::now_v7(),
-            sealed: seal_v1(user, ProviderId::Runway),
+            sealed: seal_v1(user, ProviderId::RUNWAY),
         }
     }
 }
@@ -158,7 +158,7 @@ async fn check_upgraded(store: &Store, rows: &OldRows, backend: &str) {
     let owner = ProjectUser::new(DEFAULT_PROJECT_ID, rows.user);
     let credential = store
         .credentials()
-        .get(owner, ProviderId::Runway)
+        .get(owner, ProviderId::RUNWAY)
         .await
         .unwrap()
         .expect(backend);
@@ -173,7 +173,7 @@ async fn check_upgraded(store: &Store, rows: &OldRows, backend: &str) {
     .unwrap();
     let opened = ring
         .open(
-            &SealContext::new(owner, ProviderId::Runway),
+            &SealContext::new(owner, ProviderId::RUNWAY),
             &credential.sealed,
         )
         .unwrap();
@@ -181,7 +181,7 @@ async fn check_upgraded(store: &Store, rows: &OldRows, backend: &str) {
     // ...and `byok keys rewrap` turns it into a v2 value of the default project.
     let resealed = ring
         .reseal(
-            &SealContext::new(owner, ProviderId::Runway),
+            &SealContext::new(owner, ProviderId::RUNWAY),
             &credential.sealed,
         )
         .unwrap()
@@ -205,7 +205,7 @@ async fn assert_imported_into_default(store: &Store, user: Uuid) {
     let owner = ProjectUser::new(DEFAULT_PROJECT_ID, user);
     let imported = store
         .credentials()
-        .get(owner, ProviderId::Veo)
+        .get(owner, ProviderId::VEO)
         .await
         .unwrap();
     assert!(

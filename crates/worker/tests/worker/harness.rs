@@ -75,10 +75,10 @@ impl Harness {
         settings.worker.retry_max_delay = Duration::from_millis(200);
         settings.worker.concurrency = 8;
         settings.worker.shutdown_grace = Duration::from_secs(2);
-        settings.providers.get_mut(ProviderId::Runway).base_url = runway.uri();
-        settings.providers.get_mut(ProviderId::Runway).models = options.runway_models.clone();
-        for id in ProviderId::ALL {
-            let provider = settings.providers.get_mut(id);
+        settings.providers.get_mut(ProviderId::RUNWAY).unwrap().base_url = runway.uri();
+        settings.providers.get_mut(ProviderId::RUNWAY).unwrap().models = options.runway_models.clone();
+        for id in ProviderId::BUILT_IN {
+            let provider = settings.providers.get_mut(id).unwrap();
             provider.poll_interval = Duration::from_millis(50);
             provider.rate_limit = RateLimits {
                 per_minute: options.per_minute,
@@ -93,7 +93,8 @@ impl Harness {
         let user = Uuid::new_v4();
         let credentials = system
             .registry()
-            .get(ProviderId::Runway)
+            .get(ProviderId::RUNWAY)
+            .unwrap()
             .parse_credentials(&json!({ "api_key": API_KEY }))
             .unwrap();
         let sealed = system
@@ -101,7 +102,7 @@ impl Harness {
             .seal(
                 &SealContext::new(
                     ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                    ProviderId::Runway,
+                    ProviderId::RUNWAY,
                 ),
                 &credentials.to_plaintext(),
             )
@@ -111,7 +112,7 @@ impl Harness {
             .credentials()
             .upsert(&NewCredential {
                 owner: ProjectUser::new(DEFAULT_PROJECT_ID, user),
-                provider: ProviderId::Runway,
+                provider: ProviderId::RUNWAY,
                 sealed,
                 credential_hint: credentials.hint(),
                 validated_at: None,
@@ -135,12 +136,12 @@ impl Harness {
         let request = GenerationRequest {
             prompt: Some(prompt.to_owned()),
             duration_seconds: Some(5),
-            ..GenerationRequest::new(self.user, ProviderId::Runway, "gen4.5")
+            ..GenerationRequest::new(self.user, ProviderId::RUNWAY, "gen4.5")
         };
         let new = NewJob {
             project_id: DEFAULT_PROJECT_ID,
             user_id: self.user,
-            provider: ProviderId::Runway,
+            provider: ProviderId::RUNWAY,
             model: "gen4.5".into(),
             request,
             metadata: json!({}),

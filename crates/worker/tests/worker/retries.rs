@@ -137,7 +137,7 @@ async fn a_rejected_key_fails_the_job_and_is_marked_invalid_for_the_next() {
         .credentials()
         .get(
             ProjectUser::new(DEFAULT_PROJECT_ID, h.user),
-            ProviderId::Runway,
+            ProviderId::RUNWAY,
         )
         .await
         .unwrap()
