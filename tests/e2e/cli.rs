@@ -230,3 +230,71 @@ async fn usage_errors_exit_2_and_config_errors_exit_64_naming_the_setting() {
     assert_eq!(out.code, 64);
     assert!(out.stderr.contains("max_body"), "{}", out.stderr);
 }
+
+/// A provider definition that breaks one rule stops `byok api` before it serves anything,
+/// with the configuration exit code and a message naming the file, the provider and the
+/// field; so does a `providers.<id>` table naming no provider.
+#[tokio::test]
+async fn a_bad_provider_definition_stops_start_up_naming_file_provider_and_field() {
+    let luma = std::fs::read_to_string(format!("{}/luma.toml", crate::deploy::DEFINITIONS_DIR))
+        .expect("the shipped Luma definition");
+    // (what is changed, the field the error must name, a word of its reason)
+    let cases = [
+        (
+            luma.replace(
+                "poll_interval_secs = 5",
+                "poll_interval_secs = 5\ncolour = \"blue\"",
+            ),
+            "colour",
+            "unknown field",
+        ),
+        (
+            luma.replace("\"prompt\": {{ prompt }},", "\"prompt\": {{ script }},"),
+            "submit.body",
+            "script",
+        ),
+        (
+            luma.replace("processing = \"running\"", "processing = \"rendering\""),
+            "poll.states.processing",
+            "rendering",
+        ),
+        (
+            luma.replace(
+                "base_url = \"https://agents.lumalabs.ai/v1\"",
+                "base_url = \"http://agents.lumalabs.ai/v1\"",
+            ),
+            "base_url",
+            "https",
+        ),
+    ];
+    for (text, field, reason) in cases {
+        assert_ne!(text, luma, "the case changes the definition ({field})");
+        let dir = tempfile::tempdir().unwrap();
+        let defs = dir.path().join("providers");
+        std::fs::create_dir(&defs).unwrap();
+        let file = defs.join("luma.toml");
+        std::fs::write(&file, text).unwrap();
+        let env = [
+            ("BYOK__ENCRYPTION__KEYS", crate::deploy::KEYS),
+            ("BYOK__PROVIDERS__DEFINITIONS_DIR", defs.to_str().unwrap()),
+        ];
+        let out = run(dir.path(), &env, &["api"]).await;
+        assert_eq!(out.code, 64, "{field}: {}", out.stderr);
+        for expected in [file.to_str().unwrap(), "`luma`", field, reason] {
+            assert!(
+                out.stderr.contains(expected),
+                "{field}: the message should name {expected}: {}",
+                out.stderr
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BYOK__ENCRYPTION__KEYS", crate::deploy::KEYS),
+        ("BYOK__PROVIDERS__SORA__BASE_URL", "https://example.com"),
+    ];
+    let out = run(dir.path(), &env, &["api"]).await;
+    assert_eq!(out.code, 64, "{}", out.stderr);
+    assert!(out.stderr.contains("providers.sora"), "{}", out.stderr);
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::helpers::{byok, poll_until, run, terminate, wait_until_ready};
 
 /// The encryption key ring of test deployments.
-const KEYS: &str = "1:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+pub const KEYS: &str = "1:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
 /// How a test wants its deployment.
 #[derive(Debug, Clone)]
@@ -96,6 +96,9 @@ async fn simulator(options: &DeployOptions) -> RunningSim {
     .unwrap()
 }
 
+/// The provider definitions that ship with byok (Luma, Synthesia).
+pub const DEFINITIONS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../providers/definitions");
+
 fn base_env(
     sim: &RunningSim,
     options: &DeployOptions,
@@ -162,15 +165,41 @@ fn base_env(
             "BYOK__PROVIDERS__REPLICATE__RATE_LIMIT__PER_HOUR",
             "60000".to_owned(),
         ),
+        // The shipped provider definitions, pointed at the simulator like the built-in
+        // providers: every deployment of these tests loads declared providers.
+        (
+            "BYOK__PROVIDERS__DEFINITIONS_DIR",
+            DEFINITIONS_DIR.to_owned(),
+        ),
+        ("BYOK__PROVIDERS__LUMA__BASE_URL", sim.luma_url()),
+        ("BYOK__PROVIDERS__SYNTHESIA__BASE_URL", sim.synthesia_url()),
         ("RUST_LOG", "info".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    for provider in ["RUNWAY", "STABILITY", "VEO", "FAL", "REPLICATE"] {
+    for provider in [
+        "RUNWAY",
+        "STABILITY",
+        "VEO",
+        "FAL",
+        "REPLICATE",
+        "LUMA",
+        "SYNTHESIA",
+    ] {
         env.push((
             format!("BYOK__PROVIDERS__{provider}__POLL_INTERVAL"),
             options.poll_interval.to_owned(),
+        ));
+    }
+    for provider in ["LUMA", "SYNTHESIA"] {
+        env.push((
+            format!("BYOK__PROVIDERS__{provider}__RATE_LIMIT__PER_MINUTE"),
+            "1000".to_owned(),
+        ));
+        env.push((
+            format!("BYOK__PROVIDERS__{provider}__RATE_LIMIT__PER_HOUR"),
+            "60000".to_owned(),
         ));
     }
     env.extend(options.extra_env.iter().cloned());

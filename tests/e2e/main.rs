@@ -15,5 +15,6 @@ mod metrics;
 mod object_store;
 mod operator;
 mod pipeline;
+mod providers_check;
 mod rewrap;
 mod sim;

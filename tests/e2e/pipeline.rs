@@ -155,6 +155,66 @@ async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice
 }
 
 #[tokio::test]
+async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
+    let Some(mut d) = Deployment::distributed(DeployOptions {
+        render_time: Duration::from_secs(6),
+        ..DeployOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let user = Uuid::new_v4();
+    d.put_credentials(user, "luma", json!({ "api_key": "sim_luma_kill_test" }))
+        .await;
+    let ids = enqueue_many(
+        &d,
+        (0..4)
+            .map(|i| {
+                json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
+                        "prompt": format!("a declared take {i}"), "duration_seconds": 5 })
+            })
+            .collect(),
+    )
+    .await;
+    let polling = d
+        .wait_jobs(&ids, Duration::from_secs(30), |jobs| {
+            jobs.iter().all(|j| j["provider_job_id"].is_string())
+        })
+        .await;
+    assert!(
+        polling.iter().all(|j| j["status"] == "running"),
+        "all four were polling: {:?}",
+        statuses(&polling)
+    );
+
+    // Worker 0 dies holding its share (SIGKILL: nothing handed back); worker 1 takes them
+    // over after the visibility timeout and polls on from the recorded provider job ids.
+    d.kill_worker(0).await;
+    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    assert!(
+        jobs.iter().all(|j| j["status"] == "succeeded"),
+        "{:?}\n{}",
+        statuses(&jobs),
+        d.log_tail("worker-1")
+    );
+    let stats = d.sim.stats().await;
+    assert_eq!(
+        stats.luma.totals.accepted, 4,
+        "the simulator saw exactly four submits"
+    );
+    for id in &ids {
+        let video = d.dir.path().join("videos").join(format!("{id}.mp4"));
+        assert!(
+            std::fs::metadata(&video)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false),
+            "{video:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_stops_a_worker_within_its_grace_and_the_other_finishes_its_jobs() {
     let Some(mut d) = Deployment::distributed(DeployOptions {
         render_time: Duration::from_secs(3),
@@ -508,4 +568,154 @@ async fn aggregator_jobs_keep_their_videos_usage_and_wait_out_a_429() {
         let bytes = video.bytes().await.unwrap();
         assert_eq!(&bytes[4..8], b"ftyp", "an MP4 came back");
     }
+}
+
+/// The shipped definitions, loaded by `byok run` from `providers.definitions_dir`, are
+/// providers like the built-in ones: listed with their forms and models, keys checked and
+/// stored, requests validated against their catalogues, jobs run to a stored video and
+/// cancelled at the provider.
+#[tokio::test]
+async fn declared_providers_are_listed_keyed_validated_run_and_cancelled() {
+    let d = Deployment::embedded(DeployOptions {
+        render_time: Duration::from_millis(300),
+        ..DeployOptions::default()
+    })
+    .await;
+    let get = async |path: &str| -> (u16, Value) {
+        let response = d.req(reqwest::Method::GET, path).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    };
+
+    let (status, listed) = get("/v1/providers").await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<&str> = listed["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "veo",
+            "runway",
+            "stability",
+            "fal",
+            "replicate",
+            "luma",
+            "synthesia"
+        ]
+    );
+    let luma = &listed["providers"][5];
+    assert_eq!(luma["display_name"], "Luma Agents");
+    assert_eq!(luma["status"], "available");
+    assert_eq!(luma["credential_fields"][0]["name"], "api_key");
+    assert_eq!(luma["credential_fields"][0]["secret"], true);
+    assert_eq!(luma["models"][0]["id"], "ray-3.2");
+    assert_eq!(listed["providers"][6]["models"][0]["id"], "anna");
+
+    let user = Uuid::new_v4();
+    let (_, keys) = get(&format!("/v1/users/{user}/providers")).await;
+    assert_eq!(keys["providers"].as_array().unwrap().len(), 7, "{keys}");
+
+    // A key the provider refuses is not stored.
+    let refused = d
+        .req(
+            reqwest::Method::PUT,
+            &format!("/v1/users/{user}/providers/synthesia/credentials"),
+        )
+        .json(&json!({ "credentials": { "api_key": "not-a-sim-key" } }))
+        .send()
+        .await
+        .unwrap();
+    let refused_status = refused.status().as_u16();
+    let refused_body = refused.text().await.unwrap();
+    assert_eq!(refused_status, 422, "{refused_body}");
+    assert!(!refused_body.contains("not-a-sim-key"), "{refused_body}");
+    let (missing, _) = get(&format!("/v1/users/{user}/providers/synthesia")).await;
+    assert_eq!(missing, 404);
+
+    d.put_credentials(user, "synthesia", json!({ "api_key": "sim_synthesia_e2e" }))
+        .await;
+    d.put_credentials(user, "luma", json!({ "api_key": "sim_luma_e2e" }))
+        .await;
+    let (status, summary) = get(&format!("/v1/users/{user}/providers/luma")).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["credential_hint"], "sim_…_e2e", "{summary}");
+
+    // The catalogue of the definition is the one enforced.
+    let too_long = d
+        .req(reqwest::Method::POST, "/v1/jobs")
+        .json(
+            &json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
+                       "prompt": "a lighthouse", "duration_seconds": 7 }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), 422);
+    let too_long: Value = too_long.json().await.unwrap();
+    assert_eq!(too_long["error"]["details"]["field"], "duration_seconds");
+
+    let luma_job = d
+        .enqueue(
+            json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
+                         "prompt": "a lighthouse at dusk", "duration_seconds": 5,
+                         "aspect_ratio": "9:16" }),
+        )
+        .await;
+    let synthesia_job = d
+        .enqueue(
+            json!({ "user_id": user, "provider": "synthesia", "model": "mia",
+                         "prompt": "Welcome to the quarterly update." }),
+        )
+        .await;
+    let jobs = d
+        .wait_final(&[luma_job.clone(), synthesia_job], Duration::from_secs(60))
+        .await;
+    for job in &jobs {
+        assert_eq!(job["status"], "succeeded", "{job}\n{}", d.log_tail("run"));
+        let id = job["id"].as_str().unwrap();
+        let video = d
+            .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/video"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(video.status(), 200);
+        let bytes = video.bytes().await.unwrap();
+        assert_eq!(&bytes[4..8], b"ftyp", "an MP4");
+    }
+    let luma_stats = d.sim.stats().await.luma;
+    assert_eq!(luma_stats.totals.accepted, 1);
+
+    // Synthesia has a cancel (a delete of the video); it reaches the simulator.
+    d.sim
+        .set_config(byok_sim::SimConfig {
+            render_time: Duration::from_secs(60),
+            ..d.sim.config()
+        })
+        .unwrap();
+    let long = d
+        .enqueue(
+            json!({ "user_id": user, "provider": "synthesia", "model": "anna",
+                         "prompt": "A long script." }),
+        )
+        .await;
+    d.wait_jobs(
+        std::slice::from_ref(&long),
+        Duration::from_secs(20),
+        |jobs| jobs[0]["provider_job_id"].is_string(),
+    )
+    .await;
+    let cancelled = d
+        .req(reqwest::Method::POST, &format!("/v1/jobs/{long}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let reached = poll_until(Duration::from_secs(20), async || {
+        (d.sim.stats().await.synthesia.totals.cancels > 0).then_some(())
+    })
+    .await;
+    assert!(reached.is_some(), "{}", d.log_tail("run"));
 }

@@ -66,11 +66,9 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// The configuration error, when this is one (the CLI exits 64 for those).
-    pub fn config(&self) -> Option<&ConfigError> {
-        match self {
-            AppError::Config(e) => Some(e),
-            _ => None,
-        }
+    /// Whether the operator's configuration is at fault (a setting, or a provider
+    /// definition): the CLI says so and exits with its configuration code (64).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, AppError::Config(_) | AppError::Definition(_))
     }
 }

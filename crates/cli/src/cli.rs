@@ -49,6 +49,9 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Check provider definitions against a live endpoint or the simulator.
+    #[command(subcommand)]
+    Providers(crate::commands::ProvidersCommand),
 }
 
 impl Command {

@@ -34,10 +34,12 @@ fn main() -> ExitCode {
             // setting, and use the distinct exit code scripts can test for.
             let config = error
                 .downcast_ref::<byok_config::ConfigError>()
+                .map(ToString::to_string)
                 .or_else(|| {
                     error
                         .downcast_ref::<byok_app::AppError>()
-                        .and_then(byok_app::AppError::config)
+                        .filter(|e| e.is_configuration())
+                        .map(ToString::to_string)
                 });
             if let Some(config) = config {
                 eprintln!("error: {config}");

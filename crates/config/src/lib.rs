@@ -13,5 +13,6 @@ pub use load::{ENV_PREFIX, Environment, defaults, load, load_from};
 pub use rate::RequestRate;
 pub use settings::{
     ApiSettings, DatabaseSettings, DeclaredProviderSettings, EncryptionSettings, FetchSettings,
-    InlineDefinition, OutputSettings, ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl, Settings, Shape, WorkerSettings,
+    InlineDefinition, OutputSettings, ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl,
+    Settings, Shape, WorkerSettings,
 };

@@ -245,7 +245,9 @@ impl<'de> Deserialize<'de> for ProvidersSettings {
                     match ProviderId::BUILT_IN.iter().position(|p| p.as_str() == key) {
                         Some(i) => {
                             if slots[i].is_some() {
-                                return Err(A::Error::duplicate_field(ProviderId::BUILT_IN[i].as_str()));
+                                return Err(A::Error::duplicate_field(
+                                    ProviderId::BUILT_IN[i].as_str(),
+                                ));
                             }
                             slots[i] = Some(map.next_value()?);
                         }

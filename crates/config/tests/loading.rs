@@ -64,22 +64,46 @@ fn defaults_describe_the_embedded_shape() {
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::VEO).unwrap().rate_limit.per_minute,
-            s.providers.get(ProviderId::VEO).unwrap().rate_limit.per_hour
+            s.providers
+                .get(ProviderId::VEO)
+                .unwrap()
+                .rate_limit
+                .per_minute,
+            s.providers
+                .get(ProviderId::VEO)
+                .unwrap()
+                .rate_limit
+                .per_hour
         ),
         (10, 100)
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_minute,
-            s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_hour
+            s.providers
+                .get(ProviderId::RUNWAY)
+                .unwrap()
+                .rate_limit
+                .per_minute,
+            s.providers
+                .get(ProviderId::RUNWAY)
+                .unwrap()
+                .rate_limit
+                .per_hour
         ),
         (5, 50)
     );
     assert_eq!(
         (
-            s.providers.get(ProviderId::STABILITY).unwrap().rate_limit.per_minute,
-            s.providers.get(ProviderId::STABILITY).unwrap().rate_limit.per_hour
+            s.providers
+                .get(ProviderId::STABILITY)
+                .unwrap()
+                .rate_limit
+                .per_minute,
+            s.providers
+                .get(ProviderId::STABILITY)
+                .unwrap()
+                .rate_limit
+                .per_hour
         ),
         (3, 30)
     );
@@ -121,8 +145,22 @@ fn file_overrides_defaults_and_environment_overrides_the_file() {
     assert_eq!(s.api.max_body_bytes, 2048);
     assert_eq!(s.worker.concurrency, 32, "env beats file");
     assert_eq!(s.worker.shutdown_grace, Duration::from_secs(5));
-    assert_eq!(s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_minute, 6);
-    assert_eq!(s.providers.get(ProviderId::RUNWAY).unwrap().rate_limit.per_hour, 60);
+    assert_eq!(
+        s.providers
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .rate_limit
+            .per_minute,
+        6
+    );
+    assert_eq!(
+        s.providers
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .rate_limit
+            .per_hour,
+        60
+    );
     assert_eq!(
         s.providers.get(ProviderId::RUNWAY).unwrap().base_url,
         "http://127.0.0.1:9999"
@@ -251,12 +289,12 @@ fn bad_values_name_their_setting() {
             error(None, &[("BYOK__PROVIDERS__SORA__BASE_URL", "ftp://x")]),
             "providers.sora.base_url",
         ),
+        (error(Some("[providers.sora]\ncolour = 1\n"), &[]), "colour"),
         (
-            error(Some("[providers.sora]\ncolour = 1\n"), &[]),
-            "colour",
-        ),
-        (
-            error(Some("[providers.\"Not An Id\"]\nbase_url = \"https://x\"\n"), &[]),
+            error(
+                Some("[providers.\"Not An Id\"]\nbase_url = \"https://x\"\n"),
+                &[],
+            ),
             "Not An Id",
         ),
     ];
@@ -388,7 +426,13 @@ fn a_provider_catalogue_can_be_replaced_in_the_file() {
         "#,
     );
     let s = load_from(Some(&path), &env(&[])).unwrap();
-    let models = s.providers.get(ProviderId::RUNWAY).unwrap().models.as_ref().unwrap();
+    let models = s
+        .providers
+        .get(ProviderId::RUNWAY)
+        .unwrap()
+        .models
+        .as_ref()
+        .unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(models[0].id, "gen5");
     assert!(s.providers.get(ProviderId::VEO).unwrap().models.is_none());
@@ -421,7 +465,10 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
     )
     .unwrap();
     assert_eq!(
-        s.providers.get(ProviderId::VEO).unwrap().token_uri_allowlist,
+        s.providers
+            .get(ProviderId::VEO)
+            .unwrap()
+            .token_uri_allowlist,
         [
             "https://sts.example.com/token",
             "http://127.0.0.1:9000/oauth2/token"
@@ -438,7 +485,10 @@ fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
         file("[providers.veo]\ntoken_uri_allowlist = [\"https://sts.example.com/token\"]\n");
     let s = load_from(Some(&path), &env(&[])).unwrap();
     assert_eq!(
-        s.providers.get(ProviderId::VEO).unwrap().token_uri_allowlist,
+        s.providers
+            .get(ProviderId::VEO)
+            .unwrap()
+            .token_uri_allowlist,
         ["https://sts.example.com/token"]
     );
 
@@ -477,7 +527,10 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     assert_eq!(s.api.max_connections, 4096);
     assert_eq!(s.api.metrics_listen, None);
     assert_eq!(
-        s.providers.get(ProviderId::RUNWAY).unwrap().max_requests_per_second,
+        s.providers
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .max_requests_per_second,
         None
     );
 
@@ -497,7 +550,10 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     );
     assert_eq!(s.api.metrics_listen.unwrap().port(), 9200);
     assert_eq!(
-        s.providers.get(ProviderId::RUNWAY).unwrap().max_requests_per_second,
+        s.providers
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .max_requests_per_second,
         Some(2.5)
     );
 
@@ -516,7 +572,10 @@ fn the_api_edge_settings_load_from_a_file_and_the_environment() {
     );
     assert_eq!(s.api.trusted_proxies.len(), 2);
     assert_eq!(
-        s.providers.get(ProviderId::VEO).unwrap().max_requests_per_second,
+        s.providers
+            .get(ProviderId::VEO)
+            .unwrap()
+            .max_requests_per_second,
         Some(20.0)
     );
 
@@ -588,7 +647,13 @@ id = "inline-two"
     assert_eq!(acme.rate_limit, None);
     assert_eq!(s.providers.definitions.len(), 2);
     let first = &s.providers.definitions[0];
-    assert!(first.origin.ends_with("byok.toml: providers.definitions[0]"), "{}", first.origin);
+    assert!(
+        first
+            .origin
+            .ends_with("byok.toml: providers.definitions[0]"),
+        "{}",
+        first.origin
+    );
     // Names keep their case (the layered configuration would fold it).
     let table: toml::Table = first.text.parse().unwrap();
     assert_eq!(table["id"].as_str(), Some("inline-one"));

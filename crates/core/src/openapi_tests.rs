@@ -49,6 +49,11 @@ fn provider_ids_are_an_open_set_of_patterned_strings() {
     let pattern = schema["pattern"].as_str().unwrap();
     assert_eq!(pattern, "^[a-z0-9_-]{1,40}$");
     for p in ProviderId::BUILT_IN {
-        assert!(schema["description"].as_str().unwrap().contains(&format!("`{p}`")));
+        assert!(
+            schema["description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{p}`"))
+        );
     }
 }

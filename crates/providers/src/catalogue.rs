@@ -15,7 +15,10 @@ pub(crate) fn parse_built_in(spec: &ProviderSpec) -> Result<Catalogue, RegistryE
 }
 
 /// `catalogue` (configured, built in or defined) once checked for coherence.
-pub(crate) fn check(provider: ProviderId, catalogue: Catalogue) -> Result<Catalogue, RegistryError> {
+pub(crate) fn check(
+    provider: ProviderId,
+    catalogue: Catalogue,
+) -> Result<Catalogue, RegistryError> {
     catalogue
         .check()
         .map_err(|reason| RegistryError::BadCatalogue { provider, reason })?;

@@ -510,7 +510,10 @@ pub(crate) fn parse_fields(
         }
         values.push(((*name).to_owned(), SecretString::from(value)));
     }
-    Ok(Credentials::new(provider, CredentialsKind::Fields { values }))
+    Ok(Credentials::new(
+        provider,
+        CredentialsKind::Fields { values },
+    ))
 }
 
 /// Parses `{"service_account": <object or JSON string>, "location": "…"?}` (Veo).

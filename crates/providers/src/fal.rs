@@ -15,9 +15,9 @@
 //! `status_url`/`response_url`/`cancel_url` of fal's answers are never followed, so the key is
 //! never sent to a host an answer names.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use byok_core::{ErrorCode, JobError, Mode, ModelSpec, ProviderUsage, Requirement};
@@ -108,7 +108,9 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
         required: true,
         secret: true,
         kind: Cow::Borrowed("string"),
-        description: Cow::Borrowed("A fal API key (`key_id:key_secret`) from fal.ai/dashboard/keys."),
+        description: Cow::Borrowed(
+            "A fal API key (`key_id:key_secret`) from fal.ai/dashboard/keys.",
+        ),
     }],
     catalogue: include_str!("../catalogue/fal.toml"),
     build: |setup| Ok(Arc::new(FalProvider::new(setup)?)),

@@ -136,7 +136,10 @@ impl RegistryOptions {
     /// process-wide ([`ProviderId::declare`]). Refused: an id declared twice here.
     pub fn declare(&mut self, definition: Definition) -> Result<ProviderId, RegistryError> {
         let id = ProviderId::declare(&definition.id).map_err(|why| {
-            RegistryError::BadDefinition(format!("provider definition `{}`: id {why}", definition.id))
+            RegistryError::BadDefinition(format!(
+                "provider definition `{}`: id {why}",
+                definition.id
+            ))
         })?;
         if self.provider(id).is_some() {
             return Err(RegistryError::BadDefinition(format!(

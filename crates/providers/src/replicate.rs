@@ -10,9 +10,9 @@
 //! Which route and input fields a model takes is data: the catalogue's `[models.wire]`
 //! (see `catalogue/replicate.toml`), checked when the adapter is built.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -113,7 +113,9 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
         required: true,
         secret: true,
         kind: Cow::Borrowed("string"),
-        description: Cow::Borrowed("A Replicate API token (r8_…) from replicate.com/account/api-tokens."),
+        description: Cow::Borrowed(
+            "A Replicate API token (r8_…) from replicate.com/account/api-tokens.",
+        ),
     }],
     catalogue: include_str!("../catalogue/replicate.toml"),
     build: |setup| Ok(Arc::new(ReplicateProvider::new(setup)?)),

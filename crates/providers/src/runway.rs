@@ -3,8 +3,8 @@
 //! `/v1/image_to_video`, `GET /v1/tasks/{id}` and `DELETE /v1/tasks/{id}`; outputs
 //! downloaded from Runway's signed CDN URLs.
 
-use std::path::Path;
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::Arc;
 
 use byok_core::{ErrorCode, JobError, Mode};
@@ -71,8 +71,10 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
             required: false,
             secret: false,
             kind: Cow::Borrowed("string"),
-            description: Cow::Borrowed("Optional, for your reference; Runway keys already \
-                          belong to one organization."),
+            description: Cow::Borrowed(
+                "Optional, for your reference; Runway keys already \
+                          belong to one organization.",
+            ),
         },
     ],
     catalogue: include_str!("../catalogue/runway.toml"),

@@ -4,8 +4,8 @@
 //! model takes) and `GET /v2beta/image-to-video/result/{id}`, which returns the MP4
 //! itself when done. There is no cancel.
 
-use std::io::Cursor;
 use std::borrow::Cow;
+use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +63,9 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
             required: true,
             secret: true,
             kind: Cow::Borrowed("string"),
-            description: Cow::Borrowed("An API key (sk-…) from platform.stability.ai/account/keys."),
+            description: Cow::Borrowed(
+                "An API key (sk-…) from platform.stability.ai/account/keys.",
+            ),
         },
         CredentialField {
             name: Cow::Borrowed("organization_id"),
@@ -71,8 +73,10 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
             required: false,
             secret: false,
             kind: Cow::Borrowed("string"),
-            description: Cow::Borrowed("Optional (org-…): sent as the Organization header to \
-                          bill an organization other than your default one."),
+            description: Cow::Borrowed(
+                "Optional (org-…): sent as the Organization header to \
+                          bill an organization other than your default one.",
+            ),
         },
     ],
     catalogue: include_str!("../catalogue/stability.toml"),

@@ -108,9 +108,11 @@ pub(crate) const SPEC: ProviderSpec = ProviderSpec {
             required: true,
             secret: true,
             kind: Cow::Borrowed("json"),
-            description: Cow::Borrowed("The JSON key file of a service account that has the \
+            description: Cow::Borrowed(
+                "The JSON key file of a service account that has the \
                           Vertex AI User role in the project to bill (the file \
-                          as an object, or its text)."),
+                          as an object, or its text).",
+            ),
         },
         CredentialField {
             name: Cow::Borrowed("location"),

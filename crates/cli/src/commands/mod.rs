@@ -6,6 +6,7 @@ mod job;
 mod keys;
 mod migrate;
 mod project;
+mod providers;
 mod queue;
 mod run;
 mod sim;
@@ -14,6 +15,8 @@ mod token;
 mod worker;
 
 use std::process::ExitCode;
+
+pub use providers::ProvidersCommand;
 
 use crate::cli::{
     Cli, Command, JobCommand, KeysCommand, ProjectCommand, QueueCommand, TokenCommand,
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token::revoke(&byok_config::load(config)?, &args).await
         }
         Command::Sim(args) => sim::run(&args).await,
+        Command::Providers(ProvidersCommand::Check(args)) => providers::check(&args).await,
         Command::Queue(QueueCommand::Stats(args)) => {
             queue::stats(&byok_config::load(config)?, &args).await
         }

@@ -79,10 +79,9 @@ pub(crate) fn build(
     http: reqwest::Client,
     tokens: Arc<TokenSource>,
 ) -> Result<Arc<dyn VideoProvider>, RegistryError> {
-    let id: ProviderId = definition
-        .id
-        .parse()
-        .map_err(|_| RegistryError::BadDefinition(format!("provider `{}` was not declared", definition.id)))?;
+    let id: ProviderId = definition.id.parse().map_err(|_| {
+        RegistryError::BadDefinition(format!("provider `{}` was not declared", definition.id))
+    })?;
     let text = Text {
         display_name: Cow::Owned(definition.display_name.clone()),
         description: Cow::Owned(definition.description.clone()),
@@ -115,7 +114,8 @@ impl DeclarativeProvider {
         definition: Arc<Definition>,
         setup: Setup<'_>,
     ) -> Result<DeclarativeProvider, RegistryError> {
-        let bad = |reason: String| RegistryError::BadDefinition(format!("provider `{id}`: {reason}"));
+        let bad =
+            |reason: String| RegistryError::BadDefinition(format!("provider `{id}`: {reason}"));
         // Output URLs are usually presigned for a while; a refused one is worth a fresh poll.
         let expired: Expired = |host, status| {
             format!(
@@ -191,7 +191,10 @@ impl DeclarativeProvider {
     }
 
     /// The values of these credentials, or the check's answer for another provider's.
-    fn values<'c>(&self, credentials: &'c Credentials) -> Option<&'c [(String, secrecy::SecretString)]> {
+    fn values<'c>(
+        &self,
+        credentials: &'c Credentials,
+    ) -> Option<&'c [(String, secrecy::SecretString)]> {
         match credentials.kind() {
             CredentialsKind::Fields { values } if credentials.provider() == self.id => Some(values),
             _ => None,
@@ -208,7 +211,12 @@ impl DeclarativeProvider {
         values: &[(String, secrecy::SecretString)],
     ) -> Result<(reqwest::RequestBuilder, Secrets), JobError> {
         let mut url = self.url(path);
-        let mut secrets = Secrets(values.iter().map(|(_, v)| v.expose_secret().to_owned()).collect());
+        let mut secrets = Secrets(
+            values
+                .iter()
+                .map(|(_, v)| v.expose_secret().to_owned())
+                .collect(),
+        );
         let method = match method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -223,17 +231,16 @@ impl DeclarativeProvider {
         if let (Auth::Query(t), Some(value)) = (&self.definition.auth, &rendered) {
             url.query_pairs_mut().append_pair(&t.name, value);
         }
-        let mut request = self
-            .http
-            .request(method, url)
-            .headers(self.headers.clone());
+        let mut request = self.http.request(method, url).headers(self.headers.clone());
         match &self.definition.auth {
             Auth::Bearer(b) => {
                 let token = values
                     .iter()
                     .find(|(name, _)| *name == b.field)
                     .map(|(_, v)| v.expose_secret())
-                    .ok_or_else(|| internal(&format!("{} credentials lack `{}`", self.id, b.field)))?;
+                    .ok_or_else(|| {
+                        internal(&format!("{} credentials lack `{}`", self.id, b.field))
+                    })?;
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| internal("the key cannot be sent in a header"))?;
                 value.set_sensitive(true);
@@ -368,9 +375,7 @@ impl VideoProvider for DeclarativeProvider {
         let (request, secrets) = match self.request(check.method, &check.path, values) {
             Ok(built) => built,
             Err(e) => {
-                return CredentialCheck::Unavailable {
-                    reason: e.message,
-                };
+                return CredentialCheck::Unavailable { reason: e.message };
             }
         };
         let (status, body) = match self.outbound.check(request, &secrets.as_strs()).await {
@@ -391,7 +396,9 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         request: SubmitRequest<'_>,
     ) -> Result<Submitted, JobError> {
-        let values = self.values(credentials).ok_or_else(|| self.wrong(credentials))?;
+        let values = self
+            .values(credentials)
+            .ok_or_else(|| self.wrong(credentials))?;
         let validated = request.request;
         let image = match validated.mode {
             Mode::TextToVideo => None,
@@ -399,17 +406,22 @@ impl VideoProvider for DeclarativeProvider {
                 let image = request.image.ok_or_else(|| {
                     internal("an image-to-video job reached submit without its fetched image")
                 })?;
-                let uri = data_uri::fitted(&self.images, image, MAX_DATA_URI_BYTES, SHRUNK_MAX_SIDE)
-                    .await?
-                    .ok_or_else(|| {
-                        JobError::permanent(
-                            ErrorCode::InvalidRequest,
-                            format!(
-                                "the input image does not fit in {MAX_DATA_URI_BYTES} bytes even \
+                let uri = data_uri::fitted(
+                    &self.images,
+                    image,
+                    MAX_DATA_URI_BYTES,
+                    SHRUNK_MAX_SIDE,
+                )
+                .await?
+                .ok_or_else(|| {
+                    JobError::permanent(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the input image does not fit in {MAX_DATA_URI_BYTES} bytes even \
                                  re-encoded within {SHRUNK_MAX_SIDE} pixels a side"
-                            ),
-                        )
-                    })?;
+                        ),
+                    )
+                })?;
                 Some(uri)
             }
         };
@@ -435,10 +447,16 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         provider_job_id: &str,
     ) -> Result<RemoteStatus, JobError> {
-        let values = self.values(credentials).ok_or_else(|| self.wrong(credentials))?;
-        let path = self.job_url_path(self.definition.poll_path(provider_job_id), provider_job_id)?;
+        let values = self
+            .values(credentials)
+            .ok_or_else(|| self.wrong(credentials))?;
+        let path =
+            self.job_url_path(self.definition.poll_path(provider_job_id), provider_job_id)?;
         let (builder, secrets) = self.request(self.definition.poll.method, &path, values)?;
-        let answer = self.outbound.idempotent(builder, &secrets.as_strs()).await?;
+        let answer = self
+            .outbound
+            .idempotent(builder, &secrets.as_strs())
+            .await?;
         if !answer.status.is_success() {
             // A job the provider no longer knows has nothing left to wait for, unless the
             // definition says what its 404 means.
@@ -473,7 +491,9 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         provider_job_id: &str,
     ) -> Result<CancelOutcome, JobError> {
-        let values = self.values(credentials).ok_or_else(|| self.wrong(credentials))?;
+        let values = self
+            .values(credentials)
+            .ok_or_else(|| self.wrong(credentials))?;
         let (Some(cancel), Some(path)) = (
             self.definition.cancel.as_ref(),
             self.definition.cancel_path(provider_job_id),
@@ -482,7 +502,10 @@ impl VideoProvider for DeclarativeProvider {
         };
         let path = self.job_url_path(path, provider_job_id)?;
         let (builder, secrets) = self.request(cancel.method, &path, values)?;
-        let answer = self.outbound.idempotent(builder, &secrets.as_strs()).await?;
+        let answer = self
+            .outbound
+            .idempotent(builder, &secrets.as_strs())
+            .await?;
         match answer.status.as_u16() {
             200..=299 => Ok(CancelOutcome::Cancelled),
             // Already gone: it cannot run (or bill) any more, which is what a cancel is for.

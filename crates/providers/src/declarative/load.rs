@@ -79,7 +79,10 @@ impl Definition {
         let err = |field: &str, message: String| Err((field.to_owned(), message));
         // id
         if let Err(why) = ProviderId::check_name(&self.id) {
-            return err("id", format!("`{}` {why}", self.id.chars().take(64).collect::<String>()));
+            return err(
+                "id",
+                format!("`{}` {why}", self.id.chars().take(64).collect::<String>()),
+            );
         }
         for (field, value) in [
             ("display_name", &self.display_name),

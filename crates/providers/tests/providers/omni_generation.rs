@@ -991,7 +991,8 @@ type Change = Box<dyn Fn(&mut Value)>;
 /// The built-in catalogue with `change` applied to the `gemini-omni-1.2-flash` entry.
 fn catalogue_with(change: impl Fn(&mut Value)) -> Catalogue {
     let registry = support::registry("http://127.0.0.1:1");
-    let mut catalogue = serde_json::to_value(registry.get(ProviderId::VEO).unwrap().catalogue()).unwrap();
+    let mut catalogue =
+        serde_json::to_value(registry.get(ProviderId::VEO).unwrap().catalogue()).unwrap();
     // `wire` is not serialised (listings never show it): put back the built-in one.
     for model in catalogue["models"].as_array_mut().unwrap() {
         if model["id"] == MODEL {

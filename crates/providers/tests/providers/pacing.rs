@@ -21,10 +21,14 @@ async fn a_paced_provider_gets_at_most_its_rate_and_every_request_still_goes_out
     let mut options = byok_providers::RegistryOptions::defaults();
     options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = sim.runway_url();
     options
-        .provider_mut(ProviderId::RUNWAY).unwrap()
+        .provider_mut(ProviderId::RUNWAY)
+        .unwrap()
         .max_requests_per_second = Some(RATE);
     // Stability stays unpaced: the baseline of the same burst.
-    options.provider_mut(ProviderId::STABILITY).unwrap().base_url = sim.stability_url();
+    options
+        .provider_mut(ProviderId::STABILITY)
+        .unwrap()
+        .base_url = sim.stability_url();
     options.allow_private_networks = true;
     let registry = Registry::new(&options).unwrap();
 

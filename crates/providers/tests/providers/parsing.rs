@@ -79,7 +79,7 @@ fn api_key_fields_are_checked_by_name() {
         }
         let max = registry
             .get(id)
-        .unwrap()
+            .unwrap()
             .parse_credentials(&json!({"api_key": "k".repeat(512)}));
         assert!(max.is_ok(), "512 characters are accepted");
     }

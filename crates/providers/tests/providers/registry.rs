@@ -66,7 +66,8 @@ fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
     );
 
     options
-        .provider_mut(ProviderId::STABILITY).unwrap()
+        .provider_mut(ProviderId::STABILITY)
+        .unwrap()
         .rate_limits
         .per_minute = 0;
     let err = Registry::new(&options).unwrap_err();
@@ -90,7 +91,10 @@ fn the_pacing_is_the_configured_one_and_a_quota_that_never_grants_is_refused() {
 #[test]
 fn every_provider_is_present_in_order_with_its_descriptor() {
     let mut options = RegistryOptions::defaults();
-    options.provider_mut(ProviderId::RUNWAY).unwrap().rate_limits = RateLimits {
+    options
+        .provider_mut(ProviderId::RUNWAY)
+        .unwrap()
+        .rate_limits = RateLimits {
         per_minute: 7,
         per_hour: 70,
     };
@@ -248,7 +252,13 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen5_preview", "prompt": "a fox"}),
     );
-    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&request).is_err());
+    assert!(
+        built_in
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .validate(&request)
+            .is_err()
+    );
     let validated = runway.validate(&request).expect("a configured model");
     assert_eq!(validated.model, "gen5_preview");
     assert_eq!(validated.duration_seconds, Some(6));
@@ -272,7 +282,13 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen4.5", "prompt": "a fox", "duration_seconds": 7}),
     );
-    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&seven).is_ok());
+    assert!(
+        built_in
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .validate(&seven)
+            .is_ok()
+    );
     let err = runway.validate(&seven).unwrap_err();
     assert_eq!(err.field, "duration_seconds", "{err:?}");
 
@@ -282,7 +298,13 @@ fn configured_models_replace_what_the_catalogue_accepts() {
         "runway",
         json!({"model": "gen4_turbo", "image_url": "https://images.example/a.png"}),
     );
-    assert!(built_in.get(ProviderId::RUNWAY).unwrap().validate(&turbo).is_ok());
+    assert!(
+        built_in
+            .get(ProviderId::RUNWAY)
+            .unwrap()
+            .validate(&turbo)
+            .is_ok()
+    );
     let err = runway.validate(&turbo).unwrap_err();
     assert_eq!(err.field, "model");
     assert_eq!(err.allowed, ["gen5_preview", "gen4.5"]);
@@ -360,7 +382,8 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
         "{err}"
     );
 
-    options.provider_mut(ProviderId::RUNWAY).unwrap().models = Some(Catalogue { models: Vec::new() });
+    options.provider_mut(ProviderId::RUNWAY).unwrap().models =
+        Some(Catalogue { models: Vec::new() });
     let err = Registry::new(&options).unwrap_err();
     assert!(
         err.to_string().starts_with("providers.runway.models: "),
@@ -371,7 +394,11 @@ fn an_incoherent_configured_catalogue_names_the_setting() {
 /// Stability's built-in catalogue with its model's alternatives replaced.
 fn stability_pointing_at(alternatives: Value) -> Catalogue {
     let registry = Registry::new(&RegistryOptions::defaults()).unwrap();
-    let mut catalogue = registry.get(ProviderId::STABILITY).unwrap().catalogue().clone();
+    let mut catalogue = registry
+        .get(ProviderId::STABILITY)
+        .unwrap()
+        .catalogue()
+        .clone();
     let mut retirement = serde_json::to_value(catalogue.models[0].retirement.as_ref().unwrap())
         .expect("a retirement");
     retirement["alternatives"] = alternatives;
@@ -397,7 +424,8 @@ fn stability_is_retired_and_its_alternatives_are_models_this_deployment_offers()
     assert_eq!(retirement.date, "2025-07-24");
     for alternative in &retirement.alternatives {
         let offered = registry
-            .get(alternative.provider).unwrap()
+            .get(alternative.provider)
+            .unwrap()
             .catalogue()
             .model(&alternative.model)
             .map(|m| m.status);

@@ -33,7 +33,8 @@ pub fn options(base_url: &str, allow_private_networks: bool, timeout: Duration) 
     options.allow_private_networks = allow_private_networks;
     options.request_timeout = timeout;
     options.token_uri_allowlist = format!("{base_url}/token").parse().into_iter().collect();
-    options.provider_mut(ProviderId::STABILITY).unwrap().models = Some(stability_catalogue_available());
+    options.provider_mut(ProviderId::STABILITY).unwrap().models =
+        Some(stability_catalogue_available());
     options
 }
 

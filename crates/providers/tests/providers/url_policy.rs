@@ -114,13 +114,13 @@ async fn credentials_parsed_permissively_are_still_refused_by_a_strict_check() {
         let permissive = registry_allowing("http://127.0.0.1:1", &[&token_uri]);
         let credentials = permissive
             .get(ProviderId::VEO)
-        .unwrap()
+            .unwrap()
             .parse_credentials(&json!({"service_account": service_account(&key, None, &token_uri)}))
             .expect("allowed when private networks are allowed");
 
         let outcome = strict_registry()
             .get(ProviderId::VEO)
-        .unwrap()
+            .unwrap()
             .check_credentials(&credentials)
             .await;
         let CredentialCheck::Rejected { reason } = &outcome else {

@@ -413,7 +413,7 @@ async fn other_providers_credentials_give_no_verdict() {
     for id in [ProviderId::VEO, ProviderId::STABILITY] {
         let outcome = registry
             .get(id)
-        .unwrap()
+            .unwrap()
             .check_credentials(&runway_credentials)
             .await;
         assert!(

@@ -75,8 +75,16 @@ impl Harness {
         settings.worker.retry_max_delay = Duration::from_millis(200);
         settings.worker.concurrency = 8;
         settings.worker.shutdown_grace = Duration::from_secs(2);
-        settings.providers.get_mut(ProviderId::RUNWAY).unwrap().base_url = runway.uri();
-        settings.providers.get_mut(ProviderId::RUNWAY).unwrap().models = options.runway_models.clone();
+        settings
+            .providers
+            .get_mut(ProviderId::RUNWAY)
+            .unwrap()
+            .base_url = runway.uri();
+        settings
+            .providers
+            .get_mut(ProviderId::RUNWAY)
+            .unwrap()
+            .models = options.runway_models.clone();
         for id in ProviderId::BUILT_IN {
             let provider = settings.providers.get_mut(id).unwrap();
             provider.poll_interval = Duration::from_millis(50);

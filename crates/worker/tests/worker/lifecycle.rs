@@ -247,7 +247,12 @@ async fn a_job_whose_model_retired_after_enqueue_fails_model_retired_unsent() {
     // after the job was accepted): the job fails at its submit step and nothing is sent.
     let registry = byok_providers::Registry::new(&byok_providers::RegistryOptions::defaults())
         .expect("the built-in registry");
-    let mut models = registry.get(ProviderId::RUNWAY).unwrap().catalogue().models.clone();
+    let mut models = registry
+        .get(ProviderId::RUNWAY)
+        .unwrap()
+        .catalogue()
+        .models
+        .clone();
     let gen45 = models
         .iter_mut()
         .find(|m| m.id == "gen4.5")
