@@ -9,6 +9,7 @@ mod http;
 mod inflight;
 mod limiter;
 mod pipeline;
+mod poll_cpu;
 mod queue;
 mod system;
 
@@ -59,6 +60,9 @@ enum Command {
     Limiter,
     /// Credential seal+open per second.
     Crypto,
+    /// CPU per status poll of a declarative provider (Luma) beside a
+    /// built-in one (Runway), same registry, simulator and run.
+    PollCpu,
     /// Every benchmark, in the order above.
     All,
 }
@@ -113,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || cli.command == Command::Crypto {
         crypto::run(&options)?;
+    }
+    if all || cli.command == Command::PollCpu {
+        poll_cpu::run(&options).await?;
     }
     common::progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::http::{Body, describe_transport_error, read_capped, sanitize};
+use crate::http::{Body, describe_transport_error, read_up_to, sanitize};
 use crate::pace::Pace;
 
 /// The wait used when a provider throttles without saying for how long.
@@ -44,6 +44,7 @@ pub(crate) async fn send_submit(
     provider: &str,
     timeout: Duration,
     secrets: &[&str],
+    limit: usize,
 ) -> Result<Answer, JobError> {
     let failed = |err: &reqwest::Error| {
         let what = sanitize(&describe_transport_error(err, timeout), secrets);
@@ -64,7 +65,7 @@ pub(crate) async fn send_submit(
         return Err(gateway_timeout(provider));
     }
     let headers = response.headers().clone();
-    let body = read_capped(response).await.map_err(|e| failed(&e))?;
+    let body = read_up_to(response, limit).await.map_err(|e| failed(&e))?;
     Ok(Answer {
         status,
         headers,
@@ -89,6 +90,7 @@ pub(crate) async fn send_idempotent(
     provider: &str,
     timeout: Duration,
     secrets: &[&str],
+    limit: usize,
 ) -> Result<Answer, JobError> {
     let failed = |err: &reqwest::Error| {
         JobError::transient(
@@ -102,7 +104,7 @@ pub(crate) async fn send_idempotent(
     let response = pace.send(request).await.map_err(|e| failed(&e))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = read_capped(response).await.map_err(|e| failed(&e))?;
+    let body = read_up_to(response, limit).await.map_err(|e| failed(&e))?;
     Ok(Answer {
         status,
         headers,

@@ -52,22 +52,39 @@ impl Body {
 }
 
 /// Reads at most [`MAX_BODY_BYTES`] of `response`'s body.
-pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Body, reqwest::Error> {
-    // Size the buffer once so that growing it never leaves an unwiped copy behind.
+pub(crate) async fn read_capped(response: reqwest::Response) -> Result<Body, reqwest::Error> {
+    read_up_to(response, MAX_BODY_BYTES).await
+}
+
+/// Reads at most `limit` bytes of `response`'s body; `truncated` when there was more.
+pub(crate) async fn read_up_to(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Body, reqwest::Error> {
+    // Sized once from the announced length (at most MAX_BODY_BYTES up front), and grown by
+    // hand beyond that, so that no reallocation leaves an unwiped copy behind.
     let capacity = response
         .content_length()
         .and_then(|len| usize::try_from(len).ok())
-        .map_or(MAX_BODY_BYTES, |len| len.min(MAX_BODY_BYTES));
+        .map_or(MAX_BODY_BYTES, |len| len)
+        .min(limit);
     let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
     let mut truncated = false;
     while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES - bytes.len();
+        let room = limit - bytes.len();
+        let take = chunk.len().min(room);
+        if bytes.len() + take > bytes.capacity() {
+            let wanted = (bytes.len() + take).max(bytes.capacity() * 2).min(limit);
+            let mut grown = Zeroizing::new(Vec::with_capacity(wanted));
+            grown.extend_from_slice(&bytes);
+            // The old buffer is wiped as it drops.
+            bytes = grown;
+        }
+        bytes.extend_from_slice(&chunk[..take]);
         if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
             truncated = true;
             break;
         }
-        bytes.extend_from_slice(&chunk);
     }
     Ok(Body { bytes, truncated })
 }

@@ -72,6 +72,8 @@ pub(crate) struct Outbound {
     /// The provider as messages name it.
     provider: Arc<str>,
     timeout: Duration,
+    /// The most of an answer read ([`crate::http::MAX_BODY_BYTES`] unless raised).
+    answer_limit: usize,
 }
 
 impl Outbound {
@@ -80,7 +82,15 @@ impl Outbound {
             pace,
             provider: provider.into(),
             timeout,
+            answer_limit: crate::http::MAX_BODY_BYTES,
         }
+    }
+
+    /// Reads submit and poll answers up to `limit` bytes instead of
+    /// [`crate::http::MAX_BODY_BYTES`] (providers whose answers may echo large inputs).
+    pub(crate) fn with_answer_limit(mut self, limit: usize) -> Outbound {
+        self.answer_limit = limit;
+        self
     }
 
     /// Waits for the turn, then sends `request` as it is.
@@ -106,8 +116,15 @@ impl Outbound {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> Result<crate::classify::Answer, byok_core::JobError> {
-        crate::classify::send_submit(&self.pace, request, &self.provider, self.timeout, secrets)
-            .await
+        crate::classify::send_submit(
+            &self.pace,
+            request,
+            &self.provider,
+            self.timeout,
+            secrets,
+            self.answer_limit,
+        )
+        .await
     }
 
     /// A poll, cancel or other repeatable call ([`crate::classify::send_idempotent`]).
@@ -116,8 +133,15 @@ impl Outbound {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> Result<crate::classify::Answer, byok_core::JobError> {
-        crate::classify::send_idempotent(&self.pace, request, &self.provider, self.timeout, secrets)
-            .await
+        crate::classify::send_idempotent(
+            &self.pace,
+            request,
+            &self.provider,
+            self.timeout,
+            secrets,
+            self.answer_limit,
+        )
+        .await
     }
 }
 

@@ -3,6 +3,7 @@
 // and the answer is the point.
 #![allow(clippy::result_large_err)]
 
+mod acme;
 mod clock;
 mod config;
 mod control;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use clock::Clock;
 pub use config::{ConfigError, SimConfig};
+pub use control::Fault;
 pub use service_account::{generate_service_account, save_service_account};
 pub use stats::{Counters, KeyStats, ProviderStats, REQUEST_TIMES_KEPT, Stats, key_id};
 
@@ -170,6 +172,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .nest("/replicate", replicate::router())
         .nest("/luma", luma::router())
         .nest("/synthesia", synthesia::router())
+        .nest("/acme", acme::router())
         .nest("/fal", fal::router(fal_base))
         .nest("/fal-rest", fal::rest_router())
         .route("/fal-media/files/{id}/{file}", get(fal::file))
@@ -184,6 +187,10 @@ fn router(shared: Arc<Shared>) -> Router {
             "/_sim/config",
             get(control::get_config).put(control::put_config),
         )
+        .route(
+            "/_sim/faults",
+            get(control::get_faults).post(control::post_fault),
+        )
         .route("/_sim/reset", post(control::reset))
         .route("/_sim/service-accounts", get(control::service_accounts))
         .fallback(control::not_found)
@@ -197,7 +204,8 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Notes every request's arrival under its provider (`ProviderStats::request_times_ms`),
-/// before any handler: what a client's pacing sends is what the log shows.
+/// before any handler: what a client's pacing sends is what the log shows. A pending
+/// [`Fault`] for the provider answers the request instead of its handler.
 async fn note_request(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
     request: axum::extract::Request,
@@ -216,6 +224,8 @@ async fn note_request(
         Some(stats::Provider::Luma)
     } else if path.starts_with("/synthesia/") {
         Some(stats::Provider::Synthesia)
+    } else if path.starts_with("/acme/") {
+        Some(stats::Provider::Acme)
     } else if ["/fal/", "/fal-rest/", "/fal-media/"]
         .iter()
         .any(|prefix| path.starts_with(prefix))
@@ -226,6 +236,9 @@ async fn note_request(
     };
     if let Some(provider) = provider {
         shared.record_request(provider);
+        if let Some(fault) = shared.faults.take(provider) {
+            return fault;
+        }
     }
     next.run(request).await
 }
@@ -353,6 +366,13 @@ impl RunningSim {
         format!("{}/luma/v1", self.base_url())
     }
 
+    /// Base URL for the Acme test API (the simulator's own protocol for declarative
+    /// definitions, `definitions/acme.toml`): `{base}/acme/v1`. Videos download from
+    /// `{base}/acme/files/{id}/video.mp4` (no auth).
+    pub fn acme_url(&self) -> String {
+        format!("{}/acme/v1", self.base_url())
+    }
+
     /// The OAuth token endpoint: `{base}/oauth2/token`.
     pub fn token_url(&self) -> String {
         format!("{}/oauth2/token", self.base_url())
@@ -381,7 +401,15 @@ impl RunningSim {
         Ok(())
     }
 
-    /// Forgets jobs, tokens, stats and throttling history.
+    /// Answers `fault.count` of the provider's next requests with `fault` instead of
+    /// serving them (after any faults already waiting for it); [`reset`](RunningSim::reset)
+    /// drops the pending ones. Refused: an unknown provider, a status outside 200–599, a
+    /// count outside 1–1000.
+    pub fn inject_fault(&self, fault: Fault) -> Result<(), ConfigError> {
+        self.shared.faults.add(fault)
+    }
+
+    /// Forgets jobs, tokens, stats, pending faults and throttling history.
     pub fn reset(&self) {
         self.shared.reset();
     }

@@ -16,7 +16,7 @@ use crate::clock::{Clock, ms};
 use crate::config::SimConfig;
 use crate::oauth::TrustStore;
 use crate::stats::{Event, Provider, Recorder};
-use crate::{fal, interactions, luma, replicate, runway, stability, synthesia, vertex};
+use crate::{acme, fal, interactions, luma, replicate, runway, stability, synthesia, vertex};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub luma: Mutex<luma::Store>,
     /// Synthesia videos.
     pub synthesia: Mutex<synthesia::Store>,
+    /// The Acme test API's videos.
+    pub acme: Mutex<acme::Store>,
+    /// Canned answers waiting for providers' next requests (`/_sim/faults`).
+    pub faults: crate::control::Faults,
     /// Cloud Storage objects written by Vertex jobs, by `bucket/object`.
     pub objects: Mutex<Jobs<vertex::Object>>,
     pub tokens: Mutex<Tokens>,
@@ -70,6 +74,8 @@ impl Shared {
             fal: Mutex::new(fal::Store::default()),
             luma: Mutex::new(luma::Store::default()),
             synthesia: Mutex::new(synthesia::Store::default()),
+            acme: Mutex::new(acme::Store::default()),
+            faults: crate::control::Faults::default(),
             objects: Mutex::new(Jobs::default()),
             tokens: Mutex::new(Tokens::default()),
             trust,
@@ -109,8 +115,8 @@ impl Shared {
         lock(&self.stats).snapshot(self.now_ms())
     }
 
-    /// Forgets jobs, tokens, stats and throttling history (not the knobs,
-    /// nor the trusted service accounts).
+    /// Forgets jobs, tokens, stats, pending faults and throttling history (not the
+    /// knobs, nor the trusted service accounts).
     pub fn reset(&self) {
         *lock(&self.runway) = Jobs::default();
         *lock(&self.stability) = Jobs::default();
@@ -120,6 +126,8 @@ impl Shared {
         *lock(&self.fal) = fal::Store::default();
         *lock(&self.luma) = luma::Store::default();
         *lock(&self.synthesia) = synthesia::Store::default();
+        *lock(&self.acme) = acme::Store::default();
+        self.faults.clear();
         *lock(&self.objects) = Jobs::default();
         *lock(&self.tokens) = Tokens::default();
         *lock(&self.stats) = Recorder::default();

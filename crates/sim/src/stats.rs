@@ -142,6 +142,10 @@ pub struct Stats {
     /// `/synthesia` (its API and video downloads), keys by [`key_id`].
     #[serde(default)]
     pub synthesia: ProviderStats,
+    /// `/acme`, the simulator's own test API (its API and video downloads), keys by
+    /// [`key_id`].
+    #[serde(default)]
+    pub acme: ProviderStats,
 }
 
 /// The simulated providers.
@@ -154,6 +158,40 @@ pub(crate) enum Provider {
     Fal,
     Luma,
     Synthesia,
+    Acme,
+}
+
+impl Provider {
+    /// Every simulated provider.
+    pub const ALL: [Provider; 8] = [
+        Provider::Runway,
+        Provider::Stability,
+        Provider::Vertex,
+        Provider::Replicate,
+        Provider::Fal,
+        Provider::Luma,
+        Provider::Synthesia,
+        Provider::Acme,
+    ];
+
+    /// Its name in [`Stats`] (`"runway"`, …, `"acme"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Runway => "runway",
+            Provider::Stability => "stability",
+            Provider::Vertex => "vertex",
+            Provider::Replicate => "replicate",
+            Provider::Fal => "fal",
+            Provider::Luma => "luma",
+            Provider::Synthesia => "synthesia",
+            Provider::Acme => "acme",
+        }
+    }
+
+    /// The provider named `name` in [`Stats`].
+    pub fn named(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 /// One thing to count.
@@ -246,6 +284,7 @@ impl Recorder {
             &stats.fal,
             &stats.luma,
             &stats.synthesia,
+            &stats.acme,
         ] {
             totals.add(&p.totals);
         }
@@ -263,6 +302,7 @@ fn provider_mut(stats: &mut Stats, provider: Provider) -> &mut ProviderStats {
         Provider::Fal => &mut stats.fal,
         Provider::Luma => &mut stats.luma,
         Provider::Synthesia => &mut stats.synthesia,
+        Provider::Acme => &mut stats.acme,
     }
 }
 
@@ -311,6 +351,18 @@ mod tests {
         assert_eq!(s.totals.tokens, 1);
         assert_eq!(s.totals.submits, 3);
         assert_eq!(s.now_ms, 99);
+    }
+
+    #[test]
+    fn providers_are_named_as_the_stats_name_them() {
+        for provider in Provider::ALL {
+            assert_eq!(Provider::named(provider.name()), Some(provider));
+        }
+        let stats = serde_json::to_value(Stats::default()).unwrap();
+        for provider in Provider::ALL {
+            assert!(stats.get(provider.name()).is_some(), "{}", provider.name());
+        }
+        assert_eq!(Provider::named("nobody"), None);
     }
 
     #[test]

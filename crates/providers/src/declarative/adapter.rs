@@ -39,6 +39,9 @@ use crate::{
 const MAX_DATA_URI_BYTES: usize = 10_000_000;
 /// Longest side of an input image re-encoded to fit [`MAX_DATA_URI_BYTES`].
 const SHRUNK_MAX_SIDE: u32 = 2048;
+/// The most of a submit or poll answer read: some APIs echo the request, inline input
+/// image included, in their answers (Replicate's do too).
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// The name of the auth value's compiled template.
 const AUTH_TEMPLATE: &str = "auth";
 
@@ -179,7 +182,8 @@ impl DeclarativeProvider {
             auth_template,
             wait_header,
             fields,
-            outbound: Outbound::new(pace, name, request_timeout),
+            outbound: Outbound::new(pace, name, request_timeout)
+                .with_answer_limit(MAX_ANSWER_BYTES),
             downloads,
             images,
         })

@@ -44,6 +44,11 @@ impl Definition {
             field,
             message,
         };
+        // A retired model's alternatives may name this provider itself: its id must parse
+        // as a `ProviderId` while the models are read. A bad id is refused below, by `check`.
+        if let Some(id) = &provider {
+            let _ = ProviderId::declare(id);
+        }
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| fail(String::new(), e.message().to_owned()))?;
         let definition: Definition =
@@ -414,6 +419,17 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Definition>, DefinitionErro
         }
     }
     files.sort();
+    // Alternatives of retired models may name providers defined by other files of the
+    // directory: every readable id is declared before any file is read in full.
+    for file in &files {
+        let id = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("id")?.as_str().map(str::to_owned));
+        if let Some(id) = id {
+            let _ = ProviderId::declare(&id);
+        }
+    }
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut out = Vec::with_capacity(files.len());
     for file in files {

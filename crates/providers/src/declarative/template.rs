@@ -223,9 +223,20 @@ impl Definition {
     ) -> Result<Option<String>, JobError> {
         match &self.auth {
             super::Auth::Bearer(_) => Ok(None),
-            super::Auth::Header(t) | super::Auth::Query(t) => render_auth(&t.value, fields)
-                .map(Some)
-                .map_err(|_| internal(&format!("the auth value of {} could not be made", self.id))),
+            super::Auth::Header(t) | super::Auth::Query(t) => {
+                // An optional field not given is empty, not undefined (as the adapter renders it).
+                let mut complete = fields.clone();
+                for field in &self.credential_fields {
+                    complete.entry(field.name.clone()).or_default();
+                }
+                let rendered = render_auth(&t.value, &complete);
+                for value in complete.values_mut() {
+                    zeroize::Zeroize::zeroize(value);
+                }
+                rendered.map(Some).map_err(|_| {
+                    internal(&format!("the auth value of {} could not be made", self.id))
+                })
+            }
         }
     }
 }

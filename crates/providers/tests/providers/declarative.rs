@@ -607,3 +607,54 @@ async fn the_shipped_definitions_render_what_the_simulator_accepts() {
         .status();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn an_optional_credential_field_not_given_renders_empty() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/definitions/acme.toml");
+    let acme = Definition::load(path).unwrap();
+    let only_key = std::collections::BTreeMap::from([("api_key".to_owned(), "k1".to_owned())]);
+    assert_eq!(
+        acme.render_auth_value(&only_key).unwrap().as_deref(),
+        Some("k1")
+    );
+    let both = std::collections::BTreeMap::from([
+        ("api_key".to_owned(), "k1".to_owned()),
+        ("workspace".to_owned(), "w".to_owned()),
+    ]);
+    assert_eq!(
+        acme.render_auth_value(&both).unwrap().as_deref(),
+        Some("k1; workspace=w")
+    );
+}
+
+#[test]
+fn a_retired_model_may_point_at_another_model_of_its_own_provider() {
+    let text = format!(
+        "{GOOD}
+[[models]]
+id = \"m0\"
+display_name = \"M0\"
+modes = [\"text_to_video\"]
+status = \"retired\"
+formats = [{{ aspect_ratio = \"16:9\", wire = \"16:9\" }}]
+
+[models.retirement]
+date = \"2026-01-01\"
+source = \"https://api.acme.example/changelog\"
+alternatives = [{{ provider = \"selfref\", model = \"m1\" }}]
+
+[models.prompt]
+text_to_video = \"required\"
+image_to_video = \"unsupported\"
+max_chars = 100
+
+[models.wire]
+path = \"acme/m0\"
+"
+    )
+    .replace("id = \"acme\"", "id = \"selfref\"");
+    let definition = Definition::parse(&text, "selfref.toml").unwrap_or_else(|e| panic!("{e}"));
+    let retired = definition.models.iter().find(|m| m.id == "m0").unwrap();
+    let alternative = &retired.retirement.as_ref().unwrap().alternatives[0];
+    assert_eq!(alternative.provider.as_str(), "selfref");
+}

@@ -5,6 +5,7 @@
 //! protocols.
 
 mod declarative;
+mod declarative_conformance;
 mod download_memory;
 mod fal;
 mod fal_generation;

@@ -42,12 +42,18 @@ pub(crate) async fn sim_with(config: SimConfig, clock: Clock) -> RunningSim {
 pub(crate) fn registry(sim: &RunningSim) -> Registry {
     let mut options = byok_providers::RegistryOptions::defaults();
     options.provider_mut(ProviderId::RUNWAY).unwrap().base_url = sim.runway_url();
-    options.provider_mut(ProviderId::STABILITY).unwrap().base_url = sim.stability_url();
+    options
+        .provider_mut(ProviderId::STABILITY)
+        .unwrap()
+        .base_url = sim.stability_url();
     options.provider_mut(ProviderId::STABILITY).unwrap().models =
         Some(crate::support::stability_catalogue_available());
     options.provider_mut(ProviderId::VEO).unwrap().base_url = sim.vertex_url();
     options.provider_mut(ProviderId::FAL).unwrap().base_url = sim.fal_url();
-    options.provider_mut(ProviderId::REPLICATE).unwrap().base_url = sim.replicate_url();
+    options
+        .provider_mut(ProviderId::REPLICATE)
+        .unwrap()
+        .base_url = sim.replicate_url();
     options.allow_private_networks = true;
     options.request_timeout = Duration::from_secs(10);
     options.token_uri_allowlist = vec![sim.token_url().parse().unwrap()];
