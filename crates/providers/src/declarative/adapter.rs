@@ -161,6 +161,12 @@ impl DeclarativeProvider {
             .iter()
             .map(|f| (f.name.clone(), f.required))
             .collect();
+        // An answer that carries the video itself may be as large as a video, base64-encoded.
+        let answer_limit = if definition.poll.video_base64.is_some() {
+            http::MAX_VIDEO_BYTES / 3 * 4 + MAX_ANSWER_BYTES
+        } else {
+            MAX_ANSWER_BYTES
+        };
         let Setup {
             options,
             descriptor,
@@ -182,8 +188,7 @@ impl DeclarativeProvider {
             auth_template,
             wait_header,
             fields,
-            outbound: Outbound::new(pace, name, request_timeout)
-                .with_answer_limit(MAX_ANSWER_BYTES),
+            outbound: Outbound::new(pace, name, request_timeout).with_answer_limit(answer_limit),
             downloads,
             images,
         })

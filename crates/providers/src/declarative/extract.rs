@@ -6,7 +6,9 @@ use byok_core::{ErrorCode, JobError};
 use serde_json::Value;
 
 use super::{Definition, ErrorRule, Retry, State};
-use crate::generation::{RemoteStatus, VideoOutput};
+use base64::Engine as _;
+
+use crate::generation::{RemoteStatus, Video, VideoOutput};
 
 /// The wait of a `retry_after` rule when the provider says nothing.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -99,15 +101,7 @@ impl Definition {
             State::Running => RemoteStatus::Running {
                 progress: self.progress(answer),
             },
-            State::Succeeded => {
-                let url = text(answer, &self.poll.video_url).ok_or_else(|| {
-                    unavailable(format!(
-                        "{} reports the job done but gives no video URL at `{}`",
-                        self.id, self.poll.video_url
-                    ))
-                })?;
-                RemoteStatus::Succeeded(VideoOutput::Urls(vec![url]), Default::default())
-            }
+            State::Succeeded => RemoteStatus::Succeeded(self.video_of(answer)?, Default::default()),
             State::Failed => RemoteStatus::Failed(self.failure(answer, &provider_state)),
             State::Cancelled => RemoteStatus::Cancelled,
         };
@@ -115,6 +109,45 @@ impl Definition {
             provider_state,
             status,
         })
+    }
+
+    /// Where a succeeded job's video is: its URL (`poll.video_url`) or its bytes, decoded
+    /// (`poll.video_base64`; a `data:` URI is accepted too). Missing or undecodable is
+    /// `provider_unavailable`, transient: the next poll may carry it.
+    fn video_of(&self, answer: &Value) -> Result<VideoOutput, JobError> {
+        if let Some(pointer) = &self.poll.video_base64 {
+            let encoded = text(answer, pointer).ok_or_else(|| {
+                unavailable(format!(
+                    "{} reports the job done but gives no video at `{pointer}`",
+                    self.id
+                ))
+            })?;
+            let encoded = match encoded.split_once(";base64,") {
+                Some((_, data)) if encoded.starts_with("data:") => data,
+                _ => encoded.as_str(),
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|_| {
+                    unavailable(format!(
+                        "{} gave a video at `{pointer}` that is not base64",
+                        self.id
+                    ))
+                })?;
+            return Ok(VideoOutput::Inline(Video {
+                bytes,
+                content_type: "video/mp4".to_owned(),
+                note: None,
+            }));
+        }
+        let pointer = self.poll.video_url.as_deref().unwrap_or_default();
+        let url = text(answer, pointer).ok_or_else(|| {
+            unavailable(format!(
+                "{} reports the job done but gives no video URL at `{pointer}`",
+                self.id
+            ))
+        })?;
+        Ok(VideoOutput::Urls(vec![url]))
     }
 
     /// The progress in 0..=1, when the definition has a pointer and the answer a number.

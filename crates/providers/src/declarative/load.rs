@@ -186,7 +186,22 @@ impl Definition {
         // poll
         check_plain_path("poll.path", &self.poll.path, true)?;
         check_pointer("poll.state", &self.poll.state)?;
-        check_pointer("poll.video_url", &self.poll.video_url)?;
+        match (&self.poll.video_url, &self.poll.video_base64) {
+            (Some(url), None) => check_pointer("poll.video_url", url)?,
+            (None, Some(bytes)) => check_pointer("poll.video_base64", bytes)?,
+            (Some(_), Some(_)) => {
+                return err(
+                    "poll.video_base64",
+                    "give either video_url or video_base64, not both".into(),
+                );
+            }
+            (None, None) => {
+                return err(
+                    "poll.video_url",
+                    "is required (or video_base64, where the answer carries the video)".into(),
+                );
+            }
+        }
         for (field, pointer) in [
             ("poll.progress", &self.poll.progress),
             ("poll.failure_code", &self.poll.failure_code),

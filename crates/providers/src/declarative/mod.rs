@@ -194,8 +194,14 @@ pub struct Poll {
     /// What a progress of 100 % reads: `1` (the default) or `100`.
     #[serde(default = "one")]
     pub progress_scale: f64,
-    /// Where the video's URL is (pointer; `/output/0/url` reaches into an array).
-    pub video_url: String,
+    /// Where the video's URL is (pointer; `/output/0/url` reaches into an array). Exactly
+    /// one of `video_url` and `video_base64`.
+    #[serde(default)]
+    pub video_url: Option<String>,
+    /// Where the video itself is, base64-encoded in the answer (pointer), for APIs that
+    /// return the bytes rather than a URL.
+    #[serde(default)]
+    pub video_base64: Option<String>,
     /// Where a failure's code is (pointer). Without it, or when it reads nothing, the
     /// provider's state stands as the code.
     #[serde(default)]

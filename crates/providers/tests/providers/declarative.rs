@@ -658,3 +658,20 @@ path = \"acme/m0\"
     let alternative = &retired.retirement.as_ref().unwrap().alternatives[0];
     assert_eq!(alternative.provider.as_str(), "selfref");
 }
+
+#[test]
+fn the_video_is_at_a_url_or_in_the_answer_never_both_or_neither() {
+    let both = GOOD.replace(
+        "video_url = \"/outputs/0/url\"",
+        "video_url = \"/outputs/0/url\"\nvideo_base64 = \"/video\"",
+    );
+    assert_refused(&both, "poll.video_base64", "not both");
+    let neither = GOOD.replace("video_url = \"/outputs/0/url\"", "");
+    assert_refused(&neither, "poll.video_url", "required");
+    let inline = GOOD.replace(
+        "video_url = \"/outputs/0/url\"",
+        "video_base64 = \"/video\"",
+    );
+    let definition = Definition::parse(&inline, "acme.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(definition.poll.video_base64.as_deref(), Some("/video"));
+}

@@ -936,3 +936,59 @@ fn the_acme_definition_loads_and_names_itself_a_test_provider() {
         &text[..80]
     );
 }
+
+/// A provider that answers with the video itself: `poll.video_base64` instead of
+/// `poll.video_url`. The bytes are decoded from the answer (a bare base64 string or a data
+/// URI) and written out as they came; an answer whose video is not base64 is transient.
+#[tokio::test]
+async fn a_video_carried_in_the_answer_is_decoded_and_saved() {
+    use base64::Engine as _;
+
+    let (sim, _clock) = simulator().await;
+    let registry = registry_with(&sim, |d| {
+        if d.id == "acme" {
+            d.poll.video_url = None;
+            d.poll.video_base64 = Some("/data/video".to_owned());
+        }
+    });
+    let acme = &subjects()[2];
+    assert_eq!(acme.id, "acme");
+    let (adapter, creds) = acme.adapter(&registry, "sim_acme_inline");
+    let mp4 = crate::support::fake_mp4(300 * 1024);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&mp4);
+    let dir = tempfile::tempdir().unwrap();
+    for video in [encoded.clone(), format!("data:video/mp4;base64,{encoded}")] {
+        let answer =
+            json!({ "data": { "id": "job-inline", "status": "SUCCEEDED", "video": video } });
+        sim.inject_fault(Fault {
+            body: answer.to_string(),
+            content_type: "application/json".to_owned(),
+            ..Fault::new("acme", 200)
+        })
+        .unwrap();
+        let polled = adapter.poll(&creds, "job-inline").await;
+        let Ok(RemoteStatus::Succeeded(output, _)) = polled else {
+            panic!("succeeded with the video inline: {polled:?}")
+        };
+        assert!(matches!(output, VideoOutput::Inline(_)), "{output:?}");
+        let dest = dir.path().join("video.mp4");
+        let saved = adapter.fetch_output(&creds, &output, &dest).await.unwrap();
+        assert_eq!(saved.size, mp4.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), mp4);
+    }
+    let answer =
+        json!({ "data": { "id": "job-inline", "status": "SUCCEEDED", "video": "not base64!" } });
+    sim.inject_fault(Fault {
+        body: answer.to_string(),
+        content_type: "application/json".to_owned(),
+        ..Fault::new("acme", 200)
+    })
+    .unwrap();
+    let error = adapter.poll(&creds, "job-inline").await.unwrap_err();
+    assert_class(
+        &error,
+        ErrorCode::ProviderUnavailable,
+        RetryClass::Transient,
+        "undecodable video",
+    );
+}
