@@ -41,7 +41,8 @@ pub enum Command {
     /// Manage producer API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Serve the provider simulator (Runway, Stability AI, Vertex AI).
+    /// Serve the provider simulator (Runway, Stability AI, Vertex AI, fal.ai, Replicate, Luma,
+    /// Synthesia and the Acme test provider).
     Sim(SimArgs),
     /// Inspect and repair the work queue.
     #[command(subcommand)]
