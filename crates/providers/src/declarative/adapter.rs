@@ -250,7 +250,9 @@ impl DeclarativeProvider {
                     .ok_or_else(|| {
                         internal(&format!("{} credentials lack `{}`", self.id, b.field))
                     })?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                // The formatted copy of the key is wiped once the header holds it.
+                let bearer = zeroize::Zeroizing::new(format!("Bearer {token}"));
+                let mut value = HeaderValue::from_str(&bearer)
                     .map_err(|_| internal("the key cannot be sent in a header"))?;
                 value.set_sensitive(true);
                 request = request.header(reqwest::header::AUTHORIZATION, value);
