@@ -99,8 +99,15 @@ async fn two_workers_keep_one_keys_window_and_use_its_quota() {
     );
 }
 
-#[tokio::test]
-async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice() {
+/// Enqueues `bodies` (of `provider`, whose key is `key`), SIGKILLs worker 0 while every job
+/// polls, and checks that all succeed with their videos and that the simulator saw one submit
+/// per job (`accepted` reads its count for the provider).
+async fn kill_a_worker_mid_poll(
+    provider: &str,
+    key: &str,
+    bodies: impl Fn(Uuid) -> Vec<Value>,
+    accepted: fn(&byok_sim::Stats) -> u64,
+) {
     let Some(mut d) = Deployment::distributed(DeployOptions {
         render_time: Duration::from_secs(6),
         ..DeployOptions::default()
@@ -110,15 +117,9 @@ async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice
         return;
     };
     let user = Uuid::new_v4();
-    d.put_credentials(user, "runway", json!({ "api_key": "sim_kill_test" }))
+    d.put_credentials(user, provider, json!({ "api_key": key }))
         .await;
-    let ids = enqueue_many(
-        &d,
-        (0..10)
-            .map(|i| runway_job(user, &format!("take {i}")))
-            .collect(),
-    )
-    .await;
+    let ids = enqueue_many(&d, bodies(user)).await;
     let polling = d
         .wait_jobs(&ids, Duration::from_secs(30), |jobs| {
             jobs.iter().all(|j| j["provider_job_id"].is_string())
@@ -126,65 +127,7 @@ async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice
         .await;
     assert!(
         polling.iter().all(|j| j["status"] == "running"),
-        "all ten were polling: {:?}",
-        statuses(&polling)
-    );
-
-    d.kill_worker(0).await;
-    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
-    assert!(
-        jobs.iter().all(|j| j["status"] == "succeeded"),
-        "{:?}\n{}",
-        statuses(&jobs),
-        d.log_tail("worker-1")
-    );
-    let stats = d.sim.stats().await;
-    assert_eq!(
-        stats.runway.totals.accepted, 10,
-        "the simulator saw exactly ten submits"
-    );
-    for id in &ids {
-        let video = d.dir.path().join("videos").join(format!("{id}.mp4"));
-        assert!(
-            std::fs::metadata(&video)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false),
-            "{video:?}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
-    let Some(mut d) = Deployment::distributed(DeployOptions {
-        render_time: Duration::from_secs(6),
-        ..DeployOptions::default()
-    })
-    .await
-    else {
-        return;
-    };
-    let user = Uuid::new_v4();
-    d.put_credentials(user, "luma", json!({ "api_key": "sim_luma_kill_test" }))
-        .await;
-    let ids = enqueue_many(
-        &d,
-        (0..4)
-            .map(|i| {
-                json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
-                        "prompt": format!("a declared take {i}"), "duration_seconds": 5 })
-            })
-            .collect(),
-    )
-    .await;
-    let polling = d
-        .wait_jobs(&ids, Duration::from_secs(30), |jobs| {
-            jobs.iter().all(|j| j["provider_job_id"].is_string())
-        })
-        .await;
-    assert!(
-        polling.iter().all(|j| j["status"] == "running"),
-        "all four were polling: {:?}",
+        "all were polling: {:?}",
         statuses(&polling)
     );
 
@@ -198,10 +141,10 @@ async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
         statuses(&jobs),
         d.log_tail("worker-1")
     );
-    let stats = d.sim.stats().await;
     assert_eq!(
-        stats.luma.totals.accepted, 4,
-        "the simulator saw exactly four submits"
+        accepted(&d.sim.stats().await),
+        ids.len() as u64,
+        "the simulator saw exactly one submit per job"
     );
     for id in &ids {
         let video = d.dir.path().join("videos").join(format!("{id}.mp4"));
@@ -212,6 +155,39 @@ async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
             "{video:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_jobs_poll_loses_nothing_and_submits_nothing_twice() {
+    kill_a_worker_mid_poll(
+        "runway",
+        "sim_kill_test",
+        |user| {
+            (0..10)
+                .map(|i| runway_job(user, &format!("take {i}")))
+                .collect()
+        },
+        |stats| stats.runway.totals.accepted,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
+    kill_a_worker_mid_poll(
+        "luma",
+        "sim_luma_kill_test",
+        |user| {
+            (0..4)
+                .map(|i| {
+                    json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
+                            "prompt": format!("a declared take {i}"), "duration_seconds": 5 })
+                })
+                .collect()
+        },
+        |stats| stats.luma.totals.accepted,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -2,12 +2,13 @@
 //! them together; the operator commands that need one part (`byok token`,
 //! `byok queue`, `byok keys`) take just that one from here.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use byok_config::{ConfigError, KeyRingSource, QueueUrl, Settings};
 use byok_core::{Catalogue, ProviderId};
 use byok_crypto::KeyRing;
-use byok_providers::declarative::{Definition, DefinitionError, load_dir};
+use byok_providers::declarative::{Definition, check_unique, load_dir};
 use byok_providers::{
     FetchOptions, ImageFetcher, ImageWork, ProviderOptions, Registry, RegistryOptions,
 };
@@ -157,34 +158,20 @@ pub fn registry(settings: &Settings, images: &ImageWork) -> Result<Registry, App
 /// order). Each is checked; the first bad one is the error, naming its file, provider and
 /// field. An id defined twice is refused, naming both places.
 pub fn definitions(settings: &Settings) -> Result<Vec<Definition>, AppError> {
-    let mut found: Vec<(Definition, String)> = Vec::new();
+    let mut found: Vec<(PathBuf, Definition)> = Vec::new();
     for inline in &settings.providers.definitions {
         let definition =
             Definition::parse(&inline.text, &inline.origin).map_err(AppError::Definition)?;
-        found.push((definition, inline.origin.clone()));
+        found.push((PathBuf::from(&inline.origin), definition));
     }
     if let Some(dir) = &settings.providers.definitions_dir {
-        for definition in load_dir(dir).map_err(AppError::Definition)? {
-            let origin = format!("{}/{}.toml", dir.display(), definition.id);
-            found.push((definition, origin));
-        }
+        found.extend(load_dir(dir).map_err(AppError::Definition)?);
     }
-    let mut definitions: Vec<Definition> = Vec::with_capacity(found.len());
-    for (definition, origin) in found {
-        if let Some(first) = definitions.iter().position(|d| d.id == definition.id) {
-            return Err(AppError::Definition(DefinitionError {
-                file: origin.into(),
-                provider: Some(definition.id.clone()),
-                field: "id".into(),
-                message: format!(
-                    "`{}` is defined a second time (the first definition is {})",
-                    definition.id, definitions[first].id
-                ),
-            }));
-        }
-        definitions.push(definition);
-    }
-    Ok(definitions)
+    check_unique(&found).map_err(AppError::Definition)?;
+    Ok(found
+        .into_iter()
+        .map(|(_, definition)| definition)
+        .collect())
 }
 
 /// The queue the settings name: Redis Streams (`queue.url = redis://…`) or

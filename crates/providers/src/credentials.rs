@@ -406,12 +406,16 @@ pub(crate) fn job_api_key<'a>(
     expected: ProviderId,
     adapter: &str,
 ) -> Result<(&'a SecretString, Option<&'a str>), JobError> {
-    api_key_of(credentials, expected).map_err(|_| {
-        internal(&format!(
-            "{} credentials were given to the {adapter} adapter",
-            credentials.provider()
-        ))
-    })
+    api_key_of(credentials, expected).map_err(|_| wrong_adapter(credentials, adapter))
+}
+
+/// Credentials of another provider reached a generation call of `adapter`: a caller bug,
+/// `internal`, permanent.
+pub(crate) fn wrong_adapter(credentials: &Credentials, adapter: &str) -> JobError {
+    internal(&format!(
+        "{} credentials were given to the {adapter} adapter",
+        credentials.provider()
+    ))
 }
 
 /// The `Unavailable` answer for credentials handed to the wrong adapter.

@@ -329,13 +329,14 @@ impl DeclarativeProvider {
         error.message = http::sanitize(&error.message, &secrets.as_strs());
         error
     }
+}
 
-    fn job_url_path(&self, path: String, job_id: &str) -> Result<String, JobError> {
-        if job_id.is_empty() {
-            return Err(internal(&format!("empty {} job id", self.id)));
-        }
-        Ok(path)
+/// A job id to put in a path: one the worker recorded, so never empty unless a caller erred.
+fn require_job_id(job_id: &str) -> Result<(), JobError> {
+    if job_id.is_empty() {
+        return Err(internal("an empty provider job id"));
     }
+    Ok(())
 }
 
 /// Copies of the secrets of one request, for scrubbing messages; wiped when dropped.
@@ -407,9 +408,7 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         request: SubmitRequest<'_>,
     ) -> Result<Submitted, JobError> {
-        let values = self
-            .values(credentials)
-            .ok_or_else(|| self.wrong(credentials))?;
+        let values = self.job_values(credentials)?;
         let validated = request.request;
         let image = match validated.mode {
             Mode::TextToVideo => None,
@@ -458,11 +457,9 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         provider_job_id: &str,
     ) -> Result<RemoteStatus, JobError> {
-        let values = self
-            .values(credentials)
-            .ok_or_else(|| self.wrong(credentials))?;
-        let path =
-            self.job_url_path(self.definition.poll_path(provider_job_id), provider_job_id)?;
+        let values = self.job_values(credentials)?;
+        require_job_id(provider_job_id)?;
+        let path = self.definition.poll_path(provider_job_id);
         let (builder, secrets) = self.request(self.definition.poll.method, &path, values)?;
         let answer = self
             .outbound
@@ -502,16 +499,14 @@ impl VideoProvider for DeclarativeProvider {
         credentials: &Credentials,
         provider_job_id: &str,
     ) -> Result<CancelOutcome, JobError> {
-        let values = self
-            .values(credentials)
-            .ok_or_else(|| self.wrong(credentials))?;
+        let values = self.job_values(credentials)?;
         let (Some(cancel), Some(path)) = (
             self.definition.cancel.as_ref(),
             self.definition.cancel_path(provider_job_id),
         ) else {
             return Ok(CancelOutcome::NotSupported);
         };
-        let path = self.job_url_path(path, provider_job_id)?;
+        require_job_id(provider_job_id)?;
         let (builder, secrets) = self.request(cancel.method, &path, values)?;
         let answer = self
             .outbound
@@ -538,13 +533,14 @@ impl VideoProvider for DeclarativeProvider {
 }
 
 impl DeclarativeProvider {
-    /// Credentials of another provider reached a generation call: a caller bug.
-    fn wrong(&self, credentials: &Credentials) -> JobError {
-        internal(&format!(
-            "{} credentials were given to the {} adapter",
-            credentials.provider(),
-            self.id
-        ))
+    /// The values of these credentials for a generation call; another provider's are a
+    /// caller bug.
+    fn job_values<'c>(
+        &self,
+        credentials: &'c Credentials,
+    ) -> Result<&'c [(String, secrecy::SecretString)], JobError> {
+        self.values(credentials)
+            .ok_or_else(|| credentials::wrong_adapter(credentials, self.id.as_str()))
     }
 
     /// The provider's message in a key check's answer (`errors.message`), sanitised.

@@ -417,8 +417,26 @@ fn check_pointer(field: &str, pointer: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Every `*.toml` definition in `dir`, by file name; ids must be unique across files.
-pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Definition>, DefinitionError> {
+/// Refuses an id defined twice among `definitions` (each with the file, or origin, it came
+/// from), naming the second place and the first.
+pub fn check_unique(definitions: &[(PathBuf, Definition)]) -> Result<(), DefinitionError> {
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for (file, definition) in definitions {
+        if let Some(first) = seen.insert(&definition.id, file) {
+            return Err(DefinitionError {
+                file: file.clone(),
+                provider: Some(definition.id.clone()),
+                field: "id".into(),
+                message: format!("`{}` is also defined by {}", definition.id, first.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every `*.toml` definition in `dir`, by file name, each with its file; ids must be unique
+/// across files ([`check_unique`]).
+pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<(PathBuf, Definition)>, DefinitionError> {
     let dir = dir.as_ref();
     let io = |e: std::io::Error| DefinitionError {
         file: dir.to_owned(),
@@ -445,20 +463,10 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Definition>, DefinitionErro
             let _ = ProviderId::declare(&id);
         }
     }
-    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut out = Vec::with_capacity(files.len());
-    for file in files {
-        let definition = Definition::load(&file)?;
-        if let Some(first) = seen.get(&definition.id) {
-            return Err(DefinitionError {
-                file,
-                provider: Some(definition.id.clone()),
-                field: "id".into(),
-                message: format!("`{}` is also defined by {}", definition.id, first.display()),
-            });
-        }
-        seen.insert(definition.id.clone(), file);
-        out.push(definition);
-    }
-    Ok(out)
+    let loaded = files
+        .into_iter()
+        .map(|file| Definition::load(&file).map(|definition| (file, definition)))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique(&loaded)?;
+    Ok(loaded)
 }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 pub(crate) use adapter::build;
 pub use error::DefinitionError;
 pub use extract::PollReading;
-pub use load::load_dir;
+pub use load::{check_unique, load_dir};
 pub use template::REQUEST_VARIABLES;
 
 /// One provider, as an operator describes it (a `*.toml` file).

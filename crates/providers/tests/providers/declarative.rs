@@ -283,12 +283,10 @@ fn load_dir_reads_toml_files_in_order_with_unique_ids() {
     )
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a definition").unwrap();
-    let ids: Vec<String> = load_dir(dir.path())
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let loaded = load_dir(dir.path()).unwrap();
+    let ids: Vec<&str> = loaded.iter().map(|(_, d)| d.id.as_str()).collect();
     assert_eq!(ids, ["acme-two", "acme"]);
+    assert_eq!(loaded[0].0, dir.path().join("a.toml"));
 
     std::fs::write(dir.path().join("c.toml"), GOOD).unwrap();
     let e = load_dir(dir.path()).unwrap_err();
@@ -459,7 +457,11 @@ fn shipped(name: &str) -> Definition {
 #[test]
 fn the_shipped_definitions_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
-    let ids: Vec<String> = load_dir(dir).unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = load_dir(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d.id)
+        .collect();
     assert_eq!(ids, ["luma", "synthesia"]);
 }
 
