@@ -166,33 +166,18 @@ async fn fuzz(python: &Path, d: &Deployment, api_log: &str) {
     refuses_nul_characters(d, user).await;
 
     // Where the steering hook sends jobs: every text-to-video model.
-    let providers: Value = d
-        .req(Method::GET, "/v1/providers")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let targets: Vec<Value> = providers["providers"]
-        .as_array()
-        .unwrap()
+    let providers = d.client().providers().await.unwrap();
+    let targets: Vec<Value> = providers
+        .providers
         .iter()
         .flat_map(|p| {
-            p["models"]
-                .as_array()
-                .unwrap()
+            p.models
                 .iter()
-                .filter(|m| {
-                    m["modes"]
-                        .as_array()
-                        .unwrap()
-                        .contains(&json!("text_to_video"))
-                })
-                .map(|m| json!({ "provider": p["id"], "model": m["id"] }))
+                .filter(|m| m.modes.contains(&byok_client::Mode::TextToVideo))
+                .map(|m| json!({ "provider": p.id, "model": m.id }))
         })
         .collect();
-    assert!(!targets.is_empty(), "no text-to-video model: {providers}");
+    assert!(!targets.is_empty(), "no text-to-video model: {providers:?}");
 
     let dir = d.dir.path().join("fuzz");
     std::fs::create_dir_all(&dir).unwrap();

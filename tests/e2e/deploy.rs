@@ -1,14 +1,18 @@
 //! A whole deployment for end-to-end tests: real `byok api` and `byok worker`
 //! processes (or one `byok run`) on real PostgreSQL and Redis (or SQLite),
 //! talking to the provider simulator, which runs inside the test so its
-//! statistics can be read directly.
+//! statistics can be read directly. Tests talk to the API as a producer does,
+//! with `byok-client` ([`Deployment::client`]); raw requests ([`Deployment::req`])
+//! are for what a client would never send.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use byok_client::{Client, CredentialSummary, GenerationRequest, IdempotencyKey, JobView};
 use byok_sim::{RunningSim, SimConfig, Simulator};
-use serde_json::{Value, json};
+use serde_json::Value;
+use uuid::Uuid;
 
 use crate::helpers::{byok, poll_until, run, terminate, wait_until_ready};
 
@@ -62,6 +66,8 @@ pub struct Deployment {
     pub token: String,
     pub sim: RunningSim,
     pub http: reqwest::Client,
+    /// The producer's client: the API with `token`, set once the token exists.
+    client: Option<Client>,
     pub workers: Vec<Option<tokio::process::Child>>,
     /// The metrics URL of each worker.
     pub worker_metrics: Vec<String>,
@@ -224,7 +230,7 @@ impl Deployment {
         deployment.separate_output_dirs = options.separate_output_dirs;
         let migrated = run(deployment.dir.path(), &deployment.env_refs(), &["migrate"]).await;
         assert_eq!(migrated.code, 0, "{}", migrated.stderr);
-        deployment.token = deployment.create_token().await;
+        deployment.set_token().await;
         deployment.api_process = Some(deployment.spawn("api", &["api"]));
         for _ in 0..options.workers {
             deployment.start_worker();
@@ -244,7 +250,7 @@ impl Deployment {
             format!("sqlite://{}/data/byok.db", dir.path().display()),
         ));
         let mut deployment = Deployment::assemble(dir, env, &listen, sim, Vec::new()).await;
-        deployment.token = deployment.create_token().await;
+        deployment.set_token().await;
         deployment.api_process = Some(deployment.spawn("run", &["run"]));
         deployment.wait_ready().await;
         deployment
@@ -264,6 +270,7 @@ impl Deployment {
             token: String::new(),
             sim,
             http: reqwest::Client::new(),
+            client: None,
             workers: Vec::new(),
             worker_metrics: Vec::new(),
             api_process: None,
@@ -289,7 +296,8 @@ impl Deployment {
             .collect()
     }
 
-    async fn create_token(&self) -> String {
+    /// A producer token from `byok token create`, and the client that uses it.
+    async fn set_token(&mut self) {
         let out = run(
             self.dir.path(),
             &self.env_refs(),
@@ -297,7 +305,8 @@ impl Deployment {
         )
         .await;
         assert_eq!(out.code, 0, "{}", out.stderr);
-        out.stdout.lines().next().unwrap().to_owned()
+        self.token = out.stdout.lines().next().unwrap().to_owned();
+        self.client = Some(Client::new(&self.api, &self.token).unwrap());
     }
 
     /// Starts `byok <args>` with its output in `<dir>/<name>.log`.
@@ -414,90 +423,64 @@ impl Deployment {
         }
     }
 
-    /// An authenticated request.
+    /// An authenticated request, for what a client would never send (malformed bodies,
+    /// protocol details); everything else goes through [`Deployment::client`].
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.api))
             .bearer_auth(&self.token)
     }
 
+    /// The producer's client of the API (the deployment's token).
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("the deployment has its token")
+    }
+
     /// Stores a key for `user` (checked against the simulator).
-    pub async fn put_credentials(&self, user: uuid::Uuid, provider: &str, credentials: Value) {
-        let response = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("/v1/users/{user}/providers/{provider}/credentials"),
-            )
-            .json(&json!({ "credentials": credentials }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        assert_eq!(status, 200, "{}", response.text().await.unwrap());
-    }
-
-    /// Enqueues a job; returns its id.
-    pub async fn enqueue(&self, body: Value) -> String {
-        let response = self
-            .req(reqwest::Method::POST, "/v1/jobs")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let job: Value = response.json().await.unwrap();
-        assert_eq!(status, 202, "{job}");
-        job["id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn job(&self, id: &str) -> Value {
-        self.req(reqwest::Method::GET, &format!("/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Waits until every job is final (or `deadline` passes); returns them.
-    pub async fn wait_final(&self, ids: &[String], deadline: Duration) -> Vec<Value> {
-        self.wait_jobs(ids, deadline, |jobs| {
-            jobs.iter().all(|j| {
-                matches!(
-                    j["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
-                )
-            })
-        })
-        .await
-    }
-
-    /// Waits until job `id` is final and asserts that it succeeded (showing the
-    /// last lines of `process`'s log when not); returns the job.
-    pub async fn expect_success(&self, id: &str, process: &str, deadline: Duration) -> Value {
-        let done = self.wait_final(&[id.to_owned()], deadline).await;
-        let job = &done[0];
-        assert_eq!(
-            job["status"],
-            "succeeded",
-            "{job}\n{}",
-            self.log_tail(process)
-        );
-        job.clone()
-    }
-
-    /// Waits until `cond` holds on the jobs (or `deadline` passes).
-    pub async fn wait_jobs<F: Fn(&[Value]) -> bool>(
+    pub async fn put_credentials(
         &self,
-        ids: &[String],
+        user: Uuid,
+        provider: &str,
+        credentials: Value,
+    ) -> CredentialSummary {
+        let body = byok_client::PutCredentials::new(credentials);
+        self.client()
+            .put_credentials(user, provider, &body)
+            .await
+            .unwrap_or_else(|e| panic!("storing a {provider} key: {e}"))
+    }
+
+    /// Enqueues `request` (with an `Idempotency-Key` of its own, as a producer should);
+    /// returns its id.
+    pub async fn submit(&self, request: &GenerationRequest) -> Uuid {
+        let key = IdempotencyKey::random();
+        self.client()
+            .create_job(request, Some(&key))
+            .await
+            .unwrap_or_else(|e| panic!("enqueueing {request:?}: {e}"))
+            .job
+            .id
+    }
+
+    /// The job `id`.
+    pub async fn job_view(&self, id: Uuid) -> JobView {
+        self.client()
+            .get_job(id)
+            .await
+            .unwrap_or_else(|e| panic!("reading job {id}: {e}"))
+    }
+
+    /// Waits until `cond` holds on the jobs (or `deadline` passes); returns them.
+    pub async fn wait_until<F: Fn(&[JobView]) -> bool>(
+        &self,
+        ids: &[Uuid],
         deadline: Duration,
         cond: F,
-    ) -> Vec<Value> {
+    ) -> Vec<JobView> {
         let read_jobs = async || {
             let mut jobs = Vec::new();
             for id in ids {
-                jobs.push(self.job(id).await);
+                jobs.push(self.job_view(*id).await);
             }
             jobs
         };
@@ -509,6 +492,69 @@ impl Deployment {
             Some(jobs) => jobs,
             None => read_jobs().await,
         }
+    }
+
+    /// Waits until every job is final (or `deadline` passes); returns them.
+    pub async fn wait_all_final(&self, ids: &[Uuid], deadline: Duration) -> Vec<JobView> {
+        self.wait_until(ids, deadline, |jobs| {
+            jobs.iter().all(|j| j.status.is_terminal())
+        })
+        .await
+    }
+
+    /// Waits until job `id` is final and asserts that it succeeded (showing the last
+    /// lines of `process`'s log when not); returns the job.
+    pub async fn expect_succeeded(&self, id: Uuid, process: &str, deadline: Duration) -> JobView {
+        let job = self.wait_all_final(&[id], deadline).await.remove(0);
+        assert_eq!(
+            job.status,
+            byok_client::JobStatus::Succeeded,
+            "{job:?}\n{}",
+            self.log_tail(process)
+        );
+        job
+    }
+
+    /// Downloads the video of job `id` into the deployment's directory; its bytes.
+    pub async fn video(&self, id: Uuid) -> Vec<u8> {
+        let path = self.dir.path().join(format!("downloaded-{id}.mp4"));
+        self.client()
+            .download_video(id, &path)
+            .await
+            .unwrap_or_else(|e| panic!("downloading the video of {id}: {e}"));
+        std::fs::read(&path).unwrap()
+    }
+
+    // The same calls with jobs as JSON (as the API serialises them), for tests that compare
+    // JSON documents.
+
+    /// Enqueues the JSON `body` (a `GenerationRequest`; a provider the deployment defines
+    /// is declared in this process first); returns the job's id.
+    pub async fn enqueue(&self, body: Value) -> String {
+        if let Some(provider) = body["provider"].as_str() {
+            byok_client::provider_id(provider).unwrap();
+        }
+        let request: GenerationRequest =
+            serde_json::from_value(body).expect("a job body this client can send");
+        self.submit(&request).await.to_string()
+    }
+
+    /// [`Deployment::wait_all_final`], the jobs as JSON.
+    pub async fn wait_final(&self, ids: &[String], deadline: Duration) -> Vec<Value> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+        self.wait_all_final(&ids, deadline)
+            .await
+            .iter()
+            .map(|job| serde_json::to_value(job).unwrap())
+            .collect()
+    }
+
+    /// [`Deployment::expect_succeeded`], the job as JSON.
+    pub async fn expect_success(&self, id: &str, process: &str, deadline: Duration) -> Value {
+        let job = self
+            .expect_succeeded(id.parse().unwrap(), process, deadline)
+            .await;
+        serde_json::to_value(job).unwrap()
     }
 }
 

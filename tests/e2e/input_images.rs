@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use axum::http::header::CONTENT_TYPE;
+use byok_client::{ErrorCode, GenerationRequest, JobStatus, ProviderId};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use serde_json::json;
@@ -64,16 +65,16 @@ async fn many_decompression_bombs_at_once_fail_cleanly_in_bounded_memory() {
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_image_bombs" }))
         .await;
-    let job = |image: &str| {
-        json!({ "user_id": user, "provider": "runway", "model": "gen4_turbo",
-                "image_url": format!("{images}/{image}") })
+    let job = |image: &str| GenerationRequest {
+        image_url: Some(format!("{images}/{image}")),
+        ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4_turbo")
     };
 
     let worker = d.worker_pid(0);
     let idle = byok_testing::proc_status_bytes(Some(worker), "VmRSS").expect("VmRSS");
-    let body = job("bomb.png");
-    let ids = futures::future::join_all((0..JOBS).map(|_| d.enqueue(body.clone()))).await;
-    let jobs = d.wait_final(&ids, Duration::from_secs(120)).await;
+    let request = job("bomb.png");
+    let ids = futures::future::join_all((0..JOBS).map(|_| d.submit(&request))).await;
+    let jobs = d.wait_all_final(&ids, Duration::from_secs(120)).await;
     let peak = byok_testing::proc_status_bytes(Some(worker), "VmHWM").expect("VmHWM");
     eprintln!(
         "worker RSS: {} MiB idle, peak {} MiB for {JOBS} jobs with a {} byte PNG of {SIDE}x{SIDE} at 16-bit RGBA",
@@ -82,16 +83,21 @@ async fn many_decompression_bombs_at_once_fail_cleanly_in_bounded_memory() {
         bomb.len()
     );
     for job in &jobs {
-        assert_eq!(job["status"], "failed", "{job}\n{}", d.log_tail("worker-0"));
-        assert_eq!(job["error"]["code"], "invalid_request", "{job}");
-        let message = job["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            job.status,
+            JobStatus::Failed,
+            "{job:?}\n{}",
+            d.log_tail("worker-0")
+        );
+        let error = job.error.as_ref().unwrap();
+        assert_eq!(error.code, ErrorCode::InvalidRequest, "{job:?}");
         assert!(
-            message.contains(
+            error.message.contains(
                 "6000x6000 at 8 bytes per pixel decodes to 275 MiB, more than the 128 MiB budget"
             ),
-            "{job}"
+            "{job:?}"
         );
-        assert_eq!(job["attempts"], 1, "refused for good at once: {job}");
+        assert_eq!(job.attempts, 1, "refused for good at once: {job:?}");
     }
     assert!(
         peak < RSS_LIMIT_BYTES,
@@ -101,8 +107,8 @@ async fn many_decompression_bombs_at_once_fail_cleanly_in_bounded_memory() {
     );
 
     // The same worker process is alive and still makes videos from images.
-    let control = d.enqueue(job("small.png")).await;
-    d.expect_success(&control, "worker-0", Duration::from_secs(60))
+    let control = d.submit(&job("small.png")).await;
+    d.expect_succeeded(control, "worker-0", Duration::from_secs(60))
         .await;
     assert_eq!(d.worker_pid(0), worker);
 }

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use byok_client::{
+    ApiErrorCode, GenerationRequest, IdempotencyKey, JobStatus, ListJobs, ProviderId,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -33,12 +36,6 @@ async fn queued_items(d: &Deployment) -> (u64, u64) {
     (due, delayed)
 }
 
-async fn cancel(d: &Deployment, id: &str) -> reqwest::Result<reqwest::Response> {
-    d.req(Method::POST, &format!("/v1/jobs/{id}/cancel"))
-        .send()
-        .await
-}
-
 /// Waits (up to 20 s) until the deployment's queue holds nothing.
 async fn wait_queue_empty(d: &Deployment) {
     let emptied = poll_until(Duration::from_secs(20), async || {
@@ -48,18 +45,24 @@ async fn wait_queue_empty(d: &Deployment) {
     assert!(emptied.is_some(), "the queue never emptied");
 }
 
-async fn user_jobs(d: &Deployment, user: Uuid) -> Vec<Value> {
-    let page: Value = d
-        .req(Method::GET, &format!("/v1/users/{user}/jobs"))
-        .send()
+async fn user_jobs(d: &Deployment, user: Uuid) -> Vec<byok_client::JobView> {
+    d.client()
+        .list_jobs(user, &ListJobs::default())
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    page["jobs"].as_array().cloned().unwrap_or_default()
+        .jobs
 }
 
+/// A Runway request of `user` with `metadata`, typed.
+fn runway_request(user: Uuid, metadata: Value) -> GenerationRequest {
+    GenerationRequest {
+        prompt: Some("a quiet harbour".into()),
+        metadata,
+        ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
+    }
+}
+
+/// A Runway request body of `user` with `extra` members, as raw JSON.
 fn runway(user: Uuid, extra: Value) -> Value {
     let mut body = json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": "a quiet harbour" });
     if let Value::Object(extra) = extra {
@@ -414,26 +417,21 @@ async fn concurrent_enqueues_each_get_their_own_job_and_a_raced_key_makes_one() 
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_concurrent_key" }))
         .await;
-    let raced = runway(user, json!({ "metadata": { "raced": true } }));
+    let raced = runway_request(user, json!({ "raced": true }));
+    let raced_key = IdempotencyKey::new("raced").unwrap();
+    let client = d.client();
     let requests = (0..90).map(|i| {
-        let (body, key) = match i % 3 {
-            0 => (raced.clone(), Some("raced".to_owned())),
-            1 => (runway(user, json!({ "metadata": { "i": i } })), None),
+        let (request, key) = match i % 3 {
+            0 => (raced.clone(), Some(raced_key.clone())),
+            1 => (runway_request(user, json!({ "i": i })), None),
             _ => (
-                runway(user, json!({ "metadata": { "i": i } })),
-                Some(format!("own-{i}")),
+                runway_request(user, json!({ "i": i })),
+                Some(IdempotencyKey::new(format!("own-{i}")).unwrap()),
             ),
         };
-        let mut request = d.req(Method::POST, "/v1/jobs").json(&body);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
         async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let replayed = response.headers().contains_key("idempotent-replayed");
-            let job: Value = response.json().await.unwrap();
-            (i, status, replayed, job)
+            let answer = client.create_job(&request, key.as_ref()).await;
+            (i, answer.unwrap_or_else(|e| panic!("request {i}: {e}")))
         }
     });
     let answers = futures::future::join_all(requests).await;
@@ -441,21 +439,20 @@ async fn concurrent_enqueues_each_get_their_own_job_and_a_raced_key_makes_one() 
     let mut raced_ids = std::collections::HashSet::new();
     let mut replays = 0;
     let mut own_ids = std::collections::HashSet::new();
-    for (i, status, replayed, job) in &answers {
-        assert_eq!(*status, 202, "request {i}: {job}");
-        let id = job["id"].as_str().unwrap().to_owned();
+    for (i, enqueued) in &answers {
+        let job = &enqueued.job;
         if i % 3 == 0 {
-            assert_eq!(job["metadata"], json!({ "raced": true }));
-            raced_ids.insert(id);
-            replays += usize::from(*replayed);
+            assert_eq!(job.metadata, json!({ "raced": true }));
+            raced_ids.insert(job.id);
+            replays += usize::from(enqueued.replayed);
         } else {
             assert_eq!(
-                job["metadata"],
+                job.metadata,
                 json!({ "i": i }),
                 "request {i} got another's job"
             );
-            assert!(!replayed);
-            assert!(own_ids.insert(id), "request {i} shares a job");
+            assert!(!enqueued.replayed);
+            assert!(own_ids.insert(job.id), "request {i} shares a job");
         }
     }
     assert_eq!(raced_ids.len(), 1, "one job for the raced key");
@@ -467,24 +464,15 @@ async fn concurrent_enqueues_each_get_their_own_job_and_a_raced_key_makes_one() 
 
 async fn user_jobs_count(d: &Deployment, user: Uuid) -> usize {
     let mut count = 0;
-    let mut before: Option<String> = None;
+    let mut query = ListJobs {
+        limit: Some(100),
+        ..ListJobs::default()
+    };
     loop {
-        let path = match &before {
-            Some(b) => format!("/v1/users/{user}/jobs?limit=100&cursor={b}"),
-            None => format!("/v1/users/{user}/jobs?limit=100"),
-        };
-        let page: Value = d
-            .req(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-        count += jobs.len();
-        match page["next_cursor"].as_str() {
-            Some(next) if !jobs.is_empty() => before = Some(next.to_owned()),
+        let page = d.client().list_jobs(user, &query).await.unwrap();
+        count += page.jobs.len();
+        match query.after(&page) {
+            Some(next) if !page.jobs.is_empty() => query = next,
             _ => return count,
         }
     }
@@ -504,21 +492,26 @@ async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_cancel_key" }))
         .await;
+    let client = d.client().clone();
     let id = d
-        .enqueue(runway(user, json!({ "duration_seconds": 5 })))
-        .await;
-    let running = d
-        .wait_jobs(std::slice::from_ref(&id), Duration::from_secs(20), |jobs| {
-            jobs[0]["provider_job_id"].is_string()
+        .submit(&GenerationRequest {
+            duration_seconds: Some(5),
+            ..runway_request(user, json!({}))
         })
         .await;
-    assert_eq!(running[0]["status"], "running", "{}", running[0]);
+    let running = d
+        .wait_until(&[id], Duration::from_secs(20), |jobs| {
+            jobs[0].provider_job_id.is_some()
+        })
+        .await;
+    assert_eq!(running[0].status, JobStatus::Running, "{:?}", running[0]);
 
-    let response = cancel(&d, &id).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let cancelled: Value = response.json().await.unwrap();
-    assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(cancelled["error"]["code"], "cancelled");
+    let cancelled = client.cancel_job(id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(
+        cancelled.error.as_ref().map(|e| e.code),
+        Some(byok_client::ErrorCode::Cancelled)
+    );
 
     let reached = poll_until(Duration::from_secs(20), async || {
         (d.sim.stats().await.runway.totals.cancels > 0).then_some(())
@@ -529,39 +522,42 @@ async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
         "the cancel never reached the provider\n{}",
         d.log_tail("worker-0")
     );
-    let again = cancel(&d, &id).await.unwrap();
-    assert_eq!(again.status(), 409, "a final job cannot be cancelled again");
-    let again: Value = again.json().await.unwrap();
+    let again = client.cancel_job(id).await.unwrap_err();
     assert_eq!(
-        (
-            again["error"]["code"].as_str(),
-            again["error"]["details"]["status"].as_str()
-        ),
-        (Some("conflict"), Some("cancelled"))
+        (again.code(), again.details()["status"].as_str()),
+        (Some(ApiErrorCode::Conflict), Some("cancelled")),
+        "a final job cannot be cancelled again: {again}"
     );
-    assert_eq!(
-        cancel(&d, &Uuid::new_v4().to_string())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(cancel(&d, "not-a-uuid").await.unwrap().status(), 400);
-    let video = d
-        .req(Method::GET, &format!("/v1/jobs/{id}/video"))
+    let unknown = client.cancel_job(Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(ApiErrorCode::NotFound));
+    // A path id that is not a UUID: only a raw request can send it.
+    let not_a_uuid = d
+        .req(Method::POST, "/v1/jobs/not-a-uuid/cancel")
         .send()
         .await
         .unwrap();
-    assert_eq!(video.status(), 404, "a cancelled job has no video");
+    assert_eq!(not_a_uuid.status(), 400);
+    let video = client.video_stream(id).await.unwrap_err();
+    assert_eq!(
+        video.code(),
+        Some(ApiErrorCode::NotFound),
+        "a cancelled job has no video"
+    );
 
     // Once the cancelled job's items have ended, a job cancelled before any
     // worker took it is never submitted.
     wait_queue_empty(&d).await;
     d.kill_worker(0).await;
     let parked = d
-        .enqueue(runway(user, json!({ "prompt": "never made" })))
+        .submit(&GenerationRequest {
+            prompt: Some("never made".into()),
+            ..runway_request(user, json!({}))
+        })
         .await;
-    assert_eq!(cancel(&d, &parked).await.unwrap().status(), 200);
+    assert_eq!(
+        client.cancel_job(parked).await.unwrap().status,
+        JobStatus::Cancelled
+    );
     let stats_before = d.sim.stats().await.runway.totals.submits;
     d.start_worker();
     // The new worker takes the item and drops it: the queue empties.
@@ -571,7 +567,7 @@ async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
         stats_before,
         "nothing submitted"
     );
-    assert_eq!(d.job(&parked).await["status"], "cancelled");
+    assert_eq!(d.job_view(parked).await.status, JobStatus::Cancelled);
     assert_eq!(
         d.sim.stats().await.runway.totals.cancels,
         1,
@@ -579,29 +575,20 @@ async fn cancels_reach_the_provider_once_and_final_jobs_refuse_them() {
     );
 
     // The user's jobs, newest first, one page at a time.
-    let page: Value = d
-        .req(Method::GET, &format!("/v1/users/{user}/jobs?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["jobs"][0]["id"].as_str(), Some(parked.as_str()));
-    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
-    let page: Value = d
-        .req(
-            Method::GET,
-            &format!("/v1/users/{user}/jobs?limit=1&cursor={cursor}&status=cancelled"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["jobs"][0]["id"].as_str(), Some(id.as_str()));
-    assert!(page["next_cursor"].is_null());
+    let query = ListJobs {
+        limit: Some(1),
+        ..ListJobs::default()
+    };
+    let page = client.list_jobs(user, &query).await.unwrap();
+    assert_eq!(page.jobs[0].id, parked);
+    let next = ListJobs {
+        status: Some(JobStatus::Cancelled),
+        ..query.after(&page).expect("a next page")
+    };
+    let page = client.list_jobs(user, &next).await.unwrap();
+    assert_eq!(page.jobs[0].id, id);
+    assert!(page.next_cursor.is_none());
+    // A status that is none: only a raw request can send it.
     let bad = d
         .req(Method::GET, &format!("/v1/users/{user}/jobs?status=done"))
         .send()

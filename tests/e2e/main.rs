@@ -18,3 +18,4 @@ mod pipeline;
 mod providers_check;
 mod rewrap;
 mod sim;
+mod webhooks;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use byok_client::{GenerationRequest, JobStatus, ProviderId};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -178,16 +179,19 @@ async fn api_and_worker_metrics_tell_what_happened() {
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_metrics_key" }))
         .await;
-    let job = |prompt: &str| json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt });
+    let job = |prompt: &str| GenerationRequest {
+        prompt: Some(prompt.to_owned()),
+        ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
+    };
     let ids = vec![
-        d.enqueue(job("one")).await,
-        d.enqueue(job("two")).await,
-        d.enqueue(job("please sim:moderate this")).await,
+        d.submit(&job("one")).await,
+        d.submit(&job("two")).await,
+        d.submit(&job("please sim:moderate this")).await,
     ];
-    let jobs = d.wait_final(&ids, Duration::from_secs(30)).await;
+    let jobs = d.wait_all_final(&ids, Duration::from_secs(30)).await;
     assert!(
         jobs.iter()
-            .all(|j| j["status"] != "queued" && j["status"] != "running"),
+            .all(|j| j.status != JobStatus::Queued && j.status != JobStatus::Running),
         "{jobs:?}"
     );
 

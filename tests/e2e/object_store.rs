@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use byok_client::{GenerationRequest, JobStatus, ProviderId};
+use futures::StreamExt as _;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::deploy::{DeployOptions, Deployment};
@@ -29,14 +31,6 @@ async fn get_bytes(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.bytes().await.unwrap().to_vec())
-}
-
-/// `GET /v1/jobs/{id}/video` from the deployment's API; must answer 200.
-async fn served_video(d: &Deployment, id: &str) -> Vec<u8> {
-    let url = format!("{}/v1/jobs/{id}/video", d.api);
-    let (status, bytes) = get_bytes(&d.http, &url, Some(&d.token)).await;
-    assert_eq!(status, 200, "{url}");
-    bytes
 }
 
 fn no_videos_in(dir: &std::path::Path) -> bool {
@@ -75,51 +69,44 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_object_store" }))
         .await;
-    let job = |prompt: &str| {
-        json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt,
-                "duration_seconds": 5 })
+    let job = |prompt: &str| GenerationRequest {
+        prompt: Some(prompt.to_owned()),
+        duration_seconds: Some(5),
+        ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
     };
 
     // 1. One 50 MB video, end to end, with the worker's memory watched.
     let worker = d.worker_pid(0);
     let idle_kib = status_kib(worker, "VmRSS");
-    let id = d.enqueue(job("a lighthouse at dusk")).await;
+    let id = d.submit(&job("a lighthouse at dusk")).await;
     let done = d
-        .wait_final(std::slice::from_ref(&id), Duration::from_secs(120))
+        .expect_succeeded(id, "worker-0", Duration::from_secs(120))
         .await;
-    let done = &done[0];
-    assert_eq!(
-        done["status"],
-        "succeeded",
-        "{done}\n{}",
-        d.log_tail("worker-0")
-    );
     let peak_kib = status_kib(worker, "VmHWM");
-    let result = &done["result"];
-    assert!(result["bytes"].as_u64().unwrap() > PADDING, "{result}");
-    assert_eq!(result["video_url"], format!("/v1/jobs/{id}/video"));
+    let result = done.result.clone().unwrap();
+    let bytes = result.stored.bytes;
+    assert!(bytes > PADDING, "{result:?}");
+    assert_eq!(result.video_url, format!("/v1/jobs/{id}/video"));
 
     // The bytes the API serves from the bucket are the simulator's.
-    let served = served_video(&d, &id).await;
-    let rendered_url = result["provider_urls"][0]
-        .as_str()
+    let served = d.video(id).await;
+    let rendered_url = result
+        .stored
+        .provider_urls
+        .first()
         .expect("Runway gives a URL");
     let (status, rendered) = get_bytes(&d.http, rendered_url, None).await;
     assert_eq!(status, 200);
-    assert_eq!(served.len() as u64, result["bytes"].as_u64().unwrap());
+    assert_eq!(served.len() as u64, bytes);
     assert!(
         served == rendered,
         "the stored video is the simulator's, byte for byte"
     );
     drop((served, rendered));
-    eprintln!(
-        "worker RSS: {idle_kib} KiB idle, peak {peak_kib} KiB for a {} byte video",
-        result["bytes"]
-    );
+    eprintln!("worker RSS: {idle_kib} KiB idle, peak {peak_kib} KiB for a {bytes} byte video");
     assert!(
         peak_kib.saturating_sub(idle_kib) < RSS_GROWTH_LIMIT_KIB,
-        "the worker grew from {idle_kib} KiB to a peak of {peak_kib} KiB for a {} byte video",
-        result["bytes"]
+        "the worker grew from {idle_kib} KiB to a peak of {peak_kib} KiB for a {bytes} byte video"
     );
     // No process kept a local copy: the bucket is the only place.
     for process in ["api", "worker-0"] {
@@ -149,39 +136,37 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
     assert!(location.contains("X-Amz-Signature="), "{location}");
     let (status, presigned) = get_bytes(&d.http, &location, None).await;
     assert_eq!(status, 200);
-    assert_eq!(presigned.len() as u64, result["bytes"].as_u64().unwrap());
+    assert_eq!(presigned.len() as u64, bytes);
     drop(presigned);
+    // The client follows the redirect to the bucket (without the token) and streams it.
+    let client = byok_client::Client::new(&presigning, &d.token).unwrap();
+    let mut stream = client.video_stream(id).await.unwrap();
+    let mut received = 0;
+    while let Some(chunk) = stream.next().await {
+        received += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(received, bytes);
 
     // 3. The store goes down while a job finishes: the job waits (no attempt
     //    counted, nothing failed), then completes once the store is back.
     s3.stop();
-    let id = d.enqueue(job("a harbour at night")).await;
+    let id = d.submit(&job("a harbour at night")).await;
     let waited = poll_until(Duration::from_secs(60), async || {
         let log = std::fs::read_to_string(d.dir.path().join("worker-0.log")).unwrap_or_default();
         (log.matches("the video store is unavailable").count() >= 2).then_some(())
     })
     .await;
     assert!(waited.is_some(), "{}", d.log_tail("worker-0"));
-    let waiting: Value = d.job(&id).await;
-    assert_eq!(waiting["status"], "running", "{waiting}");
+    let waiting = d.job_view(id).await;
+    assert_eq!(waiting.status, JobStatus::Running, "{waiting:?}");
     assert_eq!(
-        waiting["attempts"], 1,
-        "waiting for the store is not an attempt: {waiting}"
+        waiting.attempts, 1,
+        "waiting for the store is not an attempt: {waiting:?}"
     );
     assert!(s3.restart(), "moto restarts on its port");
     let done = d
-        .wait_final(std::slice::from_ref(&id), Duration::from_secs(120))
+        .expect_succeeded(id, "worker-0", Duration::from_secs(120))
         .await;
-    assert_eq!(
-        done[0]["status"],
-        "succeeded",
-        "{}\n{}",
-        done[0],
-        d.log_tail("worker-0")
-    );
-    let served = served_video(&d, &id).await;
-    assert_eq!(
-        served.len() as u64,
-        done[0]["result"]["bytes"].as_u64().unwrap()
-    );
+    let served = d.video(id).await;
+    assert_eq!(served.len() as u64, done.result.unwrap().stored.bytes);
 }

@@ -112,6 +112,7 @@ async fn stored_job(store: &Store) -> Uuid {
         },
         metadata: json!({}),
         created_by_token: None,
+        batch_id: None,
         idempotency: None,
     };
     match store.jobs().insert(&new).await.unwrap() {

@@ -4,28 +4,41 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use byok_client::{
+    ApiErrorCode, ErrorCode, GenerationRequest, JobStatus, JobView, ProviderId, PutCredentials,
+};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::deploy::{DeployOptions, Deployment};
 use crate::helpers::poll_until;
 
-fn runway_job(user: Uuid, prompt: &str) -> Value {
-    json!({ "user_id": user, "provider": "runway", "model": "gen4.5", "prompt": prompt, "duration_seconds": 5 })
+fn runway_job(user: Uuid, prompt: &str) -> GenerationRequest {
+    GenerationRequest {
+        prompt: Some(prompt.to_owned()),
+        duration_seconds: Some(5),
+        ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
+    }
 }
 
-async fn enqueue_many(d: &Deployment, bodies: Vec<Value>) -> Vec<String> {
+/// A request for `model` of `provider` (built in, or declared by the deployment).
+fn job_on(user: Uuid, provider: &str, model: &str, prompt: &str) -> GenerationRequest {
+    GenerationRequest {
+        prompt: Some(prompt.to_owned()),
+        ..GenerationRequest::new(user, byok_client::provider_id(provider).unwrap(), model)
+    }
+}
+
+async fn enqueue_many(d: &Deployment, requests: Vec<GenerationRequest>) -> Vec<Uuid> {
     let mut ids = Vec::new();
-    for body in bodies {
-        ids.push(d.enqueue(body).await);
+    for request in &requests {
+        ids.push(d.submit(request).await);
     }
     ids
 }
 
-fn statuses(jobs: &[Value]) -> Vec<String> {
-    jobs.iter()
-        .map(|j| j["status"].as_str().unwrap_or("?").to_owned())
-        .collect()
+fn statuses(jobs: &[JobView]) -> Vec<JobStatus> {
+    jobs.iter().map(|j| j.status).collect()
 }
 
 #[tokio::test]
@@ -105,7 +118,7 @@ async fn two_workers_keep_one_keys_window_and_use_its_quota() {
 async fn kill_a_worker_mid_poll(
     provider: &str,
     key: &str,
-    bodies: impl Fn(Uuid) -> Vec<Value>,
+    bodies: impl Fn(Uuid) -> Vec<GenerationRequest>,
     accepted: fn(&byok_sim::Stats) -> u64,
 ) {
     let Some(mut d) = Deployment::distributed(DeployOptions {
@@ -121,12 +134,12 @@ async fn kill_a_worker_mid_poll(
         .await;
     let ids = enqueue_many(&d, bodies(user)).await;
     let polling = d
-        .wait_jobs(&ids, Duration::from_secs(30), |jobs| {
-            jobs.iter().all(|j| j["provider_job_id"].is_string())
+        .wait_until(&ids, Duration::from_secs(30), |jobs| {
+            jobs.iter().all(|j| j.provider_job_id.is_some())
         })
         .await;
     assert!(
-        polling.iter().all(|j| j["status"] == "running"),
+        polling.iter().all(|j| j.status == JobStatus::Running),
         "all were polling: {:?}",
         statuses(&polling)
     );
@@ -134,9 +147,9 @@ async fn kill_a_worker_mid_poll(
     // Worker 0 dies holding its share (SIGKILL: nothing handed back); worker 1 takes them
     // over after the visibility timeout and polls on from the recorded provider job ids.
     d.kill_worker(0).await;
-    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    let jobs = d.wait_all_final(&ids, Duration::from_secs(60)).await;
     assert!(
-        jobs.iter().all(|j| j["status"] == "succeeded"),
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
         "{:?}\n{}",
         statuses(&jobs),
         d.log_tail("worker-1")
@@ -179,9 +192,9 @@ async fn a_job_on_a_declared_provider_survives_a_worker_sigkill_mid_poll() {
         "sim_luma_kill_test",
         |user| {
             (0..4)
-                .map(|i| {
-                    json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
-                            "prompt": format!("a declared take {i}"), "duration_seconds": 5 })
+                .map(|i| GenerationRequest {
+                    duration_seconds: Some(5),
+                    ..job_on(user, "luma", "ray-3.2", &format!("a declared take {i}"))
                 })
                 .collect()
         },
@@ -211,8 +224,11 @@ async fn sigterm_stops_a_worker_within_its_grace_and_the_other_finishes_its_jobs
             .collect(),
     )
     .await;
-    d.wait_jobs(&ids, Duration::from_secs(30), |jobs| {
-        jobs.iter().filter(|j| j["status"] == "running").count() >= 4
+    d.wait_until(&ids, Duration::from_secs(30), |jobs| {
+        jobs.iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .count()
+            >= 4
     })
     .await;
 
@@ -227,9 +243,9 @@ async fn sigterm_stops_a_worker_within_its_grace_and_the_other_finishes_its_jobs
         "exited within the grace period: {took:?}"
     );
 
-    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    let jobs = d.wait_all_final(&ids, Duration::from_secs(60)).await;
     assert!(
-        jobs.iter().all(|j| j["status"] == "succeeded"),
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
         "{:?}\n{}",
         statuses(&jobs),
         d.log_tail("worker-1")
@@ -269,24 +285,27 @@ async fn jobs_parked_at_a_slow_provider_do_not_hold_the_slots() {
     )
     .await;
     let jobs = d
-        .wait_jobs(&parked, Duration::from_secs(20), |jobs| {
-            jobs.iter().all(|j| j["status"] == "running")
+        .wait_until(&parked, Duration::from_secs(20), |jobs| {
+            jobs.iter().all(|j| j.status == JobStatus::Running)
         })
         .await;
-    assert_eq!(statuses(&jobs), ["running", "running"]);
+    assert_eq!(statuses(&jobs), [JobStatus::Running, JobStatus::Running]);
 
     let enqueued = Instant::now();
-    let fresh = d.enqueue(json!({ "user_id": other, "provider": "veo", "model": "veo-3.1-fast-generate-001", "prompt": "a fox in snow", "duration_seconds": 4 })).await;
+    let fresh = d
+        .submit(&GenerationRequest {
+            duration_seconds: Some(4),
+            ..job_on(other, "veo", "veo-3.1-fast-generate-001", "a fox in snow")
+        })
+        .await;
     let started = d
-        .wait_jobs(
-            std::slice::from_ref(&fresh),
-            Duration::from_secs(1),
-            |jobs| jobs[0]["provider_job_id"].is_string(),
-        )
+        .wait_until(&[fresh], Duration::from_secs(1), |jobs| {
+            jobs[0].provider_job_id.is_some()
+        })
         .await;
     assert!(
-        started[0]["provider_job_id"].is_string(),
-        "the fresh job started within a second: {}",
+        started[0].provider_job_id.is_some(),
+        "the fresh job started within a second: {:?}",
         started[0]
     );
     assert!(enqueued.elapsed() < Duration::from_millis(1500));
@@ -315,7 +334,7 @@ async fn the_queue_and_redis_hold_ids_only_never_key_material() {
         &d,
         vec![
             runway_job(user, "a"),
-            json!({ "user_id": user, "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "b" }),
+            job_on(user, "veo", "veo-3.1-generate-001", "b"),
         ],
     )
     .await;
@@ -328,7 +347,7 @@ async fn the_queue_and_redis_hold_ids_only_never_key_material() {
         );
         assert!(!dump.contains(&private_key_line), "private key in Redis");
         for payload in payloads(&dump) {
-            let value: Value = serde_json::from_str(&payload).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
             assert_eq!(
                 value
                     .as_object()
@@ -337,7 +356,7 @@ async fn the_queue_and_redis_hold_ids_only_never_key_material() {
                 "{payload}"
             );
         }
-        d.wait_final(&ids, Duration::from_secs(30)).await;
+        d.wait_all_final(&ids, Duration::from_secs(30)).await;
     }
 }
 
@@ -424,26 +443,31 @@ async fn the_embedded_shape_runs_the_same_lifecycle() {
     )
     .await;
 
-    let ok = d.enqueue(runway_job(user, "a calm sea")).await;
-    let veo = d.enqueue(json!({ "user_id": user, "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "a calm sea", "duration_seconds": 4 })).await;
-    let moderated = d
-        .enqueue(runway_job(user, "please sim:moderate this"))
+    let ok = d.submit(&runway_job(user, "a calm sea")).await;
+    let veo = d
+        .submit(&GenerationRequest {
+            duration_seconds: Some(4),
+            ..job_on(user, "veo", "veo-3.1-generate-001", "a calm sea")
+        })
         .await;
-    let throttled = d.enqueue(runway_job(throttled_user, "a storm")).await;
-    let ids = vec![
-        ok.clone(),
-        veo.clone(),
-        moderated.clone(),
-        throttled.clone(),
-    ];
-    let jobs = d.wait_final(&ids, Duration::from_secs(60)).await;
+    let moderated = d
+        .submit(&runway_job(user, "please sim:moderate this"))
+        .await;
+    let throttled = d.submit(&runway_job(throttled_user, "a storm")).await;
+    let jobs = d
+        .wait_all_final(&[ok, veo, moderated, throttled], Duration::from_secs(60))
+        .await;
+    use JobStatus::{Failed, Succeeded};
     assert_eq!(
         statuses(&jobs),
-        ["succeeded", "succeeded", "failed", "succeeded"],
+        [Succeeded, Succeeded, Failed, Succeeded],
         "{}",
         d.log_tail("run")
     );
-    assert_eq!(jobs[2]["error"]["code"], "content_rejected");
+    assert_eq!(
+        jobs[2].error.as_ref().map(|e| e.code),
+        Some(ErrorCode::ContentRejected)
+    );
     // The throttled key met one 429, waited it out, and the submit that went
     // through was still the job's first attempt.
     let throttled_key = d
@@ -463,22 +487,16 @@ async fn the_embedded_shape_runs_the_same_lifecycle() {
         "{throttled_key:?}"
     );
     assert_eq!(
-        jobs[3]["attempts"], 1,
-        "waiting out a 429 is not an attempt: {}",
+        jobs[3].attempts, 1,
+        "waiting out a 429 is not an attempt: {:?}",
         jobs[3]
     );
 
-    let video = d
-        .req(reqwest::Method::GET, &format!("/v1/jobs/{ok}/video"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(video.status(), 200);
-    let bytes = video.bytes().await.unwrap();
+    let bytes = d.video(ok).await;
     assert_eq!(&bytes[4..8], b"ftyp", "an MP4 came back");
     assert_eq!(
-        jobs[0]["result"]["bytes"].as_u64().unwrap() as usize,
-        bytes.len()
+        jobs[0].result.as_ref().unwrap().stored.bytes,
+        bytes.len() as u64
     );
     assert!(
         d.dir.path().join("data/byok.db").is_file(),
@@ -502,22 +520,33 @@ async fn aggregator_jobs_keep_their_videos_usage_and_wait_out_a_429() {
     .await;
     d.put_credentials(user, "fal", json!({ "api_key": "sim_fal_embedded" }))
         .await;
-    let replicate = d.enqueue(json!({ "user_id": user, "provider": "replicate", "model": "bytedance/seedance-2.0-fast", "prompt": "a fox in fresh snow" })).await;
-    let fal = d.enqueue(json!({ "user_id": user, "provider": "fal", "model": "luma-ray-2-flash", "prompt": "waves at dusk" })).await;
+    let replicate = d
+        .submit(&job_on(
+            user,
+            "replicate",
+            "bytedance/seedance-2.0-fast",
+            "a fox in fresh snow",
+        ))
+        .await;
+    let fal = d
+        .submit(&job_on(user, "fal", "luma-ray-2-flash", "waves at dusk"))
+        .await;
     let jobs = d
-        .wait_final(&[replicate.clone(), fal.clone()], Duration::from_secs(60))
+        .wait_all_final(&[replicate, fal], Duration::from_secs(60))
         .await;
     assert_eq!(
         statuses(&jobs),
-        ["succeeded", "succeeded"],
+        [JobStatus::Succeeded, JobStatus::Succeeded],
         "{}",
         d.log_tail("run")
     );
     // Replicate's own compute figure (`metrics.predict_time`) is kept on the job.
-    let compute_ms = jobs[0]["result"]["provider_usage"]["compute_ms"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no compute figure: {}", jobs[0]));
-    assert!(compute_ms > 0, "{}", jobs[0]);
+    let compute_ms = jobs[0]
+        .result
+        .as_ref()
+        .and_then(|r| r.stored.provider_usage.compute_ms)
+        .unwrap_or_else(|| panic!("no compute figure: {:?}", jobs[0]));
+    assert!(compute_ms > 0, "{:?}", jobs[0]);
     // The throttled token met one 429 whose wait is only in its text ("resets in ~2s"),
     // waited it out through the limiter, and its one submit was the job's first attempt.
     let key = d
@@ -533,15 +562,9 @@ async fn aggregator_jobs_keep_their_videos_usage_and_wait_out_a_429() {
         (1, 1),
         "{key:?}"
     );
-    assert_eq!(jobs[0]["attempts"], 1, "{}", jobs[0]);
-    for id in [&replicate, &fal] {
-        let video = d
-            .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/video"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(video.status(), 200);
-        let bytes = video.bytes().await.unwrap();
+    assert_eq!(jobs[0].attempts, 1, "{:?}", jobs[0]);
+    for id in [replicate, fal] {
+        let bytes = d.video(id).await;
         assert_eq!(&bytes[4..8], b"ftyp", "an MP4 came back");
     }
 }
@@ -557,19 +580,10 @@ async fn declared_providers_are_listed_keyed_validated_run_and_cancelled() {
         ..DeployOptions::default()
     })
     .await;
-    let get = async |path: &str| -> (u16, Value) {
-        let response = d.req(reqwest::Method::GET, path).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    };
+    let client = d.client();
 
-    let (status, listed) = get("/v1/providers").await;
-    assert_eq!(status, 200, "{listed}");
-    let ids: Vec<&str> = listed["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let listed = client.providers().await.unwrap();
+    let ids: Vec<&str> = listed.providers.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(
         ids,
         [
@@ -582,83 +596,93 @@ async fn declared_providers_are_listed_keyed_validated_run_and_cancelled() {
             "synthesia"
         ]
     );
-    let luma = &listed["providers"][5];
-    assert_eq!(luma["display_name"], "Luma Agents");
-    assert_eq!(luma["status"], "available");
-    assert_eq!(luma["credential_fields"][0]["name"], "api_key");
-    assert_eq!(luma["credential_fields"][0]["secret"], true);
-    assert_eq!(luma["models"][0]["id"], "ray-3.2");
-    assert_eq!(listed["providers"][6]["models"][0]["id"], "anna");
+    let luma = &listed.providers[5];
+    assert_eq!(luma.display_name, "Luma Agents");
+    assert_eq!(luma.status, byok_client::ModelStatus::Available);
+    assert_eq!(luma.credential_fields[0].name, "api_key");
+    assert!(luma.credential_fields[0].secret);
+    assert_eq!(luma.models[0].id, "ray-3.2");
+    assert_eq!(listed.providers[6].models[0].id, "anna");
 
     let user = Uuid::new_v4();
-    let (_, keys) = get(&format!("/v1/users/{user}/providers")).await;
-    assert_eq!(keys["providers"].as_array().unwrap().len(), 7, "{keys}");
+    let keys = client.list_credentials(user).await.unwrap();
+    assert_eq!(keys.providers.len(), 7, "{keys:?}");
 
-    // A key the provider refuses is not stored.
-    let refused = d
-        .req(
-            reqwest::Method::PUT,
-            &format!("/v1/users/{user}/providers/synthesia/credentials"),
+    // A key the provider refuses is not stored, and the answer does not repeat it.
+    let refused = client
+        .put_credentials(
+            user,
+            "synthesia",
+            &PutCredentials::new(json!({ "api_key": "not-a-sim-key" })),
         )
-        .json(&json!({ "credentials": { "api_key": "not-a-sim-key" } }))
-        .send()
         .await
-        .unwrap();
-    let refused_status = refused.status().as_u16();
-    let refused_body = refused.text().await.unwrap();
-    assert_eq!(refused_status, 422, "{refused_body}");
-    assert!(!refused_body.contains("not-a-sim-key"), "{refused_body}");
-    let (missing, _) = get(&format!("/v1/users/{user}/providers/synthesia")).await;
-    assert_eq!(missing, 404);
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ApiErrorCode::CredentialsInvalid),
+        "{refused}"
+    );
+    assert!(
+        !format!("{refused:?}").contains("not-a-sim-key"),
+        "{refused:?}"
+    );
+    let missing = client.get_credentials(user, "synthesia").await.unwrap_err();
+    assert_eq!(missing.code(), Some(ApiErrorCode::NotFound));
 
     d.put_credentials(user, "synthesia", json!({ "api_key": "sim_synthesia_e2e" }))
         .await;
     d.put_credentials(user, "luma", json!({ "api_key": "sim_luma_e2e" }))
         .await;
-    let (status, summary) = get(&format!("/v1/users/{user}/providers/luma")).await;
-    assert_eq!(status, 200, "{summary}");
-    assert_eq!(summary["credential_hint"], "sim_…_e2e", "{summary}");
+    let summary = client.get_credentials(user, "luma").await.unwrap();
+    assert_eq!(
+        summary.credential_hint.as_deref(),
+        Some("sim_…_e2e"),
+        "{summary:?}"
+    );
 
     // The catalogue of the definition is the one enforced.
-    let too_long = d
-        .req(reqwest::Method::POST, "/v1/jobs")
-        .json(
-            &json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
-                       "prompt": "a lighthouse", "duration_seconds": 7 }),
+    let lighthouse = job_on(user, "luma", "ray-3.2", "a lighthouse");
+    let too_long = client
+        .create_job(
+            &GenerationRequest {
+                duration_seconds: Some(7),
+                ..lighthouse.clone()
+            },
+            None,
         )
-        .send()
         .await
-        .unwrap();
-    assert_eq!(too_long.status(), 422);
-    let too_long: Value = too_long.json().await.unwrap();
-    assert_eq!(too_long["error"]["details"]["field"], "duration_seconds");
+        .unwrap_err();
+    assert_eq!(too_long.code(), Some(ApiErrorCode::InvalidRequest));
+    assert_eq!(too_long.details()["field"], "duration_seconds");
 
     let luma_job = d
-        .enqueue(
-            json!({ "user_id": user, "provider": "luma", "model": "ray-3.2",
-                         "prompt": "a lighthouse at dusk", "duration_seconds": 5,
-                         "aspect_ratio": "9:16" }),
-        )
+        .submit(&GenerationRequest {
+            prompt: Some("a lighthouse at dusk".into()),
+            duration_seconds: Some(5),
+            aspect_ratio: Some("9:16".into()),
+            ..lighthouse
+        })
         .await;
     let synthesia_job = d
-        .enqueue(
-            json!({ "user_id": user, "provider": "synthesia", "model": "mia",
-                         "prompt": "Welcome to the quarterly update." }),
-        )
+        .submit(&job_on(
+            user,
+            "synthesia",
+            "mia",
+            "Welcome to the quarterly update.",
+        ))
         .await;
     let jobs = d
-        .wait_final(&[luma_job.clone(), synthesia_job], Duration::from_secs(60))
+        .wait_all_final(&[luma_job, synthesia_job], Duration::from_secs(60))
         .await;
     for job in &jobs {
-        assert_eq!(job["status"], "succeeded", "{job}\n{}", d.log_tail("run"));
-        let id = job["id"].as_str().unwrap();
-        let video = d
-            .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/video"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(video.status(), 200);
-        let bytes = video.bytes().await.unwrap();
+        assert_eq!(
+            job.status,
+            JobStatus::Succeeded,
+            "{job:?}\n{}",
+            d.log_tail("run")
+        );
+        assert_eq!(job.request.provider.as_str(), job.provider);
+        let bytes = d.video(job.id).await;
         assert_eq!(&bytes[4..8], b"ftyp", "an MP4");
     }
     let luma_stats = d.sim.stats().await.luma;
@@ -672,23 +696,14 @@ async fn declared_providers_are_listed_keyed_validated_run_and_cancelled() {
         })
         .unwrap();
     let long = d
-        .enqueue(
-            json!({ "user_id": user, "provider": "synthesia", "model": "anna",
-                         "prompt": "A long script." }),
-        )
+        .submit(&job_on(user, "synthesia", "anna", "A long script."))
         .await;
-    d.wait_jobs(
-        std::slice::from_ref(&long),
-        Duration::from_secs(20),
-        |jobs| jobs[0]["provider_job_id"].is_string(),
-    )
+    d.wait_until(&[long], Duration::from_secs(20), |jobs| {
+        jobs[0].provider_job_id.is_some()
+    })
     .await;
-    let cancelled = d
-        .req(reqwest::Method::POST, &format!("/v1/jobs/{long}/cancel"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancelled.status(), 200);
+    let cancelled = client.cancel_job(long).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
     let reached = poll_until(Duration::from_secs(20), async || {
         (d.sim.stats().await.synthesia.totals.cancels > 0).then_some(())
     })

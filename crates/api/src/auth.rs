@@ -152,7 +152,21 @@ pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
     ("get_job", Some(Scope::JobsRead)),
     ("cancel_job", Some(Scope::JobsWrite)),
     ("get_job_video", Some(Scope::JobsRead)),
+    ("stream_job_events", Some(Scope::JobsRead)),
     ("list_jobs", Some(Scope::JobsRead)),
+    ("create_batch", Some(Scope::JobsWrite)),
+    ("get_batch", Some(Scope::JobsRead)),
+    ("list_batch_jobs", Some(Scope::JobsRead)),
+    ("cancel_batch", Some(Scope::JobsWrite)),
+    ("create_webhook", Some(Scope::Webhooks)),
+    ("list_webhooks", Some(Scope::Webhooks)),
+    ("get_webhook", Some(Scope::Webhooks)),
+    ("update_webhook", Some(Scope::Webhooks)),
+    ("delete_webhook", Some(Scope::Webhooks)),
+    ("rotate_webhook_secret", Some(Scope::Webhooks)),
+    ("rotate_job_webhook_secret", Some(Scope::Webhooks)),
+    ("list_webhook_deliveries", Some(Scope::Webhooks)),
+    ("retry_webhook_delivery", Some(Scope::Webhooks)),
 ];
 
 /// The entry of [`ROUTE_SCOPES`] for `operation_id`: `None` when it has none.

@@ -7,131 +7,33 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use byok_core::{ProjectUser, ProviderId};
+use byok_core::{
+    CredentialCheckOutcome, CredentialCheckResult, CredentialList, CredentialSummary,
+    CredentialTest, ProjectUser, ProviderId, PutCredentials,
+};
 use byok_crypto::SealContext;
 use byok_providers::{CredentialCheck, open_credentials, wipe_json};
 use byok_store::{CheckRecord, NewCredential, StoredCredential};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use utoipa::ToSchema;
-use uuid::Uuid;
+use serde_json::json;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, UserPath, UserProviderPath};
 
-/// Body of `PUT …/credentials`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({ "credentials": { "api_key": "key_0123456789abcdef" }, "validate": true }))]
-pub(crate) struct PutCredentials {
-    /// The provider's fields, as its `credential_fields` in `GET /v1/providers`
-    /// name them: `api_key` (Runway, Stability), `service_account` (Veo: the
-    /// service-account JSON, as an object or a string).
-    #[schema(value_type = Object)]
-    credentials: Value,
-    /// Ask the provider before storing (default true).
-    #[serde(default = "default_true")]
-    #[schema(default = true)]
-    validate: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// What a user's credential for one provider looks like from outside.
-/// Never a secret: only a hint.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = CredentialSummary)]
-pub(crate) struct Summary {
-    provider: ProviderId,
-    /// Whether a key is stored.
-    connected: bool,
-    /// Whether the stored key passed its latest check (false when none is stored).
-    is_valid: bool,
-    /// A hint at the stored key, e.g. `key_…9f2c`: never the key.
-    #[schema(required)]
-    credential_hint: Option<String>,
-    /// When the provider last accepted the key.
-    #[schema(required)]
-    validated_at: Option<DateTime<Utc>>,
-    /// Why the latest check failed.
-    #[schema(required)]
-    last_error: Option<String>,
-    #[schema(required)]
-    created_at: Option<DateTime<Utc>>,
-    #[schema(required)]
-    updated_at: Option<DateTime<Utc>>,
-}
-
-/// The body of `GET /v1/users/{user_id}/providers`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CredentialList {
-    user_id: Uuid,
-    /// One summary per provider, in listing order (`connected: false` when none is stored).
-    providers: Vec<Summary>,
-}
-
-impl Summary {
-    fn of(provider: ProviderId, row: &StoredCredential) -> Self {
-        Summary {
-            provider,
-            connected: true,
-            is_valid: row.is_valid,
-            credential_hint: row.credential_hint.clone(),
-            validated_at: row.validated_at,
-            last_error: row.last_error.clone(),
-            created_at: Some(row.created_at),
-            updated_at: Some(row.updated_at),
-        }
+/// The summary of a stored key. (The bodies, `PutCredentials`, `CredentialSummary`,
+/// `CredentialList` and `CredentialTest`, are `byok-core`'s, which clients share.)
+fn summary_of(provider: ProviderId, row: &StoredCredential) -> CredentialSummary {
+    CredentialSummary {
+        provider: provider.to_string(),
+        connected: true,
+        is_valid: row.is_valid,
+        credential_hint: row.credential_hint.clone(),
+        validated_at: row.validated_at,
+        last_error: row.last_error.clone(),
+        created_at: Some(row.created_at),
+        updated_at: Some(row.updated_at),
     }
-
-    fn not_connected(provider: ProviderId) -> Self {
-        Summary {
-            provider,
-            connected: false,
-            is_valid: false,
-            credential_hint: None,
-            validated_at: None,
-            last_error: None,
-            created_at: None,
-            updated_at: None,
-        }
-    }
-}
-
-/// The verdict of `POST …/test`, next to the updated summary.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = CredentialTest)]
-pub(crate) struct TestResult {
-    #[serde(flatten)]
-    summary: Summary,
-    check: CheckOutcome,
-}
-
-/// `valid`, `rejected` (by the provider) or `unreadable` (the stored value
-/// cannot be opened for this user and provider).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum CheckResult {
-    Valid,
-    Rejected,
-    Unreadable,
-}
-
-/// The verdict of a key check.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = CredentialCheck)]
-#[serde(deny_unknown_fields)]
-struct CheckOutcome {
-    result: CheckResult,
-    /// Why not `valid`.
-    #[schema(required)]
-    reason: Option<String>,
 }
 
 /// `PUT /v1/users/{user_id}/providers/{provider}/credentials`
@@ -150,7 +52,7 @@ struct CheckOutcome {
         status = 200,
         description = "Checked with the provider (unless `validate` is false), sealed bound \
             to the user and provider, and stored, replacing any earlier key",
-        body = Summary,
+        body = CredentialSummary,
     )),
 )]
 pub(crate) async fn put(
@@ -158,7 +60,7 @@ pub(crate) async fn put(
     caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
     ApiJson(mut body): ApiJson<PutCredentials>,
-) -> Result<Json<Summary>, ApiError> {
+) -> Result<Json<CredentialSummary>, ApiError> {
     let adapter = crate::extract::adapter(&state, provider.0)?;
     let parsed = adapter.parse_credentials(&body.credentials);
     wipe_json(&mut body.credentials);
@@ -208,7 +110,7 @@ pub(crate) async fn put(
         .await
         .map_err(|e| ApiError::store(&e))?;
     tracing::info!(user.id = %user.0, provider = %provider.0, validated = body.validate, "credentials stored");
-    Ok(Json(Summary::of(provider.0, &stored)))
+    Ok(Json(summary_of(provider.0, &stored)))
 }
 
 /// `GET /v1/users/{user_id}/providers`: one summary per provider, connected or not.
@@ -234,13 +136,13 @@ pub(crate) async fn list(
         .list_for_user(caller.user(user.0))
         .await
         .map_err(|e| ApiError::store(&e))?;
-    let summaries: Vec<Summary> = state
+    let summaries: Vec<CredentialSummary> = state
         .providers()
         .all()
         .map(|adapter| adapter.id())
         .map(|p| match rows.iter().find(|r| r.provider() == Some(p)) {
-            Some(row) => Summary::of(p, row),
-            None => Summary::not_connected(p),
+            Some(row) => summary_of(p, row),
+            None => CredentialSummary::not_connected(p.as_str()),
         })
         .collect();
     Ok(Json(CredentialList {
@@ -260,15 +162,15 @@ pub(crate) async fn list(
         ("user_id" = uuid::Uuid, Path, description = "The user (a UUID; anything else is a 400)", example = json!(crate::openapi::EXAMPLE_USER_ID)),
         ("provider" = ProviderId, Path, description = "The provider (an unknown one is a 404)"),
     ),
-    responses((status = 200, description = "The stored key's summary", body = Summary)),
+    responses((status = 200, description = "The stored key's summary", body = CredentialSummary)),
 )]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
-) -> Result<Json<Summary>, ApiError> {
+) -> Result<Json<CredentialSummary>, ApiError> {
     let row = load(&state, caller.user(user.0), provider.0).await?;
-    Ok(Json(Summary::of(provider.0, &row)))
+    Ok(Json(summary_of(provider.0, &row)))
 }
 
 /// `DELETE /v1/users/{user_id}/providers/{provider}`: 204, or 404 when none is stored.
@@ -320,14 +222,14 @@ pub(crate) async fn delete(
         description = "The verdict (`check`) beside the summary it updated (`is_valid`, \
             `last_error`, `validated_at`). A stored value that does not open for this user and \
             provider is `unreadable` and is never sent anywhere",
-        body = TestResult,
+        body = CredentialTest,
     )),
 )]
 pub(crate) async fn test(
     State(state): State<AppState>,
     caller: Caller,
     UserProviderPath(user, provider): UserProviderPath,
-) -> Result<Json<TestResult>, ApiError> {
+) -> Result<Json<CredentialTest>, ApiError> {
     let owner = caller.user(user.0);
     let row = load(&state, owner, provider.0).await?;
     let adapter = crate::extract::adapter(&state, provider.0)?;
@@ -344,8 +246,8 @@ pub(crate) async fn test(
                     last_error: Some(format!("credentials_unreadable: {reason}")),
                     validated_at: None,
                 },
-                CheckOutcome {
-                    result: CheckResult::Unreadable,
+                CredentialCheckOutcome {
+                    result: CredentialCheckResult::Unreadable,
                     reason: Some(reason),
                 },
             )
@@ -357,8 +259,8 @@ pub(crate) async fn test(
                     last_error: None,
                     validated_at: Some(byok_store::now()),
                 },
-                CheckOutcome {
-                    result: CheckResult::Valid,
+                CredentialCheckOutcome {
+                    result: CredentialCheckResult::Valid,
                     reason: None,
                 },
             ),
@@ -368,8 +270,8 @@ pub(crate) async fn test(
                     last_error: Some(reason.clone()),
                     validated_at: None,
                 },
-                CheckOutcome {
-                    result: CheckResult::Rejected,
+                CredentialCheckOutcome {
+                    result: CredentialCheckResult::Rejected,
                     reason: Some(reason),
                 },
             ),
@@ -395,8 +297,8 @@ pub(crate) async fn test(
                 "the credential was replaced or deleted while it was being tested; test again",
             )
         })?;
-    Ok(Json(TestResult {
-        summary: Summary::of(provider.0, &updated),
+    Ok(Json(CredentialTest {
+        summary: summary_of(provider.0, &updated),
         check: outcome,
     }))
 }

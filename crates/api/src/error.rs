@@ -1,206 +1,19 @@
 //! The one error shape of the API (the table in crates/api/README.md, "Errors"):
-//! `{"error":{"code":"…","message":"…","details":…}}` with the right status.
+//! `{"error":{"code":"…","message":"…","details":…}}` with the right status. The codes and
+//! the body's shape are `byok-core`'s (`ApiErrorCode`, `ApiErrorResponse`), which clients
+//! share; writing it as a response is this crate's.
 //!
 //! Internal errors never reach the caller: they are logged inside the
 //! request's span (which carries its `x-request-id`) and answered with a
 //! generic message that names the request id.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Serialize, Serializer};
+use byok_core::{ApiErrorBody, ApiErrorResponse};
 use serde_json::Value;
-use utoipa::ToSchema;
 
-/// Stable error codes of the HTTP API (in addition to the job codes of
-/// `byok_core::ErrorCode`, which jobs carry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiErrorCode {
-    /// 400: the request cannot be parsed (JSON syntax, path or query parameters).
-    BadRequest,
-    /// 401: no token, an unknown, revoked or expired token.
-    Unauthorized,
-    /// 403: the token lacks the scope the route needs (`details.scope`).
-    InsufficientScope,
-    /// 404: no such route or resource.
-    NotFound,
-    /// 405: the route exists with other methods.
-    MethodNotAllowed,
-    /// 409: the resource changed, or the request conflicts with its state.
-    Conflict,
-    /// 413: the body is larger than `api.max_body_bytes`.
-    PayloadTooLarge,
-    /// 415: the body is not `application/json`.
-    UnsupportedMediaType,
-    /// 422: well-formed but semantically invalid.
-    InvalidRequest,
-    /// 422: the job names a model its provider no longer serves.
-    ModelRetired,
-    /// 422: the provider rejected the key, or the stored key a job would
-    /// use is marked invalid.
-    CredentialsInvalid,
-    /// 422: a job for a user with no stored key for its provider.
-    CredentialsMissing,
-    /// 429: past the token's `api.rate_limit`, or too many failed authentications from
-    /// the client's address (`Retry-After` says when to come back).
-    RateLimited,
-    /// 503: the provider could not be asked.
-    ProviderUnavailable,
-    /// 503: the database or the queue is down.
-    ServiceUnavailable,
-    /// 503: the request took longer than `api.request_timeout`.
-    Timeout,
-    /// 500: a fault in byok.
-    Internal,
-}
-
-impl ApiErrorCode {
-    /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 17] = [
-        ApiErrorCode::BadRequest,
-        ApiErrorCode::Unauthorized,
-        ApiErrorCode::InsufficientScope,
-        ApiErrorCode::NotFound,
-        ApiErrorCode::MethodNotAllowed,
-        ApiErrorCode::Conflict,
-        ApiErrorCode::PayloadTooLarge,
-        ApiErrorCode::UnsupportedMediaType,
-        ApiErrorCode::InvalidRequest,
-        ApiErrorCode::ModelRetired,
-        ApiErrorCode::CredentialsInvalid,
-        ApiErrorCode::CredentialsMissing,
-        ApiErrorCode::RateLimited,
-        ApiErrorCode::ProviderUnavailable,
-        ApiErrorCode::ServiceUnavailable,
-        ApiErrorCode::Timeout,
-        ApiErrorCode::Internal,
-    ];
-
-    /// The wire name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ApiErrorCode::BadRequest => "bad_request",
-            ApiErrorCode::Unauthorized => "unauthorized",
-            ApiErrorCode::InsufficientScope => "insufficient_scope",
-            ApiErrorCode::NotFound => "not_found",
-            ApiErrorCode::MethodNotAllowed => "method_not_allowed",
-            ApiErrorCode::Conflict => "conflict",
-            ApiErrorCode::PayloadTooLarge => "payload_too_large",
-            ApiErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ApiErrorCode::InvalidRequest => "invalid_request",
-            ApiErrorCode::ModelRetired => "model_retired",
-            ApiErrorCode::CredentialsInvalid => "credentials_invalid",
-            ApiErrorCode::CredentialsMissing => "credentials_missing",
-            ApiErrorCode::RateLimited => "rate_limited",
-            ApiErrorCode::Timeout => "timeout",
-            ApiErrorCode::ProviderUnavailable => "provider_unavailable",
-            ApiErrorCode::ServiceUnavailable => "service_unavailable",
-            ApiErrorCode::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status that goes with the code.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            ApiErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
-            ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiErrorCode::Conflict => StatusCode::CONFLICT,
-            ApiErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiErrorCode::InvalidRequest
-            | ApiErrorCode::ModelRetired
-            | ApiErrorCode::CredentialsInvalid
-            | ApiErrorCode::CredentialsMissing => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ApiErrorCode::ProviderUnavailable
-            | ApiErrorCode::ServiceUnavailable
-            | ApiErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-            ApiErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// When the code is given, for the OpenAPI document.
-    pub const fn meaning(self) -> &'static str {
-        match self {
-            ApiErrorCode::BadRequest => {
-                "the request cannot be parsed: JSON syntax, a path id that is not a UUID, a bad \
-                 query parameter or Idempotency-Key"
-            }
-            ApiErrorCode::Unauthorized => {
-                "no Authorization: Bearer header, or an unknown, revoked or expired token"
-            }
-            ApiErrorCode::InsufficientScope => {
-                "the token lacks the scope this route needs; details.scope names it"
-            }
-            ApiErrorCode::NotFound => "no such route, provider or resource",
-            ApiErrorCode::MethodNotAllowed => "the route exists with other methods",
-            ApiErrorCode::Conflict => "the request conflicts with the resource's state",
-            ApiErrorCode::PayloadTooLarge => "the body is larger than api.max_body_bytes",
-            ApiErrorCode::UnsupportedMediaType => "the body is not application/json",
-            ApiErrorCode::InvalidRequest => {
-                "well-formed JSON of the wrong shape or content; details.field names the field"
-            }
-            ApiErrorCode::ModelRetired => {
-                "the job names a model its provider no longer serves; nothing is stored or sent. \
-                 details: retired_on, source (the provider's notice), alternatives (the same \
-                 model family at other providers)"
-            }
-            ApiErrorCode::CredentialsInvalid => {
-                "the provider rejected the key (details.provider_reason), or the stored key a \
-                 job would use is marked invalid"
-            }
-            ApiErrorCode::CredentialsMissing => {
-                "a job for a user with no stored key for its provider"
-            }
-            ApiErrorCode::ProviderUnavailable => {
-                "the provider could not be asked (network, 429, 5xx); nothing changed"
-            }
-            ApiErrorCode::ServiceUnavailable => "the database or the queue is down",
-            ApiErrorCode::RateLimited => {
-                "past the token's api.rate_limit, or too many failed authentications from the \
-                 client's address; Retry-After and the RateLimit field say when to come back"
-            }
-            ApiErrorCode::Timeout => {
-                "the request took longer than api.request_timeout; whether a write took effect \
-                 is unknown, so retry with the same Idempotency-Key"
-            }
-            ApiErrorCode::Internal => {
-                "a fault in byok; the server log has the cause under the response's x-request-id"
-            }
-        }
-    }
-}
-
-// Adding a code without listing it in `ALL` (and so in the OpenAPI
-// document) does not compile.
-const _: fn(ApiErrorCode) = |code| match code {
-    ApiErrorCode::BadRequest
-    | ApiErrorCode::Unauthorized
-    | ApiErrorCode::InsufficientScope
-    | ApiErrorCode::NotFound
-    | ApiErrorCode::MethodNotAllowed
-    | ApiErrorCode::Conflict
-    | ApiErrorCode::PayloadTooLarge
-    | ApiErrorCode::UnsupportedMediaType
-    | ApiErrorCode::InvalidRequest
-    | ApiErrorCode::ModelRetired
-    | ApiErrorCode::CredentialsInvalid
-    | ApiErrorCode::CredentialsMissing
-    | ApiErrorCode::RateLimited
-    | ApiErrorCode::ProviderUnavailable
-    | ApiErrorCode::ServiceUnavailable
-    | ApiErrorCode::Timeout
-    | ApiErrorCode::Internal => {}
-};
-
-impl Serialize for ApiErrorCode {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
+pub use byok_core::ApiErrorCode;
 
 /// An error response.
 #[derive(Debug)]
@@ -234,6 +47,11 @@ impl ApiError {
     /// The machine-readable details (`null` when none).
     pub fn details(&self) -> &Value {
         &self.details
+    }
+
+    /// The message for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// Logs `error` and returns the generic 500 that hides it.
@@ -276,27 +94,6 @@ impl ApiError {
     }
 }
 
-/// The one error shape of the API: the body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Error)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ErrorResponse {
-    error: ErrorBody,
-}
-
-/// The error object.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ErrorBody {
-    code: ApiErrorCode,
-    /// For people; never a secret.
-    message: String,
-    /// Machine-readable details (e.g. `field`, `allowed`, `job_id`,
-    /// `provider_reason`), or `null`.
-    #[schema(value_type = Value)]
-    details: Value,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
@@ -309,8 +106,8 @@ impl IntoResponse for ApiError {
             .ok(),
             _ => None,
         };
-        let body = ErrorResponse {
-            error: ErrorBody {
+        let body = ApiErrorResponse {
+            error: ApiErrorBody {
                 code: self.code,
                 message: self.message,
                 details: self.details,

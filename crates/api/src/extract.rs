@@ -190,3 +190,39 @@ impl<S: Send + Sync> FromRequestParts<S> for JobPath {
         })
     }
 }
+
+/// The default page size of the listings.
+pub(crate) const DEFAULT_PAGE: u32 = 20;
+/// The largest page.
+pub(crate) const MAX_PAGE: u32 = 100;
+
+/// A listing's `limit` (1–[`MAX_PAGE`], default [`DEFAULT_PAGE`]) and `cursor` (the
+/// `next_cursor` of a previous page) query parameters; a bad one is a 400 naming it.
+pub(crate) fn page(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<(u32, Option<Uuid>), ApiError> {
+    let field = |name: &str, message: String| {
+        ApiError::bad_request(message).with_details(serde_json::json!({ "field": name }))
+    };
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                field(
+                    "limit",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let cursor = cursor.map(Uuid::parse_str).transpose().map_err(|_| {
+        field(
+            "cursor",
+            "cursor must be the next_cursor of a previous page".to_owned(),
+        )
+    })?;
+    Ok((limit, cursor))
+}

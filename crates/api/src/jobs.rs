@@ -6,6 +6,7 @@
 //! pushed to the queue; the queue never carries more than the id.
 
 use byok_video_store::VideoStore;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +15,14 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byok_core::{
-    ErrorRecord, GenerationRequest, JobItem, JobResult, JobStatus, ProjectUser, ProviderId,
-};
+use byok_core::{GenerationRequest, JobItem, JobPage, JobStatus, JobView, ProjectUser, ProviderId};
 use byok_providers::{FetchError, ImageFetcher};
 use byok_queue::Producer;
 use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -36,11 +34,7 @@ use crate::extract::{ApiJson, JobPath, UserPath};
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// How long enqueueing waits for the queue before answering 503.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Page sizes of `GET /v1/users/{user_id}/jobs`.
-const DEFAULT_PAGE: u32 = 20;
-const MAX_PAGE: u32 = 100;
+pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the jobs routes need beyond the credential routes.
 #[derive(Debug, Clone)]
@@ -51,90 +45,6 @@ pub(crate) struct JobsSetup {
     pub fetcher: Arc<ImageFetcher>,
     /// Where workers keep finished videos.
     pub videos: VideoStore,
-}
-
-/// A generation job: its request, where it stands, and its result or error.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Job)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct JobResource {
-    /// The job id (a UUIDv7: ids sort by creation time).
-    id: Uuid,
-    /// The user whose key pays.
-    user_id: Uuid,
-    #[schema(value_type = ProviderId)]
-    provider: String,
-    /// The model id.
-    model: String,
-    status: JobStatus,
-    /// 0–1 while running, when the provider says; 1 once succeeded.
-    #[schema(required, minimum = 0.0, maximum = 1.0)]
-    progress: Option<f64>,
-    /// The number of the latest attempt (0 before the first submit); waits
-    /// for a rate-limit window are not attempts.
-    attempts: u32,
-    /// The provider's id of the remote job, once it accepted the submit.
-    #[schema(required)]
-    provider_job_id: Option<String>,
-    /// The request as accepted.
-    request: GenerationRequest,
-    /// Once succeeded.
-    #[schema(required)]
-    result: Option<JobResultView>,
-    /// Why it failed, or `cancelled`.
-    #[schema(required)]
-    error: Option<ErrorRecord>,
-    /// The producer's own JSON, untouched.
-    #[schema(value_type = Value)]
-    metadata: Value,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    /// When the provider first accepted it.
-    #[schema(required)]
-    started_at: Option<DateTime<Utc>>,
-    /// When it reached a final status.
-    #[schema(required)]
-    finished_at: Option<DateTime<Utc>>,
-}
-
-/// The `result` of a succeeded job: what the worker stored, and where to
-/// download the video from this API.
-// The stored result names no route: `video_url` is this API's, made here.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = JobResult)]
-pub(crate) struct JobResultView {
-    /// Where to download the video from this API.
-    #[schema(example = "/v1/jobs/01890a5d-ac96-774b-bcce-b302099a8057/video")]
-    video_url: String,
-    #[serde(flatten)]
-    #[schema(inline)]
-    stored: JobResult,
-}
-
-impl From<Job> for JobResource {
-    fn from(job: Job) -> Self {
-        JobResource {
-            id: job.id,
-            user_id: job.user_id,
-            provider: job.provider_name,
-            model: job.model,
-            status: job.status,
-            progress: job.progress,
-            attempts: job.attempts,
-            provider_job_id: job.provider_job_id,
-            request: job.request,
-            result: job.result.map(|stored| JobResultView {
-                video_url: format!("/v1/jobs/{}/video", job.id),
-                stored,
-            }),
-            error: job.error,
-            metadata: job.metadata,
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-            started_at: job.started_at,
-            finished_at: job.finished_at,
-        }
-    }
 }
 
 /// `POST /v1/jobs`
@@ -166,7 +76,7 @@ impl From<Job> for JobResource {
             refuses after the job was stored, the answer is a 503 `service_unavailable` with \
             `details.job_id`: the job is queued within a minute, and a retry with the same \
             Idempotency-Key returns it",
-        body = JobResource,
+        body = JobView,
         headers(
             ("Location" = String, description = "`/v1/jobs/{id}`"),
             ("idempotent-replayed" = String, description = "`true`, on a replay of an Idempotency-Key only"),
@@ -181,36 +91,8 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let setup = state.jobs();
     let idempotency_key = idempotency_key(&headers)?;
-    let canonical = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
-    refuse_nul(&canonical)?;
+    let canonical = check_job(&state, &caller, &request, &mut Passed::default()).await?;
     let provider = request.provider;
-    let adapter = state.providers().get(provider).ok_or_else(|| {
-        ApiError::new(
-            ApiErrorCode::InvalidRequest,
-            crate::extract::not_offered(&state, provider),
-        )
-        .with_details(json!({ "field": "provider" }))
-    })?;
-
-    let validated = adapter.validate(&request).map_err(|e| match &e.retired {
-        // Nothing is stored or sent: the provider would refuse (and may bill) it.
-        Some(retirement) => {
-            ApiError::new(ApiErrorCode::ModelRetired, e.to_string()).with_details(json!({
-                "field": e.field,
-                "retired_on": retirement.date,
-                "source": retirement.source,
-                "alternatives": retirement.alternatives,
-            }))
-        }
-        None => ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()).with_details(json!({
-            "field": e.field,
-            "allowed": e.allowed,
-        })),
-    })?;
-    if let Some(url) = &validated.image_url {
-        check_image_url(&setup.fetcher, url).await?;
-    }
-    require_usable_key(&state, caller.user(request.user_id), provider).await?;
 
     let new = NewJob {
         project_id: caller.project_id(),
@@ -219,6 +101,7 @@ pub(crate) async fn create(
         model: request.model.clone(),
         metadata: request.metadata.clone(),
         created_by_token: Some(caller.token_id()),
+        batch_id: None,
         idempotency: idempotency_key.map(|key| Idempotency {
             key,
             // serde_json's maps are sorted, so the same request always
@@ -283,9 +166,75 @@ pub(crate) async fn create(
     Ok(accepted(job))
 }
 
+/// What already passed [`check_job`] for one request: checks whose answer cannot differ
+/// between the jobs of a batch are made once per distinct value.
+#[derive(Debug, Default)]
+pub(crate) struct Passed {
+    image_urls: HashSet<String>,
+    webhook_urls: HashSet<String>,
+    keys: HashSet<(Uuid, ProviderId)>,
+}
+
+/// The checks of one job request before anything is written (`POST /v1/jobs`, and each job
+/// of `POST /v1/batches`), in this order: no U+0000 anywhere; the provider and the model's
+/// catalogue; `image_url` against the fetch policy; a `webhook_url`'s receiver and the
+/// project's job-webhook secret; the user's stored, valid key for the provider. Returns the
+/// request's canonical JSON (what its idempotency fingerprint is taken of).
+pub(crate) async fn check_job(
+    state: &AppState,
+    caller: &Caller,
+    request: &GenerationRequest,
+    passed: &mut Passed,
+) -> Result<Value, ApiError> {
+    let canonical = serde_json::to_value(request).map_err(|e| ApiError::internal(&e))?;
+    refuse_nul(&canonical)?;
+    let provider = request.provider;
+    let adapter = state.providers().get(provider).ok_or_else(|| {
+        ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            crate::extract::not_offered(state, provider),
+        )
+        .with_details(json!({ "field": "provider" }))
+    })?;
+
+    let validated = adapter.validate(request).map_err(|e| match &e.retired {
+        // Nothing is stored or sent: the provider would refuse (and may bill) it.
+        Some(retirement) => {
+            ApiError::new(ApiErrorCode::ModelRetired, e.to_string()).with_details(json!({
+                "field": e.field,
+                "retired_on": retirement.date,
+                "source": retirement.source,
+                "alternatives": retirement.alternatives,
+            }))
+        }
+        None => ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()).with_details(json!({
+            "field": e.field,
+            "allowed": e.allowed,
+        })),
+    })?;
+    if let Some(url) = &validated.image_url
+        && !passed.image_urls.contains(url)
+    {
+        check_image_url(&state.jobs().fetcher, url).await?;
+        passed.image_urls.insert(url.clone());
+    }
+    if let Some(url) = &request.webhook_url
+        && !passed.webhook_urls.contains(url)
+    {
+        require_job_webhooks(state, caller, url).await?;
+        passed.webhook_urls.insert(url.clone());
+    }
+    let key = (request.user_id, provider);
+    if !passed.keys.contains(&key) {
+        require_usable_key(state, caller.user(request.user_id), provider).await?;
+        passed.keys.insert(key);
+    }
+    Ok(canonical)
+}
+
 fn accepted(job: Job) -> Response {
     let location = format!("/v1/jobs/{}", job.id);
-    let mut response = (StatusCode::ACCEPTED, Json(JobResource::from(job))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(JobView::from(job))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -296,7 +245,7 @@ fn accepted(job: Job) -> Response {
 /// `image_url`, `metadata`, …): PostgreSQL stores neither text nor JSONB
 /// with it, and no request needs it. Refused on every storage shape alike,
 /// so that the API answers the same whatever the database.
-fn refuse_nul(request: &Value) -> Result<(), ApiError> {
+pub(crate) fn refuse_nul(request: &Value) -> Result<(), ApiError> {
     fn find(value: &Value, path: &mut Vec<String>) -> bool {
         match value {
             Value::String(s) => s.contains('\0'),
@@ -333,7 +282,7 @@ fn refuse_nul(request: &Value) -> Result<(), ApiError> {
 }
 
 /// The `Idempotency-Key` header: 1–255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
@@ -356,6 +305,31 @@ async fn check_image_url(fetcher: &ImageFetcher, url: &str) -> Result<(), ApiErr
         Err(e) => Err(ApiError::new(ApiErrorCode::InvalidRequest, e.to_string())
             .with_details(json!({ "field": "image_url" }))),
     }
+}
+
+/// A job's own `webhook_url` passes the receiver checks, and the project has a secret
+/// to sign its deliveries with.
+async fn require_job_webhooks(
+    state: &AppState,
+    caller: &Caller,
+    url: &str,
+) -> Result<(), ApiError> {
+    crate::webhooks::check_receiver_url(state.fetcher(), url, "webhook_url").await?;
+    let secret = state
+        .store()
+        .webhooks()
+        .project_secret(caller.project_id())
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    if secret.is_none() {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            "the project has no secret to sign job webhooks with: create one with \
+             POST /v1/webhooks/job-secret first",
+        )
+        .with_details(json!({ "field": "webhook_url" })));
+    }
+    Ok(())
 }
 
 /// A job needs the user's own stored, valid key for its provider.
@@ -394,20 +368,20 @@ async fn require_usable_key(
     summary = "Read a job",
     tag = "jobs",
     params(("job_id" = Uuid, Path, description = "The job (a UUID; anything else is a 400)")),
-    responses((status = 200, description = "The job, if it belongs to the token's project", body = JobResource)),
+    responses((status = 200, description = "The job, if it belongs to the token's project", body = JobView)),
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     JobPath(id): JobPath,
-) -> Result<Json<JobResource>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     Ok(Json(load(&state, &caller, id).await?.into()))
 }
 
 /// The job, if it is in the caller's project. A job of another project is
 /// the very same 404 as a job that does not exist: no answer tells a token
 /// what other projects hold.
-async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+pub(crate) async fn load(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     state
         .store()
         .jobs()
@@ -434,14 +408,14 @@ fn no_such_job() -> ApiError {
         status = 200,
         description = "Cancelled; a worker cancels it at the provider where it can. A job \
             already final is a 409 whose `details.status` says which",
-        body = JobResource,
+        body = JobView,
     )),
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     JobPath(id): JobPath,
-) -> Result<Json<JobResource>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     // A job's project never changes, so checking it first leaves no window.
     load(&state, &caller, id).await?;
     let outcome = state
@@ -493,18 +467,6 @@ pub(crate) struct ListQuery {
     cursor: Option<String>,
 }
 
-/// A page of jobs.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct JobPage {
-    user_id: Uuid,
-    /// Newest first.
-    jobs: Vec<JobResource>,
-    /// Pass as `cursor` for the next (older) page; `null` on the last page.
-    #[schema(required)]
-    next_cursor: Option<Uuid>,
-}
-
 /// `GET /v1/users/{user_id}/jobs?status=&limit=&cursor=`
 #[utoipa::path(
     get,
@@ -542,30 +504,7 @@ pub(crate) async fn list(
                     .to_owned(),
             )
         })?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                field(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(Uuid::parse_str)
-        .transpose()
-        .map_err(|_| {
-            field(
-                "cursor",
-                "cursor must be the next_cursor of a previous page".to_owned(),
-            )
-        })?;
+    let (limit, cursor) = crate::extract::page(query.limit.as_deref(), query.cursor.as_deref())?;
 
     // One more than asked tells whether another page follows.
     let mut jobs = state
@@ -579,7 +518,7 @@ pub(crate) async fn list(
     let next_cursor = more.then(|| jobs.last().map(|j| j.id)).flatten();
     Ok(Json(JobPage {
         user_id: user.0,
-        jobs: jobs.into_iter().map(JobResource::from).collect(),
+        jobs: jobs.into_iter().map(JobView::from).collect(),
         next_cursor,
     }))
 }

@@ -2,8 +2,10 @@
 
 mod auth;
 mod batch;
+mod batches;
 mod credentials;
 mod error;
+mod events;
 mod extract;
 mod health;
 mod jobs;
@@ -12,6 +14,7 @@ mod openapi;
 mod projects;
 mod providers;
 mod server;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +164,11 @@ impl AppState {
         &self.inner.store
     }
 
+    /// The URL policy: image URLs and webhook receivers are checked by it.
+    pub(crate) fn fetcher(&self) -> &ImageFetcher {
+        &self.jobs.fetcher
+    }
+
     pub(crate) fn key_ring(&self) -> &KeyRing {
         &self.inner.key_ring
     }
@@ -225,9 +233,58 @@ pub fn app(state: AppState) -> Router {
             "/jobs/{job_id}/video",
             get(scoped!(jobs::video, "get_job_video")),
         )
+        // Streams past the request timeout below, which bounds only the time until the
+        // response starts.
+        .route(
+            "/jobs/{job_id}/events",
+            get(scoped!(events::stream, "stream_job_events")),
+        )
         .route(
             "/users/{user_id}/jobs",
             get(scoped!(jobs::list, "list_jobs")),
+        )
+        .route("/batches", post(scoped!(batches::create, "create_batch")))
+        .route(
+            "/batches/{batch_id}",
+            get(scoped!(batches::get, "get_batch")),
+        )
+        .route(
+            "/batches/{batch_id}/jobs",
+            get(scoped!(batches::jobs, "list_batch_jobs")),
+        )
+        .route(
+            "/batches/{batch_id}/cancel",
+            post(scoped!(batches::cancel, "cancel_batch")),
+        )
+        .route(
+            "/webhooks",
+            post(scoped!(webhooks::create, "create_webhook"))
+                .get(scoped!(webhooks::list, "list_webhooks")),
+        )
+        .route(
+            "/webhooks/job-secret",
+            post(scoped!(
+                webhooks::rotate_job_secret,
+                "rotate_job_webhook_secret"
+            )),
+        )
+        .route(
+            "/webhooks/{webhook_id}",
+            get(scoped!(webhooks::get_one, "get_webhook"))
+                .patch(scoped!(webhooks::update, "update_webhook"))
+                .delete(scoped!(webhooks::delete, "delete_webhook")),
+        )
+        .route(
+            "/webhooks/{webhook_id}/rotate-secret",
+            post(scoped!(webhooks::rotate_secret, "rotate_webhook_secret")),
+        )
+        .route(
+            "/webhooks/{webhook_id}/deliveries",
+            get(scoped!(webhooks::deliveries, "list_webhook_deliveries")),
+        )
+        .route(
+            "/webhooks/deliveries/{delivery_id}/retry",
+            post(scoped!(webhooks::retry, "retry_webhook_delivery")),
         )
         // route_layer: authentication runs only for matched routes, so an
         // unknown path is a 404 for everyone and a 401 never hides a 404.

@@ -24,7 +24,9 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::error::{ApiErrorCode, ErrorResponse};
+use byok_core::ApiErrorResponse as ErrorResponse;
+
+use crate::error::ApiErrorCode;
 
 /// The user id the document's examples use.
 pub const EXAMPLE_USER_ID: &str = "0b6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3";
@@ -60,7 +62,21 @@ const BEARER: &str = "bearer";
         crate::jobs::get,
         crate::jobs::cancel,
         crate::jobs::video,
+        crate::events::stream,
         crate::jobs::list,
+        crate::batches::create,
+        crate::batches::get,
+        crate::batches::jobs,
+        crate::batches::cancel,
+        crate::webhooks::create,
+        crate::webhooks::list,
+        crate::webhooks::get_one,
+        crate::webhooks::update,
+        crate::webhooks::delete,
+        crate::webhooks::rotate_secret,
+        crate::webhooks::rotate_job_secret,
+        crate::webhooks::deliveries,
+        crate::webhooks::retry,
     ),
     modifiers(&Conventions),
     tags(
@@ -70,6 +86,8 @@ const BEARER: &str = "bearer";
         (name = "projects", description = "Producer apps and environments (operator tokens)"),
         (name = "credentials", description = "Users' own provider keys, sealed at rest"),
         (name = "jobs", description = "Generation jobs"),
+        (name = "batches", description = "Many generation jobs enqueued as one unit"),
+        (name = "webhooks", description = "Signed event deliveries to the project's endpoints (Standard Webhooks)"),
     ),
 )]
 struct ApiDoc;
@@ -175,7 +193,48 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
         ("get_job", &[BadRequest, NotFound]),
         ("cancel_job", &[BadRequest, NotFound, Conflict]),
         ("get_job_video", &[BadRequest, NotFound]),
+        ("stream_job_events", &[BadRequest, NotFound]),
         ("list_jobs", &[BadRequest]),
+        (
+            "create_batch",
+            &[
+                BadRequest,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
+        ("get_batch", &[BadRequest, NotFound]),
+        ("list_batch_jobs", &[BadRequest, NotFound]),
+        ("cancel_batch", &[BadRequest, NotFound]),
+        (
+            "create_webhook",
+            &[
+                BadRequest,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
+        ("list_webhooks", &[]),
+        ("get_webhook", &[BadRequest, NotFound]),
+        (
+            "update_webhook",
+            &[
+                BadRequest,
+                NotFound,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
+        ("delete_webhook", &[BadRequest, NotFound]),
+        ("rotate_webhook_secret", &[BadRequest, NotFound]),
+        ("rotate_job_webhook_secret", &[]),
+        ("list_webhook_deliveries", &[BadRequest, NotFound]),
+        ("retry_webhook_delivery", &[BadRequest, NotFound, Conflict]),
     ]
 };
 
@@ -205,13 +264,14 @@ impl Modify for Conventions {
                     .description(Some(
                         "A producer token from `byok token create`, acting in one project with \
                          the scopes it was given (credentials:read, credentials:write, \
-                         jobs:read, jobs:write, admin); each operation's security requirement \
+                         jobs:read, jobs:write, webhooks, admin); each operation's security requirement \
                          names the scope it needs, and a token without it gets 403 \
                          `insufficient_scope`. Revoked with `byok token revoke`",
                     ))
                     .build(),
             ),
         );
+        add_webhooks(doc);
         for (path, item) in doc.paths.paths.iter_mut() {
             let v1 = path.starts_with("/v1/");
             for operation in [
@@ -252,6 +312,86 @@ impl Modify for Conventions {
             }
         }
     }
+}
+
+/// The OpenAPI 3.1 `webhooks` section: one entry per event type, the POST byok makes to
+/// a project's endpoints (utoipa has no field for it, so it goes in as a top-level member).
+fn add_webhooks(doc: &mut Document) {
+    use utoipa::PartialSchema as _;
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.insert(
+        "WebhookPayload".to_owned(),
+        byok_core::WebhookPayload::schema(),
+    );
+    let header = |name: &str, description: &str| {
+        serde_json::json!({
+            "name": name, "in": "header", "required": true,
+            "description": description, "schema": { "type": "string" },
+        })
+    };
+    let parameters = [
+        header(
+            "webhook-id",
+            "The event's id, `msg_<hex>`: the same on every attempt and for every endpoint; \
+             receivers drop repeats by it",
+        ),
+        header(
+            "webhook-timestamp",
+            "Seconds since the Unix epoch when this attempt was signed; refuse one more than \
+             5 minutes away from your clock",
+        ),
+        header(
+            "webhook-signature",
+            "Space-separated `v1,<base64 HMAC-SHA256>` signatures of `{webhook-id}.{webhook-timestamp}.{body}` \
+             with the endpoint's secret (two during the 24 h after a rotation). Verify with a \
+             Standard Webhooks library",
+        ),
+    ];
+    let what = |event: byok_core::EventType| match event {
+        byok_core::EventType::JobRunning => "The provider accepted a job; `data` is the job",
+        byok_core::EventType::JobProgress => {
+            "A running job's progress moved (at most one per job per 5 s); `data` is the job"
+        }
+        byok_core::EventType::JobSucceeded => "A job finished with its video; `data` is the job",
+        byok_core::EventType::JobFailed => "A job failed; `data` is the job, with its `error`",
+        byok_core::EventType::JobCancelled => "A job was cancelled; `data` is the job",
+        byok_core::EventType::BatchCompleted => {
+            "Every job of a batch is final; `data` is the batch (sent exactly once)"
+        }
+        byok_core::EventType::CredentialInvalidated => {
+            "A provider rejected a user's stored key: ask the user for a new one. `data` has \
+             `user_id`, `provider`, `credential_hint`, `reason`, `invalidated_at`; never key material"
+        }
+    };
+    let webhooks: serde_json::Map<String, serde_json::Value> = byok_core::EventType::ALL
+        .into_iter()
+        .map(|event| {
+            let name = event.as_str();
+            let operation = serde_json::json!({
+                "post": {
+                    "operationId": format!("webhook_{}", name.replace('.', "_")),
+                    "summary": what(event),
+                    "tags": ["webhooks"],
+                    "parameters": parameters,
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": {
+                            "schema": { "$ref": "#/components/schemas/WebhookPayload" }
+                        } }
+                    },
+                    "responses": {
+                        "2XX": { "description": "Delivered" },
+                        "410": { "description": "Gone: the endpoint is disabled, nothing more is sent" },
+                        "default": { "description": "Retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h, then failed; redirects are not followed; 10 s to answer" }
+                    }
+                }
+            });
+            (name.to_owned(), operation)
+        })
+        .collect();
+    doc.extensions
+        .get_or_insert_with(Default::default)
+        .insert("webhooks".to_owned(), serde_json::Value::Object(webhooks));
 }
 
 fn add_errors(operation: &mut Operation, v1: bool, scoped: bool) {
@@ -380,20 +520,6 @@ fn add_request_id(operation: &mut Operation) {
         }
     }
 }
-
-impl PartialSchema for ApiErrorCode {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(ApiErrorCode::ALL.iter().map(|c| c.as_str())))
-            .description(Some(
-                "Stable error code of the HTTP API; each goes with one HTTP status",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for ApiErrorCode {}
 
 /// A video file: the body of `GET /v1/jobs/{job_id}/video`.
 #[derive(Debug)]
@@ -632,6 +758,7 @@ mod tests {
             enqueued_at: None,
             submit_started_at: None,
             cancel_sent_at: None,
+            batch_id: None,
         }
     }
 
@@ -641,11 +768,11 @@ mod tests {
         for full in [true, false] {
             let job = sample_job(full);
             assert_conforms(&doc, "GenerationRequest", &job.request);
-            assert_conforms(&doc, "Job", &crate::jobs::JobResource::from(job));
+            assert_conforms(&doc, "Job", &byok_core::JobView::from(job));
         }
-        let result = serde_json::to_value(crate::jobs::JobResource::from(sample_job(true)))
-            .unwrap()["result"]
-            .clone();
+        let result =
+            serde_json::to_value(byok_core::JobView::from(sample_job(true))).unwrap()["result"]
+                .clone();
         assert_eq!(
             result["video_url"].as_str().map(|u| u.ends_with("/video")),
             Some(true),

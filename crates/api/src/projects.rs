@@ -2,31 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
-use uuid::Uuid;
+use byok_core::{ProjectList, ProjectView};
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// A project: one producer app or environment.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ProjectResource {
-    id: Uuid,
-    /// Unique, e.g. `sceneflow-prod`; the first project is `default`.
-    name: String,
-    created_at: DateTime<Utc>,
-}
-
-/// The body of `GET /v1/projects`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ProjectList {
-    /// Oldest first.
-    projects: Vec<ProjectResource>,
-}
 
 #[utoipa::path(
     get,
@@ -46,7 +25,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<ProjectLi
     Ok(Json(ProjectList {
         projects: projects
             .into_iter()
-            .map(|p| ProjectResource {
+            .map(|p| ProjectView {
                 id: p.id,
                 name: p.name,
                 created_at: p.created_at,

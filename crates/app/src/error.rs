@@ -60,6 +60,12 @@ pub enum AppError {
     /// The worker stopped with an error.
     #[error("the worker failed: {0}")]
     Worker(#[source] byok_worker::RunError),
+    /// The webhook delivery worker stopped with an error.
+    #[error("the webhook delivery worker failed: {0}")]
+    Deliveries(String),
+    /// No HTTP client for webhook deliveries could be built.
+    #[error("cannot set up the webhook HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
     /// A task of the system panicked.
     #[error("a task of the system ended abnormally: {0}")]
     Task(#[source] tokio::task::JoinError),

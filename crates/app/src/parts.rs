@@ -8,6 +8,7 @@ use std::sync::Arc;
 use byok_config::{ConfigError, KeyRingSource, QueueUrl, Settings};
 use byok_core::{Catalogue, ProviderId};
 use byok_crypto::KeyRing;
+use byok_deliveries::{DeliveryOptions, DeliveryWorkerOptions, RetrySchedule};
 use byok_providers::declarative::{Definition, check_unique, load_dir};
 use byok_providers::{
     FetchOptions, ImageFetcher, ImageWork, ProviderOptions, Registry, RegistryOptions,
@@ -181,6 +182,41 @@ pub async fn queue_engine(settings: &Settings) -> Result<Arc<dyn Engine>, AppErr
     config.visibility_timeout = settings.queue.visibility_timeout;
     config.dead_retention = settings.queue.dead_retention;
     config.max_attempts = settings.worker.max_attempts;
+    engine_on(settings, config).await
+}
+
+/// The queue of webhook deliveries: the same server (or file) as the jobs' queue, in the
+/// namespace `<queue.namespace>.webhooks`, so a slow receiver never delays a job step.
+/// A delivery's retries are reschedules (the delivery row counts its attempts), so the
+/// queue's own attempts count only workers that died mid-attempt.
+pub async fn webhook_engine(settings: &Settings) -> Result<Arc<dyn Engine>, AppError> {
+    let mut config = QueueConfig::new(format!("{}.webhooks", settings.queue.namespace));
+    config.visibility_timeout = settings.queue.visibility_timeout;
+    config.dead_retention = settings.queue.dead_retention;
+    config.max_attempts = 25;
+    engine_on(settings, config).await
+}
+
+/// The options of webhook delivery attempts.
+pub fn delivery_options(settings: &Settings) -> DeliveryOptions {
+    DeliveryOptions {
+        schedule: RetrySchedule::new(settings.webhooks.retry_schedule.clone()),
+        allow_private_networks: settings.fetch.allow_private_networks,
+        ..DeliveryOptions::default()
+    }
+}
+
+/// How a worker process runs webhook deliveries; `role` goes into the consumer's name.
+pub fn delivery_worker_options(settings: &Settings, role: &str) -> DeliveryWorkerOptions {
+    DeliveryWorkerOptions {
+        name: format!("{role}-webhooks"),
+        concurrency: usize::try_from(settings.webhooks.concurrency).unwrap_or(1),
+        shutdown_grace: settings.worker.shutdown_grace,
+        retention: settings.webhooks.retention,
+    }
+}
+
+async fn engine_on(settings: &Settings, config: QueueConfig) -> Result<Arc<dyn Engine>, AppError> {
     Ok(match settings.queue_kind() {
         QueueUrl::Redis => RedisEngine::connect(settings.queue.url.expose_secret(), config)
             .await

@@ -7,8 +7,9 @@ use axum::Router;
 use byok_api::{ApiParts, AppState, EdgeLimits, ServeOptions};
 use byok_config::Settings;
 use byok_crypto::KeyRing;
+use byok_deliveries::{Deliverer, Relay};
 use byok_providers::{ImageFetcher, Registry};
-use byok_queue::Engine;
+use byok_queue::{Engine, Producer};
 use byok_store::Store;
 use byok_video_store::VideoStore;
 use byok_worker::Pipeline;
@@ -29,8 +30,11 @@ pub struct System {
     key_ring: Arc<KeyRing>,
     registry: Arc<Registry>,
     engine: Arc<dyn Engine>,
+    webhook_engine: Arc<dyn Engine>,
     fetcher: Arc<ImageFetcher>,
     videos: VideoStore,
+    /// Pushes the webhook deliveries this process's writes create.
+    _relay: Relay,
 }
 
 impl std::fmt::Debug for System {
@@ -53,21 +57,30 @@ impl System {
         let fetcher = Arc::new(parts::image_fetcher(&settings, &images)?);
         let videos = parts::video_store(&settings)?;
         let store = parts::open_store(&settings).await?;
-        let engine = match parts::queue_engine(&settings).await {
-            Ok(engine) => engine,
+        let engines = async {
+            Ok::<_, AppError>((
+                parts::queue_engine(&settings).await?,
+                parts::webhook_engine(&settings).await?,
+            ))
+        };
+        let (engine, webhook_engine) = match engines.await {
+            Ok(engines) => engines,
             Err(e) => {
                 store.close().await;
                 return Err(e);
             }
         };
+        let relay = Relay::start(store.clone(), Producer::new(Arc::clone(&webhook_engine)));
         Ok(System {
             settings: Arc::new(settings),
             store,
             key_ring,
             registry,
             engine,
+            webhook_engine,
             fetcher,
             videos,
+            _relay: relay,
         })
     }
 
@@ -94,6 +107,11 @@ impl System {
     /// The queue engine.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// The queue of webhook deliveries.
+    pub fn webhook_engine(&self) -> &Arc<dyn Engine> {
+        &self.webhook_engine
     }
 
     /// Where finished videos are kept.
@@ -191,13 +209,33 @@ impl System {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<impl Future<Output = Result<(), AppError>> + Send + 'static, AppError> {
         let pipeline = Arc::new(self.pipeline().await?);
+        let deliverer = Arc::new(
+            Deliverer::new(
+                self.store.clone(),
+                Arc::clone(&self.key_ring),
+                parts::delivery_options(&self.settings),
+            )
+            .map_err(AppError::HttpClient)?,
+        );
+        // One shutdown signal for both workers of the process.
+        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
         let run = byok_worker::run_worker(
             Arc::clone(&self.engine),
             pipeline,
             parts::worker_options(&self.settings, role),
+            shutdown.clone(),
+        );
+        let deliveries = byok_deliveries::run_deliveries(
+            Arc::clone(&self.webhook_engine),
+            deliverer,
+            parts::delivery_worker_options(&self.settings, role),
             shutdown,
         );
-        Ok(async move { run.await.map_err(AppError::Worker) })
+        Ok(async move {
+            let (worked, delivered) = tokio::join!(run, deliveries);
+            worked.map_err(AppError::Worker)?;
+            delivered.map_err(AppError::Deliveries)
+        })
     }
 
     /// Serves `GET /metrics` and `GET /healthz` on `worker.metrics_listen`

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use byok_client::ListJobs;
+use byok_core::JobStatus;
 use serde_json::json;
 
 use crate::common::{CpuSplit, percentile, production_logs, progress, round2};
@@ -35,6 +37,9 @@ struct Load {
 
 /// Sends `requests` (round-robin per connection) on `connections`
 /// connections for `warmup + window`; times the answers of the window.
+// Through `crate::http`, the minimal load generator, not `byok-client`: a general client's
+// CPU per request (its HTTP stack, decoding each answer) would come out of the same two
+// cores as the server's and distort the figure.
 async fn load(
     addr: SocketAddr,
     requests: Arc<Vec<Vec<u8>>>,
@@ -107,7 +112,26 @@ async fn post_jobs(
             .collect(),
     );
     let jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
+    let jobs = match jobs {
+        Ok(jobs) => check_stored(&system).await.map(|()| jobs),
+        Err(e) => Err(e),
+    };
     Ok((system, jobs))
+}
+
+/// After the timed part: the first user's jobs, read back through the API as a producer
+/// would, are stored and queued (no worker runs here).
+async fn check_stored(system: &System) -> anyhow::Result<()> {
+    let query = ListJobs {
+        limit: Some(1),
+        ..ListJobs::default()
+    };
+    let page = system.client.list_jobs(system.users[0], &query).await?;
+    match page.jobs.first() {
+        Some(job) if job.status == JobStatus::Queued => Ok(()),
+        Some(job) => anyhow::bail!("job {} is {}, not queued", job.id, job.status),
+        None => anyhow::bail!("the first user has no jobs after the load"),
+    }
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {

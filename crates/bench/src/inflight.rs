@@ -70,6 +70,7 @@ async fn enqueue(
                     request,
                     metadata: json!({}),
                     created_by_token: None,
+                    batch_id: None,
                     idempotency: None,
                 };
                 let Inserted::Created(job) = store.jobs().insert(&new).await? else {

@@ -12,6 +12,7 @@ mod pipeline;
 mod poll_cpu;
 mod queue;
 mod system;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -63,6 +64,9 @@ enum Command {
     /// CPU per status poll of a declarative provider (Luma) beside a
     /// built-in one (Runway), same registry, simulator and run.
     PollCpu,
+    /// Webhook deliveries/s to a loopback receiver beside the plain POST rate of the same
+    /// client, and transition → delivery latency at low load.
+    Webhooks,
     /// Every benchmark, in the order above.
     All,
 }
@@ -120,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || cli.command == Command::PollCpu {
         poll_cpu::run(&options).await?;
+    }
+    if all || cli.command == Command::Webhooks {
+        webhooks::run(&options).await?;
     }
     common::progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use byok_client::ListJobs;
 use byok_core::JobStatus;
 use byok_sim::SimConfig;
+use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::common::{CpuSplit, production_logs, progress, round2};
@@ -60,6 +62,9 @@ pub fn system_options(shape: Shape) -> SystemOptions {
 }
 
 /// Posts `n` jobs on `connections` connections; returns when all answered 202.
+// Measured: through `crate::http`, the minimal load generator, not `byok-client`, whose
+// per-request work (a general HTTP client, JSON decoding of each job) would take CPU from
+// the server measured on the same cores and lower the figure.
 pub async fn enqueue(system: &System, n: usize, connections: usize) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let requests: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -128,6 +133,36 @@ async fn succeeded(system: &System) -> anyhow::Result<u64> {
         .map_or(0, |(_, n)| n))
 }
 
+/// After the timed part: the newest job of the first user, read and downloaded through
+/// the API as its producer would, succeeded with its whole video.
+async fn check_a_job(system: &System) -> anyhow::Result<()> {
+    let query = ListJobs {
+        limit: Some(1),
+        ..ListJobs::default()
+    };
+    let page = system.client.list_jobs(system.users[0], &query).await?;
+    let job = page
+        .jobs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the first user has no jobs"))?;
+    let (JobStatus::Succeeded, Some(result)) = (&job.status, &job.result) else {
+        anyhow::bail!("job {} is {}, without a result", job.id, job.status);
+    };
+    let mut video = system.client.video_stream(job.id).await?;
+    let mut size = 0;
+    while let Some(chunk) = video.next().await {
+        size += chunk?.len() as u64;
+    }
+    if size != result.stored.bytes {
+        anyhow::bail!(
+            "job {}: {size} bytes downloaded, {} stored",
+            job.id,
+            result.stored.bytes
+        );
+    }
+    Ok(())
+}
+
 async fn measure(
     options: &Options,
     shape: Shape,
@@ -150,7 +185,9 @@ async fn measure(
 
     let done = succeeded(&system).await?;
     let stats = system.sim.stats().await.runway.totals;
+    let checked = check_a_job(&system).await;
     system.stop().await?;
+    checked?;
     if done != (warmup + jobs) as u64 {
         anyhow::bail!(
             "{} of {} jobs succeeded on the {} shape",

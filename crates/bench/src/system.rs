@@ -3,12 +3,15 @@
 //! in memory) or as `byok api` + `byok worker` would be (distributed:
 //! PostgreSQL and Redis, the API and the worker each with their own pools
 //! and connections), talking to the provider simulator over loopback HTTP.
+//! Its users' keys are stored through the API with `byok-client`, as a
+//! producer stores them; the measured requests use `crate::http` instead.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use byok_app::{Roles, Running};
+use byok_client::{Client, PutCredentials};
 use byok_config::Settings;
 use byok_core::{ProjectUser, ProviderId, RateLimits, Scopes};
 use byok_crypto::SealContext;
@@ -72,6 +75,9 @@ pub struct SystemOptions {
 pub struct System {
     pub api: SocketAddr,
     pub token: String,
+    /// A client of the API with `token`, for the calls around the measured ones (checks
+    /// after a run); the measured load goes through `crate::http`.
+    pub client: Client,
     pub users: Vec<Uuid>,
     /// The API's store.
     pub store: Store,
@@ -144,8 +150,25 @@ pub fn settings(
     settings
 }
 
+/// Stores a Runway key (`sim_…`, valid at the simulator) for each of `n` new
+/// users through the API (`PUT …/credentials`, checked with the simulator), as a
+/// producer does; `client` acts in the users' project.
+pub async fn put_users(client: &Client, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = Uuid::new_v4();
+        let key = serde_json::json!({ "api_key": format!("sim_bench_key_{i:04}") });
+        client
+            .put_credentials(user, ProviderId::RUNWAY.as_str(), &PutCredentials::new(key))
+            .await?;
+        users.push(user);
+    }
+    Ok(users)
+}
+
 /// Stores a sealed Runway key (`sim_…`, valid at the simulator) for each of
-/// `n` new users of `project`, as the credential API stores them.
+/// `n` new users of `project`, as the credential API stores them, straight in
+/// the store: for `inflight`, which runs no API.
 pub async fn store_users(
     system: &byok_app::System,
     project: Uuid,
@@ -237,10 +260,25 @@ impl System {
             Some(settings) => Some(byok_app::start(settings, Roles::worker("bench")).await?),
             None => None,
         };
-        // A project of its own and a token scoped as a producer's would be.
+        // A project of its own and a token scoped as a producer's would be; the
+        // users' keys through a token of their own (`credentials:write`), revoked
+        // once they are stored.
         let store = api_role.system().store().clone();
         let project = store.projects().create("bench").await?.id;
-        let users = store_users(api_role.system(), project, options.users).await?;
+        let base = format!("http://{api}");
+        let (keys_token, keys_secret) = store
+            .tokens()
+            .create(&NewToken {
+                scopes: Scopes::parse_list("credentials:write")?,
+                ..NewToken::new("bench keys", project)
+            })
+            .await?;
+        let users = put_users(
+            &Client::new(&base, keys_secret.expose_secret())?,
+            options.users,
+        )
+        .await?;
+        store.tokens().revoke(keys_token.id).await?;
         let (_, token) = store
             .tokens()
             .create(&NewToken {
@@ -248,9 +286,11 @@ impl System {
                 ..NewToken::new("bench", project)
             })
             .await?;
+        let client = Client::new(&base, token.expose_secret())?;
         Ok(System {
             api,
             token: token.expose_secret().to_owned(),
+            client,
             users,
             store,
             sim,

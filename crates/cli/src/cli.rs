@@ -50,6 +50,9 @@ pub enum Command {
     /// Inspect jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Inspect and repair webhook deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Check provider definitions against a live endpoint or the simulator.
     #[command(subcommand)]
     Providers(crate::commands::ProvidersCommand),
@@ -104,7 +107,7 @@ pub struct CreateToken {
     #[arg(long, default_value = "default")]
     pub project: String,
     /// What it may do, comma-separated: credentials:read, credentials:write,
-    /// jobs:read, jobs:write, admin [default: all but admin].
+    /// jobs:read, jobs:write, webhooks, admin [default: all but admin].
     #[arg(long, value_name = "SCOPE,…")]
     pub scopes: Option<String>,
     /// When it stops working: a duration from now (`90d`, `12h`) or an
@@ -202,6 +205,40 @@ pub struct QueuePurgeArgs {
 pub enum JobCommand {
     /// One job with its full history.
     Show(JobShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Webhook deliveries, newest first: event, endpoint, status, attempts, last answer,
+    /// next try.
+    Deliveries(WebhookDeliveriesArgs),
+    /// Make one more attempt of a finished delivery (same webhook-id).
+    Retry(WebhookRetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookDeliveriesArgs {
+    /// Only this project's (name or id).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only this endpoint's.
+    #[arg(long)]
+    pub endpoint: Option<Uuid>,
+    /// Only deliveries in this status: pending, succeeded, failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// How many at most.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookRetryArgs {
+    /// The delivery's id.
+    pub id: Uuid,
 }
 
 #[derive(Debug, Args)]

@@ -14,5 +14,5 @@ pub use rate::RequestRate;
 pub use settings::{
     ApiSettings, DatabaseSettings, DeclaredProviderSettings, EncryptionSettings, FetchSettings,
     InlineDefinition, OutputSettings, ProviderSettings, ProvidersSettings, QueueSettings, QueueUrl,
-    Settings, Shape, WorkerSettings,
+    Settings, Shape, WebhooksSettings, WorkerSettings,
 };

@@ -46,6 +46,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("fetch.allow_private_networks", "false"),
     ("fetch.max_concurrent_decodes", "2"),
     ("fetch.max_decoded_bytes", "134217728"),
+    ("webhooks.concurrency", "128"),
+    ("webhooks.retry_schedule", "5s, 5m, 30m, 2h, 5h, 10h, 10h"),
+    ("webhooks.retention", "30d"),
 ];
 
 /// `providers.<id>.base_url`, `.rate_limit.per_minute`, `.rate_limit.per_hour` and
@@ -428,6 +431,19 @@ impl Settings {
                 "must be between 1 and 100000",
             ));
         }
+        if !(1..=10_000).contains(&self.webhooks.concurrency) {
+            return Err(ConfigError::new(
+                "webhooks.concurrency",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.webhooks.retry_schedule.len() > 20 {
+            return Err(ConfigError::new(
+                "webhooks.retry_schedule",
+                "at most 20 pauses",
+            ));
+        }
+        positive_duration("webhooks.retention", self.webhooks.retention)?;
         if !(1..=1000).contains(&self.worker.max_attempts) {
             return Err(ConfigError::new(
                 "worker.max_attempts",

@@ -34,6 +34,24 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     /// Fetching user-supplied URLs.
     pub fetch: FetchSettings,
+    /// Delivering webhooks.
+    pub webhooks: WebhooksSettings,
+}
+
+/// `webhooks.*`: delivering events to producers' endpoints (docs/webhooks.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Delivery attempts in flight per worker process (each mostly waits on a receiver).
+    pub concurrency: u32,
+    /// The pauses between attempts (`5s, 5m, 30m, 2h, 5h, 10h, 10h`): one attempt more
+    /// than pauses, then the delivery is failed.
+    #[serde(deserialize_with = "comma_separated_durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Events and their deliveries are deleted this long after they happened, once none
+    /// is pending.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub retention: Duration,
 }
 
 /// `database.*`
@@ -353,6 +371,15 @@ fn comma_separated_networks<'de, D: serde::Deserializer<'de>>(
                     ))
                 })
         })
+        .collect()
+}
+
+fn comma_separated_durations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Duration>, D::Error> {
+    comma_separated(d)?
+        .iter()
+        .map(|entry| crate::duration::parse(entry).map_err(serde::de::Error::custom))
         .collect()
 }
 

@@ -1,26 +1,45 @@
 #![doc = include_str!("../README.md")]
 
+mod api_error;
+mod batch_view;
 mod catalogue;
+mod credential_api;
 mod error_code;
 mod job_error;
+mod job_page;
 mod job_result;
 mod job_status;
+mod job_view;
 #[cfg(all(test, feature = "openapi"))]
 mod openapi_tests;
+mod project_api;
+mod provider_api;
 mod provider_id;
 mod queue_stats;
 mod rate_limits;
 mod request;
 mod tenancy;
+mod webhook_api;
+mod webhook_event;
 
+pub use api_error::{ApiErrorBody, ApiErrorCode, ApiErrorResponse, UnknownApiErrorCode};
+pub use batch_view::{BatchCounts, BatchRequest, BatchStatus, BatchView, MAX_BATCH_JOBS};
 pub use catalogue::{
     Catalogue, Format, Mode, ModelRef, ModelSpec, ModelStatus, PROMPT_MAX_CHARS_CEILING,
     PromptRules, Requirement, Retirement, ValidatedRequest,
 };
+pub use credential_api::{
+    CredentialCheckOutcome, CredentialCheckResult, CredentialList, CredentialSummary,
+    CredentialTest, PutCredentials,
+};
 pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};
+pub use job_page::JobPage;
 pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
+pub use job_view::{JobResultView, JobView};
+pub use project_api::{ProjectList, ProjectView};
+pub use provider_api::{Capabilities, CredentialField, ProviderInfo, ProviderList};
 pub use provider_id::{
     InvalidProviderId, MAX_PROVIDER_ID_LEN, ProviderDefaults, ProviderId, UnknownProvider,
 };
@@ -30,6 +49,12 @@ pub use request::{GenerationRequest, ValidationError};
 pub use tenancy::{
     DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
 };
+pub use webhook_api::{
+    JobWebhookSecret, NewWebhookEndpoint, WebhookDelivery, WebhookDeliveryPage,
+    WebhookDeliveryStatus, WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView,
+    WebhookEndpointWithSecret, WebhookPayload,
+};
+pub use webhook_event::{EventType, UnknownEventType};
 
 /// The payload of a generation job's queue item: the job's id, nothing else.
 /// The store holds the truth about the job; credentials and requests never

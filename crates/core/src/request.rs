@@ -63,6 +63,15 @@ pub struct GenerationRequest {
     /// The producer's own JSON, stored and returned untouched (default `{}`).
     #[serde(default = "empty_object")]
     pub metadata: serde_json::Value,
+    /// Where to POST this job's events (`job.running`, `job.progress`, `job.succeeded`,
+    /// `job.failed`, `job.cancelled`) besides the project's webhook endpoints: an https URL
+    /// that passes the same address checks as endpoints, signed with the project's job-webhook
+    /// secret (`POST /v1/webhooks/job-secret`).
+    // Left out of the JSON when absent, so requests stored before it existed keep their
+    // fingerprints (Idempotency-Key replays compare them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    pub webhook_url: Option<String>,
 }
 
 impl GenerationRequest {
@@ -82,6 +91,7 @@ impl GenerationRequest {
             resolution: None,
             seed: None,
             metadata: empty_object(),
+            webhook_url: None,
         }
     }
 }

@@ -50,17 +50,20 @@ pub enum Scope {
     JobsRead,
     /// Enqueue and cancel jobs.
     JobsWrite,
+    /// Manage the project's webhook endpoints, their secrets and deliveries.
+    Webhooks,
     /// Operator actions: projects, the dashboard.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::CredentialsRead,
         Scope::CredentialsWrite,
         Scope::JobsRead,
         Scope::JobsWrite,
+        Scope::Webhooks,
         Scope::Admin,
     ];
 
@@ -71,6 +74,7 @@ impl Scope {
             Scope::CredentialsWrite => "credentials:write",
             Scope::JobsRead => "jobs:read",
             Scope::JobsWrite => "jobs:write",
+            Scope::Webhooks => "webhooks",
             Scope::Admin => "admin",
         }
     }
@@ -85,7 +89,7 @@ impl fmt::Display for Scope {
 /// A string that names no scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, admin"
+    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, admin"
 )]
 pub struct UnknownScope(pub String);
 
@@ -188,7 +192,7 @@ mod tests {
         assert!(!producer.contains(Scope::Admin));
         assert_eq!(
             producer.to_string(),
-            "credentials:read credentials:write jobs:read jobs:write"
+            "credentials:read credentials:write jobs:read jobs:write webhooks"
         );
     }
 }

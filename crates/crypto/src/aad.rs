@@ -80,6 +80,35 @@ pub fn canonical_aad_v1(context: &SealContext, key_id: &str) -> Vec<u8> {
     ])
 }
 
+/// The purpose label of a webhook signing secret's AAD: never equal to a credential's, so
+/// neither can be opened as the other.
+const PURPOSE_WEBHOOK_SECRET: &str = "byok.webhook-secret.v2";
+
+/// Whose webhook signing secret a sealed value is: a project's endpoint, or (with no
+/// endpoint) the project's secret for jobs' own `webhook_url`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSecretContext {
+    /// The project the secret belongs to.
+    pub project_id: Uuid,
+    /// The endpoint; `None` for the project's job-webhook secret.
+    pub endpoint_id: Option<Uuid>,
+}
+
+/// The AAD of a webhook signing secret: (`"byok.webhook-secret.v2"`, project_id, endpoint id
+/// or `project`, key_id), encoded as [`canonical_aad`] encodes. A stored format.
+pub fn webhook_secret_aad(context: &WebhookSecretContext, key_id: &str) -> Vec<u8> {
+    let project_id = context.project_id.hyphenated().to_string();
+    let owner = context
+        .endpoint_id
+        .map_or_else(|| "project".to_owned(), |id| id.hyphenated().to_string());
+    encode(&[
+        PURPOSE_WEBHOOK_SECRET.as_bytes(),
+        project_id.as_bytes(),
+        owner.as_bytes(),
+        key_id.as_bytes(),
+    ])
+}
+
 fn encode(fields: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(fields.iter().map(|f| 4 + f.len()).sum());
     for field in fields {

@@ -9,7 +9,9 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use zeroize::Zeroizing;
 
-use crate::aad::{SealContext, canonical_aad, canonical_aad_v1};
+use crate::aad::{
+    SealContext, WebhookSecretContext, canonical_aad, canonical_aad_v1, webhook_secret_aad,
+};
 use crate::legacy::{LegacyKey, decode_key_hex};
 use crate::sealed::{MAX_SEALED_LEN, NONCE_LEN, Parsed, TAG_LEN, Version, b64};
 use crate::{CryptoError, KeyRingError};
@@ -181,13 +183,61 @@ impl KeyRing {
     /// Seals `plaintext` for `context` under the primary key:
     /// `v2:<key_id>:<nonce>:<ciphertext‖tag>`.
     pub fn seal(&self, context: &SealContext, plaintext: &[u8]) -> Result<String, CryptoError> {
+        self.seal_with(|key_id| canonical_aad(context, key_id), plaintext)
+    }
+
+    /// Seals a webhook signing secret for `context`, as [`KeyRing::seal`] seals credentials
+    /// but bound to the endpoint (or the project) with an AAD of its own purpose.
+    pub fn seal_webhook_secret(
+        &self,
+        context: &WebhookSecretContext,
+        plaintext: &[u8],
+    ) -> Result<String, CryptoError> {
+        self.seal_with(|key_id| webhook_secret_aad(context, key_id), plaintext)
+    }
+
+    /// Opens a webhook signing secret sealed by [`KeyRing::seal_webhook_secret`] for the same
+    /// context (`v2` only: nothing older ever held one).
+    pub fn open_webhook_secret(
+        &self,
+        context: &WebhookSecretContext,
+        sealed: &str,
+    ) -> Result<Plaintext, CryptoError> {
+        match Parsed::parse(sealed)? {
+            Parsed::Aead {
+                version: Version::V2,
+                key_id,
+                nonce,
+                ciphertext_and_tag,
+            } => {
+                let key = self
+                    .keys
+                    .iter()
+                    .find(|k| k.id.as_str() == key_id)
+                    .ok_or_else(|| CryptoError::UnknownKeyId(key_id.to_owned()))?;
+                let aad = webhook_secret_aad(context, key_id);
+                let mut buffer = Zeroizing::new(ciphertext_and_tag);
+                key.cipher
+                    .decrypt_in_place(&Nonce::<U12>::from(nonce), &aad, &mut *buffer)
+                    .map_err(|_| CryptoError::Unauthentic)?;
+                Ok(into_plaintext(buffer))
+            }
+            _ => Err(CryptoError::Unauthentic),
+        }
+    }
+
+    fn seal_with(
+        &self,
+        aad_for: impl FnOnce(&str) -> Vec<u8>,
+        plaintext: &[u8],
+    ) -> Result<String, CryptoError> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(CryptoError::Malformed("plaintext larger than 48 KiB"));
         }
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|_| CryptoError::Rng)?;
-        let aad = canonical_aad(context, key.id.as_str());
+        let aad = aad_for(key.id.as_str());
         // Capacity for the tag up front: a reallocation would leave a copy of
         // the plaintext behind in freed memory. After encryption the buffer
         // holds only ciphertext.
@@ -299,4 +349,61 @@ pub fn generate_key_hex() -> Result<SecretString, CryptoError> {
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut key[..]).map_err(|_| CryptoError::Rng)?;
     Ok(SecretString::from(hex::encode(&key[..])))
+}
+
+#[cfg(test)]
+mod webhook_secret_tests {
+    use byok_core::{ProjectUser, ProviderId};
+    use secrecy::ExposeSecret as _;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::single(
+            KeyId::new("k1").unwrap(),
+            &SecretString::from("11".repeat(32)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_webhook_secret_opens_only_for_its_own_endpoint_and_never_as_a_credential() {
+        let ring = ring();
+        let project = Uuid::now_v7();
+        let endpoint = WebhookSecretContext {
+            project_id: project,
+            endpoint_id: Some(Uuid::now_v7()),
+        };
+        let sealed = ring.seal_webhook_secret(&endpoint, b"whsec_abc").unwrap();
+        assert_eq!(
+            ring.open_webhook_secret(&endpoint, &sealed)
+                .unwrap()
+                .expose_secret()
+                .as_slice(),
+            b"whsec_abc"
+        );
+        let other_endpoint = WebhookSecretContext {
+            endpoint_id: Some(Uuid::now_v7()),
+            ..endpoint
+        };
+        let project_secret = WebhookSecretContext {
+            endpoint_id: None,
+            ..endpoint
+        };
+        for wrong in [other_endpoint, project_secret] {
+            assert!(matches!(
+                ring.open_webhook_secret(&wrong, &sealed),
+                Err(CryptoError::Unauthentic)
+            ));
+        }
+        let credential =
+            SealContext::new(ProjectUser::new(project, Uuid::nil()), ProviderId::RUNWAY);
+        assert!(ring.open(&credential, &sealed).is_err());
+        let sealed_credential = ring.seal(&credential, b"key").unwrap();
+        assert!(
+            ring.open_webhook_secret(&project_secret, &sealed_credential)
+                .is_err()
+        );
+    }
 }

@@ -32,6 +32,9 @@ pub struct Metrics {
     queue_items: IntGaugeVec,
     queue_oldest_pending: IntGaugeVec,
     scrape_errors: IntCounterVec,
+    webhook_attempts: IntCounterVec,
+    webhook_latency: HistogramVec,
+    webhook_endpoints_disabled: IntCounterVec,
 }
 
 /// The process's metrics.
@@ -177,8 +180,49 @@ impl Metrics {
                 "Scrapes that could not read a dependency (store, queue); its gauges keep their last values",
                 &["dependency"],
             ),
+            webhook_attempts: counter(
+                &registry,
+                "byok_webhook_attempts_total",
+                "Webhook delivery attempts by outcome (delivered, retry, failed, gone, refused)",
+                &["outcome"],
+            ),
+            webhook_latency: histogram(
+                &registry,
+                "byok_webhook_delivery_latency_seconds",
+                "Time from the event (the job's transition) to its successful delivery",
+                vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0, 86400.0,
+                ],
+                &[],
+            ),
+            webhook_endpoints_disabled: counter(
+                &registry,
+                "byok_webhook_endpoints_disabled_total",
+                "Webhook endpoints disabled by delivery: `gone` (the receiver answered 410), `failing` (every delivery failed for 5 days)",
+                &["reason"],
+            ),
             registry,
         }
+    }
+
+    /// A webhook delivery attempt ended with `outcome` (`delivered`, `retry`, `failed`,
+    /// `gone`, `refused`).
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts.with_label_values(&[outcome]).inc();
+    }
+
+    /// An event reached its receiver this long after it happened.
+    pub fn webhook_delivered_after(&self, latency: Duration) {
+        self.webhook_latency
+            .with_label_values(&[] as &[&str])
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Deliveries disabled an endpoint (`gone` or `failing`).
+    pub fn webhook_endpoint_disabled(&self, reason: &'static str) {
+        self.webhook_endpoints_disabled
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// A job was accepted.

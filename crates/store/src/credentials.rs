@@ -280,6 +280,10 @@ impl<'a> CredentialRepo<'a> {
     /// Records a key check, but only if the row still holds `checked_sealed`:
     /// a check is slow, and if the key was replaced meanwhile its verdict
     /// belongs to the old key. `None` when the row changed or is gone.
+    ///
+    /// A check that finds a valid key invalid writes `credential.invalidated` for the
+    /// project's subscribed endpoints in the same transaction (docs/webhooks.md): the user
+    /// id, provider, hint and reason, never the key.
     pub async fn record_check(
         &self,
         owner: ProjectUser,
@@ -287,27 +291,73 @@ impl<'a> CredentialRepo<'a> {
         checked_sealed: &str,
         record: &CheckRecord,
     ) -> Result<Option<StoredCredential>, StoreError> {
+        let now = crate::now();
         let _write = self.store.write_guard().await;
-        let row: Option<CredentialRow> = with_pool!(self.store, |pool| {
-            sqlx::query_as(concat!(
-            "UPDATE user_provider_configs SET \
-               is_valid = $1, last_error = $2, validated_at = COALESCE($3, validated_at), updated_at = $4 \
-             WHERE project_id = $8 AND user_id = $5 AND provider_name = $6 \
-               AND encrypted_credentials = $7 \
-             RETURNING ",
-            credential_columns!()
-        ))
-        .bind(record.is_valid)
-        .bind(&record.last_error)
-        .bind(record.validated_at)
-        .bind(crate::now())
-        .bind(DbUuid(owner.user_id))
-        .bind(provider.as_str())
-        .bind(checked_sealed)
-        .bind(DbUuid(owner.project_id))
-        .fetch_optional(pool)
-        .await?
+        let (row, deliveries) = with_pool!(self.store, |pool| {
+            let mut tx = pool.begin().await?;
+            let was_valid: Option<bool> = sqlx::query_scalar(
+                "SELECT is_valid FROM user_provider_configs \
+                 WHERE project_id = $1 AND user_id = $2 AND provider_name = $3 \
+                   AND encrypted_credentials = $4",
+            )
+            .bind(DbUuid(owner.project_id))
+            .bind(DbUuid(owner.user_id))
+            .bind(provider.as_str())
+            .bind(checked_sealed)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // `is_valid = $9`: the validity read above still holds, so of two checks
+            // finding the key dead at once exactly one reports the change.
+            let row: Option<CredentialRow> = match was_valid {
+                None => None,
+                Some(was_valid) => {
+                    sqlx::query_as(concat!(
+                        "UPDATE user_provider_configs SET \
+                       is_valid = $1, last_error = $2, validated_at = COALESCE($3, validated_at), \
+                       updated_at = $4 \
+                     WHERE project_id = $8 AND user_id = $5 AND provider_name = $6 \
+                       AND encrypted_credentials = $7 AND is_valid = $9 \
+                     RETURNING ",
+                        credential_columns!()
+                    ))
+                    .bind(record.is_valid)
+                    .bind(&record.last_error)
+                    .bind(record.validated_at)
+                    .bind(now)
+                    .bind(DbUuid(owner.user_id))
+                    .bind(provider.as_str())
+                    .bind(checked_sealed)
+                    .bind(DbUuid(owner.project_id))
+                    .bind(was_valid)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            let mut deliveries = Vec::new();
+            if let Some(row) = &row
+                && was_valid == Some(true)
+                && !record.is_valid
+            {
+                let data = serde_json::json!({
+                    "user_id": owner.user_id,
+                    "provider": provider.as_str(),
+                    "credential_hint": row.credential_hint,
+                    "reason": record.last_error,
+                    "invalidated_at": now,
+                });
+                deliveries = crate::outbox::subscribed_event!(
+                    tx,
+                    owner.project_id,
+                    "credential.invalidated",
+                    None::<Uuid>,
+                    now,
+                    data
+                );
+            }
+            tx.commit().await?;
+            (row, deliveries)
         });
+        self.store.outbox().record(deliveries);
         Ok(row.map(Into::into))
     }
 

@@ -18,8 +18,10 @@ use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 use crate::StoreError;
 use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
+use crate::outbox::OutboxFeed;
 use crate::projects::ProjectRepo;
 use crate::tokens::TokenRepo;
+use crate::webhooks::WebhookRepo;
 
 /// The migrations of `/migrations`, embedded by `build.rs`.
 mod embedded {
@@ -158,6 +160,8 @@ pub struct Store {
     pub(crate) db: Db,
     /// SQLite: this process's write lock on the file (`byok_sqlite_lock::write_lock`).
     write: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Webhook deliveries this process wrote, for its relay.
+    outbox: Arc<OutboxFeed>,
 }
 
 impl Store {
@@ -175,6 +179,7 @@ impl Store {
             Ok(Store {
                 db: Db::Postgres(pool),
                 write: None,
+                outbox: Arc::default(),
             })
         } else if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)
@@ -207,6 +212,7 @@ impl Store {
             Ok(Store {
                 db: Db::Sqlite(pool),
                 write: Some(write),
+                outbox: Arc::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl)
@@ -220,6 +226,12 @@ impl Store {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
         }
+    }
+
+    /// The webhook deliveries this process's writes created, for its relay to push
+    /// (`byok-deliveries`). Shared by every clone of the store.
+    pub fn outbox(&self) -> &OutboxFeed {
+        &self.outbox
     }
 
     /// The database this store talks to.
@@ -312,6 +324,11 @@ impl Store {
     /// Producer API tokens.
     pub fn tokens(&self) -> TokenRepo<'_> {
         TokenRepo::new(self)
+    }
+
+    /// Webhook endpoints, secrets and deliveries.
+    pub fn webhooks(&self) -> WebhookRepo<'_> {
+        WebhookRepo::new(self)
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -18,7 +18,8 @@
 use std::collections::HashMap;
 
 use byok_core::{
-    ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobStatus, ProjectUser, ProviderId,
+    ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobResultView, JobStatus, JobView,
+    ProjectUser, ProviderId,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -29,15 +30,19 @@ use crate::db::with_pool;
 use crate::sql_types::{DbUuid, from_row};
 use crate::{Store, StoreError};
 
+/// At most one `job.progress` event per job per this long.
+pub const PROGRESS_EVENT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Column list shared by every query that returns a job row.
 macro_rules! job_columns {
     () => {
         "id, project_id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
          result, error_code, error_message, error_retryable, metadata, created_by_token, \
          idempotency_key, request_sha256, created_at, updated_at, started_at, finished_at, \
-         enqueued_at, submit_started_at, cancel_sent_at"
+         enqueued_at, submit_started_at, cancel_sent_at, batch_id"
     };
 }
+pub(crate) use job_columns;
 
 /// The statuses a job can still leave, as SQL (a macro, for `concat!`).
 macro_rules! live {
@@ -52,8 +57,8 @@ macro_rules! insert_job_sql {
     () => {
         "INSERT INTO generation_jobs \
            (id, project_id, user_id, provider, model, status, attempts, request, metadata, \
-            created_by_token, idempotency_key, request_sha256, created_at, updated_at) \
-         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10) \
+            created_by_token, idempotency_key, request_sha256, created_at, updated_at, batch_id) \
+         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10, $12) \
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
     };
@@ -121,8 +126,83 @@ macro_rules! transition {
     }};
 }
 
+/// [`transition!`] for a change that causes webhook event `$event` (a literal such as
+/// `"job.running"`): with the row change and its history entry, the event and its
+/// deliveries are written atomically (docs/webhooks.md) when anyone receives them and the
+/// new row satisfies `$pg_when` (SQL on the changed row `c`) / `$sqlite_when` (SQL on the
+/// updated row). `final` after the event: the job ended, so it is counted off its batch.
+/// Evaluates to whether the update applied; the new deliveries go to the store's feed.
+macro_rules! event_transition {
+    ($store:expr, $id:expr, $sql:expr, $msg_param:literal, $message:expr,
+     history = $history:tt, event = $event:literal, pg_when = $pg_when:literal,
+     sqlite_when = $sqlite_when:literal, final = $final:tt, |$q:ident| $bind:expr) => {{
+        let id: Uuid = $id;
+        let message: &str = $message;
+        let (applied, deliveries) = match &$store.db {
+            $crate::db::Db::Postgres(pool) => {
+                let $q = sqlx::query_as::<_, (String, Vec<Uuid>)>(concat!(
+                    "WITH changed AS (",
+                    $sql,
+                    " RETURNING *)",
+                    event_transition!(@pg_history $history, $msg_param),
+                    $crate::outbox::pg_job_event_ctes!($event, $pg_when),
+                    event_transition!(@pg_batch $final),
+                    " SELECT status, ",
+                    event_transition!(@pg_deliveries $final),
+                    " FROM changed"
+                ));
+                let row: Option<(String, Vec<Uuid>)> = event_transition!(@pg_bind_message
+                    $history, $bind, message).fetch_optional(pool).await?;
+                match row {
+                    Some((_, deliveries)) => (true, deliveries),
+                    None => (false, Vec::new()),
+                }
+            }
+            $crate::db::Db::Sqlite(pool) => {
+                let _write = $store.write_guard().await;
+                let mut tx = pool.begin().await?;
+                let $q = sqlx::query_as::<_, (String, bool)>(concat!(
+                    $sql,
+                    " RETURNING status, ",
+                    $sqlite_when
+                ));
+                let row: Option<(String, bool)> = $bind.fetch_optional(&mut *tx).await?;
+                let mut deliveries = Vec::new();
+                if let Some((status, emit)) = &row {
+                    if $history {
+                        record_event!(tx, id, status.as_str(), message, None::<Value>);
+                    }
+                    if *emit || $final {
+                        let event = emit.then_some($event);
+                        deliveries = $crate::outbox::sqlite_job_event!(tx, id, event, $final);
+                    }
+                }
+                tx.commit().await?;
+                (row.is_some(), deliveries)
+            }
+        };
+        $store.outbox().record(deliveries);
+        applied
+    }};
+    (@pg_history true, $msg_param:literal) => {
+        concat!(
+            ", hist AS (INSERT INTO generation_job_events (job_id, at, status, message) \
+               SELECT id, updated_at, status, ",
+            $msg_param,
+            " FROM changed)"
+        )
+    };
+    (@pg_history false, $msg_param:literal) => { "" };
+    (@pg_bind_message true, $query:expr, $message:expr) => { $query.bind($message) };
+    (@pg_bind_message false, $query:expr, $message:expr) => {{ let _ = $message; $query }};
+    (@pg_batch true) => { $crate::outbox::pg_batch_completion_ctes!() };
+    (@pg_batch false) => { "" };
+    (@pg_deliveries true) => { "ARRAY(SELECT id FROM dl UNION ALL SELECT id FROM bdl)" };
+    (@pg_deliveries false) => { "ARRAY(SELECT id FROM dl)" };
+}
+
 from_row! {
-    struct JobRow {
+    pub(crate) struct JobRow {
         id: DbUuid,
         project_id: DbUuid,
         user_id: DbUuid,
@@ -148,6 +228,7 @@ from_row! {
         enqueued_at: Option<DateTime<Utc>>,
         submit_started_at: Option<DateTime<Utc>>,
         cancel_sent_at: Option<DateTime<Utc>>,
+        batch_id: Option<DbUuid>,
     }
 }
 
@@ -202,6 +283,7 @@ impl TryFrom<JobRow> for Job {
             enqueued_at: row.enqueued_at,
             submit_started_at: row.submit_started_at,
             cancel_sent_at: row.cancel_sent_at,
+            batch_id: row.batch_id.map(Uuid::from),
         })
     }
 }
@@ -260,6 +342,8 @@ pub struct Job {
     pub submit_started_at: Option<DateTime<Utc>>,
     /// The provider was told to cancel.
     pub cancel_sent_at: Option<DateTime<Utc>>,
+    /// The batch it was enqueued in (`POST /v1/batches`).
+    pub batch_id: Option<Uuid>,
 }
 
 impl Job {
@@ -271,6 +355,137 @@ impl Job {
     /// The user whose key pays, in the job's project.
     pub fn owner(&self) -> ProjectUser {
         ProjectUser::new(self.project_id, self.user_id)
+    }
+}
+
+/// A job row as a job event stores it (`to_jsonb` of the row on PostgreSQL, the same
+/// names from `json_object` on SQLite): what the event's data is rendered from.
+#[derive(serde::Deserialize)]
+struct JobSnapshot {
+    id: Uuid,
+    project_id: Uuid,
+    user_id: Uuid,
+    provider: String,
+    model: String,
+    status: String,
+    progress: Option<f64>,
+    attempts: i64,
+    provider_job_id: Option<String>,
+    request: Value,
+    result: Option<Value>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    error_retryable: Option<bool>,
+    metadata: Value,
+    #[serde(deserialize_with = "snapshot_time")]
+    created_at: DateTime<Utc>,
+    #[serde(deserialize_with = "snapshot_time")]
+    updated_at: DateTime<Utc>,
+    #[serde(default, deserialize_with = "snapshot_time_opt")]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "snapshot_time_opt")]
+    finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    batch_id: Option<Uuid>,
+}
+
+/// A timestamp as either database writes it into JSON: RFC 3339, or SQLite's text form
+/// with a space for the `T`.
+fn parse_snapshot_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_rfc3339(&text.replacen(' ', "T", 1)))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn snapshot_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    parse_snapshot_time(&text).ok_or_else(|| serde::de::Error::custom("not a timestamp"))
+}
+
+fn snapshot_time_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let text = <Option<std::borrow::Cow<'de, str>> as serde::Deserialize>::deserialize(d)?;
+    text.map(|t| parse_snapshot_time(&t).ok_or_else(|| serde::de::Error::custom("not a timestamp")))
+        .transpose()
+}
+
+impl Job {
+    /// The job as a job event's stored data says it was (`webhook_events.data`), read as
+    /// untrusted as any row: [`StoreError::Malformed`] when it does not fit.
+    pub fn from_snapshot(data: Value) -> Result<Job, StoreError> {
+        let malformed = || StoreError::Malformed("webhook_events.data");
+        let s: JobSnapshot = serde_json::from_value(data).map_err(|_| malformed())?;
+        let status = s.status.parse::<JobStatus>().map_err(|_| malformed())?;
+        let request: GenerationRequest =
+            serde_json::from_value(s.request).map_err(|_| malformed())?;
+        let result: Option<JobResult> = s
+            .result
+            .filter(|r| !r.is_null())
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| malformed())?;
+        let error = s.error_code.map(|code| ErrorRecord {
+            code: serde_json::from_value(Value::String(code)).unwrap_or(ErrorCode::Internal),
+            message: s.error_message.unwrap_or_default(),
+            retryable: s.error_retryable.unwrap_or(false),
+        });
+        Ok(Job {
+            id: s.id,
+            project_id: s.project_id,
+            user_id: s.user_id,
+            provider_name: s.provider,
+            model: s.model,
+            status,
+            progress: s
+                .progress
+                .filter(|p| p.is_finite())
+                .map(|p| p.clamp(0.0, 1.0)),
+            attempts: u32::try_from(s.attempts.max(0)).unwrap_or(u32::MAX),
+            provider_job_id: s.provider_job_id,
+            request,
+            result,
+            error,
+            metadata: s.metadata,
+            created_by_token: None,
+            idempotency_key: None,
+            request_sha256: None,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            enqueued_at: None,
+            submit_started_at: None,
+            cancel_sent_at: None,
+            batch_id: s.batch_id,
+        })
+    }
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        JobView {
+            id: job.id,
+            user_id: job.user_id,
+            provider: job.provider_name,
+            model: job.model,
+            status: job.status,
+            progress: job.progress,
+            attempts: job.attempts,
+            provider_job_id: job.provider_job_id,
+            request: job.request,
+            result: job.result.map(|stored| JobResultView {
+                video_url: JobResultView::video_route(job.id),
+                stored,
+            }),
+            error: job.error,
+            metadata: job.metadata,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
     }
 }
 
@@ -293,6 +508,8 @@ pub struct NewJob {
     pub created_by_token: Option<Uuid>,
     /// Replays of the same key by the same token return the same job.
     pub idempotency: Option<Idempotency>,
+    /// The batch it belongs to (set by `BatchRepo::create`, which stores the batch with it).
+    pub batch_id: Option<Uuid>,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -393,94 +610,11 @@ impl<'a> JobRepo<'a> {
         let now = crate::now();
         let ids: Vec<Uuid> = news.iter().map(|_| Uuid::now_v7()).collect();
         let created: Vec<JobRow> = match &self.store.db {
-            // The unique index on (created_by_token, idempotency_key) decides
-            // races between requests with the same key: one inserts, the
-            // others find the row. Each job and its first history entry are
-            // written atomically: on PostgreSQL in one statement (one round
-            // trip), the entries inserted from the returned rows; on SQLite,
-            // which has no data-modifying `WITH`, in one transaction.
-            crate::db::Db::Postgres(pool) => {
-                // Columns as arrays, zipped back into rows by `unnest`; the
-                // conflict rule applies per row, so a row whose key an
-                // earlier row of the batch took is skipped too.
-                sqlx::query_as(concat!(
-                    "WITH input AS (\
-                       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-                                            $5::jsonb[], $6::jsonb[], $7::uuid[], $8::text[], \
-                                            $9::bytea[], $11::uuid[]) WITH ORDINALITY \
-                         AS t(id, user_id, provider, model, request, metadata, \
-                              created_by_token, idempotency_key, request_sha256, project_id, n)), \
-                     created AS (\
-                       INSERT INTO generation_jobs \
-                         (id, project_id, user_id, provider, model, status, attempts, request, \
-                          metadata, created_by_token, idempotency_key, request_sha256, \
-                          created_at, updated_at) \
-                       SELECT id, project_id, user_id, provider, model, 'queued', 0, request, \
-                              metadata, \
-                              created_by_token, idempotency_key, request_sha256, $10, $10 \
-                         FROM input ORDER BY n \
-                       ON CONFLICT (created_by_token, idempotency_key) \
-                         WHERE idempotency_key IS NOT NULL DO NOTHING \
-                       RETURNING ",
-                    job_columns!(),
-                    "), accepted AS (\
-                       INSERT INTO generation_job_events (job_id, at, status, message) \
-                       SELECT id, created_at, status, 'accepted' FROM created) \
-                     SELECT ",
-                    job_columns!(),
-                    " FROM created"
-                ))
-                .bind(&ids)
-                .bind(news.iter().map(|n| n.user_id).collect::<Vec<_>>())
-                .bind(news.iter().map(|n| n.provider.as_str()).collect::<Vec<_>>())
-                .bind(news.iter().map(|n| n.model.as_str()).collect::<Vec<_>>())
-                .bind(news.iter().map(|n| Json(&n.request)).collect::<Vec<_>>())
-                .bind(news.iter().map(|n| Json(&n.metadata)).collect::<Vec<_>>())
-                .bind(news.iter().map(|n| n.created_by_token).collect::<Vec<_>>())
-                .bind(
-                    news.iter()
-                        .map(|n| n.idempotency.as_ref().map(|i| i.key.as_str()))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    news.iter()
-                        .map(|n| n.idempotency.as_ref().map(|i| &i.request_sha256[..]))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(now)
-                .bind(news.iter().map(|n| n.project_id).collect::<Vec<_>>())
-                .fetch_all(pool)
-                .await?
-            }
+            crate::db::Db::Postgres(pool) => pg_insert_rows(pool, news, &ids, now).await?,
             crate::db::Db::Sqlite(pool) => {
                 let _write = self.store.write_guard().await;
                 let mut tx = pool.begin().await?;
-                let mut created = Vec::with_capacity(news.len());
-                for (new, id) in news.iter().zip(&ids) {
-                    let (key, sha) = match &new.idempotency {
-                        Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
-                        None => (None, None),
-                    };
-                    let row: Option<JobRow> =
-                        sqlx::query_as(concat!(insert_job_sql!(), job_columns!()))
-                            .bind(DbUuid(*id))
-                            .bind(DbUuid(new.user_id))
-                            .bind(new.provider.as_str())
-                            .bind(&new.model)
-                            .bind(Json(&new.request))
-                            .bind(Json(&new.metadata))
-                            .bind(new.created_by_token.map(DbUuid))
-                            .bind(key)
-                            .bind(sha)
-                            .bind(now)
-                            .bind(DbUuid(new.project_id))
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if let Some(row) = row {
-                        record_event!(tx, *id, "queued", "accepted", None::<Value>);
-                        created.push(row);
-                    }
-                }
+                let created = sqlite_insert_rows(&mut tx, news, &ids, now).await?;
                 tx.commit().await?;
                 created
             }
@@ -592,6 +726,68 @@ impl<'a> JobRepo<'a> {
         .await?
         });
         Ok(events)
+    }
+
+    /// Up to `limit` entries of the job's history after the entry with row id `after` (0:
+    /// from the start), oldest first, each with its row id: where a reader of the history
+    /// stands (`GET /v1/jobs/{id}/events`).
+    ///
+    /// Reading on after the last id seen misses nothing: a job's entries are written only by
+    /// the change they record, in the same statement or transaction, which holds the job's row
+    /// (PostgreSQL's row lock of the `UPDATE`; SQLite's one writer) until it commits, so a
+    /// job's entries take their ids in the order they become visible.
+    pub async fn events_after(
+        &self,
+        id: Uuid,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, JobEvent)>, StoreError> {
+        let rows: Vec<(i64, DateTime<Utc>, String, String)> =
+            with_pool!(self.store, |pool| sqlx::query_as(
+                "SELECT id, at, status, message FROM generation_job_events \
+                 WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            )
+            .bind(DbUuid(id))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(row, at, status, message)| {
+                (
+                    row,
+                    JobEvent {
+                        at,
+                        status,
+                        message,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The job's status, progress and `updated_at`, without the rest of the row: every
+    /// change of the job moves `updated_at`, so a watcher compares these to learn cheaply
+    /// whether to read more. `None` when there is no such job.
+    pub async fn change_stamp(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(JobStatus, Option<f64>, DateTime<Utc>)>, StoreError> {
+        let row: Option<(String, Option<f64>, DateTime<Utc>)> =
+            with_pool!(self.store, |pool| sqlx::query_as(
+                "SELECT status, progress, updated_at FROM generation_jobs WHERE id = $1"
+            )
+            .bind(DbUuid(id))
+            .fetch_optional(pool)
+            .await?);
+        row.map(|(status, progress, updated_at)| {
+            let status = status
+                .parse::<JobStatus>()
+                .map_err(|_| StoreError::Malformed("generation_jobs.status"))?;
+            Ok((status, progress, updated_at))
+        })
+        .transpose()
     }
 
     /// Notes that the queue holds the job's work item.
@@ -707,7 +903,7 @@ impl<'a> JobRepo<'a> {
         attempt: u32,
     ) -> Result<bool, StoreError> {
         let message = format!("accepted by the provider as {}", clip(provider_job_id, 200));
-        Ok(transition!(
+        Ok(event_transition!(
             self.store,
             id,
             "UPDATE generation_jobs SET provider_job_id = $1, submit_started_at = NULL, \
@@ -716,6 +912,11 @@ impl<'a> JobRepo<'a> {
              WHERE id = $4 AND provider_job_id IS NULL",
             "$5",
             &message,
+            history = true,
+            event = "job.running",
+            pg_when = "c.status = 'running'",
+            sqlite_when = "status = 'running'",
+            final = false,
             |q| q
                 .bind(provider_job_id)
                 .bind(db_attempt(attempt))
@@ -774,28 +975,44 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
-    /// Progress of a running job (no history entry: it changes often).
+    /// Progress of a running job, when it moved (no history entry: it changes often). A
+    /// `job.progress` event is written with it at most once per job per
+    /// [`PROGRESS_EVENT_EVERY`].
     pub async fn set_progress(&self, id: Uuid, progress: f64) -> Result<bool, StoreError> {
         if !progress.is_finite() {
             return Ok(false);
         }
-        let _write = self.store.write_guard().await;
-        let affected = with_pool!(self.store, |pool| sqlx::query(
-            "UPDATE generation_jobs SET progress = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'running'"
-        )
-        .bind(progress.clamp(0.0, 1.0))
-        .bind(crate::now())
-        .bind(DbUuid(id))
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(affected == 1)
+        let now = crate::now();
+        let last_event_before = now
+            - chrono::Duration::from_std(PROGRESS_EVENT_EVERY).unwrap_or(chrono::Duration::zero());
+        let progress = progress.clamp(0.0, 1.0);
+        // `progress_event_at` doubles as the throttle: it moves to `now` only when the last
+        // event is old enough, and the event is written exactly when it moved.
+        Ok(event_transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET progress = $1, updated_at = $2, \
+               progress_event_at = CASE WHEN progress_event_at IS NULL OR progress_event_at <= $3 \
+                                        THEN $2 ELSE progress_event_at END \
+             WHERE id = $4 AND status = 'running' AND (progress IS NULL OR progress <> $1)",
+            "$5",
+            "progress",
+            history = false,
+            event = "job.progress",
+            pg_when = "c.progress_event_at = c.updated_at",
+            sqlite_when = "progress_event_at = updated_at",
+            final = false,
+            |q| q
+                .bind(progress)
+                .bind(now)
+                .bind(last_event_before)
+                .bind(DbUuid(id))
+        ))
     }
 
     /// A live job → `succeeded` with `result`.
     pub async fn succeed(&self, id: Uuid, result: &JobResult) -> Result<bool, StoreError> {
-        Ok(transition!(
+        Ok(event_transition!(
             self.store,
             id,
             concat!(
@@ -806,6 +1023,11 @@ impl<'a> JobRepo<'a> {
             ),
             "$4",
             "succeeded",
+            history = true,
+            event = "job.succeeded",
+            pg_when = "TRUE",
+            sqlite_when = "TRUE",
+            final = true,
             |q| q.bind(Json(result)).bind(crate::now()).bind(DbUuid(id))
         ))
     }
@@ -819,7 +1041,7 @@ impl<'a> JobRepo<'a> {
         attempt: u32,
     ) -> Result<bool, StoreError> {
         let message = format!("failed: {}: {}", error.code, clip(&error.message, 500));
-        Ok(transition!(
+        Ok(event_transition!(
             self.store,
             id,
             concat!(
@@ -831,6 +1053,11 @@ impl<'a> JobRepo<'a> {
             ),
             "$7",
             &message,
+            history = true,
+            event = "job.failed",
+            pg_when = "TRUE",
+            sqlite_when = "TRUE",
+            final = true,
             |q| q
                 .bind(error.code.as_str())
                 .bind(clip(&error.message, 2000))
@@ -841,31 +1068,71 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
-    /// A live job → `cancelled` (error code `cancelled`, with `why`).
+    /// A live job → `cancelled` (error code `cancelled`, with `why`), with its
+    /// `job.cancelled` event (and `batch.completed` for a batch's last job).
     pub async fn cancel(&self, id: Uuid, why: &str) -> Result<Cancelled, StoreError> {
         let now = crate::now();
-        let _write = self.store.write_guard().await;
-        let row: Option<JobRow> = with_pool!(self.store, |pool| {
-            let mut tx = pool.begin().await?;
-            let row: Option<JobRow> = sqlx::query_as(concat!(
-                "UPDATE generation_jobs SET status = 'cancelled', error_code = 'cancelled', \
-                   error_message = $1, error_retryable = FALSE, finished_at = $2, updated_at = $2 \
-                 WHERE id = $3 AND status IN ",
-                live!(),
-                " RETURNING ",
-                job_columns!()
-            ))
-            .bind(clip(why, 500))
-            .bind(now)
-            .bind(DbUuid(id))
-            .fetch_optional(&mut *tx)
-            .await?;
-            if row.is_some() {
-                record_event!(tx, id, "cancelled", why, None::<Value>);
+        let why = clip(why, 500);
+        let (row, deliveries): (Option<JobRow>, Vec<Uuid>) = match &self.store.db {
+            crate::db::Db::Postgres(pool) => {
+                use sqlx::{FromRow as _, Row as _};
+                let row = sqlx::query(concat!(
+                    "WITH changed AS (\
+                       UPDATE generation_jobs SET status = 'cancelled', error_code = 'cancelled', \
+                         error_message = $1, error_retryable = FALSE, finished_at = $2, \
+                         updated_at = $2 \
+                       WHERE id = $3 AND status IN ",
+                    live!(),
+                    " RETURNING *), \
+                     hist AS (INSERT INTO generation_job_events (job_id, at, status, message) \
+                       SELECT id, updated_at, status, $1 FROM changed)",
+                    crate::outbox::pg_job_event_ctes!("job.cancelled", "TRUE"),
+                    crate::outbox::pg_batch_completion_ctes!(),
+                    " SELECT ",
+                    job_columns!(),
+                    ", ARRAY(SELECT id FROM dl UNION ALL SELECT id FROM bdl) AS deliveries \
+                     FROM changed"
+                ))
+                .bind(why)
+                .bind(now)
+                .bind(DbUuid(id))
+                .fetch_optional(pool)
+                .await?;
+                match row {
+                    Some(row) => (
+                        Some(JobRow::from_row(&row)?),
+                        row.try_get::<Vec<Uuid>, _>("deliveries")?,
+                    ),
+                    None => (None, Vec::new()),
+                }
             }
-            tx.commit().await?;
-            row
-        });
+            crate::db::Db::Sqlite(pool) => {
+                let _write = self.store.write_guard().await;
+                let mut tx = pool.begin().await?;
+                let row: Option<JobRow> = sqlx::query_as(concat!(
+                    "UPDATE generation_jobs SET status = 'cancelled', error_code = 'cancelled', \
+                       error_message = $1, error_retryable = FALSE, finished_at = $2, updated_at = $2 \
+                     WHERE id = $3 AND status IN ",
+                    live!(),
+                    " RETURNING ",
+                    job_columns!()
+                ))
+                .bind(why)
+                .bind(now)
+                .bind(DbUuid(id))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let mut deliveries = Vec::new();
+                if row.is_some() {
+                    record_event!(tx, id, "cancelled", why, None::<Value>);
+                    deliveries =
+                        crate::outbox::sqlite_job_event!(tx, id, Some("job.cancelled"), true);
+                }
+                tx.commit().await?;
+                (row, deliveries)
+            }
+        };
+        self.store.outbox().record(deliveries);
         match row {
             Some(row) => Ok(Cancelled::Now(row.try_into()?)),
             None => Ok(match self.get(id).await? {
@@ -932,6 +1199,110 @@ impl<'a> JobRepo<'a> {
             .filter_map(|(s, n)| Some((s.parse().ok()?, u64::try_from(n).unwrap_or(0))))
             .collect())
     }
+}
+
+/// Writes `news` (with their `ids`) as `queued` jobs with their first history entries on
+/// PostgreSQL, in one statement on `db` (the pool, or a transaction that writes more with
+/// them): the rows created, without those whose idempotency key was already taken.
+///
+/// The unique index on (created_by_token, idempotency_key) decides races between requests
+/// with the same key: one inserts, the others find the row. Each job and its first history
+/// entry are written atomically, the entries inserted from the returned rows.
+pub(crate) async fn pg_insert_rows<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    news: &[NewJob],
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<JobRow>, StoreError> {
+    // Columns as arrays, zipped back into rows by `unnest`; the conflict rule applies per
+    // row, so a row whose key an earlier row of the batch took is skipped too.
+    Ok(sqlx::query_as(concat!(
+        "WITH input AS (\
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+                                $5::jsonb[], $6::jsonb[], $7::uuid[], $8::text[], \
+                                $9::bytea[], $11::uuid[], $12::uuid[]) WITH ORDINALITY \
+             AS t(id, user_id, provider, model, request, metadata, \
+                  created_by_token, idempotency_key, request_sha256, project_id, batch_id, n)), \
+         created AS (\
+           INSERT INTO generation_jobs \
+             (id, project_id, user_id, provider, model, status, attempts, request, \
+              metadata, created_by_token, idempotency_key, request_sha256, \
+              created_at, updated_at, batch_id) \
+           SELECT id, project_id, user_id, provider, model, 'queued', 0, request, \
+                  metadata, \
+                  created_by_token, idempotency_key, request_sha256, $10, $10, batch_id \
+             FROM input ORDER BY n \
+           ON CONFLICT (created_by_token, idempotency_key) \
+             WHERE idempotency_key IS NOT NULL DO NOTHING \
+           RETURNING ",
+        job_columns!(),
+        "), accepted AS (\
+           INSERT INTO generation_job_events (job_id, at, status, message) \
+           SELECT id, created_at, status, 'accepted' FROM created) \
+         SELECT ",
+        job_columns!(),
+        " FROM created"
+    ))
+    .bind(ids)
+    .bind(news.iter().map(|n| n.user_id).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.provider.as_str()).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.model.as_str()).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| Json(&n.request)).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| Json(&n.metadata)).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.created_by_token).collect::<Vec<_>>())
+    .bind(
+        news.iter()
+            .map(|n| n.idempotency.as_ref().map(|i| i.key.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        news.iter()
+            .map(|n| n.idempotency.as_ref().map(|i| &i.request_sha256[..]))
+            .collect::<Vec<_>>(),
+    )
+    .bind(now)
+    .bind(news.iter().map(|n| n.project_id).collect::<Vec<_>>())
+    .bind(news.iter().map(|n| n.batch_id).collect::<Vec<_>>())
+    .fetch_all(db)
+    .await?)
+}
+
+/// [`pg_insert_rows`] on SQLite, inside transaction `tx` (SQLite has no data-modifying
+/// `WITH`: a job and its first history entry are two statements of the caller's
+/// transaction, which holds the write lock).
+pub(crate) async fn sqlite_insert_rows(
+    tx: &mut sqlx::SqliteConnection,
+    news: &[NewJob],
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<JobRow>, StoreError> {
+    let mut created = Vec::with_capacity(news.len());
+    for (new, id) in news.iter().zip(ids) {
+        let (key, sha) = match &new.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(&i.request_sha256[..])),
+            None => (None, None),
+        };
+        let row: Option<JobRow> = sqlx::query_as(concat!(insert_job_sql!(), job_columns!()))
+            .bind(DbUuid(*id))
+            .bind(DbUuid(new.user_id))
+            .bind(new.provider.as_str())
+            .bind(&new.model)
+            .bind(Json(&new.request))
+            .bind(Json(&new.metadata))
+            .bind(new.created_by_token.map(DbUuid))
+            .bind(key)
+            .bind(sha)
+            .bind(now)
+            .bind(DbUuid(new.project_id))
+            .bind(new.batch_id.map(DbUuid))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            record_event!(tx, *id, "queued", "accepted", None::<Value>);
+            created.push(row);
+        }
+    }
+    Ok(created)
 }
 
 /// An attempt number as the `INTEGER` column holds it.

@@ -1,19 +1,31 @@
 #![doc = include_str!("../README.md")]
 
+mod batches;
 mod credentials;
 mod db;
 mod error;
 mod jobs;
+mod outbox;
 mod projects;
 mod sql_types;
 mod tokens;
+mod webhooks;
 
+pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
 pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, StoredCredential};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
-pub use jobs::{Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob};
+pub use jobs::{
+    Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob, PROGRESS_EVENT_EVERY,
+};
+pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
+pub use webhooks::{
+    AttemptNext, AttemptRecord, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
+    EndpointChange, MAX_ENDPOINTS_PER_PROJECT, MAX_KEPT_RESPONSE, NewEndpoint, SealedSecrets,
+    StoredEvent, WebhookEndpoint, WebhookRepo,
+};
 
 /// The current time at the precision both databases keep (microseconds),
 /// so a value read back equals the value written.

@@ -1,13 +1,16 @@
 //! The API over real HTTP, on a real store, with the providers played by
 //! local mock servers that record every request they get.
 
+mod batches;
 mod credentials;
 mod edge;
 mod errors;
 mod health;
+mod job_events;
 mod openapi;
 mod providers;
 mod tenancy;
+mod webhooks;
 
 use std::time::Duration;
 

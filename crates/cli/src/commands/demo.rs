@@ -9,16 +9,20 @@
 //! one the provider moderates and one whose key gets throttled, asks for a
 //! retired model (refused at enqueue), shows each job live, prints what
 //! became of them, revokes its token, and exits 0 only when every job ended
-//! as expected.
+//! as expected. It talks to the API with `byok-client`, as a Rust producer would.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use byok_client::{
+    ApiErrorCode, Client, ClientError, GenerationRequest, IdempotencyKey, JobStatus, JobView,
+    ProviderId, PutCredentials,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secrecy::ExposeSecret as _;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::table::Table;
@@ -31,7 +35,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 struct Scripted {
     label: &'static str,
     input: &'static str,
-    body: Value,
+    request: GenerationRequest,
     expect: Expect,
 }
 
@@ -53,10 +57,17 @@ impl Expect {
     }
 }
 
-/// What became of a scripted job: its last state, or the API's refusal.
+/// What became of a scripted job: its id, or the code of the API's refusal.
 enum Outcome {
-    Enqueued(String),
-    Refused(Value),
+    Enqueued(Uuid),
+    Refused(ApiErrorCode),
+}
+
+/// A scripted job as last seen: the job, or the API's refusal at enqueue.
+#[derive(Clone)]
+enum State {
+    Job(Box<JobView>),
+    Refused(ApiErrorCode),
 }
 
 pub async fn run(config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -147,11 +158,10 @@ async fn drive(
     output_dir: &Path,
     token: &str,
 ) -> anyhow::Result<ExitCode> {
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", api_address(system)?),
-        token: token.to_owned(),
-    };
+    let api = Client::builder(&format!("http://{}", api_address(system)?), token)
+        .user_agent(concat!("byok-demo/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot make the demo's API client")?;
 
     // A demo user with a key for every provider, and a second user whose
     // Runway key the simulator throttles once.
@@ -180,14 +190,16 @@ async fn drive(
             json!({ "api_key": "sim_throttled_demo_key" }),
         ),
     ] {
-        api.put_credentials(who, provider, credentials).await?;
+        api.put_credentials(who, provider, &PutCredentials::new(credentials))
+            .await
+            .with_context(|| format!("storing the demo's {provider} key"))?;
     }
 
     let jobs = scripted_jobs(user, throttled_user, image_url);
     let mut outcomes = Vec::new();
     for job in &jobs {
         outcomes.push(
-            api.enqueue(&job.body)
+            enqueue(&api, &job.request)
                 .await
                 .with_context(|| format!("enqueueing {}", job.label))?,
         );
@@ -197,93 +209,148 @@ async fn drive(
     print_results(&jobs, &finals, output_dir)
 }
 
-fn scripted_jobs(user: Uuid, throttled_user: Uuid, image_url: &str) -> Vec<Scripted> {
-    let job = |fields: Value| {
-        let mut body = json!({ "user_id": user });
-        if let Value::Object(fields) = fields {
-            for (k, v) in fields {
-                body[k] = v;
-            }
+/// Enqueues `request`: the job's id, or the code of the API's refusal when it answered 422
+/// (the demo expects one); any other error ends the demo. Each job gets an
+/// `Idempotency-Key`, as a producer's should, so the client may retry it safely.
+async fn enqueue(api: &Client, request: &GenerationRequest) -> anyhow::Result<Outcome> {
+    match api
+        .create_job(request, Some(&IdempotencyKey::random()))
+        .await
+    {
+        Ok(enqueued) => Ok(Outcome::Enqueued(enqueued.job.id)),
+        Err(ClientError::Api { status, code, .. })
+            if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY =>
+        {
+            Ok(Outcome::Refused(code))
         }
-        body
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn scripted_jobs(user: Uuid, throttled_user: Uuid, image_url: &str) -> Vec<Scripted> {
+    let job = |provider: ProviderId, model: &str, prompt: Option<&str>| GenerationRequest {
+        prompt: prompt.map(str::to_owned),
+        ..GenerationRequest::new(user, provider, model)
     };
+    let image = Some(image_url.to_owned());
     vec![
         Scripted {
             label: "Runway, text",
             input: "text",
-            body: job(
-                json!({ "provider": "runway", "model": "gen4.5", "prompt": "a lighthouse at dusk, waves breaking below", "duration_seconds": 5, "aspect_ratio": "16:9" }),
-            ),
+            request: GenerationRequest {
+                duration_seconds: Some(5),
+                aspect_ratio: Some("16:9".into()),
+                ..job(
+                    ProviderId::RUNWAY,
+                    "gen4.5",
+                    Some("a lighthouse at dusk, waves breaking below"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Runway, image",
             input: "image",
-            body: job(
-                json!({ "provider": "runway", "model": "gen4_turbo", "prompt": "the camera slowly pushes in", "image_url": image_url, "duration_seconds": 5 }),
-            ),
+            request: GenerationRequest {
+                image_url: image.clone(),
+                duration_seconds: Some(5),
+                ..job(
+                    ProviderId::RUNWAY,
+                    "gen4_turbo",
+                    Some("the camera slowly pushes in"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Veo, text",
             input: "text",
-            body: job(
-                json!({ "provider": "veo", "model": "veo-3.1-fast-generate-001", "prompt": "a paper boat drifting down a rainy street", "duration_seconds": 4 }),
-            ),
+            request: GenerationRequest {
+                duration_seconds: Some(4),
+                ..job(
+                    ProviderId::VEO,
+                    "veo-3.1-fast-generate-001",
+                    Some("a paper boat drifting down a rainy street"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Veo, image",
             input: "image",
-            body: job(
-                json!({ "provider": "veo", "model": "veo-3.1-generate-001", "prompt": "the colours slowly swirl", "image_url": image_url, "duration_seconds": 6 }),
-            ),
+            request: GenerationRequest {
+                image_url: image.clone(),
+                duration_seconds: Some(6),
+                ..job(
+                    ProviderId::VEO,
+                    "veo-3.1-generate-001",
+                    Some("the colours slowly swirl"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Omni, text",
             input: "text",
-            body: job(
-                json!({ "provider": "veo", "model": OMNI_MODEL, "prompt": "a hot-air balloon rising over a misty valley", "duration_seconds": 4 }),
-            ),
+            request: GenerationRequest {
+                duration_seconds: Some(4),
+                ..job(
+                    ProviderId::VEO,
+                    OMNI_MODEL,
+                    Some("a hot-air balloon rising over a misty valley"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "fal Kling, image",
             input: "image",
-            body: job(
-                json!({ "provider": "fal", "model": FAL_MODEL, "prompt": "leaves drift across the frame", "image_url": image_url }),
-            ),
+            request: GenerationRequest {
+                image_url: image.clone(),
+                ..job(
+                    ProviderId::FAL,
+                    FAL_MODEL,
+                    Some("leaves drift across the frame"),
+                )
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Replicate, text",
             input: "text",
-            body: job(
-                json!({ "provider": "replicate", "model": REPLICATE_MODEL, "prompt": "a fox trotting through fresh snow" }),
+            request: job(
+                ProviderId::REPLICATE,
+                REPLICATE_MODEL,
+                Some("a fox trotting through fresh snow"),
             ),
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Runway, moderated",
             input: "text",
-            body: job(
-                json!({ "provider": "runway", "model": "gen4.5", "prompt": "something the provider refuses (sim:moderate)" }),
+            request: job(
+                ProviderId::RUNWAY,
+                "gen4.5",
+                Some("something the provider refuses (sim:moderate)"),
             ),
             expect: Expect::Failed("content_rejected"),
         },
         Scripted {
             label: "Runway, throttled key",
             input: "text",
-            body: json!({ "user_id": throttled_user, "provider": "runway", "model": "gen4.5", "prompt": "a storm rolling over the hills" }),
+            request: GenerationRequest {
+                prompt: Some("a storm rolling over the hills".into()),
+                ..GenerationRequest::new(throttled_user, ProviderId::RUNWAY, "gen4.5")
+            },
             expect: Expect::Succeeded,
         },
         Scripted {
             label: "Stability, retired",
             input: "image",
-            body: job(
-                json!({ "provider": "stability", "model": "stable-video-diffusion", "image_url": image_url }),
-            ),
+            request: GenerationRequest {
+                image_url: image,
+                ..job(ProviderId::STABILITY, "stable-video-diffusion", None)
+            },
             expect: Expect::Refused("model_retired"),
         },
     ]
@@ -295,8 +362,12 @@ const FAL_MODEL: &str = "kling-v2.1-master";
 const REPLICATE_MODEL: &str = "bytedance/seedance-2.0-fast";
 
 /// Shows every enqueued job live until all are final; returns their last state (for a
-/// refused job, the API's answer).
-async fn follow(api: &Api, jobs: &[Scripted], outcomes: &[Outcome]) -> anyhow::Result<Vec<Value>> {
+/// refused job, the API's refusal).
+async fn follow(
+    api: &Client,
+    jobs: &[Scripted],
+    outcomes: &[Outcome],
+) -> anyhow::Result<Vec<State>> {
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let style = ProgressStyle::with_template("{prefix:<22} [{bar:30}] {pos:>3}%  {msg}")
         .context("progress bar template")?
@@ -316,29 +387,31 @@ async fn follow(api: &Api, jobs: &[Scripted], outcomes: &[Outcome]) -> anyhow::R
         let mut states = Vec::new();
         for outcome in outcomes {
             states.push(match outcome {
-                Outcome::Enqueued(id) => api.job(id).await?,
-                Outcome::Refused(answer) => answer.clone(),
+                Outcome::Enqueued(id) => State::Job(Box::new(api.get_job(*id).await?)),
+                Outcome::Refused(code) => State::Refused(*code),
             });
         }
-        for (bar, job) in shown.iter_mut().zip(&states) {
-            if let Some(code) = job["error"]["code"].as_str().filter(|_| is_refusal(job)) {
-                if !bar.is_finished() {
-                    bar.abandon_with_message(format!("refused ({code})"));
+        for (bar, state) in shown.iter_mut().zip(&states) {
+            let job = match state {
+                State::Refused(code) => {
+                    if !bar.is_finished() {
+                        bar.abandon_with_message(format!("refused ({code})"));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let status = job["status"].as_str().unwrap_or("?");
-            let progress = match status {
-                "succeeded" => 1.0,
-                _ => job["progress"].as_f64().unwrap_or(0.0),
+                State::Job(job) => job,
+            };
+            let progress = match job.status {
+                JobStatus::Succeeded => 1.0,
+                _ => job.progress.unwrap_or(0.0),
             };
             bar.set_position((progress * 100.0).round() as u64);
-            let message = match job["error"]["code"].as_str() {
-                Some(code) => format!("{status} ({code})"),
-                None => status.to_owned(),
+            let message = match &job.error {
+                Some(error) => format!("{} ({})", job.status, error.code.as_str()),
+                None => job.status.to_string(),
             };
             bar.set_message(message);
-            if is_final(job) && !bar.is_finished() {
+            if job.status.is_terminal() && !bar.is_finished() {
                 bar.finish();
             }
         }
@@ -357,23 +430,17 @@ async fn follow(api: &Api, jobs: &[Scripted], outcomes: &[Outcome]) -> anyhow::R
     }
 }
 
-fn is_final(job: &Value) -> bool {
-    is_refusal(job)
-        || matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        )
-}
-
-/// An API error answer (`{"error": …}`) rather than a job.
-fn is_refusal(job: &Value) -> bool {
-    job.get("status").is_none() && job.get("error").is_some()
+fn is_final(state: &State) -> bool {
+    match state {
+        State::Refused(_) => true,
+        State::Job(job) => job.status.is_terminal(),
+    }
 }
 
 #[allow(clippy::print_stdout)]
 fn print_results(
     jobs: &[Scripted],
-    finals: &[Value],
+    finals: &[State],
     output_dir: &Path,
 ) -> anyhow::Result<ExitCode> {
     let mut table = Table::new([
@@ -381,19 +448,24 @@ fn print_results(
     ]);
     let mut unexpected = Vec::new();
     for (job, state) in jobs.iter().zip(finals) {
-        let status = state["status"].as_str().unwrap_or("?");
-        let code = state["error"]["code"].as_str();
-        let actual = match code {
-            Some(code) if is_refusal(state) => format!("refused ({code})"),
-            Some(code) if status == "failed" => format!("failed ({code})"),
-            _ => status.to_owned(),
-        };
-        let video = output_dir.join(format!("{}.mp4", state["id"].as_str().unwrap_or_default()));
-        let output = match std::fs::metadata(&video) {
-            Ok(meta) if status == "succeeded" && meta.is_file() => {
-                format!("{:.1} MB mp4", meta.len() as f64 / 1e6)
+        let (actual, output, time) = match state {
+            State::Refused(code) => (format!("refused ({code})"), "-".to_owned(), "-".to_owned()),
+            State::Job(done) => {
+                let actual = match (&done.error, done.status) {
+                    (Some(error), JobStatus::Failed) => {
+                        format!("failed ({})", error.code.as_str())
+                    }
+                    _ => done.status.to_string(),
+                };
+                let video = output_dir.join(format!("{}.mp4", done.id));
+                let output = match std::fs::metadata(&video) {
+                    Ok(meta) if done.status == JobStatus::Succeeded && meta.is_file() => {
+                        format!("{:.1} MB mp4", meta.len() as f64 / 1e6)
+                    }
+                    _ => "-".to_owned(),
+                };
+                (actual, output, elapsed(done))
             }
-            _ => "-".to_owned(),
         };
         let ok =
             actual == job.expect.describe() && (job.expect != Expect::Succeeded || output != "-");
@@ -406,8 +478,8 @@ fn print_results(
         }
         table.row(vec![
             job.label.to_owned(),
-            job.body["provider"].as_str().unwrap_or("?").to_owned(),
-            job.body["model"].as_str().unwrap_or("?").to_owned(),
+            job.request.provider.to_string(),
+            job.request.model.clone(),
             job.input.to_owned(),
             actual,
             if ok {
@@ -415,7 +487,7 @@ fn print_results(
             } else {
                 format!("NO: {}", job.expect.describe())
             },
-            elapsed(state),
+            time,
             output,
         ]);
     }
@@ -437,92 +509,13 @@ fn print_results(
 }
 
 /// Seconds from enqueue to the final status.
-fn elapsed(job: &Value) -> String {
-    let parse = |field: &str| {
-        job[field]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
-    match (parse("created_at"), parse("finished_at")) {
-        (Some(created), Some(finished)) => {
-            format!(
-                "{:.1}s",
-                (finished - created).num_milliseconds() as f64 / 1000.0
-            )
-        }
-        _ => "-".to_owned(),
-    }
-}
-
-/// The demo's client of the real API.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .context("the API did not answer")?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .context("the API answered something that is not JSON")?;
-        anyhow::ensure!(status.is_success(), "the API answered {status}: {body}");
-        Ok(body)
-    }
-
-    async fn put_credentials(
-        &self,
-        user: Uuid,
-        provider: &str,
-        credentials: Value,
-    ) -> anyhow::Result<()> {
-        let url = format!(
-            "{}/v1/users/{user}/providers/{provider}/credentials",
-            self.base
-        );
-        let body = json!({ "credentials": credentials, "validate": true });
-        self.send(self.http.put(url).json(&body))
-            .await
-            .with_context(|| format!("storing the demo's {provider} key"))?;
-        Ok(())
-    }
-
-    /// Enqueues `body`: the job's id, or the API's refusal when it answered 422 (the
-    /// demo expects one); any other error ends the demo.
-    async fn enqueue(&self, body: &Value) -> anyhow::Result<Outcome> {
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.base))
-            .json(body)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .context("the API did not answer")?;
-        let status = response.status();
-        let answer: Value = response
-            .json()
-            .await
-            .context("the API answered something that is not JSON")?;
-        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
-            return Ok(Outcome::Refused(answer));
-        }
-        anyhow::ensure!(status.is_success(), "the API answered {status}: {answer}");
-        answer["id"]
-            .as_str()
-            .map(|id| Outcome::Enqueued(id.to_owned()))
-            .context("the API answered a job without an id")
-    }
-
-    async fn job(&self, id: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}/v1/jobs/{id}", self.base)))
-            .await
+fn elapsed(job: &JobView) -> String {
+    match job.finished_at {
+        Some(finished) => format!(
+            "{:.1}s",
+            (finished - job.created_at).num_milliseconds() as f64 / 1000.0
+        ),
+        None => "-".to_owned(),
     }
 }
 

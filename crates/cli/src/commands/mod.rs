@@ -12,6 +12,7 @@ mod run;
 mod sim;
 mod simulate;
 mod token;
+mod webhooks;
 mod worker;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ pub use providers::ProvidersCommand;
 
 use crate::cli::{
     Cli, Command, JobCommand, KeysCommand, ProjectCommand, QueueCommand, TokenCommand,
+    WebhooksCommand,
 };
 
 /// Runs the parsed command; `Err` is reported by `main` with the right exit code.
@@ -63,6 +65,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue::purge(&byok_config::load(config)?, &args).await
         }
         Command::Job(JobCommand::Show(args)) => job::show(&byok_config::load(config)?, &args).await,
+        Command::Webhooks(WebhooksCommand::Deliveries(args)) => {
+            webhooks::deliveries(&byok_config::load(config)?, &args).await
+        }
+        Command::Webhooks(WebhooksCommand::Retry(args)) => {
+            webhooks::retry(&byok_config::load(config)?, &args).await
+        }
     }
 }
 

@@ -31,6 +31,7 @@ fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob 
         request: request(user),
         metadata: json!({ "scene": 7 }),
         created_by_token: token,
+        batch_id: None,
         idempotency: idem.map(|(key, fingerprint)| Idempotency {
             key: key.into(),
             request_sha256: [fingerprint; 32],

@@ -2,11 +2,14 @@
 //! on both, since the embedded and distributed shapes must agree.
 
 mod at_rest;
+mod batches;
 mod credentials;
+mod job_events;
 mod jobs;
 mod schema;
 mod tokens;
 mod upgrade;
+mod webhooks;
 
 use byok_store::{Store, StoreOptions};
 use secrecy::SecretString;

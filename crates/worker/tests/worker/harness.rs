@@ -154,6 +154,7 @@ impl Harness {
             request,
             metadata: json!({}),
             created_by_token: None,
+            batch_id: None,
             idempotency: None,
         };
         match self.store.jobs().insert(&new).await.unwrap() {

@@ -1,0 +1,37 @@
+#![doc = include_str!("../README.md")]
+
+// One module per group of routes, each an `impl Client` block over `client::Call`; a new
+// group of routes is a new module here.
+mod client;
+mod credentials;
+mod error;
+mod idempotency;
+mod job_events;
+mod jobs;
+mod projects;
+mod provider_ids;
+mod providers;
+mod retry;
+mod verify;
+mod video;
+
+pub use client::{Client, ClientBuilder};
+pub use error::ClientError;
+pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey};
+pub use job_events::{JobEvent, JobEvents};
+pub use jobs::{Enqueued, ListJobs};
+pub use provider_ids::provider_id;
+pub use retry::RetryPolicy;
+pub use verify::{WebhookError, WebhookEvent, verify_webhook};
+pub use video::VideoStream;
+
+/// The API's bodies, shared with the server (`byok-core`).
+pub use byok_core::{
+    ApiErrorCode, Capabilities, CredentialCheckOutcome, CredentialCheckResult, CredentialField,
+    CredentialList, CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Format,
+    GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, Mode, ModelRef,
+    ModelSpec, ModelStatus, ProjectList, ProjectView, PromptRules, ProviderId, ProviderInfo,
+    ProviderList, ProviderUsage, PutCredentials, RateLimits, Requirement, Retirement,
+};
+/// An endpoint's signing secret (`whsec_…`), for [`verify_webhook`].
+pub use byok_webhooks::{SigningSecret, TOLERANCE as WEBHOOK_TOLERANCE, VerifyError};
