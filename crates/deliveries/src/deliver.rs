@@ -220,8 +220,15 @@ impl Deliverer {
         let now = Utc::now();
         let status = sent.status_code;
         if status.is_some_and(|s| (200..300).contains(&s)) {
-            if let Some(endpoint) = endpoint_id {
-                self.store.webhooks().endpoint_succeeded(endpoint).await?;
+            // Only an endpoint in a run of failures has one to end: the common case costs
+            // no write.
+            if let Some(DeliveryTarget::Endpoint(endpoint)) = &work.target
+                && endpoint.failing_since.is_some()
+            {
+                self.store
+                    .webhooks()
+                    .endpoint_succeeded(endpoint.id)
+                    .await?;
             }
             metrics().webhook_attempt("delivered");
             metrics().webhook_delivered_after(
