@@ -14,15 +14,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byok_core::{
-    BatchRequest, BatchView, ErrorCode, GenerationRequest, JobItem, JobStatus, JobView,
-    MAX_BATCH_JOBS,
+    BatchJobPage, BatchRequest, BatchView, ErrorCode, GenerationRequest, JobItem, JobStatus,
+    JobView, MAX_BATCH_JOBS,
 };
 use byok_store::{Batch, BatchInserted, Idempotency, NewBatch, NewJob};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -323,18 +322,6 @@ pub(crate) async fn get(
 pub(crate) struct PageQuery {
     limit: Option<String>,
     cursor: Option<String>,
-}
-
-/// A page of a batch's jobs.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BatchJobPage {
-    batch_id: Uuid,
-    /// In the order the batch listed them.
-    jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    #[schema(required)]
-    next_cursor: Option<Uuid>,
 }
 
 /// `GET /v1/batches/{id}/jobs?limit=&cursor=`

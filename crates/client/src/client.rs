@@ -19,6 +19,11 @@ use crate::retry::{self, RetryPolicy};
 /// same on each retry of it) and reports the server's answer in errors.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The header of an answer that replays an `Idempotency-Key` used before.
+pub(crate) const REPLAYED: &str = "idempotent-replayed";
+
 /// A client of one byok API with one producer token. Cheap to clone (the connection pool is
 /// shared); use one per token for the life of the program.
 #[derive(Clone)]
@@ -225,6 +230,19 @@ impl Call<'_> {
         self
     }
 
+    /// A create call that is safe to retry only with an `Idempotency-Key`: with one the
+    /// key is sent (and the call retried by the policy), without one it is sent once.
+    pub(crate) fn idempotent_with(self, key: Option<&crate::IdempotencyKey>) -> Self {
+        match key {
+            Some(key) => {
+                let value = HeaderValue::from_str(key.as_str())
+                    .expect("an IdempotencyKey is visible ASCII");
+                self.header(IDEMPOTENCY_KEY, value)
+            }
+            None => self.once(),
+        }
+    }
+
     /// Marks the call as one that must not be sent twice: a second attempt could do its
     /// work twice (a job enqueued twice) or answer differently (a cancel already made).
     pub(crate) fn once(mut self) -> Self {
@@ -305,14 +323,7 @@ impl Call<'_> {
 
     /// Sends the call and reads its JSON answer.
     pub(crate) async fn json_answer<T: DeserializeOwned>(self) -> Result<T, ClientError> {
-        let response = self.send().await?;
-        let (status, request_id) = (response.status(), request_id_of(&response));
-        let bytes = response.bytes().await.map_err(ClientError::Transport)?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
-            status,
-            request_id,
-            source,
-        })
+        read_json(self.send().await?).await
     }
 
     /// Sends the call and reads its JSON answer of `shape`, declaring the provider ids it
@@ -333,6 +344,17 @@ impl Call<'_> {
             })?;
         Ok((decoded, headers))
     }
+}
+
+/// The JSON body of a successful answer.
+pub(crate) async fn read_json<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
+    let (status, request_id) = (response.status(), request_id_of(&response));
+    let bytes = response.bytes().await.map_err(ClientError::Transport)?;
+    serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        status,
+        request_id,
+        source,
+    })
 }
 
 pub(crate) fn request_id_of(response: &Response) -> Option<String> {

@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use byok_core::{GenerationRequest, JobPage, JobStatus, JobView};
 use reqwest::Method;
-use reqwest::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::client::REPLAYED;
 use crate::provider_ids::Shape;
 use crate::{Client, ClientError, IdempotencyKey};
-
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-const REPLAYED: &str = "idempotent-replayed";
 
 /// The answer of [`Client::create_job`].
 #[derive(Debug, Clone, PartialEq)]
@@ -62,16 +59,12 @@ impl Client {
         request: &GenerationRequest,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Enqueued, ClientError> {
-        let mut call = self.call(Method::POST, &["v1", "jobs"]).json(request)?;
-        match idempotency_key {
-            Some(key) => {
-                let value = HeaderValue::from_str(key.as_str())
-                    .expect("an IdempotencyKey is visible ASCII");
-                call = call.header(IDEMPOTENCY_KEY, value);
-            }
-            None => call = call.once(),
-        }
-        let (job, headers) = call.json_with_providers(Shape::Job).await?;
+        let (job, headers) = self
+            .call(Method::POST, &["v1", "jobs"])
+            .json(request)?
+            .idempotent_with(idempotency_key)
+            .json_with_providers(Shape::Job)
+            .await?;
         let replayed = headers.get(REPLAYED).is_some_and(|v| v == "true");
         Ok(Enqueued { job, replayed })
     }

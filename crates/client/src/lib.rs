@@ -2,6 +2,7 @@
 
 // One module per group of routes, each an `impl Client` block over `client::Call`; a new
 // group of routes is a new module here.
+mod batches;
 mod client;
 mod credentials;
 mod error;
@@ -14,7 +15,9 @@ mod providers;
 mod retry;
 mod verify;
 mod video;
+mod webhooks;
 
+pub use batches::{BatchCreated, ListBatchJobs};
 pub use client::{Client, ClientBuilder};
 pub use error::ClientError;
 pub use idempotency::{IdempotencyKey, InvalidIdempotencyKey};
@@ -24,14 +27,19 @@ pub use provider_ids::provider_id;
 pub use retry::RetryPolicy;
 pub use verify::{WebhookError, WebhookEvent, verify_webhook};
 pub use video::VideoStream;
+pub use webhooks::ListDeliveries;
 
 /// The API's bodies, shared with the server (`byok-core`).
 pub use byok_core::{
-    ApiErrorCode, Capabilities, CredentialCheckOutcome, CredentialCheckResult, CredentialField,
-    CredentialList, CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Format,
-    GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, Mode, ModelRef,
-    ModelSpec, ModelStatus, ProjectList, ProjectView, PromptRules, ProviderId, ProviderInfo,
-    ProviderList, ProviderUsage, PutCredentials, RateLimits, Requirement, Retirement,
+    ApiErrorCode, BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, Capabilities,
+    CredentialCheckOutcome, CredentialCheckResult, CredentialField, CredentialList,
+    CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Format,
+    GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, JobWebhookSecret,
+    Mode, ModelRef, ModelSpec, ModelStatus, NewWebhookEndpoint, ProjectList, ProjectView,
+    PromptRules, ProviderId, ProviderInfo, ProviderList, ProviderUsage, PutCredentials, RateLimits,
+    Requirement, Retirement, WebhookDelivery, WebhookDeliveryPage, WebhookDeliveryStatus,
+    WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView, WebhookEndpointWithSecret,
+    WebhookPayload,
 };
 /// An endpoint's signing secret (`whsec_…`), for [`verify_webhook`].
 pub use byok_webhooks::{SigningSecret, TOLERANCE as WEBHOOK_TOLERANCE, VerifyError};

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use byok_core::{EventType, JobView};
+use byok_core::{BatchView, EventType, JobView};
 use byok_webhooks::{SigningSecret, VerifyError};
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -97,6 +97,17 @@ impl WebhookEvent {
             return Ok(None);
         }
         provider_ids::decode_value(self.data.clone(), Shape::Job)
+            .map(Some)
+            .map_err(WebhookError::Payload)
+    }
+
+    /// The batch of a `batch.completed` event (as `GET /v1/batches/{id}` shows it); `None`
+    /// for other events.
+    pub fn batch(&self) -> Result<Option<BatchView>, WebhookError> {
+        if self.kind() != Some(EventType::BatchCompleted) {
+            return Ok(None);
+        }
+        serde_json::from_value(self.data.clone())
             .map(Some)
             .map_err(WebhookError::Payload)
     }

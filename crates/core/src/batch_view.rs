@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{GenerationRequest, JobStatus};
+use crate::{GenerationRequest, JobStatus, JobView};
 
 /// The most jobs one batch holds.
 pub const MAX_BATCH_JOBS: usize = 1000;
@@ -52,6 +52,19 @@ pub struct BatchView {
     /// When its last job reached a final status.
     #[cfg_attr(feature = "openapi", schema(required))]
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A page of a batch's jobs: the body of `GET /v1/batches/{id}/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchJobPage {
+    /// The batch.
+    pub batch_id: Uuid,
+    /// In the order the batch listed them.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub next_cursor: Option<Uuid>,
 }
 
 /// Whether every job of a batch is final.

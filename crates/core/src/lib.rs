@@ -23,7 +23,9 @@ mod webhook_api;
 mod webhook_event;
 
 pub use api_error::{ApiErrorBody, ApiErrorCode, ApiErrorResponse, UnknownApiErrorCode};
-pub use batch_view::{BatchCounts, BatchRequest, BatchStatus, BatchView, MAX_BATCH_JOBS};
+pub use batch_view::{
+    BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, MAX_BATCH_JOBS,
+};
 pub use catalogue::{
     Catalogue, Format, Mode, ModelRef, ModelSpec, ModelStatus, PROMPT_MAX_CHARS_CEILING,
     PromptRules, Requirement, Retirement, ValidatedRequest,

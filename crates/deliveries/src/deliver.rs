@@ -5,6 +5,10 @@
 //! row is not due again until the attempt is over or given up for lost), so a duplicate
 //! queue item, the sweeper or a second worker can never send one attempt twice, and a
 //! worker killed mid-send leaves a row that falls due again when its lease runs out.
+//!
+//! Claims and records of concurrent attempts are gathered into one statement each
+//! (`coalesce.rs`): a worker with many attempts in flight pays two commits per batch,
+//! not per delivery.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use byok_metrics::metrics;
 use byok_providers::net::{check_url, client_builder, policy_violation};
 use byok_queue::Disposition;
 use byok_store::{
-    AttemptNext, AttemptRecord, DeliveryStatus, DeliveryTarget, DeliveryWork, MAX_KEPT_RESPONSE,
+    AttemptNext, AttemptRecord, Claim, DeliveryTarget, DeliveryWork, MAX_KEPT_RESPONSE,
     SealedSecrets, Store, StoreError,
 };
 use byok_webhooks::SigningSecret;
@@ -22,6 +26,7 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use uuid::Uuid;
 
+use crate::coalesce::{Coalescer, StoreFailure};
 use crate::payload::render;
 use crate::schedule::RetrySchedule;
 
@@ -57,12 +62,23 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// The pause before looking again when the database is unreachable (not an attempt).
 const STORE_DOWN_RECHECK: Duration = Duration::from_secs(5);
 
+/// Claims or records gathered into one statement at most.
+const MAX_BATCH: usize = 256;
+/// Claim (and record) statements out at once: enough to overlap round trips, few enough
+/// to leave the pool's connections to everything else.
+const STATEMENTS_IN_FLIGHT: usize = 4;
+
+/// An attempt's outcome to record: (delivery, attempt number, outcome).
+type Recording = (Uuid, u32, AttemptRecord);
+
 /// Makes delivery attempts. Shared by a worker's tasks.
 pub struct Deliverer {
     store: Store,
     key_ring: Arc<KeyRing>,
     client: reqwest::Client,
     options: DeliveryOptions,
+    claims: Coalescer<Uuid, Claim>,
+    records: Coalescer<Recording, bool>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -81,7 +97,8 @@ struct Sent {
 }
 
 impl Deliverer {
-    /// A deliverer; fails only when no HTTP client can be built (no TLS roots).
+    /// A deliverer; fails only when no HTTP client can be built (no TLS roots). Call it
+    /// inside a Tokio runtime: it starts the tasks that gather claims and records.
     pub fn new(
         store: Store,
         key_ring: Arc<KeyRing>,
@@ -93,11 +110,28 @@ impl Deliverer {
             .timeout(options.timeout)
             .user_agent(concat!("byok-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let lease = options.timeout + LEASE_MARGIN;
+        let claims = Coalescer::start(MAX_BATCH, STATEMENTS_IN_FLIGHT, {
+            let store = store.clone();
+            move |ids: Vec<Uuid>| {
+                let store = store.clone();
+                async move { store.webhooks().claim(&ids, later(Utc::now(), lease)).await }
+            }
+        });
+        let records = Coalescer::start(MAX_BATCH, STATEMENTS_IN_FLIGHT, {
+            let store = store.clone();
+            move |records: Vec<Recording>| {
+                let store = store.clone();
+                async move { store.webhooks().record_attempts(&records).await }
+            }
+        });
         Ok(Deliverer {
             store,
             key_ring,
             client,
             options,
+            claims,
+            records,
         })
     }
 
@@ -112,51 +146,33 @@ impl Deliverer {
     pub async fn deliver(&self, id: Uuid) -> Result<(), Disposition> {
         match self.attempt(id).await {
             Ok(next) => next,
-            Err(e) if e.is_unavailable() => Err(Disposition::Reschedule {
+            Err(e) if e.unavailable => Err(Disposition::Reschedule {
                 after: STORE_DOWN_RECHECK,
             }),
             Err(e) => {
+                // Not a passing outage: the row stays as it is (pending ones are found
+                // again by the sweeper when overdue), the queue item goes.
                 tracing::error!(delivery.id = %id, error = %e, "webhook delivery cannot be read; dropped");
                 Ok(())
             }
         }
     }
 
-    async fn attempt(&self, id: Uuid) -> Result<Result<(), Disposition>, StoreError> {
-        let Some(work) = self.store.webhooks().work(id).await? else {
-            return Ok(Ok(()));
-        };
-        let delivery = &work.delivery;
-        if delivery.status != DeliveryStatus::Pending {
-            return Ok(Ok(()));
-        }
-        let now = Utc::now();
-        if let Some(due) = delivery.next_attempt_at
-            && due > now
-        {
+    async fn attempt(&self, id: Uuid) -> Result<Result<(), Disposition>, StoreFailure> {
+        let work = match self.claims.call(id).await? {
+            Claim::Claimed(work) => work,
+            Claim::Finished => return Ok(Ok(())),
             // Early: a retry's item, or a duplicate while an attempt is out.
-            return Ok(Err(Disposition::Reschedule {
-                after: (due - now).to_std().unwrap_or_default(),
-            }));
-        }
-        let lease = now
-            + chrono::Duration::from_std(self.options.timeout + LEASE_MARGIN)
-                .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        if !self
-            .store
-            .webhooks()
-            .claim(id, delivery.attempts, lease)
-            .await?
-        {
-            return Ok(Ok(()));
-        }
-        let attempt = delivery.attempts + 1;
+            Claim::NotDue(due) => {
+                return Ok(Err(Disposition::Reschedule {
+                    after: (due - Utc::now()).to_std().unwrap_or_default(),
+                }));
+            }
+        };
+        let attempt = work.delivery.attempts;
         let record = self.send(&work, attempt).await?;
         let next = record.next;
-        self.store
-            .webhooks()
-            .record_attempt(id, attempt, &record)
-            .await?;
+        self.records.call((id, attempt, record)).await?;
         Ok(match next {
             AttemptNext::RetryAt(at) => Err(Disposition::Reschedule {
                 after: (at - Utc::now()).to_std().unwrap_or_default(),

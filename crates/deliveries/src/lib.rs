@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod coalesce;
 mod deliver;
 mod payload;
 mod relay;

@@ -22,7 +22,7 @@ pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 pub use webhooks::{
-    AttemptNext, AttemptRecord, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
+    AttemptNext, AttemptRecord, Claim, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
     EndpointChange, MAX_ENDPOINTS_PER_PROJECT, MAX_KEPT_RESPONSE, NewEndpoint, SealedSecrets,
     StoredEvent, WebhookEndpoint, WebhookRepo,
 };

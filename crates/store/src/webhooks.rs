@@ -6,6 +6,8 @@
 //! event type this build does not know is left out of an endpoint's subscriptions, and an
 //! unknown delivery status reads as [`StoreError::Malformed`].
 
+use std::collections::HashMap;
+
 use byok_core::EventType;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -345,6 +347,205 @@ impl TryFrom<DeliveryRow> for Delivery {
     }
 }
 
+from_row! {
+    /// A delivery with its event and recipient, as one joined row.
+    struct WorkRow {
+        id: DbUuid,
+        event_id: DbUuid,
+        event_type: String,
+        subject_id: Option<DbUuid>,
+        endpoint_id: Option<DbUuid>,
+        url: Option<String>,
+        project_id: DbUuid,
+        status: String,
+        attempts: i32,
+        next_attempt_at: Option<DateTime<Utc>>,
+        last_status_code: Option<i32>,
+        last_error: Option<String>,
+        last_response: Option<String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+        event_occurred_at: DateTime<Utc>,
+        event_data: Option<Json<Value>>,
+        ep_id: Option<DbUuid>,
+        ep_url: Option<String>,
+        ep_description: Option<String>,
+        ep_events: Option<String>,
+        ep_sealed_secret: Option<String>,
+        ep_previous_sealed_secret: Option<String>,
+        ep_previous_expires_at: Option<DateTime<Utc>>,
+        ep_disabled_at: Option<DateTime<Utc>>,
+        ep_disabled_reason: Option<String>,
+        ep_failing_since: Option<DateTime<Utc>>,
+        ep_created_at: Option<DateTime<Utc>>,
+        ep_updated_at: Option<DateTime<Utc>>,
+        ps_sealed_secret: Option<String>,
+        ps_previous_sealed_secret: Option<String>,
+        ps_previous_expires_at: Option<DateTime<Utc>>,
+    }
+}
+
+/// The columns of a [`WorkRow`], the delivery being `d`.
+macro_rules! work_columns {
+    () => {
+        concat!(
+            delivery_columns!(),
+            ", ev.occurred_at AS event_occurred_at, ev.data AS event_data, \
+             e.id AS ep_id, e.url AS ep_url, e.description AS ep_description, \
+             e.events AS ep_events, e.sealed_secret AS ep_sealed_secret, \
+             e.previous_sealed_secret AS ep_previous_sealed_secret, \
+             e.previous_expires_at AS ep_previous_expires_at, e.disabled_at AS ep_disabled_at, \
+             e.disabled_reason AS ep_disabled_reason, e.failing_since AS ep_failing_since, \
+             e.created_at AS ep_created_at, e.updated_at AS ep_updated_at, \
+             ps.sealed_secret AS ps_sealed_secret, \
+             ps.previous_sealed_secret AS ps_previous_sealed_secret, \
+             ps.previous_expires_at AS ps_previous_expires_at"
+        )
+    };
+}
+
+/// The joins of a [`WorkRow`] onto the delivery `d`: its event, its endpoint (of the same
+/// project), and for a job's own URL the project's job-webhook secret.
+macro_rules! work_joins {
+    () => {
+        "JOIN webhook_events ev ON ev.id = d.event_id \
+         LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.project_id = d.project_id \
+         LEFT JOIN webhook_project_secrets ps \
+           ON d.endpoint_id IS NULL AND ps.project_id = d.project_id"
+    };
+}
+
+impl TryFrom<WorkRow> for DeliveryWork {
+    type Error = StoreError;
+
+    fn try_from(row: WorkRow) -> Result<Self, StoreError> {
+        let delivery = Delivery::try_from(DeliveryRow {
+            id: row.id,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            subject_id: row.subject_id,
+            endpoint_id: row.endpoint_id,
+            url: row.url,
+            project_id: row.project_id,
+            status: row.status,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            last_response: row.last_response,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        })?;
+        let event = StoredEvent {
+            id: delivery.event_id,
+            event_type: delivery.event_type.clone(),
+            subject_id: delivery.subject_id,
+            occurred_at: row.event_occurred_at,
+            data: row.event_data.map(|d| d.0),
+        };
+        let target = match (&delivery.endpoint_id, &delivery.url) {
+            (Some(_), _) => match (
+                row.ep_id,
+                row.ep_url,
+                row.ep_events,
+                row.ep_sealed_secret,
+                row.ep_created_at,
+                row.ep_updated_at,
+            ) {
+                (
+                    Some(id),
+                    Some(url),
+                    Some(events),
+                    Some(current),
+                    Some(created),
+                    Some(updated),
+                ) => Some(DeliveryTarget::Endpoint(WebhookEndpoint::from(
+                    EndpointRow {
+                        id,
+                        project_id: DbUuid(delivery.project_id),
+                        url,
+                        description: row.ep_description.unwrap_or_default(),
+                        events,
+                        sealed_secret: current,
+                        previous_sealed_secret: row.ep_previous_sealed_secret,
+                        previous_expires_at: row.ep_previous_expires_at,
+                        disabled_at: row.ep_disabled_at,
+                        disabled_reason: row.ep_disabled_reason,
+                        failing_since: row.ep_failing_since,
+                        created_at: created,
+                        updated_at: updated,
+                    },
+                ))),
+                // Deleted meanwhile.
+                _ => None,
+            },
+            (None, Some(url)) => Some(DeliveryTarget::JobUrl {
+                url: url.clone(),
+                secrets: row.ps_sealed_secret.map(|current| SealedSecrets {
+                    current,
+                    previous: row.ps_previous_sealed_secret,
+                    previous_expires_at: row.ps_previous_expires_at,
+                }),
+            }),
+            (None, None) => None,
+        };
+        Ok(DeliveryWork {
+            delivery,
+            event,
+            target,
+        })
+    }
+}
+
+/// What claiming a delivery's next attempt found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The attempt is the caller's; its number is `delivery.attempts` (already counted).
+    Claimed(Box<DeliveryWork>),
+    /// Pending, but not due before this time (a retry's queue item came early, or an
+    /// attempt is out and this is a duplicate item).
+    NotDue(DateTime<Utc>),
+    /// Succeeded, failed or deleted: nothing to do.
+    Finished,
+}
+
+/// One attempt's outcome as the columns it is written to.
+struct RecordColumns<'a> {
+    id: Uuid,
+    attempt: i32,
+    status: &'static str,
+    next_attempt_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    status_code: Option<i32>,
+    error: Option<&'a str>,
+    response: Option<&'a str>,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn new(id: Uuid, attempt: u32, record: &'a AttemptRecord, now: DateTime<Utc>) -> Self {
+        let (status, next_attempt_at, finished_at) = match record.next {
+            AttemptNext::Succeeded => ("succeeded", None, Some(now)),
+            AttemptNext::RetryAt(at) => ("pending", Some(at), None),
+            AttemptNext::Failed => ("failed", None, Some(now)),
+        };
+        RecordColumns {
+            id,
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            status,
+            next_attempt_at,
+            finished_at,
+            status_code: record.status_code.map(i32::from),
+            error: record.error.as_deref().map(|e| clip_bytes(e, 2000)),
+            response: record
+                .response
+                .as_deref()
+                .map(|r| clip_bytes(r, MAX_KEPT_RESPONSE)),
+        }
+    }
+}
+
 /// Subscriptions as stored: space-separated with a space at each end, so one type
 /// matches with `LIKE '% type %'`.
 fn stored_events(events: &[EventType]) -> String {
@@ -672,120 +873,227 @@ impl<'a> WebhookRepo<'a> {
         self.delivery(project_id, id).await
     }
 
-    /// The delivery, its event and its recipient, for an attempt.
+    /// The delivery, its event and its recipient (one query), for operators and tests;
+    /// attempts take theirs with [`WebhookRepo::claim`].
     pub async fn work(&self, id: Uuid) -> Result<Option<DeliveryWork>, StoreError> {
-        let row: Option<DeliveryRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+        let row: Option<WorkRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
             "SELECT ",
-            delivery_columns!(),
-            " FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id \
-              WHERE d.id = $1"
+            work_columns!(),
+            " FROM webhook_deliveries d ",
+            work_joins!(),
+            " WHERE d.id = $1"
         ))
         .bind(DbUuid(id))
         .fetch_optional(pool)
         .await?);
-        let Some(delivery) = row.map(Delivery::try_from).transpose()? else {
-            return Ok(None);
-        };
-        let (event_id, occurred_at, data): (DbUuid, DateTime<Utc>, Option<Json<Value>>) = with_pool!(
-            self.store,
-            |pool| sqlx::query_as("SELECT id, occurred_at, data FROM webhook_events WHERE id = $1")
-                .bind(DbUuid(delivery.event_id))
-                .fetch_one(pool)
-                .await?
-        );
-        let event = StoredEvent {
-            id: event_id.0,
-            event_type: delivery.event_type.clone(),
-            subject_id: delivery.subject_id,
-            occurred_at,
-            data: data.map(|d| d.0),
-        };
-        let target = match (&delivery.endpoint_id, &delivery.url) {
-            (Some(endpoint), _) => self
-                .endpoint(delivery.project_id, *endpoint)
-                .await?
-                .map(DeliveryTarget::Endpoint),
-            (None, Some(url)) => Some(DeliveryTarget::JobUrl {
-                url: url.clone(),
-                secrets: self.project_secret(delivery.project_id).await?,
-            }),
-            (None, None) => None,
-        };
-        Ok(Some(DeliveryWork {
-            delivery,
-            event,
-            target,
-        }))
+        row.map(DeliveryWork::try_from).transpose()
     }
 
-    /// Takes the next attempt of a pending, due delivery that has made `attempts` so
-    /// far: one more attempt counted, and the delivery not due again before
-    /// `lease_until` (when an attempt still unrecorded is given up for lost). False when
-    /// another worker took it, it is not due, or it is no longer pending.
+    /// Takes the next attempt of each of these deliveries that is pending and due, in one
+    /// statement (the delivery worker gathers the ids its tasks are waiting on): one more
+    /// attempt counted, and the delivery not due again before `lease_until` (when an
+    /// attempt still unrecorded is given up for lost). The answer is in the order of
+    /// `ids`. Compare-and-set on the row: a duplicate queue item, the sweeper or a second
+    /// worker never gets the same attempt.
     pub async fn claim(
         &self,
-        id: Uuid,
-        attempts: u32,
+        ids: &[Uuid],
         lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = crate::now();
+        let mut claimed: HashMap<Uuid, DeliveryWork> = HashMap::with_capacity(ids.len());
+        // Why each unclaimed one was not: (status, next attempt).
+        let mut unclaimed: HashMap<Uuid, (String, Option<DateTime<Utc>>)> = HashMap::new();
         let _write = self.store.write_guard().await;
-        let claimed = with_pool!(self.store, |pool| sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $3, \
-               updated_at = $4 \
-             WHERE id = $1 AND status = 'pending' AND attempts = $2 \
-               AND (next_attempt_at IS NULL OR next_attempt_at <= $4)"
-        )
-        .bind(DbUuid(id))
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(lease_until)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(claimed == 1)
+        match &self.store.db {
+            crate::db::Db::Postgres(pool) => {
+                // Rows locked in one order by every statement (see record_attempts).
+                let mut sorted = ids.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let rows: Vec<WorkRow> = sqlx::query_as(concat!(
+                    "WITH d AS (UPDATE webhook_deliveries \
+                       SET attempts = attempts + 1, next_attempt_at = $2, updated_at = $3 \
+                       WHERE id = ANY($1) AND status = 'pending' \
+                         AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
+                       RETURNING *) \
+                     SELECT ",
+                    work_columns!(),
+                    " FROM d ",
+                    work_joins!()
+                ))
+                .bind(&sorted)
+                .bind(lease_until)
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+                for row in rows {
+                    let work = DeliveryWork::try_from(row)?;
+                    claimed.insert(work.delivery.id, work);
+                }
+                if claimed.len() < sorted.len() {
+                    let rest: Vec<Uuid> = sorted
+                        .iter()
+                        .filter(|id| !claimed.contains_key(id))
+                        .copied()
+                        .collect();
+                    let rows: Vec<(Uuid, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+                        "SELECT id, status, next_attempt_at FROM webhook_deliveries \
+                         WHERE id = ANY($1)",
+                    )
+                    .bind(&rest)
+                    .fetch_all(pool)
+                    .await?;
+                    unclaimed.extend(rows.into_iter().map(|(id, s, at)| (id, (s, at))));
+                }
+            }
+            crate::db::Db::Sqlite(pool) => {
+                // One writer at a time here anyway: one transaction, one commit.
+                let mut tx = pool.begin().await?;
+                for id in ids {
+                    let taken = sqlx::query(
+                        "UPDATE webhook_deliveries \
+                           SET attempts = attempts + 1, next_attempt_at = $2, updated_at = $3 \
+                         WHERE id = $1 AND status = 'pending' \
+                           AND (next_attempt_at IS NULL OR next_attempt_at <= $3)",
+                    )
+                    .bind(DbUuid(*id))
+                    .bind(lease_until)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if taken == 1 {
+                        let row: WorkRow = sqlx::query_as(concat!(
+                            "SELECT ",
+                            work_columns!(),
+                            " FROM webhook_deliveries d ",
+                            work_joins!(),
+                            " WHERE d.id = $1"
+                        ))
+                        .bind(DbUuid(*id))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        claimed.insert(*id, DeliveryWork::try_from(row)?);
+                    } else {
+                        let row: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+                            "SELECT status, next_attempt_at FROM webhook_deliveries WHERE id = $1",
+                        )
+                        .bind(DbUuid(*id))
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(row) = row {
+                            unclaimed.insert(*id, row);
+                        }
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match claimed.remove(id) {
+                Some(work) => Claim::Claimed(Box::new(work)),
+                None => match unclaimed.remove(id) {
+                    Some((status, Some(due))) if status == "pending" => Claim::NotDue(due),
+                    // Finished, gone, or a status this build does not know: nothing to do.
+                    _ => Claim::Finished,
+                },
+            })
+            .collect())
     }
 
-    /// Records how attempt number `attempt` of a delivery ended (only while that is still
-    /// its latest attempt and it is pending); false when it was not.
-    pub async fn record_attempt(
+    /// Records how each attempt ended, in one statement: `(delivery, attempt number,
+    /// outcome)`, each only while that attempt is still its delivery's latest and the
+    /// delivery is pending. The answer (recorded or not) is in the order given.
+    pub async fn record_attempts(
         &self,
-        id: Uuid,
-        attempt: u32,
-        record: &AttemptRecord,
-    ) -> Result<bool, StoreError> {
+        records: &[(Uuid, u32, AttemptRecord)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = crate::now();
-        let (status, next_attempt_at, finished_at) = match record.next {
-            AttemptNext::Succeeded => ("succeeded", None, Some(now)),
-            AttemptNext::RetryAt(at) => ("pending", Some(at), None),
-            AttemptNext::Failed => ("failed", None, Some(now)),
-        };
+        let mut columns = records
+            .iter()
+            .map(|(id, attempt, record)| RecordColumns::new(*id, *attempt, record, now))
+            .collect::<Vec<_>>();
+        // Rows locked in one order by every statement: concurrent batches cannot
+        // deadlock on each other.
+        columns.sort_by_key(|c| c.id);
         let _write = self.store.write_guard().await;
-        let recorded = with_pool!(self.store, |pool| {
-            sqlx::query(
-            "UPDATE webhook_deliveries SET status = $3, next_attempt_at = $4, finished_at = $5, \
-               last_status_code = $6, last_error = $7, last_response = $8, updated_at = $9 \
-             WHERE id = $1 AND attempts = $2 AND status = 'pending'"
-        )
-        .bind(DbUuid(id))
-        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-        .bind(status)
-        .bind(next_attempt_at)
-        .bind(finished_at)
-        .bind(record.status_code.map(i32::from))
-        .bind(record.error.as_deref().map(|e| clip_bytes(e, 2000)))
-        .bind(
-            record
-                .response
-                .as_deref()
-                .map(|r| clip_bytes(r, MAX_KEPT_RESPONSE)),
-        )
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected()
-        });
-        Ok(recorded == 1)
+        // (delivery, attempt) pairs recorded.
+        let recorded: std::collections::HashSet<(Uuid, i32)> = match &self.store.db {
+            crate::db::Db::Postgres(pool) => {
+                let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+                    "UPDATE webhook_deliveries d SET status = v.status, \
+                       next_attempt_at = v.next_attempt_at, finished_at = v.finished_at, \
+                       last_status_code = v.status_code, last_error = v.error, \
+                       last_response = v.response, updated_at = $9 \
+                     FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], \
+                                 $5::timestamptz[], $6::int4[], $7::text[], $8::text[]) \
+                       AS v(id, attempt, status, next_attempt_at, finished_at, status_code, \
+                            error, response) \
+                     WHERE d.id = v.id AND d.attempts = v.attempt AND d.status = 'pending' \
+                     RETURNING d.id, v.attempt",
+                )
+                .bind(columns.iter().map(|c| c.id).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.attempt).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.status).collect::<Vec<_>>())
+                .bind(
+                    columns
+                        .iter()
+                        .map(|c| c.next_attempt_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(columns.iter().map(|c| c.finished_at).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.status_code).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.error).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.response).collect::<Vec<_>>())
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().collect()
+            }
+            crate::db::Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut done = std::collections::HashSet::new();
+                for c in &columns {
+                    let changed = sqlx::query(
+                        "UPDATE webhook_deliveries SET status = $3, next_attempt_at = $4, \
+                           finished_at = $5, last_status_code = $6, last_error = $7, \
+                           last_response = $8, updated_at = $9 \
+                         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+                    )
+                    .bind(DbUuid(c.id))
+                    .bind(c.attempt)
+                    .bind(c.status)
+                    .bind(c.next_attempt_at)
+                    .bind(c.finished_at)
+                    .bind(c.status_code)
+                    .bind(c.error)
+                    .bind(c.response)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed == 1 {
+                        done.insert((c.id, c.attempt));
+                    }
+                }
+                tx.commit().await?;
+                done
+            }
+        };
+        Ok(records
+            .iter()
+            .map(|(id, attempt, _)| {
+                recorded.contains(&(*id, i32::try_from(*attempt).unwrap_or(i32::MAX)))
+            })
+            .collect())
     }
 
     /// Notes a delivery the endpoint accepted: its run of failures ends.
@@ -925,19 +1233,5 @@ impl<'a> WebhookRepo<'a> {
         .await?
         .rows_affected());
         Ok(pruned)
-    }
-
-    /// A batch's jobs counted by status, for its `batch.completed` payload.
-    pub async fn batch_counts(&self, batch_id: Uuid) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows: Vec<(String, i64)> = with_pool!(self.store, |pool| sqlx::query_as(
-            "SELECT status, count(*) FROM generation_jobs WHERE batch_id = $1 GROUP BY status"
-        )
-        .bind(DbUuid(batch_id))
-        .fetch_all(pool)
-        .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
-            .collect())
     }
 }

@@ -3,6 +3,7 @@
 //! simulator behind it.
 
 mod errors;
+mod hooks_and_batches;
 mod retries;
 mod round_trip;
 mod webhooks;

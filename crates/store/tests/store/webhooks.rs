@@ -6,7 +6,7 @@ use byok_core::{
     ProjectUser, ProviderId,
 };
 use byok_store::{
-    AttemptNext, AttemptRecord, CheckRecord, DeliveryStatus, DeliveryTarget, EndpointChange,
+    AttemptNext, AttemptRecord, CheckRecord, Claim, DeliveryStatus, DeliveryTarget, EndpointChange,
     Inserted, Job, NewCredential, NewEndpoint, NewJob, Store, StoreError,
 };
 use serde_json::json;
@@ -252,26 +252,54 @@ async fn attempts_are_claimed_once_recorded_once_and_disabled_endpoints_get_noth
             .unwrap()
             .remove(0);
         assert_eq!(delivery.status, DeliveryStatus::Pending);
-        let lease = chrono::Utc::now() + chrono::Duration::seconds(60);
-        assert!(store.webhooks().claim(delivery.id, 0, lease).await.unwrap());
+        let lease = byok_store::now() + chrono::Duration::seconds(60);
+        let unknown = Uuid::now_v7();
+        let claims = store
+            .webhooks()
+            .claim(&[unknown, delivery.id, delivery.id], lease)
+            .await
+            .unwrap();
+        assert_eq!(claims[0], Claim::Finished, "{}: no such delivery", b.name);
+        let Claim::Claimed(work) = &claims[1] else {
+            panic!(
+                "{}: the pending, due delivery is claimed: {claims:?}",
+                b.name
+            );
+        };
+        assert_eq!(work.delivery.attempts, 1, "the claim counts the attempt");
+        assert_eq!(work.event.event_type, "job.failed");
         assert!(
-            !store.webhooks().claim(delivery.id, 0, lease).await.unwrap(),
+            matches!(&work.target, Some(DeliveryTarget::Endpoint(e)) if e.id == hook),
             "{}",
             b.name
         );
-        let retry_at = chrono::Utc::now() + chrono::Duration::seconds(5);
+        assert!(
+            matches!(claims[2], Claim::Finished | Claim::NotDue(_)),
+            "{}: the same id twice in one batch is claimed once: {claims:?}",
+            b.name
+        );
+        assert_eq!(
+            store.webhooks().claim(&[delivery.id], lease).await.unwrap(),
+            vec![Claim::NotDue(lease)],
+            "{}: an attempt is out until its lease ends",
+            b.name
+        );
+        let retry_at = byok_store::now() + chrono::Duration::seconds(5);
         let failed = AttemptRecord {
             status_code: Some(500),
             error: Some("HTTP 500".into()),
             response: Some("x".repeat(5000)),
             next: AttemptNext::RetryAt(retry_at),
         };
-        assert!(
+        assert_eq!(
             store
                 .webhooks()
-                .record_attempt(delivery.id, 1, &failed)
+                .record_attempts(&[(delivery.id, 1, failed.clone()), (delivery.id, 7, failed)])
                 .await
-                .unwrap()
+                .unwrap(),
+            vec![true, false],
+            "{}: only the delivery's latest attempt is recorded",
+            b.name
         );
         let now = store
             .webhooks()
@@ -288,7 +316,12 @@ async fn attempts_are_claimed_once_recorded_once_and_disabled_endpoints_get_noth
             b.name
         );
         // Not due yet: no second claim.
-        assert!(!store.webhooks().claim(delivery.id, 1, lease).await.unwrap());
+        assert_eq!(
+            store.webhooks().claim(&[delivery.id], lease).await.unwrap(),
+            vec![Claim::NotDue(retry_at)],
+            "{}",
+            b.name
+        );
         // A retry of a pending delivery is refused; of a finished one, allowed.
         assert!(
             store
@@ -399,5 +432,91 @@ async fn endpoints_are_bounded_per_project_and_scoped_to_it() {
         assert_eq!(listed.len(), byok_store::MAX_ENDPOINTS_PER_PROJECT - 1);
         assert!(format!("{:?}", listed[0]).contains("SealedSecrets"));
         assert!(!format!("{:?}", listed[0]).contains("v2:k:sealed"));
+    }
+}
+
+/// Claims made in batches by racing workers (the same ids, at once) give each attempt to
+/// exactly one of them, and every claimed attempt is recorded in one batch.
+#[tokio::test]
+async fn racing_batch_claims_take_each_attempt_once() {
+    for b in backends().await {
+        let store = &b.store;
+        let hook = endpoint(store, &[EventType::JobFailed]).await;
+        let error = ErrorRecord {
+            code: ErrorCode::Internal,
+            message: "x".into(),
+            retryable: false,
+        };
+        for _ in 0..40 {
+            let job = create_job(store, &new_job(Uuid::new_v4(), None)).await;
+            assert!(store.jobs().fail(job.id, &error, 1).await.unwrap());
+        }
+        let ids: Vec<Uuid> = store
+            .webhooks()
+            .deliveries(DEFAULT_PROJECT_ID, hook, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids.len(), 40);
+        let lease = byok_store::now() + chrono::Duration::seconds(60);
+        let mut reversed = ids.clone();
+        reversed.reverse();
+        let repo = store.webhooks();
+        let (a, b_claims, c) = tokio::join!(
+            repo.claim(&ids, lease),
+            repo.claim(&reversed, lease),
+            repo.claim(&ids[..20], lease),
+        );
+        let claimed: Vec<Uuid> = [a.unwrap(), b_claims.unwrap(), c.unwrap()]
+            .into_iter()
+            .flatten()
+            .filter_map(|claim| match claim {
+                Claim::Claimed(work) => Some(work.delivery.id),
+                Claim::NotDue(at) => {
+                    assert_eq!(at, lease, "{}: the loser sees the winner's lease", b.name);
+                    None
+                }
+                Claim::Finished => panic!("{}: every delivery is pending", b.name),
+            })
+            .collect();
+        let mut unique = claimed.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(claimed.len(), 40, "{}: each attempt claimed once", b.name);
+        assert_eq!(unique.len(), 40, "{}", b.name);
+
+        let done = AttemptRecord {
+            status_code: Some(204),
+            error: None,
+            response: None,
+            next: AttemptNext::Succeeded,
+        };
+        let records: Vec<_> = ids.iter().map(|id| (*id, 1, done.clone())).collect();
+        assert_eq!(
+            store.webhooks().record_attempts(&records).await.unwrap(),
+            vec![true; 40],
+            "{}",
+            b.name
+        );
+        let finished = store
+            .webhooks()
+            .deliveries(DEFAULT_PROJECT_ID, hook, None, 100)
+            .await
+            .unwrap();
+        assert!(
+            finished
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Succeeded && d.last_status_code == Some(204)),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            store.webhooks().claim(&ids[..1], lease).await.unwrap(),
+            vec![Claim::Finished],
+            "{}",
+            b.name
+        );
     }
 }
