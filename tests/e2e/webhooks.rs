@@ -5,6 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use byok_client::{
+    ApiErrorCode, BatchRequest, BatchStatus, GenerationRequest, ListJobs, NewWebhookEndpoint,
+    ProviderId,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -117,18 +121,16 @@ fn runway_job(user: Uuid) -> Value {
 }
 
 async fn create_endpoint(d: &Deployment, url: &str, events: &[&str]) -> (String, String) {
-    let response = d
-        .req(Method::POST, "/v1/webhooks")
-        .json(&json!({ "url": url, "events": events }))
-        .send()
+    let made = d
+        .client()
+        .create_webhook(&NewWebhookEndpoint {
+            url: url.to_owned(),
+            events: events.iter().map(|e| e.parse().unwrap()).collect(),
+            description: String::new(),
+        })
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["secret"].as_str().unwrap().to_owned(),
-    )
+    (made.endpoint.id.to_string(), made.secret)
 }
 
 /// The types delivered (answered 2xx) for `subject`, in arrival order.
@@ -400,4 +402,104 @@ async fn a_jobs_own_webhook_url_gets_its_events_signed_with_the_project_secret_e
         "{types:?}"
     );
     assert!(seen.iter().all(|s| s["verified"] == true), "{seen:?}");
+}
+
+/// A batch of 200 with 3 bad jobs is refused whole, naming exactly those 3, and stores
+/// nothing; a valid batch of 200 then runs to the end and its endpoint hears
+/// `batch.completed` exactly once, verified by the official library.
+#[tokio::test]
+async fn a_batch_is_refused_whole_naming_its_bad_jobs_then_completes_with_one_event() {
+    let Some(receiver) = Receiver::start().await else {
+        return;
+    };
+    let Some(d) = Deployment::distributed(options()).await else {
+        return;
+    };
+    let (endpoint, secret) =
+        create_endpoint(&d, &receiver.url("batches"), &["batch.completed"]).await;
+    receiver.secret("batches", &secret);
+    // Four users with a key each, fifty jobs each; and one user with none.
+    let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    for (n, user) in users.iter().enumerate() {
+        d.put_credentials(
+            *user,
+            "runway",
+            json!({ "api_key": format!("sim_batch_key_{n}") }),
+        )
+        .await;
+    }
+    let keyless = Uuid::new_v4();
+    let job = |i: usize| GenerationRequest {
+        prompt: Some(format!("shot {i}")),
+        duration_seconds: Some(5),
+        ..GenerationRequest::new(users[i % users.len()], ProviderId::RUNWAY, "gen4.5")
+    };
+    let mut bad = BatchRequest {
+        jobs: (0..200).map(job).collect(),
+        metadata: json!({ "campaign": "e2e" }),
+    };
+    bad.jobs[17].model = "no-such-model".into();
+    bad.jobs[88].duration_seconds = Some(600);
+    bad.jobs[150] = GenerationRequest {
+        prompt: Some("no key".into()),
+        ..GenerationRequest::new(keyless, ProviderId::RUNWAY, "gen4.5")
+    };
+    let refused = d.client().create_batch(&bad, None).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ApiErrorCode::InvalidRequest),
+        "{refused}"
+    );
+    let items = refused.details()["items"].as_array().unwrap().clone();
+    let indexes: Vec<u64> = items.iter().map(|i| i["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [17, 88, 150], "{items:?}");
+    assert_eq!(items[2]["code"], "credentials_missing", "{items:?}");
+    for user in users.iter().chain([&keyless]) {
+        let page = d
+            .client()
+            .list_jobs(*user, &ListJobs::default())
+            .await
+            .unwrap();
+        assert!(page.jobs.is_empty(), "nothing stored: {page:?}");
+    }
+
+    let good = BatchRequest {
+        jobs: (0..200).map(job).collect(),
+        metadata: json!({ "campaign": "e2e" }),
+    };
+    let created = d.client().create_batch(&good, None).await.unwrap();
+    assert_eq!(created.batch.total, 200);
+    let id = created.batch.id;
+    let done = poll_until(Duration::from_secs(120), async || {
+        let batch = d.client().get_batch(id).await.unwrap();
+        (batch.status == BatchStatus::Completed).then_some(batch)
+    })
+    .await
+    .expect("the batch completes");
+    assert_eq!(done.counts.succeeded, 200, "{done:?}");
+    let seen = receiver
+        .wait(Duration::from_secs(30), |s| {
+            s.iter().any(|r| r["type"] == "batch.completed")
+        })
+        .await;
+    let completed: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r["type"] == "batch.completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "exactly one batch.completed: {seen:?}");
+    assert_eq!(completed[0]["verified"], true);
+    assert_eq!(completed[0]["data"]["id"], id.to_string());
+    assert_eq!(
+        completed[0]["data"],
+        serde_json::to_value(&done).unwrap(),
+        "the batch as GET /v1/batches/{{id}} shows it"
+    );
+    // And the outbox holds exactly one for it.
+    let deliveries = d
+        .client()
+        .webhook_deliveries(endpoint.parse().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deliveries.deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries.deliveries[0].subject_id, Some(id));
 }

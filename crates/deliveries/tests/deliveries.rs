@@ -151,6 +151,16 @@ struct Harness {
 
 impl Harness {
     async fn start(schedule: Vec<Duration>, disable_after: Duration) -> Harness {
+        Harness::start_with(DeliveryOptions {
+            schedule: RetrySchedule::new(schedule),
+            disable_after,
+            allow_private_networks: true,
+            ..DeliveryOptions::default()
+        })
+        .await
+    }
+
+    async fn start_with(options: DeliveryOptions) -> Harness {
         let db = byok_testing::test_sqlite();
         let store = Store::connect(
             &SecretString::from(db.url.clone()),
@@ -171,19 +181,8 @@ impl Harness {
             .unwrap(),
         );
         let relay = Relay::start(store.clone(), Producer::new(Arc::clone(&engine)));
-        let deliverer = Arc::new(
-            Deliverer::new(
-                store.clone(),
-                Arc::clone(&ring),
-                DeliveryOptions {
-                    schedule: RetrySchedule::new(schedule),
-                    disable_after,
-                    allow_private_networks: true,
-                    ..DeliveryOptions::default()
-                },
-            )
-            .unwrap(),
-        );
+        let deliverer =
+            Arc::new(Deliverer::new(store.clone(), Arc::clone(&ring), options).unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(run_deliveries(
             Arc::clone(&engine),
@@ -212,6 +211,11 @@ impl Harness {
 
     /// An endpoint subscribed to `events` at the receiver; the receiver knows its secret.
     async fn endpoint(&self, events: &[EventType]) -> Uuid {
+        self.endpoint_at(&self.receiver.url, events).await
+    }
+
+    /// An endpoint at `url` subscribed to `events`; the receiver knows its secret.
+    async fn endpoint_at(&self, url: &str, events: &[EventType]) -> Uuid {
         let id = Uuid::now_v7();
         let secret = SigningSecret::generate().unwrap();
         let context = WebhookSecretContext {
@@ -227,7 +231,7 @@ impl Harness {
             .create_endpoint(&NewEndpoint {
                 id,
                 project_id: DEFAULT_PROJECT_ID,
-                url: self.receiver.url.clone(),
+                url: url.to_owned(),
                 description: String::new(),
                 events: events.to_vec(),
                 sealed_secret: sealed,
@@ -509,5 +513,56 @@ async fn after_a_rotation_both_secrets_sign_until_the_old_one_expires() {
     let seen = h.wait_seen("a second delivery", |s| s.len() >= 2).await;
     assert_eq!(seen[1].signatures, 1);
     assert!(seen[1].verified);
+    h.stop().await;
+}
+
+/// With private networks not allowed (the production setting), a receiver on plain http,
+/// at a private or metadata address, or at a name that resolves to one, is never
+/// contacted: the attempt fails as refused. (The API refuses such URLs when they are
+/// given; this is the check at sending time, which also covers a name whose address
+/// changed since.)
+#[tokio::test]
+async fn receivers_on_private_networks_are_refused_when_sending() {
+    let h = Harness::start_with(DeliveryOptions {
+        schedule: RetrySchedule::new(Vec::new()),
+        allow_private_networks: false,
+        ..DeliveryOptions::default()
+    })
+    .await;
+    let port = h
+        .receiver
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/hook")
+        .to_owned();
+    let urls = [
+        h.receiver.url.clone(),
+        format!("https://127.0.0.1:{port}/hook"),
+        "https://10.0.0.7/hook".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        format!("https://localhost:{port}/hook"),
+    ];
+    let mut endpoints = Vec::new();
+    for url in &urls {
+        endpoints.push(h.endpoint_at(url, &[EventType::JobSucceeded]).await);
+    }
+    h.succeeded_job().await;
+    for (url, endpoint) in urls.iter().zip(endpoints) {
+        let delivery = byok_testing::poll_until("the attempt is over", async || {
+            let d = h
+                .store
+                .webhooks()
+                .deliveries(DEFAULT_PROJECT_ID, endpoint, None, 10)
+                .await
+                .unwrap()
+                .pop()?;
+            (d.status == DeliveryStatus::Failed).then_some(d)
+        })
+        .await;
+        let error = delivery.last_error.unwrap_or_default();
+        assert!(error.starts_with("refused"), "{url}: {error}");
+        assert_eq!(delivery.last_status_code, None, "{url}");
+    }
+    assert!(h.receiver.seen().is_empty(), "nothing reached the receiver");
     h.stop().await;
 }
