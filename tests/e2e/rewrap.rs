@@ -1,9 +1,10 @@
 //! `byok keys rewrap` moves every stored credential to the primary key,
 //! including the seed's legacy values, without losing or mixing any.
 
+use byok_core::EventType;
 use byok_core::{DEFAULT_PROJECT_ID, ProjectUser, ProviderId};
-use byok_crypto::{KeyRing, SealContext};
-use byok_store::{NewCredential, Store, StoreOptions};
+use byok_crypto::{KeyRing, SealContext, WebhookSecretContext};
+use byok_store::{NewCredential, NewEndpoint, Store, StoreOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
@@ -114,6 +115,56 @@ async fn rewrap_on(url: &str) {
     )
     .await;
 
+    // Webhook secrets: an endpoint's current and previous one under the old key; the
+    // project's job-webhook secret under the new one, its previous under the old.
+    let endpoint = Uuid::now_v7();
+    let endpoint_context = WebhookSecretContext {
+        project_id: DEFAULT_PROJECT_ID,
+        endpoint_id: Some(endpoint),
+    };
+    let project_context = WebhookSecretContext {
+        project_id: DEFAULT_PROJECT_ID,
+        endpoint_id: None,
+    };
+    store
+        .webhooks()
+        .create_endpoint(&NewEndpoint {
+            id: endpoint,
+            project_id: DEFAULT_PROJECT_ID,
+            url: "https://hooks.example.com/byok".into(),
+            description: String::new(),
+            events: vec![EventType::JobSucceeded],
+            sealed_secret: old
+                .seal_webhook_secret(&endpoint_context, b"whsec_first")
+                .unwrap(),
+        })
+        .await
+        .unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::hours(24);
+    store
+        .webhooks()
+        .rotate_endpoint_secret(
+            DEFAULT_PROJECT_ID,
+            endpoint,
+            &old.seal_webhook_secret(&endpoint_context, b"whsec_second")
+                .unwrap(),
+            until,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    for (ring, secret) in [(&old, b"whsec_job_1"), (&new, b"whsec_job_2")] {
+        store
+            .webhooks()
+            .put_project_secret(
+                DEFAULT_PROJECT_ID,
+                &ring.seal_webhook_secret(&project_context, secret).unwrap(),
+                until,
+            )
+            .await
+            .unwrap();
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let keys = format!("2:{NEW},1:{OLD}");
     // The queue is not used by a rewrap, but PostgreSQL settings name one.
@@ -132,9 +183,42 @@ async fn rewrap_on(url: &str) {
     let first = run(dir.path(), &env, &["keys", "rewrap"]).await;
     assert_eq!(first.code, 1, "one row cannot be opened: {}", first.stderr);
     assert_eq!(
-        first.stdout.trim(),
-        "rewrapped 3 of 5 credential(s) under key `2` (1 already current, 1 failed)"
+        first.stdout.lines().collect::<Vec<_>>(),
+        [
+            "rewrapped 3 of 5 credential(s) under key `2` (1 already current, 1 failed)",
+            "rewrapped 3 of 4 webhook secret(s) under key `2` (1 already current, 0 failed)",
+        ]
     );
+    let hook = store
+        .webhooks()
+        .endpoint(DEFAULT_PROJECT_ID, endpoint)
+        .await
+        .unwrap()
+        .unwrap();
+    let previous = hook.secrets.previous.clone().unwrap();
+    for (sealed, plaintext) in [
+        (&hook.secrets.current, "whsec_second"),
+        (&previous, "whsec_first"),
+    ] {
+        assert!(sealed.starts_with("v2:2:"), "{sealed}");
+        let opened = new.open_webhook_secret(&endpoint_context, sealed).unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), plaintext.as_bytes());
+    }
+    let job_secrets = store
+        .webhooks()
+        .project_secret(DEFAULT_PROJECT_ID)
+        .await
+        .unwrap()
+        .unwrap();
+    for (sealed, plaintext) in [
+        (&job_secrets.current, "whsec_job_2"),
+        (job_secrets.previous.as_ref().unwrap(), "whsec_job_1"),
+    ] {
+        assert!(sealed.starts_with("v2:2:"), "{sealed}");
+        let opened = new.open_webhook_secret(&project_context, sealed).unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), plaintext.as_bytes());
+    }
+
     assert!(
         first.stderr.contains(&users[4].to_string()),
         "{}",
@@ -185,8 +269,11 @@ async fn rewrap_on(url: &str) {
 
     let second = run(dir.path(), &env, &["keys", "rewrap"]).await;
     assert_eq!(
-        second.stdout.trim(),
-        "rewrapped 0 of 5 credential(s) under key `2` (4 already current, 1 failed)"
+        second.stdout.lines().collect::<Vec<_>>(),
+        [
+            "rewrapped 0 of 5 credential(s) under key `2` (4 already current, 1 failed)",
+            "rewrapped 0 of 4 webhook secret(s) under key `2` (4 already current, 0 failed)",
+        ]
     );
 
     store
@@ -200,8 +287,8 @@ async fn rewrap_on(url: &str) {
     let third_run = run(dir.path(), &env, &["keys", "rewrap"]).await;
     assert_eq!(third_run.code, 0, "{}", third_run.stderr);
     assert_eq!(
-        third_run.stdout.trim(),
-        "rewrapped 0 of 4 credential(s) under key `2` (4 already current, 0 failed)"
+        third_run.stdout.lines().next(),
+        Some("rewrapped 0 of 4 credential(s) under key `2` (4 already current, 0 failed)")
     );
     store.close().await;
 }

@@ -61,7 +61,8 @@ fn body_error(rejection: &BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             ApiErrorCode::PayloadTooLarge,
-            "the body is larger than this server accepts (api.max_body_bytes)",
+            "the body is larger than this server accepts (api.max_body_bytes; for \
+             POST /v1/batches, api.max_batch_body_bytes)",
         )
     } else {
         ApiError::bad_request("the body could not be read")

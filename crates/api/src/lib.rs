@@ -68,6 +68,8 @@ pub struct ApiParts {
     pub videos: VideoStore,
     /// `api.max_body_bytes`: larger bodies get 413.
     pub max_body_bytes: usize,
+    /// `api.max_batch_body_bytes`: the same for `POST /v1/batches`.
+    pub max_batch_body_bytes: usize,
     /// `api.rate_limit`, `api.auth_failure_limit`, `api.trusted_proxies`.
     pub edge_limits: EdgeLimits,
     /// `api.request_timeout`: a request whose response has not started by then gets
@@ -94,6 +96,7 @@ struct Inner {
     providers: Arc<Registry>,
     engine: Arc<dyn Engine>,
     max_body_bytes: usize,
+    max_batch_body_bytes: usize,
     edge: Arc<limits::Edge>,
     request_timeout: Duration,
     serve_metrics: bool,
@@ -122,6 +125,7 @@ impl AppState {
             fetcher,
             videos,
             max_body_bytes,
+            max_batch_body_bytes,
             edge_limits,
             request_timeout,
             serve_metrics,
@@ -141,6 +145,7 @@ impl AppState {
                 providers,
                 engine,
                 max_body_bytes,
+                max_batch_body_bytes,
                 edge: limits::Edge::start(edge_limits),
                 request_timeout,
                 serve_metrics,
@@ -243,7 +248,12 @@ pub fn app(state: AppState) -> Router {
             "/users/{user_id}/jobs",
             get(scoped!(jobs::list, "list_jobs")),
         )
-        .route("/batches", post(scoped!(batches::create, "create_batch")))
+        // Up to 1,000 jobs: a limit of its own, over the one every other route has.
+        .route(
+            "/batches",
+            post(scoped!(batches::create, "create_batch"))
+                .layer(DefaultBodyLimit::max(state.inner.max_batch_body_bytes)),
+        )
         .route(
             "/batches/{batch_id}",
             get(scoped!(batches::get, "get_batch")),

@@ -130,6 +130,7 @@ impl System {
             fetcher: Arc::clone(&self.fetcher),
             videos: self.videos.clone(),
             max_body_bytes: self.settings.api.max_body_bytes,
+            max_batch_body_bytes: self.settings.api.max_batch_body_bytes,
             edge_limits: EdgeLimits {
                 per_token: self.settings.api.rate_limit,
                 auth_failures: self.settings.api.auth_failure_limit,

@@ -27,6 +27,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("queue.dead_retention", "10000"),
     ("api.listen", "127.0.0.1:8080"),
     ("api.max_body_bytes", "1048576"),
+    ("api.max_batch_body_bytes", "16777216"),
     ("api.rate_limit", "100/s, burst 200"),
     ("api.auth_failure_limit", "10/min, burst 20"),
     ("api.header_read_timeout", "10s"),
@@ -408,6 +409,12 @@ impl Settings {
         if self.api.max_body_bytes < 1024 {
             return Err(ConfigError::new(
                 "api.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.api.max_batch_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "api.max_batch_body_bytes",
                 "must be at least 1024",
             ));
         }

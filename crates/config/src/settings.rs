@@ -101,6 +101,8 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/batches` (up to 1,000 jobs, so larger than one job's).
+    pub max_batch_body_bytes: usize,
     /// Requests per token on `/v1`, per process (`"100/s, burst 200"`; `off`: none).
     #[serde(deserialize_with = "crate::rate::deserialize_optional")]
     pub rate_limit: Option<RequestRate>,

@@ -42,6 +42,7 @@ fn defaults_describe_the_embedded_shape() {
     assert_eq!(s.queue.dead_retention, 10_000);
     assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(s.api.max_body_bytes, 1_048_576);
+    assert_eq!(s.api.max_batch_body_bytes, 16 * 1_048_576);
     assert_eq!(s.worker.concurrency, 256);
     assert_eq!(s.worker.max_attempts, 8);
     assert_eq!(s.worker.job_timeout, Duration::from_secs(1800));

@@ -25,7 +25,7 @@ pub enum ApiErrorCode {
     MethodNotAllowed,
     /// 409: the resource changed, or the request conflicts with its state.
     Conflict,
-    /// 413: the body is larger than `api.max_body_bytes`.
+    /// 413: the body is larger than `api.max_body_bytes` (`api.max_batch_body_bytes` for a batch).
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,

@@ -329,6 +329,21 @@ impl KeyRing {
         let plaintext = self.open_with(context, sealed, true)?;
         self.seal(context, plaintext.expose_secret()).map(Some)
     }
+
+    /// [`KeyRing::reseal`] for a webhook signing secret: re-sealed under the primary key
+    /// when it is under another, `Ok(None)` when it is current (and opens).
+    pub fn reseal_webhook_secret(
+        &self,
+        context: &WebhookSecretContext,
+        sealed: &str,
+    ) -> Result<Option<String>, CryptoError> {
+        let plaintext = self.open_webhook_secret(context, sealed)?;
+        if self.is_current(sealed) {
+            return Ok(None);
+        }
+        self.seal_webhook_secret(context, plaintext.expose_secret())
+            .map(Some)
+    }
 }
 
 fn cipher_from_hex(hex_key: &str) -> Option<Aes256Gcm> {
@@ -405,5 +420,44 @@ mod webhook_secret_tests {
             ring.open_webhook_secret(&project_secret, &sealed_credential)
                 .is_err()
         );
+    }
+
+    /// A rewrap moves a secret to the primary key with its content, leaves a current one
+    /// alone, and refuses one sealed for another endpoint.
+    #[test]
+    fn a_webhook_secret_reseals_under_the_primary_key_once() {
+        let old = ring();
+        let both = KeyRing::parse(&SecretString::from(format!(
+            "k2:{},k1:{}",
+            "22".repeat(32),
+            "11".repeat(32)
+        )))
+        .unwrap();
+        let context = WebhookSecretContext {
+            project_id: Uuid::now_v7(),
+            endpoint_id: None,
+        };
+        let sealed = old.seal_webhook_secret(&context, b"whsec_xyz").unwrap();
+        let resealed = both
+            .reseal_webhook_secret(&context, &sealed)
+            .unwrap()
+            .expect("under an older key");
+        assert!(resealed.starts_with("v2:k2:"), "{resealed}");
+        assert_eq!(
+            both.open_webhook_secret(&context, &resealed)
+                .unwrap()
+                .expose_secret()
+                .as_slice(),
+            b"whsec_xyz"
+        );
+        assert_eq!(
+            both.reseal_webhook_secret(&context, &resealed).unwrap(),
+            None
+        );
+        let elsewhere = WebhookSecretContext {
+            endpoint_id: Some(Uuid::now_v7()),
+            ..context
+        };
+        assert!(both.reseal_webhook_secret(&elsewhere, &sealed).is_err());
     }
 }

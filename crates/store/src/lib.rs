@@ -24,7 +24,7 @@ pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 pub use webhooks::{
     AttemptNext, AttemptRecord, Claim, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
     EndpointChange, MAX_ENDPOINTS_PER_PROJECT, MAX_KEPT_RESPONSE, NewEndpoint, SealedSecrets,
-    StoredEvent, WebhookEndpoint, WebhookRepo,
+    StoredEvent, StoredSecret, WebhookEndpoint, WebhookRepo,
 };
 
 /// The current time at the precision both databases keep (microseconds),

@@ -136,6 +136,30 @@ impl DeliveryStatus {
     }
 }
 
+/// One stored, sealed webhook secret, for re-sealing under a new key (`byok keys
+/// rewrap`). `Debug` leaves the sealed value out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Its project.
+    pub project_id: Uuid,
+    /// Its endpoint; `None` for the project's job-webhook secret.
+    pub endpoint_id: Option<Uuid>,
+    /// The secret a rotation replaced (still signing until it expires), not the current one.
+    pub previous: bool,
+    /// The sealed value.
+    pub sealed: String,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("project_id", &self.project_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One event to one recipient.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -765,6 +789,79 @@ impl<'a> WebhookRepo<'a> {
         .await?;
         });
         Ok(())
+    }
+
+    /// Every stored webhook secret (endpoints' and projects' job-webhook secrets, current
+    /// and previous), for `byok keys rewrap`. There are at most
+    /// [`MAX_ENDPOINTS_PER_PROJECT`] endpoints per project, so this is read in one go.
+    pub async fn sealed_secrets(&self) -> Result<Vec<StoredSecret>, StoreError> {
+        type Row = (DbUuid, Option<DbUuid>, String, Option<String>);
+        let rows: Vec<Row> = with_pool!(self.store, |pool| sqlx::query_as(
+            "SELECT project_id, id, sealed_secret, previous_sealed_secret \
+               FROM webhook_endpoints \
+             UNION ALL \
+             SELECT project_id, NULL, sealed_secret, previous_sealed_secret \
+               FROM webhook_project_secrets \
+             ORDER BY 1, 2"
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut secrets = Vec::with_capacity(rows.len());
+        for (project, endpoint, current, previous) in rows {
+            let (project_id, endpoint_id) = (project.0, endpoint.map(|e| e.0));
+            secrets.push(StoredSecret {
+                project_id,
+                endpoint_id,
+                previous: false,
+                sealed: current,
+            });
+            if let Some(sealed) = previous {
+                secrets.push(StoredSecret {
+                    project_id,
+                    endpoint_id,
+                    previous: true,
+                    sealed,
+                });
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// Replaces `secret`'s sealed value with `resealed`, only if it is still the value
+    /// read (a rotation meanwhile wins); whether it was replaced.
+    pub async fn replace_sealed_secret(
+        &self,
+        secret: &StoredSecret,
+        resealed: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = match (secret.endpoint_id.is_some(), secret.previous) {
+            (true, false) => {
+                "UPDATE webhook_endpoints SET sealed_secret = $3 \
+                 WHERE project_id = $1 AND id = $2 AND sealed_secret = $4"
+            }
+            (true, true) => {
+                "UPDATE webhook_endpoints SET previous_sealed_secret = $3 \
+                 WHERE project_id = $1 AND id = $2 AND previous_sealed_secret = $4"
+            }
+            (false, false) => {
+                "UPDATE webhook_project_secrets SET sealed_secret = $3 \
+                 WHERE project_id = $1 AND $2 IS NULL AND sealed_secret = $4"
+            }
+            (false, true) => {
+                "UPDATE webhook_project_secrets SET previous_sealed_secret = $3 \
+                 WHERE project_id = $1 AND $2 IS NULL AND previous_sealed_secret = $4"
+            }
+        };
+        let _write = self.store.write_guard().await;
+        let replaced = with_pool!(self.store, |pool| sqlx::query(sql)
+            .bind(DbUuid(secret.project_id))
+            .bind(secret.endpoint_id.map(DbUuid))
+            .bind(resealed)
+            .bind(&secret.sealed)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(replaced == 1)
     }
 
     /// Up to `limit` deliveries of the project's endpoint, newest first, older than the

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::{TestApi, apis, error_code, send, sqlite_api};
+use crate::{TestApi, apis, error_code, send, sqlite_api, sqlite_api_with};
 
 const KEY: &str = "key_aaaa0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
 
@@ -400,7 +400,7 @@ async fn a_queue_failure_after_storing_answers_503_with_the_batch() {
         return;
     };
     let url = format!("redis://127.0.0.1:{}", redis.port);
-    let api = crate::sqlite_api_with(|s| s.queue.url = secrecy::SecretString::from(url)).await;
+    let api = sqlite_api_with(|s| s.queue.url = secrecy::SecretString::from(url)).await;
     let user = Uuid::new_v4();
     put_key(&api, user).await;
     drop(redis);
@@ -435,4 +435,50 @@ async fn a_queue_failure_after_storing_answers_503_with_the_batch() {
         (202, Some(&*id.to_string()))
     );
     assert_eq!(rows(&api, "batches").await, 1);
+}
+
+/// A batch has a body limit of its own, above every other route's: a batch of 1,000 jobs
+/// larger than `api.max_body_bytes` is taken, the same padding in one job is a 413, and a
+/// batch over `api.max_batch_body_bytes` is a 413 with nothing stored.
+#[tokio::test]
+async fn a_batch_has_a_body_limit_of_its_own() {
+    let api = sqlite_api_with(|s| {
+        s.api.max_body_bytes = 1024 * 1024;
+        s.api.max_batch_body_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let user = Uuid::new_v4();
+    put_key(&api, user).await;
+    let padded = |pad: usize| {
+        let mut job = job(user, "a lighthouse");
+        job["metadata"] = json!({ "notes": "n".repeat(pad) });
+        job
+    };
+    let jobs: Vec<Value> = (0..1000).map(|_| padded(1300)).collect();
+    let body = json!({ "jobs": jobs });
+    assert!(serde_json::to_vec(&body).unwrap().len() > 1024 * 1024);
+    let (status, batch) = json_of(post_batch(&api, &body, None).await).await;
+    assert_eq!(status, 202, "{batch}");
+    assert_eq!(batch["total"], 1000);
+
+    let (status, one) = send(
+        api.req(Method::POST, "/v1/jobs")
+            .json(&padded(1024 * 1024 + 1)),
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&one)),
+        (413, "payload_too_large"),
+        "{one}"
+    );
+
+    let jobs: Vec<Value> = (0..1000).map(|_| padded(2200)).collect();
+    let (status, refused) = json_of(post_batch(&api, &json!({ "jobs": jobs }), None).await).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (413, "payload_too_large"),
+        "{refused}"
+    );
+    assert_eq!(rows(&api, "batches").await, 1);
+    assert_eq!(rows(&api, "generation_jobs").await, 1000);
 }

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use byok_config::Settings;
-use byok_crypto::SealContext;
-use byok_store::StoredCredential;
+use byok_crypto::{SealContext, WebhookSecretContext};
+use byok_store::{StoredCredential, StoredSecret};
 use secrecy::ExposeSecret as _;
 
 /// Rows read per page during a rewrap.
@@ -23,6 +23,9 @@ pub fn generate() -> anyhow::Result<ExitCode> {
 /// Re-seals every stored credential as `v2` under the primary key: values
 /// under older keys, `v1` values (which name no project) and the seed's
 /// legacy values, which open only here unless `encryption.accept_legacy`.
+/// Then the same for webhook signing secrets (endpoints' and projects'
+/// job-webhook secrets, current and previous), so the old key can leave the
+/// ring without silencing a webhook.
 ///
 /// Online: rows are walked in id order and each is replaced with a
 /// compare-and-set on the sealed value it was read with, so a credential a
@@ -58,8 +61,26 @@ pub async fn rewrap(settings: &Settings) -> anyhow::Result<ExitCode> {
         ring.primary_key_id(),
         failed.len()
     );
+
+    let secrets = store.webhooks().sealed_secrets().await?;
+    let (mut secrets_changed, mut secrets_current, mut secrets_failed) = (0usize, 0usize, 0usize);
+    for secret in &secrets {
+        match rewrap_secret(&ring, &store, secret).await {
+            Ok(true) => secrets_changed += 1,
+            Ok(false) => secrets_current += 1,
+            Err(failure) => {
+                eprintln!("not rewrapped: {failure}");
+                secrets_failed += 1;
+            }
+        }
+    }
+    println!(
+        "rewrapped {secrets_changed} of {} webhook secret(s) under key `{}` ({secrets_current} already current, {secrets_failed} failed)",
+        secrets.len(),
+        ring.primary_key_id(),
+    );
     store.close().await;
-    Ok(if failed.is_empty() {
+    Ok(if failed.is_empty() && secrets_failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -109,4 +130,38 @@ async fn rewrap_row(
         "row {}: kept changing during the rewrap; run it again",
         row.id
     ))
+}
+
+/// `Ok(true)` when the secret was re-sealed, `Ok(false)` when it was current (or replaced
+/// by a rotation meanwhile, which sealed it under the primary key), `Err` with a printable
+/// reason otherwise.
+async fn rewrap_secret(
+    ring: &byok_crypto::KeyRing,
+    store: &byok_store::Store,
+    secret: &StoredSecret,
+) -> Result<bool, String> {
+    let which = match (secret.endpoint_id, secret.previous) {
+        (Some(endpoint), false) => format!("webhook endpoint {endpoint}'s secret"),
+        (Some(endpoint), true) => format!("webhook endpoint {endpoint}'s previous secret"),
+        (None, false) => format!("project {}'s job-webhook secret", secret.project_id),
+        (None, true) => format!(
+            "project {}'s previous job-webhook secret",
+            secret.project_id
+        ),
+    };
+    let context = WebhookSecretContext {
+        project_id: secret.project_id,
+        endpoint_id: secret.endpoint_id,
+    };
+    let resealed = ring
+        .reseal_webhook_secret(&context, &secret.sealed)
+        .map_err(|e| format!("{which}: {e}"))?;
+    let Some(resealed) = resealed else {
+        return Ok(false);
+    };
+    store
+        .webhooks()
+        .replace_sealed_secret(secret, &resealed)
+        .await
+        .map_err(|e| format!("{which}: {e}"))
 }
