@@ -1,9 +1,9 @@
 //! The body of a delivery: `{"type", "timestamp", "data"}`, `data` being what the event
 //! is about as the API shows it.
 
-use byok_core::{BatchView, EventType, JobView};
+use byok_core::{BatchView, EventType, JobView, WebhookPayload};
 use byok_store::{Job, Store, StoreError, StoredEvent};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The JSON body of `event`. Job events render the job as it was at the event (its stored
 /// row) the way `GET /v1/jobs/{id}` renders a job; `batch.completed` reads the batch and
@@ -36,11 +36,11 @@ pub async fn render(store: &Store, event: &StoredEvent) -> Result<Vec<u8>, Store
         }
         _ => event.data.clone().unwrap_or(Value::Null),
     };
-    let body = json!({
-        "type": kind.as_str(),
-        "timestamp": event.occurred_at,
-        "data": data,
-    });
+    let body = WebhookPayload {
+        event_type: kind,
+        timestamp: event.occurred_at,
+        data,
+    };
     serde_json::to_vec(&body).map_err(|_| StoreError::Malformed("webhook_events.data"))
 }
 
@@ -49,6 +49,7 @@ mod tests {
     use byok_core::{BatchStatus, DEFAULT_PROJECT_ID, GenerationRequest, ProviderId};
     use byok_store::{BatchInserted, NewBatch, NewEndpoint, NewJob, StoreOptions};
     use secrecy::SecretString;
+    use serde_json::json;
     use uuid::Uuid;
 
     use super::*;
