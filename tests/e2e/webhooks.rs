@@ -9,7 +9,6 @@ use byok_client::{
     ApiErrorCode, BatchRequest, BatchStatus, GenerationRequest, ListJobs, NewWebhookEndpoint,
     ProviderId,
 };
-use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -297,22 +296,16 @@ async fn deliveries_reach_a_verifying_receiver_in_order_through_an_outage_a_dead
     // 410 Gone disables the endpoint.
     receiver.mode("main", "gone");
     d.enqueue(runway_job(user)).await;
+    let endpoint: Uuid = endpoint.parse().unwrap();
     let disabled = poll_until(Duration::from_secs(60), async || {
-        let endpoint: Value = d
-            .req(Method::GET, &format!("/v1/webhooks/{endpoint}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (endpoint["enabled"] == false).then_some(endpoint)
+        let endpoint = d.client().get_webhook(endpoint).await.unwrap();
+        (!endpoint.enabled).then_some(endpoint)
     })
     .await
     .expect("the endpoint was disabled");
     assert_eq!(
-        disabled["disabled_reason"],
-        "the receiver answered 410 Gone"
+        disabled.disabled_reason.as_deref(),
+        Some("the receiver answered 410 Gone")
     );
 }
 
@@ -370,14 +363,8 @@ async fn a_jobs_own_webhook_url_gets_its_events_signed_with_the_project_secret_e
         return;
     };
     let d = Deployment::embedded(options()).await;
-    let response = d
-        .req(Method::POST, "/v1/webhooks/job-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let secret: Value = response.json().await.unwrap();
-    receiver.secret("job", secret["secret"].as_str().unwrap());
+    let secret = d.client().rotate_job_webhook_secret().await.unwrap();
+    receiver.secret("job", &secret.secret);
     let user = Uuid::new_v4();
     d.put_credentials(user, "runway", json!({ "api_key": "sim_webhooks_job_01" }))
         .await;
