@@ -128,6 +128,11 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub retirement: Option<Retirement>,
+    /// Its list prices, with their source and date; absent when not known (the cost of
+    /// its jobs is then unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub pricing: Option<crate::Pricing>,
     /// How the adapter addresses the model on the wire beyond its id (fal's app and input
     /// field names, Replicate's model path or version, which Google API serves it): data
     /// each adapter reads and checks when the registry is built. Not part of listings.
@@ -291,12 +296,32 @@ impl Catalogue {
                     return fail("a format allows a duration the model does not");
                 }
             }
+            if let Some(pricing) = &m.pricing {
+                let resolutions: Vec<&str> = m
+                    .formats
+                    .iter()
+                    .filter_map(|f| f.resolution.as_deref())
+                    .collect();
+                pricing.check(&resolutions).or_else(|why| fail(&why))?;
+            }
         }
         Ok(())
     }
 }
 
 impl ModelSpec {
+    /// The list price of `request` (checked against this model): its length (the
+    /// default when it names none) at its resolution. `None` when the model has no
+    /// prices, or they depend on a length or resolution the request does not fix.
+    pub fn estimate(&self, request: &ValidatedRequest) -> Option<crate::Usd> {
+        let seconds = request.duration_seconds.or(self.default_duration);
+        let resolution = request
+            .format
+            .as_ref()
+            .and_then(|f| f.resolution.as_deref());
+        self.pricing.as_ref()?.estimate(seconds, resolution)
+    }
+
     /// Checks `request` against this model (see [`Catalogue::validate`]). A retired
     /// model refuses every request with an error carrying its [`Retirement`].
     pub fn validate(
@@ -553,7 +578,7 @@ fn truncate(value: &str) -> String {
 }
 
 /// `YYYY-MM-DD` with a plausible month and day.
-fn is_iso_date(s: &str) -> bool {
+pub(crate) fn is_iso_date(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if b.len() != 10

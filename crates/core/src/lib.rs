@@ -12,6 +12,7 @@ mod job_status;
 mod job_view;
 #[cfg(all(test, feature = "openapi"))]
 mod openapi_tests;
+mod pricing;
 mod project_api;
 mod provider_api;
 mod provider_id;
@@ -40,6 +41,7 @@ pub use job_page::JobPage;
 pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
 pub use job_view::{JobResultView, JobView};
+pub use pricing::{Pricing, SecondRate, Usd};
 pub use project_api::{ProjectList, ProjectView};
 pub use provider_api::{Capabilities, CredentialField, ProviderInfo, ProviderList};
 pub use provider_id::{

@@ -94,4 +94,45 @@ mod tests {
             assert!(!catalogue.models.is_empty());
         }
     }
+
+    /// A priced model's estimate follows the request's length; an unpriced model's cost
+    /// is unknown.
+    #[test]
+    fn priced_models_estimate_their_requests() {
+        use byok_core::{GenerationRequest, Usd};
+        let fal = crate::registry::PROVIDERS
+            .iter()
+            .find(|s| s.id == ProviderId::FAL)
+            .unwrap();
+        let catalogue = parse_built_in(fal).unwrap();
+        let user = uuid::Uuid::nil();
+        let estimate = |model: &str, seconds: Option<u32>| {
+            let request = GenerationRequest {
+                prompt: Some("a lighthouse".into()),
+                image_url: Some("https://example.com/first.png".into()),
+                duration_seconds: seconds,
+                ..GenerationRequest::new(user, ProviderId::FAL, model)
+            };
+            let spec = catalogue.model(model).unwrap();
+            spec.estimate(&spec.validate(&request).unwrap())
+        };
+        assert_eq!(
+            estimate("kling-v2.1-master", Some(10)),
+            Some(Usd::from_micros(2_800_000))
+        );
+        assert_eq!(
+            estimate("kling-v2.1-master", None),
+            Some(Usd::from_micros(1_400_000)),
+            "the default length, 5 s"
+        );
+        assert_eq!(
+            estimate("hailuo-02-standard", Some(6)),
+            Some(Usd::from_micros(270_000))
+        );
+        assert_eq!(
+            estimate("luma-ray-2-flash", Some(5)),
+            None,
+            "no prices known"
+        );
+    }
 }
