@@ -104,6 +104,7 @@ pub fn registry(settings: &Settings, images: &ImageWork) -> Result<Registry, App
             rate_limits: p.rate_limit,
             poll_interval: p.poll_interval,
             models: p.models.clone().map(|models| Catalogue { models }),
+            prices: p.prices.clone(),
             max_requests_per_second: p.max_requests_per_second,
         };
         match options.provider_mut(id) {
@@ -135,6 +136,9 @@ pub fn registry(settings: &Settings, images: &ImageWork) -> Result<Registry, App
             slot.models = Some(Catalogue {
                 models: models.clone(),
             });
+        }
+        if !given.prices.is_empty() {
+            slot.prices = given.prices.clone();
         }
         if given.max_requests_per_second.is_some() {
             slot.max_requests_per_second = given.max_requests_per_second;

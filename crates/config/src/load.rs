@@ -479,6 +479,7 @@ impl Settings {
                 p.max_requests_per_second,
                 p.models.as_ref(),
             )?;
+            check_prices(&format!("providers.{id}.prices"), &p.prices)?;
         }
         for (id, p) in &self.providers.declared {
             check_provider(
@@ -489,9 +490,26 @@ impl Settings {
                 p.max_requests_per_second,
                 p.models.as_ref(),
             )?;
+            check_prices(&format!("providers.{id}.prices"), &p.prices)?;
         }
         Ok(())
     }
+}
+
+/// The rules of `[[providers.<id>.prices]]` that need no catalogue (whether each model
+/// exists and makes the resolutions named is checked when the registry is built).
+fn check_prices(setting: &str, prices: &[byok_core::ModelPrice]) -> Result<(), ConfigError> {
+    for (i, price) in prices.iter().enumerate() {
+        let refuse = |why: String| ConfigError::new(setting, format!("`{}`: {why}", price.model));
+        if price.model.is_empty() {
+            return Err(ConfigError::new(setting, "an entry names no model"));
+        }
+        if prices[..i].iter().any(|p| p.model == price.model) {
+            return Err(refuse("priced twice".to_owned()));
+        }
+        price.pricing.check_own().map_err(refuse)?;
+    }
+    Ok(())
 }
 
 /// The rules of `providers.<id>.*`, for the settings given.

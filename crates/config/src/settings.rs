@@ -325,6 +325,9 @@ pub struct DeclaredProviderSettings {
     pub models: Option<Vec<byok_core::ModelSpec>>,
     /// As for a built-in provider.
     #[serde(default)]
+    pub prices: Vec<byok_core::ModelPrice>,
+    /// As for a built-in provider.
+    #[serde(default)]
     pub max_requests_per_second: Option<f64>,
 }
 
@@ -344,6 +347,10 @@ pub struct ProviderSettings {
     /// releases ship.
     #[serde(default)]
     pub models: Option<Vec<byok_core::ModelSpec>>,
+    /// Replace the catalogue's prices of the models they name (`[[providers.<id>.prices]]`:
+    /// `model`, `per_second`, `per_video`, `source`, `as_of`).
+    #[serde(default)]
+    pub prices: Vec<byok_core::ModelPrice>,
     /// Veo only: token endpoints a service account's `token_uri` may name besides
     /// Google's (`https://oauth2.googleapis.com/token`). A list, or one comma-separated
     /// string (the environment's form).

@@ -456,6 +456,55 @@ fn a_provider_catalogue_can_be_replaced_in_the_file() {
 }
 
 #[test]
+fn model_prices_are_read_from_the_file_and_checked() {
+    let (_dir, path) = file(
+        r#"
+        [[providers.runway.prices]]
+        model = "gen4.5"
+        per_second = [{ resolution = "720p", usd = 0.12 }]
+        source = "https://example.com/our-contract"
+        as_of = "2026-12-01"
+        "#,
+    );
+    let s = load_from(Some(&path), &env(&[])).unwrap();
+    let prices = &s.providers.get(ProviderId::RUNWAY).unwrap().prices;
+    assert_eq!(prices.len(), 1);
+    assert_eq!(prices[0].model, "gen4.5", "a dotted model id stays whole");
+    assert_eq!(
+        prices[0].pricing.per_second[0].usd,
+        byok_core::Usd::from_micros(120_000)
+    );
+
+    for (body, why) in [
+        (
+            r#"per_second = [{ usd = -1 }]
+               source = "https://example.com/p"
+               as_of = "2026-12-01""#,
+            "negative",
+        ),
+        (
+            r#"per_second = [{ usd = 0.1 }]
+               source = "our contract"
+               as_of = "2026-12-01""#,
+            "URL",
+        ),
+        (
+            r#"per_second = [{ usd = "lots" }]
+               source = "https://example.com/p"
+               as_of = "2026-12-01""#,
+            "dollars",
+        ),
+    ] {
+        let (_dir, path) = file(&format!(
+            "[[providers.runway.prices]]\nmodel = \"gen4.5\"\n{body}\n"
+        ));
+        let err = load_from(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.setting.starts_with("providers.runway"), "{err}");
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+}
+
+#[test]
 fn veo_token_endpoints_are_allowed_by_list_or_comma_separated_string() {
     let s = load_from(
         None,

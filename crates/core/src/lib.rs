@@ -41,7 +41,7 @@ pub use job_page::JobPage;
 pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
 pub use job_view::{JobResultView, JobView};
-pub use pricing::{Pricing, SecondRate, Usd};
+pub use pricing::{ModelPrice, Pricing, SecondRate, Usd};
 pub use project_api::{ProjectList, ProjectView};
 pub use provider_api::{Capabilities, CredentialField, ProviderInfo, ProviderList};
 pub use provider_id::{

@@ -170,6 +170,19 @@ pub struct Pricing {
     pub as_of: String,
 }
 
+/// One model's prices set by configuration (`[[providers.<id>.prices]]`): they replace the
+/// catalogue's for that model (an operator's negotiated prices, or a price change that
+/// came before a release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// The model's id in the provider's catalogue.
+    pub model: String,
+    /// Its prices.
+    #[serde(flatten)]
+    pub pricing: Pricing,
+}
+
 /// A price per second of output, at one resolution or at any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -184,9 +197,26 @@ pub struct SecondRate {
 }
 
 impl Pricing {
-    /// Checks the prices against the model's formats: a source URL and a date, at least
-    /// one price, none negative, each resolution one the model makes and named once.
+    /// Checks the prices against the model's formats: [`Pricing::check_own`], and each
+    /// resolution one the model makes.
     pub fn check(&self, resolutions: &[&str]) -> Result<(), String> {
+        self.check_own()?;
+        for rate in &self.per_second {
+            if let Some(r) = rate.resolution.as_deref()
+                && !resolutions.contains(&r)
+            {
+                return Err(format!(
+                    "pricing.per_second names resolution `{r}`, which the model does not make"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the prices on their own: a source URL and a date, at least one price, none
+    /// negative, no resolution named twice, and not both one rate for every resolution
+    /// and rates for some.
+    pub fn check_own(&self) -> Result<(), String> {
         if !(self.source.starts_with("https://") || self.source.starts_with("http://")) {
             return Err("pricing.source must be the URL of the price page".into());
         }
@@ -207,13 +237,6 @@ impl Pricing {
                 return Err("pricing.per_second names a resolution twice".into());
             }
             seen.push(resolution);
-            if let Some(r) = resolution
-                && !resolutions.contains(&r)
-            {
-                return Err(format!(
-                    "pricing.per_second names resolution `{r}`, which the model does not make"
-                ));
-            }
         }
         if seen.contains(&None) && seen.len() > 1 {
             return Err(

@@ -1,7 +1,7 @@
 //! Each provider's models, as data: `catalogue/<provider>.toml`, embedded in the
 //! binary, replaced by `providers.<id>.models` when configured.
 
-use byok_core::{Catalogue, Mode, ProviderId};
+use byok_core::{Catalogue, Mode, ModelPrice, ProviderId};
 use serde::Serialize;
 
 use crate::registry::{ProviderSpec, RegistryError};
@@ -12,6 +12,29 @@ pub(crate) fn parse_built_in(spec: &ProviderSpec) -> Result<Catalogue, RegistryE
         provider: spec.id,
         reason: format!("the built-in catalogue does not parse: {e}"),
     })
+}
+
+/// Replaces the prices of the models `prices` names (`[[providers.<id>.prices]]`); a model
+/// the catalogue lacks, or named twice, is a configuration error. The prices themselves are
+/// checked with the rest of the catalogue.
+pub(crate) fn set_prices(
+    provider: ProviderId,
+    catalogue: &mut Catalogue,
+    prices: &[ModelPrice],
+) -> Result<(), RegistryError> {
+    for (i, price) in prices.iter().enumerate() {
+        let refuse = |reason: String| RegistryError::BadPrices { provider, reason };
+        if prices[..i].iter().any(|p| p.model == price.model) {
+            return Err(refuse(format!("model `{}` is priced twice", price.model)));
+        }
+        let model = catalogue
+            .models
+            .iter_mut()
+            .find(|m| m.id == price.model)
+            .ok_or_else(|| refuse(format!("the catalogue has no model `{}`", price.model)))?;
+        model.pricing = Some(price.pricing.clone());
+    }
+    Ok(())
 }
 
 /// `catalogue` (configured, built in or defined) once checked for coherence.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{Catalogue, ProviderId, RateLimits};
+use byok_core::{Catalogue, ModelPrice, ProviderId, RateLimits};
 use url::Url;
 
 use crate::RegistryError;
@@ -27,6 +27,8 @@ pub struct ProviderOptions {
     pub poll_interval: Duration,
     /// `providers.<id>.models`: replaces the built-in catalogue when set.
     pub models: Option<Catalogue>,
+    /// `[[providers.<id>.prices]]`: replace the catalogue's prices of the models they name.
+    pub prices: Vec<ModelPrice>,
     /// `providers.<id>.max_requests_per_second`: every request to the provider waits
     /// for its turn at this pace; `None`: not paced.
     pub max_requests_per_second: Option<f64>,
@@ -42,6 +44,7 @@ impl ProviderOptions {
             rate_limits: defaults.rate_limits,
             poll_interval: defaults.poll_interval,
             models: None,
+            prices: Vec::new(),
             max_requests_per_second: None,
         })
     }
@@ -54,6 +57,7 @@ impl ProviderOptions {
             rate_limits: definition.rate_limit.into(),
             poll_interval: Duration::from_secs(definition.poll_interval_secs),
             models: None,
+            prices: Vec::new(),
             max_requests_per_second: None,
         }
     }

@@ -121,10 +121,11 @@ impl<'a> Setup<'a> {
         let options = registry
             .provider(id)
             .ok_or(RegistryError::NotConfigured { provider: id })?;
-        let catalogue = match &options.models {
+        let mut catalogue = match &options.models {
             Some(configured) => configured.clone(),
             None => built_in()?,
         };
+        crate::catalogue::set_prices(id, &mut catalogue, &options.prices)?;
         let catalogue = crate::catalogue::check(id, catalogue)?;
         let descriptor = ProviderDescriptor {
             id,
@@ -177,6 +178,14 @@ pub enum RegistryError {
         /// Whose catalogue.
         provider: ProviderId,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// `providers.<id>.prices` names a model the catalogue lacks, or one twice.
+    #[error("providers.{provider}.prices: {reason}")]
+    BadPrices {
+        /// Whose prices.
+        provider: ProviderId,
+        /// What is wrong with them.
         reason: String,
     },
     /// A provider's `rate_limit.*` could never grant a submit.

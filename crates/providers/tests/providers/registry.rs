@@ -158,6 +158,70 @@ fn every_provider_is_present_in_order_with_its_descriptor() {
     }
 }
 
+/// `[[providers.<id>.prices]]` replace a model's prices (the listing carries them and the
+/// estimate uses them); naming a model the catalogue lacks, naming one twice, or a
+/// resolution the model does not make stops the registry naming the setting.
+#[test]
+fn configured_prices_replace_a_models_prices() {
+    let price = |model: &str, per_second: Value| -> byok_core::ModelPrice {
+        serde_json::from_value(json!({
+            "model": model, "per_second": per_second,
+            "source": "https://example.com/contract", "as_of": "2026-12-01",
+        }))
+        .unwrap()
+    };
+    let mut options = RegistryOptions::defaults();
+    options.provider_mut(ProviderId::RUNWAY).unwrap().prices =
+        vec![price("gen4_turbo", json!([{ "usd": 0.05 }]))];
+    let registry = Registry::new(&options).unwrap();
+    let runway = registry.get(ProviderId::RUNWAY).unwrap();
+    let model = runway.catalogue().model("gen4_turbo").unwrap();
+    let pricing = model.pricing.as_ref().expect("priced by configuration");
+    assert_eq!(pricing.source, "https://example.com/contract");
+    assert_eq!(
+        pricing.estimate(Some(10), None),
+        Some(byok_core::Usd::from_micros(500_000))
+    );
+    let listed = runway
+        .descriptor()
+        .models
+        .iter()
+        .find(|m| m.id == "gen4_turbo")
+        .unwrap();
+    assert_eq!(
+        listed.pricing.as_ref(),
+        Some(pricing),
+        "the listing shows it"
+    );
+
+    for (prices, why) in [
+        (
+            vec![price("gen9", json!([{ "usd": 1 }]))],
+            "no model `gen9`",
+        ),
+        (
+            vec![
+                price("gen4_turbo", json!([{ "usd": 1 }])),
+                price("gen4_turbo", json!([{ "usd": 2 }])),
+            ],
+            "priced twice",
+        ),
+        (
+            vec![price(
+                "gen4_turbo",
+                json!([{ "resolution": "8k", "usd": 1 }]),
+            )],
+            "does not make",
+        ),
+    ] {
+        let mut options = RegistryOptions::defaults();
+        options.provider_mut(ProviderId::RUNWAY).unwrap().prices = prices;
+        let err = Registry::new(&options).unwrap_err().to_string();
+        assert!(err.starts_with("providers.runway."), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
+
 #[test]
 fn bad_base_urls_name_the_provider() {
     for (id, bad) in [
