@@ -114,6 +114,7 @@ async fn stored_job(store: &Store) -> Uuid {
         created_by_token: None,
         batch_id: None,
         idempotency: None,
+        usage: Default::default(),
     };
     match store.jobs().insert(&new).await.unwrap() {
         Inserted::Created(job) => job.id,

@@ -17,7 +17,7 @@ use byok_core::{
     BatchJobPage, BatchRequest, BatchView, ErrorCode, GenerationRequest, JobItem, JobStatus,
     JobView, MAX_BATCH_JOBS,
 };
-use byok_store::{Batch, BatchInserted, Idempotency, NewBatch, NewJob};
+use byok_store::{Batch, BatchInserted, Idempotency, NewBatch, NewJob, UsagePlan};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -124,7 +124,7 @@ pub(crate) async fn create(
     // Every job is checked, and every bad one listed, before anything is written.
     let total = jobs.len();
     let mut passed = Passed::default();
-    let mut requests: Vec<GenerationRequest> = Vec::with_capacity(total);
+    let mut requests: Vec<(GenerationRequest, UsagePlan)> = Vec::with_capacity(total);
     let mut canonical: Vec<Value> = Vec::with_capacity(total);
     let mut bad: Vec<Value> = Vec::new();
     for (index, item) in jobs.into_iter().enumerate() {
@@ -142,12 +142,12 @@ pub(crate) async fn create(
             }
             Ok(request) => check_job(&state, &caller, &request, &mut passed)
                 .await
-                .map(|value| (request, value)),
+                .map(|checked| (request, checked)),
         };
         match checked {
-            Ok((request, value)) => {
-                requests.push(request);
-                canonical.push(value);
+            Ok((request, checked)) => {
+                requests.push((request, checked.usage));
+                canonical.push(checked.canonical);
             }
             // A problem of this job: listed with the others.
             Err(e) if e.code().status() == StatusCode::UNPROCESSABLE_ENTITY => {
@@ -193,7 +193,7 @@ pub(crate) async fn create(
         metadata,
         jobs: requests
             .into_iter()
-            .map(|request| NewJob {
+            .map(|(request, usage)| NewJob {
                 project_id: caller.project_id(),
                 user_id: request.user_id,
                 provider: request.provider,
@@ -203,6 +203,7 @@ pub(crate) async fn create(
                 idempotency: None,
                 batch_id: None,
                 request,
+                usage,
             })
             .collect(),
     };

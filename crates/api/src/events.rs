@@ -751,6 +751,7 @@ mod tests {
             created_by_token: None,
             batch_id: None,
             idempotency: None,
+            usage: Default::default(),
         };
         let Inserted::Created(job) = store.jobs().insert(&new).await.unwrap() else {
             panic!("a new job");

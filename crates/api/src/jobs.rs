@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use byok_core::{GenerationRequest, JobItem, JobPage, JobStatus, JobView, ProjectUser, ProviderId};
 use byok_providers::{FetchError, ImageFetcher};
 use byok_queue::Producer;
-use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob};
+use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, UsagePlan};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -91,7 +91,8 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let setup = state.jobs();
     let idempotency_key = idempotency_key(&headers)?;
-    let canonical = check_job(&state, &caller, &request, &mut Passed::default()).await?;
+    let Checked { canonical, usage } =
+        check_job(&state, &caller, &request, &mut Passed::default()).await?;
     let provider = request.provider;
 
     let new = NewJob {
@@ -110,6 +111,7 @@ pub(crate) async fn create(
             request_sha256: Sha256::digest(canonical.to_string().as_bytes()).into(),
         }),
         request,
+        usage,
     };
     let inserted = state.job_inserts().insert(new).await;
     let job = match inserted {
@@ -175,17 +177,25 @@ pub(crate) struct Passed {
     keys: HashSet<(Uuid, ProviderId)>,
 }
 
+/// A job request that passed [`check_job`].
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The request's canonical JSON (what its idempotency fingerprint is taken of).
+    pub(crate) canonical: Value,
+    /// Its length, resolution and list price, from the model's catalogue entry.
+    pub(crate) usage: UsagePlan,
+}
+
 /// The checks of one job request before anything is written (`POST /v1/jobs`, and each job
 /// of `POST /v1/batches`), in this order: no U+0000 anywhere; the provider and the model's
 /// catalogue; `image_url` against the fetch policy; a `webhook_url`'s receiver and the
-/// project's job-webhook secret; the user's stored, valid key for the provider. Returns the
-/// request's canonical JSON (what its idempotency fingerprint is taken of).
+/// project's job-webhook secret; the user's stored, valid key for the provider.
 pub(crate) async fn check_job(
     state: &AppState,
     caller: &Caller,
     request: &GenerationRequest,
     passed: &mut Passed,
-) -> Result<Value, ApiError> {
+) -> Result<Checked, ApiError> {
     let canonical = serde_json::to_value(request).map_err(|e| ApiError::internal(&e))?;
     refuse_nul(&canonical)?;
     let provider = request.provider;
@@ -229,7 +239,17 @@ pub(crate) async fn check_job(
         require_usable_key(state, caller.user(request.user_id), provider).await?;
         passed.keys.insert(key);
     }
-    Ok(canonical)
+    // The model is the catalogue's (validate found it); priced here, once, so that what the
+    // job costs does not change with a later price change.
+    let model = adapter.catalogue().model(&validated.model);
+    let usage = UsagePlan {
+        video_seconds: validated
+            .duration_seconds
+            .or(model.and_then(|m| m.default_duration)),
+        resolution: validated.format.as_ref().and_then(|f| f.resolution.clone()),
+        estimated_cost: model.and_then(|m| m.estimate(&validated)),
+    };
+    Ok(Checked { canonical, usage })
 }
 
 fn accepted(job: Job) -> Response {

@@ -72,6 +72,7 @@ async fn enqueue(
                     created_by_token: None,
                     batch_id: None,
                     idempotency: None,
+                    usage: Default::default(),
                 };
                 let Inserted::Created(job) = store.jobs().insert(&new).await? else {
                     anyhow::bail!("no idempotency key, yet not created");

@@ -125,6 +125,7 @@ async fn failed_jobs(store: &Store, n: usize) -> anyhow::Result<()> {
                     created_by_token: None,
                     idempotency: None,
                     batch_id: None,
+                    usage: Default::default(),
                 }
             })
             .collect();

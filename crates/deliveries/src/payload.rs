@@ -94,6 +94,7 @@ mod tests {
                 created_by_token: None,
                 idempotency: None,
                 batch_id: None,
+                usage: Default::default(),
             }],
         };
         let BatchInserted::Created(batch, jobs) = store.batches().create(new).await.unwrap() else {

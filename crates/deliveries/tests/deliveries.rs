@@ -125,6 +125,7 @@ async fn succeeded_job_in(store: &Store) -> Uuid {
         created_by_token: None,
         batch_id: None,
         idempotency: None,
+        usage: Default::default(),
     };
     let Inserted::Created(job) = store.jobs().insert(&new).await.unwrap() else {
         panic!("a new job");

@@ -21,6 +21,7 @@ use crate::jobs::JobRepo;
 use crate::outbox::OutboxFeed;
 use crate::projects::ProjectRepo;
 use crate::tokens::TokenRepo;
+use crate::usage::UsageRepo;
 use crate::webhooks::WebhookRepo;
 
 /// The migrations of `/migrations`, embedded by `build.rs`.
@@ -329,6 +330,11 @@ impl Store {
     /// Webhook endpoints, secrets and deliveries.
     pub fn webhooks(&self) -> WebhookRepo<'_> {
         WebhookRepo::new(self)
+    }
+
+    /// What ended jobs made and cost.
+    pub fn usage(&self) -> UsageRepo<'_> {
+        UsageRepo::new(self)
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -57,8 +57,10 @@ macro_rules! insert_job_sql {
     () => {
         "INSERT INTO generation_jobs \
            (id, project_id, user_id, provider, model, status, attempts, request, metadata, \
-            created_by_token, idempotency_key, request_sha256, created_at, updated_at, batch_id) \
-         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10, $12) \
+            created_by_token, idempotency_key, request_sha256, created_at, updated_at, batch_id, \
+            video_seconds, resolution, estimated_cost_micros) \
+         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10, $12, \
+                 $13, $14, $15) \
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
     };
@@ -195,7 +197,9 @@ macro_rules! event_transition {
     (@pg_history false, $msg_param:literal) => { "" };
     (@pg_bind_message true, $query:expr, $message:expr) => { $query.bind($message) };
     (@pg_bind_message false, $query:expr, $message:expr) => {{ let _ = $message; $query }};
-    (@pg_batch true) => { $crate::outbox::pg_batch_completion_ctes!() };
+    (@pg_batch true) => {
+        concat!($crate::outbox::pg_batch_completion_ctes!(), $crate::outbox::pg_usage_cte!())
+    };
     (@pg_batch false) => { "" };
     (@pg_deliveries true) => { "ARRAY(SELECT id FROM dl UNION ALL SELECT id FROM bdl)" };
     (@pg_deliveries false) => { "ARRAY(SELECT id FROM dl)" };
@@ -510,6 +514,21 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
     /// The batch it belongs to (set by `BatchRepo::create`, which stores the batch with it).
     pub batch_id: Option<Uuid>,
+    /// Its length, resolution and list price, as the API found them at enqueue.
+    pub usage: UsagePlan,
+}
+
+/// What a job will make and cost, fixed at enqueue from the model's catalogue entry; its
+/// usage row when it ends is written from these (docs/usage.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsagePlan {
+    /// Seconds of video asked for (the model's default when the request names none);
+    /// `None` when the model's length is not selectable.
+    pub video_seconds: Option<u32>,
+    /// The resolution asked for, when the model has one.
+    pub resolution: Option<String>,
+    /// The list price; `None`: the model has no known prices.
+    pub estimated_cost: Option<byok_core::Usd>,
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -1088,6 +1107,7 @@ impl<'a> JobRepo<'a> {
                        SELECT id, updated_at, status, $1 FROM changed)",
                     crate::outbox::pg_job_event_ctes!("job.cancelled", "TRUE"),
                     crate::outbox::pg_batch_completion_ctes!(),
+                    crate::outbox::pg_usage_cte!(),
                     " SELECT ",
                     job_columns!(),
                     ", ARRAY(SELECT id FROM dl UNION ALL SELECT id FROM bdl) AS deliveries \
@@ -1220,17 +1240,21 @@ pub(crate) async fn pg_insert_rows<'c>(
         "WITH input AS (\
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
                                 $5::jsonb[], $6::jsonb[], $7::uuid[], $8::text[], \
-                                $9::bytea[], $11::uuid[], $12::uuid[]) WITH ORDINALITY \
+                                $9::bytea[], $11::uuid[], $12::uuid[], $13::int4[], \
+                                $14::text[], $15::int8[]) WITH ORDINALITY \
              AS t(id, user_id, provider, model, request, metadata, \
-                  created_by_token, idempotency_key, request_sha256, project_id, batch_id, n)), \
+                  created_by_token, idempotency_key, request_sha256, project_id, batch_id, \
+                  video_seconds, resolution, estimated_cost_micros, n)), \
          created AS (\
            INSERT INTO generation_jobs \
              (id, project_id, user_id, provider, model, status, attempts, request, \
               metadata, created_by_token, idempotency_key, request_sha256, \
-              created_at, updated_at, batch_id) \
+              created_at, updated_at, batch_id, video_seconds, resolution, \
+              estimated_cost_micros) \
            SELECT id, project_id, user_id, provider, model, 'queued', 0, request, \
                   metadata, \
-                  created_by_token, idempotency_key, request_sha256, $10, $10, batch_id \
+                  created_by_token, idempotency_key, request_sha256, $10, $10, batch_id, \
+                  video_seconds, resolution, estimated_cost_micros \
              FROM input ORDER BY n \
            ON CONFLICT (created_by_token, idempotency_key) \
              WHERE idempotency_key IS NOT NULL DO NOTHING \
@@ -1263,6 +1287,21 @@ pub(crate) async fn pg_insert_rows<'c>(
     .bind(now)
     .bind(news.iter().map(|n| n.project_id).collect::<Vec<_>>())
     .bind(news.iter().map(|n| n.batch_id).collect::<Vec<_>>())
+    .bind(
+        news.iter()
+            .map(|n| n.usage.video_seconds.map(db_seconds))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        news.iter()
+            .map(|n| n.usage.resolution.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        news.iter()
+            .map(|n| n.usage.estimated_cost.map(byok_core::Usd::micros))
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(db)
     .await?)
 }
@@ -1295,6 +1334,9 @@ pub(crate) async fn sqlite_insert_rows(
             .bind(now)
             .bind(DbUuid(new.project_id))
             .bind(new.batch_id.map(DbUuid))
+            .bind(new.usage.video_seconds.map(db_seconds))
+            .bind(new.usage.resolution.as_deref())
+            .bind(new.usage.estimated_cost.map(byok_core::Usd::micros))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
@@ -1317,6 +1359,11 @@ fn clip(s: &str, max: usize) -> &str {
         Some((at, _)) => &s[..at],
         None => s,
     }
+}
+
+/// Seconds of video as the database's INTEGER (a catalogue's lengths are small).
+fn db_seconds(seconds: u32) -> i32 {
+    i32::try_from(seconds).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

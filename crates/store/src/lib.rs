@@ -9,6 +9,7 @@ mod outbox;
 mod projects;
 mod sql_types;
 mod tokens;
+mod usage;
 mod webhooks;
 
 pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
@@ -17,10 +18,12 @@ pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{
     Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob, PROGRESS_EVENT_EVERY,
+    UsagePlan,
 };
 pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
+pub use usage::{CostBasis, JobUsage, UsageGroup, UsageGroupBy, UsageQuery, UsageRepo};
 pub use webhooks::{
     AttemptNext, AttemptRecord, Claim, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
     EndpointChange, MAX_ENDPOINTS_PER_PROJECT, MAX_KEPT_RESPONSE, NewEndpoint, SealedSecrets,

@@ -134,6 +134,75 @@ macro_rules! pg_batch_completion_ctes {
 }
 pub(crate) use pg_batch_completion_ctes;
 
+/// Whether the changed job row `$c` was never accepted by its provider: no provider job,
+/// no submit in flight, no submit whose answer was lost. Such a job cost nothing.
+macro_rules! never_accepted {
+    ($c:literal) => {
+        concat!(
+            "(",
+            $c,
+            "provider_job_id IS NULL AND ",
+            $c,
+            "submit_started_at IS NULL AND \
+             coalesce(",
+            $c,
+            "error_code, '') <> 'submit_outcome_unknown')"
+        )
+    };
+}
+pub(crate) use never_accepted;
+
+/// The cost columns of a job's usage row from the ended job row `$c` (docs/usage.md):
+/// `cost_micros, cost_basis`.
+macro_rules! usage_cost {
+    ($c:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $c,
+            "status = 'succeeded' THEN ",
+            $c,
+            "estimated_cost_micros \
+                  WHEN ",
+            $crate::outbox::never_accepted!($c),
+            " THEN 0 END, \
+             CASE WHEN ",
+            $c,
+            "status = 'succeeded' AND ",
+            $c,
+            "estimated_cost_micros IS NOT NULL \
+                    THEN 'list_price' \
+                  WHEN ",
+            $c,
+            "status <> 'succeeded' AND ",
+            $crate::outbox::never_accepted!($c),
+            " THEN 'not_accepted' ELSE 'unknown' END"
+        )
+    };
+}
+pub(crate) use usage_cost;
+
+/// The CTE of a final transition (PostgreSQL) that writes the job's usage row from the
+/// changed row `changed`, in the same statement.
+macro_rules! pg_usage_cte {
+    () => {
+        concat!(
+            ", usage AS (\
+               INSERT INTO job_usage (job_id, project_id, user_id, provider, model, outcome, \
+                 video_seconds, resolution, cost_micros, cost_basis, provider_compute_ms, \
+                 ended_at) \
+               SELECT c.id, c.project_id, c.user_id, c.provider, c.model, c.status, \
+                      c.video_seconds, c.resolution, ",
+            $crate::outbox::usage_cost!("c."),
+            ", CASE WHEN jsonb_typeof(c.result #> '{provider_usage,compute_ms}') = 'number' \
+                    THEN (c.result #>> '{provider_usage,compute_ms}')::bigint END, \
+                  c.updated_at \
+                 FROM changed c WHERE c.status IN ('succeeded', 'failed', 'cancelled') \
+               ON CONFLICT (job_id) DO NOTHING)"
+        )
+    };
+}
+pub(crate) use pg_usage_cte;
+
 /// SQLite's `json_object` of a job row: the columns a job event's data is rendered from,
 /// under the names PostgreSQL's `to_jsonb` gives them.
 macro_rules! sqlite_job_snapshot {
@@ -197,6 +266,24 @@ macro_rules! sqlite_job_event {
         }
         }
         if $final {
+            // The job's usage row, from the row just ended (docs/usage.md).
+            sqlx::query(concat!(
+                "INSERT INTO job_usage (job_id, project_id, user_id, provider, model, outcome, \
+                   video_seconds, resolution, cost_micros, cost_basis, provider_compute_ms, \
+                   ended_at) \
+                 SELECT id, project_id, user_id, provider, model, status, video_seconds, \
+                        resolution, ",
+                $crate::outbox::usage_cost!(""),
+                ", CASE WHEN json_type(result, '$.provider_usage.compute_ms') = 'integer' \
+                        THEN json_extract(result, '$.provider_usage.compute_ms') END, \
+                   updated_at \
+                   FROM generation_jobs \
+                  WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled') \
+                 ON CONFLICT (job_id) DO NOTHING"
+            ))
+            .bind($crate::sql_types::DbUuid(job_id))
+            .execute(&mut *$tx)
+            .await?;
             if let Some(batch_id) = batch_id {
                 // `remaining > 0`: a count already at zero is never driven below it
                 // (which the CHECK would refuse, failing the job's transition).

@@ -31,6 +31,7 @@ async fn job_in(api: &TestApi, project: Uuid) -> Uuid {
         created_by_token: None,
         batch_id: None,
         idempotency: None,
+        usage: Default::default(),
     };
     match api.store.jobs().insert(&new).await.unwrap() {
         Inserted::Created(job) => job.id,

@@ -10,6 +10,7 @@ mod job_events;
 mod openapi;
 mod providers;
 mod tenancy;
+mod usage;
 mod webhooks;
 
 use std::time::Duration;

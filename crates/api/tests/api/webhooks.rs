@@ -225,6 +225,7 @@ async fn deliveries_are_listed_by_endpoint_and_retried_only_when_finished() {
                 created_by_token: None,
                 idempotency: None,
                 batch_id: None,
+                usage: Default::default(),
             };
             let Inserted::Created(job) = api.store.jobs().insert(&new).await.unwrap() else {
                 panic!("created");

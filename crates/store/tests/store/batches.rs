@@ -31,6 +31,7 @@ fn new_job(user: Uuid, prompt: &str) -> NewJob {
         created_by_token: None,
         idempotency: None,
         batch_id: None,
+        usage: Default::default(),
     }
 }
 

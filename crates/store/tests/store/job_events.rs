@@ -24,6 +24,7 @@ async fn create(store: &Store) -> Job {
         created_by_token: None,
         batch_id: None,
         idempotency: None,
+        usage: Default::default(),
     };
     match store.jobs().insert(&new).await.unwrap() {
         Inserted::Created(job) => job,

@@ -36,6 +36,7 @@ fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob 
             key: key.into(),
             request_sha256: [fingerprint; 32],
         }),
+        usage: Default::default(),
     }
 }
 

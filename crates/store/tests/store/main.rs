@@ -9,6 +9,7 @@ mod jobs;
 mod schema;
 mod tokens;
 mod upgrade;
+mod usage;
 mod webhooks;
 
 use byok_store::{Store, StoreOptions};

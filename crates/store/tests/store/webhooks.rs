@@ -28,6 +28,7 @@ fn new_job(user: Uuid, webhook_url: Option<&str>) -> NewJob {
         created_by_token: None,
         batch_id: None,
         idempotency: None,
+        usage: Default::default(),
     }
 }
 

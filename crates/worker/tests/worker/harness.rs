@@ -156,6 +156,7 @@ impl Harness {
             created_by_token: None,
             batch_id: None,
             idempotency: None,
+            usage: Default::default(),
         };
         match self.store.jobs().insert(&new).await.unwrap() {
             Inserted::Created(job) => job,

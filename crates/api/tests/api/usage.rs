@@ -1,0 +1,91 @@
+//! Jobs are priced when they are enqueued (alone or in a batch), from their model's
+//! catalogue entry; the price is what their usage row records when they end.
+
+use byok_core::{JobResult, Usd};
+use byok_store::CostBasis;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{TestApi, apis, send};
+
+fn fal_job(user: Uuid, model: &str, duration: Option<u32>) -> Value {
+    let mut job = json!({
+        "user_id": user, "provider": "fal", "model": model, "prompt": "a lighthouse",
+        "image_url": "https://93.184.215.14/first-frame.png",
+    });
+    if let Some(seconds) = duration {
+        job["duration_seconds"] = json!(seconds);
+    }
+    job
+}
+
+/// Walks job `id` to `succeeded` behind the API's back, as a worker would.
+async fn succeed(api: &TestApi, id: Uuid) {
+    let jobs = api.store.jobs();
+    assert!(jobs.begin_submit(id).await.unwrap());
+    assert!(jobs.submitted(id, "req_1", 1).await.unwrap());
+    let result: JobResult =
+        serde_json::from_value(json!({ "bytes": 10, "content_type": "video/mp4" })).unwrap();
+    assert!(jobs.succeed(id, &result).await.unwrap());
+}
+
+#[tokio::test]
+async fn jobs_are_priced_at_enqueue_and_record_the_price_when_they_end() {
+    for api in apis().await {
+        let user = Uuid::new_v4();
+        let path = format!("/v1/users/{user}/providers/fal/credentials");
+        let key = json!({ "credentials": { "api_key": "fal-key-id:fal-key-secret-0123456789" }, "validate": false });
+        let (status, body) = api.put_json(&path, &key).await;
+        assert_eq!(status, 200, "{}: {body}", api.backend);
+
+        let (status, alone) = send(api.req(Method::POST, "/v1/jobs").json(&fal_job(
+            user,
+            "kling-v2.1-master",
+            Some(10),
+        )))
+        .await;
+        assert_eq!(status, 202, "{alone}");
+        let batch = json!({ "jobs": [
+            fal_job(user, "kling-v2.1-master", None),
+            fal_job(user, "hailuo-02-standard", Some(6)),
+            fal_job(user, "luma-ray-2-flash", Some(5)),
+        ]});
+        let (status, created) = send(api.req(Method::POST, "/v1/batches").json(&batch)).await;
+        assert_eq!(status, 202, "{created}");
+        let (_, page) = api
+            .get(&format!(
+                "/v1/batches/{}/jobs",
+                created["id"].as_str().unwrap()
+            ))
+            .await;
+        let mut ids = vec![alone["id"].as_str().unwrap().parse::<Uuid>().unwrap()];
+        ids.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().parse::<Uuid>().unwrap()),
+        );
+        for id in &ids {
+            succeed(&api, *id).await;
+        }
+        let mut recorded = Vec::new();
+        for id in &ids {
+            let usage = api.store.usage().of_job(*id).await.unwrap().unwrap();
+            recorded.push((usage.video_seconds, usage.cost, usage.cost_basis));
+        }
+        let usd = |micros| Some(Usd::from_micros(micros));
+        assert_eq!(
+            recorded,
+            [
+                (Some(10), usd(2_800_000), CostBasis::ListPrice),
+                (Some(5), usd(1_400_000), CostBasis::ListPrice),
+                (Some(6), usd(270_000), CostBasis::ListPrice),
+                (Some(5), None, CostBasis::Unknown),
+            ],
+            "{}: the fal prices of the catalogue; Luma Ray 2 Flash has none",
+            api.backend
+        );
+    }
+}
