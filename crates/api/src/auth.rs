@@ -167,6 +167,8 @@ pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
     ("rotate_job_webhook_secret", Some(Scope::Webhooks)),
     ("list_webhook_deliveries", Some(Scope::Webhooks)),
     ("retry_webhook_delivery", Some(Scope::Webhooks)),
+    ("get_usage", Some(Scope::UsageRead)),
+    ("get_user_usage", Some(Scope::UsageRead)),
 ];
 
 /// The entry of [`ROUTE_SCOPES`] for `operation_id`: `None` when it has none.

@@ -14,6 +14,7 @@ mod openapi;
 mod projects;
 mod providers;
 mod server;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;
@@ -295,6 +296,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/webhooks/deliveries/{delivery_id}/retry",
             post(scoped!(webhooks::retry, "retry_webhook_delivery")),
+        )
+        .route("/usage", get(scoped!(usage::project, "get_usage")))
+        .route(
+            "/users/{user_id}/usage",
+            get(scoped!(usage::user, "get_user_usage")),
         )
         // route_layer: authentication runs only for matched routes, so an
         // unknown path is a 404 for everyone and a 401 never hides a 404.

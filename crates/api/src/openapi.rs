@@ -77,6 +77,8 @@ const BEARER: &str = "bearer";
         crate::webhooks::rotate_job_secret,
         crate::webhooks::deliveries,
         crate::webhooks::retry,
+        crate::usage::project,
+        crate::usage::user,
     ),
     modifiers(&Conventions),
     tags(
@@ -88,6 +90,7 @@ const BEARER: &str = "bearer";
         (name = "jobs", description = "Generation jobs"),
         (name = "batches", description = "Many generation jobs enqueued as one unit"),
         (name = "webhooks", description = "Signed event deliveries to the project's endpoints (Standard Webhooks)"),
+        (name = "usage", description = "What ended jobs made and cost, estimated from list prices"),
     ),
 )]
 struct ApiDoc;
@@ -235,6 +238,8 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
         ("rotate_job_webhook_secret", &[]),
         ("list_webhook_deliveries", &[BadRequest, NotFound]),
         ("retry_webhook_delivery", &[BadRequest, NotFound, Conflict]),
+        ("get_usage", &[BadRequest]),
+        ("get_user_usage", &[BadRequest]),
     ]
 };
 
@@ -264,7 +269,7 @@ impl Modify for Conventions {
                     .description(Some(
                         "A producer token from `byok token create`, acting in one project with \
                          the scopes it was given (credentials:read, credentials:write, \
-                         jobs:read, jobs:write, webhooks, admin); each operation's security requirement \
+                         jobs:read, jobs:write, webhooks, usage:read, admin); each operation's security requirement \
                          names the scope it needs, and a token without it gets 403 \
                          `insufficient_scope`. Revoked with `byok token revoke`",
                     ))

@@ -20,6 +20,7 @@ mod queue_stats;
 mod rate_limits;
 mod request;
 mod tenancy;
+mod usage_api;
 mod webhook_api;
 mod webhook_event;
 
@@ -53,6 +54,7 @@ pub use request::{GenerationRequest, ValidationError};
 pub use tenancy::{
     DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
 };
+pub use usage_api::{UsageGroupBy, UsageGroupView, UsageReport, UsageTotals};
 pub use webhook_api::{
     JobWebhookSecret, NewWebhookEndpoint, WebhookDelivery, WebhookDeliveryPage,
     WebhookDeliveryStatus, WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView,

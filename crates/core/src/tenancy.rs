@@ -52,18 +52,21 @@ pub enum Scope {
     JobsWrite,
     /// Manage the project's webhook endpoints, their secrets and deliveries.
     Webhooks,
+    /// Read the project's usage and estimated spend.
+    UsageRead,
     /// Operator actions: projects, the dashboard.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::CredentialsRead,
         Scope::CredentialsWrite,
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::Webhooks,
+        Scope::UsageRead,
         Scope::Admin,
     ];
 
@@ -75,6 +78,7 @@ impl Scope {
             Scope::JobsRead => "jobs:read",
             Scope::JobsWrite => "jobs:write",
             Scope::Webhooks => "webhooks",
+            Scope::UsageRead => "usage:read",
             Scope::Admin => "admin",
         }
     }
@@ -89,7 +93,7 @@ impl fmt::Display for Scope {
 /// A string that names no scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, admin"
+    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, usage:read, admin"
 )]
 pub struct UnknownScope(pub String);
 

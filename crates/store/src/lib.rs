@@ -23,7 +23,7 @@ pub use jobs::{
 pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
-pub use usage::{CostBasis, JobUsage, UsageGroup, UsageGroupBy, UsageQuery, UsageRepo};
+pub use usage::{CostBasis, JobUsage, UsageQuery, UsageRepo};
 pub use webhooks::{
     AttemptNext, AttemptRecord, Claim, Delivery, DeliveryStatus, DeliveryTarget, DeliveryWork,
     EndpointChange, MAX_ENDPOINTS_PER_PROJECT, MAX_KEPT_RESPONSE, NewEndpoint, SealedSecrets,

@@ -2,7 +2,7 @@
 //! the final transitions themselves (`outbox.rs`, `usage_cost!`), in the same statement or
 //! transaction as the job's change; this module reads them.
 
-use byok_core::Usd;
+use byok_core::{UsageGroupBy, UsageGroupView, UsageTotals, Usd};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -100,19 +100,6 @@ impl TryFrom<UsageRow> for JobUsage {
     }
 }
 
-/// How usage is summed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageGroupBy {
-    /// One group per provider.
-    Provider,
-    /// One per (provider, model).
-    Model,
-    /// One per calendar day (UTC) the jobs ended.
-    Day,
-    /// One per user.
-    User,
-}
-
 /// Which usage to sum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageQuery {
@@ -126,31 +113,6 @@ pub struct UsageQuery {
     pub to: DateTime<Utc>,
     /// How.
     pub group_by: UsageGroupBy,
-}
-
-/// The sums of one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageGroup {
-    /// The provider (grouped by provider or model).
-    pub provider: Option<String>,
-    /// The model (grouped by model).
-    pub model: Option<String>,
-    /// The day, `YYYY-MM-DD` (grouped by day).
-    pub day: Option<String>,
-    /// The user (grouped by user).
-    pub user_id: Option<Uuid>,
-    /// Jobs that ended.
-    pub jobs: u64,
-    /// Of which succeeded.
-    pub succeeded: u64,
-    /// Seconds of video of the jobs that succeeded.
-    pub video_seconds: u64,
-    /// The sum of the known costs.
-    pub cost: Usd,
-    /// Jobs whose cost is unknown (not in `cost`).
-    pub jobs_cost_unknown: u64,
-    /// The sum of the providers' own compute figures, in milliseconds.
-    pub provider_compute_ms: u64,
 }
 
 from_row! {
@@ -205,7 +167,7 @@ impl<'a> UsageRepo<'a> {
 
     /// The project's (or one user's) usage between `from` and `to`, summed per group, in
     /// the groups' order.
-    pub async fn summary(&self, query: &UsageQuery) -> Result<Vec<UsageGroup>, StoreError> {
+    pub async fn summary(&self, query: &UsageQuery) -> Result<Vec<UsageGroupView>, StoreError> {
         let postgres = matches!(self.store.db, crate::db::Db::Postgres(_));
         // The group's columns: closed sets of SQL chosen here, never text from a request.
         let (text_null, uuid_null, day) = if postgres {
@@ -258,17 +220,19 @@ impl<'a> UsageRepo<'a> {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(rows
             .into_iter()
-            .map(|r| UsageGroup {
+            .map(|r| UsageGroupView {
                 provider: r.provider,
                 model: r.model,
                 day: r.day,
                 user_id: r.user_id.map(|u| u.0),
-                jobs: count(r.jobs),
-                succeeded: count(r.succeeded),
-                video_seconds: count(r.video_seconds),
-                cost: Usd::from_micros(r.cost_micros),
-                jobs_cost_unknown: count(r.jobs_cost_unknown),
-                provider_compute_ms: count(r.provider_compute_ms),
+                totals: UsageTotals {
+                    jobs: count(r.jobs),
+                    succeeded: count(r.succeeded),
+                    video_seconds: count(r.video_seconds),
+                    cost_usd: Usd::from_micros(r.cost_micros),
+                    jobs_cost_unknown: count(r.jobs_cost_unknown),
+                    provider_compute_ms: count(r.provider_compute_ms),
+                },
             })
             .collect())
     }

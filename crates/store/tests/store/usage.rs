@@ -3,9 +3,10 @@
 //! those rows, on both databases.
 
 use byok_core::{
-    DEFAULT_PROJECT_ID, ErrorCode, ErrorRecord, GenerationRequest, JobResult, ProviderId, Usd,
+    DEFAULT_PROJECT_ID, ErrorCode, ErrorRecord, GenerationRequest, JobResult, ProviderId,
+    UsageGroupBy, Usd,
 };
-use byok_store::{CostBasis, Inserted, Job, NewJob, Store, UsageGroupBy, UsagePlan, UsageQuery};
+use byok_store::{CostBasis, Inserted, Job, NewJob, Store, UsagePlan, UsageQuery};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -187,10 +188,10 @@ async fn ended_jobs_record_what_they_cost_and_the_sums_add_up() {
             .await
             .unwrap();
         assert_eq!(by_provider.len(), 1, "{}: {by_provider:?}", b.name);
-        let all = &by_provider[0];
-        assert_eq!(all.provider.as_deref(), Some("runway"));
+        let all = &by_provider[0].totals;
+        assert_eq!(by_provider[0].provider.as_deref(), Some("runway"));
         assert_eq!((all.jobs, all.succeeded, all.video_seconds), (6, 3, 15));
-        assert_eq!(all.cost, Usd::from_micros(350_000), "{}", b.name);
+        assert_eq!(all.cost_usd, Usd::from_micros(350_000), "{}", b.name);
         assert_eq!(all.jobs_cost_unknown, 2);
         assert_eq!(all.provider_compute_ms, 41_200);
 
@@ -217,9 +218,9 @@ async fn ended_jobs_record_what_they_cost_and_the_sums_add_up() {
             let groups = usage.summary(&query(group_by, None)).await.unwrap();
             let total = groups
                 .iter()
-                .fold(Usd::ZERO, |sum, g| sum.plus(g.cost).unwrap());
+                .fold(Usd::ZERO, |sum, g| sum.plus(g.totals.cost_usd).unwrap());
             assert_eq!(total, known, "{}: {group_by:?}", b.name);
-            assert_eq!(groups.iter().map(|g| g.jobs).sum::<u64>(), 6);
+            assert_eq!(groups.iter().map(|g| g.totals.jobs).sum::<u64>(), 6);
         }
         let by_user = usage
             .summary(&query(UsageGroupBy::User, None))
@@ -232,10 +233,10 @@ async fn ended_jobs_record_what_they_cost_and_the_sums_add_up() {
             .unwrap();
         assert_eq!(mine.len(), 1);
         assert_eq!(
-            (mine[0].model.as_deref(), mine[0].jobs),
+            (mine[0].model.as_deref(), mine[0].totals.jobs),
             (Some("gen4_turbo"), 5)
         );
-        assert_eq!(mine[0].cost, Usd::from_micros(250_000));
+        assert_eq!(mine[0].totals.cost_usd, Usd::from_micros(250_000));
         let days = usage
             .summary(&query(UsageGroupBy::Day, None))
             .await
