@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use byok_core::{DEFAULT_PROJECT_ID, GenerationRequest, JobItem, ProviderId};
+use byok_core::{DEFAULT_PROJECT_ID, GenerationRequest, JobItem, JobResult, ProviderId, Usd};
 use byok_queue::{Engine, NewItem, QueueConfig, RedisEngine, Settlement, SqliteEngine};
-use byok_store::{Inserted, NewJob, Store, StoreOptions};
+use byok_store::{Inserted, NewJob, Store, StoreOptions, UsagePlan};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -307,4 +307,101 @@ async fn the_operator_cli_reads_and_repairs_the_redis_queue() {
         return;
     };
     operate(shape).await;
+}
+
+/// `byok usage`: the sums of the jobs' recorded usage, as a table and as the API's JSON,
+/// on both databases; a bad flag is refused naming it.
+async fn usage_report(shape: Shape) {
+    let store = &shape.store;
+    let user = Uuid::new_v4();
+    let mut ended = Vec::new();
+    for (model, cost) in [
+        ("gen4.5", Some(500_000)),
+        ("gen4.5", None),
+        ("gen4_turbo", Some(250_000)),
+    ] {
+        let new = NewJob {
+            project_id: DEFAULT_PROJECT_ID,
+            user_id: user,
+            provider: ProviderId::RUNWAY,
+            model: model.into(),
+            request: GenerationRequest {
+                prompt: Some("x".to_owned()),
+                ..GenerationRequest::new(user, ProviderId::RUNWAY, model)
+            },
+            metadata: json!({}),
+            created_by_token: None,
+            batch_id: None,
+            idempotency: None,
+            usage: UsagePlan {
+                video_seconds: Some(5),
+                resolution: None,
+                estimated_cost: cost.map(Usd::from_micros),
+            },
+        };
+        let Inserted::Created(job) = store.jobs().insert(&new).await.unwrap() else {
+            panic!("a new job");
+        };
+        ended.push(job.id);
+    }
+    let result: JobResult =
+        serde_json::from_value(json!({ "bytes": 1, "content_type": "video/mp4" })).unwrap();
+    for id in &ended[..2] {
+        assert!(store.jobs().begin_submit(*id).await.unwrap());
+        assert!(store.jobs().submitted(*id, "task", 1).await.unwrap());
+        assert!(store.jobs().succeed(*id, &result).await.unwrap());
+    }
+    store.jobs().cancel(ended[2], "not needed").await.unwrap();
+
+    let report = shape
+        .json(&[
+            "usage",
+            "--group-by",
+            "model",
+            "--project",
+            "default",
+            "--json",
+        ])
+        .await;
+    assert_eq!(report["group_by"], "model", "{}", shape.name);
+    assert_eq!(report["total"]["jobs"], 3, "{}: {report}", shape.name);
+    assert_eq!(report["total"]["succeeded"], 2);
+    assert_eq!(report["total"]["cost_usd"], 0.5, "{report}");
+    assert_eq!(report["total"]["jobs_cost_unknown"], 1);
+    let models: Vec<&str> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["gen4.5", "gen4_turbo"]);
+
+    let table = shape.byok(&["usage", "--user", &user.to_string()]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let total = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap_or_else(|| panic!("{}: {}", shape.name, table.stdout));
+    assert!(total.contains("0.5"), "{total}");
+
+    let bad = shape.byok(&["usage", "--group-by", "week"]).await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("--group-by"), "{}", bad.stderr);
+    let bad = shape.byok(&["usage", "--from", "yesterday"]).await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("--from"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn byok_usage_sums_the_embedded_jobs() {
+    usage_report(embedded().await).await;
+}
+
+#[tokio::test]
+async fn byok_usage_sums_the_postgres_jobs() {
+    let Some(shape) = distributed().await else {
+        return;
+    };
+    usage_report(shape).await;
 }

@@ -5,8 +5,9 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use byok_core::{UsageGroupBy, UsageReport, UsageTotals};
+use byok_core::{parse_usage_time as parse_time, usage_month_start as start_of_month};
 use byok_store::UsageQuery;
-use chrono::{DateTime, Datelike as _, NaiveDate, TimeZone as _, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -122,7 +123,7 @@ async fn report(
         .store()
         .usage()
         .summary(&UsageQuery {
-            project_id: caller.project_id(),
+            project_id: Some(caller.project_id()),
             user_id,
             from,
             to,
@@ -141,47 +142,4 @@ async fn report(
         total,
         groups,
     }))
-}
-
-/// An RFC 3339 time, or a day (its start, UTC).
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Some(time.with_timezone(&Utc));
-    }
-    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    Some(Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0)?))
-}
-
-/// The first instant of `time`'s month, UTC.
-fn start_of_month(time: DateTime<Utc>) -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(time.year(), time.month(), 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map_or(time, |d| Utc.from_utc_datetime(&d))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc_3339_or_days() {
-        assert_eq!(
-            parse_time("2026-12-01").unwrap().to_rfc3339(),
-            "2026-12-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_time("2026-12-01T10:00:00+02:00")
-                .unwrap()
-                .to_rfc3339(),
-            "2026-12-01T08:00:00+00:00"
-        );
-        for bad in ["yesterday", "2026-13-01", "", "1733011200"] {
-            assert_eq!(parse_time(bad), None, "{bad}");
-        }
-        let mid = parse_time("2026-02-17T13:14:15Z").unwrap();
-        assert_eq!(
-            start_of_month(mid).to_rfc3339(),
-            "2026-02-01T00:00:00+00:00"
-        );
-    }
 }

@@ -53,6 +53,8 @@ pub enum Command {
     /// Inspect and repair webhook deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// What ended jobs made and cost (estimated from list prices), summed per group.
+    Usage(UsageArgs),
     /// Check provider definitions against a live endpoint or the simulator.
     #[command(subcommand)]
     Providers(crate::commands::ProvidersCommand),
@@ -301,4 +303,27 @@ fn parse_share(s: &str) -> Result<f64, String> {
         Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
         _ => Err(format!("`{s}` is not a number between 0 and 1")),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only this project's jobs (name or id) [default: every project].
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    pub user: Option<Uuid>,
+    /// Jobs that ended at or after this time: RFC 3339 or a day (UTC) [default: the start
+    /// of this month].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// … and before this one [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// provider, model, day or user.
+    #[arg(long, default_value = "provider")]
+    pub group_by: String,
+    /// Print the report as JSON (the body of `GET /v1/usage`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

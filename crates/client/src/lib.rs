@@ -13,6 +13,7 @@ mod projects;
 mod provider_ids;
 mod providers;
 mod retry;
+mod usage;
 mod verify;
 mod video;
 mod webhooks;
@@ -25,6 +26,7 @@ pub use job_events::{JobEvent, JobEvents};
 pub use jobs::{Enqueued, ListJobs};
 pub use provider_ids::provider_id;
 pub use retry::RetryPolicy;
+pub use usage::UsageSpan;
 pub use verify::{WebhookError, WebhookEvent, verify_webhook};
 pub use video::VideoStream;
 pub use webhooks::ListDeliveries;
@@ -35,11 +37,11 @@ pub use byok_core::{
     CredentialCheckOutcome, CredentialCheckResult, CredentialField, CredentialList,
     CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Format,
     GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, JobWebhookSecret,
-    Mode, ModelRef, ModelSpec, ModelStatus, NewWebhookEndpoint, ProjectList, ProjectView,
+    Mode, ModelRef, ModelSpec, ModelStatus, NewWebhookEndpoint, Pricing, ProjectList, ProjectView,
     PromptRules, ProviderId, ProviderInfo, ProviderList, ProviderUsage, PutCredentials, RateLimits,
-    Requirement, Retirement, WebhookDelivery, WebhookDeliveryPage, WebhookDeliveryStatus,
-    WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView, WebhookEndpointWithSecret,
-    WebhookPayload,
+    Requirement, Retirement, SecondRate, UsageGroupBy, UsageGroupView, UsageReport, UsageTotals,
+    Usd, WebhookDelivery, WebhookDeliveryPage, WebhookDeliveryStatus, WebhookEndpointChange,
+    WebhookEndpointList, WebhookEndpointView, WebhookEndpointWithSecret, WebhookPayload,
 };
 /// An endpoint's signing secret (`whsec_…`), for [`verify_webhook`].
 pub use byok_webhooks::{SigningSecret, TOLERANCE as WEBHOOK_TOLERANCE, VerifyError};

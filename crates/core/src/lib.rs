@@ -54,7 +54,9 @@ pub use request::{GenerationRequest, ValidationError};
 pub use tenancy::{
     DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
 };
-pub use usage_api::{UsageGroupBy, UsageGroupView, UsageReport, UsageTotals};
+pub use usage_api::{
+    UsageGroupBy, UsageGroupView, UsageReport, UsageTotals, parse_usage_time, usage_month_start,
+};
 pub use webhook_api::{
     JobWebhookSecret, NewWebhookEndpoint, WebhookDelivery, WebhookDeliveryPage,
     WebhookDeliveryStatus, WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView,

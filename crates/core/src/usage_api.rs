@@ -1,7 +1,7 @@
 //! The body of `GET /v1/usage` and `GET /v1/users/{user_id}/usage`, shared by the server and
 //! clients: what ended jobs made and cost, summed per group.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDate, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -133,4 +133,62 @@ pub struct UsageReport {
     pub total: UsageTotals,
     /// The groups, ordered by their key.
     pub groups: Vec<UsageGroupView>,
+}
+
+/// A time of a usage query: RFC 3339 (`2026-12-01T00:00:00Z`), or a day (`2026-12-01`,
+/// its start in UTC); `None` otherwise.
+pub fn parse_usage_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0)?))
+}
+
+/// The first instant of `time`'s month, UTC: where a usage query starts by default.
+pub fn usage_month_start(time: DateTime<Utc>) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(time.year(), time.month(), 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(time, |d| Utc.from_utc_datetime(&d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_or_days() {
+        assert_eq!(
+            parse_usage_time("2026-12-01").unwrap().to_rfc3339(),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_usage_time("2026-12-01T10:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-01T08:00:00+00:00"
+        );
+        for bad in ["yesterday", "2026-13-01", "", "1733011200"] {
+            assert_eq!(parse_usage_time(bad), None, "{bad}");
+        }
+        let mid = parse_usage_time("2026-02-17T13:14:15Z").unwrap();
+        assert_eq!(
+            usage_month_start(mid).to_rfc3339(),
+            "2026-02-01T00:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn group_names_read_back() {
+        for g in [
+            UsageGroupBy::Provider,
+            UsageGroupBy::Model,
+            UsageGroupBy::Day,
+            UsageGroupBy::User,
+        ] {
+            assert_eq!(g.as_str().parse::<UsageGroupBy>(), Ok(g));
+            assert_eq!(serde_json::to_value(g).unwrap(), g.as_str());
+        }
+        assert!("week".parse::<UsageGroupBy>().is_err());
+    }
 }

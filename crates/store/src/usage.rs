@@ -103,8 +103,8 @@ impl TryFrom<UsageRow> for JobUsage {
 /// Which usage to sum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageQuery {
-    /// The project.
-    pub project_id: Uuid,
+    /// The project; `None`: every project (operators).
+    pub project_id: Option<Uuid>,
     /// Only this user's jobs.
     pub user_id: Option<Uuid>,
     /// Jobs that ended at or after this time.
@@ -206,12 +206,12 @@ impl<'a> UsageRepo<'a> {
         };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {keys}, {SUMS} FROM job_usage \
-             WHERE project_id = $1 AND ($2 IS NULL OR user_id = $2) \
+             WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR user_id = $2) \
                AND ended_at >= $3 AND ended_at < $4 \
              GROUP BY {group} ORDER BY {group}"
         ));
         let rows: Vec<GroupRow> = with_pool!(self.store, |pool| sqlx::query_as(sql)
-            .bind(DbUuid(query.project_id))
+            .bind(query.project_id.map(DbUuid))
             .bind(query.user_id.map(DbUuid))
             .bind(query.from)
             .bind(query.to)

@@ -12,6 +12,7 @@ mod run;
 mod sim;
 mod simulate;
 mod token;
+mod usage;
 mod webhooks;
 mod worker;
 
@@ -71,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Webhooks(WebhooksCommand::Retry(args)) => {
             webhooks::retry(&byok_config::load(config)?, &args).await
         }
+        Command::Usage(args) => usage::report(&byok_config::load(config)?, &args).await,
     }
 }
 

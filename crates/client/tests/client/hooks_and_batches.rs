@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use byok_client::{
     ApiErrorCode, BatchRequest, BatchStatus, ClientError, EventType, GenerationRequest,
     IdempotencyKey, JobStatus, ListBatchJobs, ListDeliveries, NewWebhookEndpoint, ProviderId,
-    PutCredentials, SigningSecret, WebhookDeliveryStatus, WebhookEndpointChange, verify_webhook,
+    PutCredentials, SigningSecret, UsageGroupBy, UsageSpan, WebhookDeliveryStatus,
+    WebhookEndpointChange, verify_webhook,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -230,4 +231,67 @@ async fn round_trip(api: &TestApi) {
         Some(ApiErrorCode::NotFound),
         "{backend}: {gone}"
     );
+}
+
+/// The usage routes, typed: the batch's jobs are counted once they ended (Runway's models
+/// have no built-in prices, so their cost is unknown, not zero).
+#[tokio::test]
+async fn usage_reads_back_typed() {
+    for api in apis().await {
+        let client = api.client();
+        let user = Uuid::new_v4();
+        client
+            .put_credentials(
+                user,
+                "runway",
+                &PutCredentials::new(json!({ "api_key": "sim_client_usage" })),
+            )
+            .await
+            .unwrap();
+        let batch = client
+            .create_batch(
+                &BatchRequest {
+                    jobs: (0..2).map(|n| job(user, n)).collect(),
+                    metadata: json!({}),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        byok_testing::poll_until("the batch completes", async || {
+            let batch = client.get_batch(batch.batch.id).await.unwrap();
+            (batch.status == BatchStatus::Completed).then_some(())
+        })
+        .await;
+        let span = UsageSpan {
+            group_by: Some(UsageGroupBy::Model),
+            ..UsageSpan::default()
+        };
+        let mine = client.user_usage(user, &span).await.unwrap();
+        assert_eq!(mine.user_id, Some(user));
+        assert_eq!(mine.group_by, UsageGroupBy::Model);
+        assert_eq!(
+            (
+                mine.total.jobs,
+                mine.total.succeeded,
+                mine.total.jobs_cost_unknown
+            ),
+            (2, 2, 2),
+            "{}: {mine:?}",
+            api.backend
+        );
+        assert_eq!(mine.total.video_seconds, 10);
+        assert_eq!(mine.groups[0].model.as_deref(), Some("gen4.5"));
+        let project = client.usage(&UsageSpan::default()).await.unwrap();
+        assert!(project.total.jobs >= 2);
+        let later = client
+            .usage(&UsageSpan {
+                from: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+                to: Some(chrono::Utc::now() + chrono::Duration::hours(2)),
+                group_by: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(later.total.jobs, 0);
+    }
 }

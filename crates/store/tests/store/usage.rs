@@ -177,7 +177,7 @@ async fn ended_jobs_record_what_they_cost_and_the_sums_add_up() {
 
         let now = chrono::Utc::now();
         let query = |group_by, user_id| UsageQuery {
-            project_id: DEFAULT_PROJECT_ID,
+            project_id: Some(DEFAULT_PROJECT_ID),
             user_id,
             from: now - chrono::Duration::hours(1),
             to: now + chrono::Duration::hours(1),
