@@ -802,6 +802,7 @@ mod tests {
             submit_started_at: None,
             cancel_sent_at: None,
             batch_id: None,
+            estimated_cost: None,
         }
     }
 

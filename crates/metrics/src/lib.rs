@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use byok_core::{ErrorCode, JobStatus, ProviderId, QueueStats};
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The content type of [`scrape`]'s text.
@@ -35,6 +35,7 @@ pub struct Metrics {
     webhook_attempts: IntCounterVec,
     webhook_latency: HistogramVec,
     webhook_endpoints_disabled: IntCounterVec,
+    estimated_spend: CounterVec,
 }
 
 /// The process's metrics.
@@ -127,6 +128,20 @@ impl Metrics {
                 "Jobs accepted by POST /v1/jobs",
                 &["provider"],
             ),
+            estimated_spend: {
+                let metric = CounterVec::new(
+                    Opts::new(
+                        "byok_estimated_spend_usd_total",
+                        "Estimated spend of succeeded jobs on their users' keys, in US dollars, from list prices fixed at enqueue (jobs of unknown price are not counted)",
+                    ),
+                    &["provider", "model"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("unique metric");
+                metric
+            },
             jobs_finished: counter(
                 &registry,
                 "byok_jobs_finished_total",
@@ -247,6 +262,13 @@ impl Metrics {
         self.job_duration
             .with_label_values(&[provider, status.as_str()])
             .observe(age.as_secs_f64());
+    }
+
+    /// A succeeded job's estimated cost (its list price at enqueue).
+    pub fn estimated_spend(&self, provider: &str, model: &str, cost: byok_core::Usd) {
+        self.estimated_spend
+            .with_label_values(&[provider, model])
+            .inc_by(cost.micros().max(0) as f64 / 1_000_000.0);
     }
 
     /// A job waited for a rate limit.
@@ -375,7 +397,23 @@ mod tests {
             let _step = m.step_started();
             assert!(m.encode().contains("byok_worker_steps_in_flight 1"));
         }
+        m.estimated_spend(
+            "fal",
+            "kling-v2.1-master",
+            byok_core::Usd::from_micros(1_500_000),
+        );
+        m.estimated_spend(
+            "fal",
+            "kling-v2.1-master",
+            byok_core::Usd::from_micros(2_750_000),
+        );
         let text = m.encode();
+        assert!(
+            text.contains(
+                "byok_estimated_spend_usd_total{model=\"kling-v2.1-master\",provider=\"fal\"} 4.25"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("byok_jobs_enqueued_total{provider=\"veo\"} 1"),
             "{text}"

@@ -39,7 +39,7 @@ macro_rules! job_columns {
         "id, project_id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
          result, error_code, error_message, error_retryable, metadata, created_by_token, \
          idempotency_key, request_sha256, created_at, updated_at, started_at, finished_at, \
-         enqueued_at, submit_started_at, cancel_sent_at, batch_id"
+         enqueued_at, submit_started_at, cancel_sent_at, batch_id, estimated_cost_micros"
     };
 }
 pub(crate) use job_columns;
@@ -233,6 +233,7 @@ from_row! {
         submit_started_at: Option<DateTime<Utc>>,
         cancel_sent_at: Option<DateTime<Utc>>,
         batch_id: Option<DbUuid>,
+        estimated_cost_micros: Option<i64>,
     }
 }
 
@@ -288,6 +289,7 @@ impl TryFrom<JobRow> for Job {
             submit_started_at: row.submit_started_at,
             cancel_sent_at: row.cancel_sent_at,
             batch_id: row.batch_id.map(Uuid::from),
+            estimated_cost: row.estimated_cost_micros.map(byok_core::Usd::from_micros),
         })
     }
 }
@@ -348,6 +350,8 @@ pub struct Job {
     pub cancel_sent_at: Option<DateTime<Utc>>,
     /// The batch it was enqueued in (`POST /v1/batches`).
     pub batch_id: Option<Uuid>,
+    /// Its list price, fixed when it was enqueued; `None`: unknown.
+    pub estimated_cost: Option<byok_core::Usd>,
 }
 
 impl Job {
@@ -463,6 +467,8 @@ impl Job {
             submit_started_at: None,
             cancel_sent_at: None,
             batch_id: s.batch_id,
+            // Not part of what an event renders.
+            estimated_cost: None,
         })
     }
 }

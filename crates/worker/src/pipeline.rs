@@ -361,4 +361,9 @@ pub(crate) fn finished(job: &Job, status: JobStatus, code: Option<ErrorCode>) {
         .to_std()
         .unwrap_or_default();
     metrics().job_finished(&job.provider_name, status, code, age);
+    if status == JobStatus::Succeeded
+        && let Some(cost) = job.estimated_cost
+    {
+        metrics().estimated_spend(&job.provider_name, &job.model, cost);
+    }
 }
