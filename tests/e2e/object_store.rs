@@ -75,8 +75,24 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
         ..GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
     };
 
-    // 1. One 50 MB video, end to end, with the worker's memory watched.
+    // 1. One 50 MB video, end to end, with the worker's memory watched. A first 50 MB job
+    // warms the worker (its HTTP clients, connection pools, TLS roots and blocking threads
+    // are made on first use, once per process, and the allocator keeps the part buffers it
+    // freed for the next video): what is measured is what a video costs, not what starting
+    // costs. A worker holding whole videos would still fail: glibc's malloc serves blocks
+    // over 32 MiB with fresh mappings each time, so each 50 MB buffer grows RSS anew.
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+); where that is
+    // refused the peak since start counts, which only makes the check stricter.
     let worker = d.worker_pid(0);
+    let cold_kib = status_kib(worker, "VmRSS");
+    let warm_up = d.submit(&job("a first, warming job")).await;
+    d.expect_succeeded(warm_up, "worker-0", Duration::from_secs(120))
+        .await;
+    eprintln!(
+        "worker RSS: {cold_kib} KiB before the first video, {} KiB after it",
+        status_kib(worker, "VmRSS")
+    );
+    let _ = std::fs::write(format!("/proc/{worker}/clear_refs"), "5");
     let idle_kib = status_kib(worker, "VmRSS");
     let id = d.submit(&job("a lighthouse at dusk")).await;
     let done = d
@@ -103,7 +119,9 @@ async fn videos_go_to_object_storage_streamed_and_survive_the_store_being_down()
         "the stored video is the simulator's, byte for byte"
     );
     drop((served, rendered));
-    eprintln!("worker RSS: {idle_kib} KiB idle, peak {peak_kib} KiB for a {bytes} byte video");
+    eprintln!(
+        "worker RSS: {idle_kib} KiB before the second video, peak {peak_kib} KiB for its {bytes} bytes"
+    );
     assert!(
         peak_kib.saturating_sub(idle_kib) < RSS_GROWTH_LIMIT_KIB,
         "the worker grew from {idle_kib} KiB to a peak of {peak_kib} KiB for a {bytes} byte video"

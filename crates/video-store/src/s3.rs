@@ -24,7 +24,8 @@ use crate::{StoredVideo, VideoStoreConfig, VideoStoreError, file_name};
 const MIN_PART: usize = 5 * 1024 * 1024;
 /// S3's most parts in one upload.
 const MAX_PARTS: u64 = 10_000;
-/// Parts uploading at once. With the one being read, at most three parts are in memory.
+/// Parts uploading at once: at most this many parts are in memory (the next is read only
+/// when a slot is free).
 const PARTS_IN_FLIGHT: usize = 2;
 
 pub(crate) struct S3Store {
@@ -216,13 +217,16 @@ impl S3Store {
             let mut file = file;
             let mut left = size;
             while left > 0 {
+                // A slot first, then the read: at most PARTS_IN_FLIGHT parts are in
+                // memory at once (reading a part from the local file takes milliseconds,
+                // so waiting for the slot first costs no upload time).
+                while in_flight.len() >= PARTS_IN_FLIGHT {
+                    join_part(&mut in_flight, &shown).await?;
+                }
                 let want = left.min(part_size as u64);
                 let (back, bytes) = read_part(file, path, want).await?;
                 file = back;
                 left -= want;
-                while in_flight.len() >= PARTS_IN_FLIGHT {
-                    join_part(&mut in_flight, &shown).await?;
-                }
                 in_flight.spawn(upload.put_part(PutPayload::from(bytes)));
             }
             while !in_flight.is_empty() {
