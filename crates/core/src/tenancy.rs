@@ -196,7 +196,7 @@ mod tests {
         assert!(!producer.contains(Scope::Admin));
         assert_eq!(
             producer.to_string(),
-            "credentials:read credentials:write jobs:read jobs:write webhooks"
+            "credentials:read credentials:write jobs:read jobs:write webhooks usage:read"
         );
     }
 }
