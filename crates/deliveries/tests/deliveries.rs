@@ -252,6 +252,21 @@ impl Harness {
         succeeded_job_in(&self.store).await
     }
 
+    /// Waits until endpoint `id` is disabled; returns it.
+    async fn disabled_endpoint(&self, id: Uuid, what: &str) -> byok_store::WebhookEndpoint {
+        byok_testing::poll_until(what, async || {
+            let e = self
+                .store
+                .webhooks()
+                .endpoint(DEFAULT_PROJECT_ID, id)
+                .await
+                .unwrap()
+                .unwrap();
+            e.disabled_at.is_some().then_some(e)
+        })
+        .await
+    }
+
     async fn wait_seen(&self, what: &str, cond: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
         byok_testing::poll_until(what, async || {
             let seen = self.receiver.seen();
@@ -327,17 +342,7 @@ async fn a_receiver_that_fails_gets_the_same_webhook_id_until_it_answers_and_410
 
     h.receiver.answer(410);
     h.succeeded_job().await;
-    let disabled = byok_testing::poll_until("disabled by 410", async || {
-        let e = h
-            .store
-            .webhooks()
-            .endpoint(DEFAULT_PROJECT_ID, endpoint)
-            .await
-            .unwrap()
-            .unwrap();
-        e.disabled_at.is_some().then_some(e)
-    })
-    .await;
+    let disabled = h.disabled_endpoint(endpoint, "disabled by 410").await;
     assert_eq!(
         disabled.disabled_reason.as_deref(),
         Some("the receiver answered 410 Gone")
@@ -411,17 +416,7 @@ async fn an_endpoint_failing_longer_than_the_limit_is_disabled() {
     let endpoint = h.endpoint(&[EventType::JobSucceeded]).await;
     h.receiver.answer(500);
     h.succeeded_job().await;
-    let disabled = byok_testing::poll_until("disabled for failing", async || {
-        let e = h
-            .store
-            .webhooks()
-            .endpoint(DEFAULT_PROJECT_ID, endpoint)
-            .await
-            .unwrap()
-            .unwrap();
-        e.disabled_at.is_some().then_some(e)
-    })
-    .await;
+    let disabled = h.disabled_endpoint(endpoint, "disabled for failing").await;
     assert_eq!(
         disabled.disabled_reason.as_deref(),
         Some("every delivery failed for 5 days")

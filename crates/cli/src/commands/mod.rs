@@ -93,3 +93,19 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+/// The project a `--project NAME|ID` flag names (`None` when not given); a name no
+/// project has is an error pointing at `byok project list`.
+async fn project_flag(
+    store: &byok_store::Store,
+    flag: Option<&str>,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    let Some(name) = flag else {
+        return Ok(None);
+    };
+    let project = store.projects().find(name).await?;
+    let project = anyhow::Context::with_context(project, || {
+        format!("--project: no project is named `{name}`; see `byok project list`")
+    })?;
+    Ok(Some(project.id))
+}

@@ -36,19 +36,7 @@ pub async fn report(settings: &Settings, args: &UsageArgs) -> anyhow::Result<Exi
 
     let store = byok_app::parts::open_store(settings).await?;
     let summed = async {
-        let project_id = match &args.project {
-            None => None,
-            Some(name) => Some(
-                store
-                    .projects()
-                    .find(name)
-                    .await?
-                    .with_context(|| {
-                        format!("--project: no project is named `{name}`; see `byok project list`")
-                    })?
-                    .id,
-            ),
-        };
+        let project_id = super::project_flag(&store, args.project.as_deref()).await?;
         let query = UsageQuery {
             project_id,
             user_id: args.user,

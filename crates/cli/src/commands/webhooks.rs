@@ -30,19 +30,7 @@ pub async fn deliveries(
     }
     let store = byok_app::parts::open_store(settings).await?;
     let listed = async {
-        let project = match &args.project {
-            None => None,
-            Some(name) => Some(
-                store
-                    .projects()
-                    .find(name)
-                    .await?
-                    .with_context(|| {
-                        format!("--project: no project is named `{name}`; see `byok project list`")
-                    })?
-                    .id,
-            ),
-        };
+        let project = super::project_flag(&store, args.project.as_deref()).await?;
         anyhow::Ok(
             store
                 .webhooks()
