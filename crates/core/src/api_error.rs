@@ -38,6 +38,8 @@ pub enum ApiErrorCode {
     CredentialsInvalid,
     /// 422: a job for a user with no stored key for its provider.
     CredentialsMissing,
+    /// 422: the job would take a budget past its limit (`details.remaining_usd`).
+    BudgetExceeded,
     /// 429: past the token's `api.rate_limit`, or too many failed authentications from
     /// the client's address (`Retry-After` says when to come back).
     RateLimited,
@@ -53,7 +55,7 @@ pub enum ApiErrorCode {
 
 impl ApiErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 17] = [
+    pub const ALL: [ApiErrorCode; 18] = [
         ApiErrorCode::BadRequest,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::InsufficientScope,
@@ -66,6 +68,7 @@ impl ApiErrorCode {
         ApiErrorCode::ModelRetired,
         ApiErrorCode::CredentialsInvalid,
         ApiErrorCode::CredentialsMissing,
+        ApiErrorCode::BudgetExceeded,
         ApiErrorCode::RateLimited,
         ApiErrorCode::ProviderUnavailable,
         ApiErrorCode::ServiceUnavailable,
@@ -88,6 +91,7 @@ impl ApiErrorCode {
             ApiErrorCode::ModelRetired => "model_retired",
             ApiErrorCode::CredentialsInvalid => "credentials_invalid",
             ApiErrorCode::CredentialsMissing => "credentials_missing",
+            ApiErrorCode::BudgetExceeded => "budget_exceeded",
             ApiErrorCode::RateLimited => "rate_limited",
             ApiErrorCode::Timeout => "timeout",
             ApiErrorCode::ProviderUnavailable => "provider_unavailable",
@@ -110,7 +114,8 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidRequest
             | ApiErrorCode::ModelRetired
             | ApiErrorCode::CredentialsInvalid
-            | ApiErrorCode::CredentialsMissing => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiErrorCode::CredentialsMissing
+            | ApiErrorCode::BudgetExceeded => StatusCode::UNPROCESSABLE_ENTITY,
             ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorCode::ProviderUnavailable
             | ApiErrorCode::ServiceUnavailable
@@ -152,6 +157,11 @@ impl ApiErrorCode {
             ApiErrorCode::CredentialsMissing => {
                 "a job for a user with no stored key for its provider"
             }
+            ApiErrorCode::BudgetExceeded => {
+                "the job would take a budget of the project or the user past its limit, or its \
+                 model has no price while a budget applies; nothing is stored. details: budget \
+                 (user_id, provider, period, limit_usd), remaining_usd, estimated_cost_usd"
+            }
             ApiErrorCode::ProviderUnavailable => {
                 "the provider could not be asked (network, 429, 5xx); nothing changed"
             }
@@ -186,6 +196,7 @@ const _: fn(ApiErrorCode) = |code| match code {
     | ApiErrorCode::ModelRetired
     | ApiErrorCode::CredentialsInvalid
     | ApiErrorCode::CredentialsMissing
+    | ApiErrorCode::BudgetExceeded
     | ApiErrorCode::RateLimited
     | ApiErrorCode::ProviderUnavailable
     | ApiErrorCode::ServiceUnavailable

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     Timeout,
     /// A producer cancelled the job.
     Cancelled,
+    /// The job would take a budget of its project or user past its limit (or its model
+    /// has no price while a budget applies); nothing was sent to the provider.
+    BudgetExceeded,
     /// A fault inside byok itself.
     Internal,
 }
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::SubmitOutcomeUnknown => "submit_outcome_unknown",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::BudgetExceeded => "budget_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -77,6 +81,7 @@ mod tests {
             ErrorCode::SubmitOutcomeUnknown,
             ErrorCode::Timeout,
             ErrorCode::Cancelled,
+            ErrorCode::BudgetExceeded,
             ErrorCode::Internal,
         ] {
             assert_eq!(

@@ -2,6 +2,7 @@
 
 mod api_error;
 mod batch_view;
+mod budget;
 mod catalogue;
 mod credential_api;
 mod error_code;
@@ -27,6 +28,9 @@ mod webhook_event;
 pub use api_error::{ApiErrorBody, ApiErrorCode, ApiErrorResponse, UnknownApiErrorCode};
 pub use batch_view::{
     BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, MAX_BATCH_JOBS,
+};
+pub use budget::{
+    BudgetLimit, BudgetLimitView, BudgetPeriod, BudgetView, MAX_BUDGET_LIMITS, PutBudget,
 };
 pub use catalogue::{
     Catalogue, Format, Mode, ModelRef, ModelSpec, ModelStatus, PROMPT_MAX_CHARS_CEILING,

@@ -52,21 +52,24 @@ pub enum Scope {
     JobsWrite,
     /// Manage the project's webhook endpoints, their secrets and deliveries.
     Webhooks,
-    /// Read the project's usage and estimated spend.
+    /// Read the project's usage and estimated spend, and its budgets.
     UsageRead,
+    /// Set and remove the project's and its users' budgets.
+    BudgetsWrite,
     /// Operator actions: projects, the dashboard.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::CredentialsRead,
         Scope::CredentialsWrite,
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::Webhooks,
         Scope::UsageRead,
+        Scope::BudgetsWrite,
         Scope::Admin,
     ];
 
@@ -79,6 +82,7 @@ impl Scope {
             Scope::JobsWrite => "jobs:write",
             Scope::Webhooks => "webhooks",
             Scope::UsageRead => "usage:read",
+            Scope::BudgetsWrite => "budgets:write",
             Scope::Admin => "admin",
         }
     }
@@ -93,7 +97,7 @@ impl fmt::Display for Scope {
 /// A string that names no scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, usage:read, admin"
+    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, usage:read, budgets:write, admin"
 )]
 pub struct UnknownScope(pub String);
 
@@ -196,7 +200,7 @@ mod tests {
         assert!(!producer.contains(Scope::Admin));
         assert_eq!(
             producer.to_string(),
-            "credentials:read credentials:write jobs:read jobs:write webhooks usage:read"
+            "credentials:read credentials:write jobs:read jobs:write webhooks usage:read budgets:write"
         );
     }
 }

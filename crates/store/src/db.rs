@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 
 use crate::StoreError;
+use crate::budgets::BudgetRepo;
 use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
 use crate::outbox::OutboxFeed;
@@ -335,6 +336,11 @@ impl Store {
     /// What ended jobs made and cost.
     pub fn usage(&self) -> UsageRepo<'_> {
         UsageRepo::new(self)
+    }
+
+    /// Budget limits, and the embedded shape's budget ledger.
+    pub fn budgets(&self) -> BudgetRepo<'_> {
+        BudgetRepo::new(self)
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod batches;
+mod budgets;
 mod credentials;
 mod db;
 mod error;
@@ -13,6 +14,7 @@ mod usage;
 mod webhooks;
 
 pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
+pub use budgets::{BudgetCounter, BudgetRepo, Reserved, SpendScope, Standing, StoredLimit};
 pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, StoredCredential};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;

@@ -47,7 +47,7 @@ async fn the_document_is_served_without_a_token_as_openapi_3_1() {
             "bearerFormat": "byok_…",
             "description": "A producer token from `byok token create`, acting in one project with \
                 the scopes it was given (credentials:read, credentials:write, jobs:read, \
-                jobs:write, webhooks, usage:read, admin); each operation's security requirement names the scope it \
+                jobs:write, webhooks, usage:read, budgets:write, admin); each operation's security requirement names the scope it \
                 needs, and a token without it gets 403 `insufficient_scope`. Revoked with \
                 `byok token revoke`",
         })
