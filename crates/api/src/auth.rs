@@ -169,6 +169,12 @@ pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
     ("retry_webhook_delivery", Some(Scope::Webhooks)),
     ("get_usage", Some(Scope::UsageRead)),
     ("get_user_usage", Some(Scope::UsageRead)),
+    ("get_budget", Some(Scope::UsageRead)),
+    ("put_budget", Some(Scope::BudgetsWrite)),
+    ("delete_budget", Some(Scope::BudgetsWrite)),
+    ("get_user_budget", Some(Scope::UsageRead)),
+    ("put_user_budget", Some(Scope::BudgetsWrite)),
+    ("delete_user_budget", Some(Scope::BudgetsWrite)),
 ];
 
 /// The entry of [`ROUTE_SCOPES`] for `operation_id`: `None` when it has none.

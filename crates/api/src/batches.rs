@@ -129,17 +129,7 @@ pub(crate) async fn create(
     let mut bad: Vec<Value> = Vec::new();
     for (index, item) in jobs.into_iter().enumerate() {
         let checked = match serde_path_to_error::deserialize::<_, GenerationRequest>(item) {
-            Err(e) => {
-                let path = e.path().to_string();
-                Err(ApiError::new(
-                    ApiErrorCode::InvalidRequest,
-                    format!(
-                        "the job does not fit the expected shape: {}",
-                        e.into_inner()
-                    ),
-                )
-                .with_details(json!({ "field": (path != ".").then_some(path) })))
-            }
+            Err(e) => Err(crate::extract::shape_error(e, "job")),
             Ok(request) => check_job(&state, &caller, &request, &mut passed)
                 .await
                 .map(|checked| (request, checked)),

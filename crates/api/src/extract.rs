@@ -74,21 +74,36 @@ fn body_error(rejection: &BytesRejection) -> ApiError {
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let path = e.path().to_string();
-        // serde's messages name the field and the expected type; for strings
-        // they can quote the value, which is why secret fields are typed as
-        // free-form JSON and checked by the provider adapter instead.
-        let field = (path != ".").then_some(path);
-        ApiError::new(
-            ApiErrorCode::InvalidRequest,
-            format!(
-                "the body does not fit the expected shape: {}",
-                e.into_inner()
-            ),
-        )
-        .with_details(serde_json::json!({ "field": field }))
-    })
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| shape_error(e, "body"))
+}
+
+/// A value of the wrong shape: 422 `invalid_request` naming the field (`what`: "body",
+/// "job", … in the message).
+pub(crate) fn shape_error(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    what: &str,
+) -> ApiError {
+    let path = e.path().to_string();
+    let error = e.into_inner().to_string();
+    // A missing field is reported at its parent: name the field itself.
+    let missing = error
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let field = match (path.as_str(), missing) {
+        (".", None) => None,
+        (".", Some(name)) => Some(name.to_owned()),
+        (path, Some(name)) => Some(format!("{path}.{name}")),
+        (path, None) => Some(path.to_owned()),
+    };
+    // serde's messages name the field and the expected type; for strings
+    // they can quote the value, which is why secret fields are typed as
+    // free-form JSON and checked by the provider adapter instead.
+    ApiError::new(
+        ApiErrorCode::InvalidRequest,
+        format!("the {what} does not fit the expected shape: {error}"),
+    )
+    .with_details(serde_json::json!({ "field": field }))
 }
 
 fn wipe(bytes: Bytes) {

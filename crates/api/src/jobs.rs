@@ -249,6 +249,13 @@ pub(crate) async fn check_job(
         resolution: validated.format.as_ref().and_then(|f| f.resolution.clone()),
         estimated_cost: model.and_then(|m| m.estimate(&validated)),
     };
+    // Refused now when the standing already cannot take it; the reservation before the
+    // submit decides for good (jobs enqueued together all pass here).
+    state
+        .budgets()
+        .check(caller.user(request.user_id), provider, usage.estimated_cost)
+        .await
+        .map_err(|e| crate::budgets::budget_error(&e))?;
     Ok(Checked { canonical, usage })
 }
 
@@ -446,6 +453,12 @@ pub(crate) async fn cancel(
         .map_err(|e| ApiError::store(&e))?;
     match outcome {
         Cancelled::Now(job) => {
+            // A hold taken before its submit goes back (or, when the provider may have
+            // started it, stays spent). Should this fail, a worker's later look at the
+            // cancelled job settles it, or the hold lapses.
+            if let Err(e) = state.budgets().settle(job.id).await {
+                tracing::warn!(job.id = %job.id, error = %e, "could not settle the job's budget hold");
+            }
             let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
             byok_metrics::metrics().job_finished(
                 &job.provider_name,

@@ -3,6 +3,7 @@
 mod auth;
 mod batch;
 mod batches;
+mod budgets;
 mod credentials;
 mod error;
 mod events;
@@ -24,6 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
+use byok_budgets::Budgets;
 use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
@@ -64,6 +66,8 @@ pub struct ApiParts {
     pub engine: Arc<dyn Engine>,
     /// Checks `image_url` against the fetch policy at enqueue.
     pub fetcher: Arc<ImageFetcher>,
+    /// The budgets: checked at enqueue, set and read by their routes, settled on cancel.
+    pub budgets: Budgets,
     /// Where workers keep finished videos; `GET /v1/jobs/{id}/video` reads
     /// (or presigns) from it.
     pub videos: VideoStore,
@@ -93,6 +97,7 @@ pub struct AppState {
 
 struct Inner {
     store: Store,
+    budgets: Budgets,
     key_ring: Arc<KeyRing>,
     providers: Arc<Registry>,
     engine: Arc<dyn Engine>,
@@ -124,6 +129,7 @@ impl AppState {
             providers,
             engine,
             fetcher,
+            budgets,
             videos,
             max_body_bytes,
             max_batch_body_bytes,
@@ -142,6 +148,7 @@ impl AppState {
             jobs: Arc::new(jobs),
             inner: Arc::new(Inner {
                 store,
+                budgets,
                 key_ring,
                 providers,
                 engine,
@@ -168,6 +175,10 @@ impl AppState {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.inner.budgets
     }
 
     /// The URL policy: image URLs and webhook receivers are checked by it.
@@ -298,6 +309,18 @@ pub fn app(state: AppState) -> Router {
             post(scoped!(webhooks::retry, "retry_webhook_delivery")),
         )
         .route("/usage", get(scoped!(usage::project, "get_usage")))
+        .route(
+            "/budget",
+            get(scoped!(budgets::project, "get_budget"))
+                .put(scoped!(budgets::put_project, "put_budget"))
+                .delete(scoped!(budgets::delete_project, "delete_budget")),
+        )
+        .route(
+            "/users/{user_id}/budget",
+            get(scoped!(budgets::user, "get_user_budget"))
+                .put(scoped!(budgets::put_user, "put_user_budget"))
+                .delete(scoped!(budgets::delete_user, "delete_user_budget")),
+        )
         .route(
             "/users/{user_id}/usage",
             get(scoped!(usage::user, "get_user_usage")),

@@ -79,6 +79,12 @@ const BEARER: &str = "bearer";
         crate::webhooks::retry,
         crate::usage::project,
         crate::usage::user,
+        crate::budgets::project,
+        crate::budgets::put_project,
+        crate::budgets::delete_project,
+        crate::budgets::user,
+        crate::budgets::put_user,
+        crate::budgets::delete_user,
     ),
     modifiers(&Conventions),
     tags(
@@ -91,6 +97,7 @@ const BEARER: &str = "bearer";
         (name = "batches", description = "Many generation jobs enqueued as one unit"),
         (name = "webhooks", description = "Signed event deliveries to the project's endpoints (Standard Webhooks)"),
         (name = "usage", description = "What ended jobs made and cost, estimated from list prices"),
+        (name = "budgets", description = "Spending limits per project or user, enforced before every submit"),
     ),
 )]
 struct ApiDoc;
@@ -191,6 +198,7 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
                 ModelRetired,
                 CredentialsMissing,
                 CredentialsInvalid,
+                BudgetExceeded,
             ],
         ),
         ("get_job", &[BadRequest, NotFound]),
@@ -240,6 +248,28 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
         ("retry_webhook_delivery", &[BadRequest, NotFound, Conflict]),
         ("get_usage", &[BadRequest]),
         ("get_user_usage", &[BadRequest]),
+        ("get_budget", &[]),
+        (
+            "put_budget",
+            &[
+                BadRequest,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
+        ("delete_budget", &[]),
+        ("get_user_budget", &[BadRequest]),
+        (
+            "put_user_budget",
+            &[
+                BadRequest,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
+        ("delete_user_budget", &[BadRequest]),
     ]
 };
 

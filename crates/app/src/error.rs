@@ -31,6 +31,9 @@ pub enum AppError {
     /// The shared rate limiter could not be reached.
     #[error("cannot reach Redis for the rate limiter (queue.url): {0}")]
     Limiter(#[source] byok_ratelimit::RateLimitError),
+    /// The budget ledger could not be reached.
+    #[error("cannot reach Redis for the budget ledger (queue.url): {0}")]
+    Budgets(#[source] byok_budgets::BudgetError),
     /// A provider definition is refused (the message names its file, provider and field).
     #[error("{0}")]
     Definition(#[source] byok_providers::declarative::DefinitionError),

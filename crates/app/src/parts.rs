@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use byok_budgets::{Budgets, RedisLedger};
 use byok_config::{ConfigError, KeyRingSource, QueueUrl, Settings};
 use byok_core::{Catalogue, ProviderId};
 use byok_crypto::KeyRing;
@@ -234,6 +236,27 @@ async fn engine_on(settings: &Settings, config: QueueConfig) -> Result<Arc<dyn E
                 setting: "database.url",
                 source,
             })?,
+    })
+}
+
+/// The budgets, with the ledger the shape calls for: Redis when the queue is Redis (every
+/// worker reserves against the same figures), the database otherwise. A hold outlives its
+/// job's longest life (`worker.job_timeout`, plus an hour for the queue and the download)
+/// before it counts as spent.
+pub async fn budgets(settings: &Settings, store: &Store) -> Result<Budgets, AppError> {
+    let lifetime = settings.worker.job_timeout + Duration::from_secs(3600);
+    Ok(match settings.queue_kind() {
+        QueueUrl::Redis => Budgets::in_redis(
+            store.clone(),
+            RedisLedger::connect(
+                settings.queue.url.expose_secret(),
+                &settings.queue.namespace,
+            )
+            .await
+            .map_err(AppError::Budgets)?,
+            lifetime,
+        ),
+        QueueUrl::Sqlite => Budgets::in_database(store.clone(), lifetime),
     })
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use byok_api::{ApiParts, AppState, EdgeLimits, ServeOptions};
+use byok_budgets::Budgets;
 use byok_config::Settings;
 use byok_crypto::KeyRing;
 use byok_deliveries::{Deliverer, Relay};
@@ -12,7 +13,7 @@ use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
 use byok_store::Store;
 use byok_video_store::VideoStore;
-use byok_worker::Pipeline;
+use byok_worker::{Pipeline, PipelineParts};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,7 @@ pub struct System {
     webhook_engine: Arc<dyn Engine>,
     fetcher: Arc<ImageFetcher>,
     videos: VideoStore,
+    budgets: Budgets,
     /// Pushes the webhook deliveries this process's writes create.
     _relay: Relay,
 }
@@ -70,6 +72,13 @@ impl System {
                 return Err(e);
             }
         };
+        let budgets = match parts::budgets(&settings, &store).await {
+            Ok(budgets) => budgets,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let relay = Relay::start(store.clone(), Producer::new(Arc::clone(&webhook_engine)));
         Ok(System {
             settings: Arc::new(settings),
@@ -80,6 +89,7 @@ impl System {
             webhook_engine,
             fetcher,
             videos,
+            budgets,
             _relay: relay,
         })
     }
@@ -119,6 +129,11 @@ impl System {
         &self.videos
     }
 
+    /// The budgets and their ledger.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
     /// The HTTP API on this system's parts. Call inside a Tokio runtime
     /// (the API starts its batching tasks).
     pub fn router(&self) -> Router {
@@ -128,6 +143,7 @@ impl System {
             providers: Arc::clone(&self.registry),
             engine: Arc::clone(&self.engine),
             fetcher: Arc::clone(&self.fetcher),
+            budgets: self.budgets.clone(),
             videos: self.videos.clone(),
             max_body_bytes: self.settings.api.max_body_bytes,
             max_batch_body_bytes: self.settings.api.max_batch_body_bytes,
@@ -180,15 +196,16 @@ impl System {
     /// process otherwise).
     pub async fn pipeline(&self) -> Result<Pipeline, AppError> {
         let limiter = parts::limiter(&self.settings).await?;
-        Ok(Pipeline::new(
-            self.store.clone(),
-            Arc::clone(&self.key_ring),
-            Arc::clone(&self.registry),
+        Ok(Pipeline::new(PipelineParts {
+            store: self.store.clone(),
+            key_ring: Arc::clone(&self.key_ring),
+            providers: Arc::clone(&self.registry),
             limiter,
-            Arc::clone(&self.fetcher),
-            self.videos.clone(),
-            parts::pipeline_settings(&self.settings),
-        ))
+            budgets: self.budgets.clone(),
+            fetcher: Arc::clone(&self.fetcher),
+            videos: self.videos.clone(),
+            settings: parts::pipeline_settings(&self.settings),
+        }))
     }
 
     /// Runs a worker until `shutdown` resolves, then drains it within

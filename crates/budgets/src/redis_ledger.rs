@@ -257,6 +257,9 @@ impl RedisLedger {
         store: &Store,
         counters: &[BudgetCounter],
     ) -> Result<Vec<Standing>, BudgetError> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for counter in counters {
             pipe.cmd("HMGET")

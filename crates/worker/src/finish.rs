@@ -82,6 +82,7 @@ impl Step<'_> {
                 if applied {
                     finished(job, JobStatus::Succeeded, None);
                 }
+                self.pipeline.settle_budget(job.id).await;
                 Ok(())
             }
             Err(e) => self.store_trouble(&e),

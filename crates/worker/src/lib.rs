@@ -10,6 +10,6 @@ mod submit;
 mod sweeper;
 
 pub use backoff::RetryBackoff;
-pub use pipeline::{Pipeline, PipelineSettings};
+pub use pipeline::{Pipeline, PipelineParts, PipelineSettings};
 pub use run::{RunError, WorkerOptions, run_worker};
 pub use sweeper::{SweepError, sweep_stranded};

@@ -34,6 +34,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use byok_budgets::Budgets;
 use byok_core::{ErrorCode, ErrorRecord, JobStatus, ProviderId};
 use byok_crypto::KeyRing;
 use byok_metrics::{Call, metrics};
@@ -70,9 +71,31 @@ pub struct Pipeline {
     key_ring: Arc<KeyRing>,
     providers: Arc<Registry>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) budgets: Budgets,
     pub(crate) fetcher: Arc<ImageFetcher>,
     pub(crate) videos: VideoStore,
     pub(crate) settings: PipelineSettings,
+}
+
+/// The parts a [`Pipeline`] is made of (`byok-app` opens them from the settings).
+#[derive(Debug)]
+pub struct PipelineParts {
+    /// The jobs and keys.
+    pub store: Store,
+    /// Opens users' keys.
+    pub key_ring: Arc<KeyRing>,
+    /// The provider adapters and their pacing.
+    pub providers: Arc<Registry>,
+    /// Each key's submit quota, shared by every worker.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Holds each job's estimated cost before its submit; settles it when it ends.
+    pub budgets: Budgets,
+    /// Fetches users' images.
+    pub fetcher: Arc<ImageFetcher>,
+    /// Where finished videos are kept.
+    pub videos: VideoStore,
+    /// The pipeline's settings.
+    pub settings: PipelineSettings,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -92,20 +115,23 @@ pub(crate) const LIMITER_DOWN_RECHECK: Duration = Duration::from_secs(1);
 
 impl Pipeline {
     /// Assembles a pipeline.
-    pub fn new(
-        store: Store,
-        key_ring: Arc<KeyRing>,
-        providers: Arc<Registry>,
-        limiter: Arc<dyn RateLimiter>,
-        fetcher: Arc<ImageFetcher>,
-        videos: VideoStore,
-        settings: PipelineSettings,
-    ) -> Pipeline {
+    pub fn new(parts: PipelineParts) -> Pipeline {
+        let PipelineParts {
+            store,
+            key_ring,
+            providers,
+            limiter,
+            budgets,
+            fetcher,
+            videos,
+            settings,
+        } = parts;
         Pipeline {
             store,
             key_ring,
             providers,
             limiter,
+            budgets,
             fetcher,
             videos,
             settings,
@@ -163,6 +189,9 @@ impl Pipeline {
                 .await;
         };
         if job.status.is_terminal() {
+            // Whoever ended it (a cancel, another worker) may not have settled its
+            // budget hold: settling again changes nothing.
+            self.settle_budget(job.id).await;
             if job.status == JobStatus::Cancelled
                 && job.provider_job_id.is_some()
                 && job.cancel_sent_at.is_none()
@@ -312,9 +341,19 @@ impl Pipeline {
                 if applied {
                     finished(job, JobStatus::Failed, Some(code));
                 }
+                self.settle_budget(job.id).await;
                 Ok(())
             }
             Err(e) => self.store_trouble(&e, delivery),
+        }
+    }
+
+    /// Settles the budget hold of a job that has ended (nothing when it holds none).
+    /// Should this fail, the next look at the job settles it, or the hold lapses after
+    /// the job's longest life and counts as spent: never less than was spent.
+    pub(crate) async fn settle_budget(&self, job_id: Uuid) {
+        if let Err(e) = self.budgets.settle(job_id).await {
+            tracing::warn!(error = %e, "could not settle the job's budget hold");
         }
     }
 

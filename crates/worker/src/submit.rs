@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use byok_budgets::{BudgetError, Charge};
 use byok_core::{ErrorCode, JobStatus, RetryClass, ValidatedRequest};
 use byok_metrics::{Call, Throttle, metrics};
 use byok_providers::SubmitRequest;
@@ -59,6 +60,13 @@ impl Step<'_> {
                 return later(LIMITER_DOWN_RECHECK);
             }
         };
+        // The budget after the permit: a job waiting for its key's window holds nothing.
+        if let Err(next) = self.reserve_budget().await {
+            if let Err(e) = limiter.finish(permit, false).await {
+                tracing::warn!(error = %e, "could not give the rate-limit permit back");
+            }
+            return next;
+        }
         let (next, sent) = self.send(&validated, &key).await;
         // The limiter stamps a sent submit with the time its answer came (a
         // time after it reached the provider), or takes an unsent one back.
@@ -68,6 +76,34 @@ impl Step<'_> {
             tracing::warn!(error = %e, "could not settle the rate-limit permit");
         }
         next
+    }
+
+    /// Holds the job's estimated cost on every budget it counts against, before anything
+    /// is sent. A refusal fails the job `budget_exceeded` (nothing was sent, nothing is
+    /// held); a ledger that cannot answer is waited for, since submitting without the
+    /// hold could overspend.
+    async fn reserve_budget(&self) -> Result<(), Next> {
+        let job = self.job;
+        let charge = Charge {
+            job_id: job.id,
+            owner: job.owner(),
+            provider: self.provider,
+            estimate: job.estimated_cost,
+        };
+        match self.pipeline.budgets.reserve(&charge).await {
+            Ok(()) => Ok(()),
+            Err(BudgetError::Exceeded(refusal)) => Err(self
+                .fail(ErrorCode::BudgetExceeded, refusal.to_string(), false)
+                .await),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "budget ledger unavailable; trying again shortly");
+                Err(later(LIMITER_DOWN_RECHECK))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "budget ledger error");
+                Err(self.retry(format!("budget ledger: {e}")))
+            }
+        }
     }
 
     /// Everything between a granted permit and the provider's answer.

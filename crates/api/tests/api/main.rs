@@ -2,6 +2,7 @@
 //! local mock servers that record every request they get.
 
 mod batches;
+mod budgets;
 mod credentials;
 mod edge;
 mod errors;
@@ -32,6 +33,8 @@ pub struct TestApi {
     pub http: reqwest::Client,
     pub token: String,
     pub store: Store,
+    /// The API's budgets (to hold amounts as a worker would).
+    pub budgets: byok_budgets::Budgets,
     pub db_url: String,
     pub runway: MockServer,
     pub stability: MockServer,
@@ -126,6 +129,7 @@ async fn start(
         .await
         .expect("the API starts");
     let store = running.system().store().clone();
+    let budgets = running.system().budgets().clone();
     let (_, token) = store
         .tokens()
         .create(&NewToken::new("tests", DEFAULT_PROJECT_ID))
@@ -136,6 +140,7 @@ async fn start(
         http: reqwest::Client::new(),
         token: token.expose_secret().to_owned(),
         store,
+        budgets,
         db_url: db_url.to_owned(),
         runway,
         stability,
