@@ -40,6 +40,9 @@ pub struct DeployOptions {
     pub extra_env: Vec<(String, String)>,
     /// Give each process an `output.dir` of its own, so no directory is shared.
     pub separate_output_dirs: bool,
+    /// The `byok.toml` every process reads (settings environment variables cannot say,
+    /// such as `[[providers.<id>.prices]]`); empty: none.
+    pub config: &'static str,
 }
 
 impl Default for DeployOptions {
@@ -54,6 +57,7 @@ impl Default for DeployOptions {
             video_padding_bytes: 0,
             extra_env: Vec::new(),
             separate_output_dirs: false,
+            config: "",
         }
     }
 }
@@ -212,6 +216,15 @@ fn base_env(
     env
 }
 
+/// The deployment's directory (every process's working directory), with its `byok.toml`.
+fn config_dir(options: &DeployOptions) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if !options.config.is_empty() {
+        std::fs::write(dir.path().join("byok.toml"), options.config).unwrap();
+    }
+    dir
+}
+
 impl Deployment {
     /// PostgreSQL + Redis + `byok api` + `options.workers` × `byok worker`;
     /// `None` (after a SKIPPED line) when the services are missing.
@@ -219,7 +232,7 @@ impl Deployment {
         let db = byok_testing::test_database().await?;
         let redis = byok_testing::test_redis().await?;
         let sim = simulator(&options).await;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = config_dir(&options);
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
         env.push(("DATABASE_URL".into(), db.url.clone()));
@@ -242,7 +255,7 @@ impl Deployment {
     /// One `byok run` process on a SQLite file: the embedded shape.
     pub async fn embedded(options: DeployOptions) -> Deployment {
         let sim = simulator(&options).await;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = config_dir(&options);
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
         env.push((

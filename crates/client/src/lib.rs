@@ -3,6 +3,7 @@
 // One module per group of routes, each an `impl Client` block over `client::Call`; a new
 // group of routes is a new module here.
 mod batches;
+mod budgets;
 mod client;
 mod credentials;
 mod error;
@@ -33,15 +34,16 @@ pub use webhooks::ListDeliveries;
 
 /// The API's bodies, shared with the server (`byok-core`).
 pub use byok_core::{
-    ApiErrorCode, BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, Capabilities,
-    CredentialCheckOutcome, CredentialCheckResult, CredentialField, CredentialList,
-    CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Format,
-    GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, JobWebhookSecret,
-    Mode, ModelRef, ModelSpec, ModelStatus, NewWebhookEndpoint, Pricing, ProjectList, ProjectView,
-    PromptRules, ProviderId, ProviderInfo, ProviderList, ProviderUsage, PutCredentials, RateLimits,
-    Requirement, Retirement, SecondRate, UsageGroupBy, UsageGroupView, UsageReport, UsageTotals,
-    Usd, WebhookDelivery, WebhookDeliveryPage, WebhookDeliveryStatus, WebhookEndpointChange,
-    WebhookEndpointList, WebhookEndpointView, WebhookEndpointWithSecret, WebhookPayload,
+    ApiErrorCode, BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, BudgetLimit,
+    BudgetLimitView, BudgetPeriod, BudgetView, Capabilities, CredentialCheckOutcome,
+    CredentialCheckResult, CredentialField, CredentialList, CredentialSummary, CredentialTest,
+    ErrorCode, ErrorRecord, EventType, Format, GenerationRequest, JobPage, JobResult,
+    JobResultView, JobStatus, JobView, JobWebhookSecret, Mode, ModelRef, ModelSpec, ModelStatus,
+    NewWebhookEndpoint, Pricing, ProjectList, ProjectView, PromptRules, ProviderId, ProviderInfo,
+    ProviderList, ProviderUsage, PutCredentials, RateLimits, Requirement, Retirement, SecondRate,
+    UsageGroupBy, UsageGroupView, UsageReport, UsageTotals, Usd, WebhookDelivery,
+    WebhookDeliveryPage, WebhookDeliveryStatus, WebhookEndpointChange, WebhookEndpointList,
+    WebhookEndpointView, WebhookEndpointWithSecret, WebhookPayload,
 };
 /// An endpoint's signing secret (`whsec_…`), for [`verify_webhook`].
 pub use byok_webhooks::{SigningSecret, TOLERANCE as WEBHOOK_TOLERANCE, VerifyError};
