@@ -141,6 +141,11 @@ impl CpuSplit {
         }
     }
 
+    /// Cores used by all three together.
+    pub fn total(&self) -> f64 {
+        self.bench + self.postgres + self.redis
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "bench": round2(self.bench),

@@ -58,6 +58,7 @@ pub fn system_options(shape: Shape) -> SystemOptions {
         concurrency: CONCURRENCY,
         users: USERS,
         edge_limits: true,
+        budgets: false,
     }
 }
 
@@ -166,10 +167,18 @@ async fn check_a_job(system: &System) -> anyhow::Result<()> {
 async fn measure(
     options: &Options,
     shape: Shape,
+    budgets: bool,
     jobs: usize,
     warmup: usize,
 ) -> anyhow::Result<Run> {
-    let system = System::start(options, &system_options(shape)).await?;
+    let system = System::start(
+        options,
+        &SystemOptions {
+            budgets,
+            ..system_options(shape)
+        },
+    )
+    .await?;
     // Warm-up: connections, prepared statements, the first files.
     enqueue(&system, warmup, CONNECTIONS).await?;
     wait_all_final(&system, Duration::from_secs(120)).await?;
@@ -206,8 +215,9 @@ async fn measure(
         polls: stats.polls - stats_before.polls,
     };
     progress(&format!(
-        "pipeline: {}: {} jobs in {:.2} s = {:.0} jobs/s (enqueued in {:.2} s; {} submits, {} polls; {})",
+        "pipeline: {}{}: {} jobs in {:.2} s = {:.0} jobs/s (enqueued in {:.2} s; {} submits, {} polls; {})",
         shape.name(),
+        if budgets { " with budgets" } else { "" },
         run.jobs,
         run.total_s,
         run.rate,
@@ -226,13 +236,23 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         (20_000, 10_000, 500)
     };
     production_logs(true);
-    let distributed = measure(options, Shape::Distributed, distributed_jobs, warmup).await;
-    let embedded = match &distributed {
-        Ok(_) => measure(options, Shape::Embedded, embedded_jobs, warmup).await,
-        Err(_) => Err(anyhow::anyhow!("not run")),
+    let runs = async {
+        let distributed =
+            measure(options, Shape::Distributed, false, distributed_jobs, warmup).await?;
+        let budgeted = measure(options, Shape::Distributed, true, distributed_jobs, warmup).await?;
+        let embedded = measure(options, Shape::Embedded, false, embedded_jobs, warmup).await?;
+        let embedded_budgeted =
+            measure(options, Shape::Embedded, true, embedded_jobs, warmup).await?;
+        anyhow::Ok((distributed, budgeted, embedded, embedded_budgeted))
     };
+    let runs = runs.await;
     production_logs(false);
-    let (distributed, embedded) = (distributed?, embedded?);
+    let (distributed, budgeted, embedded, embedded_budgeted) = runs?;
+    // What budgets add per job: CPU time of every process (the bench's own, PostgreSQL,
+    // Redis) over the run, per job, with budgets minus without.
+    let cpu_us_per_job = |run: &Run| run.cores.total() * run.total_s * 1e6 / run.jobs as f64;
+    let budget_cost_us = cpu_us_per_job(&budgeted) - cpu_us_per_job(&distributed);
+    let embedded_budget_cost_us = cpu_us_per_job(&embedded_budgeted) - cpu_us_per_job(&embedded);
     let result = json!({
         "name": "pipeline",
         "value": distributed.rate.round(),
@@ -251,6 +271,11 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "concurrency": CONCURRENCY,
         "users": USERS,
         "sim_polls_per_job": distributed.polls as f64 / distributed.jobs as f64,
+        "with_budgets": budgeted.rate.round(),
+        "with_budgets_cores": budgeted.cores.json(),
+        "budgets_cpu_us_per_job": budget_cost_us.round(),
+        "embedded_with_budgets": embedded_budgeted.rate.round(),
+        "embedded_budgets_cpu_us_per_job": embedded_budget_cost_us.round(),
     });
     let human = format!(
         "pipeline  distributed {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          embedded    {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          HTTP enqueue on {CONNECTIONS} connections while one worker (concurrency {CONCURRENCY}) runs each job: key, permit, submit, poll, download, succeeded; render time 0, poll interval 0",
@@ -262,6 +287,14 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         embedded.jobs,
         embedded.total_s,
         embedded.cores.human(),
+    ) + &format!(
+        "\n          with budgets (a project and a user limit on every job: checked at enqueue, held before submit, settled at the end):\n          distributed {:>7.0} jobs/s ({}), {:+.0} µs CPU per job\n          embedded    {:>7.0} jobs/s ({}), {:+.0} µs CPU per job",
+        budgeted.rate,
+        budgeted.cores.human(),
+        budget_cost_us,
+        embedded_budgeted.rate,
+        embedded_budgeted.cores.human(),
+        embedded_budget_cost_us,
     );
     report(options, &result, &human);
     Ok(())

@@ -65,6 +65,10 @@ pub struct SystemOptions {
     /// The API's edge limits (`api.rate_limit` at a rate no run reaches,
     /// `api.auth_failure_limit` as by default); off: both `off`.
     pub edge_limits: bool,
+    /// Price Runway's gen4.5 ($0.10/s) and give the project a monthly budget and each user
+    /// a daily one, both far above what a run spends: every job is checked at enqueue,
+    /// reserves on two counters before its submit and settles when it ends.
+    pub budgets: bool,
 }
 
 /// A running system, assembled by `byok-app` as `byok run` (embedded: one
@@ -201,6 +205,44 @@ pub async fn store_users(
     Ok(users)
 }
 
+/// The price of [`job_body`]'s model in budget runs: $0.10 a second.
+fn bench_price() -> byok_core::ModelPrice {
+    serde_json::from_value(serde_json::json!({
+        "model": "gen4.5", "per_second": [{ "usd": 0.1 }],
+        "source": "https://docs.dev.runwayml.com/guides/pricing/", "as_of": "2026-12-04",
+    }))
+    .expect("a valid price")
+}
+
+/// A monthly budget for the project and a daily one per user, none of which a run reaches.
+async fn set_budgets(store: &Store, project: Uuid, users: &[Uuid]) -> anyhow::Result<()> {
+    let limit = |user_id, period, dollars: i64| byok_store::StoredLimit {
+        user_id,
+        provider: None,
+        period,
+        limit: byok_core::Usd::from_micros(dollars * 1_000_000),
+    };
+    store
+        .budgets()
+        .replace(
+            project,
+            None,
+            &[limit(None, byok_core::BudgetPeriod::Month, 10_000_000)],
+        )
+        .await?;
+    for user in users {
+        store
+            .budgets()
+            .replace(
+                project,
+                Some(*user),
+                &[limit(Some(*user), byok_core::BudgetPeriod::Day, 1_000_000)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// A Runway text-to-video request body for `user`.
 pub fn job_body(user: Uuid) -> String {
     serde_json::json!({
@@ -233,6 +275,13 @@ impl System {
                 settings.providers.get_mut(id).unwrap().poll_interval = options.poll_interval;
             }
             settings.worker.concurrency = concurrency;
+            if options.budgets {
+                settings
+                    .providers
+                    .get_mut(ProviderId::RUNWAY)
+                    .unwrap()
+                    .prices = vec![bench_price()];
+            }
             if !options.edge_limits {
                 settings.api.rate_limit = None;
                 settings.api.auth_failure_limit = None;
@@ -279,6 +328,9 @@ impl System {
         )
         .await?;
         store.tokens().revoke(keys_token.id).await?;
+        if options.budgets {
+            set_budgets(&store, project, &users).await?;
+        }
         let (_, token) = store
             .tokens()
             .create(&NewToken {
