@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod deploy;
 mod docs;
+mod failover;
 mod helpers;
 mod input_images;
 mod jobs_api;

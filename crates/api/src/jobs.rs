@@ -15,7 +15,10 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byok_core::{GenerationRequest, JobItem, JobPage, JobStatus, JobView, ProjectUser, ProviderId};
+use byok_budgets::BudgetError;
+use byok_core::{
+    GenerationRequest, JobItem, JobPage, JobStatus, JobView, MAX_FALLBACKS, ProjectUser, ProviderId,
+};
 use byok_providers::{FetchError, ImageFetcher};
 use byok_queue::Producer;
 use byok_store::{Cancelled, Idempotency, Inserted, Job, NewJob, UsagePlan};
@@ -188,8 +191,9 @@ pub(crate) struct Checked {
 
 /// The checks of one job request before anything is written (`POST /v1/jobs`, and each job
 /// of `POST /v1/batches`), in this order: no U+0000 anywhere; the provider and the model's
-/// catalogue; `image_url` against the fetch policy; a `webhook_url`'s receiver and the
-/// project's job-webhook secret; the user's stored, valid key for the provider.
+/// catalogue and `image_url` against the fetch policy ([`check_entry`]); a `webhook_url`'s
+/// receiver and the project's job-webhook secret; the user's stored, valid key for the
+/// provider; each fallback as the job's own provider; the budgets.
 pub(crate) async fn check_job(
     state: &AppState,
     caller: &Caller,
@@ -199,6 +203,41 @@ pub(crate) async fn check_job(
     let canonical = serde_json::to_value(request).map_err(|e| ApiError::internal(&e))?;
     refuse_nul(&canonical)?;
     let provider = request.provider;
+    let usage = check_entry(state, request, passed).await?;
+    if let Some(url) = &request.webhook_url
+        && !passed.webhook_urls.contains(url)
+    {
+        require_job_webhooks(state, caller, url).await?;
+        passed.webhook_urls.insert(url.clone());
+    }
+    check_key(state, caller, request, passed).await?;
+    check_fallbacks(state, caller, request, passed).await?;
+    // Refused now when the standing already cannot take it; the reservation before the
+    // submit decides for good (jobs enqueued together all pass here). A limit at this
+    // provider only does not refuse a job with fallbacks: the worker moves it on.
+    let checked = state
+        .budgets()
+        .check(caller.user(request.user_id), provider, usage.estimated_cost)
+        .await;
+    match checked {
+        Err(BudgetError::Exceeded(refusal))
+            if refusal.provider.is_some() && !request.fallbacks.is_empty() => {}
+        Err(e) => return Err(crate::budgets::budget_error(&e)),
+        Ok(()) => {}
+    }
+    Ok(Checked { canonical, usage })
+}
+
+/// The checks of one provider and model of a job (its own, or a fallback's request): the
+/// provider and the model's catalogue; `image_url` against the fetch policy. Its length,
+/// resolution and list price, fixed here, once, so that what the job costs does not change
+/// with a later price change.
+async fn check_entry(
+    state: &AppState,
+    request: &GenerationRequest,
+    passed: &mut Passed,
+) -> Result<UsagePlan, ApiError> {
+    let provider = request.provider;
     let adapter = state.providers().get(provider).ok_or_else(|| {
         ApiError::new(
             ApiErrorCode::InvalidRequest,
@@ -206,7 +245,6 @@ pub(crate) async fn check_job(
         )
         .with_details(json!({ "field": "provider" }))
     })?;
-
     let validated = adapter.validate(request).map_err(|e| match &e.retired {
         // Nothing is stored or sent: the provider would refuse (and may bill) it.
         Some(retirement) => {
@@ -228,35 +266,81 @@ pub(crate) async fn check_job(
         check_image_url(&state.jobs().fetcher, url).await?;
         passed.image_urls.insert(url.clone());
     }
-    if let Some(url) = &request.webhook_url
-        && !passed.webhook_urls.contains(url)
-    {
-        require_job_webhooks(state, caller, url).await?;
-        passed.webhook_urls.insert(url.clone());
-    }
-    let key = (request.user_id, provider);
+    Ok(UsagePlan::of(
+        adapter.catalogue().model(&validated.model),
+        &validated,
+    ))
+}
+
+/// The user's stored, valid key for the request's provider: a job runs on nothing else.
+async fn check_key(
+    state: &AppState,
+    caller: &Caller,
+    request: &GenerationRequest,
+    passed: &mut Passed,
+) -> Result<(), ApiError> {
+    let key = (request.user_id, request.provider);
     if !passed.keys.contains(&key) {
-        require_usable_key(state, caller.user(request.user_id), provider).await?;
+        require_usable_key(state, caller.user(request.user_id), request.provider).await?;
         passed.keys.insert(key);
     }
-    // The model is the catalogue's (validate found it); priced here, once, so that what the
-    // job costs does not change with a later price change.
-    let model = adapter.catalogue().model(&validated.model);
-    let usage = UsagePlan {
-        video_seconds: validated
-            .duration_seconds
-            .or(model.and_then(|m| m.default_duration)),
-        resolution: validated.format.as_ref().and_then(|f| f.resolution.clone()),
-        estimated_cost: model.and_then(|m| m.estimate(&validated)),
+    Ok(())
+}
+
+/// Each fallback passes the same checks as the job's own provider and model, on the
+/// request it would run with; a problem names its entry (`fallbacks[1].model`).
+async fn check_fallbacks(
+    state: &AppState,
+    caller: &Caller,
+    request: &GenerationRequest,
+    passed: &mut Passed,
+) -> Result<(), ApiError> {
+    if request.fallbacks.len() > MAX_FALLBACKS {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            format!("at most {MAX_FALLBACKS} fallbacks"),
+        )
+        .with_details(json!({ "field": "fallbacks" })));
+    }
+    let mut seen = vec![(request.provider, request.model.as_str())];
+    for (i, entry) in request.fallbacks.iter().enumerate() {
+        if seen.contains(&(entry.provider, entry.model.as_str())) {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                format!(
+                    "fallbacks[{i}] names {}/{} again: each entry is another provider or model",
+                    entry.provider, entry.model
+                ),
+            )
+            .with_details(json!({ "field": format!("fallbacks[{i}]") })));
+        }
+        seen.push((entry.provider, entry.model.as_str()));
+        let Some(entry_request) = request.fallback_request(i) else {
+            continue;
+        };
+        let checked = match check_entry(state, &entry_request, passed).await {
+            Ok(_) => check_key(state, caller, &entry_request, passed).await,
+            Err(e) => Err(e),
+        };
+        checked.map_err(|e| in_fallback(e, i))?;
+    }
+    Ok(())
+}
+
+/// An error of fallback `i`'s request, naming the entry: its field becomes
+/// `fallbacks[i].<field>` (or `fallbacks[i]`).
+fn in_fallback(error: ApiError, i: usize) -> ApiError {
+    let mut details = error.details().clone();
+    let field = match details.get("field").and_then(Value::as_str) {
+        Some(field) => format!("fallbacks[{i}].{field}"),
+        None => format!("fallbacks[{i}]"),
     };
-    // Refused now when the standing already cannot take it; the reservation before the
-    // submit decides for good (jobs enqueued together all pass here).
-    state
-        .budgets()
-        .check(caller.user(request.user_id), provider, usage.estimated_cost)
-        .await
-        .map_err(|e| crate::budgets::budget_error(&e))?;
-    Ok(Checked { canonical, usage })
+    if !details.is_object() {
+        details = json!({});
+    }
+    details["field"] = json!(field);
+    ApiError::new(error.code(), format!("fallbacks[{i}]: {}", error.message()))
+        .with_details(details)
 }
 
 fn accepted(job: Job) -> Response {

@@ -390,6 +390,10 @@ fn add_webhooks(doc: &mut Document) {
         byok_core::EventType::JobSucceeded => "A job finished with its video; `data` is the job",
         byok_core::EventType::JobFailed => "A job failed; `data` is the job, with its `error`",
         byok_core::EventType::JobCancelled => "A job was cancelled; `data` is the job",
+        byok_core::EventType::JobFallback => {
+            "A job left its provider for its next fallback before any provider accepted it; \
+             `data` is the job on its new provider, `route` saying which it left and why"
+        }
         byok_core::EventType::BatchCompleted => {
             "Every job of a batch is final; `data` is the batch (sent exactly once)"
         }
@@ -833,6 +837,13 @@ mod tests {
             cancel_sent_at: None,
             batch_id: None,
             estimated_cost: None,
+            route: vec![byok_core::RouteStep {
+                provider: "runway".into(),
+                model: "gen4.5".into(),
+                reason: "credentials_invalid".into(),
+                message: "the provider rejected the key".into(),
+                at: chrono::Utc::now(),
+            }],
         }
     }
 

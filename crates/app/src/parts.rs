@@ -336,6 +336,7 @@ pub fn pipeline_settings(settings: &Settings) -> PipelineSettings {
             min_delay: settings.worker.retry_min_delay,
             max_delay: settings.worker.retry_max_delay,
         },
+        fallback_after_block: settings.worker.fallback_after_block,
     }
 }
 

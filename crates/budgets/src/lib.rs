@@ -2,8 +2,10 @@
 
 mod redis_ledger;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use byok_core::{
     BudgetLimit, BudgetLimitView, BudgetPeriod, BudgetView, ProjectUser, ProviderId, Usd,
@@ -116,7 +118,22 @@ pub struct Budgets {
     ledger: Ledger,
     /// How long a hold outlives its job's longest possible life before it counts as spent.
     hold: Duration,
+    limits: Arc<LimitsCache>,
 }
+
+/// The limits that apply to an owner at a provider, kept for [`LIMITS_TTL`]: every enqueue
+/// and every submit asks, and limits change rarely. A change made through this process
+/// (`Budgets::set`) is seen at once; one made through another process within
+/// [`LIMITS_TTL`].
+#[derive(Debug, Default)]
+struct LimitsCache {
+    entries: Mutex<HashMap<(ProjectUser, ProviderId), (Instant, Arc<Vec<StoredLimit>>)>>,
+}
+
+/// How long a process keeps the limits it read.
+pub const LIMITS_TTL: Duration = Duration::from_secs(5);
+/// The most owners' limits a process keeps (past it, the cache starts over).
+const LIMITS_KEPT: usize = 10_000;
 
 /// How long past a hold's expected end, and past a period, the ledger keeps it.
 const GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -130,6 +147,7 @@ impl Budgets {
             store,
             ledger: Ledger::Database,
             hold: job_lifetime,
+            limits: Arc::default(),
         }
     }
 
@@ -139,6 +157,7 @@ impl Budgets {
             store,
             ledger: Ledger::Redis(ledger),
             hold: job_lifetime,
+            limits: Arc::default(),
         }
     }
 
@@ -199,6 +218,7 @@ impl Budgets {
             .budgets()
             .replace(project_id, user_id, &stored)
             .await?;
+        self.limits.clear();
         self.view(project_id, user_id).await
     }
 
@@ -210,11 +230,7 @@ impl Budgets {
         provider: ProviderId,
         estimate: Option<Usd>,
     ) -> Result<(), BudgetError> {
-        let limits = self
-            .store
-            .budgets()
-            .applicable(owner, provider.as_str())
-            .await?;
+        let limits = self.applicable(owner, provider).await?;
         if limits.is_empty() {
             return Ok(());
         }
@@ -238,11 +254,7 @@ impl Budgets {
     /// [`BudgetError::Exceeded`]). Safe to call again for a job that already holds: nothing
     /// more is held. No limit: nothing to hold.
     pub async fn reserve(&self, charge: &Charge) -> Result<(), BudgetError> {
-        let limits = self
-            .store
-            .budgets()
-            .applicable(charge.owner, charge.provider.as_str())
-            .await?;
+        let limits = self.applicable(charge.owner, charge.provider).await?;
         if limits.is_empty() {
             return Ok(());
         }
@@ -287,20 +299,63 @@ impl Budgets {
     /// the cost is unknown). A job that holds nothing, or has not ended, is left alone;
     /// settling twice changes nothing.
     pub async fn settle(&self, job_id: Uuid) -> Result<(), BudgetError> {
-        if !self.holds(job_id).await? {
+        self.settle_with(job_id, None).await
+    }
+
+    /// [`Budgets::settle`] for a job the caller has just seen succeed: it cost `cost`, its
+    /// list price (`None`: unknown), without reading its usage row.
+    pub async fn settle_succeeded(
+        &self,
+        job_id: Uuid,
+        cost: Option<Usd>,
+    ) -> Result<(), BudgetError> {
+        self.settle_with(job_id, Some(cost)).await
+    }
+
+    /// `known`: the cost when the caller knows it (`Some(None)`: known to be unknown).
+    async fn settle_with(
+        &self,
+        job_id: Uuid,
+        known: Option<Option<Usd>>,
+    ) -> Result<(), BudgetError> {
+        let held = match &self.ledger {
+            Ledger::Database => self.store.budgets().holds(job_id).await?.then_some(None),
+            Ledger::Redis(redis) => redis.held(job_id).await?.map(Some),
+        };
+        let Some(held) = held else {
             return Ok(());
+        };
+        let cost = match known {
+            Some(cost) => cost,
+            None => {
+                let Some(usage) = self.store.usage().of_job(job_id).await? else {
+                    return Ok(());
+                };
+                match usage.cost_basis {
+                    CostBasis::NotAccepted => Some(Usd::ZERO),
+                    CostBasis::ListPrice => usage.cost,
+                    CostBasis::Unknown => None,
+                }
+            }
+        };
+        match (&self.ledger, held) {
+            (Ledger::Redis(redis), Some(names)) => redis.settle(job_id, &names, cost).await?,
+            _ => self.store.budgets().settle(job_id, cost).await?,
         }
-        let Some(usage) = self.store.usage().of_job(job_id).await? else {
-            return Ok(());
-        };
-        let cost = match usage.cost_basis {
-            CostBasis::NotAccepted => Some(Usd::ZERO),
-            CostBasis::ListPrice => usage.cost,
-            CostBasis::Unknown => None,
-        };
+        Ok(())
+    }
+
+    /// Gives back everything job `job_id` holds, spending nothing: for a job that left its
+    /// provider before the provider accepted anything (a move to its next fallback, which
+    /// reserves anew on its own provider).
+    pub async fn release(&self, job_id: Uuid) -> Result<(), BudgetError> {
         match &self.ledger {
-            Ledger::Database => self.store.budgets().settle(job_id, cost).await?,
-            Ledger::Redis(redis) => redis.settle(job_id, cost).await?,
+            Ledger::Database => self.store.budgets().settle(job_id, Some(Usd::ZERO)).await?,
+            Ledger::Redis(redis) => {
+                if let Some(names) = redis.held(job_id).await? {
+                    redis.settle(job_id, &names, Some(Usd::ZERO)).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -309,8 +364,28 @@ impl Budgets {
     pub async fn holds(&self, job_id: Uuid) -> Result<bool, BudgetError> {
         match &self.ledger {
             Ledger::Database => Ok(self.store.budgets().holds(job_id).await?),
-            Ledger::Redis(redis) => redis.holds(job_id).await,
+            Ledger::Redis(redis) => Ok(redis.held(job_id).await?.is_some()),
         }
+    }
+
+    /// The limits that apply to `owner`'s jobs at `provider`: the project's and the
+    /// user's, overall and at that provider ([`LimitsCache`]).
+    async fn applicable(
+        &self,
+        owner: ProjectUser,
+        provider: ProviderId,
+    ) -> Result<Arc<Vec<StoredLimit>>, BudgetError> {
+        if let Some(limits) = self.limits.get(owner, provider) {
+            return Ok(limits);
+        }
+        let limits = Arc::new(
+            self.store
+                .budgets()
+                .applicable(owner, provider.as_str())
+                .await?,
+        );
+        self.limits.put(owner, provider, Arc::clone(&limits));
+        Ok(limits)
     }
 
     async fn standing(&self, counters: &[BudgetCounter]) -> Result<Vec<Standing>, BudgetError> {
@@ -344,6 +419,31 @@ impl Budgets {
             limit: limit.limit,
             expires_at: to + chrono_duration(self.hold + GRACE),
         }
+    }
+}
+
+impl LimitsCache {
+    fn get(&self, owner: ProjectUser, provider: ProviderId) -> Option<Arc<Vec<StoredLimit>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&(owner, provider))
+            .filter(|(read, _)| read.elapsed() < LIMITS_TTL)
+            .map(|(_, limits)| Arc::clone(limits))
+    }
+
+    fn put(&self, owner: ProjectUser, provider: ProviderId, limits: Arc<Vec<StoredLimit>>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= LIMITS_KEPT {
+            entries.clear();
+        }
+        entries.insert((owner, provider), (Instant::now(), limits));
+    }
+
+    fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

@@ -288,25 +288,23 @@ impl RedisLedger {
         Ok(out)
     }
 
-    pub(crate) async fn holds(&self, job_id: Uuid) -> Result<bool, BudgetError> {
-        let exists: bool = redis::cmd("EXISTS")
+    /// The counters job `job_id` holds (as its record lists them), if it holds any.
+    pub(crate) async fn held(&self, job_id: Uuid) -> Result<Option<String>, BudgetError> {
+        redis::cmd("GET")
             .arg(self.job_key(job_id))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
-        Ok(exists)
+            .map_err(redis_error)
     }
 
-    pub(crate) async fn settle(&self, job_id: Uuid, cost: Option<Usd>) -> Result<(), BudgetError> {
+    /// Settles job `job_id`'s holds on `names` (its record, from [`RedisLedger::held`]).
+    pub(crate) async fn settle(
+        &self,
+        job_id: Uuid,
+        names: &str,
+        cost: Option<Usd>,
+    ) -> Result<(), BudgetError> {
         let job_key = self.job_key(job_id);
-        let names: Option<String> = redis::cmd("GET")
-            .arg(&job_key)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(redis_error)?;
-        let Some(names) = names else {
-            return Ok(());
-        };
         let mut call = SETTLE.key(&job_key);
         let prefix = format!("{{{}}}:budget:", self.namespace);
         for name in names.lines() {

@@ -40,6 +40,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.request_timeout", "30s"),
     ("worker.retry_min_delay", "1s"),
     ("worker.retry_max_delay", "5m"),
+    ("worker.fallback_after_block", "10m"),
     ("encryption.accept_legacy", "false"),
     ("output.dir", "byok-data/videos"),
     ("output.presign", "false"),

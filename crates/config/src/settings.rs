@@ -155,6 +155,10 @@ pub struct WorkerSettings {
     /// The largest retry cap.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub retry_max_delay: Duration,
+    /// A job with fallbacks moves to its next one when its key cannot submit for longer
+    /// than this (a provider's 429 with a long `Retry-After`, or the key's quota window).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub fallback_after_block: Duration,
 }
 
 /// `output.*`: where finished videos are kept.

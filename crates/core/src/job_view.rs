@@ -50,6 +50,32 @@ pub struct JobView {
     /// When it reached a final status.
     #[cfg_attr(feature = "openapi", schema(required))]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The providers the job left for its next fallback, in order, each with why
+    /// (docs/failover.md); `provider` and `model` above are the ones it is on now. Absent:
+    /// it never moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteStep>,
+}
+
+/// A provider a job left for its next fallback: it failed there before the provider
+/// accepted anything, for a reason another provider can fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouteStep {
+    /// The provider it left.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ProviderId))]
+    pub provider: String,
+    /// The model it asked for there.
+    pub model: String,
+    /// Why it moved on: a job error code (`credentials_missing`, `credentials_invalid`,
+    /// `insufficient_credits`, `model_retired`, `budget_exceeded`, `provider_unavailable`)
+    /// or `key_blocked` (the key could not submit for longer than
+    /// `worker.fallback_after_block`).
+    pub reason: String,
+    /// What happened there.
+    pub message: String,
+    /// When it moved on.
+    pub at: DateTime<Utc>,
 }
 
 /// The `result` of a succeeded job: what the worker stored, and where to

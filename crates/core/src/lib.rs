@@ -45,7 +45,7 @@ pub use job_error::{ErrorRecord, JobError, RetryClass};
 pub use job_page::JobPage;
 pub use job_result::{JobResult, ProviderUsage};
 pub use job_status::JobStatus;
-pub use job_view::{JobResultView, JobView};
+pub use job_view::{JobResultView, JobView, RouteStep};
 pub use pricing::{ModelPrice, Pricing, SecondRate, Usd};
 pub use project_api::{ProjectList, ProjectView};
 pub use provider_api::{Capabilities, CredentialField, ProviderInfo, ProviderList};
@@ -54,7 +54,7 @@ pub use provider_id::{
 };
 pub use queue_stats::QueueStats;
 pub use rate_limits::RateLimits;
-pub use request::{GenerationRequest, ValidationError};
+pub use request::{Fallback, GenerationRequest, MAX_FALLBACKS, ValidationError};
 pub use tenancy::{
     DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
 };

@@ -72,6 +72,90 @@ pub struct GenerationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub webhook_url: Option<String>,
+    /// Where to go, in order, when the provider above cannot take the job for a reason
+    /// another provider can fix (docs/failover.md): each entry another provider and model
+    /// (on the user's own key there), with the fields that differ. Never after a provider
+    /// accepted the job. At most [`MAX_FALLBACKS`].
+    // Left out when empty, as `webhook_url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// The most fallbacks one job may carry.
+pub const MAX_FALLBACKS: usize = 5;
+
+/// One entry of a job's `fallbacks`: a provider and model, and the request fields that differ
+/// there (a field left out keeps the job's own value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// The provider.
+    pub provider: ProviderId,
+    /// A model id of its catalogue.
+    pub model: String,
+    /// Replaces the job's `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Replaces the job's `negative_prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Replaces the job's `image_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Replaces the job's `duration_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+    /// Replaces the job's `aspect_ratio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    /// Replaces the job's `resolution`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Replaces the job's `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl Fallback {
+    /// `model` of `provider`, with every field the job's own.
+    pub fn new(provider: ProviderId, model: impl Into<String>) -> Self {
+        Fallback {
+            provider,
+            model: model.into(),
+            prompt: None,
+            negative_prompt: None,
+            image_url: None,
+            duration_seconds: None,
+            aspect_ratio: None,
+            resolution: None,
+            seed: None,
+        }
+    }
+}
+
+impl GenerationRequest {
+    /// The request of fallback `i`: this one with that entry's provider, model and fields,
+    /// and the entries after it as its own fallbacks. `None` past the last entry.
+    pub fn fallback_request(&self, i: usize) -> Option<GenerationRequest> {
+        let entry = self.fallbacks.get(i)?;
+        let or = |own: &Option<String>, theirs: &Option<String>| theirs.clone().or(own.clone());
+        Some(GenerationRequest {
+            user_id: self.user_id,
+            provider: entry.provider,
+            model: entry.model.clone(),
+            prompt: or(&self.prompt, &entry.prompt),
+            negative_prompt: or(&self.negative_prompt, &entry.negative_prompt),
+            image_url: or(&self.image_url, &entry.image_url),
+            duration_seconds: entry.duration_seconds.or(self.duration_seconds),
+            aspect_ratio: or(&self.aspect_ratio, &entry.aspect_ratio),
+            resolution: or(&self.resolution, &entry.resolution),
+            seed: entry.seed.or(self.seed),
+            metadata: self.metadata.clone(),
+            webhook_url: self.webhook_url.clone(),
+            fallbacks: self.fallbacks[i + 1..].to_vec(),
+        })
+    }
 }
 
 impl GenerationRequest {
@@ -92,6 +176,7 @@ impl GenerationRequest {
             seed: None,
             metadata: empty_object(),
             webhook_url: None,
+            fallbacks: Vec::new(),
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum EventType {
     JobFailed,
     /// A job was cancelled.
     JobCancelled,
+    /// A job moved to its next fallback provider (docs/failover.md).
+    JobFallback,
     /// Every job of a batch reached a final status.
     BatchCompleted,
     /// A provider rejected a user's stored key: the app should ask the user for a new one.
@@ -24,23 +26,25 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, in the order they are listed.
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::JobRunning,
         EventType::JobProgress,
         EventType::JobSucceeded,
         EventType::JobFailed,
         EventType::JobCancelled,
+        EventType::JobFallback,
         EventType::BatchCompleted,
         EventType::CredentialInvalidated,
     ];
 
     /// The types a job's own `webhook_url` receives.
-    pub const JOB: [EventType; 5] = [
+    pub const JOB: [EventType; 6] = [
         EventType::JobRunning,
         EventType::JobProgress,
         EventType::JobSucceeded,
         EventType::JobFailed,
         EventType::JobCancelled,
+        EventType::JobFallback,
     ];
 
     /// The type's name, e.g. `job.succeeded` (a stored and wire format).
@@ -51,6 +55,7 @@ impl EventType {
             EventType::JobSucceeded => "job.succeeded",
             EventType::JobFailed => "job.failed",
             EventType::JobCancelled => "job.cancelled",
+            EventType::JobFallback => "job.fallback",
             EventType::BatchCompleted => "batch.completed",
             EventType::CredentialInvalidated => "credential.invalidated",
         }
@@ -71,7 +76,7 @@ impl fmt::Display for EventType {
 /// A string that names no event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown event type `{0}`; types are job.running, job.progress, job.succeeded, job.failed, job.cancelled, batch.completed, credential.invalidated"
+    "unknown event type `{0}`; types are job.running, job.progress, job.succeeded, job.failed, job.cancelled, job.fallback, batch.completed, credential.invalidated"
 )]
 pub struct UnknownEventType(pub String);
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     webhook_latency: HistogramVec,
     webhook_endpoints_disabled: IntCounterVec,
     estimated_spend: CounterVec,
+    job_fallbacks: IntCounterVec,
 }
 
 /// The process's metrics.
@@ -127,6 +128,12 @@ impl Metrics {
                 "byok_jobs_enqueued_total",
                 "Jobs accepted by POST /v1/jobs",
                 &["provider"],
+            ),
+            job_fallbacks: counter(
+                &registry,
+                "byok_job_fallbacks_total",
+                "Jobs moved to their next fallback provider before any provider accepted them, by the provider left, the one moved to, and why",
+                &["from", "to", "reason"],
             ),
             estimated_spend: {
                 let metric = CounterVec::new(
@@ -271,6 +278,14 @@ impl Metrics {
             .inc_by(cost.micros().max(0) as f64 / 1_000_000.0);
     }
 
+    /// A job moved from provider `from` to its next fallback `to` (`reason`: a job error
+    /// code or `key_blocked`).
+    pub fn job_fallback(&self, from: ProviderId, to: ProviderId, reason: &str) {
+        self.job_fallbacks
+            .with_label_values(&[from.as_str(), to.as_str(), reason])
+            .inc();
+    }
+
     /// A job waited for a rate limit.
     pub fn throttled(&self, provider: ProviderId, why: Throttle) {
         let reason = match why {
@@ -407,10 +422,17 @@ mod tests {
             "kling-v2.1-master",
             byok_core::Usd::from_micros(2_750_000),
         );
+        m.job_fallback(ProviderId::RUNWAY, ProviderId::FAL, "credentials_invalid");
         let text = m.encode();
         assert!(
             text.contains(
                 "byok_estimated_spend_usd_total{model=\"kling-v2.1-master\",provider=\"fal\"} 4.25"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "byok_job_fallbacks_total{from=\"runway\",reason=\"credentials_invalid\",to=\"fal\"} 1"
             ),
             "{text}"
         );

@@ -246,9 +246,67 @@ impl<'a> BudgetRepo<'a> {
     /// are taken in name order, so two reservations never wait for each other's rows.
     /// A job already holding is [`Reserved::Held`] again, nothing added.
     ///
-    /// Holds past their `hold_until` (the job's end was never settled) are counted as
-    /// spent first.
+    /// Only when a counter refuses does it look further: a counter not made yet is made
+    /// (its spent figure summed from the recorded usage) and its update tried again; and
+    /// holds past their `hold_until` (the job's end was never settled) are counted as
+    /// spent, in a transaction of their own, before the whole reservation is tried once
+    /// more.
     pub async fn reserve(
+        &self,
+        job_id: Uuid,
+        counters: &[BudgetCounter],
+        amount: Usd,
+        hold_until: DateTime<Utc>,
+    ) -> Result<Reserved, StoreError> {
+        let first = self
+            .try_reserve(job_id, counters, amount, hold_until)
+            .await?;
+        if first == Reserved::Held || !self.sweep_lapsed(counters).await? {
+            return Ok(first);
+        }
+        self.try_reserve(job_id, counters, amount, hold_until).await
+    }
+
+    /// Counts the holds on `counters` past their lapse time as spent, in a transaction of
+    /// its own; whether there were any.
+    async fn sweep_lapsed(&self, counters: &[BudgetCounter]) -> Result<bool, StoreError> {
+        let mut names: Vec<&str> = counters.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        let now = crate::now();
+        let _write = self.store.write_guard().await;
+        let any = with_pool!(self.store, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut any = false;
+            for name in &names {
+                let lapsed: Vec<i64> = sqlx::query_scalar(
+                    "DELETE FROM budget_reservations \
+                     WHERE counter = $1 AND expires_at <= $2 RETURNING amount_micros",
+                )
+                .bind(*name)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let lapsed = lapsed.iter().fold(0i64, |sum, n| sum.saturating_add(*n));
+                if lapsed > 0 {
+                    any = true;
+                    sqlx::query(
+                        "UPDATE budget_counters SET spent_micros = spent_micros + $2, \
+                           reserved_micros = reserved_micros - $2 \
+                         WHERE counter = $1",
+                    )
+                    .bind(*name)
+                    .bind(lapsed)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            any
+        });
+        Ok(any)
+    }
+
+    async fn try_reserve(
         &self,
         job_id: Uuid,
         counters: &[BudgetCounter],
@@ -257,36 +315,10 @@ impl<'a> BudgetRepo<'a> {
     ) -> Result<Reserved, StoreError> {
         let mut order: Vec<usize> = (0..counters.len()).collect();
         order.sort_by(|&a, &b| counters[a].name.cmp(&counters[b].name));
-        // Counters new this period start from the recorded usage, summed before the
-        // transaction (a read; the insert keeps the first writer's figure).
-        let mut seeds = Vec::new();
-        for &i in &order {
-            let exists: Option<i64> = with_pool!(self.store, |pool| sqlx::query_scalar(
-                "SELECT CAST(1 AS BIGINT) FROM budget_counters WHERE counter = $1"
-            )
-            .bind(&counters[i].name)
-            .fetch_optional(pool)
-            .await?);
-            if exists.is_none() {
-                seeds.push((i, self.spent_in(&counters[i].scope).await?));
-            }
-        }
         let now = crate::now();
         let _write = self.store.write_guard().await;
         let reserved = with_pool!(self.store, |pool| {
             let mut tx = pool.begin().await?;
-            for (i, spent) in &seeds {
-                sqlx::query(
-                    "INSERT INTO budget_counters \
-                       (counter, spent_micros, reserved_micros, expires_at) \
-                     VALUES ($1, $2, 0, $3) ON CONFLICT (counter) DO NOTHING",
-                )
-                .bind(&counters[*i].name)
-                .bind(spent.micros())
-                .bind(counters[*i].expires_at)
-                .execute(&mut *tx)
-                .await?;
-            }
             let held: Option<i64> = sqlx::query_scalar(
                 "SELECT CAST(1 AS BIGINT) FROM budget_reservations WHERE job_id = $1 LIMIT 1",
             )
@@ -300,46 +332,58 @@ impl<'a> BudgetRepo<'a> {
             let mut outcome = Reserved::Held;
             for &i in &order {
                 let counter = &counters[i];
-                // Holds whose job's end was never settled: spent, the safe side.
-                let lapsed: Vec<i64> = sqlx::query_scalar(
-                    "DELETE FROM budget_reservations \
-                     WHERE counter = $1 AND expires_at <= $2 RETURNING amount_micros",
-                )
-                .bind(&counter.name)
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await?;
-                let lapsed = lapsed.iter().fold(0i64, |sum, n| sum.saturating_add(*n));
-                let taken: Option<i64> = sqlx::query_scalar(
-                    "UPDATE budget_counters SET \
-                       spent_micros = spent_micros + $2, \
-                       reserved_micros = reserved_micros - $2 + $3 \
-                     WHERE counter = $1 \
-                       AND spent_micros + reserved_micros + $3 <= $4 \
-                     RETURNING spent_micros",
-                )
-                .bind(&counter.name)
-                .bind(lapsed)
-                .bind(amount.micros())
-                .bind(counter.limit.micros())
-                .fetch_optional(&mut *tx)
-                .await?;
+                let take = || {
+                    sqlx::query_scalar::<_, i64>(
+                        "UPDATE budget_counters SET reserved_micros = reserved_micros + $2 \
+                         WHERE counter = $1 AND spent_micros + reserved_micros + $2 <= $3 \
+                         RETURNING spent_micros",
+                    )
+                    .bind(&counter.name)
+                    .bind(amount.micros())
+                    .bind(counter.limit.micros())
+                };
+                let mut taken = take().fetch_optional(&mut *tx).await?;
                 if taken.is_none() {
-                    let (spent, reserved): (i64, i64) = sqlx::query_as(
+                    let standing: Option<(i64, i64)> = sqlx::query_as(
                         "SELECT spent_micros, reserved_micros FROM budget_counters \
                          WHERE counter = $1",
                     )
                     .bind(&counter.name)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    let used = spent.saturating_add(reserved).saturating_add(lapsed);
-                    outcome = Reserved::Exceeded {
-                        counter: i,
-                        remaining: Usd::from_micros(
-                            counter.limit.micros().saturating_sub(used).max(0),
-                        ),
+                    let used = match standing {
+                        // Not made yet: from the recorded usage (and, while at it, counters
+                        // long past go).
+                        None => {
+                            let spent = self.spent_in(&counter.scope).await?;
+                            sqlx::query("DELETE FROM budget_counters WHERE expires_at <= $1")
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(
+                                "INSERT INTO budget_counters \
+                                   (counter, spent_micros, reserved_micros, expires_at) \
+                                 VALUES ($1, $2, 0, $3) ON CONFLICT (counter) DO NOTHING",
+                            )
+                            .bind(&counter.name)
+                            .bind(spent.micros())
+                            .bind(counter.expires_at)
+                            .execute(&mut *tx)
+                            .await?;
+                            spent.micros()
+                        }
+                        Some((spent, reserved)) => spent.saturating_add(reserved),
                     };
-                    break;
+                    taken = take().fetch_optional(&mut *tx).await?;
+                    if taken.is_none() {
+                        outcome = Reserved::Exceeded {
+                            counter: i,
+                            remaining: Usd::from_micros(
+                                counter.limit.micros().saturating_sub(used).max(0),
+                            ),
+                        };
+                        break;
+                    }
                 }
                 sqlx::query(
                     "INSERT INTO budget_reservations (job_id, counter, amount_micros, expires_at) \
@@ -373,10 +417,8 @@ impl<'a> BudgetRepo<'a> {
     }
 
     /// Ends job `job_id`'s holds: each counter's hold becomes `cost` spent (`None`: the
-    /// cost is unknown, the whole hold is spent). Settling twice changes nothing. Also
-    /// drops counters past their expiry.
+    /// cost is unknown, the whole hold is spent). Settling twice changes nothing.
     pub async fn settle(&self, job_id: Uuid, cost: Option<Usd>) -> Result<(), StoreError> {
-        let now = crate::now();
         let _write = self.store.write_guard().await;
         with_pool!(self.store, |pool| {
             let mut tx = pool.begin().await?;
@@ -401,10 +443,6 @@ impl<'a> BudgetRepo<'a> {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("DELETE FROM budget_counters WHERE expires_at <= $1")
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
         });
         Ok(())

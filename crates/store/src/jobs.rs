@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use byok_core::{
     ErrorCode, ErrorRecord, GenerationRequest, JobResult, JobResultView, JobStatus, JobView,
-    ProjectUser, ProviderId,
+    ProjectUser, ProviderId, RouteStep,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -39,7 +39,7 @@ macro_rules! job_columns {
         "id, project_id, user_id, provider, model, status, progress, attempts, provider_job_id, request, \
          result, error_code, error_message, error_retryable, metadata, created_by_token, \
          idempotency_key, request_sha256, created_at, updated_at, started_at, finished_at, \
-         enqueued_at, submit_started_at, cancel_sent_at, batch_id, estimated_cost_micros"
+         enqueued_at, submit_started_at, cancel_sent_at, batch_id, estimated_cost_micros, route"
     };
 }
 pub(crate) use job_columns;
@@ -234,6 +234,7 @@ from_row! {
         cancel_sent_at: Option<DateTime<Utc>>,
         batch_id: Option<DbUuid>,
         estimated_cost_micros: Option<i64>,
+        route: Option<Json<Value>>,
     }
 }
 
@@ -261,6 +262,8 @@ impl TryFrom<JobRow> for Job {
             message: row.error_message.unwrap_or_default(),
             retryable: row.error_retryable.unwrap_or(false),
         });
+        let route = read_route(row.route.map(|r| r.0))
+            .map_err(|()| StoreError::Malformed("generation_jobs.route"))?;
         Ok(Job {
             id: row.id.0,
             project_id: row.project_id.0,
@@ -290,6 +293,7 @@ impl TryFrom<JobRow> for Job {
             cancel_sent_at: row.cancel_sent_at,
             batch_id: row.batch_id.map(Uuid::from),
             estimated_cost: row.estimated_cost_micros.map(byok_core::Usd::from_micros),
+            route,
         })
     }
 }
@@ -350,8 +354,25 @@ pub struct Job {
     pub cancel_sent_at: Option<DateTime<Utc>>,
     /// The batch it was enqueued in (`POST /v1/batches`).
     pub batch_id: Option<Uuid>,
-    /// Its list price, fixed when it was enqueued; `None`: unknown.
+    /// Its list price, fixed when it was enqueued (or when it moved to a fallback);
+    /// `None`: unknown.
     pub estimated_cost: Option<byok_core::Usd>,
+    /// The providers it left for its next fallback, in order.
+    pub route: Vec<RouteStep>,
+}
+
+/// A job moving to its next fallback ([`JobRepo::fall_back`]).
+#[derive(Debug, Clone)]
+pub struct FallbackMove {
+    /// The provider it leaves (the compare-and-set: a job already moved is left alone).
+    pub from: ProviderId,
+    /// The request of the entry it moves to: that provider and model, with the entries
+    /// after it as its fallbacks.
+    pub request: GenerationRequest,
+    /// That entry's length, resolution and list price.
+    pub usage: UsagePlan,
+    /// Its route so far with the provider it leaves appended.
+    pub route: Vec<RouteStep>,
 }
 
 impl Job {
@@ -395,6 +416,8 @@ struct JobSnapshot {
     finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     batch_id: Option<Uuid>,
+    #[serde(default)]
+    route: Option<Value>,
 }
 
 /// A timestamp as either database writes it into JSON: RFC 3339, or SQLite's text form
@@ -469,6 +492,7 @@ impl Job {
             batch_id: s.batch_id,
             // Not part of what an event renders.
             estimated_cost: None,
+            route: read_route(s.route).map_err(|()| malformed())?,
         })
     }
 }
@@ -495,7 +519,16 @@ impl From<Job> for JobView {
             updated_at: job.updated_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            route: job.route,
         }
+    }
+}
+
+/// A stored `route` (NULL: the job never moved).
+pub(crate) fn read_route(value: Option<Value>) -> Result<Vec<RouteStep>, ()> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(value) => serde_json::from_value(value).map_err(|_| ()),
     }
 }
 
@@ -535,6 +568,23 @@ pub struct UsagePlan {
     pub resolution: Option<String>,
     /// The list price; `None`: the model has no known prices.
     pub estimated_cost: Option<byok_core::Usd>,
+}
+
+impl UsagePlan {
+    /// The plan of a request `validated` against `model`, its catalogue entry: the request's
+    /// length (or the model's default), its resolution and its list price.
+    pub fn of(
+        model: Option<&byok_core::ModelSpec>,
+        validated: &byok_core::ValidatedRequest,
+    ) -> Self {
+        UsagePlan {
+            video_seconds: validated
+                .duration_seconds
+                .or(model.and_then(|m| m.default_duration)),
+            resolution: validated.format.as_ref().and_then(|f| f.resolution.clone()),
+            estimated_cost: model.and_then(|m| m.estimate(validated)),
+        }
+    }
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request it came with.
@@ -947,6 +997,56 @@ impl<'a> JobRepo<'a> {
                 .bind(db_attempt(attempt))
                 .bind(crate::now())
                 .bind(DbUuid(id))
+        ))
+    }
+
+    /// Moves a job that failed before any provider accepted it to its next fallback:
+    /// provider, model, request and estimate become the entry's, the route records the
+    /// provider it left, and it is `queued` again with no attempts. Applies only while the
+    /// job is live, on `mv.from`, with no provider job and no submit out (never after a
+    /// provider may have started it). Writes `job.fallback` for the project's endpoints and
+    /// the job's own `webhook_url`, with the history entry, atomically.
+    pub async fn fall_back(&self, id: Uuid, mv: &FallbackMove) -> Result<bool, StoreError> {
+        let Some(left) = mv.route.last() else {
+            return Err(StoreError::Invalid("a move names the provider it leaves"));
+        };
+        let message = format!(
+            "moved from {}/{} to {}/{}: {}",
+            left.provider,
+            left.model,
+            mv.request.provider,
+            clip(&mv.request.model, 100),
+            clip(&left.message, 400)
+        );
+        let request =
+            serde_json::to_value(&mv.request).map_err(|_| StoreError::Invalid("request"))?;
+        let route = serde_json::to_value(&mv.route).map_err(|_| StoreError::Invalid("route"))?;
+        Ok(event_transition!(
+            self.store,
+            id,
+            "UPDATE generation_jobs SET provider = $1, model = $2, request = $3, \
+               video_seconds = $4, resolution = $5, estimated_cost_micros = $6, route = $7, \
+               status = 'queued', attempts = 0, progress = NULL, updated_at = $8 \
+             WHERE id = $9 AND provider = $10 AND status IN ('queued', 'throttled') \
+               AND provider_job_id IS NULL AND submit_started_at IS NULL",
+            "$11",
+            &message,
+            history = true,
+            event = "job.fallback",
+            pg_when = "TRUE",
+            sqlite_when = "1",
+            final = false,
+            |q| q
+                .bind(mv.request.provider.as_str())
+                .bind(&mv.request.model)
+                .bind(Json(request))
+                .bind(mv.usage.video_seconds.map(db_seconds))
+                .bind(mv.usage.resolution.as_deref())
+                .bind(mv.usage.estimated_cost.map(byok_core::Usd::micros))
+                .bind(Json(route))
+                .bind(crate::now())
+                .bind(DbUuid(id))
+                .bind(mv.from.as_str())
         ))
     }
 

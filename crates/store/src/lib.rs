@@ -19,8 +19,8 @@ pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, S
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{
-    Cancelled, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob, PROGRESS_EVENT_EVERY,
-    UsagePlan,
+    Cancelled, FallbackMove, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob,
+    PROGRESS_EVENT_EVERY, UsagePlan,
 };
 pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};

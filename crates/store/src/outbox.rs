@@ -214,7 +214,8 @@ macro_rules! sqlite_job_snapshot {
            'error_retryable', CASE error_retryable WHEN 1 THEN json('true') \
                                 WHEN 0 THEN json('false') END, \
            'metadata', json(metadata), 'created_at', created_at, 'updated_at', updated_at, \
-           'started_at', started_at, 'finished_at', finished_at, 'batch_id', batch_id)"
+           'started_at', started_at, 'finished_at', finished_at, 'batch_id', batch_id, \
+           'route', json(route))"
     };
 }
 

@@ -82,7 +82,15 @@ impl Step<'_> {
                 if applied {
                     finished(job, JobStatus::Succeeded, None);
                 }
-                self.pipeline.settle_budget(job.id).await;
+                // It cost its list price: no need to read its usage row back.
+                if let Err(e) = self
+                    .pipeline
+                    .budgets
+                    .settle_succeeded(job.id, job.estimated_cost)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not settle the job's budget hold");
+                }
                 Ok(())
             }
             Err(e) => self.store_trouble(&e),

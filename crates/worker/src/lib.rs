@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod backoff;
+mod fallback;
 mod finish;
 mod pipeline;
 mod poll;

@@ -61,6 +61,9 @@ pub struct PipelineSettings {
     pub request_timeout: Duration,
     /// Delays between attempts after transient failures.
     pub retry_backoff: RetryBackoff,
+    /// `worker.fallback_after_block`: a job with fallbacks moves on when its key cannot
+    /// submit for longer than this.
+    pub fallback_after_block: Duration,
 }
 
 /// Everything a step needs. Shared by all of a worker's steps. Each
@@ -69,7 +72,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     pub(crate) store: Store,
     key_ring: Arc<KeyRing>,
-    providers: Arc<Registry>,
+    pub(crate) providers: Arc<Registry>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) budgets: Budgets,
     pub(crate) fetcher: Arc<ImageFetcher>,
@@ -234,7 +237,7 @@ impl Pipeline {
             Ok(None) => {
                 let why = format!("the user has no stored {provider} key");
                 return Err(self
-                    .fail(job, ErrorCode::CredentialsMissing, why, false, delivery)
+                    .fail_or_move(job, ErrorCode::CredentialsMissing, why, false, delivery)
                     .await);
             }
             Err(e) => return Err(self.store_trouble(&e, delivery)),
@@ -243,7 +246,7 @@ impl Pipeline {
             let why = stored.last_error.as_deref().unwrap_or("marked invalid");
             let why = format!("the stored {provider} key is not valid: {why}");
             return Err(self
-                .fail(job, ErrorCode::CredentialsInvalid, why, false, delivery)
+                .fail_or_move(job, ErrorCode::CredentialsInvalid, why, false, delivery)
                 .await);
         }
         match self.open(job, adapter, &stored.sealed) {
@@ -255,7 +258,7 @@ impl Pipeline {
                 tracing::warn!(reason = %reason, "stored credential is unreadable");
                 let why = format!("the stored {provider} key cannot be opened: {reason}");
                 Err(self
-                    .fail(job, ErrorCode::CredentialsInvalid, why, false, delivery)
+                    .fail_or_move(job, ErrorCode::CredentialsInvalid, why, false, delivery)
                     .await)
             }
         }

@@ -11,6 +11,7 @@ use byok_queue::{Delivery, Disposition};
 use byok_store::{CheckRecord, Job, StoreError};
 
 use crate::Pipeline;
+use crate::fallback::MoveReason;
 
 /// What a step decided for its queue item (the error side of a handler).
 pub(crate) type Next = Result<(), Disposition>;
@@ -65,6 +66,38 @@ impl Step<'_> {
             .await
     }
 
+    /// [`Pipeline::fail_or_move`]: fails, or moves to the next fallback when one can fix it.
+    pub(crate) async fn fail_or_move(
+        &self,
+        code: ErrorCode,
+        message: String,
+        retryable: bool,
+    ) -> Next {
+        self.pipeline
+            .fail_or_move(self.job, code, message, retryable, self.delivery)
+            .await
+    }
+
+    /// The key cannot submit for `wait`: past `worker.fallback_after_block`, a job with a
+    /// fallback moves on; otherwise it comes back then.
+    pub(crate) async fn blocked_for(&self, wait: Duration) -> Next {
+        if wait > self.pipeline.settings.fallback_after_block {
+            let why = format!(
+                "the user's {} key cannot submit for {} s",
+                self.provider,
+                wait.as_secs()
+            );
+            if let Some(next) = self
+                .pipeline
+                .move_on(self.job, MoveReason::KeyBlocked, &why, self.delivery)
+                .await
+            {
+                return next;
+            }
+        }
+        later(wait)
+    }
+
     pub(crate) fn store_trouble(&self, error: &StoreError) -> Next {
         self.pipeline.store_trouble(error, self.delivery)
     }
@@ -81,7 +114,7 @@ impl Step<'_> {
                     "provider throttled this key"
                 );
                 metrics().throttled(self.provider, Throttle::Provider);
-                later(wait)
+                self.blocked_for(wait).await
             }
             RetryClass::Transient
                 if self.delivery.attempt() < self.pipeline.settings.max_attempts =>
@@ -89,12 +122,12 @@ impl Step<'_> {
                 tracing::warn!(attempt = self.delivery.attempt(), error = %error, "transient failure; retrying");
                 self.retry(error.to_string())
             }
-            RetryClass::Transient => self.fail(error.code, error.message, true).await,
+            RetryClass::Transient => self.fail_or_move(error.code, error.message, true).await,
             RetryClass::Permanent => {
                 if error.code == ErrorCode::CredentialsInvalid {
                     self.mark_key_invalid(&error.message).await;
                 }
-                self.fail(error.code, error.message, false).await
+                self.fail_or_move(error.code, error.message, false).await
             }
         }
     }

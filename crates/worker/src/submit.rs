@@ -40,7 +40,7 @@ impl Step<'_> {
                 } else {
                     ErrorCode::InvalidRequest
                 };
-                return self.fail(code, e.to_string(), false).await;
+                return self.fail_or_move(code, e.to_string(), false).await;
             }
         };
 
@@ -50,6 +50,9 @@ impl Step<'_> {
             Ok(Acquire::Granted(permit)) => permit,
             Ok(Acquire::Wait(wait)) => {
                 metrics().throttled(self.provider, Throttle::Window);
+                if wait > self.pipeline.settings.fallback_after_block {
+                    return self.blocked_for(wait).await;
+                }
                 if job.status != JobStatus::Throttled {
                     let _ = self.pipeline.store.jobs().set_throttled(job.id).await;
                 }
@@ -92,6 +95,11 @@ impl Step<'_> {
         };
         match self.pipeline.budgets.reserve(&charge).await {
             Ok(()) => Ok(()),
+            // A limit at this provider may not bind at the next fallback's; an overall
+            // one binds everywhere.
+            Err(BudgetError::Exceeded(refusal)) if refusal.provider.is_some() => Err(self
+                .fail_or_move(ErrorCode::BudgetExceeded, refusal.to_string(), false)
+                .await),
             Err(BudgetError::Exceeded(refusal)) => Err(self
                 .fail(ErrorCode::BudgetExceeded, refusal.to_string(), false)
                 .await),

@@ -6,6 +6,7 @@ mod budgets;
 mod credentials;
 mod edge;
 mod errors;
+mod fallbacks;
 mod health;
 mod job_events;
 mod openapi;

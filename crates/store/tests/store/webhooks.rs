@@ -521,3 +521,131 @@ async fn racing_batch_claims_take_each_attempt_once() {
         );
     }
 }
+
+/// A move to the next fallback changes the job's provider, model, request and estimate,
+/// appends the route and writes `job.fallback`; it never applies once a submit is out or a
+/// provider accepted the job, nor twice from the same provider.
+#[tokio::test]
+async fn a_job_falls_back_only_before_any_provider_accepted_it() {
+    for b in backends().await {
+        let store = &b.store;
+        let subscriber = endpoint(store, &[EventType::JobFallback]).await;
+        let user = Uuid::new_v4();
+        let mut new = new_job(user, None);
+        new.request.fallbacks = vec![
+            serde_json::from_value(
+                json!({ "provider": "fal", "model": "luma-ray-2-flash", "prompt": "a dog" }),
+            )
+            .unwrap(),
+        ];
+        let job = create_job(store, &new).await;
+        let mv = |job: &Job| byok_store::FallbackMove {
+            from: ProviderId::RUNWAY,
+            request: job.request.fallback_request(0).unwrap(),
+            usage: byok_store::UsagePlan {
+                video_seconds: Some(5),
+                resolution: None,
+                estimated_cost: Some(byok_core::Usd::from_micros(250_000)),
+            },
+            route: vec![byok_core::RouteStep {
+                provider: "runway".into(),
+                model: "gen4_turbo".into(),
+                reason: "credentials_invalid".into(),
+                message: "401".into(),
+                at: chrono::Utc::now(),
+            }],
+        };
+        // A submit out: the provider may have the job; no move.
+        assert!(store.jobs().begin_submit(job.id).await.unwrap());
+        assert!(
+            !store.jobs().fall_back(job.id, &mv(&job)).await.unwrap(),
+            "{}",
+            b.name
+        );
+        assert!(
+            store
+                .jobs()
+                .submit_refused(job.id, 1, false, "401")
+                .await
+                .unwrap()
+        );
+
+        assert!(
+            store.jobs().fall_back(job.id, &mv(&job)).await.unwrap(),
+            "{}",
+            b.name
+        );
+        let moved = store.jobs().get(job.id).await.unwrap().unwrap();
+        assert_eq!(
+            (moved.provider_name.as_str(), moved.model.as_str()),
+            ("fal", "luma-ray-2-flash")
+        );
+        assert_eq!(moved.request.prompt.as_deref(), Some("a dog"));
+        assert!(moved.request.fallbacks.is_empty());
+        assert_eq!(
+            (moved.status, moved.attempts),
+            (byok_core::JobStatus::Queued, 0)
+        );
+        assert_eq!(
+            moved.estimated_cost,
+            Some(byok_core::Usd::from_micros(250_000))
+        );
+        assert_eq!(moved.route.len(), 1);
+        assert_eq!(moved.route[0].reason, "credentials_invalid");
+        // Not twice from the provider it left.
+        assert!(!store.jobs().fall_back(job.id, &mv(&job)).await.unwrap());
+        assert_eq!(
+            delivered_types(store, subscriber).await,
+            ["job.fallback"],
+            "{}",
+            b.name
+        );
+        let history = store.jobs().events(job.id).await.unwrap();
+        assert!(
+            history
+                .last()
+                .unwrap()
+                .message
+                .starts_with("moved from runway/gen4_turbo to fal/luma-ray-2-flash"),
+            "{history:?}"
+        );
+        // The event's data is the moved job, its route included.
+        let deliveries = store
+            .webhooks()
+            .deliveries(DEFAULT_PROJECT_ID, subscriber, None, 10)
+            .await
+            .unwrap();
+        let claimed = store
+            .webhooks()
+            .claim(
+                &[deliveries[0].id],
+                chrono::Utc::now() + chrono::TimeDelta::seconds(30),
+            )
+            .await
+            .unwrap();
+        let Claim::Claimed(work) = &claimed[0] else {
+            panic!("{claimed:?}");
+        };
+        let data = JobView::from(Job::from_snapshot(work.event.data.clone().unwrap()).unwrap());
+        assert_eq!(data.provider, "fal");
+        assert_eq!(data.route.len(), 1, "{}: {data:?}", b.name);
+
+        // Once accepted by a provider, never.
+        let accepted = create_job(store, &new).await;
+        assert!(store.jobs().begin_submit(accepted.id).await.unwrap());
+        assert!(
+            store
+                .jobs()
+                .submitted(accepted.id, "task-9", 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .jobs()
+                .fall_back(accepted.id, &mv(&accepted))
+                .await
+                .unwrap()
+        );
+    }
+}
