@@ -3,3 +3,8 @@
 -- provider it left is appended here (a JSON list of {provider, model, reason, message, at}).
 -- NULL: it never moved.
 ALTER TABLE generation_jobs ADD COLUMN route TEXT;
+
+-- `"provider": "auto"` with `"routing": "fastest"` (docs/routing.md) reads the recent succeeded
+-- jobs' times at their providers, newest first.
+CREATE INDEX generation_jobs_succeeded_recent ON generation_jobs (finished_at)
+    WHERE status = 'succeeded';

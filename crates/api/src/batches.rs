@@ -128,16 +128,16 @@ pub(crate) async fn create(
     let mut canonical: Vec<Value> = Vec::with_capacity(total);
     let mut bad: Vec<Value> = Vec::new();
     for (index, item) in jobs.into_iter().enumerate() {
-        let checked = match serde_path_to_error::deserialize::<_, GenerationRequest>(item) {
-            Err(e) => Err(crate::extract::shape_error(e, "job")),
-            Ok(request) => check_job(&state, &caller, &request, &mut passed)
+        let checked = match crate::routing::read_job(&state, &caller, item, "job").await {
+            Err(e) => Err(e),
+            Ok(routed) => check_job(&state, &caller, &routed.request, &mut passed)
                 .await
-                .map(|checked| (request, checked)),
+                .map(|checked| (routed, checked)),
         };
         match checked {
-            Ok((request, checked)) => {
-                requests.push((request, checked.usage));
-                canonical.push(checked.canonical);
+            Ok((routed, checked)) => {
+                requests.push((routed.request, checked.usage));
+                canonical.push(routed.fingerprint.unwrap_or(checked.canonical));
             }
             // A problem of this job: listed with the others.
             Err(e) if e.code().status() == StatusCode::UNPROCESSABLE_ENTITY => {

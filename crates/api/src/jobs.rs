@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routing::Routed;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -65,12 +66,17 @@ pub(crate) struct JobsSetup {
         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
     )),
     request_body(
-        content = GenerationRequest,
+        content = byok_core::JobRequest,
         content_type = "application/json",
         description = "Checked before anything is written, in this order: the shape; the \
             model's catalogue (a 422 whose `details` name the `field` and the `allowed` values); \
             `image_url` against the fetch policy; the user's stored key for the provider \
-            (`credentials_missing`, `credentials_invalid`)",
+            (`credentials_missing`, `credentials_invalid`); each of `fallbacks` the same way, \
+            naming its entry (`fallbacks[1].model`); the budgets (`budget_exceeded`). With \
+            `\"provider\": \"auto\"` the API first builds the chain from the providers where \
+            the user has a valid key and a model fits, ordered by `routing` (`cheapest` or \
+            `fastest`), and stores it as the job's provider, model and fallbacks with the \
+            decision in `request.routing` (`no_capable_provider` when none can)",
     ),
     responses((
         status = 202,
@@ -90,12 +96,17 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<GenerationRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let setup = state.jobs();
     let idempotency_key = idempotency_key(&headers)?;
+    let Routed {
+        request,
+        fingerprint,
+    } = crate::routing::read_job(&state, &caller, body, "body").await?;
     let Checked { canonical, usage } =
         check_job(&state, &caller, &request, &mut Passed::default()).await?;
+    let canonical = fingerprint.unwrap_or(canonical);
     let provider = request.provider;
 
     let new = NewJob {

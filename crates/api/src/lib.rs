@@ -14,6 +14,7 @@ mod limits;
 mod openapi;
 mod projects;
 mod providers;
+mod routing;
 mod server;
 mod usage;
 mod webhooks;
@@ -98,6 +99,7 @@ pub struct AppState {
 struct Inner {
     store: Store,
     budgets: Budgets,
+    routing_history: routing::RoutingHistory,
     key_ring: Arc<KeyRing>,
     providers: Arc<Registry>,
     engine: Arc<dyn Engine>,
@@ -149,6 +151,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 budgets,
+                routing_history: routing::RoutingHistory::default(),
                 key_ring,
                 providers,
                 engine,
@@ -179,6 +182,10 @@ impl AppState {
 
     pub(crate) fn budgets(&self) -> &Budgets {
         &self.inner.budgets
+    }
+
+    pub(crate) fn routing_history(&self) -> &routing::RoutingHistory {
+        &self.inner.routing_history
     }
 
     /// The URL policy: image URLs and webhook receivers are checked by it.

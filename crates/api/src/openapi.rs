@@ -199,6 +199,7 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
                 CredentialsMissing,
                 CredentialsInvalid,
                 BudgetExceeded,
+                NoCapableProvider,
             ],
         ),
         ("get_job", &[BadRequest, NotFound]),

@@ -40,6 +40,8 @@ pub enum ApiErrorCode {
     CredentialsMissing,
     /// 422: the job would take a budget past its limit (`details.remaining_usd`).
     BudgetExceeded,
+    /// 422: `"provider": "auto"` found no provider that can run the job (`details.excluded`).
+    NoCapableProvider,
     /// 429: past the token's `api.rate_limit`, or too many failed authentications from
     /// the client's address (`Retry-After` says when to come back).
     RateLimited,
@@ -55,7 +57,7 @@ pub enum ApiErrorCode {
 
 impl ApiErrorCode {
     /// Every code, in the order the documentation lists them.
-    pub const ALL: [ApiErrorCode; 18] = [
+    pub const ALL: [ApiErrorCode; 19] = [
         ApiErrorCode::BadRequest,
         ApiErrorCode::Unauthorized,
         ApiErrorCode::InsufficientScope,
@@ -69,6 +71,7 @@ impl ApiErrorCode {
         ApiErrorCode::CredentialsInvalid,
         ApiErrorCode::CredentialsMissing,
         ApiErrorCode::BudgetExceeded,
+        ApiErrorCode::NoCapableProvider,
         ApiErrorCode::RateLimited,
         ApiErrorCode::ProviderUnavailable,
         ApiErrorCode::ServiceUnavailable,
@@ -92,6 +95,7 @@ impl ApiErrorCode {
             ApiErrorCode::CredentialsInvalid => "credentials_invalid",
             ApiErrorCode::CredentialsMissing => "credentials_missing",
             ApiErrorCode::BudgetExceeded => "budget_exceeded",
+            ApiErrorCode::NoCapableProvider => "no_capable_provider",
             ApiErrorCode::RateLimited => "rate_limited",
             ApiErrorCode::Timeout => "timeout",
             ApiErrorCode::ProviderUnavailable => "provider_unavailable",
@@ -115,7 +119,8 @@ impl ApiErrorCode {
             | ApiErrorCode::ModelRetired
             | ApiErrorCode::CredentialsInvalid
             | ApiErrorCode::CredentialsMissing
-            | ApiErrorCode::BudgetExceeded => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiErrorCode::BudgetExceeded
+            | ApiErrorCode::NoCapableProvider => StatusCode::UNPROCESSABLE_ENTITY,
             ApiErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorCode::ProviderUnavailable
             | ApiErrorCode::ServiceUnavailable
@@ -162,6 +167,10 @@ impl ApiErrorCode {
                  model has no price while a budget applies; nothing is stored. details: budget \
                  (user_id, provider, period, limit_usd), remaining_usd, estimated_cost_usd"
             }
+            ApiErrorCode::NoCapableProvider => {
+                "\"provider\": \"auto\" found no provider where the user has a valid key and a \
+                 model fits the request; details.excluded lists each provider with why"
+            }
             ApiErrorCode::ProviderUnavailable => {
                 "the provider could not be asked (network, 429, 5xx); nothing changed"
             }
@@ -197,6 +206,7 @@ const _: fn(ApiErrorCode) = |code| match code {
     | ApiErrorCode::CredentialsInvalid
     | ApiErrorCode::CredentialsMissing
     | ApiErrorCode::BudgetExceeded
+    | ApiErrorCode::NoCapableProvider
     | ApiErrorCode::RateLimited
     | ApiErrorCode::ProviderUnavailable
     | ApiErrorCode::ServiceUnavailable

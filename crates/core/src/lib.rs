@@ -20,6 +20,7 @@ mod provider_id;
 mod queue_stats;
 mod rate_limits;
 mod request;
+mod routing;
 mod tenancy;
 mod usage_api;
 mod webhook_api;
@@ -55,6 +56,9 @@ pub use provider_id::{
 pub use queue_stats::QueueStats;
 pub use rate_limits::RateLimits;
 pub use request::{Fallback, GenerationRequest, MAX_FALLBACKS, ValidationError};
+pub use routing::{
+    Auto, AutoRequest, Exclusion, JobRequest, RoutedChoice, RoutingDecision, RoutingStrategy,
+};
 pub use tenancy::{
     DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ProjectUser, Scope, Scopes, UnknownScope,
 };

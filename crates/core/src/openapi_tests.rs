@@ -26,6 +26,17 @@ fn string_enums_list_their_wire_names() {
         serde_names(&[Mode::TextToVideo, Mode::ImageToVideo])
     );
     assert_eq!(
+        schema_enum::<crate::BudgetPeriod>(),
+        serde_names(&crate::BudgetPeriod::ALL)
+    );
+    assert_eq!(
+        schema_enum::<crate::RoutingStrategy>(),
+        serde_names(&[
+            crate::RoutingStrategy::Cheapest,
+            crate::RoutingStrategy::Fastest
+        ])
+    );
+    assert_eq!(
         schema_enum::<Requirement>(),
         serde_names(&[
             Requirement::Required,
@@ -34,7 +45,7 @@ fn string_enums_list_their_wire_names() {
         ])
     );
     let codes = schema_enum::<ErrorCode>();
-    assert_eq!(codes.len(), 11);
+    assert_eq!(codes.len(), 12);
     for code in &codes {
         let parsed: ErrorCode = serde_json::from_value(code.as_str().into()).unwrap();
         assert_eq!(parsed.as_str(), code);

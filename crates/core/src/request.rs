@@ -79,6 +79,10 @@ pub struct GenerationRequest {
     // Left out when empty, as `webhook_url`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<Fallback>,
+    /// Set by the API on a job enqueued with `"provider": "auto"`: what it chose and why
+    /// (docs/routing.md). Refused in a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::RoutingDecision>,
 }
 
 /// The most fallbacks one job may carry.
@@ -154,6 +158,7 @@ impl GenerationRequest {
             metadata: self.metadata.clone(),
             webhook_url: self.webhook_url.clone(),
             fallbacks: self.fallbacks[i + 1..].to_vec(),
+            routing: self.routing.clone(),
         })
     }
 }
@@ -177,6 +182,7 @@ impl GenerationRequest {
             metadata: empty_object(),
             webhook_url: None,
             fallbacks: Vec::new(),
+            routing: None,
         }
     }
 }

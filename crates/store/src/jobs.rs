@@ -1000,6 +1000,32 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
+    /// How long the newest succeeded jobs (at most `limit`, finished since `since`) took at
+    /// their provider, from its acceptance to the video kept: `(provider, model, seconds)`.
+    pub async fn recent_finish_times(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(String, String, f64)>, StoreError> {
+        let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)> =
+            with_pool!(self.store, |pool| sqlx::query_as(
+                "SELECT provider, model, started_at, finished_at FROM generation_jobs \
+                 WHERE status = 'succeeded' AND finished_at >= $1 AND started_at IS NOT NULL \
+                 ORDER BY finished_at DESC LIMIT $2"
+            )
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(provider, model, started, finished)| {
+                let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
+                (provider, model, seconds)
+            })
+            .collect())
+    }
+
     /// Moves a job that failed before any provider accepted it to its next fallback:
     /// provider, model, request and estimate become the entry's, the route records the
     /// provider it left, and it is `queued` again with no attempts. Applies only while the

@@ -146,3 +146,36 @@ impl Pipeline {
         Some(later(Duration::ZERO))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes a fallback fixes, and those it never does.
+    #[test]
+    fn only_failures_another_provider_can_fix_move_a_job() {
+        let moves = [
+            ErrorCode::CredentialsMissing,
+            ErrorCode::CredentialsInvalid,
+            ErrorCode::InsufficientCredits,
+            ErrorCode::ModelRetired,
+            ErrorCode::BudgetExceeded,
+            ErrorCode::ProviderUnavailable,
+        ];
+        let never = [
+            ErrorCode::InvalidRequest,
+            ErrorCode::ContentRejected,
+            ErrorCode::SubmitOutcomeUnknown,
+            ErrorCode::Timeout,
+            ErrorCode::Cancelled,
+            ErrorCode::Internal,
+        ];
+        for code in moves {
+            assert!(fallback_fixes(code), "{code}");
+        }
+        for code in never {
+            assert!(!fallback_fixes(code), "{code}");
+        }
+        assert_eq!(MoveReason::KeyBlocked.as_str(), "key_blocked");
+    }
+}

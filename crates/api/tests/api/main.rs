@@ -11,6 +11,7 @@ mod health;
 mod job_events;
 mod openapi;
 mod providers;
+mod routing;
 mod tenancy;
 mod usage;
 mod webhooks;
