@@ -333,14 +333,14 @@ async fn check_fallbacks(
             Ok(_) => check_key(state, caller, &entry_request, passed).await,
             Err(e) => Err(e),
         };
-        checked.map_err(|e| in_fallback(e, i))?;
+        checked.map_err(|e| in_fallback(&e, i))?;
     }
     Ok(())
 }
 
 /// An error of fallback `i`'s request, naming the entry: its field becomes
 /// `fallbacks[i].<field>` (or `fallbacks[i]`).
-fn in_fallback(error: ApiError, i: usize) -> ApiError {
+fn in_fallback(error: &ApiError, i: usize) -> ApiError {
     let mut details = error.details().clone();
     let field = match details.get("field").and_then(Value::as_str) {
         Some(field) => format!("fallbacks[{i}].{field}"),

@@ -226,8 +226,11 @@ fn order_by_cost(a: Option<Usd>, b: Option<Usd>) -> std::cmp::Ordering {
 /// succeeded jobs, recomputed at most once a [`MEDIANS_TTL`].
 #[derive(Debug, Default)]
 pub(crate) struct RoutingHistory {
-    medians: Mutex<Option<(Instant, HashMap<(String, String), f64>)>>,
+    medians: Mutex<Option<(Instant, Medians)>>,
 }
+
+/// Seconds to finish, by provider and model.
+type Medians = HashMap<(String, String), f64>;
 
 impl RoutingHistory {
     async fn medians(&self, state: &AppState) -> Result<HashMap<(String, String), f64>, ApiError> {
@@ -248,7 +251,7 @@ impl RoutingHistory {
         for (provider, model, seconds) in times {
             by_model.entry((provider, model)).or_default().push(seconds);
         }
-        let medians: HashMap<(String, String), f64> = by_model
+        let medians: Medians = by_model
             .into_iter()
             .map(|(key, mut seconds)| {
                 seconds.sort_by(f64::total_cmp);

@@ -127,8 +127,11 @@ pub struct Budgets {
 /// [`LIMITS_TTL`].
 #[derive(Debug, Default)]
 struct LimitsCache {
-    entries: Mutex<HashMap<(ProjectUser, ProviderId), (Instant, Arc<Vec<StoredLimit>>)>>,
+    entries: Mutex<HashMap<(ProjectUser, ProviderId), CachedLimits>>,
 }
+
+/// When the limits were read, and the limits.
+type CachedLimits = (Instant, Arc<Vec<StoredLimit>>);
 
 /// How long a process keeps the limits it read.
 pub const LIMITS_TTL: Duration = Duration::from_secs(5);

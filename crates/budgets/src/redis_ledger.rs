@@ -151,7 +151,7 @@ impl std::fmt::Debug for RedisLedger {
     }
 }
 
-fn redis_error(e: redis::RedisError) -> BudgetError {
+fn redis_error(e: &redis::RedisError) -> BudgetError {
     BudgetError::Redis(e.to_string())
 }
 
@@ -161,7 +161,7 @@ impl RedisLedger {
         url: &str,
         namespace: impl Into<String>,
     ) -> Result<RedisLedger, BudgetError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
+        let client = redis::Client::open(url).map_err(|e| redis_error(&e))?;
         let conn = client
             .get_connection_manager_with_config(
                 ConnectionManagerConfig::new()
@@ -170,7 +170,7 @@ impl RedisLedger {
                     .set_max_delay(Duration::from_secs(2)),
             )
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(&e))?;
         Ok(RedisLedger {
             conn,
             namespace: namespace.into(),
@@ -218,7 +218,7 @@ impl RedisLedger {
             let answer: Vec<i64> = call
                 .invoke_async(&mut self.conn.clone())
                 .await
-                .map_err(redis_error)?;
+                .map_err(|e| redis_error(&e))?;
             match answer.as_slice() {
                 [1] => return Ok(Reserved::Held),
                 [0, i, remaining] => {
@@ -248,7 +248,7 @@ impl RedisLedger {
         let _: i64 = call
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(&e))?;
         Ok(())
     }
 
@@ -270,7 +270,7 @@ impl RedisLedger {
         let rows: Vec<(Option<i64>, Option<i64>)> = pipe
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(&e))?;
         let mut out = Vec::with_capacity(counters.len());
         for (counter, row) in counters.iter().zip(rows) {
             out.push(match row {
@@ -294,7 +294,7 @@ impl RedisLedger {
             .arg(self.job_key(job_id))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)
+            .map_err(|e| redis_error(&e))
     }
 
     /// Settles job `job_id`'s holds on `names` (its record, from [`RedisLedger::held`]).
@@ -322,7 +322,7 @@ impl RedisLedger {
             .arg(cost.map_or(-1, Usd::micros))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(&e))?;
         Ok(())
     }
 }
