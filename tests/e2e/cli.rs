@@ -100,6 +100,59 @@ async fn projects_and_scoped_tokens_from_the_command_line() {
         .collect();
     assert_eq!(names, ["default", "sceneflow-prod"]);
 
+    // Where its "connect your key" pages may send users back to.
+    let set = run(
+        dir.path(),
+        &[],
+        &[
+            "project",
+            "return-urls",
+            "--project",
+            "sceneflow-prod",
+            "https://app.example.com/settings",
+            "https://app.example.com/onboarding",
+        ],
+    )
+    .await;
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert_eq!(
+        set.stdout,
+        "https://app.example.com/onboarding\nhttps://app.example.com/settings\n"
+    );
+    let bad = run(
+        dir.path(),
+        &[],
+        &[
+            "project",
+            "return-urls",
+            "--project",
+            "sceneflow-prod",
+            "javascript:alert(1)",
+        ],
+    )
+    .await;
+    assert_ne!(bad.code, 0, "not an http(s) URL");
+    let shown = run(
+        dir.path(),
+        &[],
+        &["project", "return-urls", "--project", "sceneflow-prod"],
+    )
+    .await;
+    assert_eq!(shown.stdout, set.stdout, "unchanged by the refused one");
+    let cleared = run(
+        dir.path(),
+        &[],
+        &[
+            "project",
+            "return-urls",
+            "--project",
+            "sceneflow-prod",
+            "--clear",
+        ],
+    )
+    .await;
+    assert_eq!((cleared.code, cleared.stdout.as_str()), (0, ""));
+
     let token = run(
         dir.path(),
         &[],

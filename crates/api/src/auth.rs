@@ -148,6 +148,7 @@ pub(crate) const ROUTE_SCOPES: &[(&str, Option<Scope>)] = &[
     ("put_credentials", Some(Scope::CredentialsWrite)),
     ("test_credentials", Some(Scope::CredentialsWrite)),
     ("delete_credentials", Some(Scope::CredentialsWrite)),
+    ("create_connect_link", Some(Scope::CredentialsWrite)),
     ("create_job", Some(Scope::JobsWrite)),
     ("get_job", Some(Scope::JobsRead)),
     ("cancel_job", Some(Scope::JobsWrite)),

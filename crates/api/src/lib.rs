@@ -4,6 +4,7 @@ mod auth;
 mod batch;
 mod batches;
 mod budgets;
+mod connect;
 mod credentials;
 mod error;
 mod events;
@@ -84,6 +85,8 @@ pub struct ApiParts {
     /// Serve `GET /metrics` on this router (false when `api.metrics_listen` moves it to a
     /// listener of its own).
     pub serve_metrics: bool,
+    /// `api.public_url`: the base of "connect your key" links.
+    pub public_url: Option<String>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -108,6 +111,7 @@ struct Inner {
     edge: Arc<limits::Edge>,
     request_timeout: Duration,
     serve_metrics: bool,
+    public_url: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -138,6 +142,7 @@ impl AppState {
             edge_limits,
             request_timeout,
             serve_metrics,
+            public_url,
         } = parts;
         let jobs = JobsSetup {
             producer: Producer::new(Arc::clone(&engine)),
@@ -160,6 +165,7 @@ impl AppState {
                 edge: limits::Edge::start(edge_limits),
                 request_timeout,
                 serve_metrics,
+                public_url,
             }),
         }
     }
@@ -178,6 +184,10 @@ impl AppState {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn public_url(&self) -> Option<&str> {
+        self.inner.public_url.as_deref()
     }
 
     pub(crate) fn budgets(&self) -> &Budgets {
@@ -246,6 +256,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/users/{user_id}/providers/{provider}/test",
             post(scoped!(credentials::test, "test_credentials")),
+        )
+        .route(
+            "/users/{user_id}/providers/{provider}/connect-links",
+            post(scoped!(connect::create_link, "create_connect_link")),
         )
         .route("/jobs", post(scoped!(jobs::create, "create_job")))
         .route("/jobs/{job_id}", get(scoped!(jobs::get, "get_job")))
@@ -351,7 +365,13 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        // The "connect your key" page: no token, the link's secret is the capability.
+        .route(
+            "/connect/{provider}/{user_id}/{secret}",
+            get(connect::page).post(connect::submit),
+        )
+        .route("/assets/connect.css", get(connect::style));
     if state.inner.serve_metrics {
         router = router.route("/metrics", get(health::metrics));
     }
@@ -376,7 +396,7 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!(
                             "request",
                             method = %req.method(),
-                            path = %req.uri().path(),
+                            path = %connect::loggable_path(req.uri().path()),
                             request_id = %id,
                             token.id = tracing::field::Empty,
                         )

@@ -58,6 +58,10 @@ const BEARER: &str = "bearer";
         crate::credentials::put,
         crate::credentials::test,
         crate::credentials::delete,
+        crate::connect::create_link,
+        crate::connect::page,
+        crate::connect::submit,
+        crate::connect::style,
         crate::jobs::create,
         crate::jobs::get,
         crate::jobs::cancel,
@@ -96,6 +100,7 @@ const BEARER: &str = "bearer";
         (name = "jobs", description = "Generation jobs"),
         (name = "batches", description = "Many generation jobs enqueued as one unit"),
         (name = "webhooks", description = "Signed event deliveries to the project's endpoints (Standard Webhooks)"),
+        (name = "connect", description = "The page where a user connects their own key, from a link (no token: the link is the capability)"),
         (name = "usage", description = "What ended jobs made and cost, estimated from list prices"),
         (name = "budgets", description = "Spending limits per project or user, enforced before every submit"),
     ),
@@ -164,6 +169,9 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
     &[
         ("healthz", &[]),
         ("readyz", &[ServiceUnavailable]),
+        ("connect_page", &[ServiceUnavailable]),
+        ("connect_submit", &[PayloadTooLarge, ServiceUnavailable]),
+        ("connect_page_style", &[]),
         ("metrics", &[]),
         ("openapi", &[]),
         ("list_providers", &[]),
@@ -187,6 +195,16 @@ const ERRORS: &[(&str, &[ApiErrorCode])] = {
             &[BadRequest, NotFound, Conflict, ProviderUnavailable],
         ),
         ("delete_credentials", &[BadRequest, NotFound]),
+        (
+            "create_connect_link",
+            &[
+                BadRequest,
+                NotFound,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                InvalidRequest,
+            ],
+        ),
         (
             "create_job",
             &[
@@ -397,6 +415,10 @@ fn add_webhooks(doc: &mut Document) {
         }
         byok_core::EventType::BatchCompleted => {
             "Every job of a batch is final; `data` is the batch (sent exactly once)"
+        }
+        byok_core::EventType::CredentialConnected => {
+            "A user connected a key through a connect link. `data` has `user_id`, `provider`, \
+             `credential_hint`, `connected_at`; never key material"
         }
         byok_core::EventType::CredentialInvalidated => {
             "A provider rejected a user's stored key: ask the user for a new one. `data` has \

@@ -34,7 +34,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<ProviderList> {
 /// The wire shape (`byok-core`'s, which clients share) of an adapter's descriptor.
 // Every member is named on both sides: a member added to the descriptor does not compile
 // until the listing carries it too.
-fn listing_of(descriptor: &ProviderDescriptor) -> ProviderInfo {
+pub(crate) fn listing_of(descriptor: &ProviderDescriptor) -> ProviderInfo {
     let ProviderDescriptor {
         id,
         display_name,

@@ -137,6 +137,21 @@ pub enum ProjectCommand {
     Create(CreateProject),
     /// List projects.
     List(ListProjects),
+    /// Show or set where "connect your key" pages may send a project's users back to.
+    ReturnUrls(ReturnUrls),
+}
+
+#[derive(Debug, Args)]
+pub struct ReturnUrls {
+    /// The project (name or id).
+    #[arg(long)]
+    pub project: String,
+    /// The URLs (http(s), at most 20), replacing the list; a page may return to one of them
+    /// or a URL under one. None: print the list.
+    pub urls: Vec<String>,
+    /// Remove every URL (connect links can no longer be made).
+    #[arg(long, conflicts_with = "urls")]
+    pub clear: bool,
 }
 
 #[derive(Debug, Args)]

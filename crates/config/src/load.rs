@@ -427,6 +427,22 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if let Some(public) = &self.api.public_url {
+            let parsed = url::Url::parse(public).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+            });
+            if parsed.is_none() {
+                return Err(ConfigError::new(
+                    "api.public_url",
+                    "must be an http(s) URL with a host and no query, fragment or user \
+                     (https://keys.example.com)",
+                ));
+            }
+        }
         if self.api.metrics_listen == Some(self.api.listen) {
             return Err(ConfigError::new(
                 "api.metrics_listen",

@@ -126,6 +126,10 @@ pub struct ApiSettings {
     pub max_connections: usize,
     /// Where the API serves `/metrics` instead of on `listen`; unset: on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The API's address as users' browsers reach it (`https://keys.example.com`), for the
+    /// "connect your key" links; unset: from each request's `Host`, over `http`.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// `worker.*`

@@ -168,3 +168,34 @@ mod tests {
         assert_eq!(serde_json::to_value(&test).unwrap(), json);
     }
 }
+
+/// The body of `POST /v1/users/{user_id}/providers/{provider}/connect-links`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewConnectLink {
+    /// Where the page sends the user once the key is stored: one of the project's return
+    /// URLs, or a URL under one (same scheme, host and port; the path within its path).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "https://app.example.com/settings/keys")
+    )]
+    pub return_url: String,
+}
+
+/// A "connect your key" link (docs/connect.md): send the user to `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectLinkView {
+    /// The page, with the link's secret in it: give it to this user only. It works once,
+    /// until `expires_at`.
+    pub url: String,
+    /// When it stops working (15 minutes after it was made).
+    pub expires_at: DateTime<Utc>,
+    /// The user whose key it stores.
+    pub user_id: Uuid,
+    /// The provider.
+    pub provider: String,
+    /// Where the user goes afterwards.
+    pub return_url: String,
+}

@@ -38,8 +38,8 @@ pub use catalogue::{
     PromptRules, Requirement, Retirement, ValidatedRequest,
 };
 pub use credential_api::{
-    CredentialCheckOutcome, CredentialCheckResult, CredentialList, CredentialSummary,
-    CredentialTest, PutCredentials,
+    ConnectLinkView, CredentialCheckOutcome, CredentialCheckResult, CredentialList,
+    CredentialSummary, CredentialTest, NewConnectLink, PutCredentials,
 };
 pub use error_code::ErrorCode;
 pub use job_error::{ErrorRecord, JobError, RetryClass};

@@ -22,11 +22,13 @@ pub enum EventType {
     BatchCompleted,
     /// A provider rejected a user's stored key: the app should ask the user for a new one.
     CredentialInvalidated,
+    /// A user connected a key through a "connect your key" link (docs/connect.md).
+    CredentialConnected,
 }
 
 impl EventType {
     /// Every type, in the order they are listed.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::JobRunning,
         EventType::JobProgress,
         EventType::JobSucceeded,
@@ -35,6 +37,7 @@ impl EventType {
         EventType::JobFallback,
         EventType::BatchCompleted,
         EventType::CredentialInvalidated,
+        EventType::CredentialConnected,
     ];
 
     /// The types a job's own `webhook_url` receives.
@@ -58,6 +61,7 @@ impl EventType {
             EventType::JobFallback => "job.fallback",
             EventType::BatchCompleted => "batch.completed",
             EventType::CredentialInvalidated => "credential.invalidated",
+            EventType::CredentialConnected => "credential.connected",
         }
     }
 
@@ -76,7 +80,7 @@ impl fmt::Display for EventType {
 /// A string that names no event type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown event type `{0}`; types are job.running, job.progress, job.succeeded, job.failed, job.cancelled, job.fallback, batch.completed, credential.invalidated"
+    "unknown event type `{0}`; types are job.running, job.progress, job.succeeded, job.failed, job.cancelled, job.fallback, batch.completed, credential.invalidated, credential.connected"
 )]
 pub struct UnknownEventType(pub String);
 

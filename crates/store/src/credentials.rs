@@ -23,6 +23,41 @@ macro_rules! credential_columns {
     };
 }
 
+/// Stores `$new` (a `&NewCredential`) at `$now`, replacing the user's earlier key for the
+/// provider, on `$executor` (a pool, or `&mut *tx` inside a transaction); evaluates to the
+/// stored `CredentialRow`.
+macro_rules! upsert_credential {
+    ($executor:expr, $new:expr, $now:expr) => {{
+        let new: &$crate::credentials::NewCredential = $new;
+        sqlx::query_as::<_, $crate::credentials::CredentialRow>(concat!(
+            "INSERT INTO user_provider_configs \
+               (id, project_id, user_id, provider_name, encrypted_credentials, is_valid, created_at, \
+                updated_at, credential_hint, validated_at, last_error) \
+             VALUES ($1, $8, $2, $3, $4, TRUE, $5, $5, $6, $7, NULL) \
+             ON CONFLICT (project_id, user_id, provider_name) DO UPDATE SET \
+               encrypted_credentials = excluded.encrypted_credentials, \
+               is_valid = TRUE, \
+               updated_at = excluded.updated_at, \
+               credential_hint = excluded.credential_hint, \
+               validated_at = excluded.validated_at, \
+               last_error = NULL \
+             RETURNING ",
+            credential_columns!()
+        ))
+        .bind($crate::sql_types::DbUuid(::uuid::Uuid::now_v7()))
+        .bind($crate::sql_types::DbUuid(new.owner.user_id))
+        .bind(new.provider.as_str())
+        .bind(&new.sealed)
+        .bind($now)
+        .bind(&new.credential_hint)
+        .bind(new.validated_at)
+        .bind($crate::sql_types::DbUuid(new.owner.project_id))
+        .fetch_one($executor)
+        .await?
+    }};
+}
+pub(crate) use {credential_columns, upsert_credential};
+
 /// `$columns` of the row of `$owner`'s key for `$provider`, if any.
 macro_rules! select_one {
     ($store:expr, $columns:expr, $owner:expr, $provider:expr) => {
@@ -41,7 +76,7 @@ macro_rules! select_one {
 }
 
 from_row! {
-    struct CredentialRow {
+    pub(crate) struct CredentialRow {
         id: DbUuid,
         project_id: DbUuid,
         user_id: DbUuid,
@@ -183,33 +218,7 @@ impl<'a> CredentialRepo<'a> {
     pub async fn upsert(&self, new: &NewCredential) -> Result<StoredCredential, StoreError> {
         let now = crate::now();
         let _write = self.store.write_guard().await;
-        let row: CredentialRow = with_pool!(self.store, |pool| {
-            sqlx::query_as(concat!(
-            "INSERT INTO user_provider_configs \
-               (id, project_id, user_id, provider_name, encrypted_credentials, is_valid, created_at, \
-                updated_at, credential_hint, validated_at, last_error) \
-             VALUES ($1, $8, $2, $3, $4, TRUE, $5, $5, $6, $7, NULL) \
-             ON CONFLICT (project_id, user_id, provider_name) DO UPDATE SET \
-               encrypted_credentials = excluded.encrypted_credentials, \
-               is_valid = TRUE, \
-               updated_at = excluded.updated_at, \
-               credential_hint = excluded.credential_hint, \
-               validated_at = excluded.validated_at, \
-               last_error = NULL \
-             RETURNING ",
-            credential_columns!()
-        ))
-        .bind(DbUuid(Uuid::now_v7()))
-        .bind(DbUuid(new.owner.user_id))
-        .bind(new.provider.as_str())
-        .bind(&new.sealed)
-        .bind(now)
-        .bind(&new.credential_hint)
-        .bind(new.validated_at)
-        .bind(DbUuid(new.owner.project_id))
-        .fetch_one(pool)
-        .await?
-        });
+        let row: CredentialRow = with_pool!(self.store, |pool| upsert_credential!(pool, new, now));
         Ok(row.into())
     }
 

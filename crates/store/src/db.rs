@@ -17,6 +17,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr as _};
 
 use crate::StoreError;
 use crate::budgets::BudgetRepo;
+use crate::connect::ConnectRepo;
 use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
 use crate::outbox::OutboxFeed;
@@ -336,6 +337,11 @@ impl Store {
     /// What ended jobs made and cost.
     pub fn usage(&self) -> UsageRepo<'_> {
         UsageRepo::new(self)
+    }
+
+    /// "Connect your key": return URLs and links.
+    pub fn connect_links(&self) -> ConnectRepo<'_> {
+        ConnectRepo::new(self)
     }
 
     /// Budget limits, and the embedded shape's budget ledger.

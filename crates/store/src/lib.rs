@@ -2,6 +2,7 @@
 
 mod batches;
 mod budgets;
+mod connect;
 mod credentials;
 mod db;
 mod error;
@@ -15,6 +16,7 @@ mod webhooks;
 
 pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
 pub use budgets::{BudgetCounter, BudgetRepo, Reserved, SpendScope, Standing, StoredLimit};
+pub use connect::{ConnectLink, ConnectRepo, MAX_RETURN_URLS, NewConnectLink};
 pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, StoredCredential};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;

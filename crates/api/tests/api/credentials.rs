@@ -6,10 +6,10 @@ use reqwest::Method;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wiremock::matchers::{header, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{KEY_RING, TestApi, apis, error_code, send, sqlite_api};
+use crate::{KEY_RING, TestApi, apis, error_code, runway_accepts, send, sqlite_api};
 
 /// `user_id` in the default project.
 fn owner(user_id: Uuid) -> ProjectUser {
@@ -18,30 +18,6 @@ fn owner(user_id: Uuid) -> ProjectUser {
 
 const KEY_A: &str = "key_aaaa0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
 const KEY_B: &str = "key_bbbb0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
-
-/// Runway's organization endpoint accepting exactly `keys`, rejecting the rest as Runway does.
-async fn runway_accepts(server: &MockServer, keys: &[&str]) {
-    for key in keys {
-        Mock::given(method("GET"))
-            .and(path("/v1/organization"))
-            .and(header("authorization", format!("Bearer {key}").as_str()))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "creditBalance": 100, "tier": {"maxMonthlyCreditSpend": 1000, "models": {}}, "usage": {"models": {}}
-            })))
-            .with_priority(1)
-            .mount(server)
-            .await;
-    }
-    Mock::given(method("GET"))
-        .and(path("/v1/organization"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(json!({ "error": "Invalid API key provided" })),
-        )
-        .with_priority(10)
-        .mount(server)
-        .await;
-}
 
 fn creds_path(user: Uuid, provider: &str) -> String {
     format!("/v1/users/{user}/providers/{provider}/credentials")

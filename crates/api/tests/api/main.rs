@@ -3,6 +3,7 @@
 
 mod batches;
 mod budgets;
+mod connect;
 mod credentials;
 mod edge;
 mod errors;
@@ -23,9 +24,10 @@ use byok_config::Settings;
 use byok_core::{DEFAULT_PROJECT_ID, ProviderId, RateLimits, Scopes};
 use byok_store::{NewToken, Store};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
-use wiremock::MockServer;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// A running API with its own store and mock providers, assembled by
 /// `byok-app` as `byok api` is.
@@ -233,4 +235,28 @@ pub fn error_code(body: &Value) -> &str {
     error["code"]
         .as_str()
         .unwrap_or_else(|| panic!("code: {body}"))
+}
+
+/// Runway's organization endpoint accepting exactly `keys`, rejecting the rest as Runway does.
+pub async fn runway_accepts(server: &MockServer, keys: &[&str]) {
+    for key in keys {
+        Mock::given(method("GET"))
+            .and(path("/v1/organization"))
+            .and(header("authorization", format!("Bearer {key}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "creditBalance": 100, "tier": {"maxMonthlyCreditSpend": 1000, "models": {}}, "usage": {"models": {}}
+            })))
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/v1/organization"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({ "error": "Invalid API key provided" })),
+        )
+        .with_priority(10)
+        .mount(server)
+        .await;
 }

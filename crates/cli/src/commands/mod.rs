@@ -42,6 +42,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Project(ProjectCommand::List(args)) => {
             project::list(&byok_config::load(config)?, &args).await
         }
+        Command::Project(ProjectCommand::ReturnUrls(args)) => {
+            project::return_urls(&byok_config::load(config)?, &args).await
+        }
         Command::Token(TokenCommand::Create(args)) => {
             token::create(&byok_config::load(config)?, &args).await
         }
@@ -96,7 +99,7 @@ pub async fn shutdown_signal() {
 
 /// The project a `--project NAME|ID` flag names (`None` when not given); a name no
 /// project has is an error pointing at `byok project list`.
-async fn project_flag(
+pub(crate) async fn project_flag(
     store: &byok_store::Store,
     flag: Option<&str>,
 ) -> anyhow::Result<Option<uuid::Uuid>> {

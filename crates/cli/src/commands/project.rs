@@ -1,4 +1,4 @@
-//! `byok project create|list`
+//! `byok project create|list|return-urls`
 
 use std::process::ExitCode;
 
@@ -6,7 +6,7 @@ use byok_config::Settings;
 use byok_store::Project;
 use serde_json::json;
 
-use crate::cli::{CreateProject, ListProjects};
+use crate::cli::{CreateProject, ListProjects, ReturnUrls};
 use crate::table::{Table, when};
 
 /// Creates a project and prints its id alone on stdout.
@@ -49,4 +49,41 @@ pub async fn list(settings: &Settings, args: &ListProjects) -> anyhow::Result<Ex
 
 fn project_json(p: &Project) -> serde_json::Value {
     json!({ "id": p.id, "name": p.name, "created_at": p.created_at })
+}
+
+/// Prints the project's return URLs, or replaces them (each an absolute http(s) URL with a
+/// host, no user, query or fragment).
+#[allow(clippy::print_stdout)]
+pub async fn return_urls(settings: &Settings, args: &ReturnUrls) -> anyhow::Result<ExitCode> {
+    for url in &args.urls {
+        let fits = url::Url::parse(url).ok().is_some_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+        if !fits {
+            anyhow::bail!(
+                "`{url}` is not an absolute http(s) URL with a host and no user, query or fragment"
+            );
+        }
+    }
+    let store = byok_app::parts::open_store(settings).await?;
+    let done = async {
+        let project = super::project_flag(&store, Some(&args.project))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("--project is required"))?;
+        let repo = store.connect_links();
+        if args.clear || !args.urls.is_empty() {
+            repo.set_return_urls(project, &args.urls).await?;
+        }
+        anyhow::Ok(repo.return_urls(project).await?)
+    }
+    .await;
+    store.close().await;
+    for url in done? {
+        println!("{url}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
