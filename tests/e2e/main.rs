@@ -3,6 +3,7 @@
 
 mod api_fuzz;
 mod api_process;
+mod browser;
 mod budgets;
 mod cli;
 mod demo;

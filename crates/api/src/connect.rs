@@ -306,10 +306,7 @@ pub(crate) async fn submit(
         CredentialCheck::Valid => {}
         CredentialCheck::Rejected { reason } => {
             return again(
-                format!(
-                    "{} rejected this key: {reason}",
-                    adapter.descriptor().display_name
-                ),
+                format!("The key was not accepted. {reason}"),
                 StatusCode::UNPROCESSABLE_ENTITY,
             );
         }

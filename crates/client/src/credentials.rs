@@ -1,7 +1,10 @@
 //! Users' provider keys: `/v1/users/{user_id}/providers…` (scopes `credentials:read`,
 //! `credentials:write`). Answers carry hints, never keys.
 
-use byok_core::{CredentialList, CredentialSummary, CredentialTest, PutCredentials};
+use byok_core::{
+    ConnectLinkView, CredentialList, CredentialSummary, CredentialTest, NewConnectLink,
+    PutCredentials,
+};
 use reqwest::{Method, StatusCode};
 use uuid::Uuid;
 
@@ -24,6 +27,30 @@ impl Client {
             &["v1", "users", &user, "providers", provider, "credentials"],
         )
         .json(body)?
+        .json_answer()
+        .await
+    }
+
+    /// A single-use link to this service's page where `user` types their own `provider` key
+    /// (`POST …/connect-links`, docs/connect.md): send the user to its `url`; they come back
+    /// to `return_url` (one of the project's return URLs, or under one). Sent once: a retry
+    /// would make a second link.
+    pub async fn create_connect_link(
+        &self,
+        user: Uuid,
+        provider: &str,
+        return_url: &str,
+    ) -> Result<ConnectLinkView, ClientError> {
+        let user = user.to_string();
+        let body = NewConnectLink {
+            return_url: return_url.to_owned(),
+        };
+        self.call(
+            Method::POST,
+            &["v1", "users", &user, "providers", provider, "connect-links"],
+        )
+        .json(&body)?
+        .once()
         .json_answer()
         .await
     }

@@ -35,15 +35,16 @@ pub use webhooks::ListDeliveries;
 /// The API's bodies, shared with the server (`byok-core`).
 pub use byok_core::{
     ApiErrorCode, BatchCounts, BatchJobPage, BatchRequest, BatchStatus, BatchView, BudgetLimit,
-    BudgetLimitView, BudgetPeriod, BudgetView, Capabilities, CredentialCheckOutcome,
-    CredentialCheckResult, CredentialField, CredentialList, CredentialSummary, CredentialTest,
-    ErrorCode, ErrorRecord, EventType, Fallback, Format, GenerationRequest, JobPage, JobResult,
-    JobResultView, JobStatus, JobView, JobWebhookSecret, Mode, ModelRef, ModelSpec, ModelStatus,
-    NewWebhookEndpoint, Pricing, ProjectList, ProjectView, PromptRules, ProviderId, ProviderInfo,
-    ProviderList, ProviderUsage, PutCredentials, RateLimits, Requirement, Retirement, RouteStep,
-    SecondRate, UsageGroupBy, UsageGroupView, UsageReport, UsageTotals, Usd, WebhookDelivery,
-    WebhookDeliveryPage, WebhookDeliveryStatus, WebhookEndpointChange, WebhookEndpointList,
-    WebhookEndpointView, WebhookEndpointWithSecret, WebhookPayload,
+    BudgetLimitView, BudgetPeriod, BudgetView, Capabilities, ConnectLinkView,
+    CredentialCheckOutcome, CredentialCheckResult, CredentialField, CredentialList,
+    CredentialSummary, CredentialTest, ErrorCode, ErrorRecord, EventType, Fallback, Format,
+    GenerationRequest, JobPage, JobResult, JobResultView, JobStatus, JobView, JobWebhookSecret,
+    Mode, ModelRef, ModelSpec, ModelStatus, NewWebhookEndpoint, Pricing, ProjectList, ProjectView,
+    PromptRules, ProviderId, ProviderInfo, ProviderList, ProviderUsage, PutCredentials, RateLimits,
+    Requirement, Retirement, RouteStep, SecondRate, UsageGroupBy, UsageGroupView, UsageReport,
+    UsageTotals, Usd, WebhookDelivery, WebhookDeliveryPage, WebhookDeliveryStatus,
+    WebhookEndpointChange, WebhookEndpointList, WebhookEndpointView, WebhookEndpointWithSecret,
+    WebhookPayload,
 };
 /// An endpoint's signing secret (`whsec_…`), for [`verify_webhook`].
 pub use byok_webhooks::{SigningSecret, TOLERANCE as WEBHOOK_TOLERANCE, VerifyError};

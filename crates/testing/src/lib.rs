@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod browser;
 mod memory;
 mod policy;
 mod poll;
@@ -9,6 +10,7 @@ mod python;
 mod redis;
 mod s3;
 
+pub use browser::{CHROMIUM, browser};
 pub use memory::{proc_status_bytes, reset_peak_rss, run_child_test};
 pub use policy::{ServicePolicy, skip_or_fail};
 pub use poll::poll_until;

@@ -142,7 +142,7 @@ async fn a_link_connects_one_key_once_and_returns_to_the_app() {
     let rejected = submit(&url, BAD).await;
     assert_eq!(rejected.status(), 422);
     let html = rejected.text().await.unwrap();
-    assert!(html.contains("rejected this key"), "{html}");
+    assert!(html.contains("The key was not accepted"), "{html}");
     assert!(
         html.contains("Invalid API key"),
         "the provider's reason: {html}"

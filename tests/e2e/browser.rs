@@ -1,0 +1,137 @@
+//! The pages people use, in a real browser: headless Chromium (Debian's package) driven by
+//! Playwright for Python, against a real `byok run` with the simulator. With
+//! `BYOK_DOCS_SCREENSHOTS=1` the screenshots are written into `docs/images/` (the ones the
+//! docs show); otherwise into a temporary directory.
+
+use std::path::{Path, PathBuf};
+
+use byok_client::ProviderId;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::deploy::{DeployOptions, Deployment};
+use crate::helpers::run;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/e2e")
+        .join(name)
+}
+
+fn screenshots(scratch: &Path) -> PathBuf {
+    if std::env::var_os("BYOK_DOCS_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/images")
+    } else {
+        scratch.to_owned()
+    }
+}
+
+/// Link → page → a key the simulator refuses (its reason shown, nothing stored) → a `sim_`
+/// key stored → back to the app; the link refused afterwards, and an edited one too.
+#[tokio::test]
+async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("byok-browser-python");
+    let Some((python, chromium)) =
+        tokio::task::spawn_blocking(move || byok_testing::browser(&venv))
+            .await
+            .unwrap()
+    else {
+        return;
+    };
+    let d = Deployment::embedded(DeployOptions::default()).await;
+    let back = format!("{}/healthz", d.api);
+    let set = run(
+        d.dir.path(),
+        &d.env_refs(),
+        &["project", "return-urls", "--project", "default", &back],
+    )
+    .await;
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    let user = Uuid::new_v4();
+    let link = d
+        .client()
+        .create_connect_link(user, ProviderId::RUNWAY.as_str(), &back)
+        .await
+        .unwrap();
+
+    let shots = tempfile::tempdir().unwrap();
+    let shots_dir = screenshots(shots.path());
+    std::fs::create_dir_all(&shots_dir).unwrap();
+    let good = "sim_connected_in_a_browser_0001";
+    let bad = "not_a_simulator_key_0001";
+    let out = tokio::process::Command::new(&python)
+        .arg(script("browser_connect.py"))
+        .arg(&chromium)
+        .arg(&link.url)
+        .arg(&back)
+        .arg(bad)
+        .arg(good)
+        .arg(&shots_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["title"], "Connect your Runway ML key", "{seen}");
+    assert_eq!(
+        seen["fields"],
+        serde_json::json!([["api_key", "password"], ["organization_id", "text"]]),
+        "{seen}"
+    );
+    let rejection = seen["rejection"].as_str().unwrap();
+    assert!(
+        rejection.contains("The key was not accepted") && rejection.contains("Invalid API key"),
+        "the simulator's reason: {rejection}"
+    );
+    assert_eq!(seen["rejected_page_has_key"], false, "never the key back");
+    assert_eq!(seen["rejected_field_value"], "");
+    let returned = seen["returned_to"].as_str().unwrap();
+    assert!(
+        returned.starts_with(&format!("{back}?byok_connected=runway")),
+        "{returned}"
+    );
+    assert_eq!(seen["reused"], "This link does not work");
+    assert_eq!(
+        seen["third_party_requests"],
+        serde_json::json!([]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["refused"],
+        serde_json::json!([]),
+        "no CSP violation: {seen}"
+    );
+    for name in ["connect-page", "connect-rejected", "connect-invalid"] {
+        assert!(shots_dir.join(format!("{name}.png")).is_file(), "{name}");
+    }
+
+    // Stored: checked with the simulator, the hint only.
+    let stored = d
+        .client()
+        .get_credentials(user, ProviderId::RUNWAY.as_str())
+        .await
+        .unwrap();
+    assert!(
+        stored.is_valid && stored.validated_at.is_some(),
+        "{stored:?}"
+    );
+    assert!(
+        !stored
+            .credential_hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains(good)
+    );
+
+    // A link edited to another user, in the browser's way (a plain GET), does not work.
+    let other = link
+        .url
+        .replace(&user.to_string(), &Uuid::new_v4().to_string());
+    let edited = reqwest::get(&other).await.unwrap();
+    assert_eq!(edited.status(), 404);
+}
