@@ -4,7 +4,7 @@
 -- NULL: it never moved.
 ALTER TABLE generation_jobs ADD COLUMN route JSONB;
 
--- `"provider": "auto"` with `"routing": "fastest"` (docs/routing.md) reads the recent succeeded
--- jobs' times at their providers, newest first.
-CREATE INDEX generation_jobs_succeeded_recent ON generation_jobs (finished_at)
-    WHERE status = 'succeeded';
+-- Jobs by the time they ended: `"provider": "auto"` with `"routing": "fastest"` (docs/routing.md)
+-- reads the recent succeeded jobs' times, and the operator dashboard counts the last hour's ends.
+CREATE INDEX generation_jobs_finished ON generation_jobs (finished_at)
+    WHERE finished_at IS NOT NULL;

@@ -9,8 +9,6 @@
 //! the link's own. Every way a link can be wrong (unknown, used, expired, edited) gets the
 //! same page, so the page tells nothing about other links.
 
-use std::sync::LazyLock;
-
 use axum::Json;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -33,14 +31,6 @@ use crate::extract::{ApiJson, UserProviderPath};
 /// How long a link works.
 pub const LINK_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
-/// The page's template and style, embedded: no file, CDN or build step at run time.
-static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
-    let mut env = minijinja::Environment::new();
-    // `.html`: every value is HTML-escaped.
-    env.add_template("connect.html", include_str!("../templates/connect.html"))
-        .expect("the connect page template parses");
-    env
-});
 const STYLE: &str = include_str!("../assets/connect.css");
 
 /// `POST /v1/users/{user_id}/providers/{provider}/connect-links`
@@ -173,14 +163,7 @@ fn check_return_url(return_url: &str, allowed: &[String]) -> Result<(), ApiError
     responses((status = 200, description = "CSS, embedded in the binary", content_type = "text/css")),
 )]
 pub(crate) async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        STYLE,
-    )
-        .into_response()
+    crate::pages::asset("text/css; charset=utf-8", STYLE)
 }
 
 /// The link in the path, when it is one that works: the provider and user in the path are
@@ -442,18 +425,7 @@ fn invalid_page() -> Response {
 }
 
 fn html(status: StatusCode, context: minijinja::Value, return_url: Option<&str>) -> Response {
-    let body = TEMPLATES
-        .get_template("connect.html")
-        .and_then(|t| t.render(context));
-    let mut response = match body {
-        Ok(body) => (
-            status,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            body,
-        )
-            .into_response(),
-        Err(e) => ApiError::internal(&e).into_response(),
-    };
+    let mut response = crate::pages::html(status, "connect.html", context);
     secure_headers(&mut response, return_url);
     response
 }
@@ -474,20 +446,11 @@ fn secure_headers(response: &mut Response, return_url: Option<&str>) {
         "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {form_action}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
-    let headers = response.headers_mut();
-    if let Ok(policy) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
-    headers.insert(
+    crate::pages::common_headers(response, &policy);
+    response.headers_mut().insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 /// A request path as logged: a link's secret never reaches the logs.

@@ -6,6 +6,7 @@ mod batches;
 mod budgets;
 mod connect;
 mod credentials;
+mod dashboard;
 mod error;
 mod events;
 mod extract;
@@ -13,6 +14,7 @@ mod health;
 mod jobs;
 mod limits;
 mod openapi;
+mod pages;
 mod projects;
 mod providers;
 mod routing;
@@ -371,7 +373,18 @@ pub fn app(state: AppState) -> Router {
             "/connect/{provider}/{user_id}/{secret}",
             get(connect::page).post(connect::submit),
         )
-        .route("/assets/connect.css", get(connect::style));
+        .route("/assets/connect.css", get(connect::style))
+        // The operator dashboard (docs/dashboard.md): its own sessions, not tokens.
+        .route("/dashboard", get(dashboard::overview))
+        .route("/dashboard/overview/live", get(dashboard::overview_live))
+        .route(
+            "/dashboard/sign-in",
+            get(dashboard::sign_in_page).post(dashboard::sign_in),
+        )
+        .route("/dashboard/sign-out", post(dashboard::sign_out))
+        .route("/dashboard/queues/retry-dead", post(dashboard::retry_dead))
+        .route("/assets/dashboard.css", get(dashboard::style))
+        .route("/assets/dashboard.js", get(dashboard::script));
     if state.inner.serve_metrics {
         router = router.route("/metrics", get(health::metrics));
     }

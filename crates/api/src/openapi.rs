@@ -318,7 +318,7 @@ impl Modify for Conventions {
                     .description(Some(
                         "A producer token from `byok token create`, acting in one project with \
                          the scopes it was given (credentials:read, credentials:write, \
-                         jobs:read, jobs:write, webhooks, usage:read, budgets:write, admin); each operation's security requirement \
+                         jobs:read, jobs:write, webhooks, usage:read, budgets:write, dashboard:read, admin); each operation's security requirement \
                          names the scope it needs, and a token without it gets 403 \
                          `insufficient_scope`. Revoked with `byok token revoke`",
                     ))

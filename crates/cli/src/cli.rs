@@ -109,7 +109,7 @@ pub struct CreateToken {
     #[arg(long, default_value = "default")]
     pub project: String,
     /// What it may do, comma-separated: credentials:read, credentials:write,
-    /// jobs:read, jobs:write, webhooks, usage:read, budgets:write, admin [default: all but admin].
+    /// jobs:read, jobs:write, webhooks, usage:read, budgets:write, dashboard:read, admin [default: all but admin].
     #[arg(long, value_name = "SCOPE,…")]
     pub scopes: Option<String>,
     /// When it stops working: a duration from now (`90d`, `12h`) or an

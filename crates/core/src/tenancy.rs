@@ -56,13 +56,15 @@ pub enum Scope {
     UsageRead,
     /// Set and remove the project's and its users' budgets.
     BudgetsWrite,
+    /// The operator dashboard, read-only: every page, no action.
+    DashboardRead,
     /// Operator actions: projects, the dashboard.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in the order they are listed.
-    pub const ALL: [Scope; 8] = [
+    pub const ALL: [Scope; 9] = [
         Scope::CredentialsRead,
         Scope::CredentialsWrite,
         Scope::JobsRead,
@@ -70,6 +72,7 @@ impl Scope {
         Scope::Webhooks,
         Scope::UsageRead,
         Scope::BudgetsWrite,
+        Scope::DashboardRead,
         Scope::Admin,
     ];
 
@@ -83,6 +86,7 @@ impl Scope {
             Scope::Webhooks => "webhooks",
             Scope::UsageRead => "usage:read",
             Scope::BudgetsWrite => "budgets:write",
+            Scope::DashboardRead => "dashboard:read",
             Scope::Admin => "admin",
         }
     }
@@ -97,7 +101,7 @@ impl fmt::Display for Scope {
 /// A string that names no scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, usage:read, budgets:write, admin"
+    "unknown scope `{0}`; scopes are credentials:read, credentials:write, jobs:read, jobs:write, webhooks, usage:read, budgets:write, dashboard:read, admin"
 )]
 pub struct UnknownScope(pub String);
 
@@ -118,12 +122,13 @@ pub struct Scopes(BTreeSet<Scope>);
 
 impl Scopes {
     /// What a token gets when none are named: everything a producer app
-    /// does (today's behaviour inside its project), not operator actions.
+    /// does (today's behaviour inside its project), not operator actions nor the
+    /// operator dashboard.
     pub fn producer() -> Scopes {
         Scopes(
             Scope::ALL
                 .into_iter()
-                .filter(|s| *s != Scope::Admin)
+                .filter(|s| !matches!(s, Scope::Admin | Scope::DashboardRead))
                 .collect(),
         )
     }

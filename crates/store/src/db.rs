@@ -22,6 +22,7 @@ use crate::credentials::CredentialRepo;
 use crate::jobs::JobRepo;
 use crate::outbox::OutboxFeed;
 use crate::projects::ProjectRepo;
+use crate::sessions::SessionRepo;
 use crate::tokens::TokenRepo;
 use crate::usage::UsageRepo;
 use crate::webhooks::WebhookRepo;
@@ -337,6 +338,11 @@ impl Store {
     /// What ended jobs made and cost.
     pub fn usage(&self) -> UsageRepo<'_> {
         UsageRepo::new(self)
+    }
+
+    /// Operator dashboard sessions.
+    pub fn sessions(&self) -> SessionRepo<'_> {
+        SessionRepo::new(self)
     }
 
     /// "Connect your key": return URLs and links.

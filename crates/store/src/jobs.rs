@@ -1000,6 +1000,65 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
+    /// Jobs that ended at or after `since`, counted per minute (UTC, the minute's start) and
+    /// final status, oldest minute first: the dashboard's chart.
+    pub async fn ended_per_minute(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, JobStatus, u64)>, StoreError> {
+        let postgres = matches!(self.store.db, crate::db::Db::Postgres(_));
+        // A closed choice of SQL per database, never text from a request.
+        let minute = if postgres {
+            "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI')"
+        } else {
+            "substr(replace(finished_at, ' ', 'T'), 1, 16)"
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {minute} AS minute, status, count(*) FROM generation_jobs \
+             WHERE finished_at IS NOT NULL AND finished_at >= $1 \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        ));
+        let rows: Vec<(String, String, i64)> = with_pool!(self.store, |pool| sqlx::query_as(sql)
+            .bind(since)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(minute, status, n)| {
+                let at = chrono::NaiveDateTime::parse_from_str(&minute, "%Y-%m-%dT%H:%M").ok()?;
+                Some((
+                    at.and_utc(),
+                    status.parse().ok()?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect())
+    }
+
+    /// Jobs that failed at or after `since`, counted per error code, most first.
+    pub async fn failures_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(Option<String>, i64)> = with_pool!(self.store, |pool| sqlx::query_as(
+            "SELECT error_code, count(*) FROM generation_jobs \
+             WHERE finished_at IS NOT NULL AND finished_at >= $1 AND status = 'failed' \
+             GROUP BY error_code ORDER BY count(*) DESC, error_code"
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(code, n)| {
+                (
+                    code.unwrap_or_else(|| "internal".into()),
+                    u64::try_from(n).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
     /// How long the newest succeeded jobs (at most `limit`, finished since `since`) took at
     /// their provider, from its acceptance to the video kept: `(provider, model, seconds)`.
     pub async fn recent_finish_times(
@@ -1010,7 +1069,8 @@ impl<'a> JobRepo<'a> {
         let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>)> =
             with_pool!(self.store, |pool| sqlx::query_as(
                 "SELECT provider, model, started_at, finished_at FROM generation_jobs \
-                 WHERE status = 'succeeded' AND finished_at >= $1 AND started_at IS NOT NULL \
+                 WHERE finished_at IS NOT NULL AND finished_at >= $1 AND status = 'succeeded' \
+                   AND started_at IS NOT NULL \
                  ORDER BY finished_at DESC LIMIT $2"
             )
             .bind(since)

@@ -9,6 +9,7 @@ mod error;
 mod jobs;
 mod outbox;
 mod projects;
+mod sessions;
 mod sql_types;
 mod tokens;
 mod usage;
@@ -26,6 +27,7 @@ pub use jobs::{
 };
 pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
+pub use sessions::{Session, SessionRepo};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 pub use usage::{CostBasis, JobUsage, UsageQuery, UsageRepo};
 pub use webhooks::{

@@ -5,6 +5,7 @@ mod batches;
 mod budgets;
 mod connect;
 mod credentials;
+mod dashboard;
 mod edge;
 mod errors;
 mod fallbacks;
