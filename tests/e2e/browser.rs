@@ -26,16 +26,30 @@ fn screenshots(scratch: &Path) -> PathBuf {
     }
 }
 
+/// Playwright's python and the Chromium it drives (`None` after a SKIPPED line).
+async fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("byok-browser-python");
+    tokio::task::spawn_blocking(move || byok_testing::browser(&venv))
+        .await
+        .unwrap()
+}
+
+/// What a browser script printed, once it exited well.
+fn seen(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Link → page → a key the simulator refuses (its reason shown, nothing stored) → a `sim_`
 /// key stored → back to the app; the link refused afterwards, and an edited one too.
 #[tokio::test]
 async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("byok-browser-python");
-    let Some((python, chromium)) =
-        tokio::task::spawn_blocking(move || byok_testing::browser(&venv))
-            .await
-            .unwrap()
-    else {
+    let Some((python, chromium)) = browser_tools().await else {
         return;
     };
     let d = Deployment::embedded(DeployOptions::default()).await;
@@ -70,13 +84,7 @@ async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = seen(&out);
     assert_eq!(seen["title"], "Connect your Runway ML key", "{seen}");
     assert_eq!(
         seen["fields"],
@@ -134,4 +142,109 @@ async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
         .replace(&user.to_string(), &Uuid::new_v4().to_string());
     let edited = reqwest::get(&other).await.unwrap();
     assert_eq!(edited.status(), 404);
+}
+
+/// Sign in to the dashboard, see a job end live (the page is never reloaded), sign out; a
+/// `dashboard:read` session sees no action button and its forged action is refused.
+#[tokio::test]
+async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser() {
+    let Some((python, chromium)) = browser_tools().await else {
+        return;
+    };
+    let d = Deployment::embedded(DeployOptions::default()).await;
+    let token = |scopes: &'static str| {
+        let dir = d.dir.path().to_owned();
+        let env: Vec<(String, String)> = d.env.clone();
+        async move {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let made = run(
+                &dir,
+                &env,
+                &["token", "create", "--name", scopes, "--scopes", scopes],
+            )
+            .await;
+            assert_eq!(made.code, 0, "{}", made.stderr);
+            made.stdout.trim().to_owned()
+        }
+    };
+    let admin = token("admin").await;
+    let reader = token("dashboard:read").await;
+    let user = Uuid::new_v4();
+    d.put_credentials(
+        user,
+        "runway",
+        serde_json::json!({ "api_key": "sim_dashboard_0001" }),
+    )
+    .await;
+
+    let shots = tempfile::tempdir().unwrap();
+    let shots_dir = screenshots(shots.path());
+    std::fs::create_dir_all(&shots_dir).unwrap();
+    let signal = shots.path().join("go");
+    let browser = tokio::process::Command::new(&python)
+        .arg(script("browser_dashboard.py"))
+        .arg(&chromium)
+        .arg(&d.api)
+        .arg(&admin)
+        .arg(&reader)
+        .arg(&signal)
+        .arg(&shots_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the browser shows the overview, a job is enqueued and runs.
+    crate::helpers::poll_until(std::time::Duration::from_secs(30), async || {
+        signal.exists().then_some(())
+    })
+    .await
+    .expect("the browser signed in");
+    let request = byok_client::GenerationRequest {
+        prompt: Some("a lighthouse".into()),
+        ..byok_client::GenerationRequest::new(user, ProviderId::RUNWAY, "gen4.5")
+    };
+    d.submit(&request).await;
+    let out = browser.wait_with_output().await.unwrap();
+    let seen = seen(&out);
+    assert!(
+        seen["signed_out_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dashboard/sign-in"),
+        "{seen}"
+    );
+    assert_eq!(seen["heading"], "Overview", "{seen}");
+    assert_eq!(seen["cookie_http_only"], true);
+    assert_eq!(seen["cookie_same_site"], serde_json::json!(["Strict"]));
+    assert!(
+        seen["before"].as_str().unwrap().contains("succeeded 0"),
+        "{seen}"
+    );
+    assert!(
+        seen["after"].as_str().unwrap().contains("succeeded 1"),
+        "{seen}"
+    );
+    assert!(
+        seen["after_sign_out_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dashboard/sign-in")
+    );
+    assert_eq!(seen["read_only_label"], "read-only");
+    assert_eq!(seen["read_only_retry_buttons"], 0);
+    assert_eq!(seen["read_only_forged_status"], 403);
+    assert_eq!(
+        seen["refused"],
+        serde_json::json!([]),
+        "no CSP violation: {seen}"
+    );
+    assert_eq!(
+        seen["third_party_requests"],
+        serde_json::json!([]),
+        "{seen}"
+    );
+    for name in ["dashboard-sign-in", "dashboard-overview"] {
+        assert!(shots_dir.join(format!("{name}.png")).is_file(), "{name}");
+    }
 }

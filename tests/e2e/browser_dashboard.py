@@ -1,0 +1,89 @@
+"""Drives the operator dashboard in headless Chromium (Playwright for Python, the system
+Chromium). Prints one JSON object of what it saw; tests/e2e/browser.rs asserts.
+
+argv: chromium, base url, admin token, read-only token, a path the Rust side watches
+      (a file it writes "go" into once a job was enqueued), screenshot dir ("" for none).
+"""
+
+import json
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+chromium, base, admin, reader, signal, shots = sys.argv[1:7]
+seen = {"refused": [], "third_party_requests": []}
+
+
+def shot(page, name):
+    if shots:
+        page.screenshot(path=f"{shots}/{name}.png", full_page=True)
+
+
+def watch(page):
+    page.on(
+        "console",
+        lambda m: seen["refused"].append(m.text)
+        if m.type == "error" and "Failed to load resource" not in m.text
+        else None,
+    )
+    page.on(
+        "request",
+        lambda r: seen["third_party_requests"].append(r.url)
+        if not (r.url.startswith(base) or r.url.startswith("data:"))
+        else None,
+    )
+
+
+def sign_in(page, token):
+    page.goto(f"{base}/dashboard")
+    page.fill("input[name=token]", token)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=chromium,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run"],
+    )
+    admin_page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    watch(admin_page)
+    admin_page.goto(f"{base}/dashboard")
+    seen["signed_out_url"] = admin_page.url
+    shot(admin_page, "dashboard-sign-in")
+    sign_in(admin_page, admin)
+    seen["heading"] = admin_page.inner_text("h1")
+    seen["cookie_http_only"] = all(c["httpOnly"] for c in admin_page.context.cookies())
+    seen["cookie_same_site"] = [c["sameSite"] for c in admin_page.context.cookies()]
+    before = admin_page.inner_text(".legend")
+    seen["before"] = before
+    # Tell the Rust side to enqueue a job, then wait for the live part to show it ended,
+    # without reloading the page.
+    with open(signal, "w") as f:
+        f.write("go")
+    admin_page.wait_for_function(
+        "() => /succeeded [1-9]/.test(document.querySelector('.legend').innerText)",
+        timeout=30000,
+    )
+    seen["after"] = admin_page.inner_text(".legend")
+    seen["reloaded"] = False
+    shot(admin_page, "dashboard-overview")
+    seen["admin_retry_buttons"] = admin_page.locator("form[action='/dashboard/queues/retry-dead'] button").count()
+    with admin_page.expect_navigation():
+        admin_page.click("text=Sign out")
+    seen["after_sign_out_url"] = admin_page.url
+
+    read_page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    watch(read_page)
+    sign_in(read_page, reader)
+    seen["read_only_label"] = read_page.inner_text(".who")
+    seen["read_only_retry_buttons"] = read_page.locator("form[action='/dashboard/queues/retry-dead'] button").count()
+    # A forged action from the read-only session, with its own CSRF token: refused.
+    csrf = read_page.get_attribute("input[name=csrf]", "value")
+    forged = read_page.request.post(f"{base}/dashboard/queues/retry-dead", form={"csrf": csrf})
+    seen["read_only_forged_status"] = forged.status
+    browser.close()
+
+print(json.dumps(seen))
