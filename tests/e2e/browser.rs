@@ -144,7 +144,8 @@ async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
     assert_eq!(edited.status(), 404);
 }
 
-/// Sign in to the dashboard, see a job end live (the page is never reloaded), sign out; a
+/// Sign in to the dashboard, see a job end live (the page is never reloaded), open its
+/// timeline, sign out; a
 /// `dashboard:read` session sees no action button and its forged action is refused.
 #[tokio::test]
 async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser() {
@@ -231,6 +232,16 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
             .unwrap()
             .ends_with("/dashboard/sign-in")
     );
+    assert!(
+        seen["timeline"].as_u64().unwrap() >= 3,
+        "queued, running, succeeded: {seen}"
+    );
+    assert_eq!(
+        seen["prompt_visible_before"], false,
+        "the prompt waits for a click"
+    );
+    assert_eq!(seen["prompt_visible_after"], true);
+    assert_eq!(seen["video"], 1);
     assert_eq!(seen["read_only_label"], "read-only");
     assert_eq!(seen["read_only_retry_buttons"], 0);
     assert_eq!(seen["read_only_forged_status"], 403);
@@ -244,7 +255,12 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
         serde_json::json!([]),
         "{seen}"
     );
-    for name in ["dashboard-sign-in", "dashboard-overview"] {
+    for name in [
+        "dashboard-sign-in",
+        "dashboard-overview",
+        "dashboard-jobs",
+        "dashboard-job",
+    ] {
         assert!(shots_dir.join(format!("{name}.png")).is_file(), "{name}");
     }
 }

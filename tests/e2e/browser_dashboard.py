@@ -71,6 +71,16 @@ with sync_playwright() as p:
     seen["reloaded"] = False
     shot(admin_page, "dashboard-overview")
     seen["admin_retry_buttons"] = admin_page.locator("form[action='/dashboard/queues/retry-dead'] button").count()
+    # The job's page: its timeline, the request behind a click, the video.
+    admin_page.click("nav >> text=Jobs")
+    shot(admin_page, "dashboard-jobs")
+    admin_page.click("table a")
+    seen["timeline"] = admin_page.locator("section:has(h2:text('Timeline')) tbody tr").count()
+    seen["prompt_visible_before"] = admin_page.is_visible("pre.request")
+    admin_page.click("summary")
+    seen["prompt_visible_after"] = admin_page.is_visible("pre.request")
+    seen["video"] = admin_page.locator("video").count()
+    shot(admin_page, "dashboard-job")
     with admin_page.expect_navigation():
         admin_page.click("text=Sign out")
     seen["after_sign_out_url"] = admin_page.url

@@ -27,9 +27,10 @@ const COOKIE: &str = "byok_session";
 const SESSION_LIFETIME: TimeDelta = TimeDelta::hours(12);
 const STYLE: &str = include_str!("../assets/dashboard.css");
 const SCRIPT: &str = include_str!("../assets/dashboard.js");
+// `media-src https:`: a video kept in object storage plays from its presigned URL.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
-     base-uri 'none'";
+     img-src 'self' data:; media-src 'self' https:; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
 
 /// A signed-in request: its session and the hash that names it.
 struct Signed {
@@ -121,6 +122,41 @@ fn forbidden(why: &str) -> Response {
     let mut response = (StatusCode::FORBIDDEN, why.to_owned()).into_response();
     crate::pages::common_headers(&mut response, POLICY);
     response
+}
+
+/// The request's session, or the response that ends the request: to the sign-in page (a
+/// page) or 401 (a fragment, a file, an action).
+async fn session_or(
+    state: &AppState,
+    headers: &HeaderMap,
+    missing: fn() -> Response,
+) -> Result<Signed, Response> {
+    match signed(state, headers).await {
+        Ok(Some(signed)) => Ok(signed),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn to_sign_in() -> Response {
+    see_other("/dashboard/sign-in")
+}
+
+/// An admin action's checks, in order: a session, the same origin and its CSRF token, and
+/// not read-only.
+async fn admin_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Signed, Response> {
+    let signed = session_or(state, headers, forbidden_unauthorized).await?;
+    if !same_origin(headers) || !csrf_matches(&signed.session, csrf) {
+        return Err(forbidden("missing or wrong CSRF token"));
+    }
+    if signed.session.read_only {
+        return Err(forbidden("a read-only session takes no action"));
+    }
+    Ok(signed)
 }
 
 /// `GET /dashboard/sign-in`
@@ -236,10 +272,9 @@ pub(crate) async fn sign_out(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(Some(signed)) => signed,
-        Ok(None) => return see_other("/dashboard/sign-in"),
-        Err(e) => return e.into_response(),
+    let signed = match session_or(&state, &headers, to_sign_in).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
     };
     if !same_origin(&headers) || !csrf_matches(&signed.session, &form.csrf) {
         return forbidden("missing or wrong CSRF token");
@@ -259,10 +294,9 @@ pub(crate) async fn sign_out(
 
 /// `GET /dashboard`
 pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(Some(signed)) => signed,
-        Ok(None) => return see_other("/dashboard/sign-in"),
-        Err(e) => return e.into_response(),
+    let signed = match session_or(&state, &headers, to_sign_in).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
     };
     match overview_context(&state, &signed).await {
         Ok(context) => page(StatusCode::OK, "dashboard/overview.html", context),
@@ -272,10 +306,9 @@ pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
 
 /// `GET /dashboard/overview/live`: the overview's live part, for the page's script.
 pub(crate) async fn overview_live(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(Some(signed)) => signed,
-        Ok(None) => return forbidden_unauthorized(),
-        Err(e) => return e.into_response(),
+    let signed = match session_or(&state, &headers, forbidden_unauthorized).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
     };
     match overview_context(&state, &signed).await {
         Ok(context) => page(StatusCode::OK, "dashboard/overview_live.html", context),
@@ -295,17 +328,10 @@ pub(crate) async fn retry_dead(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let signed = match signed(&state, &headers).await {
-        Ok(Some(signed)) => signed,
-        Ok(None) => return forbidden_unauthorized(),
-        Err(e) => return e.into_response(),
+    let signed = match admin_action(&state, &headers, &form.csrf).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
     };
-    if !same_origin(&headers) || !csrf_matches(&signed.session, &form.csrf) {
-        return forbidden("missing or wrong CSRF token");
-    }
-    if signed.session.read_only {
-        return forbidden("a read-only session takes no action");
-    }
     match state.engine().retry_dead(None).await {
         Ok(n) => {
             tracing::info!(token.id = %signed.session.token_id, items = n, "dead items retried from the dashboard");
@@ -446,4 +472,316 @@ fn duration_text(seconds: u64) -> String {
         s if s < 7200 => format!("{} min", s / 60),
         s => format!("{} h", s / 3600),
     }
+}
+
+/// How many jobs a page of the jobs list shows.
+const JOBS_PER_PAGE: u32 = 50;
+
+/// The jobs page's query, checked by hand: a bad value is said on the page.
+#[derive(Deserialize, Default)]
+pub(crate) struct JobsQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    before: String,
+}
+
+/// Reads the filters; the first bad value is an error to show.
+fn job_filter(query: &JobsQuery) -> Result<byok_store::JobFilter, String> {
+    let uuid = |text: &str, what: &str| -> Result<Option<uuid::Uuid>, String> {
+        match text.trim() {
+            "" => Ok(None),
+            t => t
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{what}: not an id")),
+        }
+    };
+    let status = match query.status.as_str() {
+        "" => None,
+        s => Some(
+            s.parse::<JobStatus>()
+                .map_err(|_| format!("status: unknown `{s}`"))?,
+        ),
+    };
+    let since = match query.since.as_str() {
+        "" => None,
+        "1h" => Some(Utc::now() - TimeDelta::hours(1)),
+        "24h" => Some(Utc::now() - TimeDelta::hours(24)),
+        "7d" => Some(Utc::now() - TimeDelta::days(7)),
+        other => return Err(format!("since: unknown `{other}`")),
+    };
+    let text = |t: &str| Some(t.trim().to_owned()).filter(|t| !t.is_empty());
+    Ok(byok_store::JobFilter {
+        status,
+        provider: text(&query.provider),
+        project_id: uuid(&query.project, "project")?,
+        user_id: uuid(&query.user, "user")?,
+        error_code: text(&query.code),
+        since,
+        before: uuid(&query.before, "before")?,
+    })
+}
+
+/// `GET /dashboard/jobs`
+pub(crate) async fn jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<JobsQuery>,
+) -> Response {
+    let signed = match session_or(&state, &headers, to_sign_in).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    // An id searched for: its page.
+    if let Ok(id) = query.q.trim().parse::<uuid::Uuid>() {
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        if let Ok(to) = HeaderValue::from_str(&format!("/dashboard/jobs/{id}")) {
+            response.headers_mut().insert(header::LOCATION, to);
+        }
+        return response;
+    }
+    let projects = match state.store().projects().list().await {
+        Ok(projects) => projects,
+        Err(e) => return ApiError::store(&e).into_response(),
+    };
+    let name_of = |id: uuid::Uuid| {
+        projects
+            .iter()
+            .find(|p| p.id == id)
+            .map_or_else(|| id.to_string(), |p| p.name.clone())
+    };
+    let (found, error) = match job_filter(&query) {
+        _ if !query.q.trim().is_empty() => (Vec::new(), Some("Id: not a job id".to_owned())),
+        Ok(filter) => match state.store().jobs().search(&filter, JOBS_PER_PAGE).await {
+            Ok(found) => (found, None),
+            Err(e) => return ApiError::store(&e).into_response(),
+        },
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    // The next page: the same filters, older than the last job shown.
+    let next = (found.len() == JOBS_PER_PAGE as usize)
+        .then(|| found.last().map(|j| j.id))
+        .flatten()
+        .map(|last| {
+            let mut url = url::Url::parse("http://dashboard/dashboard/jobs").expect("a valid URL");
+            {
+                let mut pairs = url.query_pairs_mut();
+                for (name, value) in [
+                    ("status", &query.status),
+                    ("provider", &query.provider),
+                    ("project", &query.project),
+                    ("user", &query.user),
+                    ("code", &query.code),
+                    ("since", &query.since),
+                ] {
+                    if !value.is_empty() {
+                        pairs.append_pair(name, value);
+                    }
+                }
+                pairs.append_pair("before", &last.to_string());
+            }
+            format!("{}?{}", url.path(), url.query().unwrap_or_default())
+        });
+    let rows: Vec<_> = found
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "id": j.id.to_string(),
+                "created": j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                "project": name_of(j.project_id),
+                "user": j.user_id.to_string(),
+                "provider": j.provider_name,
+                "model": j.model,
+                "status": j.status.as_str(),
+                "error": j.error.as_ref().map(|e| e.code.as_str()),
+            })
+        })
+        .collect();
+    let providers: Vec<&str> = state.providers().all().map(|a| a.id().as_str()).collect();
+    let statuses: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let projects_view: Vec<_> = projects
+        .iter()
+        .map(|p| serde_json::json!({ "id": p.id.to_string(), "name": p.name }))
+        .collect();
+    page(
+        StatusCode::OK,
+        "dashboard/jobs.html",
+        minijinja::context! {
+            page => "jobs",
+            session => signed.view(),
+            jobs => minijinja::Value::from_serialize(&rows),
+            next => next,
+            error => error,
+            statuses => statuses,
+            providers => providers,
+            projects => minijinja::Value::from_serialize(&projects_view),
+            filter => minijinja::context! {
+                q => query.q, status => query.status, provider => query.provider,
+                project => query.project, user => query.user, code => query.code,
+                since => query.since,
+            },
+        },
+    )
+}
+
+/// The job of the path, any project's (operators see every project).
+async fn job_of(state: &AppState, id: &str) -> Result<Option<byok_store::Job>, ApiError> {
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return Ok(None);
+    };
+    state
+        .store()
+        .jobs()
+        .get(id)
+        .await
+        .map_err(|e| ApiError::store(&e))
+}
+
+fn no_such_job() -> Response {
+    let mut response = (StatusCode::NOT_FOUND, "no such job").into_response();
+    crate::pages::common_headers(&mut response, POLICY);
+    response
+}
+
+/// `GET /dashboard/jobs/{id}`: the job, its timeline, route, usage and video.
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let signed = match session_or(&state, &headers, to_sign_in).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let job = match job_of(&state, &id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return no_such_job(),
+        Err(e) => return e.into_response(),
+    };
+    let store = state.store();
+    let (jobs, usage, projects) = (store.jobs(), store.usage(), store.projects());
+    let (events, usage, project) =
+        match tokio::try_join!(jobs.events(job.id), usage.of_job(job.id), projects.list(),) {
+            Ok(found) => found,
+            Err(e) => return ApiError::store(&e).into_response(),
+        };
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let project = project
+        .iter()
+        .find(|p| p.id == job.project_id)
+        .map_or_else(|| job.project_id.to_string(), |p| p.name.clone());
+    let timeline: Vec<_> = events
+        .iter()
+        .map(|e| serde_json::json!({ "at": time(e.at), "status": e.status, "message": e.message }))
+        .collect();
+    let view = serde_json::json!({
+        "id": job.id.to_string(),
+        "status": job.status.as_str(),
+        "progress": job.progress,
+        "provider": job.provider_name,
+        "model": job.model,
+        "user_id": job.user_id.to_string(),
+        "created": time(job.created_at),
+        "started": job.started_at.map(time),
+        "finished": job.finished_at.map(time),
+        "attempts": job.attempts,
+        "provider_job_id": job.provider_job_id,
+        "error": job.error.as_ref().map(|e| serde_json::json!({ "code": e.code.as_str(), "message": e.message })),
+        "estimated_cost": job.estimated_cost.map(|c| c.to_decimal()),
+        "route": job.route.iter().map(|r| serde_json::json!({
+            "at": time(r.at), "provider": r.provider, "model": r.model, "reason": r.reason, "message": r.message,
+        })).collect::<Vec<_>>(),
+        "fallbacks": job.request.fallbacks.iter().map(|f| format!("{}/{}", f.provider, f.model)).collect::<Vec<_>>(),
+    });
+    let usage = usage.map(|u| {
+        serde_json::json!({
+            "outcome": u.outcome,
+            "cost": u.cost.map(|c| c.to_decimal()),
+            "basis": serde_json::to_value(u.cost_basis).unwrap_or_default(),
+            "compute_ms": u.provider_compute_ms,
+        })
+    });
+    let request = serde_json::to_string_pretty(&job.request).unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "dashboard/job.html",
+        minijinja::context! {
+            page => "jobs",
+            session => signed.view(),
+            job => minijinja::Value::from_serialize(&view),
+            usage => minijinja::Value::from_serialize(&usage),
+            project => project,
+            timeline => minijinja::Value::from_serialize(&timeline),
+            request => request,
+            can_cancel => !signed.session.read_only && !job.status.is_terminal(),
+        },
+    )
+}
+
+/// `GET /dashboard/jobs/{id}/video`
+pub(crate) async fn job_video(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(response) = session_or(&state, &headers, forbidden_unauthorized).await {
+        return response;
+    }
+    let job = match job_of(&state, &id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return no_such_job(),
+        Err(e) => return e.into_response(),
+    };
+    match crate::jobs::video_of(&state, &job).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /dashboard/jobs/{id}/cancel` (admin, CSRF): as `POST /v1/jobs/{id}/cancel`.
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let signed = match admin_action(&state, &headers, &form.csrf).await {
+        Ok(signed) => signed,
+        Err(response) => return response,
+    };
+    let Ok(job_id) = id.parse::<uuid::Uuid>() else {
+        return no_such_job();
+    };
+    match state
+        .store()
+        .jobs()
+        .cancel(job_id, "cancelled from the dashboard")
+        .await
+    {
+        Ok(byok_store::Cancelled::Now(job)) => {
+            tracing::info!(job.id = %job.id, token.id = %signed.session.token_id, "job cancelled from the dashboard");
+            crate::jobs::after_cancel(&state, &job).await;
+        }
+        Ok(byok_store::Cancelled::AlreadyFinal(_)) => {}
+        Ok(byok_store::Cancelled::NotFound) => return no_such_job(),
+        Err(e) => return ApiError::store(&e).into_response(),
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(to) = HeaderValue::from_str(&format!("/dashboard/jobs/{job_id}")) {
+        response.headers_mut().insert(header::LOCATION, to);
+    }
+    response
 }

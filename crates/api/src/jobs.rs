@@ -548,33 +548,7 @@ pub(crate) async fn cancel(
         .map_err(|e| ApiError::store(&e))?;
     match outcome {
         Cancelled::Now(job) => {
-            // A hold taken before its submit goes back (or, when the provider may have
-            // started it, stays spent). Should this fail, a worker's later look at the
-            // cancelled job settles it, or the hold lapses.
-            if let Err(e) = state.budgets().settle(job.id).await {
-                tracing::warn!(job.id = %job.id, error = %e, "could not settle the job's budget hold");
-            }
-            let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
-            byok_metrics::metrics().job_finished(
-                &job.provider_name,
-                JobStatus::Cancelled,
-                Some(byok_core::ErrorCode::Cancelled),
-                age,
-            );
-            // A job the provider knows (or may be about to know) gets its
-            // remote cancel from a worker, which holds the key: nudge one
-            // now rather than at the job's next poll.
-            if job.provider_job_id.is_some() || job.submit_started_at.is_some() {
-                let item = JobItem { job_id: job.id };
-                if let Err(e) = state
-                    .jobs()
-                    .producer
-                    .push(&job.id.to_string(), &item, Duration::ZERO)
-                    .await
-                {
-                    tracing::warn!(job.id = %job.id, error = %e, "could not nudge a worker to cancel at the provider; the next poll will");
-                }
-            }
+            after_cancel(&state, &job).await;
             Ok(Json(job.into()))
         }
         Cancelled::AlreadyFinal(job) => Err(ApiError::new(
@@ -583,6 +557,37 @@ pub(crate) async fn cancel(
         )
         .with_details(json!({ "status": job.status }))),
         Cancelled::NotFound => Err(no_such_job()),
+    }
+}
+
+/// What follows a cancel (here or from the dashboard): the budget hold settled, the
+/// metric, and a worker nudged to cancel at the provider.
+pub(crate) async fn after_cancel(state: &AppState, job: &Job) {
+    // A hold taken before its submit goes back (or, when the provider may have started it,
+    // stays spent). Should this fail, a worker's later look at the cancelled job settles it,
+    // or the hold lapses.
+    if let Err(e) = state.budgets().settle(job.id).await {
+        tracing::warn!(job.id = %job.id, error = %e, "could not settle the job's budget hold");
+    }
+    let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+    byok_metrics::metrics().job_finished(
+        &job.provider_name,
+        JobStatus::Cancelled,
+        Some(byok_core::ErrorCode::Cancelled),
+        age,
+    );
+    // A job the provider knows (or may be about to know) gets its remote cancel from a
+    // worker, which holds the key: nudge one now rather than at the job's next poll.
+    if job.provider_job_id.is_some() || job.submit_started_at.is_some() {
+        let item = JobItem { job_id: job.id };
+        if let Err(e) = state
+            .jobs()
+            .producer
+            .push(&job.id.to_string(), &item, Duration::ZERO)
+            .await
+        {
+            tracing::warn!(job.id = %job.id, error = %e, "could not nudge a worker to cancel at the provider; the next poll will");
+        }
     }
 }
 
@@ -686,8 +691,14 @@ pub(crate) async fn video(
     caller: Caller,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let videos = &state.jobs().videos;
     let job = load(&state, &caller, id).await?;
+    video_of(&state, &job).await
+}
+
+/// The video of `job` (the caller checked it may see it): streamed from the video store, or a
+/// 302 to a presigned URL; 404 unless the job succeeded and its video is kept.
+pub(crate) async fn video_of(state: &AppState, job: &Job) -> Result<Response, ApiError> {
+    let (videos, id) = (&state.jobs().videos, job.id);
     if job.status != JobStatus::Succeeded {
         return Err(
             ApiError::not_found(format!("no video: the job is {}", job.status))

@@ -383,6 +383,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/dashboard/sign-out", post(dashboard::sign_out))
         .route("/dashboard/queues/retry-dead", post(dashboard::retry_dead))
+        .route("/dashboard/jobs", get(dashboard::jobs))
+        .route("/dashboard/jobs/{job_id}", get(dashboard::job))
+        .route("/dashboard/jobs/{job_id}/video", get(dashboard::job_video))
+        .route(
+            "/dashboard/jobs/{job_id}/cancel",
+            post(dashboard::cancel_job),
+        )
         .route("/assets/dashboard.css", get(dashboard::style))
         .route("/assets/dashboard.js", get(dashboard::script));
     if state.inner.serve_metrics {

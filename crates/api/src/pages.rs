@@ -28,6 +28,14 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
             "dashboard/overview_live.html",
             include_str!("../templates/dashboard/overview_live.html"),
         ),
+        (
+            "dashboard/jobs.html",
+            include_str!("../templates/dashboard/jobs.html"),
+        ),
+        (
+            "dashboard/job.html",
+            include_str!("../templates/dashboard/job.html"),
+        ),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} parses: {e}"));

@@ -361,6 +361,25 @@ pub struct Job {
     pub route: Vec<RouteStep>,
 }
 
+/// What [`JobRepo::search`] matches; `None` fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// In this status.
+    pub status: Option<JobStatus>,
+    /// At this provider.
+    pub provider: Option<String>,
+    /// Of this project.
+    pub project_id: Option<Uuid>,
+    /// Of this user (in any project unless `project_id`).
+    pub user_id: Option<Uuid>,
+    /// Failed with this error code.
+    pub error_code: Option<String>,
+    /// Created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Older than this job (the page cursor).
+    pub before: Option<Uuid>,
+}
+
 /// A job moving to its next fallback ([`JobRepo::fall_back`]).
 #[derive(Debug, Clone)]
 pub struct FallbackMove {
@@ -998,6 +1017,35 @@ impl<'a> JobRepo<'a> {
                 .bind(crate::now())
                 .bind(DbUuid(id))
         ))
+    }
+
+    /// The operator's search (the dashboard's jobs page): jobs matching every filter set,
+    /// newest first, before the cursor `before` (an id), at most `limit`. A row that does
+    /// not read is left out rather than failing the page.
+    pub async fn search(&self, filter: &JobFilter, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let rows: Vec<JobRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM generation_jobs \
+             WHERE id < $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR provider = $3) \
+               AND ($4 IS NULL OR project_id = $4) AND ($5 IS NULL OR user_id = $5) \
+               AND ($6 IS NULL OR error_code = $6) AND ($7 IS NULL OR created_at >= $7) \
+             ORDER BY id DESC LIMIT $8"
+        ))
+        .bind(DbUuid(filter.before.unwrap_or(Uuid::max())))
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.provider.as_deref())
+        .bind(filter.project_id.map(DbUuid))
+        .bind(filter.user_id.map(DbUuid))
+        .bind(filter.error_code.as_deref())
+        .bind(filter.since)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Job::try_from(r).ok())
+            .collect())
     }
 
     /// Jobs that ended at or after `since`, counted per minute (UTC, the minute's start) and

@@ -22,7 +22,7 @@ pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, S
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{
-    Cancelled, FallbackMove, Idempotency, Inserted, Job, JobEvent, JobRepo, NewJob,
+    Cancelled, FallbackMove, Idempotency, Inserted, Job, JobEvent, JobFilter, JobRepo, NewJob,
     PROGRESS_EVENT_EVERY, UsagePlan,
 };
 pub use outbox::OutboxFeed;

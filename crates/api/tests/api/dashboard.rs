@@ -90,13 +90,7 @@ async fn sign_in_shows_the_overview_and_forms_need_csrf_and_admin() {
 
     // A job that ended shows in the chart.
     let job = stored_job(&api).await;
-    let result: JobResult =
-        serde_json::from_value(serde_json::json!({ "bytes": 10, "content_type": "video/mp4" }))
-            .unwrap();
-    let jobs = api.store.jobs();
-    assert!(jobs.begin_submit(job).await.unwrap());
-    assert!(jobs.submitted(job, "task-1", 1).await.unwrap());
-    assert!(jobs.succeed(job, &result).await.unwrap());
+    succeed(&api, job, "task-1").await;
 
     let admin = api
         .token(DEFAULT_PROJECT_ID, Scopes::parse_list("admin").unwrap())
@@ -219,4 +213,151 @@ async fn stored_job(api: &TestApi) -> Uuid {
         byok_store::Inserted::Created(job) => job.id,
         other => panic!("{other:?}"),
     }
+}
+
+/// The jobs pages: filters, search by id, a job's detail with its timeline and request behind
+/// a click, cancel for admins only; no key material anywhere.
+#[tokio::test]
+async fn jobs_are_filtered_shown_and_cancelled_by_admins_only() {
+    let api = sqlite_api().await;
+    let key = "key_dashb0000111122223333444455556666777788889999aaaabbbbccccdddd";
+    let done = stored_job(&api).await;
+    let waiting = stored_job(&api).await;
+    let user = api.store.jobs().get(done).await.unwrap().unwrap().user_id;
+    let (status, body) = api
+        .put_json(
+            &format!("/v1/users/{user}/providers/runway/credentials"),
+            &serde_json::json!({ "credentials": { "api_key": key }, "validate": false }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    succeed(&api, done, "task-77").await;
+
+    let admin = api
+        .token(DEFAULT_PROJECT_ID, Scopes::parse_list("admin").unwrap())
+        .await;
+    let cookie = sign_in(&api, &admin).await.unwrap();
+    let mut pages = Vec::new();
+
+    let (status, html, _) = get(&api, "/dashboard/jobs", Some(&cookie)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&done.to_string()) && html.contains(&waiting.to_string()),
+        "{html}"
+    );
+    pages.push(html);
+    let (_, html, _) = get(
+        &api,
+        "/dashboard/jobs?status=succeeded&since=1h",
+        Some(&cookie),
+    )
+    .await;
+    assert!(html.contains(&done.to_string()) && !html.contains(&waiting.to_string()));
+    let (_, html, _) = get(
+        &api,
+        &format!("/dashboard/jobs?user={user}&provider=runway"),
+        Some(&cookie),
+    )
+    .await;
+    assert!(html.contains(&done.to_string()) && !html.contains(&waiting.to_string()));
+    let (_, html, _) = get(&api, "/dashboard/jobs?user=nobody", Some(&cookie)).await;
+    assert!(html.contains("user: not an id"), "{html}");
+    let (status, _, headers) = get(&api, &format!("/dashboard/jobs?q={done}"), Some(&cookie)).await;
+    assert_eq!(
+        (status, headers[LOCATION].to_str().unwrap()),
+        (303, format!("/dashboard/jobs/{done}").as_str())
+    );
+
+    let (status, html, _) = get(&api, &format!("/dashboard/jobs/{done}"), Some(&cookie)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("task-77") && html.contains("accepted by the provider"),
+        "the timeline: {html}"
+    );
+    assert!(html.contains("<details>") && html.contains("Request (shows the prompt)"));
+    assert!(html.contains(&format!("/dashboard/jobs/{done}/video")));
+    assert!(
+        !html.contains("Cancel this job"),
+        "a final job has no cancel"
+    );
+    pages.push(html);
+    let (status, html, _) = get(&api, &format!("/dashboard/jobs/{waiting}"), Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Cancel this job"));
+    let csrf = csrf_of(&html);
+    pages.push(html);
+    assert_eq!(
+        get(
+            &api,
+            &format!("/dashboard/jobs/{}", Uuid::new_v4()),
+            Some(&cookie)
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        get(
+            &api,
+            &format!("/dashboard/jobs/{waiting}/video"),
+            Some(&cookie)
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        get(&api, &format!("/dashboard/jobs/{waiting}"), None)
+            .await
+            .0,
+        303
+    );
+
+    // Read-only: no cancel button, a forged cancel refused.
+    let reader = api
+        .token(
+            DEFAULT_PROJECT_ID,
+            Scopes::parse_list("dashboard:read").unwrap(),
+        )
+        .await;
+    let read_cookie = sign_in(&api, &reader).await.unwrap();
+    let (_, html, _) = get(
+        &api,
+        &format!("/dashboard/jobs/{waiting}"),
+        Some(&read_cookie),
+    )
+    .await;
+    assert!(!html.contains("Cancel this job"));
+    let read_csrf = csrf_of(&html);
+    let cancel = format!("/dashboard/jobs/{waiting}/cancel");
+    assert_eq!(
+        post(&api, &cancel, &read_cookie, &[("csrf", &read_csrf)]).await,
+        403
+    );
+    assert_eq!(
+        post(&api, &cancel, &cookie, &[]).await,
+        403,
+        "no CSRF token"
+    );
+    assert_eq!(post(&api, &cancel, &cookie, &[("csrf", &csrf)]).await, 303);
+    let cancelled = api.store.jobs().get(waiting).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, byok_core::JobStatus::Cancelled);
+
+    for html in pages {
+        assert!(
+            !html.contains(key) && !html.contains(&admin),
+            "no key material, no token"
+        );
+    }
+}
+
+/// Walks job `id` to `succeeded` as a worker would, the provider calling it `task`.
+async fn succeed(api: &TestApi, id: Uuid, task: &str) {
+    let result: JobResult =
+        serde_json::from_value(serde_json::json!({ "bytes": 10, "content_type": "video/mp4" }))
+            .unwrap();
+    let jobs = api.store.jobs();
+    assert!(jobs.begin_submit(id).await.unwrap());
+    assert!(jobs.submitted(id, task, 1).await.unwrap());
+    assert!(jobs.succeed(id, &result).await.unwrap());
 }
