@@ -149,7 +149,7 @@ async fn admin_action(
     headers: &HeaderMap,
     csrf: &str,
 ) -> Result<Signed, Response> {
-    let signed = session_or(state, headers, forbidden_unauthorized).await?;
+    let signed = session_or(state, headers, unauthorized).await?;
     if !same_origin(headers) || !csrf_matches(&signed.session, csrf) {
         return Err(forbidden("missing or wrong CSRF token"));
     }
@@ -306,7 +306,7 @@ pub(crate) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
 
 /// `GET /dashboard/overview/live`: the overview's live part, for the page's script.
 pub(crate) async fn overview_live(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let signed = match session_or(&state, &headers, forbidden_unauthorized).await {
+    let signed = match session_or(&state, &headers, unauthorized).await {
         Ok(signed) => signed,
         Err(response) => return response,
     };
@@ -316,7 +316,8 @@ pub(crate) async fn overview_live(State(state): State<AppState>, headers: Header
     }
 }
 
-fn forbidden_unauthorized() -> Response {
+/// No live session behind a fragment, file or action: 401 (the page's script goes to sign-in).
+fn unauthorized() -> Response {
     let mut response = (StatusCode::UNAUTHORIZED, "sign in again").into_response();
     crate::pages::common_headers(&mut response, POLICY);
     response
@@ -737,7 +738,7 @@ pub(crate) async fn job_video(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(response) = session_or(&state, &headers, forbidden_unauthorized).await {
+    if let Err(response) = session_or(&state, &headers, unauthorized).await {
         return response;
     }
     let job = match job_of(&state, &id).await {

@@ -9,7 +9,7 @@ mod settings;
 
 pub use encryption::{KeyRingSource, load_key_ring};
 pub use error::ConfigError;
-pub use load::{ENV_PREFIX, Environment, defaults, load, load_from};
+pub use load::{ENV_PREFIX, Environment, defaults, is_base_url, load, load_from};
 pub use rate::RequestRate;
 pub use settings::{
     ApiSettings, DatabaseSettings, DeclaredProviderSettings, EncryptionSettings, FetchSettings,

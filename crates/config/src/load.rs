@@ -427,21 +427,14 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if let Some(public) = &self.api.public_url {
-            let parsed = url::Url::parse(public).ok().filter(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-                    && u.username().is_empty()
-            });
-            if parsed.is_none() {
-                return Err(ConfigError::new(
-                    "api.public_url",
-                    "must be an http(s) URL with a host and no query, fragment or user \
-                     (https://keys.example.com)",
-                ));
-            }
+        if let Some(public) = &self.api.public_url
+            && !is_base_url(public)
+        {
+            return Err(ConfigError::new(
+                "api.public_url",
+                "must be an http(s) URL with a host and no query, fragment or user \
+                 (https://keys.example.com)",
+            ));
         }
         if self.api.metrics_listen == Some(self.api.listen) {
             return Err(ConfigError::new(
@@ -582,4 +575,16 @@ fn positive_duration(setting: &str, value: Duration) -> Result<(), ConfigError> 
         return Err(ConfigError::new(setting, "must be longer than zero"));
     }
     Ok(())
+}
+
+/// Whether `text` is an absolute http(s) URL with a host and no user, query or fragment: what
+/// `api.public_url` and a project's return URLs (`byok project return-urls`) must be.
+pub fn is_base_url(text: &str) -> bool {
+    url::Url::parse(text).ok().is_some_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+    })
 }

@@ -184,7 +184,8 @@ pub struct NewConnectLink {
 }
 
 /// A "connect your key" link (docs/connect.md): send the user to `url`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// No derived `Debug`: `url` carries the link's secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectLinkView {
     /// The page, with the link's secret in it: give it to this user only. It works once,
@@ -198,4 +199,40 @@ pub struct ConnectLinkView {
     pub provider: String,
     /// Where the user goes afterwards.
     pub return_url: String,
+}
+
+impl std::fmt::Debug for ConnectLinkView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL up to its secret (the last path segment).
+        let shown = self.url.rsplit_once('/').map_or("…", |(before, _)| before);
+        f.debug_struct("ConnectLinkView")
+            .field("url", &format_args!("{shown}/…"))
+            .field("expires_at", &self.expires_at)
+            .field("user_id", &self.user_id)
+            .field("provider", &self.provider)
+            .field("return_url", &self.return_url)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod connect_link_tests {
+    use super::*;
+
+    #[test]
+    fn a_links_debug_leaves_out_its_secret() {
+        let link = ConnectLinkView {
+            url: "https://keys.example.com/connect/runway/u/SECRETsecret".into(),
+            expires_at: Utc::now(),
+            user_id: Uuid::nil(),
+            provider: "runway".into(),
+            return_url: "https://app.example.com".into(),
+        };
+        let shown = format!("{link:?}");
+        assert!(!shown.contains("SECRETsecret"), "{shown}");
+        assert!(
+            shown.contains("https://keys.example.com/connect/runway/u/…"),
+            "{shown}"
+        );
+    }
 }

@@ -56,14 +56,7 @@ fn project_json(p: &Project) -> serde_json::Value {
 #[allow(clippy::print_stdout)]
 pub async fn return_urls(settings: &Settings, args: &ReturnUrls) -> anyhow::Result<ExitCode> {
     for url in &args.urls {
-        let fits = url::Url::parse(url).ok().is_some_and(|u| {
-            matches!(u.scheme(), "http" | "https")
-                && u.host().is_some()
-                && u.username().is_empty()
-                && u.query().is_none()
-                && u.fragment().is_none()
-        });
-        if !fits {
+        if !byok_config::is_base_url(url) {
             anyhow::bail!(
                 "`{url}` is not an absolute http(s) URL with a host and no user, query or fragment"
             );
