@@ -130,7 +130,7 @@ pub(crate) async fn create(
     for (index, item) in jobs.into_iter().enumerate() {
         let checked = match crate::routing::read_job(&state, &caller, item, "job").await {
             Err(e) => Err(e),
-            Ok(routed) => check_job(&state, &caller, &routed.request, &mut passed)
+            Ok(routed) => check_job(&state, caller.project_id(), &routed.request, &mut passed)
                 .await
                 .map(|checked| (routed, checked)),
         };

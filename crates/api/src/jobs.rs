@@ -98,14 +98,18 @@ pub(crate) async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let setup = state.jobs();
     let idempotency_key = idempotency_key(&headers)?;
     let Routed {
         request,
         fingerprint,
     } = crate::routing::read_job(&state, &caller, body, "body").await?;
-    let Checked { canonical, usage } =
-        check_job(&state, &caller, &request, &mut Passed::default()).await?;
+    let Checked { canonical, usage } = check_job(
+        &state,
+        caller.project_id(),
+        &request,
+        &mut Passed::default(),
+    )
+    .await?;
     let canonical = fingerprint.unwrap_or(canonical);
     let provider = request.provider;
 
@@ -147,6 +151,17 @@ pub(crate) async fn create(
         Err(e) => return Err(e),
     };
 
+    push_new(&state, &job).await?;
+    tracing::info!(job.id = %job.id, provider = %provider, user.id = %job.user_id, "job enqueued");
+    byok_metrics::metrics().job_enqueued(provider);
+    Ok(accepted(job))
+}
+
+/// Pushes a newly stored job's work item to the queue and marks it enqueued (in the
+/// background, batched). When the queue does not answer, the job stays stored and the
+/// sweeper pushes it later: the caller is told so (503 naming the job).
+pub(crate) async fn push_new(state: &AppState, job: &Job) -> Result<(), ApiError> {
+    let setup = state.jobs();
     let item = JobItem { job_id: job.id };
     let pushed = tokio::time::timeout(
         PUSH_TIMEOUT,
@@ -177,9 +192,7 @@ pub(crate) async fn create(
             .with_details(json!({ "job_id": job.id })));
         }
     }
-    tracing::info!(job.id = %job.id, provider = %provider, user.id = %job.user_id, "job enqueued");
-    byok_metrics::metrics().job_enqueued(provider);
-    Ok(accepted(job))
+    Ok(())
 }
 
 /// What already passed [`check_job`] for one request: checks whose answer cannot differ
@@ -207,7 +220,7 @@ pub(crate) struct Checked {
 /// provider; each fallback as the job's own provider; the budgets.
 pub(crate) async fn check_job(
     state: &AppState,
-    caller: &Caller,
+    project_id: Uuid,
     request: &GenerationRequest,
     passed: &mut Passed,
 ) -> Result<Checked, ApiError> {
@@ -218,17 +231,21 @@ pub(crate) async fn check_job(
     if let Some(url) = &request.webhook_url
         && !passed.webhook_urls.contains(url)
     {
-        require_job_webhooks(state, caller, url).await?;
+        require_job_webhooks(state, project_id, url).await?;
         passed.webhook_urls.insert(url.clone());
     }
-    check_key(state, caller, request, passed).await?;
-    check_fallbacks(state, caller, request, passed).await?;
+    check_key(state, project_id, request, passed).await?;
+    check_fallbacks(state, project_id, request, passed).await?;
     // Refused now when the standing already cannot take it; the reservation before the
     // submit decides for good (jobs enqueued together all pass here). A limit at this
     // provider only does not refuse a job with fallbacks: the worker moves it on.
     let checked = state
         .budgets()
-        .check(caller.user(request.user_id), provider, usage.estimated_cost)
+        .check(
+            ProjectUser::new(project_id, request.user_id),
+            provider,
+            usage.estimated_cost,
+        )
         .await;
     match checked {
         Err(BudgetError::Exceeded(refusal))
@@ -286,13 +303,18 @@ async fn check_entry(
 /// The user's stored, valid key for the request's provider: a job runs on nothing else.
 async fn check_key(
     state: &AppState,
-    caller: &Caller,
+    project_id: Uuid,
     request: &GenerationRequest,
     passed: &mut Passed,
 ) -> Result<(), ApiError> {
     let key = (request.user_id, request.provider);
     if !passed.keys.contains(&key) {
-        require_usable_key(state, caller.user(request.user_id), request.provider).await?;
+        require_usable_key(
+            state,
+            ProjectUser::new(project_id, request.user_id),
+            request.provider,
+        )
+        .await?;
         passed.keys.insert(key);
     }
     Ok(())
@@ -302,7 +324,7 @@ async fn check_key(
 /// request it would run with; a problem names its entry (`fallbacks[1].model`).
 async fn check_fallbacks(
     state: &AppState,
-    caller: &Caller,
+    project_id: Uuid,
     request: &GenerationRequest,
     passed: &mut Passed,
 ) -> Result<(), ApiError> {
@@ -330,7 +352,7 @@ async fn check_fallbacks(
             continue;
         };
         let checked = match check_entry(state, &entry_request, passed).await {
-            Ok(_) => check_key(state, caller, &entry_request, passed).await,
+            Ok(_) => check_key(state, project_id, &entry_request, passed).await,
             Err(e) => Err(e),
         };
         checked.map_err(|e| in_fallback(&e, i))?;
@@ -433,14 +455,14 @@ async fn check_image_url(fetcher: &ImageFetcher, url: &str) -> Result<(), ApiErr
 /// to sign its deliveries with.
 async fn require_job_webhooks(
     state: &AppState,
-    caller: &Caller,
+    project_id: Uuid,
     url: &str,
 ) -> Result<(), ApiError> {
     crate::webhooks::check_receiver_url(state.fetcher(), url, "webhook_url").await?;
     let secret = state
         .store()
         .webhooks()
-        .project_secret(caller.project_id())
+        .project_secret(project_id)
         .await
         .map_err(|e| ApiError::store(&e))?;
     if secret.is_none() {

@@ -33,6 +33,7 @@ use byok_budgets::Budgets;
 use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
+use byok_ratelimit::RateLimiter;
 use byok_store::Store;
 use byok_video_store::VideoStore;
 
@@ -72,6 +73,8 @@ pub struct ApiParts {
     pub fetcher: Arc<ImageFetcher>,
     /// The budgets: checked at enqueue, set and read by their routes, settled on cancel.
     pub budgets: Budgets,
+    /// The per-key rate limits the workers take permits from; the dashboard reads them.
+    pub limiter: Arc<dyn RateLimiter>,
     /// Where workers keep finished videos; `GET /v1/jobs/{id}/video` reads
     /// (or presigns) from it.
     pub videos: VideoStore,
@@ -104,6 +107,7 @@ pub struct AppState {
 struct Inner {
     store: Store,
     budgets: Budgets,
+    limiter: Arc<dyn RateLimiter>,
     routing_history: routing::RoutingHistory,
     key_ring: Arc<KeyRing>,
     providers: Arc<Registry>,
@@ -138,6 +142,7 @@ impl AppState {
             engine,
             fetcher,
             budgets,
+            limiter,
             videos,
             max_body_bytes,
             max_batch_body_bytes,
@@ -158,6 +163,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 budgets,
+                limiter,
                 routing_history: routing::RoutingHistory::default(),
                 key_ring,
                 providers,
@@ -194,6 +200,10 @@ impl AppState {
 
     pub(crate) fn budgets(&self) -> &Budgets {
         &self.inner.budgets
+    }
+
+    pub(crate) fn limiter(&self) -> &dyn RateLimiter {
+        &*self.inner.limiter
     }
 
     pub(crate) fn routing_history(&self) -> &routing::RoutingHistory {
@@ -382,7 +392,11 @@ pub fn app(state: AppState) -> Router {
             get(dashboard::sign_in_page).post(dashboard::sign_in),
         )
         .route("/dashboard/sign-out", post(dashboard::sign_out))
+        .route("/dashboard/queues", get(dashboard::queues))
+        .route("/dashboard/queues/retry", post(dashboard::retry_items))
         .route("/dashboard/queues/retry-dead", post(dashboard::retry_dead))
+        .route("/dashboard/queues/purge", post(dashboard::purge))
+        .route("/dashboard/keys", get(dashboard::keys))
         .route("/dashboard/jobs", get(dashboard::jobs))
         .route("/dashboard/jobs/{job_id}", get(dashboard::job))
         .route("/dashboard/jobs/{job_id}/video", get(dashboard::job_video))
@@ -390,6 +404,7 @@ pub fn app(state: AppState) -> Router {
             "/dashboard/jobs/{job_id}/cancel",
             post(dashboard::cancel_job),
         )
+        .route("/dashboard/jobs/{job_id}/retry", post(dashboard::retry_job))
         .route("/assets/dashboard.css", get(dashboard::style))
         .route("/assets/dashboard.js", get(dashboard::script));
     if state.inner.serve_metrics {

@@ -36,6 +36,18 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
             "dashboard/job.html",
             include_str!("../templates/dashboard/job.html"),
         ),
+        (
+            "dashboard/queues.html",
+            include_str!("../templates/dashboard/queues.html"),
+        ),
+        (
+            "dashboard/keys.html",
+            include_str!("../templates/dashboard/keys.html"),
+        ),
+        (
+            "dashboard/refused.html",
+            include_str!("../templates/dashboard/refused.html"),
+        ),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name} parses: {e}"));

@@ -11,6 +11,7 @@ use byok_crypto::KeyRing;
 use byok_deliveries::{Deliverer, Relay};
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
+use byok_ratelimit::RateLimiter;
 use byok_store::Store;
 use byok_video_store::VideoStore;
 use byok_worker::{Pipeline, PipelineParts};
@@ -35,6 +36,9 @@ pub struct System {
     fetcher: Arc<ImageFetcher>,
     videos: VideoStore,
     budgets: Budgets,
+    /// The per-key rate limits: one per system, so that in one process (`byok run`) the
+    /// workers and the dashboard's keys page see the same windows.
+    limiter: Arc<dyn RateLimiter>,
     /// Pushes the webhook deliveries this process's writes create.
     _relay: Relay,
 }
@@ -79,6 +83,13 @@ impl System {
                 return Err(e);
             }
         };
+        let limiter = match parts::limiter(&settings).await {
+            Ok(limiter) => limiter,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let relay = Relay::start(store.clone(), Producer::new(Arc::clone(&webhook_engine)));
         Ok(System {
             settings: Arc::new(settings),
@@ -90,6 +101,7 @@ impl System {
             fetcher,
             videos,
             budgets,
+            limiter,
             _relay: relay,
         })
     }
@@ -134,6 +146,11 @@ impl System {
         &self.budgets
     }
 
+    /// The per-key rate limiter the workers take submit permits from.
+    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
     /// The HTTP API on this system's parts. Call inside a Tokio runtime
     /// (the API starts its batching tasks).
     pub fn router(&self) -> Router {
@@ -144,6 +161,7 @@ impl System {
             engine: Arc::clone(&self.engine),
             fetcher: Arc::clone(&self.fetcher),
             budgets: self.budgets.clone(),
+            limiter: Arc::clone(&self.limiter),
             videos: self.videos.clone(),
             max_body_bytes: self.settings.api.max_body_bytes,
             max_batch_body_bytes: self.settings.api.max_batch_body_bytes,
@@ -196,7 +214,7 @@ impl System {
     /// limiter the shape calls for (Redis when the queue is Redis, in
     /// process otherwise).
     pub async fn pipeline(&self) -> Result<Pipeline, AppError> {
-        let limiter = parts::limiter(&self.settings).await?;
+        let limiter = Arc::clone(&self.limiter);
         Ok(Pipeline::new(PipelineParts {
             store: self.store.clone(),
             key_ring: Arc::clone(&self.key_ring),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use byok_core::QueueStats;
 
-use crate::inspect::{ItemState, ListedItem};
+use crate::inspect::{ItemState, ListedItem, WorkerSeen};
 use crate::{QueueConfig, QueueError};
 
 /// An item to enqueue.
@@ -192,6 +192,12 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// The workers (consumers) the queue has seen, most recently seen first. Redis keeps a
+    /// consumer until it leaves or its idle time passes the cleanup threshold; the SQLite
+    /// engine notes each consumer at its maintenance passes and forgets one an hour after
+    /// its last.
+    async fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError>;
 }
 
 /// One worker process's view of the queue. Methods take `&self`: the

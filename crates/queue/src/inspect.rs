@@ -78,3 +78,14 @@ pub struct ListedItem {
     /// The payload (ids only).
     pub payload: String,
 }
+
+/// A worker the queue has seen: a consumer that fetched recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerSeen {
+    /// The consumer's name (role, host and process: see `byok worker`).
+    pub name: String,
+    /// Items it holds (running).
+    pub running: u64,
+    /// Milliseconds since it last fetched or renewed.
+    pub idle_ms: u64,
+}

@@ -16,7 +16,7 @@ pub use config::QueueConfig;
 pub use disposition::Disposition;
 pub use engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Settlement};
 pub use error::QueueError;
-pub use inspect::{ItemState, ListedItem};
+pub use inspect::{ItemState, ListedItem, WorkerSeen};
 pub use producer::Producer;
 pub use redis::RedisEngine;
 pub use sqlite::SqliteEngine;

@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
 use byok_core::QueueStats;
 
-use crate::inspect::{ItemState, ListedItem};
+use crate::inspect::{ItemState, ListedItem, WorkerSeen};
 use crate::{QueueConfig, QueueError};
 
 /// Rows per statement (pushes, settlements, inspection chunks): bounded so
@@ -236,6 +236,21 @@ fn file_shared(path: &Path) -> Arc<FileShared> {
     files.insert(key, Arc::downgrade(&shared));
     shared
 }
+
+/// Notes consumer ?2 of namespace ?1 as seen at ?3.
+const NOTE_SEEN: &str = "INSERT INTO queue_consumers (namespace, name, seen_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (namespace, name) DO UPDATE SET seen_at = excluded.seen_at";
+/// Drops the consumers of namespace ?1 last seen before ?2.
+const FORGET_CONSUMERS: &str = "DELETE FROM queue_consumers WHERE namespace = ?1 AND seen_at < ?2";
+/// Drops consumer ?2 of namespace ?1 (it closed).
+const FORGET_CONSUMER: &str = "DELETE FROM queue_consumers WHERE namespace = ?1 AND name = ?2";
+/// The consumers of namespace ?1, most recently seen first, with the running items each holds.
+const WORKERS: &str = "SELECT c.name, c.seen_at, \
+       (SELECT count(*) FROM queue_items i \
+        WHERE i.namespace = c.namespace AND i.state = 'running' AND i.lease_owner = c.name) \
+     FROM queue_consumers c WHERE c.namespace = ?1 ORDER BY c.seen_at DESC";
+/// A consumer not seen for this long belongs to a process that died.
+const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 
 // --- The engine --------------------------------------------------------------
 
@@ -443,6 +458,7 @@ impl Engine for SqliteEngine {
     }
 
     async fn consumer(&self, name: &str) -> Result<Arc<dyn Consumer>, QueueError> {
+        self.note_seen(name).await?;
         Ok(Arc::new(SqliteConsumer {
             name: name.to_owned(),
             engine: self.clone(),
@@ -558,6 +574,45 @@ impl Engine for SqliteEngine {
 
     async fn ping(&self) -> Result<(), QueueError> {
         let _: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError> {
+        let now = now_ms();
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(WORKERS)
+            .bind(self.namespace())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, seen_at, running)| WorkerSeen {
+                name,
+                running: to_u64(running),
+                idle_ms: to_u64(now.saturating_sub(seen_at)),
+            })
+            .collect())
+    }
+}
+
+impl SqliteEngine {
+    /// Notes that consumer `name` is alive now, and drops consumers of the namespace not
+    /// seen for [`FORGET_CONSUMER_AFTER`]. One small write per maintenance pass.
+    async fn note_seen(&self, name: &str) -> Result<(), QueueError> {
+        let now = now_ms();
+        let _write = self.file.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(NOTE_SEEN)
+            .bind(self.namespace())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(FORGET_CONSUMERS)
+            .bind(self.namespace())
+            .bind(now.saturating_sub(ms(FORGET_CONSUMER_AFTER)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -859,6 +914,7 @@ impl Consumer for SqliteConsumer {
         if !reclaimed.is_empty() {
             tracing::warn!(consumer = %self.name, count = reclaimed.len(), "took over items whose worker stopped renewing them");
         }
+        self.engine.note_seen(&self.name).await?;
         // Only items not yet due: due ones are the fetcher's, and counting
         // them would make the keeper spin through a backlog.
         Ok(Maintenance {
@@ -904,6 +960,12 @@ impl Consumer for SqliteConsumer {
     /// Nothing to clean: a consumer exists only as the owner of its leases,
     /// and the backend hands unstarted items back before closing.
     async fn close(&self) -> Result<(), QueueError> {
+        let _write = self.engine.file.write.lock().await;
+        sqlx::query(FORGET_CONSUMER)
+            .bind(self.engine.namespace())
+            .bind(&self.name)
+            .execute(&self.engine.pool)
+            .await?;
         Ok(())
     }
 }

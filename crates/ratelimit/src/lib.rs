@@ -37,6 +37,23 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// `for_` from now. A shorter block never shortens a longer one already
     /// in force.
     async fn block(&self, key: &LimitKey, for_: Duration) -> Result<(), RateLimitError>;
+
+    /// What the limiter holds for `key` now, for operators (the dashboard's keys page).
+    /// Reads only: it takes and changes nothing.
+    async fn inspect(&self, key: &LimitKey) -> Result<KeyState, RateLimitError>;
+}
+
+/// A key's standing in the limiter at one moment ([`RateLimiter::inspect`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// Submits counted in the short window (`per_minute`'s), those in flight included.
+    pub in_short_window: u64,
+    /// Submits counted in the long window (`per_hour`'s), those in flight included.
+    pub in_long_window: u64,
+    /// Permits granted and not yet settled: submits on their way to the provider.
+    pub in_flight: u64,
+    /// How much longer the provider's block of the key lasts; `None`: not blocked.
+    pub blocked_for: Option<Duration>,
 }
 
 /// The answer of [`RateLimiter::acquire`].

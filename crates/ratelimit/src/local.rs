@@ -8,8 +8,8 @@ use std::time::Duration;
 use byok_core::RateLimits;
 
 use crate::{
-    Acquire, Clock, Decision, IN_FLIGHT_RECHECK, LimitKey, MAX_BLOCK, MonotonicClock, Permit,
-    RateLimitError, RateLimiter, Windows,
+    Acquire, Clock, Decision, IN_FLIGHT_RECHECK, KeyState, LimitKey, MAX_BLOCK, MonotonicClock,
+    Permit, RateLimitError, RateLimiter, Windows,
 };
 
 /// The map is swept of idle keys when it has grown to twice its size after
@@ -149,6 +149,16 @@ impl RateLimiter for LocalLimiter {
         state.maybe_sweep(now, self.windows);
         Ok(())
     }
+
+    async fn inspect(&self, key: &LimitKey) -> Result<KeyState, RateLimitError> {
+        let state = self.lock();
+        let now = self.clock.now();
+        Ok(state
+            .keys
+            .get(key)
+            .map(|log| log.standing(now, self.windows))
+            .unwrap_or_default())
+    }
 }
 
 impl KeyLog {
@@ -196,6 +206,24 @@ impl KeyLog {
             Some(&(score, _)) if score > now => (score + window - now).min(IN_FLIGHT_RECHECK),
             Some(&(score, _)) => (score + window).saturating_sub(now),
             None => Duration::ZERO,
+        }
+    }
+
+    /// The counts an acquire at `now` would see: an entry counts in a window while its score
+    /// is after now − window (in flight: a presumed arrival, after now).
+    fn standing(&self, now: Duration, windows: Windows) -> KeyState {
+        let after = |t: Option<Duration>| {
+            self.entries
+                .iter()
+                .rev()
+                .take_while(|&&(score, _)| t.is_none_or(|t| score > t))
+                .count() as u64
+        };
+        KeyState {
+            in_short_window: after(now.checked_sub(windows.short())),
+            in_long_window: after(now.checked_sub(windows.long())),
+            in_flight: after(Some(now)),
+            blocked_for: (self.blocked_until > now).then(|| self.blocked_until - now),
         }
     }
 

@@ -19,8 +19,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use byok_core::RateLimits;
 
 use crate::{
-    Acquire, Decision, IN_FLIGHT_RECHECK, LimitKey, MAX_BLOCK, Permit, RateLimitError, RateLimiter,
-    Windows,
+    Acquire, Decision, IN_FLIGHT_RECHECK, KeyState, LimitKey, MAX_BLOCK, Permit, RateLimitError,
+    RateLimiter, Windows,
 };
 
 /// How long one limiter call may wait for Redis before it is an error (which
@@ -125,6 +125,24 @@ if current >= until_ then
 end
 redis.call('SET', KEYS[1], int(until_), 'PX', ARGV[2])
 return until_
+"#
+    ))
+});
+
+/// Reads a key's standing. KEYS: log, blocked. ARGV: short window µs, long window µs.
+/// Returns {in short window, in long window, in flight, blocked for µs (0: not)}, counted
+/// as ACQUIRE counts: an entry is in a window while its score is after now − window.
+static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}",
+        r#"
+local now = clock_us()
+local function after(t)
+  return redis.call('ZCOUNT', KEYS[1], '(' .. int(t), '+inf')
+end
+local blocked = block_until(KEYS[2]) - now
+if blocked < 0 then blocked = 0 end
+return {after(now - tonumber(ARGV[1])), after(now - tonumber(ARGV[2])), after(now), blocked}
 "#
     ))
 });
@@ -267,6 +285,22 @@ impl RateLimiter for RedisLimiter {
             .await?;
         tracing::debug!(key = %key, ?for_, "rate-limit key blocked on every worker");
         Ok(())
+    }
+
+    async fn inspect(&self, key: &LimitKey) -> Result<KeyState, RateLimitError> {
+        let (short, long, in_flight, blocked): (u64, u64, u64, u64) = INSPECT
+            .key(self.log_key(key))
+            .key(self.block_key(key))
+            .arg(micros(self.windows.short()))
+            .arg(micros(self.windows.long()))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(KeyState {
+            in_short_window: short,
+            in_long_window: long,
+            in_flight,
+            blocked_for: (blocked > 0).then(|| Duration::from_micros(blocked)),
+        })
     }
 }
 

@@ -390,6 +390,31 @@ impl<'a> CredentialRepo<'a> {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// The operator's listing (the dashboard's keys page): rows matching every filter set, in
+    /// id order after `after`, at most `limit`.
+    pub async fn search(
+        &self,
+        filter: &CredentialFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<StoredCredential>, StoreError> {
+        let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            credential_columns!(),
+            " FROM user_provider_configs WHERE id > $1 AND ($2 IS NULL OR project_id = $2) \
+               AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR provider_name = $4) \
+             ORDER BY id LIMIT $5"
+        ))
+        .bind(DbUuid(after.unwrap_or(Uuid::nil())))
+        .bind(filter.project_id.map(DbUuid))
+        .bind(filter.user_id.map(DbUuid))
+        .bind(filter.provider.as_deref())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Replaces the sealed text of row `id` if it still is `expected`
     /// (compare-and-set); false when a concurrent save changed it first.
     pub async fn replace_sealed(
@@ -411,6 +436,17 @@ impl<'a> CredentialRepo<'a> {
         .rows_affected());
         Ok(affected == 1)
     }
+}
+
+/// What [`CredentialRepo::search`] matches; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialFilter {
+    /// One project's keys.
+    pub project_id: Option<Uuid>,
+    /// One user's keys (in every project unless `project_id` is set too).
+    pub user_id: Option<Uuid>,
+    /// One provider's keys (its id).
+    pub provider: Option<String>,
 }
 
 /// A stored key's state, as [`CredentialRepo::validity`] reads it.

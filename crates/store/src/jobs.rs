@@ -861,6 +861,23 @@ impl<'a> JobRepo<'a> {
             .collect())
     }
 
+    /// Appends `message` to a job's history under its current status, changing nothing
+    /// else: an operator's note (a retry names the job it made). `false`: no such job.
+    pub async fn note(&self, id: Uuid, message: &str) -> Result<bool, StoreError> {
+        let _write = self.store.write_guard().await;
+        let affected = with_pool!(self.store, |pool| sqlx::query(
+            "INSERT INTO generation_job_events (job_id, at, status, message) \
+             SELECT id, $1, status, $2 FROM generation_jobs WHERE id = $3"
+        )
+        .bind(crate::now())
+        .bind(clip(message, 500))
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(affected == 1)
+    }
+
     /// The job's status, progress and `updated_at`, without the rest of the row: every
     /// change of the job moves `updated_at`, so a watcher compares these to learn cheaply
     /// whether to read more. `None` when there is no such job.

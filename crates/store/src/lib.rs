@@ -18,7 +18,9 @@ mod webhooks;
 pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
 pub use budgets::{BudgetCounter, BudgetRepo, Reserved, SpendScope, Standing, StoredLimit};
 pub use connect::{ConnectLink, ConnectRepo, MAX_RETURN_URLS, NewConnectLink};
-pub use credentials::{CheckRecord, CredentialRepo, KeyValidity, NewCredential, StoredCredential};
+pub use credentials::{
+    CheckRecord, CredentialFilter, CredentialRepo, KeyValidity, NewCredential, StoredCredential,
+};
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{

@@ -40,6 +40,10 @@ pub struct TestApi {
     pub store: Store,
     /// The API's budgets (to hold amounts as a worker would).
     pub budgets: byok_budgets::Budgets,
+    /// The API's queue engine (to make queue items as workers would).
+    pub engine: std::sync::Arc<dyn byok_queue::Engine>,
+    /// The rate limiter (to take permits as workers would).
+    pub limiter: std::sync::Arc<dyn byok_ratelimit::RateLimiter>,
     pub db_url: String,
     pub runway: MockServer,
     pub stability: MockServer,
@@ -135,6 +139,8 @@ async fn start(
         .expect("the API starts");
     let store = running.system().store().clone();
     let budgets = running.system().budgets().clone();
+    let engine = std::sync::Arc::clone(running.system().engine());
+    let limiter = std::sync::Arc::clone(running.system().limiter());
     let (_, token) = store
         .tokens()
         .create(&NewToken::new("tests", DEFAULT_PROJECT_ID))
@@ -146,6 +152,8 @@ async fn start(
         token: token.expose_secret().to_owned(),
         store,
         budgets,
+        engine,
+        limiter,
         db_url: db_url.to_owned(),
         runway,
         stability,

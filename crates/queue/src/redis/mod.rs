@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
 use byok_core::QueueStats;
 
-use crate::inspect::{ItemState, ListedItem};
+use crate::inspect::{ItemState, ListedItem, WorkerSeen};
 use crate::{QueueConfig, QueueError};
 
 /// The consumer group every worker of a namespace joins.
@@ -364,6 +364,24 @@ impl Engine for RedisEngine {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError> {
+        let consumers: Vec<(String, i64, i64)> = scripts::WORKERS
+            .key(&self.keys.jobs)
+            .arg(GROUP)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut workers: Vec<WorkerSeen> = consumers
+            .into_iter()
+            .map(|(name, pending, idle)| WorkerSeen {
+                name,
+                running: u64::try_from(pending).unwrap_or(0),
+                idle_ms: u64::try_from(idle).unwrap_or(0),
+            })
+            .collect();
+        workers.sort_by_key(|w| w.idle_ms);
+        Ok(workers)
     }
 }
 

@@ -251,6 +251,22 @@ return removed
     )
 });
 
+/// The group's consumers. KEYS: jobs. ARGV: group. Returns {{name, pending, idle ms}, …};
+/// none when the group does not exist yet.
+pub(crate) static WORKERS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return {} end
+local out = {}
+for _, c in ipairs(consumers) do
+  table.insert(out, {field(c, 'name'), tonumber(field(c, 'pending')), tonumber(field(c, 'idle'))})
+end
+return out
+"#,
+    )
+});
+
 /// Counts. KEYS: jobs, delayed, dead. ARGV: group.
 /// Returns {xlen, pel, scheduled, dead, oldest pending age ms or -1}.
 /// Every acknowledged entry is deleted, so the undelivered entries are the

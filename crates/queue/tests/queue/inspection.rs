@@ -88,6 +88,15 @@ async fn inspection(q: &TestQueue) {
     assert_eq!(running[0].item_id, "busy");
     assert!(running[0].consumer.as_deref().unwrap().starts_with("test-"));
     assert_eq!(running[0].deliveries, 1);
+    // The worker is seen, holding its one item.
+    let workers = engine.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(
+        Some(workers[0].name.as_str()),
+        running[0].consumer.as_deref()
+    );
+    assert_eq!(workers[0].running, 1);
+    assert!(workers[0].idle_ms < 60_000, "{workers:?}");
 
     let scheduled = engine.list(ItemState::Scheduled, 10).await.unwrap();
     assert_eq!(
@@ -107,6 +116,11 @@ async fn inspection(q: &TestQueue) {
     );
     // Stopping lets `busy` finish.
     worker.stop().await;
+    assert_eq!(
+        engine.workers().await.unwrap(),
+        [],
+        "a worker that stopped has left"
+    );
 
     // Pending items, with the oldest one's age, while no worker runs.
     let first_pushed = Instant::now();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use byok_core::{ProviderId, RateLimits};
-use byok_ratelimit::{Acquire, Decision, LimitKey, RateLimiter, RedisLimiter, Windows};
+use byok_ratelimit::{Acquire, Decision, KeyState, LimitKey, RateLimiter, RedisLimiter, Windows};
 use uuid::Uuid;
 
 use crate::{max_in_window, owner};
@@ -233,5 +233,55 @@ async fn a_block_reaches_every_process_and_keys_hold_only_ids() {
             )
             .await
             .is_err()
+    );
+}
+
+#[tokio::test]
+async fn inspect_counts_what_acquire_counts_and_changes_nothing() {
+    let Some(redis) = byok_testing::test_redis().await else {
+        return;
+    };
+    let limiter = limiters(&redis.url, &redis.namespace, Windows::MINUTE_HOUR, 1)
+        .await
+        .remove(0);
+    let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::new_v4()));
+    assert_eq!(
+        limiter.inspect(&key).await.unwrap(),
+        KeyState::default(),
+        "an unknown key holds nothing"
+    );
+    let three = RateLimits {
+        per_minute: 3,
+        per_hour: 10,
+    };
+    let mut permits = Vec::new();
+    for _ in 0..3 {
+        let Acquire::Granted(permit) = limiter.acquire(&key, three).await.unwrap() else {
+            panic!("within quota")
+        };
+        permits.push(permit);
+    }
+    let in_flight = permits.pop().unwrap();
+    for permit in permits {
+        limiter.finish(permit, true).await.unwrap();
+    }
+    limiter.block(&key, Duration::from_secs(30)).await.unwrap();
+    let state = limiter.inspect(&key).await.unwrap();
+    assert_eq!(
+        (state.in_short_window, state.in_long_window, state.in_flight),
+        (3, 3, 1)
+    );
+    let blocked = state.blocked_for.expect("blocked");
+    assert!(blocked > Duration::from_secs(28) && blocked <= Duration::from_secs(30));
+    assert_eq!(
+        limiter.inspect(&key).await.unwrap().in_long_window,
+        3,
+        "reading takes no permit"
+    );
+    limiter.finish(in_flight, false).await.unwrap();
+    assert_eq!(
+        limiter.inspect(&key).await.unwrap().in_short_window,
+        2,
+        "a permit given back no longer counts"
     );
 }

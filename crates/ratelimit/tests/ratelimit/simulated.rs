@@ -346,3 +346,51 @@ async fn a_block_stops_every_grant_until_it_ends_and_never_shortens() {
         "a zero quota is refused"
     );
 }
+
+#[tokio::test]
+async fn inspect_counts_each_window_as_acquire_does() {
+    use byok_ratelimit::{KeyState, RateLimiter as _};
+    let clock = ManualClock::new(Duration::from_secs(10));
+    let windows = Windows::MINUTE_HOUR.with_max_submit_time(Duration::from_secs(30));
+    let limiter = LocalLimiter::new()
+        .with_clock(Arc::new(clock.clone()))
+        .with_windows(windows);
+    let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::from_u128(4)));
+    assert_eq!(limiter.inspect(&key).await.unwrap(), KeyState::default());
+    let quota = minute_hour(5, 50);
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let Decision::Granted { permit, .. } = limiter.decide(&key, quota).unwrap() else {
+            panic!("within quota")
+        };
+        sent.push(permit);
+    }
+    let in_flight = sent.pop().unwrap();
+    for permit in &sent {
+        limiter.settle(permit, true);
+    }
+    limiter.block(&key, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        limiter.inspect(&key).await.unwrap(),
+        KeyState {
+            in_short_window: 3,
+            in_long_window: 3,
+            in_flight: 1,
+            blocked_for: Some(Duration::from_secs(20)),
+        }
+    );
+    // A minute later the settled two left the short window; the one in flight is still
+    // presumed on its way (its worker has 30 s from the grant, then it counts from then).
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        limiter.inspect(&key).await.unwrap(),
+        KeyState {
+            in_short_window: 1,
+            in_long_window: 3,
+            in_flight: 0,
+            blocked_for: None,
+        }
+    );
+    limiter.settle(&in_flight, false);
+    assert_eq!(limiter.inspect(&key).await.unwrap().in_long_window, 2);
+}
