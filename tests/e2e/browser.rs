@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use byok_client::ProviderId;
+use byok_queue::Engine as _;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -145,8 +146,9 @@ async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
 }
 
 /// Sign in to the dashboard, see a job end live (the page is never reloaded), open its
-/// timeline, sign out; a
-/// `dashboard:read` session sees no action button and its forged action is refused.
+/// timeline, retry a dead item, purge the dead with a typed confirmation, see the key's
+/// limiter windows, sign out; a `dashboard:read` session sees no action button and its forged
+/// action is refused; no page holds the key or a token.
 #[tokio::test]
 async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser() {
     let Some((python, chromium)) = browser_tools().await else {
@@ -172,12 +174,34 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
     let admin = token("admin").await;
     let reader = token("dashboard:read").await;
     let user = Uuid::new_v4();
-    d.put_credentials(
-        user,
-        "runway",
-        serde_json::json!({ "api_key": "sim_dashboard_0001" }),
+    let key = "sim_dashboard_0001";
+    d.put_credentials(user, "runway", serde_json::json!({ "api_key": key }))
+        .await;
+    // Two items no worker can read: the running worker moves them to dead.
+    let queue = byok_queue::SqliteEngine::connect(
+        &format!("sqlite://{}/data/byok.db", d.dir.path().display()),
+        byok_queue::QueueConfig::new("byok"),
     )
-    .await;
+    .await
+    .unwrap();
+    queue
+        .push(&[
+            byok_queue::NewItem::now("broken-1", "not a job"),
+            byok_queue::NewItem::now("broken-2", "not a job"),
+        ])
+        .await
+        .unwrap();
+    crate::helpers::poll_until(std::time::Duration::from_secs(30), async || {
+        (queue.stats().await.unwrap().dead == 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the worker moved both to dead: {:?}\n{}",
+            futures::executor::block_on(queue.stats()),
+            d.log_tail("run")
+        )
+    });
 
     let shots = tempfile::tempdir().unwrap();
     let shots_dir = screenshots(shots.path());
@@ -191,6 +215,7 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
         .arg(&reader)
         .arg(&signal)
         .arg(&shots_dir)
+        .arg(key)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -245,6 +270,33 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
     assert_eq!(seen["read_only_label"], "read-only");
     assert_eq!(seen["read_only_retry_buttons"], 0);
     assert_eq!(seen["read_only_forged_status"], 403);
+    assert_eq!(seen["read_only_queue_buttons"], 0, "{seen}");
+    assert_eq!(seen["dead_rows"], 2, "{seen}");
+    assert!(
+        seen["after_retry_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dashboard/queues?state=dead"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["retried_item_died_again_as_another_entry"], true,
+        "the retried item went back to a worker: {seen}"
+    );
+    assert_eq!(seen["wrong_confirmation_heading"], "Purge not confirmed");
+    assert_eq!(seen["dead_rows_after_refused_purge"], 2, "{seen}");
+    assert_eq!(seen["dead_rows_after_purge"], 0, "{seen}");
+    assert_eq!(seen["dead_tab_after_purge"], "dead 0", "{seen}");
+    let keys = seen["keys_table"].as_str().unwrap();
+    assert!(
+        keys.contains("runway") && keys.contains("valid") && keys.contains("1 / "),
+        "the key and the one submit of its job: {keys}"
+    );
+    assert_eq!(
+        seen["secrets_on_pages"],
+        serde_json::json!([]),
+        "no page holds the key or a token: {seen}"
+    );
     assert_eq!(
         seen["refused"],
         serde_json::json!([]),
@@ -260,6 +312,8 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
         "dashboard-overview",
         "dashboard-jobs",
         "dashboard-job",
+        "dashboard-queues",
+        "dashboard-keys",
     ] {
         assert!(shots_dir.join(format!("{name}.png")).is_file(), "{name}");
     }

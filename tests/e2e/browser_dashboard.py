@@ -2,7 +2,11 @@
 Chromium). Prints one JSON object of what it saw; tests/e2e/browser.rs asserts.
 
 argv: chromium, base url, admin token, read-only token, a path the Rust side watches
-      (a file it writes "go" into once a job was enqueued), screenshot dir ("" for none).
+      (a file it writes "go" into once a job was enqueued), screenshot dir ("" for none),
+      the user's stored key (no page may contain it).
+
+The queue holds two dead items ("broken-1", "broken-2": payloads no worker can read) before
+this starts; retrying one sends it to a worker, which kills it again under a new reference.
 """
 
 import json
@@ -11,8 +15,23 @@ import time
 
 from playwright.sync_api import sync_playwright
 
-chromium, base, admin, reader, signal, shots = sys.argv[1:7]
-seen = {"refused": [], "third_party_requests": []}
+chromium, base, admin, reader, signal, shots, key = sys.argv[1:8]
+seen = {"refused": [], "third_party_requests": [], "secrets_on_pages": []}
+
+
+def scan(page):
+    """Every page seen is searched for the key and the tokens."""
+    html = page.content()
+    for name, secret in (("key", key), ("admin token", admin), ("read-only token", reader)):
+        if secret in html:
+            seen["secrets_on_pages"].append(f"{name} on {page.url}")
+
+
+def dead_reference(page, item):
+    row = page.locator(f"table.items tbody tr:has(code:text-is('{item}'))")
+    if row.count() == 0:
+        return None
+    return row.locator("button[name=one]").get_attribute("value")
 
 
 def shot(page, name):
@@ -81,6 +100,43 @@ with sync_playwright() as p:
     seen["prompt_visible_after"] = admin_page.is_visible("pre.request")
     seen["video"] = admin_page.locator("video").count()
     shot(admin_page, "dashboard-job")
+    scan(admin_page)
+
+    # Queues: the dead items; retry one, which dies again under a new reference.
+    admin_page.click("nav >> text=Queues")
+    admin_page.click(".tabs >> text=dead")
+    seen["dead_rows"] = admin_page.locator("table.items tbody tr").count()
+    shot(admin_page, "dashboard-queues")
+    scan(admin_page)
+    first = dead_reference(admin_page, "broken-1")
+    with admin_page.expect_navigation():
+        admin_page.click(f"button[name=one][value='{first}']")
+    seen["after_retry_url"] = admin_page.url
+    again = first
+    deadline = time.monotonic() + 20
+    while again in (first, None) and time.monotonic() < deadline:
+        admin_page.reload()
+        again = dead_reference(admin_page, "broken-1")
+    seen["retried_item_died_again_as_another_entry"] = again not in (first, None)
+    # Purge, first with a wrong confirmation (refused, nothing deleted), then typed right.
+    admin_page.fill("input[name=confirm]", "yes")
+    with admin_page.expect_navigation():
+        admin_page.click("button.danger")
+    seen["wrong_confirmation_heading"] = admin_page.inner_text("h1")
+    scan(admin_page)
+    admin_page.click("text=Back")
+    seen["dead_rows_after_refused_purge"] = admin_page.locator("table.items tbody tr").count()
+    admin_page.fill("input[name=confirm]", "dead")
+    with admin_page.expect_navigation():
+        admin_page.click("button.danger")
+    seen["dead_rows_after_purge"] = admin_page.locator("table.items tbody tr").count()
+    seen["dead_tab_after_purge"] = admin_page.inner_text(".tabs a[aria-current]")
+
+    # Keys: the user's key with its limiter windows, never the key itself.
+    admin_page.click("nav >> text=Keys")
+    seen["keys_table"] = admin_page.inner_text("table.keys")
+    shot(admin_page, "dashboard-keys")
+    scan(admin_page)
     with admin_page.expect_navigation():
         admin_page.click("text=Sign out")
     seen["after_sign_out_url"] = admin_page.url
@@ -90,6 +146,9 @@ with sync_playwright() as p:
     sign_in(read_page, reader)
     seen["read_only_label"] = read_page.inner_text(".who")
     seen["read_only_retry_buttons"] = read_page.locator("form[action='/dashboard/queues/retry-dead'] button").count()
+    scan(read_page)
+    read_page.goto(f"{base}/dashboard/queues?state=dead")
+    seen["read_only_queue_buttons"] = read_page.locator("main button").count()
     # A forged action from the read-only session, with its own CSRF token: refused.
     csrf = read_page.get_attribute("input[name=csrf]", "value")
     forged = read_page.request.post(f"{base}/dashboard/queues/retry-dead", form={"csrf": csrf})
