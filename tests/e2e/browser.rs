@@ -270,6 +270,7 @@ async fn an_operator_watches_a_job_end_live_on_the_dashboard_in_a_real_browser()
     assert_eq!(seen["read_only_label"], "read-only");
     assert_eq!(seen["read_only_retry_buttons"], 0);
     assert_eq!(seen["read_only_forged_status"], 403);
+    assert_eq!(seen["admin_without_csrf_status"], 403, "{seen}");
     assert_eq!(seen["read_only_queue_buttons"], 0, "{seen}");
     assert_eq!(seen["dead_rows"], 2, "{seen}");
     assert!(

@@ -137,6 +137,9 @@ with sync_playwright() as p:
     seen["keys_table"] = admin_page.inner_text("table.keys")
     shot(admin_page, "dashboard-keys")
     scan(admin_page)
+    # The admin session's own POST without its CSRF token: refused.
+    bare = admin_page.request.post(f"{base}/dashboard/queues/retry-dead", form={"confirm": "all"})
+    seen["admin_without_csrf_status"] = bare.status
     with admin_page.expect_navigation():
         admin_page.click("text=Sign out")
     seen["after_sign_out_url"] = admin_page.url

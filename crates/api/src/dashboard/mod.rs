@@ -9,7 +9,7 @@
 //! refused (403) without it, from a read-only session, or from another origin.
 
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{FromRequest as _, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -268,15 +268,23 @@ pub(crate) struct SignInForm {
     token: String,
 }
 
-/// `POST /dashboard/sign-in`
-pub(crate) async fn sign_in(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<SignInForm>,
-) -> Response {
+/// `POST /dashboard/sign-in`. A wrong token counts as a failed authentication of its address,
+/// as on `/v1`: past `api.auth_failure_limit` the address gets 429 before any lookup, so the
+/// sign-in form is no way around the API's guard against guessing tokens.
+pub(crate) async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
+    let edge = state.edge();
+    let client = edge.client_of(&request);
+    if let Some(refused) = edge.refused_client(client) {
+        return refused;
+    }
+    let headers = request.headers().clone();
     if !same_origin(&headers) {
         return forbidden("a sign-in from another origin");
     }
+    let Form(form) = match Form::<SignInForm>::from_request(request, &state).await {
+        Ok(form) => form,
+        Err(rejection) => return rejection.into_response(),
+    };
     let again = |status, error: &str| {
         page(
             status,
@@ -289,10 +297,12 @@ pub(crate) async fn sign_in(
         Err(e) => return ApiError::store(&e).into_response(),
     };
     let Some(token) = token.filter(|t| !t.is_expired(byok_store::now())) else {
-        return again(
-            StatusCode::UNAUTHORIZED,
-            "Not a valid token (unknown, revoked or expired).",
-        );
+        return edge.note_failure(client).unwrap_or_else(|| {
+            again(
+                StatusCode::UNAUTHORIZED,
+                "Not a valid token (unknown, revoked or expired).",
+            )
+        });
     };
     let read_only = if token.scopes.contains(Scope::Admin) {
         false

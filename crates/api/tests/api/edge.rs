@@ -323,3 +323,33 @@ async fn readiness_reuses_its_connections() {
         after - before
     );
 }
+
+/// The dashboard's sign-in form is no way around the guard: its wrong tokens count as failed
+/// authentications of the address, and a refused address gets 429 there and on `/v1`.
+#[tokio::test]
+async fn wrong_tokens_on_the_dashboard_sign_in_count_as_failed_authentications() {
+    let api = sqlite_api_with(|s| s.api.auth_failure_limit = rate("1/h, burst 2")).await;
+    let sign_in = |token: &'static str| {
+        api.http
+            .post(api.url("/dashboard/sign-in"))
+            .form(&[("token", token)])
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(sign_in("byok_wrong").await.unwrap().status(), 401);
+    }
+    let refused = sign_in("byok_still_wrong").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(header(&refused, "retry-after").parse::<u64>().unwrap() > 0);
+    let (status, body) = api.get("/v1/providers").await;
+    assert_eq!((status, error_code(&body)), (429, "rate_limited"), "{body}");
+    // Not even a valid token signs in from the refused address.
+    let valid = api
+        .http
+        .post(api.url("/dashboard/sign-in"))
+        .form(&[("token", api.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(valid.status(), 429);
+}
