@@ -18,10 +18,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use byok_core::Usd;
+use byok_redis::{RedisConn, RedisTarget, Timeouts};
 use byok_store::{BudgetCounter, Reserved, Standing, Store};
 use chrono::{DateTime, Utc};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use crate::BudgetError;
@@ -138,7 +138,7 @@ return 1
 /// itself).
 #[derive(Clone)]
 pub struct RedisLedger {
-    conn: ConnectionManager,
+    conn: RedisConn,
     namespace: String,
 }
 
@@ -156,19 +156,18 @@ fn redis_error(e: &redis::RedisError) -> BudgetError {
 }
 
 impl RedisLedger {
-    /// Connects to `url` (`redis://…`, `rediss://…`); keys go under `{namespace}`.
+    /// Connects to `url` (`redis://…`, `rediss://…`, or a cluster's
+    /// `redis+cluster://h1:p1,h2:p2`); keys go under `{namespace}` (one slot per ledger).
     pub async fn connect(
         url: &str,
         namespace: impl Into<String>,
     ) -> Result<RedisLedger, BudgetError> {
-        let client = redis::Client::open(url).map_err(|e| redis_error(&e))?;
-        let conn = client
-            .get_connection_manager_with_config(
-                ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_max_delay(Duration::from_secs(2)),
-            )
+        let target = RedisTarget::parse(url).map_err(|e| BudgetError::Redis(e.to_string()))?;
+        let timeouts = Timeouts {
+            connect: RESPONSE_TIMEOUT,
+            response: RESPONSE_TIMEOUT,
+        };
+        let conn = RedisConn::open(&target, timeouts)
             .await
             .map_err(|e| redis_error(&e))?;
         Ok(RedisLedger {

@@ -330,13 +330,21 @@ impl Settings {
                     "`sqlite` keeps the queue in the SQLite database, but database.url is PostgreSQL; set queue.url to redis://… (or REDIS_URL)",
                 ));
             }
-        } else if !(queue.starts_with("redis://") || queue.starts_with("rediss://")) {
-            return Err(ConfigError::new(
-                "queue.url",
-                "must be `sqlite`, redis://… or rediss://…",
-            ));
-        } else if url::Url::parse(queue).is_err() {
-            return Err(ConfigError::new("queue.url", "is not a valid URL"));
+        } else {
+            match byok_redis::RedisTarget::parse(queue) {
+                Err(byok_redis::RedisUrlError::Scheme) => {
+                    return Err(ConfigError::new(
+                        "queue.url",
+                        "must be `sqlite`, redis://…, rediss://…, or a Redis Cluster's \
+                         redis+cluster://host:port,host:port (rediss+cluster:// for TLS)",
+                    ));
+                }
+                Err(e) => return Err(ConfigError::new("queue.url", e.to_string())),
+                Ok(byok_redis::RedisTarget::Single(url)) if url::Url::parse(&url).is_err() => {
+                    return Err(ConfigError::new("queue.url", "is not a valid URL"));
+                }
+                Ok(_) => {}
+            }
         }
 
         let ns = &self.queue.namespace;

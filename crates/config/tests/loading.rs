@@ -187,6 +187,17 @@ fn conventional_aliases_are_honoured_below_byok_variables() {
         "postgres://postgres@127.0.0.1/byok"
     );
     assert_eq!(s.queue.url.expose_secret(), "redis://127.0.0.1:6379/0");
+    // A Redis Cluster is named by its seed nodes.
+    let cluster = load_from(
+        None,
+        &env(&[
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/byok"),
+            ("REDIS_URL", "redis+cluster://10.0.0.1:7000,10.0.0.2:7001"),
+            ("ENCRYPTION_KEY", KEY),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cluster.shape(), Shape::Distributed);
     assert_eq!(
         s.encryption.legacy_key.as_ref().unwrap().expose_secret(),
         KEY
@@ -278,6 +289,16 @@ fn bad_values_name_their_setting() {
             "queue.url",
         ),
         (error(None, &[("REDIS_URL", "http://x")]), "queue.url"),
+        (
+            error(
+                None,
+                &[
+                    ("DATABASE_URL", "postgres://x/y"),
+                    ("REDIS_URL", "redis+cluster://10.0.0.1:7000,10.0.0.2"),
+                ],
+            ),
+            "queue.url",
+        ),
         (error(Some("[api]\nlisten = 8080\n"), &[]), "api.listen"),
         (
             error(Some("[api]\nlisten_addr = \"x\"\n"), &[]),

@@ -271,6 +271,9 @@ pub enum RateLimitError {
     /// not be reached.
     #[error("rate limiter redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// `queue.url` is not a Redis URL.
+    #[error("rate limiter: queue.url: {0}")]
+    Url(#[from] byok_redis::RedisUrlError),
     /// The script answered something this code does not understand.
     #[error("rate limiter script answered unexpectedly: {0}")]
     Protocol(String),

@@ -13,8 +13,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use byok_redis::{RedisConn, RedisTarget, Timeouts};
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use byok_core::RateLimits;
 
@@ -151,7 +151,7 @@ return {after(now - tonumber(ARGV[1])), after(now - tonumber(ARGV[2])), after(no
 /// (the connection is multiplexed and reconnects by itself).
 #[derive(Clone)]
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     namespace: String,
     windows: Windows,
 }
@@ -167,27 +167,27 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Connects to `url` (`redis://…`, `rediss://…`) with minute/hour
-    /// windows. The connection reconnects by itself, with backoff, when it
+    /// Connects to `url` (`redis://…`, `rediss://…`, or a cluster's
+    /// `redis+cluster://h1:p1,h2:p2`) with minute/hour windows. The connection reconnects by itself, with backoff, when it
     /// drops; calls made meanwhile fail with [`RateLimitError::Redis`].
     pub async fn connect(
         url: &str,
         namespace: impl Into<String>,
     ) -> Result<RedisLimiter, RateLimitError> {
-        let client = redis::Client::open(url)?;
-        let conn = client
-            .get_connection_manager_with_config(
-                ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_max_delay(Duration::from_secs(2)),
-            )
-            .await?;
+        let target = RedisTarget::parse(url)?;
+        let conn = RedisConn::open(
+            &target,
+            Timeouts {
+                connect: RESPONSE_TIMEOUT,
+                response: RESPONSE_TIMEOUT,
+            },
+        )
+        .await?;
         Ok(RedisLimiter::from_connection(conn, namespace))
     }
 
     /// A limiter on an existing connection (shared with the queue, say).
-    pub fn from_connection(conn: ConnectionManager, namespace: impl Into<String>) -> RedisLimiter {
+    pub fn from_connection(conn: RedisConn, namespace: impl Into<String>) -> RedisLimiter {
         RedisLimiter {
             conn,
             namespace: namespace.into(),

@@ -8,6 +8,7 @@ mod postgres;
 mod process;
 mod python;
 mod redis;
+mod redis_cluster;
 mod s3;
 
 pub use browser::{CHROMIUM, browser};
@@ -18,6 +19,7 @@ pub use postgres::{TestDatabase, test_database};
 pub use process::{ChildGuard, free_port, wait_for_tcp};
 pub use python::python_venv;
 pub use redis::{SpawnedRedis, TestRedis, spawn_redis, test_redis};
+pub use redis_cluster::{ClusterNode, TestCluster, shared_redis_cluster, spawn_redis_cluster};
 pub use s3::{S3Server, s3_server};
 
 /// A fresh SQLite database file in its own temporary directory.

@@ -12,9 +12,9 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use byok_redis::{RedisConn, RedisTarget, Timeouts};
+use redis::Value;
 use redis::streams::StreamReadReply;
-use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::Mutex;
 
 use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
@@ -57,8 +57,8 @@ impl Keys {
 #[derive(Clone)]
 pub struct RedisEngine {
     config: QueueConfig,
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: RedisTarget,
+    conn: RedisConn,
     keys: Keys,
 }
 
@@ -72,22 +72,24 @@ impl std::fmt::Debug for RedisEngine {
 }
 
 impl RedisEngine {
-    /// Connects to `url` (`redis://…`, `rediss://…`). The connection
-    /// reconnects by itself, with backoff, whenever it drops.
+    /// Connects to `url`: one server (`redis://…`, `rediss://…`) or a Redis Cluster
+    /// (`redis+cluster://h1:p1,h2:p2`; see `byok-redis`). The connection reconnects by
+    /// itself, with backoff, whenever it drops; a cluster's follows failovers.
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Arc<RedisEngine>, QueueError> {
-        let client = redis::Client::open(url)?;
-        let conn = client
-            .get_connection_manager_with_config(
-                ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_max_delay(Duration::from_secs(2)),
-            )
-            .await?;
+        let target =
+            RedisTarget::parse(url).map_err(|e| QueueError::Invalid(format!("queue.url: {e}")))?;
+        let conn = RedisConn::open(
+            &target,
+            Timeouts {
+                connect: Duration::from_secs(5),
+                response: RESPONSE_TIMEOUT,
+            },
+        )
+        .await?;
         let keys = Keys::new(&config.namespace);
         let engine = RedisEngine {
             config,
-            client,
+            target,
             conn,
             keys,
         };
@@ -392,7 +394,7 @@ struct RedisConsumer {
     /// The connection blocking reads run on. A blocking `XREADGROUP` on the
     /// shared connection would hold up every other command behind it (and
     /// trip its response timeout), so each consumer reads on its own.
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: Mutex<Option<RedisConn>>,
 }
 
 impl std::fmt::Debug for RedisConsumer {
@@ -409,7 +411,7 @@ impl RedisConsumer {
     /// falls due.
     async fn promote_once(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
     ) -> Result<(usize, Option<Duration>), QueueError> {
         let (moved, wait): (usize, i64) = scripts::PROMOTE
             .key(&self.keys().delayed)
@@ -423,7 +425,7 @@ impl RedisConsumer {
     /// A maintenance pass's promotion: calls until fewer than a batch moved,
     /// at most [`PROMOTE_CALLS`] of them; a larger due backlog is left for
     /// the next pass. Returns when the next delayed item falls due.
-    async fn promote(&self, conn: &mut ConnectionManager) -> Result<Option<Duration>, QueueError> {
+    async fn promote(&self, conn: &mut RedisConn) -> Result<Option<Duration>, QueueError> {
         let mut next_due = None;
         for _ in 0..PROMOTE_CALLS {
             let (moved, wait) = self.promote_once(conn).await?;
@@ -439,23 +441,25 @@ impl RedisConsumer {
         &self.engine.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.engine.conn.clone()
     }
 
-    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
+    async fn blocking_connection(&self) -> Result<RedisConn, QueueError> {
         let mut slot = self.blocking.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(self.engine.config.block + Duration::from_secs(5)));
-        let conn = self
-            .engine
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        // Its own connection (on a cluster, its own connections to each node): the answer
+        // to a blocking read may take the whole block time.
+        let conn = RedisConn::open(
+            &self.engine.target,
+            Timeouts {
+                connect: Duration::from_secs(5),
+                response: self.engine.config.block + Duration::from_secs(5),
+            },
+        )
+        .await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -636,7 +640,7 @@ fn millis(d: Duration) -> String {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string()
 }
 
-async fn server_ms(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
+async fn server_ms(conn: &mut RedisConn) -> Result<u64, QueueError> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(secs * 1000 + micros / 1000)
 }

@@ -192,6 +192,8 @@ pub async fn engine_from_spec(spec: &str, config: QueueConfig) -> Arc<dyn Engine
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Redis,
+    /// A Redis Cluster of three primaries and three replicas (`redis+cluster://…`).
+    Cluster,
     Sqlite,
 }
 
@@ -273,11 +275,26 @@ pub async fn redis_queue() -> Option<TestQueue> {
     })
 }
 
-/// A queue on every engine available: SQLite always, Redis when it can be
-/// had. Tests of engine-independent behaviour run their body on each.
+/// A namespace of its own on the test process's Redis Cluster, or `None` (after a SKIPPED
+/// line) when no cluster can be started.
+pub fn cluster_queue() -> Option<TestQueue> {
+    let url = byok_testing::shared_redis_cluster()?;
+    Some(TestQueue {
+        kind: Kind::Cluster,
+        spec: format!("redis:{url}"),
+        namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        sqlite_url: None,
+        _redis: None,
+        _sqlite: None,
+    })
+}
+
+/// A queue on every engine available: SQLite always, Redis and a Redis Cluster when they
+/// can be had. Tests of engine-independent behaviour run their body on each.
 pub async fn queues() -> Vec<TestQueue> {
     let mut queues = vec![sqlite_queue().await];
     queues.extend(redis_queue().await);
+    queues.extend(cluster_queue());
     queues
 }
 

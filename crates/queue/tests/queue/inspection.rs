@@ -167,7 +167,7 @@ async fn inspection(q: &TestQueue) {
     // A reference of the engine's own form that names nothing is no error;
     // something that is no reference at all is.
     let unknown = match q.kind {
-        Kind::Redis => "0-1",
+        Kind::Redis | Kind::Cluster => "0-1",
         Kind::Sqlite => "999999999",
     };
     assert_eq!(
@@ -241,10 +241,15 @@ async fn oldest_pending_age(q: &TestQueue) {
     let engine = q.engine(q.config()).await;
     let payload = serde_json::to_string(&Item { act: Act::Ok }).unwrap();
     match q.kind {
-        Kind::Redis => {
+        Kind::Redis | Kind::Cluster => {
             let url = q.spec.strip_prefix("redis:").unwrap();
-            let client = redis::Client::open(url).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let timeouts = byok_redis::Timeouts {
+                connect: Duration::from_secs(5),
+                response: Duration::from_secs(5),
+            };
+            let mut conn = byok_redis::RedisConn::open_url(url, timeouts)
+                .await
+                .unwrap();
             let (secs, micros): (u64, u64) =
                 redis::cmd("TIME").query_async(&mut conn).await.unwrap();
             let old_ms = secs * 1000 + micros / 1000 - 90_000;

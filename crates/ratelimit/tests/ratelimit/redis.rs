@@ -46,6 +46,20 @@ async fn workers_in_many_processes_keep_both_windows_at_the_providers_clock() {
     let Some(redis) = byok_testing::test_redis().await else {
         return;
     };
+    keep_both_windows(&redis.url, &redis.namespace).await;
+}
+
+/// The same rule on a Redis Cluster (three primaries, three replicas): a key's log and block
+/// share its namespace's slot, so each decision is still one script on one node.
+#[tokio::test]
+async fn on_a_redis_cluster_the_windows_hold_the_same() {
+    let Some(url) = byok_testing::shared_redis_cluster() else {
+        return;
+    };
+    keep_both_windows(url, &format!("test-{}", Uuid::new_v4().simple())).await;
+}
+
+async fn keep_both_windows(url: &str, namespace: &str) {
     let windows = Windows::new(ms(1_000), ms(4_000))
         .unwrap()
         .with_max_submit_time(ms(500));
@@ -54,7 +68,7 @@ async fn workers_in_many_processes_keep_both_windows_at_the_providers_clock() {
         per_hour: 12,
     };
     let key = LimitKey::new(ProviderId::RUNWAY, owner(Uuid::new_v4()));
-    let limiters = limiters(&redis.url, &redis.namespace, windows, 4).await;
+    let limiters = limiters(url, namespace, windows, 4).await;
 
     let start = Instant::now();
     let run_for = ms(9_000);
