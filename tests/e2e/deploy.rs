@@ -80,6 +80,8 @@ pub struct Deployment {
     /// Processes started by [`Deployment::spawn_api`], killed when dropped.
     #[allow(dead_code)] // held for Drop
     held_processes: Vec<tokio::process::Child>,
+    /// The Redis Cluster of a deployment made by [`Deployment::distributed_on_cluster`].
+    pub cluster: Option<byok_testing::TestCluster>,
     /// Kept alive for the deployment's lifetime.
     _services: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -229,17 +231,38 @@ impl Deployment {
     /// PostgreSQL + Redis + `byok api` + `options.workers` × `byok worker`;
     /// `None` (after a SKIPPED line) when the services are missing.
     pub async fn distributed(options: DeployOptions) -> Option<Deployment> {
-        let db = byok_testing::test_database().await?;
         let redis = byok_testing::test_redis().await?;
+        let (url, namespace) = (redis.url.clone(), redis.namespace.clone());
+        Deployment::distributed_on(options, &url, &namespace, Box::new(redis)).await
+    }
+
+    /// [`Deployment::distributed`] with its queue, limiter and budgets on a Redis Cluster of
+    /// its own (three primaries, three replicas), which the test may kill nodes of.
+    pub async fn distributed_on_cluster(options: DeployOptions) -> Option<Deployment> {
+        let cluster = byok_testing::spawn_redis_cluster()?;
+        let url = cluster.url.clone();
+        let mut deployment =
+            Deployment::distributed_on(options, &url, "byok-e2e", Box::new(())).await?;
+        deployment.cluster = Some(cluster);
+        Some(deployment)
+    }
+
+    async fn distributed_on(
+        options: DeployOptions,
+        redis_url: &str,
+        namespace: &str,
+        redis: Box<dyn std::any::Any + Send>,
+    ) -> Option<Deployment> {
+        let db = byok_testing::test_database().await?;
         let sim = simulator(&options).await;
         let dir = config_dir(&options);
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
         env.push(("DATABASE_URL".into(), db.url.clone()));
-        env.push(("REDIS_URL".into(), redis.url.clone()));
-        env.push(("BYOK__QUEUE__NAMESPACE".into(), redis.namespace.clone()));
+        env.push(("REDIS_URL".into(), redis_url.to_owned()));
+        env.push(("BYOK__QUEUE__NAMESPACE".into(), namespace.to_owned()));
         let mut deployment =
-            Deployment::assemble(dir, env, &listen, sim, vec![Box::new(db), Box::new(redis)]).await;
+            Deployment::assemble(dir, env, &listen, sim, vec![Box::new(db), redis]).await;
         deployment.separate_output_dirs = options.separate_output_dirs;
         let migrated = run(deployment.dir.path(), &deployment.env_refs(), &["migrate"]).await;
         assert_eq!(migrated.code, 0, "{}", migrated.stderr);
@@ -289,6 +312,7 @@ impl Deployment {
             api_process: None,
             separate_output_dirs: false,
             held_processes: Vec::new(),
+            cluster: None,
             _services: services,
         }
     }

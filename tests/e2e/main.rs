@@ -6,6 +6,7 @@ mod api_process;
 mod browser;
 mod budgets;
 mod cli;
+mod cluster;
 mod demo;
 mod deploy;
 mod docs;
