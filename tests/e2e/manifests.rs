@@ -1434,3 +1434,106 @@ async fn the_binary_refuses_unknown_commands_and_settings() {
     let out = run(dir.path(), &[], &["no-such-command", "--help"]).await;
     assert_eq!(out.code, 2, "an unknown command is a usage error");
 }
+
+/// The Kubernetes schemas' pinned validator (PyPI) and KEDA's CRD models (npm).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0\n";
+const KEDA_MODELS: [&str; 2] = ["@kubernetes-models/keda@2.0.0", "yaml@2.8.1"];
+
+/// Every full manifest in `deploy/k8s` (the kustomize patches are fragments) against the real
+/// schemas: the built-in kinds with `kubernetes-validate --strict` (the Kubernetes 1.37
+/// OpenAPI schemas, unknown fields refused), the KEDA kinds with KEDA's CRD schemas. A
+/// manifest with a misspelt field or a wrong type fails here rather than at `kubectl apply`.
+#[tokio::test]
+async fn kubernetes_manifests_pass_the_kubernetes_and_keda_schemas() {
+    let k8s = repo().join("deploy/k8s");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&k8s)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.push(k8s.join("shared-volume/03-output-pvc.yaml"));
+    manifests.sort();
+
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let venv = tmp.join("byok-kubernetes-validate");
+    let python = match tokio::task::spawn_blocking(move || {
+        byok_testing::python_venv(&venv, KUBERNETES_VALIDATE)
+    })
+    .await
+    .unwrap()
+    {
+        Ok(python) => python,
+        Err(why) => {
+            byok_testing::skip_or_fail("kubernetes-validate", &why, "python3 and PyPI");
+            return;
+        }
+    };
+    // Through the module: the venv is built aside and renamed, so its scripts' `#!` lines
+    // name a path that no longer exists.
+    let checked = tokio::process::Command::new(&python)
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .args(&manifests)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{report}");
+    for kind in [
+        "deployment/byok-api",
+        "deployment/byok-worker",
+        "job/byok-migrate",
+    ] {
+        assert!(
+            report.contains(&format!("passed for resource {kind}")),
+            "{kind} was validated: {report}"
+        );
+    }
+    // Only KEDA's kinds lack a built-in schema; they are checked next.
+    for line in report
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+    {
+        assert!(line.contains("keda.sh/"), "{line}");
+    }
+
+    let models = tmp.join("byok-keda-models");
+    std::fs::create_dir_all(&models).unwrap();
+    let installed = tokio::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&models)
+        .args(KEDA_MODELS)
+        .output()
+        .await;
+    match installed {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            byok_testing::skip_or_fail(
+                "KEDA's CRD models",
+                &String::from_utf8_lossy(&out.stderr),
+                "npm and the npm registry",
+            );
+            return;
+        }
+        Err(e) => {
+            byok_testing::skip_or_fail("KEDA's CRD models", &e.to_string(), "npm");
+            return;
+        }
+    }
+    // Node resolves packages from the script's directory upwards: run a copy beside them.
+    let script = models.join("manifests_keda.mjs");
+    std::fs::copy(repo().join("tests/e2e/manifests_keda.mjs"), &script).unwrap();
+    let keda = tokio::process::Command::new("node")
+        .arg(&script)
+        .args(&manifests)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&keda.stdout);
+    assert!(keda.status.success(), "{report}");
+    assert!(
+        report.contains("valid ScaledObject/byok-worker")
+            && report.contains("valid TriggerAuthentication/"),
+        "{report}"
+    );
+}
