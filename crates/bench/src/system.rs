@@ -366,7 +366,8 @@ impl System {
         self.sim.shutdown().await;
         if let Some(db) = self.db {
             db.drop_now().await;
-            delete_matching(&self.redis_url, &format!("{{{}}}*", self.namespace)).await?;
+            // `{ns}…` and the webhook deliveries' queue, `{ns.webhooks}…`.
+            delete_matching(&self.redis_url, &format!("{{{}*", self.namespace)).await?;
         }
         served?;
         worked?;
