@@ -32,6 +32,21 @@ pub fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
 }
 
+/// A `GET` with one more header line (`Name: value`, such as a bearer token or a cookie).
+pub fn get_with(addr: SocketAddr, path: &str, header: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{header}\r\n\r\n").into_bytes()
+}
+
+/// A `POST` of an HTML form (`body` already URL-encoded).
+pub fn post_form(addr: SocketAddr, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 impl Connection {
     pub async fn open(addr: SocketAddr) -> io::Result<Connection> {
         let stream = TcpStream::connect(addr).await?;
@@ -45,6 +60,13 @@ impl Connection {
 
     /// Sends `request` and reads the answer: its status and body.
     pub async fn send(&mut self, request: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.exchange(request).await?;
+        Ok((status, body))
+    }
+
+    /// Sends `request` and reads the answer: its status, head (the status line and headers)
+    /// and body.
+    pub async fn exchange(&mut self, request: &[u8]) -> io::Result<(u16, String, Vec<u8>)> {
         self.stream.write_all(request).await?;
         let head_end = loop {
             if let Some(i) = find(&self.buf[..self.filled], b"\r\n\r\n") {
@@ -53,7 +75,8 @@ impl Connection {
             self.fill().await?;
         };
         let head = std::str::from_utf8(&self.buf[..head_end])
-            .map_err(|_| invalid("the response head is not UTF-8"))?;
+            .map_err(|_| invalid("the response head is not UTF-8"))?
+            .to_owned();
         let status: u16 = head
             .split(' ')
             .nth(1)
@@ -74,7 +97,7 @@ impl Connection {
         // Keep whatever came after this response (nothing, one request at a time).
         self.buf.copy_within(head_end + length..self.filled, 0);
         self.filled -= head_end + length;
-        Ok((status, body))
+        Ok((status, head, body))
     }
 
     async fn fill(&mut self) -> io::Result<()> {

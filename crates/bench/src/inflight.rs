@@ -234,7 +234,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     producer_side.close().await;
     sim.shutdown().await;
     db.drop_now().await;
-    delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;
+    // `{ns}…` and the webhook deliveries' queue, `{ns.webhooks}…`.
+    delete_matching(&options.redis_url, &format!("{{{namespace}*")).await?;
     let (idle_kib, submitted_s, cores, polls_per_s, rss_kib, hwm_kib, still, machine) = measured?;
     if still < jobs as u64 {
         anyhow::bail!("{still} of {jobs} jobs were still running at the end of the window");

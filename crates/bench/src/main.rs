@@ -4,6 +4,7 @@
 
 mod common;
 mod crypto;
+mod dashboard;
 mod enqueue;
 mod http;
 mod inflight;
@@ -35,6 +36,10 @@ struct Cli {
     /// DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long, global = true)]
     database: Option<String>,
+    /// `dashboard`: print `EXPLAIN (ANALYZE, BUFFERS)` of each dashboard query on the loaded
+    /// table to stderr (the plans of docs/dashboard.md).
+    #[arg(long, global = true)]
+    explain: bool,
     /// The `byok` binary `inflight` runs as its worker process (default:
     /// `byok` beside this program, i.e. target/production/byok).
     #[arg(long, global = true)]
@@ -67,6 +72,9 @@ enum Command {
     /// Webhook deliveries/s to a loopback receiver beside the plain POST rate of the same
     /// client, and transition → delivery latency at low load.
     Webhooks,
+    /// p50/p99 of the operator dashboard's overview and filtered jobs pages on 1,000,000
+    /// jobs in PostgreSQL, beside an authenticated one-row read on the same server.
+    Dashboard,
     /// Every benchmark, in the order above.
     All,
 }
@@ -79,6 +87,7 @@ pub struct Options {
     pub redis_url: String,
     pub database_url: String,
     pub byok_bin: Option<PathBuf>,
+    pub explain: bool,
 }
 
 #[tokio::main]
@@ -100,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
         byok_bin: cli.byok_bin,
+        explain: cli.explain,
     };
     common::init_logs();
     let all = cli.command == Command::All;
@@ -127,6 +137,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if all || cli.command == Command::Webhooks {
         webhooks::run(&options).await?;
+    }
+    if all || cli.command == Command::Dashboard {
+        dashboard::run(&options).await?;
     }
     common::progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())

@@ -83,6 +83,8 @@ pub struct System {
     /// after a run); the measured load goes through `crate::http`.
     pub client: Client,
     pub users: Vec<Uuid>,
+    /// The project of `token` and `users`.
+    pub project: Uuid,
     /// The API's store.
     pub store: Store,
     pub sim: RunningSim,
@@ -344,6 +346,7 @@ impl System {
             token: token.expose_secret().to_owned(),
             client,
             users,
+            project,
             store,
             sim,
             api_role,
@@ -353,6 +356,16 @@ impl System {
             redis_url: bench.redis_url.clone(),
             _dir: dir,
         })
+    }
+
+    /// The distributed shape's scratch database (`None`: embedded).
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
+    /// The API's system: its settings' provider registry, key ring and store.
+    pub fn api_system(&self) -> &byok_app::System {
+        self.api_role.system()
     }
 
     /// Stops the API and the worker and removes the database, the Redis
@@ -366,7 +379,8 @@ impl System {
         self.sim.shutdown().await;
         if let Some(db) = self.db {
             db.drop_now().await;
-            delete_matching(&self.redis_url, &format!("{{{}}}*", self.namespace)).await?;
+            // `{ns}…` and the webhook deliveries' queue, `{ns.webhooks}…`.
+            delete_matching(&self.redis_url, &format!("{{{}*", self.namespace)).await?;
         }
         served?;
         worked?;

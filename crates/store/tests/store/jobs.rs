@@ -22,7 +22,7 @@ fn request(user: Uuid) -> GenerationRequest {
     .unwrap()
 }
 
-fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob {
+pub(crate) fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob {
     NewJob {
         project_id: DEFAULT_PROJECT_ID,
         user_id: user,
@@ -40,7 +40,7 @@ fn new_job(user: Uuid, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewJob 
     }
 }
 
-async fn create(store: &Store, new: &NewJob) -> Job {
+pub(crate) async fn create(store: &Store, new: &NewJob) -> Job {
     match store.jobs().insert(new).await.unwrap() {
         Inserted::Created(job) => job,
         other => panic!("expected a new job, got {other:?}"),

@@ -4,6 +4,7 @@
 mod at_rest;
 mod batches;
 mod credentials;
+mod dashboard;
 mod job_events;
 mod jobs;
 mod schema;
