@@ -143,6 +143,51 @@ async fn a_user_connects_a_key_on_the_page_in_a_real_browser() {
         .replace(&user.to_string(), &Uuid::new_v4().to_string());
     let edited = reqwest::get(&other).await.unwrap();
     assert_eq!(edited.status(), 404);
+
+    // A link past its 15 minutes: another user's fresh link, its expiry moved into the past
+    // in the database (as time would), is refused with the same page and stores nothing.
+    let late_user = Uuid::new_v4();
+    let late = d
+        .client()
+        .create_connect_link(late_user, ProviderId::RUNWAY.as_str(), &back)
+        .await
+        .unwrap();
+    let db =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}/data/byok.db", d.dir.path().display()))
+            .await
+            .unwrap();
+    let moved = sqlx::query(
+        "UPDATE connect_links SET expires_at = '2000-01-01 00:00:00+00:00' WHERE user_id = ?1",
+    )
+    .bind(late_user.to_string())
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+    db.close().await;
+    let expired = reqwest::get(&late.url).await.unwrap();
+    assert_eq!(expired.status(), 404);
+    assert!(
+        expired
+            .text()
+            .await
+            .unwrap()
+            .contains("This link does not work")
+    );
+    let posted = reqwest::Client::new()
+        .post(&late.url)
+        .form(&[("api_key", good)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 404, "an expired link takes no key");
+    assert!(
+        d.client()
+            .get_credentials(late_user, ProviderId::RUNWAY.as_str())
+            .await
+            .is_err(),
+        "nothing stored"
+    );
 }
 
 /// Sign in to the dashboard, see a job end live (the page is never reloaded), open its
