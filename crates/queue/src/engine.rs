@@ -195,8 +195,8 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// The workers (consumers) the queue has seen, most recently seen first. Redis keeps a
     /// consumer until it leaves or its idle time passes the cleanup threshold; the SQLite
-    /// engine notes each consumer at its maintenance passes and forgets one an hour after
-    /// its last.
+    /// engine notes each consumer when it opens and at most every 5 s from its maintenance
+    /// passes, and forgets one an hour after its last.
     async fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError>;
 }
 

@@ -249,6 +249,8 @@ const WORKERS: &str = "SELECT c.name, c.seen_at, \
        (SELECT count(*) FROM queue_items i \
         WHERE i.namespace = c.namespace AND i.state = 'running' AND i.lease_owner = c.name) \
      FROM queue_consumers c WHERE c.namespace = ?1 ORDER BY c.seen_at DESC";
+/// How often a consumer renews its `queue_consumers` row at most.
+const NOTE_SEEN_EVERY: Duration = Duration::from_secs(5);
 /// A consumer not seen for this long belongs to a process that died.
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 
@@ -462,6 +464,7 @@ impl Engine for SqliteEngine {
         Ok(Arc::new(SqliteConsumer {
             name: name.to_owned(),
             engine: self.clone(),
+            noted: Mutex::new(Some(Instant::now())),
         }))
     }
 
@@ -671,6 +674,10 @@ struct Move<'a> {
 struct SqliteConsumer {
     name: String,
     engine: SqliteEngine,
+    /// When this consumer last noted itself in `queue_consumers`. Maintenance passes come
+    /// as often as every few milliseconds while delayed items fall due; one write per
+    /// [`NOTE_SEEN_EVERY`] is enough for "last seen" and keeps them off the write lock.
+    noted: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for SqliteConsumer {
@@ -914,7 +921,17 @@ impl Consumer for SqliteConsumer {
         if !reclaimed.is_empty() {
             tracing::warn!(consumer = %self.name, count = reclaimed.len(), "took over items whose worker stopped renewing them");
         }
-        self.engine.note_seen(&self.name).await?;
+        let due = {
+            let mut noted = self.noted.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = noted.is_none_or(|at| at.elapsed() >= NOTE_SEEN_EVERY);
+            if due {
+                *noted = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.engine.note_seen(&self.name).await?;
+        }
         // Only items not yet due: due ones are the fetcher's, and counting
         // them would make the keeper spin through a backlog.
         Ok(Maintenance {
