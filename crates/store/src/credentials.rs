@@ -398,20 +398,39 @@ impl<'a> CredentialRepo<'a> {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<StoredCredential>, StoreError> {
-        let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| sqlx::query_as(concat!(
-            "SELECT ",
-            credential_columns!(),
-            " FROM user_provider_configs WHERE id > $1 AND ($2 IS NULL OR project_id = $2) \
-               AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR provider_name = $4) \
-             ORDER BY id LIMIT $5"
-        ))
-        .bind(DbUuid(after.unwrap_or(Uuid::nil())))
-        .bind(filter.project_id.map(DbUuid))
-        .bind(filter.user_id.map(DbUuid))
-        .bind(filter.provider.as_deref())
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?);
+        // Only the filters that are set become conditions, each value bound, planned per call
+        // with its values, as the jobs search is (a rare user is then read through the
+        // user's index rather than by walking every key).
+        let rows: Vec<CredentialRow> = with_pool!(self.store, |pool| {
+            let mut query = crate::db::query_builder(
+                pool,
+                concat!(
+                    "SELECT ",
+                    credential_columns!(),
+                    " FROM user_provider_configs WHERE id > "
+                ),
+            );
+            query.push_bind(DbUuid(after.unwrap_or(Uuid::nil())));
+            if let Some(project_id) = filter.project_id {
+                query
+                    .push(" AND project_id = ")
+                    .push_bind(DbUuid(project_id));
+            }
+            if let Some(user_id) = filter.user_id {
+                query.push(" AND user_id = ").push_bind(DbUuid(user_id));
+            }
+            if let Some(provider) = filter.provider.as_deref() {
+                query.push(" AND provider_name = ").push_bind(provider);
+            }
+            query
+                .push(" ORDER BY id LIMIT ")
+                .push_bind(i64::from(limit));
+            query
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows.into_iter().map(Into::into).collect())
     }
 

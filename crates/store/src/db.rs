@@ -364,6 +364,18 @@ impl Store {
     }
 }
 
+/// A query builder for `pool`'s database: names the database inside a `with_pool!` body, which
+/// is compiled once for each.
+pub(crate) fn query_builder<DB: sqlx::Database>(
+    _pool: &sqlx::Pool<DB>,
+    init: &str,
+) -> sqlx::QueryBuilder<DB>
+where
+    DB::Arguments: Default,
+{
+    sqlx::QueryBuilder::new(init)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

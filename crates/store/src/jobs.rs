@@ -1053,7 +1053,7 @@ impl<'a> JobRepo<'a> {
         // "Performance").
         let rows: Vec<JobRow> = with_pool!(self.store, |pool| {
             // `TRUE`, so that each filter set adds ` AND` and its condition.
-            let mut query = query_builder(
+            let mut query = crate::db::query_builder(
                 pool,
                 concat!(
                     "SELECT ",
@@ -1647,15 +1647,6 @@ pub(crate) async fn sqlite_insert_rows(
         }
     }
     Ok(created)
-}
-
-/// A query builder for `pool`'s database: names the database inside a `with_pool!` body, which
-/// is compiled once for each.
-fn query_builder<DB: sqlx::Database>(_pool: &sqlx::Pool<DB>, init: &str) -> sqlx::QueryBuilder<DB>
-where
-    DB::Arguments: Default,
-{
-    sqlx::QueryBuilder::new(init)
 }
 
 /// An attempt number as the `INTEGER` column holds it.
