@@ -342,15 +342,16 @@ impl<'a> BudgetRepo<'a> {
                     .bind(amount.micros())
                     .bind(counter.limit.micros())
                 };
-                let mut taken = take().fetch_optional(&mut *tx).await?;
-                if taken.is_none() {
-                    let standing: Option<(i64, i64)> = sqlx::query_as(
+                let standing_of = || {
+                    sqlx::query_as::<_, (i64, i64)>(
                         "SELECT spent_micros, reserved_micros FROM budget_counters \
                          WHERE counter = $1",
                     )
                     .bind(&counter.name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                };
+                let mut taken = take().fetch_optional(&mut *tx).await?;
+                if taken.is_none() {
+                    let standing = standing_of().fetch_optional(&mut *tx).await?;
                     let used = match standing {
                         // Not made yet: from the recorded usage (and, while at it, counters
                         // long past go).
@@ -376,6 +377,11 @@ impl<'a> BudgetRepo<'a> {
                     };
                     taken = take().fetch_optional(&mut *tx).await?;
                     if taken.is_none() {
+                        // The row another reservation made meanwhile (our insert found it and
+                        // did nothing) holds what is used now, not the usage read above.
+                        let now_used = standing_of().fetch_optional(&mut *tx).await?;
+                        let used = now_used
+                            .map_or(used, |(spent, reserved)| spent.saturating_add(reserved));
                         outcome = Reserved::Exceeded {
                             counter: i,
                             remaining: Usd::from_micros(
