@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use byok_queue::{ItemState, ListedItem};
 use serde::{Deserialize, Serialize};
 
-use super::{CsrfForm, admin_action, page, refused, see_other_to, session_or, to_sign_in};
+use super::{CsrfForm, Signed, admin_action, page, refused, see_other_to, session_or, to_sign_in};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -126,7 +126,13 @@ pub(crate) async fn retry_dead(
         Ok(signed) => signed,
         Err(response) => return response,
     };
-    match state.engine().retry_dead(None).await {
+    retried(&signed, state.engine().retry_dead(None).await)
+}
+
+/// The answer to a retry of dead items: back to the dead items, the count logged with the
+/// session's token id (never the token).
+fn retried(signed: &Signed, moved: Result<u64, byok_queue::QueueError>) -> Response {
+    match moved {
         Ok(n) => {
             tracing::info!(token.id = %signed.session.token_id, items = n, "dead items retried from the dashboard");
             see_other_to("/dashboard/queues?state=dead")
@@ -187,13 +193,7 @@ pub(crate) async fn retry_items(
             "/dashboard/queues?state=dead",
         );
     }
-    match engine.retry_dead(Some(&refs)).await {
-        Ok(n) => {
-            tracing::info!(token.id = %signed.session.token_id, items = n, "dead items retried from the dashboard");
-            see_other_to("/dashboard/queues?state=dead")
-        }
-        Err(e) => ApiError::internal(&e).into_response(),
-    }
+    retried(&signed, engine.retry_dead(Some(&refs)).await)
 }
 
 #[derive(Deserialize)]
