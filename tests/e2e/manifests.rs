@@ -181,6 +181,28 @@ impl Process {
             .unwrap_or(DEFAULT_NAMESPACE)
     }
 
+    /// `queue.partitions` (1 when not set).
+    fn partitions(&self) -> usize {
+        self.var("BYOK__QUEUE__PARTITIONS").map_or(1, |n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("{}: BYOK__QUEUE__PARTITIONS {n:?}", self.origin))
+        })
+    }
+
+    /// The streams of the queue's partitions (`docs/queue-engine.md`, "Partitions").
+    fn streams(&self) -> Vec<String> {
+        let ns = self.namespace();
+        (0..self.partitions())
+            .map(|p| {
+                if p == 0 {
+                    format!("{{{ns}}}:jobs")
+                } else {
+                    format!("{{{ns}:{p}}}:jobs")
+                }
+            })
+            .collect()
+    }
+
     /// `worker.shutdown_grace`, which the deployment files must set explicitly.
     fn shutdown_grace(&self) -> Duration {
         let value = self.var("BYOK__WORKER__SHUTDOWN_GRACE").unwrap_or_else(|| {
@@ -1315,7 +1337,7 @@ async fn the_shared_volume_mode_mounts_one_read_write_many_claim_at_output_dir()
 }
 
 #[test]
-fn keda_scales_the_worker_deployment_on_its_stream() {
+fn keda_scales_the_worker_deployment_on_the_total_of_its_partitions() {
     let cluster = Cluster::load();
     let processes = cluster.processes();
     let worker = processes
@@ -1323,7 +1345,19 @@ fn keda_scales_the_worker_deployment_on_its_stream() {
         .find(|k| k.process.role() == "worker")
         .expect("a worker Deployment");
     let worker_name = str_at(worker.workload, "/metadata/name").unwrap();
-    let stream = format!("{{{}}}:jobs", worker.process.namespace());
+    // The API pushes into every partition it is set to: the workers must agree on the count.
+    for process in processes
+        .iter()
+        .filter(|k| matches!(k.process.role(), "api" | "worker"))
+    {
+        assert_eq!(
+            process.process.partitions(),
+            worker.process.partitions(),
+            "{}: BYOK__QUEUE__PARTITIONS as the workers have it",
+            process.process.origin
+        );
+    }
+    let streams = worker.process.streams();
 
     let scaled: Vec<(&str, &Value)> = cluster.of_kind("ScaledObject").collect();
     let [(origin, scaled)] = scaled[..] else {
@@ -1353,7 +1387,42 @@ fn keda_scales_the_worker_deployment_on_its_stream() {
 
     let triggers = scaled.pointer("/spec/triggers").and_then(Value::as_array);
     let triggers = triggers.unwrap_or_else(|| panic!("{origin}: triggers"));
-    assert!(!triggers.is_empty(), "{origin}: triggers");
+    let mut streams_watched: Vec<&str> = triggers
+        .iter()
+        .filter_map(|t| str_at(t, "/metadata/stream"))
+        .collect();
+    streams_watched.sort_unstable();
+    let mut want: Vec<&str> = streams.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(
+        streams_watched,
+        want,
+        "{origin}: one trigger per partition's stream (queue.namespace {}, queue.partitions {})",
+        worker.process.namespace(),
+        worker.process.partitions()
+    );
+    if triggers.len() > 1 {
+        // Several triggers: the HPA would follow the largest alone; the formula adds them up.
+        let names: Vec<&str> = triggers
+            .iter()
+            .map(|t| str_at(t, "/name").unwrap_or_else(|| panic!("{origin}: every trigger named")))
+            .collect();
+        let formula = str_at(scaled, "/spec/advanced/scalingModifiers/formula")
+            .unwrap_or_else(|| panic!("{origin}: scalingModifiers.formula sums the partitions"));
+        let mut terms: Vec<&str> = formula.split('+').map(str::trim).collect();
+        terms.sort_unstable();
+        let mut names_sorted = names.clone();
+        names_sorted.sort_unstable();
+        assert_eq!(
+            terms, names_sorted,
+            "{origin}: the formula is the sum of every trigger"
+        );
+        assert!(
+            str_at(scaled, "/spec/advanced/scalingModifiers/target")
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0)),
+            "{origin}: a scalingModifiers target (a quoted number)"
+        );
+    }
     for trigger in triggers {
         let kind = str_at(trigger, "/type").unwrap_or("");
         assert!(
@@ -1364,12 +1433,6 @@ fn keda_scales_the_worker_deployment_on_its_stream() {
             "{origin}: a redis streams trigger, not {kind}"
         );
         let meta = trigger.get("metadata").unwrap();
-        assert_eq!(
-            str_at(meta, "/stream"),
-            Some(stream.as_str()),
-            "{origin}: the workers' stream (queue.namespace {})",
-            worker.process.namespace()
-        );
         assert_eq!(
             str_at(meta, "/consumerGroup"),
             Some(CONSUMER_GROUP),

@@ -188,6 +188,7 @@ pub async fn queue_engine(settings: &Settings) -> Result<Arc<dyn Engine>, AppErr
     config.visibility_timeout = settings.queue.visibility_timeout;
     config.dead_retention = settings.queue.dead_retention;
     config.max_attempts = settings.worker.max_attempts;
+    config.partitions = settings.queue.partitions;
     engine_on(settings, config).await
 }
 
@@ -200,6 +201,7 @@ pub async fn webhook_engine(settings: &Settings) -> Result<Arc<dyn Engine>, AppE
     config.visibility_timeout = settings.queue.visibility_timeout;
     config.dead_retention = settings.queue.dead_retention;
     config.max_attempts = 25;
+    config.partitions = settings.queue.partitions;
     engine_on(settings, config).await
 }
 

@@ -206,6 +206,11 @@ impl ScratchDb {
         Ok(db)
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub async fn drop_now(self) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
             let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::common::{CpuSplit, percentile, production_logs, progress, round2};
 use crate::http::{Connection, get, post_json};
 use crate::pipeline::system_options;
+use crate::statements::Ran;
 use crate::system::{Shape, System, job_body};
 use crate::{Options, report};
 
@@ -32,7 +33,11 @@ struct Load {
     p50_ms: f64,
     p99_ms: f64,
     requests: usize,
+    /// Every request answered, warm-up included.
+    answered: usize,
     cores: CpuSplit,
+    /// PostgreSQL statements of every request answered (when counted).
+    statements: Option<Ran>,
 }
 
 /// Sends `requests` (round-robin per connection) on `connections`
@@ -51,8 +56,10 @@ async fn load(
     let start = Instant::now();
     let (from, to) = (start + warmup, start + warmup + window);
     let mut tasks = Vec::new();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for c in 0..connections {
         let requests = Arc::clone(&requests);
+        let answered_count = Arc::clone(&answered);
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(addr).await?;
             let mut latencies = Vec::new();
@@ -70,6 +77,7 @@ async fn load(
                 if sent >= from && answered <= to {
                     latencies.push(answered - sent);
                 }
+                answered_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 i += connections;
             }
         }));
@@ -89,7 +97,9 @@ async fn load(
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         requests: latencies.len(),
+        answered: answered.load(std::sync::atomic::Ordering::Relaxed),
         cores,
+        statements: None,
     })
 }
 
@@ -111,7 +121,17 @@ async fn post_jobs(
             .map(|u| post_json(system.api, "/v1/jobs", &system.token, &job_body(*u)))
             .collect(),
     );
-    let jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
+    let counted = match (&options.statements, system.database_name()) {
+        (Some(statements), Some(db)) => {
+            statements.reset().await?;
+            Some((statements, db.to_owned()))
+        }
+        _ => None,
+    };
+    let mut jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
+    if let (Ok(load), Some((statements, db))) = (&mut jobs, counted) {
+        load.statements = Some(statements.ran(&db).await?);
+    }
     let jobs = match jobs {
         Ok(jobs) => check_stored(&system).await.map(|()| jobs),
         Err(e) => Err(e),
@@ -166,8 +186,20 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         unlimited.rate,
         unlimited.p99_ms,
     ));
+    let statements = jobs
+        .statements
+        .as_ref()
+        .map(|r| round2(r.per(jobs.answered)));
+    if let Some(ran) = &jobs.statements {
+        progress(&format!(
+            "enqueue: {:.2} PostgreSQL statements per POST /v1/jobs; the most frequent, per request:\n            {}",
+            ran.per(jobs.answered),
+            ran.top_human(jobs.answered)
+        ));
+    }
     let result = json!({
         "name": "enqueue",
+        "statements_per_request": statements,
         "value": jobs.rate.round(),
         "unit": "requests/s",
         "p50_ms": round2(jobs.p50_ms),
@@ -196,6 +228,9 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         jobs.rate / health.rate,
         unlimited.rate,
         unlimited.p99_ms,
+    ) + &format!(
+        "\n          PostgreSQL statements per request (pg_stat_statements, every connection): {}",
+        statements.map_or_else(|| "not counted".to_owned(), |n| format!("{n:.2}"))
     );
     report(options, &result, &human);
     Ok(())

@@ -12,6 +12,7 @@ mod limiter;
 mod pipeline;
 mod poll_cpu;
 mod queue;
+mod statements;
 mod system;
 mod webhooks;
 
@@ -40,6 +41,10 @@ struct Cli {
     /// table to stderr (the plans of docs/dashboard.md).
     #[arg(long, global = true)]
     explain: bool,
+    /// `queue`: the partition count measured beside one partition, on the one Redis and on a
+    /// Redis Cluster started for the run.
+    #[arg(long, global = true, default_value_t = 4)]
+    partitions: usize,
     /// The `byok` binary `inflight` runs as its worker process (default:
     /// `byok` beside this program, i.e. target/production/byok).
     #[arg(long, global = true)]
@@ -88,6 +93,39 @@ pub struct Options {
     pub database_url: String,
     pub byok_bin: Option<PathBuf>,
     pub explain: bool,
+    pub partitions: usize,
+    /// The server's statement counters, when it has them.
+    pub statements: Option<statements::Statements>,
+}
+
+/// A PostgreSQL server of the benchmark's own (stopped when it ends), preloading
+/// `pg_stat_statements` so that statements per job can be counted; durability as a
+/// production server has it (`fsync` on). Without the server binaries: the one on
+/// 127.0.0.1:5432.
+async fn own_postgres() -> String {
+    let started = tokio::task::spawn_blocking(|| {
+        byok_testing::spawn_postgres(&[
+            "shared_preload_libraries=pg_stat_statements",
+            "pg_stat_statements.track=all",
+            "max_connections=300",
+        ])
+    })
+    .await;
+    match started {
+        Ok(Ok(url)) => url,
+        Ok(Err(why)) => {
+            common::progress(&format!(
+                "cannot start a PostgreSQL server of the benchmark's own ({why}): using 127.0.0.1:5432"
+            ));
+            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+        }
+        Err(e) => {
+            common::progress(&format!(
+                "cannot start a PostgreSQL server ({e}): using 127.0.0.1:5432"
+            ));
+            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+        }
+    }
 }
 
 #[tokio::main]
@@ -100,17 +138,28 @@ async fn main() -> anyhow::Result<()> {
             .redis
             .or_else(|| std::env::var("REDIS_URL").ok())
             .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
-        database_url: cli
-            .database
-            .or_else(|| {
-                std::env::var("DATABASE_URL")
-                    .ok()
-                    .filter(|u| u.starts_with("postgres"))
-            })
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        database_url: match cli.database.or_else(|| {
+            std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| u.starts_with("postgres"))
+        }) {
+            Some(url) => url,
+            None => own_postgres().await,
+        },
         byok_bin: cli.byok_bin,
         explain: cli.explain,
+        partitions: cli.partitions,
+        statements: None,
     };
+    let options = Options {
+        statements: statements::Statements::on(&options.database_url).await,
+        ..options
+    };
+    if options.statements.is_none() {
+        common::progress(
+            "PostgreSQL statements per job are not counted: the server does not preload pg_stat_statements",
+        );
+    }
     common::init_logs();
     let all = cli.command == Command::All;
     let started = std::time::Instant::now();

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::common::{CpuSplit, production_logs, progress, round2};
 use crate::http::{Connection, post_json};
+use crate::statements::Ran;
 use crate::system::{Shape, System, SystemOptions, job_body};
 use crate::{Options, report};
 
@@ -42,6 +43,8 @@ struct Run {
     cores: CpuSplit,
     submits: u64,
     polls: u64,
+    /// PostgreSQL statements of the timed jobs (distributed shape, when counted).
+    statements: Option<Ran>,
 }
 
 pub fn system_options(shape: Shape) -> SystemOptions {
@@ -183,6 +186,13 @@ async fn measure(
     enqueue(&system, warmup, CONNECTIONS).await?;
     wait_all_final(&system, Duration::from_secs(120)).await?;
     let stats_before = system.sim.stats().await.runway.totals;
+    let counted = match (&options.statements, system.database_name()) {
+        (Some(statements), Some(db)) => {
+            statements.reset().await?;
+            Some((statements, db.to_owned()))
+        }
+        _ => None,
+    };
 
     let cpu_before = CpuSplit::read();
     let started = Instant::now();
@@ -191,6 +201,10 @@ async fn measure(
     wait_all_final(&system, Duration::from_secs(900)).await?;
     let total_s = started.elapsed().as_secs_f64();
     let cores = cpu_before.cores_until(&CpuSplit::read(), total_s);
+    let statements = match counted {
+        Some((statements, db)) => Some(statements.ran(&db).await?),
+        None => None,
+    };
 
     let done = succeeded(&system).await?;
     let stats = system.sim.stats().await.runway.totals;
@@ -213,7 +227,17 @@ async fn measure(
         cores,
         submits: stats.submits - stats_before.submits,
         polls: stats.polls - stats_before.polls,
+        statements,
     };
+    if let Some(ran) = &run.statements {
+        progress(&format!(
+            "pipeline: {}{}: {:.2} PostgreSQL statements per job; the most frequent, per job:\n            {}",
+            shape.name(),
+            if budgets { " with budgets" } else { "" },
+            ran.per(run.jobs),
+            ran.top_human(run.jobs)
+        ));
+    }
     progress(&format!(
         "pipeline: {}{}: {} jobs in {:.2} s = {:.0} jobs/s (enqueued in {:.2} s; {} submits, {} polls; {})",
         shape.name(),
@@ -253,7 +277,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let cpu_us_per_job = |run: &Run| run.cores.total() * run.total_s * 1e6 / run.jobs as f64;
     let budget_cost_us = cpu_us_per_job(&budgeted) - cpu_us_per_job(&distributed);
     let embedded_budget_cost_us = cpu_us_per_job(&embedded_budgeted) - cpu_us_per_job(&embedded);
-    let result = json!({
+    let statements_per_job = |run: &Run| run.statements.as_ref().map(|r| round2(r.per(run.jobs)));
+    let mut result = json!({
         "name": "pipeline",
         "value": distributed.rate.round(),
         "unit": "jobs/s",
@@ -276,7 +301,12 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "budgets_cpu_us_per_job": budget_cost_us.round(),
         "embedded_with_budgets": embedded_budgeted.rate.round(),
         "embedded_budgets_cpu_us_per_job": embedded_budget_cost_us.round(),
+        "statements_per_job": statements_per_job(&distributed),
+        "with_budgets_statements_per_job": statements_per_job(&budgeted),
     });
+    if let Some(ran) = &distributed.statements {
+        result["statements_top"] = ran.top_json(distributed.jobs);
+    }
     let human = format!(
         "pipeline  distributed {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          embedded    {:>7.0} jobs/s ({} jobs in {:.1} s; {})\n          HTTP enqueue on {CONNECTIONS} connections while one worker (concurrency {CONCURRENCY}) runs each job: key, permit, submit, poll, download, succeeded; render time 0, poll interval 0",
         distributed.rate,
@@ -295,6 +325,14 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         embedded_budgeted.rate,
         embedded_budgeted.cores.human(),
         embedded_budget_cost_us,
+    );
+    let statements = |run: &Run| {
+        statements_per_job(run).map_or_else(|| "not counted".to_owned(), |n| format!("{n:.2}"))
+    };
+    let human = format!(
+        "{human}\n          PostgreSQL statements per job (pg_stat_statements, every connection): {} distributed, {} with budgets",
+        statements(&distributed),
+        statements(&budgeted)
     );
     report(options, &result, &human);
     Ok(())

@@ -235,30 +235,34 @@ async fn top_up(
 /// Reads the CPU time used so far by this process and by the Redis server:
 /// per item, a cost that other processes' load on a shared machine barely
 /// moves, unlike the wall-clock rate.
-struct CpuProbe(redis::aio::MultiplexedConnection);
+/// On a cluster, every node's server is read and their CPU added up.
+struct CpuProbe(Vec<redis::aio::MultiplexedConnection>);
 
 impl CpuProbe {
-    async fn new(url: &str) -> anyhow::Result<CpuProbe> {
-        let client = redis::Client::open(url)?;
-        Ok(CpuProbe(client.get_multiplexed_async_connection().await?))
+    async fn new(servers: &[String]) -> anyhow::Result<CpuProbe> {
+        let mut conns = Vec::new();
+        for url in servers {
+            let client = redis::Client::open(url.as_str())?;
+            conns.push(client.get_multiplexed_async_connection().await?);
+        }
+        Ok(CpuProbe(conns))
     }
 
     /// Seconds of CPU (user + system) of Redis and of this process, or
     /// `None` where they cannot be read.
     async fn read(&mut self) -> Option<(f64, f64)> {
-        let info: String = redis::cmd("INFO")
-            .arg("cpu")
-            .query_async(&mut self.0)
-            .await
-            .ok()?;
-        let redis: f64 = info
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("used_cpu_user:")
-                    .or_else(|| l.strip_prefix("used_cpu_sys:"))
-            })
-            .filter_map(|v| v.trim().parse::<f64>().ok())
-            .sum();
+        let mut redis = 0.0;
+        for conn in &mut self.0 {
+            let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok()?;
+            redis += info
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("used_cpu_user:")
+                        .or_else(|| l.strip_prefix("used_cpu_sys:"))
+                })
+                .filter_map(|v| v.trim().parse::<f64>().ok())
+                .sum::<f64>();
+        }
         // Fields 14 and 15 of /proc/self/stat: user and system time of all
         // threads, in clock ticks (USER_HZ, 100 on Linux).
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -334,10 +338,39 @@ fn no_ops(start: usize, n: usize) -> Vec<(String, NoOp)> {
         .collect()
 }
 
-/// Our engine's drain rate at `backlog`.
+/// Where our engine runs: one Redis (`options.redis_url`) or a cluster, and the partitions.
+struct Server<'a> {
+    /// What `queue.url` would say.
+    url: &'a str,
+    /// Every server, for the CPU probe (one, or the cluster's nodes).
+    servers: Vec<String>,
+    /// A cluster: its keys are left to it (it is dropped after the run).
+    cluster: bool,
+    partitions: usize,
+}
+
+impl Server<'_> {
+    fn single(options: &Options) -> Server<'_> {
+        Server {
+            url: &options.redis_url,
+            servers: vec![options.redis_url.clone()],
+            cluster: false,
+            partitions: 1,
+        }
+    }
+}
+
+/// Our engine's drain rate at `backlog` on one Redis, one partition.
 async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Result<Steady> {
+    ours_on(&Server::single(options), backlog, window).await
+}
+
+/// Our engine's drain rate at `backlog` on `server`.
+async fn ours_on(server: &Server<'_>, backlog: usize, window: Window) -> anyhow::Result<Steady> {
     let namespace = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let engine = RedisEngine::connect(&options.redis_url, our_config(&namespace)).await?;
+    let mut config = our_config(&namespace);
+    config.partitions = server.partitions;
+    let engine = RedisEngine::connect(server.url, config).await?;
     let producer = Producer::<NoOp>::new(engine.clone());
     let mut push: Push = Box::new(move |start, n| {
         let producer = producer.clone();
@@ -358,7 +391,7 @@ async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Resu
         .data(Arc::clone(&counter))
         .concurrency(CONCURRENCY)
         .build(count);
-    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let mut probe = CpuProbe::new(&server.servers).await?;
     let (stop, signal) = stop_signal();
     let mut held = Held::default();
     drive(worker.run_until(signal), stop, &counter, async {
@@ -373,7 +406,10 @@ async fn ours(options: &Options, backlog: usize, window: Window) -> anyhow::Resu
         Ok(())
     })
     .await?;
-    delete_matching(&options.redis_url, &format!("{{{namespace}}}*")).await?;
+    if !server.cluster {
+        // `{ns}*` matches every partition's keys (`{ns:1}:…` too).
+        delete_matching(server.url, &format!("{{{namespace}*")).await?;
+    }
     Ok(Steady::new(&counter, held))
 }
 
@@ -462,7 +498,7 @@ async fn apalis_redis(options: &Options, backlog: usize, window: Window) -> anyh
         .data(Arc::clone(&counter))
         .concurrency(CONCURRENCY)
         .build(count);
-    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let mut probe = CpuProbe::new(std::slice::from_ref(&options.redis_url)).await?;
     let (stop, signal) = stop_signal();
     let mut held = Held::default();
     let result = drive(worker.run_until(signal), stop, &counter, async {
@@ -536,7 +572,7 @@ async fn bullmq(options: &Options, backlog: usize, window: Window) -> anyhow::Re
             }
         }
     };
-    let mut probe = CpuProbe::new(&options.redis_url).await?;
+    let mut probe = CpuProbe::new(std::slice::from_ref(&options.redis_url)).await?;
     let worker = Arc::new(
         Worker::with_options(
             "q",
@@ -734,7 +770,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     ));
     let latencies = pickup_latency(options, if options.quick { 50 } else { 200 }).await?;
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    let result = json!({
+    let spread = spread(options, large).await?;
+    let mut result = json!({
         "name": "queue",
         "value": ours_large.round(),
         "unit": "items/s",
@@ -805,6 +842,147 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         window.measured,
         window.warmup,
     );
+    let human = format!("{human}\n{}", spread.human(large));
+    result["partitions"] = spread.json();
     report(options, &result, &human);
     Ok(())
+}
+
+/// `queue.partitions`: our engine at one backlog with one partition beside
+/// `options.partitions`, on the one Redis and on a Redis Cluster started for the run.
+struct Spread {
+    partitions: usize,
+    rounds: usize,
+    /// Rate and CPU µs per item (process + every Redis server): one Redis with 1 and with
+    /// `partitions` partitions, then the cluster with 1 and with `partitions`.
+    figures: [(f64, Option<f64>); 4],
+    /// The cluster could not be started (no `redis-server`): its figures are missing.
+    cluster: bool,
+}
+
+impl Spread {
+    fn json(&self) -> serde_json::Value {
+        let [single_one, single_n, cluster_one, cluster_n] = self.figures;
+        json!({
+            "partitions": self.partitions,
+            "rounds": self.rounds,
+            "one_redis_1": single_one.0.round(),
+            "one_redis_n": single_n.0.round(),
+            "cluster_1": self.cluster.then_some(cluster_one.0.round()),
+            "cluster_n": self.cluster.then_some(cluster_n.0.round()),
+            "cpu_us_one_redis_1": single_one.1,
+            "cpu_us_one_redis_n": single_n.1,
+            "cpu_us_cluster_1": cluster_one.1,
+            "cpu_us_cluster_n": cluster_n.1,
+        })
+    }
+
+    fn human(&self, backlog: usize) -> String {
+        let n = self.partitions;
+        let figure = |(rate, cpu): (f64, Option<f64>)| {
+            format!(
+                "{rate:>7.0} items/s ({} µs CPU/item)",
+                cpu.map_or("?".to_owned(), |us| format!("{us:.1}"))
+            )
+        };
+        let [single_one, single_n, cluster_one, cluster_n] = self.figures;
+        let cluster = if self.cluster {
+            format!(
+                "\n          Redis Cluster (3 primaries + 3 replicas, AOF): 1 partition {}, {n} partitions {}  → {:.2}x",
+                figure(cluster_one),
+                figure(cluster_n),
+                cluster_n.0 / cluster_one.0
+            )
+        } else {
+            "\n          Redis Cluster: not measured (redis-server cannot start one here)"
+                .to_owned()
+        };
+        format!(
+            "partitions at {backlog} backlog, median of {} rounds, interleaved:\n          one Redis: 1 partition {}, {n} partitions {}  → {:.2}x{cluster}",
+            self.rounds,
+            figure(single_one),
+            figure(single_n),
+            single_n.0 / single_one.0,
+        )
+    }
+}
+
+async fn spread(options: &Options, backlog: usize) -> anyhow::Result<Spread> {
+    let (rounds, window) = if options.quick {
+        let window = Window {
+            warmup: 2_000,
+            measured: 10_000,
+            keep: true,
+        };
+        (1, window)
+    } else {
+        let window = Window {
+            warmup: 20_000,
+            measured: 100_000,
+            keep: true,
+        };
+        (3, window)
+    };
+    let partitions = options.partitions;
+    // The cluster's nodes are stopped when it is dropped, at the end of this section.
+    let cluster = tokio::task::spawn_blocking(byok_testing::spawn_redis_cluster).await?;
+    let mut servers = vec![
+        Server::single(options),
+        Server {
+            partitions,
+            ..Server::single(options)
+        },
+    ];
+    if let Some(cluster) = &cluster {
+        let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+        for n in [1, partitions] {
+            servers.push(Server {
+                url: &cluster.url,
+                servers: nodes.clone(),
+                cluster: true,
+                partitions: n,
+            });
+        }
+    }
+    let mut runs: Vec<Vec<Steady>> = vec![Vec::new(); servers.len()];
+    for round in 1..=rounds {
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            runs[i].push(ours_on(&servers[i], backlog, window).await?);
+        }
+        progress(&format!(
+            "queue: partitions round {round}/{rounds}: {}",
+            runs.iter()
+                .zip(&servers)
+                .map(|(r, s)| format!(
+                    "{} {} partition(s) {:.0}",
+                    if s.cluster { "cluster" } else { "one Redis" },
+                    s.partitions,
+                    r.last().map_or(0.0, |s| s.rate)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let figure = |i: usize| -> (f64, Option<f64>) {
+        let Some(r) = runs.get(i) else {
+            return (0.0, None);
+        };
+        let rate = median(r.iter().map(|s| s.rate).collect());
+        let cpu = r
+            .iter()
+            .map(|s| s.cpu_us)
+            .collect::<Option<Vec<f64>>>()
+            .map(median);
+        (rate, cpu)
+    };
+    Ok(Spread {
+        partitions,
+        rounds,
+        figures: [figure(0), figure(1), figure(2), figure(3)],
+        cluster: cluster.is_some(),
+    })
 }

@@ -358,6 +358,11 @@ impl System {
         })
     }
 
+    /// The distributed shape's scratch database's name (`None`: embedded).
+    pub fn database_name(&self) -> Option<&str> {
+        self.db.as_ref().map(ScratchDb::name)
+    }
+
     /// The distributed shape's scratch database (`None`: embedded).
     pub fn database_url(&self) -> Option<&str> {
         self.db.as_ref().map(|db| db.url.as_str())

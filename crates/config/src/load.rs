@@ -25,6 +25,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("queue.namespace", "byok"),
     ("queue.visibility_timeout", "30s"),
     ("queue.dead_retention", "10000"),
+    ("queue.partitions", "1"),
     ("api.listen", "127.0.0.1:8080"),
     ("api.max_body_bytes", "1048576"),
     ("api.max_batch_body_bytes", "16777216"),
@@ -358,6 +359,10 @@ impl Settings {
                 "queue.namespace",
                 "must be 1-64 characters of A-Z a-z 0-9 _ - . :",
             ));
+        }
+
+        if !(1..=64).contains(&self.queue.partitions) {
+            return Err(ConfigError::new("queue.partitions", "must be from 1 to 64"));
         }
 
         positive_duration("queue.visibility_timeout", self.queue.visibility_timeout)?;

@@ -75,6 +75,9 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     /// Dead-letter entries kept.
     pub dead_retention: u64,
+    /// Redis: hash tags the work is spread over (`{ns}`, `{ns:1}`, …), so a Redis Cluster
+    /// spreads it over its shards. 1 to 64; a SQLite queue has one and ignores this.
+    pub partitions: usize,
 }
 
 /// `encryption.*`

@@ -257,6 +257,21 @@ fn bad_values_name_their_setting() {
             "worker.job_timeout",
         ),
         (
+            error(
+                None,
+                &[
+                    ("BYOK__QUEUE__URL", "redis://127.0.0.1:6379"),
+                    ("BYOK__DATABASE__URL", "postgres://127.0.0.1/byok"),
+                    ("BYOK__QUEUE__PARTITIONS", "65"),
+                ],
+            ),
+            "queue.partitions",
+        ),
+        (
+            error(None, &[("BYOK__QUEUE__PARTITIONS", "0")]),
+            "queue.partitions",
+        ),
+        (
             error(None, &[("BYOK__QUEUE__VISIBILITY_TIMEOUT", "0s")]),
             "queue.visibility_timeout",
         ),

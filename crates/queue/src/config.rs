@@ -27,6 +27,9 @@ pub struct QueueConfig {
     pub retry_base: Duration,
     /// Cap of the retry delay.
     pub max_retry_delay: Duration,
+    /// Redis: how many hash tags (partitions) the work is spread over, so a Redis Cluster
+    /// spreads it over its shards (1 to 64; the SQLite engine has one).
+    pub partitions: usize,
 }
 
 impl QueueConfig {
@@ -42,6 +45,7 @@ impl QueueConfig {
             block: Duration::from_secs(1),
             retry_base: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(300),
+            partitions: 1,
         }
     }
 

@@ -111,9 +111,17 @@ fn find_or_start_server() -> Result<String, String> {
     start_private_server()
 }
 
-/// Starts a throwaway cluster. PostgreSQL refuses to run as root, so as root
-/// the cluster runs as the `postgres` user through `runuser`.
+/// Starts a throwaway cluster for tests (durability off: `fsync=off`).
 fn start_private_server() -> Result<String, String> {
+    spawn_postgres(&["fsync=off"])
+}
+
+/// Starts a PostgreSQL server of the caller's own from `initdb` on a free loopback port, with
+/// `settings` as `-c name=value` options, and answers its `postgres://` URL (user `postgres`,
+/// trust authentication). It stops, and its directory is removed, when this process ends.
+/// PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user
+/// through `runuser`.
+pub fn spawn_postgres(settings: &[&str]) -> Result<String, String> {
     let initdb = which("initdb").ok_or("no server on 127.0.0.1:5432 and no initdb on PATH")?;
     let postgres = which("postgres").ok_or("no postgres binary on PATH")?;
     let dir = tempfile::Builder::new()
@@ -155,8 +163,9 @@ fn start_private_server() -> Result<String, String> {
         return Err("initdb failed".into());
     }
     let port = free_port();
+    let options: String = settings.iter().map(|s| format!(" -c {s}")).collect();
     let server = format!(
-        "{prefix}{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "{prefix}{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1{options}",
         postgres.display(),
         data.display(),
         dir.display()

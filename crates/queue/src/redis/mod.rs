@@ -1,27 +1,36 @@
 //! The distributed engine: Redis Streams with one consumer group.
 //!
 //! Enqueue is `XADD` (delayed items wait in a sorted set and are promoted by
-//! a bounded script); fetch is `XREADGROUP … BLOCK` on a connection of the
+//! a bounded script); fetch is `XREADGROUP … BLOCK` on connections of the
 //! consumer's own; acknowledge is `XACK` + `XDEL` in one script, so finished
 //! work leaves nothing behind; a crashed worker's items are taken over with
 //! `XAUTOCLAIM` once idle for the visibility timeout, while live workers
-//! renew the leases of what they hold. See `scripts.rs` for the layout.
+//! renew the leases of what they hold. See `scripts.rs` for the layout and
+//! `partitions.rs` for how `queue.partitions` spreads a namespace over
+//! several hash tags.
 
+mod consumer;
+mod partitions;
+mod replies;
 mod scripts;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use byok_redis::{RedisConn, RedisTarget, Timeouts};
-use redis::Value;
-use redis::streams::StreamReadReply;
-use tokio::sync::Mutex;
-
-use crate::engine::{Consumer, Delivery, Engine, Maintenance, NewItem, Plan, Settlement, plan};
 use byok_core::QueueStats;
+use byok_redis::{RedisConn, RedisTarget, Timeouts};
+use futures::future::try_join_all;
+use redis::Value;
 
+use crate::engine::{Consumer, Engine, NewItem};
 use crate::inspect::{ItemState, ListedItem, WorkerSeen};
 use crate::{QueueConfig, QueueError};
+use consumer::RedisConsumer;
+use partitions::MAX_PARTITIONS;
+use partitions::{Keys, Layout, by_partition, partition_of, split_handle};
+use replies::{array, entries_of, entry_ms, field, int, listed, pairs, string};
 
 /// The consumer group every worker of a namespace joins.
 const GROUP: &str = "workers";
@@ -34,32 +43,18 @@ const CONSUMER_GC_IDLE: Duration = Duration::from_secs(600);
 /// Answer timeout of ordinary commands (scripts over a thousand items take a few ms).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
-struct Keys {
-    jobs: String,
-    delayed: String,
-    dead: String,
-}
-
-impl Keys {
-    fn new(namespace: &str) -> Keys {
-        // `{ns}` is the Redis Cluster hash tag: every key of a namespace hashes
-        // to the same slot, so every script can touch all of them.
-        Keys {
-            jobs: format!("{{{namespace}}}:jobs"),
-            delayed: format!("{{{namespace}}}:delayed"),
-            dead: format!("{{{namespace}}}:dead"),
-        }
-    }
-}
-
 /// A queue in Redis.
 #[derive(Clone)]
 pub struct RedisEngine {
     config: QueueConfig,
     target: RedisTarget,
     conn: RedisConn,
-    keys: Keys,
+    layout: Arc<Layout>,
+    /// How many partitions consumers read: the recorded count or this process's own setting,
+    /// whichever is larger (refreshed by every maintenance pass; shared by every clone).
+    read: Arc<AtomicUsize>,
+    /// Partitions whose consumer group this process has made sure of.
+    grouped: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -67,6 +62,7 @@ impl std::fmt::Debug for RedisEngine {
         // Not the client: its connection info may carry a password.
         f.debug_struct("RedisEngine")
             .field("namespace", &self.config.namespace)
+            .field("partitions", &self.config.partitions)
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +71,17 @@ impl RedisEngine {
     /// Connects to `url`: one server (`redis://…`, `rediss://…`) or a Redis Cluster
     /// (`redis+cluster://h1:p1,h2:p2`; see `byok-redis`). The connection reconnects by
     /// itself, with backoff, whenever it drops; a cluster's follows failovers.
+    ///
+    /// With `config.partitions` above the recorded count, the partitions up to it are made
+    /// ready (groups created, retirement undone) and the count recorded before this returns,
+    /// so every worker reads them before anything is pushed there.
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Arc<RedisEngine>, QueueError> {
+        if !(1..=MAX_PARTITIONS).contains(&config.partitions) {
+            return Err(QueueError::Invalid(format!(
+                "queue.partitions must be from 1 to {MAX_PARTITIONS}, not {}",
+                config.partitions
+            )));
+        }
         let target =
             RedisTarget::parse(url).map_err(|e| QueueError::Invalid(format!("queue.url: {e}")))?;
         let conn = RedisConn::open(
@@ -86,25 +92,113 @@ impl RedisEngine {
             },
         )
         .await?;
-        let keys = Keys::new(&config.namespace);
+        let layout = Arc::new(Layout::new(&config.namespace));
         let engine = RedisEngine {
+            read: Arc::new(AtomicUsize::new(config.partitions)),
+            grouped: Arc::new(AtomicUsize::new(0)),
             config,
             target,
             conn,
-            keys,
+            layout,
         };
-        engine.ensure_group().await?;
+        let mut conn = engine.conn.clone();
+        for partition in 1..engine.config.partitions {
+            let _: i64 = redis::cmd("DEL")
+                .arg(&engine.layout.keys(partition).retired)
+                .query_async(&mut conn)
+                .await?;
+        }
+        let recorded: i64 = scripts::RAISE_PARTITIONS
+            .key(&engine.layout.recorded)
+            .arg(engine.config.partitions)
+            .invoke_async(&mut conn)
+            .await?;
+        engine.read_up_to(clamp_count(recorded)).await?;
         Ok(Arc::new(engine))
     }
 
-    /// Creates the stream and the group if missing (at id 0, so items pushed
+    fn keys(&self, partition: usize) -> &Keys {
+        self.layout.keys(partition)
+    }
+
+    /// How many partitions consumers read now.
+    fn partitions_read(&self) -> usize {
+        self.read.load(Ordering::Acquire).clamp(1, MAX_PARTITIONS)
+    }
+
+    /// Reads `recorded.max(own setting)` partitions from now on, making sure each has its
+    /// consumer group first.
+    async fn read_up_to(&self, recorded: usize) -> Result<(), QueueError> {
+        let count = recorded.max(self.config.partitions).min(MAX_PARTITIONS);
+        let grouped = self.grouped.load(Ordering::Acquire);
+        for partition in grouped..count {
+            self.ensure_group(partition).await?;
+        }
+        self.grouped.fetch_max(count, Ordering::AcqRel);
+        self.read.store(count, Ordering::Release);
+        Ok(())
+    }
+
+    /// Follows the recorded partition count (another process may have raised it) and
+    /// retires the partitions above this process's setting once they are empty. Called by
+    /// every maintenance pass.
+    async fn refresh_partitions(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let own = self.config.partitions;
+        let recorded: Option<i64> = redis::cmd("GET")
+            .arg(&self.layout.recorded)
+            .query_async(&mut conn)
+            .await?;
+        let recorded = match recorded {
+            Some(n) => clamp_count(n),
+            // Lost (a Redis that keeps nothing restarted): record this process's setting again.
+            None if own > 1 => clamp_count(
+                scripts::RAISE_PARTITIONS
+                    .key(&self.layout.recorded)
+                    .arg(own)
+                    .invoke_async(&mut conn)
+                    .await?,
+            ),
+            None => 1,
+        };
+        if recorded > own {
+            let mut all_retired = true;
+            for partition in own..recorded {
+                let keys = self.keys(partition);
+                let retired: i64 = scripts::RETIRE
+                    .key(&keys.jobs)
+                    .key(&keys.delayed)
+                    .key(&keys.dead)
+                    .key(&keys.retired)
+                    .invoke_async(&mut conn)
+                    .await?;
+                all_retired &= retired == 1;
+            }
+            if all_retired {
+                let lowered: i64 = scripts::LOWER_PARTITIONS
+                    .key(&self.layout.recorded)
+                    .arg(recorded)
+                    .arg(own)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if lowered == 1 {
+                    tracing::info!(namespace = %self.config.namespace, from = recorded, to = own, "partitions above queue.partitions are empty and retired");
+                    self.read.store(own, Ordering::Release);
+                    return Ok(());
+                }
+            }
+        }
+        self.read_up_to(recorded).await
+    }
+
+    /// Creates a partition's stream and group if missing (at id 0, so items pushed
     /// before the first worker are seen). Called again after a Redis restart
     /// that lost the group (`NOGROUP`).
-    async fn ensure_group(&self) -> Result<(), QueueError> {
+    async fn ensure_group(&self, partition: usize) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.keys.jobs)
+            .arg(&self.keys(partition).jobs)
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -117,26 +211,21 @@ impl RedisEngine {
         }
     }
 
-    async fn recover_if_group_lost(&self, error: &redis::RedisError) {
+    async fn recover_if_group_lost(&self, partition: usize, error: &redis::RedisError) {
         if error.code() == Some("NOGROUP") {
-            tracing::warn!(namespace = %self.config.namespace, "consumer group missing (Redis lost its data?): recreating it");
-            if let Err(e) = self.ensure_group().await {
+            tracing::warn!(namespace = %self.config.namespace, partition, "consumer group missing (Redis lost its data?): recreating it");
+            if let Err(e) = self.ensure_group(partition).await {
                 tracing::warn!(error = %e, "could not recreate the consumer group");
             }
         }
     }
-}
 
-#[async_trait::async_trait]
-impl Engine for RedisEngine {
-    fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
-    async fn push(&self, items: &[NewItem]) -> Result<(), QueueError> {
+    /// Pushes `items` into one partition. Returns false, adding nothing, when it is retired.
+    async fn push_into(&self, partition: usize, items: &[&NewItem]) -> Result<bool, QueueError> {
+        let keys = self.keys(partition);
         for chunk in items.chunks(PROMOTE_BATCH) {
-            let mut invocation = scripts::PUSH.key(&self.keys.jobs);
-            invocation.key(&self.keys.delayed);
+            let mut invocation = scripts::PUSH.key(&keys.jobs);
+            invocation.key(&keys.delayed).key(&keys.retired);
             for item in chunk {
                 let delay_ms = u64::try_from(item.delay.as_millis()).unwrap_or(u64::MAX);
                 invocation
@@ -145,24 +234,26 @@ impl Engine for RedisEngine {
                     .arg(&item.payload)
                     .arg(delay_ms);
             }
-            let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+            let added: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+            if added < 0 {
+                // Only ever the first chunk: a partition is retired only while empty.
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn consumer(&self, name: &str) -> Result<Arc<dyn Consumer>, QueueError> {
-        Ok(Arc::new(RedisConsumer {
-            name: name.to_owned(),
-            engine: self.clone(),
-            blocking: Mutex::new(None),
-        }))
+    /// The partitions inspection looks at: every one consumers read.
+    fn inspected(&self) -> std::ops::Range<usize> {
+        0..self.partitions_read()
     }
 
-    async fn stats(&self) -> Result<QueueStats, QueueError> {
+    async fn stats_of(&self, partition: usize) -> Result<QueueStats, QueueError> {
+        let keys = self.keys(partition);
         let (xlen, pel, scheduled, dead, age): (u64, u64, u64, u64, i64) = scripts::STATS
-            .key(&self.keys.jobs)
-            .key(&self.keys.delayed)
-            .key(&self.keys.dead)
+            .key(&keys.jobs)
+            .key(&keys.delayed)
+            .key(&keys.dead)
             .arg(GROUP)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -176,13 +267,18 @@ impl Engine for RedisEngine {
         })
     }
 
-    async fn list(&self, state: ItemState, limit: usize) -> Result<Vec<ListedItem>, QueueError> {
+    async fn list_of(
+        &self,
+        partition: usize,
+        state: ItemState,
+        limit: usize,
+    ) -> Result<Vec<ListedItem>, QueueError> {
         let mut conn = self.conn.clone();
-        let limit = limit.clamp(1, 1000);
+        let keys = self.keys(partition);
         Ok(match state {
             ItemState::Pending => {
                 let entries: Value = scripts::LIST_PENDING
-                    .key(&self.keys.jobs)
+                    .key(&keys.jobs)
                     .arg(GROUP)
                     .arg(limit)
                     .invoke_async(&mut conn)
@@ -190,20 +286,14 @@ impl Engine for RedisEngine {
                 entries_of(&entries)
                     .into_iter()
                     .map(|(entry, fields)| {
-                        listed(
-                            ItemState::Pending,
-                            &entry,
-                            &fields,
-                            0,
-                            None,
-                            entry_ms(&entry),
-                        )
+                        let at = entry_ms(&entry);
+                        listed(ItemState::Pending, partition, &entry, &fields, 0, None, at)
                     })
                     .collect()
             }
             ItemState::Running => {
                 let rows: Value = scripts::LIST_RUNNING
-                    .key(&self.keys.jobs)
+                    .key(&keys.jobs)
                     .arg(GROUP)
                     .arg(limit)
                     .invoke_async(&mut conn)
@@ -220,6 +310,7 @@ impl Engine for RedisEngine {
                         let fields = pairs(row.get(4)?);
                         Some(listed(
                             ItemState::Running,
+                            partition,
                             &entry,
                             &fields,
                             deliveries,
@@ -231,7 +322,7 @@ impl Engine for RedisEngine {
             }
             ItemState::Scheduled => {
                 let members: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
-                    .arg(&self.keys.delayed)
+                    .arg(&keys.delayed)
                     .arg(0)
                     .arg(limit - 1)
                     .arg("WITHSCORES")
@@ -261,7 +352,7 @@ impl Engine for RedisEngine {
             }
             ItemState::Dead => {
                 let entries: Value = redis::cmd("XREVRANGE")
-                    .arg(&self.keys.dead)
+                    .arg(&keys.dead)
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -271,25 +362,38 @@ impl Engine for RedisEngine {
                 entries_of(&entries)
                     .into_iter()
                     .map(|(entry, fields)| {
-                        let error = field(&fields, "e");
-                        listed(ItemState::Dead, &entry, &fields, 0, None, entry_ms(&entry))
-                            .with_error(error)
+                        let mut item = listed(
+                            ItemState::Dead,
+                            partition,
+                            &entry,
+                            &fields,
+                            0,
+                            None,
+                            entry_ms(&entry),
+                        );
+                        item.error = field(&fields, "e");
+                        item
                     })
                     .collect()
             }
         })
     }
 
-    async fn retry_dead(&self, refs: Option<&[String]>) -> Result<u64, QueueError> {
+    async fn retry_dead_of(
+        &self,
+        partition: usize,
+        entries: Option<&[&str]>,
+    ) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
+        let keys = self.keys(partition);
         let mut moved = 0u64;
-        match refs {
-            Some(refs) => {
-                for chunk in refs.chunks(500) {
-                    let mut invocation = scripts::RETRY_DEAD.key(&self.keys.dead);
-                    invocation.key(&self.keys.jobs).arg("ids");
-                    for r in chunk {
-                        invocation.arg(r);
+        match entries {
+            Some(entries) => {
+                for chunk in entries.chunks(500) {
+                    let mut invocation = scripts::RETRY_DEAD.key(&keys.dead);
+                    invocation.key(&keys.jobs).arg("ids");
+                    for entry in chunk {
+                        invocation.arg(*entry);
                     }
                     let n: u64 = invocation.invoke_async(&mut conn).await?;
                     moved += n;
@@ -297,8 +401,8 @@ impl Engine for RedisEngine {
             }
             None => loop {
                 let n: u64 = scripts::RETRY_DEAD
-                    .key(&self.keys.dead)
-                    .key(&self.keys.jobs)
+                    .key(&keys.dead)
+                    .key(&keys.jobs)
                     .arg("all")
                     .arg(500)
                     .invoke_async(&mut conn)
@@ -312,8 +416,9 @@ impl Engine for RedisEngine {
         Ok(moved)
     }
 
-    async fn purge(&self, state: ItemState) -> Result<u64, QueueError> {
+    async fn purge_of(&self, partition: usize, state: ItemState) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
+        let keys = self.keys(partition);
         let mut purged = 0u64;
         match state {
             ItemState::Running => {
@@ -323,7 +428,7 @@ impl Engine for RedisEngine {
             }
             ItemState::Pending => loop {
                 let n: u64 = scripts::PURGE_PENDING
-                    .key(&self.keys.jobs)
+                    .key(&keys.jobs)
                     .arg(GROUP)
                     .arg(1000)
                     .invoke_async(&mut conn)
@@ -336,7 +441,7 @@ impl Engine for RedisEngine {
             ItemState::Scheduled => loop {
                 // Chunked, so that purging a huge set never blocks Redis.
                 let n: u64 = redis::cmd("ZREMRANGEBYRANK")
-                    .arg(&self.keys.delayed)
+                    .arg(&keys.delayed)
                     .arg(0)
                     .arg(999)
                     .query_async(&mut conn)
@@ -348,15 +453,130 @@ impl Engine for RedisEngine {
             },
             ItemState::Dead => {
                 let n: u64 = redis::cmd("XLEN")
-                    .arg(&self.keys.dead)
+                    .arg(&keys.dead)
                     .query_async(&mut conn)
                     .await?;
                 let _: i64 = redis::cmd("DEL")
-                    .arg(&self.keys.dead)
+                    .arg(&keys.dead)
                     .query_async(&mut conn)
                     .await?;
                 purged = n;
             }
+        }
+        Ok(purged)
+    }
+
+    async fn workers_of(&self, partition: usize) -> Result<Vec<(String, i64, i64)>, QueueError> {
+        Ok(scripts::WORKERS
+            .key(&self.keys(partition).jobs)
+            .arg(GROUP)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+}
+
+/// A partition count read from Redis (untrusted), as a usable one.
+fn clamp_count(recorded: i64) -> usize {
+    usize::try_from(recorded)
+        .unwrap_or(1)
+        .clamp(1, MAX_PARTITIONS)
+}
+
+#[async_trait::async_trait]
+impl Engine for RedisEngine {
+    fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+
+    async fn push(&self, items: &[NewItem]) -> Result<(), QueueError> {
+        let partitions = self.config.partitions;
+        let groups = by_partition(
+            items
+                .iter()
+                .map(|item| (partition_of(&item.id, partitions), item)),
+        );
+        // Partitions live on different shards of a cluster: pushed to concurrently.
+        let refused = try_join_all(groups.iter().map(|(&partition, items)| async move {
+            let added = self.push_into(partition, items).await?;
+            Ok::<_, QueueError>((!added).then_some(items))
+        }))
+        .await?;
+        // A partition retired by workers running with fewer partitions than this process:
+        // its items go to partition 0, which is never retired.
+        for items in refused.into_iter().flatten() {
+            self.push_into(0, items).await?;
+        }
+        Ok(())
+    }
+
+    async fn consumer(&self, name: &str) -> Result<Arc<dyn Consumer>, QueueError> {
+        Ok(Arc::new(RedisConsumer::new(name, self.clone())))
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let all = try_join_all(self.inspected().map(|p| self.stats_of(p))).await?;
+        let mut total = QueueStats {
+            name: self.config.namespace.clone(),
+            pending: 0,
+            scheduled: 0,
+            running: 0,
+            dead: 0,
+            oldest_pending_seconds: 0,
+        };
+        for s in all {
+            total.pending += s.pending;
+            total.scheduled += s.scheduled;
+            total.running += s.running;
+            total.dead += s.dead;
+            total.oldest_pending_seconds =
+                total.oldest_pending_seconds.max(s.oldest_pending_seconds);
+        }
+        Ok(total)
+    }
+
+    async fn list(&self, state: ItemState, limit: usize) -> Result<Vec<ListedItem>, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let all = try_join_all(self.inspected().map(|p| self.list_of(p, state, limit))).await?;
+        let mut items: Vec<ListedItem> = all.into_iter().flatten().collect();
+        // Oldest first (dead: newest first), whatever partition holds them.
+        match state {
+            ItemState::Dead => items.sort_by_key(|i| std::cmp::Reverse(i.at_ms)),
+            _ => items.sort_by_key(|i| i.at_ms),
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    async fn retry_dead(&self, refs: Option<&[String]>) -> Result<u64, QueueError> {
+        let mut moved = 0;
+        match refs {
+            Some(refs) => {
+                let mut split = Vec::with_capacity(refs.len());
+                for reference in refs {
+                    split.push(split_handle(reference).ok_or_else(|| {
+                        QueueError::Invalid(format!(
+                            "{reference:?} is not a reference to a dead item of this queue"
+                        ))
+                    })?);
+                }
+                let groups = by_partition(split);
+                for (partition, entries) in groups {
+                    moved += self.retry_dead_of(partition, Some(&entries)).await?;
+                }
+            }
+            None => {
+                for partition in self.inspected() {
+                    moved += self.retry_dead_of(partition, None).await?;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn purge(&self, state: ItemState) -> Result<u64, QueueError> {
+        let mut purged = 0;
+        for partition in self.inspected() {
+            purged += self.purge_of(partition, state).await?;
         }
         Ok(purged)
     }
@@ -369,275 +589,25 @@ impl Engine for RedisEngine {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerSeen>, QueueError> {
-        let consumers: Vec<(String, i64, i64)> = scripts::WORKERS
-            .key(&self.keys.jobs)
-            .arg(GROUP)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        let mut workers: Vec<WorkerSeen> = consumers
-            .into_iter()
-            .map(|(name, pending, idle)| WorkerSeen {
+        let all = try_join_all(self.inspected().map(|p| self.workers_of(p))).await?;
+        // A worker is one consumer in every partition's group: what it holds adds up, and
+        // it was last seen when it last read any of them.
+        let mut seen: BTreeMap<String, WorkerSeen> = BTreeMap::new();
+        for (name, pending, idle) in all.into_iter().flatten() {
+            let running = u64::try_from(pending).unwrap_or(0);
+            let idle_ms = u64::try_from(idle).unwrap_or(0);
+            let worker = seen.entry(name.clone()).or_insert(WorkerSeen {
                 name,
-                running: u64::try_from(pending).unwrap_or(0),
-                idle_ms: u64::try_from(idle).unwrap_or(0),
-            })
-            .collect();
+                running: 0,
+                idle_ms,
+            });
+            worker.running += running;
+            worker.idle_ms = worker.idle_ms.min(idle_ms);
+        }
+        let mut workers: Vec<WorkerSeen> = seen.into_values().collect();
         workers.sort_by_key(|w| w.idle_ms);
         Ok(workers)
     }
-}
-
-/// One worker process's consumer.
-struct RedisConsumer {
-    name: String,
-    engine: RedisEngine,
-    /// The connection blocking reads run on. A blocking `XREADGROUP` on the
-    /// shared connection would hold up every other command behind it (and
-    /// trip its response timeout), so each consumer reads on its own.
-    blocking: Mutex<Option<RedisConn>>,
-}
-
-impl std::fmt::Debug for RedisConsumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConsumer")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConsumer {
-    /// One promotion call: moves at most [`PROMOTE_BATCH`] due delayed items
-    /// to the stream. Returns how many moved and when the next delayed item
-    /// falls due.
-    async fn promote_once(
-        &self,
-        conn: &mut RedisConn,
-    ) -> Result<(usize, Option<Duration>), QueueError> {
-        let (moved, wait): (usize, i64) = scripts::PROMOTE
-            .key(&self.keys().delayed)
-            .key(&self.keys().jobs)
-            .arg(PROMOTE_BATCH)
-            .invoke_async(conn)
-            .await?;
-        Ok((moved, u64::try_from(wait).ok().map(Duration::from_millis)))
-    }
-
-    /// A maintenance pass's promotion: calls until fewer than a batch moved,
-    /// at most [`PROMOTE_CALLS`] of them; a larger due backlog is left for
-    /// the next pass. Returns when the next delayed item falls due.
-    async fn promote(&self, conn: &mut RedisConn) -> Result<Option<Duration>, QueueError> {
-        let mut next_due = None;
-        for _ in 0..PROMOTE_CALLS {
-            let (moved, wait) = self.promote_once(conn).await?;
-            next_due = wait;
-            if moved < PROMOTE_BATCH {
-                break;
-            }
-        }
-        Ok(next_due)
-    }
-
-    fn keys(&self) -> &Keys {
-        &self.engine.keys
-    }
-
-    fn conn(&self) -> RedisConn {
-        self.engine.conn.clone()
-    }
-
-    async fn blocking_connection(&self) -> Result<RedisConn, QueueError> {
-        let mut slot = self.blocking.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        // Its own connection (on a cluster, its own connections to each node): the answer
-        // to a blocking read may take the whole block time.
-        let conn = RedisConn::open(
-            &self.engine.target,
-            Timeouts {
-                connect: Duration::from_secs(5),
-                response: self.engine.config.block + Duration::from_secs(5),
-            },
-        )
-        .await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-}
-
-#[async_trait::async_trait]
-impl Consumer for RedisConsumer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn fetch(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
-        let mut conn = self.blocking_connection().await?;
-        let block_ms = u64::try_from(self.engine.config.block.as_millis()).unwrap_or(1000);
-        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(max.max(1))
-            .arg("BLOCK")
-            .arg(block_ms)
-            .arg("STREAMS")
-            .arg(&self.keys().jobs)
-            .arg(">")
-            .query_async(&mut conn)
-            .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => {
-                // A broken connection is replaced on the next fetch.
-                *self.blocking.lock().await = None;
-                self.engine.recover_if_group_lost(&e).await;
-                return Err(e.into());
-            }
-        };
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                let text = |name: &str| match entry.map.get(name) {
-                    Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                    Some(Value::SimpleString(s)) => Some(s.clone()),
-                    Some(Value::Int(i)) => Some(i.to_string()),
-                    _ => None,
-                };
-                out.push(Delivery {
-                    // A malformed entry comes out with an empty id; the
-                    // backend dead-letters it rather than failing the worker.
-                    item_id: text("i").unwrap_or_default(),
-                    payload: text("p").unwrap_or_default(),
-                    attempts: text("a").and_then(|a| a.parse().ok()).unwrap_or(0),
-                    deliveries: 1,
-                    handle: entry.id,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    async fn settle(&self, batch: &[(Delivery, Settlement)]) -> Result<(), QueueError> {
-        let config = &self.engine.config;
-        for chunk in batch.chunks(500) {
-            let mut invocation = scripts::SETTLE.key(&self.keys().jobs);
-            invocation
-                .key(&self.keys().delayed)
-                .key(&self.keys().dead)
-                .arg(GROUP)
-                .arg(config.dead_retention)
-                .arg(&self.name);
-            for (delivery, settlement) in chunk {
-                let (kind, attempts, extra) = match plan(config, delivery, settlement) {
-                    Plan::Done => ("a", delivery.attempts, String::new()),
-                    Plan::Again { attempts, after } => ("s", attempts, millis(after)),
-                    Plan::Dead { attempts, error } => ("d", attempts, error),
-                };
-                invocation
-                    .arg(kind)
-                    .arg(&delivery.handle)
-                    .arg(&delivery.item_id)
-                    .arg(attempts)
-                    .arg(&delivery.payload)
-                    .arg(extra);
-            }
-            let result: Result<i64, redis::RedisError> =
-                invocation.invoke_async(&mut self.conn()).await;
-            if let Err(e) = result {
-                self.engine.recover_if_group_lost(&e).await;
-                return Err(e.into());
-            }
-        }
-        Ok(())
-    }
-
-    async fn extend(&self, held: &[Delivery]) -> Result<(), QueueError> {
-        for chunk in held.chunks(500) {
-            let mut invocation = scripts::EXTEND.key(&self.keys().jobs);
-            invocation.arg(GROUP).arg(&self.name);
-            for d in chunk {
-                invocation.arg(&d.handle);
-            }
-            let lost: Vec<String> = invocation.invoke_async(&mut self.conn()).await?;
-            if !lost.is_empty() {
-                tracing::warn!(consumer = %self.name, entries = ?lost, "leases lost: another worker took these items after a stall");
-            }
-        }
-        Ok(())
-    }
-
-    async fn maintain(&self) -> Result<Maintenance, QueueError> {
-        let config = &self.engine.config;
-        let mut conn = self.conn();
-        let next_due = self.promote(&mut conn).await?;
-        let min_idle = u64::try_from(config.visibility_timeout.as_millis()).unwrap_or(u64::MAX);
-        let claimed: Value = scripts::RECLAIM
-            .key(&self.keys().jobs)
-            .key(&self.keys().dead)
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg(min_idle)
-            .arg(config.prefetch.max(1))
-            .arg(config.max_attempts)
-            .arg(config.dead_retention)
-            .invoke_async(&mut conn)
-            .await?;
-        let reclaimed: Vec<Delivery> = array(&claimed)
-            .iter()
-            .filter_map(|row| {
-                let row = array(row);
-                Some(Delivery {
-                    handle: string(row.first()?),
-                    deliveries: int(row.get(1)?) as u32,
-                    item_id: string(row.get(2)?),
-                    attempts: int(row.get(3)?) as u32,
-                    payload: string(row.get(4)?),
-                })
-            })
-            .collect();
-        if !reclaimed.is_empty() {
-            tracing::warn!(consumer = %self.name, count = reclaimed.len(), "took over items whose worker stopped renewing them");
-        }
-        Ok(Maintenance {
-            reclaimed,
-            next_due,
-        })
-    }
-
-    async fn release(&self, unstarted: &[Delivery]) -> Result<(), QueueError> {
-        for chunk in unstarted.chunks(500) {
-            let mut invocation = scripts::RELEASE.key(&self.keys().jobs);
-            invocation.arg(GROUP).arg(&self.name);
-            for d in chunk {
-                // Handing back is not an attempt: crashed deliveries before it were.
-                let attempts = d.attempts.saturating_add(d.deliveries.saturating_sub(1));
-                invocation
-                    .arg(&d.handle)
-                    .arg(&d.item_id)
-                    .arg(attempts)
-                    .arg(&d.payload);
-            }
-            let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
-        }
-        Ok(())
-    }
-
-    async fn close(&self) -> Result<(), QueueError> {
-        let _: i64 = scripts::LEAVE
-            .key(&self.keys().jobs)
-            .arg(GROUP)
-            .arg(&self.name)
-            .arg(u64::try_from(CONSUMER_GC_IDLE.as_millis()).unwrap_or(u64::MAX))
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(())
-    }
-}
-
-fn millis(d: Duration) -> String {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string()
 }
 
 async fn server_ms(conn: &mut RedisConn) -> Result<u64, QueueError> {
@@ -645,93 +615,8 @@ async fn server_ms(conn: &mut RedisConn) -> Result<u64, QueueError> {
     Ok(secs * 1000 + micros / 1000)
 }
 
-// --- Reading script replies -------------------------------------------------
-
-fn array(v: &Value) -> &[Value] {
-    match v {
-        Value::Array(items) | Value::Set(items) => items,
-        _ => &[],
-    }
-}
-
-fn string(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(i) => *i,
-        other => string(other).parse().unwrap_or(0),
-    }
-}
-
-/// A flat `[name, value, …]` array as pairs.
-fn pairs(v: &Value) -> Vec<(String, String)> {
-    array(v)
-        .chunks(2)
-        .filter(|c| c.len() == 2)
-        .map(|c| (string(&c[0]), string(&c[1])))
-        .collect()
-}
-
-fn field(fields: &[(String, String)], name: &str) -> Option<String> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-}
-
-/// `XRANGE`-style `[[id, [f, v, …]], …]`.
-fn entries_of(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
-    array(v)
-        .iter()
-        .filter_map(|e| {
-            let e = array(e);
-            Some((string(e.first()?), pairs(e.get(1)?)))
-        })
-        .collect()
-}
-
-/// The millisecond time in a stream entry id (`<ms>-<seq>`).
-fn entry_ms(entry: &str) -> u64 {
-    entry
-        .split('-')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(0)
-}
-
-fn listed(
-    state: ItemState,
-    entry: &str,
-    fields: &[(String, String)],
-    deliveries: u32,
-    consumer: Option<String>,
-    at_ms: u64,
-) -> ListedItem {
-    ListedItem {
-        reference: entry.to_owned(),
-        item_id: field(fields, "i").unwrap_or_default(),
-        state,
-        attempts: field(fields, "a").and_then(|a| a.parse().ok()).unwrap_or(0),
-        deliveries,
-        consumer,
-        at_ms,
-        error: None,
-        payload: field(fields, "p").unwrap_or_default(),
-    }
-}
-
-impl ListedItem {
-    fn with_error(mut self, error: Option<String>) -> ListedItem {
-        self.error = error;
-        self
-    }
+fn millis(d: Duration) -> String {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string()
 }
 
 #[cfg(test)]
@@ -745,21 +630,17 @@ mod tests {
         let engine = RedisEngine::connect(&redis.url, QueueConfig::new(&redis.namespace))
             .await
             .expect("connect to redis");
-        let consumer = RedisConsumer {
-            name: "promoter".to_owned(),
-            engine: (*engine).clone(),
-            blocking: Mutex::new(None),
-        };
+        let consumer = RedisConsumer::new("promoter", (*engine).clone());
         Some((redis, consumer))
     }
 
     /// Writes `n` delayed items straight into the sorted set, all due long
     /// ago (scores 0..n ms after the epoch, so their order is known).
     async fn due_long_ago(consumer: &RedisConsumer, n: usize) {
-        let mut conn = consumer.conn();
+        let mut conn = consumer.test_conn();
         for start in (0..n).step_by(5000) {
             let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&consumer.keys().delayed);
+            zadd.arg(&consumer.engine_keys().delayed);
             for i in start..n.min(start + 5000) {
                 zadd.arg(i).arg(format!("0\ndue-{i}\n{{}}"));
             }
@@ -768,14 +649,14 @@ mod tests {
     }
 
     async fn lengths(consumer: &RedisConsumer) -> (u64, u64) {
-        let mut conn = consumer.conn();
+        let mut conn = consumer.test_conn();
         let jobs: u64 = redis::cmd("XLEN")
-            .arg(&consumer.keys().jobs)
+            .arg(&consumer.engine_keys().jobs)
             .query_async(&mut conn)
             .await
             .unwrap();
         let delayed: u64 = redis::cmd("ZCARD")
-            .arg(&consumer.keys().delayed)
+            .arg(&consumer.engine_keys().delayed)
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -790,7 +671,7 @@ mod tests {
         due_long_ago(&consumer, 2_500).await;
         // And one that is not due for an hour: it stays.
         consumer
-            .engine
+            .engine()
             .push(&[NewItem {
                 delay: Duration::from_secs(3600),
                 ..NewItem::now("later", "{}")
@@ -798,10 +679,10 @@ mod tests {
             .await
             .unwrap();
 
-        let mut conn = consumer.conn();
+        let mut conn = consumer.test_conn();
         let mut moved = Vec::new();
         loop {
-            let (n, next_due) = consumer.promote_once(&mut conn).await.unwrap();
+            let (n, next_due) = consumer.promote_once(0, &mut conn).await.unwrap();
             moved.push(n);
             let next_due = next_due.expect("the later item is waiting");
             if n == PROMOTE_BATCH {
@@ -825,7 +706,7 @@ mod tests {
 
         // Promoted in due order, as stream entries the workers read.
         let first: Value = redis::cmd("XRANGE")
-            .arg(&consumer.keys().jobs)
+            .arg(&consumer.engine_keys().jobs)
             .arg("-")
             .arg("+")
             .arg("COUNT")
@@ -837,7 +718,7 @@ mod tests {
         assert_eq!(field(&fields, "i").as_deref(), Some("due-0"));
         assert_eq!(field(&fields, "a").as_deref(), Some("0"));
         assert_eq!(field(&fields, "p").as_deref(), Some("{}"));
-        let stats = consumer.engine.stats().await.unwrap();
+        let stats = consumer.engine().stats().await.unwrap();
         assert_eq!((stats.pending, stats.scheduled), (2_500, 1));
     }
 

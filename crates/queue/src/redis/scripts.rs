@@ -10,6 +10,10 @@
 //! - `{ns}:dead`    stream capped near `queue.dead_retention`; fields `i`,
 //!   `a`, `p`, `e` (last error), `r` (reason).
 //!
+//! With `queue.partitions` above 1, partition `i > 0` has the same keys under
+//! `{ns:i}`, plus `{ns:i}:retired` once retired; `{ns}:partitions` records the
+//! partition count (`partitions.rs`).
+//!
 //! Times come from the Redis server's clock (`TIME`), so the clocks of the
 //! worker hosts never matter.
 
@@ -49,11 +53,13 @@ fn script(body: &str) -> Script {
 }
 
 /// Enqueues items: due ones with `XADD`, delayed ones into the sorted set at
-/// the server's now + delay. KEYS: jobs, delayed. ARGV: groups of four
-/// (id, attempts, payload, delay_ms).
+/// the server's now + delay. KEYS: jobs, delayed, retired. ARGV: groups of four
+/// (id, attempts, payload, delay_ms). Returns how many were added, or -1 (and adds
+/// nothing) when the partition is retired (`partitions.rs`).
 pub(crate) static PUSH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local now = nil
 for i = 1, #ARGV, 4 do
   local id, attempts, payload, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -371,6 +377,56 @@ end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', tonumber(ARGV[2]))
 for _, e in ipairs(entries) do redis.call('XDEL', KEYS[1], e[1]) end
 return #entries
+"#,
+    )
+});
+
+/// Records a partition count: the larger of the recorded one and ARGV[1]. A count of 1 is
+/// never written (no record means one partition). KEYS: recorded. Returns the count now.
+pub(crate) static RAISE_PARTITIONS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local recorded = tonumber(redis.call('GET', KEYS[1]) or '1') or 1
+local asked = tonumber(ARGV[1])
+if asked > recorded then
+  redis.call('SET', KEYS[1], asked)
+  return asked
+end
+return recorded
+"#,
+    )
+});
+
+/// Retires a partition if it holds nothing: no entry in its stream (undelivered or held by a
+/// worker), nothing delayed, nothing dead. From then on PUSH refuses it. KEYS: jobs, delayed,
+/// dead, retired. Returns 1 when the partition is retired (now or before), 0 when it is not
+/// empty yet.
+pub(crate) static RETIRE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
+if redis.call('XLEN', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) == 0 and redis.call('XLEN', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[4], '1')
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Lowers the recorded partition count from ARGV[1] to ARGV[2], only if it still is ARGV[1]
+/// (a process that raised it meanwhile wins). KEYS: recorded. Returns 1 if lowered.
+pub(crate) static LOWER_PARTITIONS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local recorded = tonumber(redis.call('GET', KEYS[1]) or '1') or 1
+if recorded ~= tonumber(ARGV[1]) then return 0 end
+if tonumber(ARGV[2]) <= 1 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
 "#,
     )
 });

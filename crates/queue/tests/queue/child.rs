@@ -15,7 +15,7 @@ use apalis::prelude::*;
 use byok_queue::{Delivery, QueueBackend};
 use byok_testing::ChildGuard;
 
-use crate::harness::{Item, TestQueue, config, engine_from_spec};
+use crate::harness::{Item, TestQueue, engine_from_spec, spec_config};
 
 /// How a child's handler behaves.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +95,7 @@ async fn worker_process() {
     ) else {
         return;
     };
-    let engine = engine_from_spec(&spec, config(&namespace)).await;
+    let engine = engine_from_spec(&spec, spec_config(&spec, &namespace)).await;
     let worker = WorkerBuilder::new(format!("child-{}", std::process::id()))
         .backend(QueueBackend::<Item>::new(engine))
         .data((PathBuf::from(runs), mode))

@@ -176,11 +176,13 @@ pub async fn redis_engine(url: &str, config: QueueConfig) -> Arc<dyn Engine> {
         .expect("connect to redis")
 }
 
-/// Opens the engine an engine spec names: `redis:<redis url>` or
-/// `sqlite:<sqlite url>` (what child worker processes receive).
+/// Opens the engine an engine spec names: `redis:<redis url>`, `redis/<partitions>:<redis
+/// url>` or `sqlite:<sqlite url>` (what child worker processes receive), with `config`
+/// as given ([`spec_config`] reads the partitions a spec names).
 pub async fn engine_from_spec(spec: &str, config: QueueConfig) -> Arc<dyn Engine> {
     match spec.split_once(':') {
         Some(("redis", url)) => redis_engine(url, config).await,
+        Some((redis, url)) if redis.starts_with("redis/") => redis_engine(url, config).await,
         Some(("sqlite", url)) => SqliteEngine::connect(url, config)
             .await
             .expect("open the sqlite queue"),
@@ -188,11 +190,24 @@ pub async fn engine_from_spec(spec: &str, config: QueueConfig) -> Arc<dyn Engine
     }
 }
 
+/// The test config for `namespace` on the engine `spec` names, with the partitions it names.
+pub fn spec_config(spec: &str, namespace: &str) -> QueueConfig {
+    let mut config = config(namespace);
+    if let Some(partitions) = spec
+        .split_once(':')
+        .and_then(|(kind, _)| kind.strip_prefix("redis/"))
+    {
+        config.partitions = partitions.parse().expect("a partition count");
+    }
+    config
+}
+
 /// The engine a [`TestQueue`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Redis,
-    /// A Redis Cluster of three primaries and three replicas (`redis+cluster://…`).
+    /// A Redis Cluster of three primaries and three replicas (`redis+cluster://…`), the
+    /// queue spread over [`CLUSTER_PARTITIONS`] partitions.
     Cluster,
     Sqlite,
 }
@@ -212,9 +227,9 @@ pub struct TestQueue {
 }
 
 impl TestQueue {
-    /// The test config for this queue's namespace.
+    /// The test config for this queue's namespace (and its partitions).
     pub fn config(&self) -> QueueConfig {
-        config(&self.namespace)
+        spec_config(&self.spec, &self.namespace)
     }
 
     pub async fn engine(&self, config: QueueConfig) -> Arc<dyn Engine> {
@@ -275,13 +290,17 @@ pub async fn redis_queue() -> Option<TestQueue> {
     })
 }
 
+/// The partitions of a queue on the test cluster: more than its three shards, so the suite
+/// runs every behaviour across partitions, and some shard serves two.
+pub const CLUSTER_PARTITIONS: usize = 4;
+
 /// A namespace of its own on the test process's Redis Cluster, or `None` (after a SKIPPED
 /// line) when no cluster can be started.
 pub fn cluster_queue() -> Option<TestQueue> {
     let url = byok_testing::shared_redis_cluster()?;
     Some(TestQueue {
         kind: Kind::Cluster,
-        spec: format!("redis:{url}"),
+        spec: format!("redis/{CLUSTER_PARTITIONS}:{url}"),
         namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
         sqlite_url: None,
         _redis: None,

@@ -242,7 +242,7 @@ async fn oldest_pending_age(q: &TestQueue) {
     let payload = serde_json::to_string(&Item { act: Act::Ok }).unwrap();
     match q.kind {
         Kind::Redis | Kind::Cluster => {
-            let url = q.spec.strip_prefix("redis:").unwrap();
+            let (_, url) = q.spec.split_once(':').unwrap();
             let timeouts = byok_redis::Timeouts {
                 connect: Duration::from_secs(5),
                 response: Duration::from_secs(5),

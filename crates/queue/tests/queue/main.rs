@@ -12,5 +12,6 @@ mod harness;
 mod inspection;
 mod layers;
 mod lifecycle;
+mod partitions;
 mod retention;
 mod sqlite;

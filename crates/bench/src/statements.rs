@@ -1,0 +1,113 @@
+//! PostgreSQL statements per job and per request, from the server's `pg_stat_statements`.
+//!
+//! The benchmark's own PostgreSQL server (started when neither `--database` nor
+//! `DATABASE_URL` names one) preloads the extension; a server named by the operator is used
+//! as it is, and the figure is left out when it does not have it.
+
+use sqlx::{Connection as _, PgConnection};
+
+/// The counters of one server.
+#[derive(Debug, Clone)]
+pub struct Statements {
+    admin_url: String,
+}
+
+/// What one database ran since the last reset.
+#[derive(Debug, Clone, Default)]
+pub struct Ran {
+    /// Statements executed (`calls`), every statement of every connection.
+    pub calls: u64,
+    /// The most frequent statements: calls and the first line of their text.
+    pub top: Vec<(u64, String)>,
+}
+
+impl Ran {
+    /// `calls` per `n` (jobs, requests), and the top statements per `n`, for the output.
+    pub fn per(&self, n: usize) -> f64 {
+        self.calls as f64 / n.max(1) as f64
+    }
+
+    pub fn top_human(&self, n: usize) -> String {
+        self.top
+            .iter()
+            .map(|(calls, text)| format!("{:.2} × {text}", *calls as f64 / n.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join("\n            ")
+    }
+
+    pub fn top_json(&self, n: usize) -> serde_json::Value {
+        self.top
+            .iter()
+            .map(|(calls, text)| {
+                serde_json::json!({ "per": *calls as f64 / n.max(1) as f64, "statement": text })
+            })
+            .collect()
+    }
+}
+
+impl Statements {
+    /// The counters of the server at `admin_url`, if it has `pg_stat_statements` loaded.
+    pub async fn on(admin_url: &str) -> Option<Statements> {
+        let mut conn = PgConnection::connect(admin_url).await.ok()?;
+        let loaded: Option<String> =
+            sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+                .fetch_one(&mut conn)
+                .await
+                .ok();
+        if !loaded.is_some_and(|l| l.contains("pg_stat_statements")) {
+            let _ = conn.close().await;
+            return None;
+        }
+        let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        created.ok()?;
+        Some(Statements {
+            admin_url: admin_url.to_owned(),
+        })
+    }
+
+    /// Forgets what was counted so far (every database).
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// What `database` ran since the last reset.
+    pub async fn ran(&self, database: &str) -> anyhow::Result<Ran> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT s.calls, s.query FROM pg_stat_statements s
+             JOIN pg_database d ON d.oid = s.dbid
+             WHERE d.datname = $1
+             ORDER BY s.calls DESC",
+        )
+        .bind(database)
+        .fetch_all(&mut conn)
+        .await?;
+        let _ = conn.close().await;
+        let calls = rows
+            .iter()
+            .map(|(c, _)| u64::try_from(*c).unwrap_or(0))
+            .sum();
+        let top = rows
+            .into_iter()
+            .take(8)
+            .map(|(c, q)| {
+                let text: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+                let text = if text.chars().count() > 110 {
+                    format!("{}…", text.chars().take(110).collect::<String>())
+                } else {
+                    text
+                };
+                (u64::try_from(c).unwrap_or(0), text)
+            })
+            .collect();
+        Ok(Ran { calls, top })
+    }
+}
