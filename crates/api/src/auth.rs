@@ -48,8 +48,6 @@ pub(crate) async fn require_token(
         )));
     };
     let token = state
-        .store()
-        .tokens()
         .authenticate(presented)
         .await
         .map_err(|e| ApiError::store(&e).into_response())?;

@@ -312,6 +312,7 @@ pub(crate) async fn submit(
         Ok(sealed) => sealed,
         Err(e) => return ApiError::internal(&e).into_response(),
     };
+    state.keys_changed(owner);
     let stored = state
         .store()
         .connect_links()

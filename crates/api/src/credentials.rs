@@ -97,6 +97,7 @@ pub(crate) async fn put(
         .key_ring()
         .seal(&context, &credentials.to_plaintext())
         .map_err(|e| ApiError::internal(&e))?;
+    state.keys_changed(owner);
     let stored = state
         .store()
         .credentials()
@@ -197,6 +198,7 @@ pub(crate) async fn delete(
         .delete(caller.user(user.0), provider.0)
         .await
         .map_err(|e| ApiError::store(&e))?;
+    state.keys_changed(caller.user(user.0));
     if deleted {
         tracing::info!(user.id = %user.0, provider = %provider.0, "credentials deleted");
         Ok(StatusCode::NO_CONTENT)
@@ -290,6 +292,7 @@ pub(crate) async fn test(
         .credentials()
         .record_check(owner, provider.0, &row.sealed, &record)
         .await
+        .inspect(|_| state.keys_changed(owner))
         .map_err(|e| ApiError::store(&e))?
         .ok_or_else(|| {
             ApiError::new(

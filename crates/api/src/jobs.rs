@@ -484,9 +484,7 @@ async fn require_usable_key(
 ) -> Result<(), ApiError> {
     let user_id = user.user_id;
     let stored = state
-        .store()
-        .credentials()
-        .validity(user, provider)
+        .key_validity(user, provider)
         .await
         .map_err(|e| ApiError::store(&e))?;
     match stored {

@@ -17,6 +17,7 @@ mod openapi;
 mod pages;
 mod projects;
 mod providers;
+mod recent;
 mod routing;
 mod server;
 mod usage;
@@ -30,12 +31,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::{get, post};
 use byok_budgets::Budgets;
+use byok_core::{ProjectUser, ProviderId};
 use byok_crypto::KeyRing;
 use byok_providers::{ImageFetcher, Registry};
 use byok_queue::{Engine, Producer};
 use byok_ratelimit::RateLimiter;
-use byok_store::Store;
+use byok_store::{ApiToken, KeyValidity, Store, StoreError};
 use byok_video_store::VideoStore;
+use sha2::{Digest as _, Sha256};
 
 use crate::batch::{EnqueuedMarks, JobInserts};
 use tower::ServiceBuilder;
@@ -92,6 +95,9 @@ pub struct ApiParts {
     pub serve_metrics: bool,
     /// `api.public_url`: the base of "connect your key" links.
     pub public_url: Option<String>,
+    /// `api.cache_ttl`: how long a token lookup and a user's "has a valid key" answer are
+    /// reused (zero: never).
+    pub cache_ttl: Duration,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -118,6 +124,10 @@ struct Inner {
     request_timeout: Duration,
     serve_metrics: bool,
     public_url: Option<String>,
+    /// Tokens by the SHA-256 of their secret (`recent.rs`).
+    recent_tokens: recent::Recent<[u8; 32], ApiToken>,
+    /// Users known to have a valid key for a provider (`recent.rs`).
+    recent_keys: recent::Recent<ProjectUser, Vec<ProviderId>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -150,6 +160,7 @@ impl AppState {
             request_timeout,
             serve_metrics,
             public_url,
+            cache_ttl,
         } = parts;
         let jobs = JobsSetup {
             producer: Producer::new(Arc::clone(&engine)),
@@ -174,6 +185,8 @@ impl AppState {
                 request_timeout,
                 serve_metrics,
                 public_url,
+                recent_tokens: recent::Recent::new(cache_ttl, RECENT_CAPACITY),
+                recent_keys: recent::Recent::new(cache_ttl, RECENT_CAPACITY),
             }),
         }
     }
@@ -230,7 +243,62 @@ impl AppState {
     pub(crate) fn edge(&self) -> &limits::Edge {
         &self.inner.edge
     }
+
+    /// The active token whose secret is `presented`, from the recent answers or the store.
+    pub(crate) async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if let Some(token) = self.inner.recent_tokens.get(&digest) {
+            return Ok(Some(token));
+        }
+        let token = self.store().tokens().authenticate(presented).await?;
+        if let Some(token) = &token {
+            self.inner.recent_tokens.put(digest, token.clone());
+        }
+        Ok(token)
+    }
+
+    /// Whether `owner` has a key for `provider` and whether it is valid: a valid one from
+    /// the recent answers, anything else from the store.
+    pub(crate) async fn key_validity(
+        &self,
+        owner: ProjectUser,
+        provider: ProviderId,
+    ) -> Result<Option<KeyValidity>, StoreError> {
+        let valid = KeyValidity {
+            is_valid: true,
+            last_error: None,
+        };
+        if self
+            .inner
+            .recent_keys
+            .get(&owner)
+            .is_some_and(|providers| providers.contains(&provider))
+        {
+            return Ok(Some(valid));
+        }
+        let read = self.store().credentials().validity(owner, provider).await?;
+        if read.as_ref().is_some_and(|k| k.is_valid) {
+            let mut providers = self.inner.recent_keys.get(&owner).unwrap_or_default();
+            providers.push(provider);
+            self.inner.recent_keys.put(owner, providers);
+        }
+        Ok(read)
+    }
+
+    /// `owner`'s keys changed through this process (stored, replaced, checked, deleted):
+    /// the next answer comes from the store.
+    pub(crate) fn keys_changed(&self, owner: ProjectUser) {
+        self.inner
+            .recent_keys
+            .forget_where(|user, _| *user == owner);
+    }
 }
+
+/// Recent answers kept per kind (`recent.rs`): beyond it the oldest are dropped.
+const RECENT_CAPACITY: usize = 100_000;
 
 /// `handler`, refusing tokens without the scope operation `$op` needs
 /// (`auth::ROUTE_SCOPES`).

@@ -103,9 +103,7 @@ async fn route(
             reason,
         };
         let key = state
-            .store()
-            .credentials()
-            .validity(owner, provider)
+            .key_validity(owner, provider)
             .await
             .map_err(|e| ApiError::store(&e))?;
         match key {

@@ -173,6 +173,7 @@ impl System {
             request_timeout: self.settings.api.request_timeout,
             serve_metrics: self.settings.api.metrics_listen.is_none(),
             public_url: self.settings.api.public_url.clone(),
+            cache_ttl: self.settings.api.cache_ttl,
         }))
     }
 

@@ -192,7 +192,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         .map(|r| round2(r.per(jobs.answered)));
     if let Some(ran) = &jobs.statements {
         progress(&format!(
-            "enqueue: {:.2} PostgreSQL statements per POST /v1/jobs; the most frequent, per request:\n            {}",
+            "enqueue: {:.2} PostgreSQL statements per POST /v1/jobs; the most frequent, per request (calls, execution time):\n            {}",
             ran.per(jobs.answered),
             ran.top_human(jobs.answered)
         ));

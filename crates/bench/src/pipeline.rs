@@ -231,7 +231,7 @@ async fn measure(
     };
     if let Some(ran) = &run.statements {
         progress(&format!(
-            "pipeline: {}{}: {:.2} PostgreSQL statements per job; the most frequent, per job:\n            {}",
+            "pipeline: {}{}: {:.2} PostgreSQL statements per job; the most frequent, per job (calls, execution time):\n            {}",
             shape.name(),
             if budgets { " with budgets" } else { "" },
             ran.per(run.jobs),

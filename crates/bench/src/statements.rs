@@ -17,8 +17,9 @@ pub struct Statements {
 pub struct Ran {
     /// Statements executed (`calls`), every statement of every connection.
     pub calls: u64,
-    /// The most frequent statements: calls and the first line of their text.
-    pub top: Vec<(u64, String)>,
+    /// The most frequent statements: calls, execution time (ms, nested statements included)
+    /// and the start of their text.
+    pub top: Vec<(u64, f64, String)>,
 }
 
 impl Ran {
@@ -30,7 +31,10 @@ impl Ran {
     pub fn top_human(&self, n: usize) -> String {
         self.top
             .iter()
-            .map(|(calls, text)| format!("{:.2} × {text}", *calls as f64 / n.max(1) as f64))
+            .map(|(calls, ms, text)| {
+                let n = n.max(1) as f64;
+                format!("{:.2} × ({:.0} µs) {text}", *calls as f64 / n, ms * 1000.0 / n)
+            })
             .collect::<Vec<_>>()
             .join("\n            ")
     }
@@ -38,8 +42,13 @@ impl Ran {
     pub fn top_json(&self, n: usize) -> serde_json::Value {
         self.top
             .iter()
-            .map(|(calls, text)| {
-                serde_json::json!({ "per": *calls as f64 / n.max(1) as f64, "statement": text })
+            .map(|(calls, ms, text)| {
+                let n = n.max(1) as f64;
+                serde_json::json!({
+                    "per": *calls as f64 / n,
+                    "exec_us_per": ms * 1000.0 / n,
+                    "statement": text,
+                })
             })
             .collect()
     }
@@ -81,8 +90,8 @@ impl Statements {
     /// What `database` ran since the last reset.
     pub async fn ran(&self, database: &str) -> anyhow::Result<Ran> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT s.calls, s.query FROM pg_stat_statements s
+        let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+            "SELECT s.calls, s.total_exec_time, s.query FROM pg_stat_statements s
              JOIN pg_database d ON d.oid = s.dbid
              WHERE d.datname = $1
              ORDER BY s.calls DESC",
@@ -93,19 +102,19 @@ impl Statements {
         let _ = conn.close().await;
         let calls = rows
             .iter()
-            .map(|(c, _)| u64::try_from(*c).unwrap_or(0))
+            .map(|(c, _, _)| u64::try_from(*c).unwrap_or(0))
             .sum();
         let top = rows
             .into_iter()
-            .take(8)
-            .map(|(c, q)| {
+            .take(10)
+            .map(|(c, ms, q)| {
                 let text: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
                 let text = if text.chars().count() > 110 {
                     format!("{}…", text.chars().take(110).collect::<String>())
                 } else {
                     text
                 };
-                (u64::try_from(c).unwrap_or(0), text)
+                (u64::try_from(c).unwrap_or(0), ms, text)
             })
             .collect();
         Ok(Ran { calls, top })

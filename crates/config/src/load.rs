@@ -33,6 +33,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("api.auth_failure_limit", "10/min, burst 20"),
     ("api.header_read_timeout", "10s"),
     ("api.request_timeout", "30s"),
+    ("api.cache_ttl", "5s"),
     ("api.max_connections", "4096"),
     ("worker.concurrency", "256"),
     ("worker.max_attempts", "8"),
@@ -434,6 +435,12 @@ impl Settings {
         }
         positive_duration("api.header_read_timeout", self.api.header_read_timeout)?;
         positive_duration("api.request_timeout", self.api.request_timeout)?;
+        if self.api.cache_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "api.cache_ttl",
+                "must be at most 60s: it bounds how late a revoked token is refused",
+            ));
+        }
         if self.api.max_connections == 0 {
             return Err(ConfigError::new(
                 "api.max_connections",

@@ -125,6 +125,11 @@ pub struct ApiSettings {
     /// streams past it); 503 `timeout` after it.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub request_timeout: Duration,
+    /// How long the API reuses a token lookup and a user's "has a valid key" answer; a
+    /// token revoked or a key removed by another process takes effect within it. Zero:
+    /// read both on every request.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub cache_ttl: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     /// Where the API serves `/metrics` instead of on `listen`; unset: on `listen`.

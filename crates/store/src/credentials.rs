@@ -476,3 +476,44 @@ pub struct KeyValidity {
     /// Why it was rejected, when it was.
     pub last_error: Option<String>,
 }
+
+/// The user's key for a job's provider as a worker step reads it, in the same query as the
+/// job ([`crate::JobRepo::get_for_step`]): the sealed value and its validity.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StepKey {
+    /// The sealed credential.
+    pub sealed: String,
+    /// False once a provider rejected the key.
+    pub is_valid: bool,
+    /// Why it was rejected, when it was.
+    pub last_error: Option<String>,
+}
+
+impl fmt::Debug for StepKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepKey")
+            .field("sealed", &"[SEALED]")
+            .field("is_valid", &self.is_valid)
+            .field("last_error", &self.last_error)
+            .finish()
+    }
+}
+
+from_row! {
+    /// The key columns of [`crate::JobRepo::get_for_step`]'s row.
+    pub(crate) struct StepKeyColumns {
+        key_sealed: Option<String>,
+        key_is_valid: Option<bool>,
+        key_last_error: Option<String>,
+    }
+}
+
+impl StepKeyColumns {
+    pub(crate) fn into_key(self) -> Option<StepKey> {
+        Some(StepKey {
+            sealed: self.key_sealed?,
+            is_valid: self.key_is_valid.unwrap_or(false),
+            last_error: self.key_last_error,
+        })
+    }
+}

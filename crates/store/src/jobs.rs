@@ -766,6 +766,48 @@ impl<'a> JobRepo<'a> {
         row.map(Job::try_from).transpose()
     }
 
+    /// The job and the user's key for its (current) provider, in one read: what a worker
+    /// step needs, so a step costs one query before its work, not two.
+    pub async fn get_for_step(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Job, Option<crate::StepKey>)>, StoreError> {
+        // The key's columns come from a subquery whose every column is renamed, so the job's
+        // unqualified column names stay unambiguous on both databases (SQLite has no
+        // LATERAL); PostgreSQL plans it as a join on the credential table's unique index.
+        let row: Option<(JobRow, crate::credentials::StepKeyColumns)> =
+            with_pool!(self.store, |pool| {
+                match sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    ", k.key_sealed, k.key_is_valid, k.key_last_error \
+                     FROM generation_jobs LEFT JOIN (\
+                       SELECT project_id AS key_project, user_id AS key_user, \
+                              provider_name AS key_provider, encrypted_credentials AS key_sealed, \
+                              is_valid AS key_is_valid, last_error AS key_last_error \
+                       FROM user_provider_configs) k \
+                     ON k.key_project = generation_jobs.project_id \
+                       AND k.key_user = generation_jobs.user_id \
+                       AND k.key_provider = generation_jobs.provider \
+                     WHERE generation_jobs.id = $1"
+                ))
+                .bind(DbUuid(id))
+                .fetch_optional(pool)
+                .await?
+                {
+                    Some(row) => Some((
+                        sqlx::FromRow::from_row(&row)?,
+                        sqlx::FromRow::from_row(&row)?,
+                    )),
+                    None => None,
+                }
+            });
+        match row {
+            Some((job, key)) => Ok(Some((Job::try_from(job)?, key.into_key()))),
+            None => Ok(None),
+        }
+    }
+
     /// Up to `limit` of the user's jobs, newest first, older than `before`
     /// (the last id of the previous page) and with `status` when given.
     pub async fn list_for_user(

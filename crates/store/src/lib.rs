@@ -19,7 +19,8 @@ pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
 pub use budgets::{BudgetCounter, BudgetRepo, Reserved, SpendScope, Standing, StoredLimit};
 pub use connect::{ConnectLink, ConnectRepo, MAX_RETURN_URLS, NewConnectLink};
 pub use credentials::{
-    CheckRecord, CredentialFilter, CredentialRepo, KeyValidity, NewCredential, StoredCredential,
+    CheckRecord, CredentialFilter, CredentialRepo, KeyValidity, NewCredential, StepKey,
+    StoredCredential,
 };
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;

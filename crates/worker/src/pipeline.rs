@@ -42,7 +42,7 @@ use byok_providers::fetch::ImageFetcher;
 use byok_providers::{Credentials, Registry, VideoProvider, open_credentials};
 use byok_queue::{Delivery, Disposition};
 use byok_ratelimit::RateLimiter;
-use byok_store::{Job, Store, StoreError};
+use byok_store::{Job, StepKey, Store, StoreError};
 use byok_video_store::VideoStore;
 use uuid::Uuid;
 
@@ -150,8 +150,9 @@ impl Pipeline {
     /// item (the job is final, or gone); `Err` says when to come back.
     pub async fn step(&self, job_id: Uuid, delivery: &Delivery) -> Next {
         let _in_flight = metrics().step_started();
-        let job = match self.store.jobs().get(job_id).await {
-            Ok(Some(job)) => job,
+        // The job and the user's key in one read: a step costs one query before its work.
+        let (job, key) = match self.store.jobs().get_for_step(job_id).await {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 tracing::warn!(job.id = %job_id, "queue item for a job that does not exist: dropped");
                 return Ok(());
@@ -164,10 +165,10 @@ impl Pipeline {
             Err(e) => return self.store_trouble(&e, delivery),
         };
         let span = tracing::info_span!("job", job.id = %job.id, provider = %job.provider_name, project.id = %job.project_id, user.id = %job.user_id);
-        tracing::Instrument::instrument(self.step_job(&job, delivery), span).await
+        tracing::Instrument::instrument(self.step_job(&job, key, delivery), span).await
     }
 
-    async fn step_job(&self, job: &Job, delivery: &Delivery) -> Next {
+    async fn step_job(&self, job: &Job, key: Option<StepKey>, delivery: &Delivery) -> Next {
         let configured = job
             .provider()
             .and_then(|p| Some((p, self.providers.get(p)?, self.providers.pacing(p)?)));
@@ -199,11 +200,11 @@ impl Pipeline {
                 && job.provider_job_id.is_some()
                 && job.cancel_sent_at.is_none()
             {
-                self.cancel_at_provider(job, &adapter).await;
+                self.cancel_at_provider(job, &adapter, key).await;
             }
             return Ok(());
         }
-        let key = match self.open_key(job, provider, &adapter, delivery).await {
+        let key = match self.open_key(job, provider, &adapter, delivery, key).await {
             Ok(key) => key,
             Err(next) => return next,
         };
@@ -222,7 +223,7 @@ impl Pipeline {
         }
     }
 
-    /// Loads and opens the user's key for this provider. A missing or
+    /// Opens the user's key for this provider, read with the job. A missing or
     /// unusable key fails the job: it cannot run without the user's key, and
     /// a platform key is never substituted.
     async fn open_key(
@@ -231,16 +232,13 @@ impl Pipeline {
         provider: ProviderId,
         adapter: &Arc<dyn VideoProvider>,
         delivery: &Delivery,
+        stored: Option<StepKey>,
     ) -> Result<OpenedKey, Next> {
-        let stored = match self.store.credentials().get(job.owner(), provider).await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                let why = format!("the user has no stored {provider} key");
-                return Err(self
-                    .fail_or_move(job, ErrorCode::CredentialsMissing, why, false, delivery)
-                    .await);
-            }
-            Err(e) => return Err(self.store_trouble(&e, delivery)),
+        let Some(stored) = stored else {
+            let why = format!("the user has no stored {provider} key");
+            return Err(self
+                .fail_or_move(job, ErrorCode::CredentialsMissing, why, false, delivery)
+                .await);
         };
         if !stored.is_valid {
             let why = stored.last_error.as_deref().unwrap_or("marked invalid");
@@ -276,16 +274,16 @@ impl Pipeline {
     /// Sends the cancel of a job cancelled through the API to the provider,
     /// once. Problems (the key is gone, the provider refuses) are logged, not
     /// recorded against the job: it is already final.
-    async fn cancel_at_provider(&self, job: &Job, adapter: &Arc<dyn VideoProvider>) {
+    async fn cancel_at_provider(
+        &self,
+        job: &Job,
+        adapter: &Arc<dyn VideoProvider>,
+        stored: Option<StepKey>,
+    ) {
         let Some(remote) = job.provider_job_id.as_deref() else {
             return;
         };
-        let stored = self
-            .store
-            .credentials()
-            .get(job.owner(), adapter.id())
-            .await;
-        let Some(stored) = stored.ok().flatten() else {
+        let Some(stored) = stored else {
             return;
         };
         let Ok(credentials) = self.open(job, adapter, &stored.sealed) else {

@@ -13,6 +13,7 @@ mod health;
 mod job_events;
 mod openapi;
 mod providers;
+mod recent_answers;
 mod routing;
 mod tenancy;
 mod usage;
@@ -102,6 +103,10 @@ pub fn settings(db_url: &str, runway: &MockServer, stability: &MockServer) -> Se
     settings.fetch.allow_private_networks = true;
     settings.worker.request_timeout = Duration::from_secs(5);
     settings.worker.shutdown_grace = Duration::from_secs(1);
+    // Every request reads its token and keys: tests change rows behind the API's back (a
+    // revoked or expired token) and expect the next request to see it. The recent answers
+    // have tests of their own (`recent_answers.rs`).
+    settings.api.cache_ttl = Duration::ZERO;
     for (id, base_url) in [
         (ProviderId::VEO, "http://127.0.0.1:9".to_owned()),
         (ProviderId::RUNWAY, runway.uri()),

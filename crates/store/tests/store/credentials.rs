@@ -270,3 +270,66 @@ async fn insert_raw_row(url: &str, user: Uuid, provider: &str) {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_step_reads_its_job_and_the_key_for_the_jobs_provider_in_one_query() {
+    for b in backends().await {
+        let user = Uuid::new_v4();
+        let job = crate::jobs::create(&b.store, &crate::jobs::new_job(user, None, None)).await;
+        let (read, key) = b.store.jobs().get_for_step(job.id).await.unwrap().unwrap();
+        assert_eq!(read.id, job.id, "{}", b.name);
+        assert_eq!(key, None, "{}: no key stored yet", b.name);
+
+        // A key for another provider, and the same user in another project, are not the
+        // job's key.
+        let repo = b.store.credentials();
+        repo.upsert(&new(user, ProviderId::STABILITY, "v2:1:other-provider"))
+            .await
+            .unwrap();
+        let project = b.store.projects().create("elsewhere").await.unwrap().id;
+        repo.upsert(&NewCredential {
+            owner: ProjectUser::new(project, user),
+            ..new(user, ProviderId::RUNWAY, "v2:1:other-project")
+        })
+        .await
+        .unwrap();
+        let (_, key) = b.store.jobs().get_for_step(job.id).await.unwrap().unwrap();
+        assert_eq!(key, None, "{}", b.name);
+
+        repo.upsert(&new(user, ProviderId::RUNWAY, "v2:1:the-key"))
+            .await
+            .unwrap();
+        repo.record_check(
+            owner(user),
+            ProviderId::RUNWAY,
+            "v2:1:the-key",
+            &CheckRecord {
+                is_valid: false,
+                last_error: Some("rejected".into()),
+                validated_at: None,
+            },
+        )
+        .await
+        .unwrap();
+        let (_, key) = b.store.jobs().get_for_step(job.id).await.unwrap().unwrap();
+        let key = key.expect("the job's key");
+        assert_eq!(
+            (key.sealed.as_str(), key.is_valid, key.last_error.as_deref()),
+            ("v2:1:the-key", false, Some("rejected")),
+            "{}",
+            b.name
+        );
+        assert!(
+            !format!("{key:?}").contains("the-key"),
+            "Debug hides the value"
+        );
+        assert!(
+            b.store
+                .jobs()
+                .get_for_step(Uuid::new_v4())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
