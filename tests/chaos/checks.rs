@@ -354,12 +354,14 @@ fn judge(
             .iter()
             .any(|f| f.kind == FaultKind::WorkerKill && (from..=until).contains(&f.from_ms))
     };
-    let postgres_down = |from: i64, until: i64| {
+    // PostgreSQL stopped by `by_ms` and still away at `still_ms`.
+    let postgres_down = |by_ms: i64, still_ms: i64| {
         faults.iter().any(|f| {
             matches!(
                 f.kind,
                 FaultKind::PostgresFast | FaultKind::PostgresImmediate
-            ) && f.overlaps(from, until)
+            ) && f.from_ms <= by_ms
+                && f.until_ms >= still_ms
         })
     };
     match (job.status, job.code) {
@@ -374,12 +376,13 @@ fn judge(
         },
         (JobStatus::Failed, Some(ErrorCode::SubmitOutcomeUnknown)) => match made {
             // The provider made the job at `at_ms`; a worker killed right then, or the
-            // database gone before the id could be written (the worker tries for 2.6 s),
-            // left the submit without its answer.
+            // database gone before the id could be written and away through the worker's
+            // retries of that write (at least 2.6 s: 0.1, 0.5 and 2 s apart), left the
+            // submit without its answer.
             [submit] if kills(submit.at_ms - 1_000, submit.at_ms + 3_000) => Ok(Some(
                 "submit_outcome_unknown: its worker was killed mid-submit".to_owned(),
             )),
-            [submit] if postgres_down(submit.at_ms - 1_000, submit.at_ms + 1_000) => Ok(Some(
+            [submit] if postgres_down(submit.at_ms + 1_000, submit.at_ms + 2_600) => Ok(Some(
                 "submit_outcome_unknown: PostgreSQL went away before the provider's job id was written"
                     .to_owned(),
             )),
@@ -629,7 +632,9 @@ mod tests {
             (FaultKind::WorkerKill, 14_000, 15_000, false),
             (FaultKind::WorkerKill, 8_000, 9_000, false),
             (FaultKind::PostgresFast, 10_500, 20_000, true),
-            (FaultKind::PostgresImmediate, 5_000, 10_200, true),
+            (FaultKind::PostgresImmediate, 5_000, 13_000, true),
+            // Back before the worker's retries of the write were over.
+            (FaultKind::PostgresImmediate, 5_000, 11_000, false),
             (FaultKind::PostgresFast, 12_000, 20_000, false),
             (FaultKind::RedisKill, 10_000, 11_000, false),
         ] {
