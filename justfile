@@ -20,6 +20,12 @@ test:
 ci:
     .ci/run
 
+# The chaos suite's long form (docs/chaos.md): `seconds` of random faults on each topology
+# (single Redis, Redis Cluster; both at once), then each prints its table. Replay a run's
+# choices with BYOK_CHAOS_SEED=<seed> just chaos.
+chaos seconds="600":
+    BYOK_CHAOS_SECONDS={{seconds}} BYOK_TEST_SERVICES=required cargo test -p byok --test chaos --locked -- --nocapture
+
 # Start the local Redis and PostgreSQL used by the tests.
 services:
     redis-cli -h 127.0.0.1 -p 6379 ping || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

@@ -254,15 +254,29 @@ impl Deployment {
         redis: Box<dyn std::any::Any + Send>,
     ) -> Option<Deployment> {
         let db = byok_testing::test_database().await?;
+        let url = db.url.clone();
+        let services: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(db), redis];
+        Some(Deployment::distributed_with(options, &url, redis_url, namespace, services).await)
+    }
+
+    /// The distributed shape on a database and a Redis the caller provides (and may stop
+    /// and start again): `database_url` is migrated here. `services` are kept alive with
+    /// the deployment.
+    pub async fn distributed_with(
+        options: DeployOptions,
+        database_url: &str,
+        redis_url: &str,
+        namespace: &str,
+        services: Vec<Box<dyn std::any::Any + Send>>,
+    ) -> Deployment {
         let sim = simulator(&options).await;
         let dir = config_dir(&options);
         let listen = format!("127.0.0.1:{}", byok_testing::free_port());
         let mut env = base_env(&sim, &options, dir.path(), &listen);
-        env.push(("DATABASE_URL".into(), db.url.clone()));
+        env.push(("DATABASE_URL".into(), database_url.to_owned()));
         env.push(("REDIS_URL".into(), redis_url.to_owned()));
         env.push(("BYOK__QUEUE__NAMESPACE".into(), namespace.to_owned()));
-        let mut deployment =
-            Deployment::assemble(dir, env, &listen, sim, vec![Box::new(db), redis]).await;
+        let mut deployment = Deployment::assemble(dir, env, &listen, sim, services).await;
         deployment.separate_output_dirs = options.separate_output_dirs;
         let migrated = run(deployment.dir.path(), &deployment.env_refs(), &["migrate"]).await;
         assert_eq!(migrated.code, 0, "{}", migrated.stderr);
@@ -272,7 +286,7 @@ impl Deployment {
             deployment.start_worker();
         }
         deployment.wait_ready().await;
-        Some(deployment)
+        deployment
     }
 
     /// One `byok run` process on a SQLite file: the embedded shape.
@@ -346,14 +360,19 @@ impl Deployment {
         self.client = Some(Client::new(&self.api, &self.token).unwrap());
     }
 
-    /// Starts `byok <args>` with its output in `<dir>/<name>.log`.
+    /// Starts `byok <args>` with its output appended to `<dir>/<name>.log` (a process
+    /// started again under the same name goes on in the same file).
     fn spawn(&self, name: &str, args: &[&str]) -> tokio::process::Child {
         self.spawn_with(name, args, &[])
     }
 
     /// [`Deployment::spawn`] with variables of its own.
     fn spawn_with(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
-        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .unwrap();
         let own_output = self.output_dir_of(name).display().to_string();
         let own: &[(&str, &str)] = if self.separate_output_dirs {
             &[("BYOK__OUTPUT__DIR", own_output.as_str())]
@@ -417,15 +436,27 @@ impl Deployment {
     pub fn start_worker(&mut self) -> usize {
         let index = self.workers.len();
         let metrics = format!("127.0.0.1:{}", byok_testing::free_port());
+        self.workers.push(None);
+        self.worker_metrics
+            .push(format!("http://{metrics}/metrics"));
+        self.restart_worker(index);
+        index
+    }
+
+    /// Starts worker `index` again (after [`Deployment::kill_worker`], or after it exited),
+    /// with its metrics on the same port and its log going on in the same file.
+    pub fn restart_worker(&mut self, index: usize) {
+        assert!(self.workers[index].is_none(), "worker {index} is running");
+        let metrics = self.worker_metrics[index]
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
         let child = self.spawn_with(
             &format!("worker-{index}"),
             &["worker"],
             &[("BYOK__WORKER__METRICS_LISTEN", &metrics)],
         );
-        self.workers.push(Some(child));
-        self.worker_metrics
-            .push(format!("http://{metrics}/metrics"));
-        index
+        self.workers[index] = Some(child);
     }
 
     /// kill -9 of worker `index`.
@@ -592,6 +623,47 @@ impl Deployment {
             .expect_succeeded(id.parse().unwrap(), process, deadline)
             .await;
         serde_json::to_value(job).unwrap()
+    }
+}
+
+// The chaos suite's handles on the processes (tests/chaos shares this harness); the e2e
+// tests have no use for them.
+#[allow(dead_code)]
+impl Deployment {
+    /// kill -9 of the `byok api` process (its address stays the deployment's).
+    pub async fn kill_api(&mut self) {
+        let mut child = self.api_process.take().expect("a running API");
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+
+    /// Starts the `byok api` process again on the deployment's address (after
+    /// [`Deployment::kill_api`], or after it exited); does not wait for it.
+    pub fn restart_api(&mut self) {
+        assert!(self.api_process.is_none(), "the API is running");
+        self.api_process = Some(self.spawn("api", &["api"]));
+    }
+
+    /// The processes (`api`, `worker-<i>`) that exited since the last look, with how they
+    /// ended; each is left stopped, for the caller to start again or not.
+    pub fn exited(&mut self) -> Vec<(String, std::process::ExitStatus)> {
+        let mut gone = Vec::new();
+        let mut look = |name: String, slot: &mut Option<tokio::process::Child>| {
+            if let Some(status) = slot.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                *slot = None;
+                gone.push((name, status));
+            }
+        };
+        look("api".to_owned(), &mut self.api_process);
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            look(format!("worker-{index}"), worker);
+        }
+        gone
+    }
+
+    /// Whether the `byok api` process is running (neither killed nor seen exited).
+    pub fn api_running(&self) -> bool {
+        self.api_process.is_some()
     }
 }
 

@@ -768,11 +768,13 @@ async fn compose_runs_real_commands_with_real_settings() {
         "{api_volume} is a named volume"
     );
 
-    // Redis as a queue: durable, never evicting.
+    // Redis as a queue: durable (every acknowledged write fsynced, docs/chaos.md), never
+    // evicting.
     let redis = services.get("redis").expect("a redis service");
     let command = string_list(redis.get("command").expect("redis command"), "redis");
     for pair in [
         ["--appendonly", "yes"],
+        ["--appendfsync", "always"],
         ["--maxmemory-policy", "noeviction"],
     ] {
         assert!(

@@ -98,39 +98,45 @@ pub struct Options {
     pub statements: Option<statements::Statements>,
 }
 
-/// A PostgreSQL server of the benchmark's own (stopped when it ends), preloading
-/// `pg_stat_statements` so that statements per job can be counted; durability as a
-/// production server has it (`fsync` on). Without the server binaries: the one on
+/// A PostgreSQL server of the benchmark's own (stopped when it is dropped, at the end),
+/// preloading `pg_stat_statements` so that statements per job can be counted; durability as
+/// a production server has it (`fsync` on). Without the server binaries: the one on
 /// 127.0.0.1:5432.
-async fn own_postgres() -> String {
+async fn own_postgres() -> (String, Option<byok_testing::PostgresServer>) {
     let started = tokio::task::spawn_blocking(|| {
-        byok_testing::spawn_postgres(&[
+        byok_testing::spawn_postgres_with(&[
             "shared_preload_libraries=pg_stat_statements",
             "pg_stat_statements.track=all",
             "max_connections=300",
         ])
     })
     .await;
-    match started {
-        Ok(Ok(url)) => url,
-        Ok(Err(why)) => {
-            common::progress(&format!(
-                "cannot start a PostgreSQL server of the benchmark's own ({why}): using 127.0.0.1:5432"
-            ));
-            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
-        }
-        Err(e) => {
-            common::progress(&format!(
-                "cannot start a PostgreSQL server ({e}): using 127.0.0.1:5432"
-            ));
-            "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
-        }
-    }
+    let why = match started {
+        Ok(Ok(server)) => return (server.url.clone(), Some(server)),
+        Ok(Err(why)) => why,
+        Err(e) => e.to_string(),
+    };
+    common::progress(&format!(
+        "cannot start a PostgreSQL server of the benchmark's own ({why}): using 127.0.0.1:5432"
+    ));
+    (
+        "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+        None,
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Kept until the end: dropping it stops the benchmark's own server.
+    let (database_url, _own_server) = match cli.database.clone().or_else(|| {
+        std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+    }) {
+        Some(url) => (url, None),
+        None => own_postgres().await,
+    };
     let options = Options {
         quick: cli.quick,
         json: cli.json,
@@ -138,14 +144,7 @@ async fn main() -> anyhow::Result<()> {
             .redis
             .or_else(|| std::env::var("REDIS_URL").ok())
             .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
-        database_url: match cli.database.or_else(|| {
-            std::env::var("DATABASE_URL")
-                .ok()
-                .filter(|u| u.starts_with("postgres"))
-        }) {
-            Some(url) => url,
-            None => own_postgres().await,
-        },
+        database_url,
         byok_bin: cli.byok_bin,
         explain: cli.explain,
         partitions: cli.partitions,

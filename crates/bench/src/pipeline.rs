@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::common::{CpuSplit, production_logs, progress, round2};
 use crate::http::{Connection, post_json};
-use crate::statements::Ran;
+use crate::statements::{Ran, Statements};
 use crate::system::{Shape, System, SystemOptions, job_body};
 use crate::{Options, report};
 
@@ -45,6 +45,8 @@ struct Run {
     polls: u64,
     /// PostgreSQL statements of the timed jobs (distributed shape, when counted).
     statements: Option<Ran>,
+    /// Updates of job rows per timed job, and of those the heap-only ones (when counted).
+    updates: Option<(f64, f64)>,
 }
 
 pub fn system_options(shape: Shape) -> SystemOptions {
@@ -189,6 +191,9 @@ async fn measure(
     let counted = match (&options.statements, system.database_name()) {
         (Some(statements), Some(db)) => {
             statements.reset().await?;
+            if let Some(url) = system.database_url() {
+                Statements::reset_tables(url).await?;
+            }
             Some((statements, db.to_owned()))
         }
         _ => None,
@@ -204,6 +209,13 @@ async fn measure(
     let statements = match counted {
         Some((statements, db)) => Some(statements.ran(&db).await?),
         None => None,
+    };
+    let updates = match (&statements, system.database_url()) {
+        (Some(_), Some(url)) => {
+            let (updates, hot) = Statements::job_updates(url).await?;
+            Some((updates as f64 / jobs as f64, hot as f64 / jobs as f64))
+        }
+        _ => None,
     };
 
     let done = succeeded(&system).await?;
@@ -228,6 +240,7 @@ async fn measure(
         submits: stats.submits - stats_before.submits,
         polls: stats.polls - stats_before.polls,
         statements,
+        updates,
     };
     if let Some(ran) = &run.statements {
         progress(&format!(
@@ -236,6 +249,13 @@ async fn measure(
             if budgets { " with budgets" } else { "" },
             ran.per(run.jobs),
             ran.top_human(run.jobs)
+        ));
+    }
+    if let Some((updates, hot)) = run.updates {
+        progress(&format!(
+            "pipeline: {}: {updates:.2} updates of the job row per job, {hot:.2} of them heap-only: {:.2} full rewrites",
+            shape.name(),
+            updates - hot
         ));
     }
     progress(&format!(
@@ -302,6 +322,8 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         "embedded_with_budgets": embedded_budgeted.rate.round(),
         "embedded_budgets_cpu_us_per_job": embedded_budget_cost_us.round(),
         "statements_per_job": statements_per_job(&distributed),
+        "job_row_updates_per_job": distributed.updates.map(|(u, _)| round2(u)),
+        "job_row_full_rewrites_per_job": distributed.updates.map(|(u, hot)| round2(u - hot)),
         "with_budgets_statements_per_job": statements_per_job(&budgeted),
     });
     if let Some(ran) = &distributed.statements {
@@ -329,8 +351,17 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let statements = |run: &Run| {
         statements_per_job(run).map_or_else(|| "not counted".to_owned(), |n| format!("{n:.2}"))
     };
+    let rewrites = distributed.updates.map_or_else(
+        || "not counted".to_owned(),
+        |(updates, hot)| {
+            format!(
+                "{updates:.2} updates of its row, {:.2} of them full rewrites (not heap-only)",
+                updates - hot
+            )
+        },
+    );
     let human = format!(
-        "{human}\n          PostgreSQL statements per job (pg_stat_statements, every connection): {} distributed, {} with budgets",
+        "{human}\n          PostgreSQL statements per job (pg_stat_statements, every connection): {} distributed, {} with budgets; per job {rewrites}",
         statements(&distributed),
         statements(&budgeted)
     );

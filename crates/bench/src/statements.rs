@@ -33,7 +33,11 @@ impl Ran {
             .iter()
             .map(|(calls, ms, text)| {
                 let n = n.max(1) as f64;
-                format!("{:.2} × ({:.0} µs) {text}", *calls as f64 / n, ms * 1000.0 / n)
+                format!(
+                    "{:.2} × ({:.0} µs) {text}",
+                    *calls as f64 / n,
+                    ms * 1000.0 / n
+                )
             })
             .collect::<Vec<_>>()
             .join("\n            ")
@@ -85,6 +89,37 @@ impl Statements {
             .await?;
         let _ = conn.close().await;
         Ok(())
+    }
+
+    /// Forgets the table counters of the database at `url` (`pg_stat_reset`).
+    pub async fn reset_tables(url: &str) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(url).await?;
+        sqlx::query("SELECT pg_stat_reset()")
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Row versions written to `generation_jobs` since [`Self::reset_tables`] in the
+    /// database at `url`: (updates, of which heap-only). A heap-only update writes no index
+    /// entry; every other one writes the whole row again and an entry in every index.
+    /// Sessions report their counters when they go idle, at the latest 10 s later
+    /// (PostgreSQL's `PGSTAT_IDLE_INTERVAL`), so this waits that long first.
+    pub async fn job_updates(url: &str) -> anyhow::Result<(u64, u64)> {
+        tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+        let mut conn = PgConnection::connect(url).await?;
+        let (updates, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+             WHERE relname = 'generation_jobs'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        let _ = conn.close().await;
+        Ok((
+            u64::try_from(updates).unwrap_or(0),
+            u64::try_from(hot).unwrap_or(0),
+        ))
     }
 
     /// What `database` ran since the last reset.

@@ -39,7 +39,9 @@ pub use clock::Clock;
 pub use config::{ConfigError, SimConfig};
 pub use control::Fault;
 pub use service_account::{generate_service_account, save_service_account};
-pub use stats::{Counters, KeyStats, ProviderStats, REQUEST_TIMES_KEPT, Stats, key_id};
+pub use stats::{
+    AcceptedSubmit, Counters, KeyStats, ProviderStats, REQUEST_TIMES_KEPT, Stats, key_id,
+};
 
 use oauth::TrustStore;
 use state::Shared;

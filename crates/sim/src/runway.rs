@@ -194,7 +194,12 @@ fn create(
     };
     let now = shared.now_ms();
     lock(&shared.runway).insert(task_id.clone(), task, now, ms(config.retention));
-    shared.record(Provider::Runway, Some(&id), Event::Accepted);
+    shared.record_accepted(
+        Provider::Runway,
+        &id,
+        &task_id,
+        valid.prompt_text.as_deref(),
+    );
     tracing::debug!(task = %task_id, key = %id, "runway task created");
     crate::http::json(StatusCode::OK, &json!({ "id": task_id }))
 }

@@ -106,6 +106,22 @@ impl Shared {
         lock(&self.stats).record(provider, principal, event, now);
     }
 
+    /// Counts an accepted submit of `principal` that created `job_id`, keeping its prompt.
+    pub fn record_accepted(
+        &self,
+        provider: Provider,
+        principal: &str,
+        job_id: &str,
+        prompt: Option<&str>,
+    ) {
+        let submit = crate::stats::AcceptedSubmit {
+            at_ms: self.now_ms(),
+            job_id: job_id.to_owned(),
+            prompt: prompt.map(str::to_owned),
+        };
+        lock(&self.stats).record_accepted(provider, principal, submit);
+    }
+
     pub fn record_request(&self, provider: Provider) {
         let now = self.now_ms();
         lock(&self.stats).record_request(provider, now);

@@ -63,6 +63,22 @@ pub struct KeyStats {
     /// When each submit arrived, unix milliseconds at the simulator's clock,
     /// in arrival order (one per `submits`).
     pub submit_times_ms: Vec<i64>,
+    /// Each submit that created a job, in arrival order, with the job it made and its
+    /// prompt: how a test tells which of its jobs were submitted more than once. Runway's
+    /// submits only; other providers leave it empty.
+    #[serde(default)]
+    pub accepted_submits: Vec<AcceptedSubmit>,
+}
+
+/// A submit that created a job at the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedSubmit {
+    /// When it arrived (unix ms, simulator clock).
+    pub at_ms: i64,
+    /// The job it created: the id the provider answered (Runway's task id).
+    pub job_id: String,
+    /// The request's prompt (Runway's `promptText`), when it had one.
+    pub prompt: Option<String>,
 }
 
 impl KeyStats {
@@ -259,6 +275,14 @@ impl Recorder {
         bump(&mut stats.counters, event);
     }
 
+    /// Counts an accepted submit for `principal` and keeps its record.
+    pub fn record_accepted(&mut self, provider: Provider, principal: &str, submit: AcceptedSubmit) {
+        self.record(provider, Some(principal), Event::Accepted, submit.at_ms);
+        if let Some(stats) = self.keys.get_mut(&(provider, principal.to_owned())) {
+            stats.accepted_submits.push(submit);
+        }
+    }
+
     pub fn snapshot(&self, now_ms: i64) -> Stats {
         let mut stats = Stats {
             now_ms,
@@ -351,6 +375,31 @@ mod tests {
         assert_eq!(s.totals.tokens, 1);
         assert_eq!(s.totals.submits, 3);
         assert_eq!(s.now_ms, 99);
+    }
+
+    #[test]
+    fn accepted_submits_are_counted_and_kept_with_their_job_and_prompt() {
+        let mut r = Recorder::default();
+        let submit = |at_ms, job: &str, prompt: Option<&str>| AcceptedSubmit {
+            at_ms,
+            job_id: job.to_owned(),
+            prompt: prompt.map(str::to_owned),
+        };
+        r.record_accepted(Provider::Runway, "k1", submit(10, "t1", Some("a harbour")));
+        r.record(
+            Provider::Runway,
+            Some("k1"),
+            Event::Throttled { submit: true },
+            15,
+        );
+        r.record_accepted(Provider::Runway, "k1", submit(20, "t2", None));
+        let k1 = &r.snapshot(30).runway.keys["k1"];
+        assert_eq!((k1.counters.submits, k1.counters.accepted), (3, 2));
+        assert_eq!(k1.submit_times_ms, [10, 15, 20]);
+        assert_eq!(
+            k1.accepted_submits,
+            [submit(10, "t1", Some("a harbour")), submit(20, "t2", None)]
+        );
     }
 
     #[test]

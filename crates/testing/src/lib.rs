@@ -15,7 +15,9 @@ pub use browser::{CHROMIUM, browser};
 pub use memory::{proc_status_bytes, reset_peak_rss, run_child_test};
 pub use policy::{ServicePolicy, skip_or_fail};
 pub use poll::poll_until;
-pub use postgres::{TestDatabase, spawn_postgres, test_database};
+pub use postgres::{
+    PostgresServer, PostgresStop, TestDatabase, spawn_postgres, spawn_postgres_with, test_database,
+};
 pub use process::{ChildGuard, free_port, wait_for_tcp};
 pub use python::python_venv;
 pub use redis::{SpawnedRedis, TestRedis, spawn_redis, test_redis};

@@ -4,16 +4,18 @@
 //! one on 127.0.0.1:5432 (user `postgres`, trust auth); one started from
 //! `initdb` + `postgres` on PATH in a temporary directory on a free port.
 //! Each test gets its own database, dropped when the test ends.
+//!
+//! [`spawn_postgres`] gives a test a server of its own to stop and start again.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection as _, Executor as _, PgConnection};
 
-use crate::process::{free_port, wait_for_tcp, with_watchdog};
+use crate::process::{ChildGuard, free_port, wait_for_tcp, with_watchdog};
 use crate::skip_or_fail;
 
 /// A database of its own for one test. Dropping it drops the database.
@@ -111,43 +113,73 @@ fn find_or_start_server() -> Result<String, String> {
     start_private_server()
 }
 
-/// Starts a throwaway cluster for tests (durability off: `fsync=off`).
+/// Starts a throwaway cluster. PostgreSQL refuses to run as root, so as root
+/// the cluster runs as the `postgres` user through `runuser`.
 fn start_private_server() -> Result<String, String> {
-    spawn_postgres(&["fsync=off"])
-}
-
-/// Starts a PostgreSQL server of the caller's own from `initdb` on a free loopback port, with
-/// `settings` as `-c name=value` options, and answers its `postgres://` URL (user `postgres`,
-/// trust authentication). It stops, and its directory is removed, when this process ends.
-/// PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user
-/// through `runuser`.
-pub fn spawn_postgres(settings: &[&str]) -> Result<String, String> {
-    let initdb = which("initdb").ok_or("no server on 127.0.0.1:5432 and no initdb on PATH")?;
     let postgres = which("postgres").ok_or("no postgres binary on PATH")?;
     let dir = tempfile::Builder::new()
         .prefix("byok-pg-")
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
-    let as_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    let prefix = if as_root {
+    let data = dir.join("data");
+    let as_postgres = init_cluster(&dir, &data)?;
+    let prefix = if as_postgres.is_some() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    let port = free_port();
+    let server = format!(
+        "{prefix}{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+        postgres.display(),
+        data.display(),
+        dir.display()
+    );
+    with_watchdog(&server, &format!("rm -rf {}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    wait_until_serving(port, &url)?;
+    Ok(url)
+}
+
+/// The user and group a server runs as: the `postgres` user's when the tests run as root
+/// (PostgreSQL refuses root), `None` otherwise (the test's own user).
+type RunAs = Option<(u32, u32)>;
+
+/// `initdb` of a new cluster at `data` (inside `dir`, which holds its sockets too), with
+/// trust authentication for `postgres`. As root, `dir` is handed to the `postgres` user
+/// first and initdb runs as that user.
+fn init_cluster(dir: &Path, data: &Path) -> Result<RunAs, String> {
+    let initdb = which("initdb").ok_or("no initdb on PATH")?;
+    let as_root = id(&["-u"]).as_deref() == Some("0");
+    let run_as = if as_root {
         let status = std::process::Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&dir)
+            .arg(dir)
             .status()
             .map_err(|e| e.to_string())?;
+        let (Some(uid), Some(gid)) = (id(&["-u", "postgres"]), id(&["-g", "postgres"])) else {
+            return Err("running as root and there is no postgres user".into());
+        };
         if !status.success() {
             return Err("running as root and cannot hand a directory to the postgres user".into());
         }
-        "runuser -u postgres -- ".to_owned()
+        Some((
+            uid.parse().map_err(|_| "a numeric uid")?,
+            gid.parse().map_err(|_| "a numeric gid")?,
+        ))
     } else {
-        String::new()
+        None
     };
-    let data = dir.join("data");
+    let prefix = if run_as.is_some() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
     let init = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -162,28 +194,153 @@ pub fn spawn_postgres(settings: &[&str]) -> Result<String, String> {
     if !init.success() {
         return Err("initdb failed".into());
     }
-    let port = free_port();
-    let options: String = settings.iter().map(|s| format!(" -c {s}")).collect();
-    let server = format!(
-        "{prefix}{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1{options}",
-        postgres.display(),
-        data.display(),
-        dir.display()
-    );
-    with_watchdog(&server, &format!("rm -rf {}", dir.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    Ok(run_as)
+}
+
+/// What `id <args>` prints, trimmed (`None` when it fails).
+fn id(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("id").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Waits until the server on `port` accepts connections, then sessions.
+fn wait_until_serving(port: u16, url: &str) -> Result<(), String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     if !wait_for_tcp(addr, Duration::from_secs(20)) {
         return Err("started postgres but it never accepted connections".into());
     }
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     // The port opens before recovery ends ("the database system is starting
     // up"): wait until a session can really be opened.
-    wait_for_sessions(&url, Duration::from_secs(20))?;
-    Ok(url)
+    wait_for_sessions(url, Duration::from_secs(20))
+}
+
+/// A PostgreSQL server of the test's own (a fresh cluster from `initdb` in a temporary
+/// directory, on a free port), which the test may stop and start again: for tests of what
+/// the system does while its database is away. Stopped when dropped.
+#[derive(Debug)]
+pub struct PostgresServer {
+    /// `postgres://postgres@127.0.0.1:<port>/postgres` (trust authentication).
+    pub url: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The postmaster while it runs.
+    process: Option<ChildGuard>,
+    postgres: PathBuf,
+    run_as: RunAs,
+    /// Its `-c name=value` settings.
+    settings: Vec<String>,
+    /// Holds the data directory and the sockets; removed on drop.
+    dir: tempfile::TempDir,
+}
+
+/// How [`PostgresServer::stop`] stops the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresStop {
+    /// SIGINT, PostgreSQL's "fast" shutdown: sessions are cut, a checkpoint is written.
+    Fast,
+    /// SIGQUIT, the "immediate" shutdown: every process exits at once, as in a crash; the
+    /// next start replays the WAL.
+    Immediate,
+}
+
+/// Starts a PostgreSQL server of the test's own, or `None` after a SKIPPED line when
+/// `initdb` or `postgres` is missing or the server does not start. Blocking.
+pub fn spawn_postgres() -> Option<PostgresServer> {
+    // Crashes in these tests are the server's, never the machine's: what it wrote is in the
+    // page cache either way.
+    match spawn_postgres_with(&["fsync=off", "max_connections=300"]) {
+        Ok(server) => Some(server),
+        Err(why) => {
+            skip_or_fail(
+                "PostgreSQL (a server of the test's own)",
+                &why,
+                "PostgreSQL (initdb and postgres on PATH)",
+            );
+            None
+        }
+    }
+}
+
+/// Starts a PostgreSQL server of the caller's own with `settings` (`name=value`, passed as
+/// `-c` options) and nothing else changed from `initdb`'s defaults: what a benchmark that
+/// wants a production server's durability, or a setting of its own, starts. Blocking.
+pub fn spawn_postgres_with(settings: &[&str]) -> Result<PostgresServer, String> {
+    let postgres = which("postgres").ok_or("no postgres binary on PATH")?;
+    let dir = tempfile::Builder::new()
+        .prefix("byok-pg-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let run_as = init_cluster(dir.path(), &dir.path().join("data"))?;
+    let port = free_port();
+    let mut server = PostgresServer {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        port,
+        process: None,
+        postgres,
+        run_as,
+        settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+        dir,
+    };
+    server.start()?;
+    Ok(server)
+}
+
+impl PostgresServer {
+    /// Starts the server (again) on its port and data directory and waits until it accepts
+    /// sessions (after a crash, once its recovery is done). Blocking.
+    pub fn start(&mut self) -> Result<(), String> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        let mut command = std::process::Command::new(&self.postgres);
+        command
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().map_err(|e| e.to_string())?;
+        self.process = Some(ChildGuard::new(child));
+        wait_until_serving(self.port, &self.url)
+    }
+
+    /// Stops the server and waits until its postmaster has exited (its sessions are cut).
+    pub fn stop(&mut self, how: PostgresStop) {
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        let signal = match how {
+            PostgresStop::Fast => "-INT",
+            PostgresStop::Immediate => "-QUIT",
+        };
+        let _ = std::process::Command::new("kill")
+            .args([signal, &process.id().to_string()])
+            .status();
+        let _ = process.child_mut().wait();
+    }
+
+    /// Whether the server was started and not stopped since.
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        // An immediate shutdown rather than the guard's SIGKILL: a killed postmaster leaves
+        // its backends running until they notice.
+        self.stop(PostgresStop::Immediate);
+    }
 }
 
 fn wait_for_sessions(url: &str, deadline: Duration) -> Result<(), String> {
@@ -219,6 +376,45 @@ pub(crate) fn which(binary: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_own_server_stops_and_starts_again_with_its_data() {
+        let Some(mut server) = super::spawn_postgres() else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = server.url.clone();
+        let query = |sql: &'static str| {
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(sql).execute(&mut conn).await.map(|_| ())
+            })
+        };
+        query("CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)").unwrap();
+        server.stop(super::PostgresStop::Immediate);
+        assert!(!server.is_running());
+        assert!(query("SELECT 1").is_err(), "stopped");
+        server.start().unwrap();
+        query("INSERT INTO kept SELECT n + 1 FROM kept").unwrap();
+        server.stop(super::PostgresStop::Fast);
+        server.start().unwrap();
+        let rows: i64 = runtime.block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&server.url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM kept")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        });
+        assert_eq!(
+            rows, 2,
+            "the data survived an immediate and a fast shutdown"
+        );
+    }
+
     #[test]
     fn a_private_cluster_starts_from_initdb() {
         if super::which("initdb").is_none() {

@@ -6,6 +6,7 @@
 //! restart or configure it (AOF, kill -9).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -97,8 +98,11 @@ pub struct SpawnedRedis {
     pub port: u16,
     /// Its working directory (AOF files live here).
     pub dir: tempfile::TempDir,
-    /// The running server.
+    /// The running server (after [`SpawnedRedis::stop`], the exited one).
     pub process: ChildGuard,
+    /// The binary and the extra arguments it was started with, for [`SpawnedRedis::start`].
+    binary: PathBuf,
+    extra_args: Vec<String>,
 }
 
 /// Starts a private `redis-server` with extra arguments (e.g.
@@ -110,7 +114,26 @@ pub fn spawn_redis(extra_args: &[&str]) -> Option<SpawnedRedis> {
     };
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
-    let child = std::process::Command::new(binary)
+    let extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
+    let process = ChildGuard::new(launch(&binary, port, dir.path(), &extra_args));
+    let server = SpawnedRedis {
+        url: format!("redis://127.0.0.1:{port}"),
+        port,
+        dir,
+        process,
+        binary,
+        extra_args,
+    };
+    if !server.listening() {
+        skip_or_fail("redis-server", "started but never listened", "redis-server");
+        return None;
+    }
+    Some(server)
+}
+
+/// `redis-server` on 127.0.0.1:`port` in `dir`, no RDB snapshots, with `extra_args`.
+fn launch(binary: &Path, port: u16, dir: &Path, extra_args: &[String]) -> std::process::Child {
+    std::process::Command::new(binary)
         .args([
             "--port",
             &port.to_string(),
@@ -120,24 +143,41 @@ pub fn spawn_redis(extra_args: &[&str]) -> Option<SpawnedRedis> {
             "",
         ])
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn redis-server");
-    let process = ChildGuard::new(child);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    if !wait_for_tcp(addr, Duration::from_secs(10)) {
-        skip_or_fail("redis-server", "started but never listened", "redis-server");
-        return None;
+        .expect("spawn redis-server")
+}
+
+impl SpawnedRedis {
+    /// Stops the server and waits for it to exit: `graceful` sends SIGTERM (Redis shuts
+    /// down cleanly, flushing its AOF), otherwise SIGKILL (a crash).
+    pub fn stop(&mut self, graceful: bool) {
+        if graceful {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.process.id().to_string()])
+                .status();
+        } else {
+            let _ = self.process.child_mut().kill();
+        }
+        let _ = self.process.child_mut().wait();
     }
-    Some(SpawnedRedis {
-        url: format!("redis://127.0.0.1:{port}"),
-        port,
-        dir,
-        process,
-    })
+
+    /// Starts the server again on the same port, directory and arguments (with AOF on, it
+    /// reads its data back); false when it never listens.
+    pub fn start(&mut self) -> bool {
+        let child = launch(&self.binary, self.port, self.dir.path(), &self.extra_args);
+        self.process = ChildGuard::new(child);
+        self.listening()
+    }
+
+    /// Waits up to 10 s for the server to accept connections.
+    fn listening(&self) -> bool {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("address");
+        wait_for_tcp(addr, Duration::from_secs(10))
+    }
 }
 
 /// A shared fallback server that lives as long as the test process.
@@ -179,6 +219,42 @@ mod tests {
             .query(&mut conn)
             .unwrap();
         assert_eq!(aof, ["appendonly", "yes"]);
+    }
+
+    #[test]
+    fn a_private_server_restarts_with_its_aof() {
+        let Some(mut server) =
+            super::spawn_redis(&["--appendonly", "yes", "--appendfsync", "always"])
+        else {
+            return;
+        };
+        let client = redis::Client::open(server.url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query(&mut conn)
+            .unwrap();
+        for graceful in [false, true] {
+            server.stop(graceful);
+            assert!(server.start());
+            // While it reads its AOF back the server answers LOADING: ask until it answers.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let value = loop {
+                let answer: Option<Option<String>> = client
+                    .get_connection()
+                    .and_then(|mut conn| redis::cmd("GET").arg("k").query(&mut conn))
+                    .ok();
+                match answer {
+                    Some(value) => break value,
+                    None if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    None => panic!("Redis never answered after its restart"),
+                }
+            };
+            assert_eq!(value.as_deref(), Some("v"), "graceful: {graceful}");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct ClusterNode {
     /// The server of a private cluster (`None`: a shared one's, watched by a shell that
     /// stops it when the test process ends).
     process: Option<ChildGuard>,
+    /// The command line that starts it (again, for [`TestCluster::restart`]).
+    command: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -48,37 +50,46 @@ fn start_node(binary: &std::path::Path, shared: bool) -> Option<ClusterNode> {
          --cluster-config-file nodes.conf --cluster-node-timeout {NODE_TIMEOUT_MS} --appendonly yes",
         dir.path().display()
     );
+    let command = format!("{} {args}", binary.display());
     let (process, dir) = if shared {
         let dir = dir.keep();
-        with_watchdog(
-            &format!("{} {args}", binary.display()),
-            &format!("rm -rf {}", dir.display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-        (None, None)
-    } else {
-        let child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("exec {} {args}", binary.display()))
+        with_watchdog(&command, &format!("rm -rf {}", dir.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        (Some(ChildGuard::new(child)), Some(dir))
+        (None, None)
+    } else {
+        (Some(launch(&command)?), Some(dir))
     };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    if !wait_for_tcp(addr, Duration::from_secs(10)) {
-        return None;
-    }
-    Some(ClusterNode {
+    let node = ClusterNode {
         port,
         url: format!("redis://127.0.0.1:{port}"),
         process,
+        command,
         _dir: dir,
-    })
+    };
+    node.listening().then_some(node)
+}
+
+/// Runs a private node's `command` (killed when the guard drops).
+fn launch(command: &str) -> Option<ChildGuard> {
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(ChildGuard::new(child))
+}
+
+impl ClusterNode {
+    /// Waits up to 10 s for the node to accept connections.
+    fn listening(&self) -> bool {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("address");
+        wait_for_tcp(addr, Duration::from_secs(10))
+    }
 }
 
 /// How long a node may be unreachable before the cluster fails it over (ms): short, so a
@@ -214,6 +225,18 @@ impl TestCluster {
         }
     }
 
+    /// Starts node `index` of a private cluster again (after [`TestCluster::kill`]) on its
+    /// port and directory: it reads its AOF and `nodes.conf` back and rejoins the cluster, as
+    /// a replica when another node took its slots over meanwhile. False when it never listens.
+    pub fn restart(&mut self, index: usize) -> bool {
+        let node = &mut self.nodes[index];
+        if node.process.is_none() {
+            return false;
+        }
+        node.process = launch(&node.command);
+        node.process.is_some() && node.listening()
+    }
+
     fn query_any<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> Option<T> {
         self.nodes.iter().find_map(|n| {
             let client = redis::Client::open(n.url.as_str()).ok()?;
@@ -257,5 +280,9 @@ mod tests {
         }
         assert!(moved.is_some(), "a replica took over the slot");
         assert!(cluster.wait_healthy(std::time::Duration::from_secs(30)));
+        // The old primary comes back as a replica of the new one.
+        assert!(cluster.restart(primary));
+        assert!(cluster.wait_healthy(std::time::Duration::from_secs(30)));
+        assert_eq!(cluster.primary_of("{ns}:jobs"), moved);
     }
 }

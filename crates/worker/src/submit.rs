@@ -21,8 +21,7 @@ impl Step<'_> {
             // worker is sending it right now (a duplicate delivery), or a
             // worker died while it was in flight: its outcome is unknown.
             let in_flight_for = (chrono::Utc::now() - started).to_std().unwrap_or_default();
-            let request_timeout = self.pipeline.settings.request_timeout;
-            if in_flight_for < request_timeout * 2 + Duration::from_secs(10) {
+            if in_flight_for < self.submit_decided_after() {
                 return later(BUSY_RECHECK);
             }
             return self
@@ -128,6 +127,7 @@ impl Step<'_> {
             },
         };
 
+        let claimed_at = tokio::time::Instant::now();
         match store.jobs().begin_submit(job.id).await {
             Ok(true) => {}
             Ok(false) => return (later(BUSY_RECHECK), false),
@@ -159,7 +159,8 @@ impl Step<'_> {
                         // The provider has the job but we could not write its id:
                         // keep trying to record it rather than lose it.
                         tracing::error!(error = %e, provider_job_id = %remote, "could not record the provider's job id");
-                        self.record_submitted_later(job.id, &remote).await
+                        self.record_submitted_later(job.id, &remote, claimed_at)
+                            .await
                     }
                 }
             }
@@ -190,14 +191,35 @@ impl Step<'_> {
         (next, true)
     }
 
-    /// The provider accepted the job but writing its id failed: retry the
-    /// write a few times before giving up on this delivery (the item comes
-    /// back, finds `submit_started_at` and, if the write never landed, fails
-    /// `submit_outcome_unknown`, which is the truth).
-    async fn record_submitted_later(&self, job_id: Uuid, provider_job_id: &str) -> Next {
+    /// How long after a submit began a worker that finds it unrecorded decides its outcome
+    /// is unknown: the submit itself may take `worker.request_timeout`, and the worker that
+    /// sent it keeps trying to record the answer until shortly before this.
+    fn submit_decided_after(&self) -> Duration {
+        self.pipeline.settings.request_timeout * 2 + Duration::from_secs(10)
+    }
+
+    /// The provider accepted the job but writing its id failed (the database is away):
+    /// retry the write, backing off up to 2 s between tries, until shortly before another
+    /// worker would decide the submit's outcome is unknown ([`Self::submit_decided_after`],
+    /// counted from the claim). Only then is this delivery given up: the item comes back,
+    /// finds `submit_started_at` and, if the write never landed, fails
+    /// `submit_outcome_unknown`, which is the truth. Giving up earlier would turn an
+    /// outage of a few tens of seconds into that failure for a job the provider accepted.
+    async fn record_submitted_later(
+        &self,
+        job_id: Uuid,
+        provider_job_id: &str,
+        claimed_at: tokio::time::Instant,
+    ) -> Next {
         let attempt = self.delivery.attempt();
-        for wait in [100u64, 500, 2000] {
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+        let give_up_at = claimed_at
+            + self
+                .submit_decided_after()
+                .saturating_sub(Duration::from_secs(3));
+        let mut wait = Duration::from_millis(100);
+        while tokio::time::Instant::now() + wait < give_up_at {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
             let recorded = self
                 .pipeline
                 .store

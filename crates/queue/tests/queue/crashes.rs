@@ -225,28 +225,8 @@ async fn workers_survive_a_redis_restart_and_lose_nothing() {
     assert!(eventually(Duration::from_secs(20), || runs.count() >= 60).await);
 
     // kill -9 Redis and start it again on the same port and data directory.
-    server.process.child_mut().kill().unwrap();
-    let _ = server.process.child_mut().wait();
-    let restarted = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &server.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
-        .arg("--dir")
-        .arg(server.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    server.process = byok_testing::ChildGuard::new(restarted);
+    server.stop(false);
+    assert!(server.start(), "Redis listens again");
 
     assert!(
         eventually(Duration::from_secs(60), || runs.per_item().len()

@@ -50,7 +50,7 @@ async fn stats_count_submits_polls_and_their_times_per_key() {
     let (a, b) = ("sim_stats_key_a_secret", "sim_stats_key_b_secret");
     let before = sim.stats().await.now_ms;
     let first = runway_submit(&sim, a).await;
-    runway_submit(&sim, a).await;
+    let second = runway_submit(&sim, a).await;
     runway_submit(&sim, b).await;
     runway_poll(&sim, a, &first).await;
     runway_poll(&sim, a, &first).await;
@@ -80,6 +80,20 @@ async fn stats_count_submits_polls_and_their_times_per_key() {
     );
     assert!(ka.submit_times_ms.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(ka.max_submits_in_window(60_000), 2);
+    // Each accepted submit is kept with the task it created (these had no prompt).
+    let accepted: Vec<(&str, Option<&str>)> = ka
+        .accepted_submits
+        .iter()
+        .map(|s| (s.job_id.as_str(), s.prompt.as_deref()))
+        .collect();
+    assert_eq!(accepted, [(first.as_str(), None), (second.as_str(), None)]);
+    assert_eq!(
+        ka.accepted_submits
+            .iter()
+            .map(|s| s.at_ms)
+            .collect::<Vec<_>>(),
+        ka.submit_times_ms
+    );
     assert_eq!(stats.runway.keys[&key_id(b)].counters.submits, 1);
     assert_eq!(stats.runway.totals.submits, 3);
     assert_eq!(stats.totals.polls, 2);
@@ -98,6 +112,7 @@ async fn stats_count_submits_polls_and_their_times_per_key() {
         "unauthorized",
         "tokens",
         "submit_times_ms",
+        "accepted_submits",
     ] {
         assert!(!key[field].is_null(), "{field} in {key}");
     }
