@@ -146,26 +146,27 @@ pub async fn check(sys: &mut System, run: &Run<'_>) -> Report {
     report
 }
 
-/// How long a process may take to give up starting when a server is away: the database
-/// pool waits 5 s for a connection.
-const START_TIMEOUT_MS: i64 = 10_000;
+/// How long after its start a process tries to reach its servers before it gives up: the
+/// database pool waits 5 s for a connection (and a little more for the process to start).
+const START_TIMEOUT_MS: i64 = 6_000;
 
 /// Whether an exit is a process that could not start because a server it needs was down
 /// at the time (as `byok api` and `byok worker` do, exiting 1 for their supervisor to start
-/// them again): it exited soon after its start, saying it could not connect, while an
-/// outage was on.
+/// them again): its last words say it could not connect, which only the start says (a
+/// running process retries instead), and an outage was on while it was starting. When the
+/// exit was noticed does not matter: the driver looks only between faults, so a process that
+/// died during a long one is found late.
 fn starting_without_a_server(exit: &Exit, faults: &[Fault]) -> bool {
     let could_not_connect = exit.log.lines().last().is_some_and(|line| {
         ["error: cannot connect to ", "error: cannot reach Redis "]
             .iter()
             .any(|start| line.starts_with(start))
     });
-    exit.found_ms - exit.started_ms <= START_TIMEOUT_MS
-        && could_not_connect
+    could_not_connect
         && exit.status.contains("exit status: 1")
-        && faults
-            .iter()
-            .any(|f| f.is_outage() && f.overlaps(exit.started_ms, exit.found_ms))
+        && faults.iter().any(|f| {
+            f.is_outage() && f.overlaps(exit.started_ms, exit.started_ms + START_TIMEOUT_MS)
+        })
 }
 
 /// The time `ms` as seconds into the run.
@@ -691,6 +692,10 @@ mod tests {
             &exit(refused, 12_000, 17_500),
             &[]
         ));
+        assert!(
+            starting_without_a_server(&exit(refused, 12_000, 40_000), &outage),
+            "found late, while the driver waited out another fault"
+        );
         assert!(
             !starting_without_a_server(&exit(refused, 1_000, 17_500), &outage),
             "it had been running"
