@@ -27,12 +27,16 @@ const BACKLOG: usize = 8192;
 /// Most jobs in one statement.
 const MAX_BATCH: usize = 512;
 
-/// Job inserts in flight at once. More than one, so that a batch being
-/// written does not leave the database's other connections idle. Measured
-/// with `byok-bench enqueue` (64 connections): 2 writers gave the most
-/// requests/s (≈ 4,400) but a p99 of ≈ 60 ms, as each batch waited longer;
-/// 8 gave ≈ 3,600/s with a p99 of ≈ 26 ms; 16 was no better.
-const INSERT_WRITERS: usize = 8;
+/// Job inserts in flight at once. Fewer writers make larger batches, and a
+/// batch's statement costs PostgreSQL far less per job than a small one's.
+/// Measured with `byok-bench enqueue` (64 connections, production profile,
+/// 2026-12-04, once a request no longer read its token and key): 1 writer
+/// 9,516 requests/s with a p99 of 10.4 ms, 2 writers 9,025 and 11.2 ms,
+/// 4 writers 8,205 and 13.1 ms, 8 writers 6,831 and 15.7 ms. (Before, with
+/// those reads, 2 writers gave a p99 of ≈ 60 ms and 8 were chosen.) Two, not
+/// one: a statement that stalls (a checkpoint, a lock) leaves the other
+/// writing while the next batch forms.
+const INSERT_WRITERS: usize = 2;
 
 /// Stores new jobs, many per statement.
 #[derive(Debug, Clone)]
