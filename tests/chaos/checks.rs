@@ -430,8 +430,9 @@ async fn check_events(
     let mut deliveries = run.receiver.deliveries();
     while received(&deliveries).len() < expected.len() && Instant::now() < deadline {
         sys.supervise();
-        // Deliveries arrive from the workers; the receiver's record is all there is to read.
-        tokio::time::sleep(POLL_EVERY).await;
+        // Woken by the next delivery; at the latest after POLL_EVERY, to start again any
+        // process that exited meanwhile.
+        run.receiver.next_delivery(POLL_EVERY).await;
         deliveries = run.receiver.deliveries();
     }
     let got = received(&deliveries);

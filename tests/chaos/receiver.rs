@@ -28,6 +28,8 @@ struct Shared {
     secret: OnceLock<SigningSecret>,
     seen: Mutex<Vec<Delivery>>,
     refused: AtomicUsize,
+    /// Signalled on every verified delivery (a permit is kept when nobody waits).
+    arrived: tokio::sync::Notify,
 }
 
 /// The running receiver; stopped when dropped.
@@ -77,6 +79,12 @@ impl Receiver {
             .clone()
     }
 
+    /// Waits for the next verified delivery (or one that came since the last wait), at most
+    /// `at_most`.
+    pub async fn next_delivery(&self, at_most: std::time::Duration) {
+        let _ = tokio::time::timeout(at_most, self.shared.arrived.notified()).await;
+    }
+
     /// Deliveries that did not verify.
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::Relaxed)
@@ -107,5 +115,6 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             event_type: event.event_type,
             job,
         });
+    shared.arrived.notify_one();
     StatusCode::NO_CONTENT
 }

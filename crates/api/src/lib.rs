@@ -291,9 +291,7 @@ impl AppState {
     /// `owner`'s keys changed through this process (stored, replaced, checked, deleted):
     /// the next answer comes from the store.
     pub(crate) fn keys_changed(&self, owner: ProjectUser) {
-        self.inner
-            .recent_keys
-            .forget_where(|user, _| *user == owner);
+        self.inner.recent_keys.forget(&owner);
     }
 }
 

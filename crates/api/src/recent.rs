@@ -64,12 +64,12 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
         entries.insert(key, (Instant::now(), value));
     }
 
-    /// Forgets the answers whose key matches `stale`.
-    pub(crate) fn forget_where(&self, stale: impl Fn(&K, &V) -> bool) {
+    /// Forgets the answer for `key`.
+    pub(crate) fn forget(&self, key: &K) {
         self.entries
             .lock()
             .expect("recent answers lock")
-            .retain(|k, (_, v)| !stale(k, v));
+            .remove(key);
     }
 }
 
@@ -86,7 +86,7 @@ mod tests {
         // Full of fresh answers: a third starts over rather than growing.
         recent.put("c", 3);
         assert_eq!((recent.get(&"a"), recent.get(&"c")), (None, Some(3)));
-        recent.forget_where(|k, _| *k == "c");
+        recent.forget(&"c");
         assert_eq!(recent.get(&"c"), None);
 
         let expired = Recent::new(Duration::from_nanos(1), 10);

@@ -121,16 +121,10 @@ async fn post_jobs(
             .map(|u| post_json(system.api, "/v1/jobs", &system.token, &job_body(*u)))
             .collect(),
     );
-    let counted = match (&options.statements, system.database_name()) {
-        (Some(statements), Some(db)) => {
-            statements.reset().await?;
-            Some((statements, db.to_owned()))
-        }
-        _ => None,
-    };
+    let counting = system.count_statements(options).await?;
     let mut jobs = load(system.api, posts, 202, CONNECTIONS, warmup, window).await;
-    if let (Ok(load), Some((statements, db))) = (&mut jobs, counted) {
-        load.statements = Some(statements.ran(&db).await?);
+    if let (Ok(load), Some(counting)) = (&mut jobs, counting) {
+        load.statements = Some(counting.ran().await?);
     }
     let jobs = match jobs {
         Ok(jobs) => check_stored(&system).await.map(|()| jobs),

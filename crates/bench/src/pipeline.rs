@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::common::{CpuSplit, production_logs, progress, round2};
 use crate::http::{Connection, post_json};
-use crate::statements::{Ran, Statements};
+use crate::statements::Ran;
 use crate::system::{Shape, System, SystemOptions, job_body};
 use crate::{Options, report};
 
@@ -188,16 +188,7 @@ async fn measure(
     enqueue(&system, warmup, CONNECTIONS).await?;
     wait_all_final(&system, Duration::from_secs(120)).await?;
     let stats_before = system.sim.stats().await.runway.totals;
-    let counted = match (&options.statements, system.database_name()) {
-        (Some(statements), Some(db)) => {
-            statements.reset().await?;
-            if let Some(url) = system.database_url() {
-                Statements::reset_tables(url).await?;
-            }
-            Some((statements, db.to_owned()))
-        }
-        _ => None,
-    };
+    let counting = system.count_statements(options).await?;
 
     let cpu_before = CpuSplit::read();
     let started = Instant::now();
@@ -206,16 +197,16 @@ async fn measure(
     wait_all_final(&system, Duration::from_secs(900)).await?;
     let total_s = started.elapsed().as_secs_f64();
     let cores = cpu_before.cores_until(&CpuSplit::read(), total_s);
-    let statements = match counted {
-        Some((statements, db)) => Some(statements.ran(&db).await?),
-        None => None,
-    };
-    let updates = match (&statements, system.database_url()) {
-        (Some(_), Some(url)) => {
-            let (updates, hot) = Statements::job_updates(url).await?;
-            Some((updates as f64 / jobs as f64, hot as f64 / jobs as f64))
+    let (statements, updates) = match &counting {
+        Some(counting) => {
+            let ran = counting.ran().await?;
+            let (updates, hot) = counting.job_updates().await?;
+            (
+                Some(ran),
+                Some((updates as f64 / jobs as f64, hot as f64 / jobs as f64)),
+            )
         }
-        _ => None,
+        None => (None, None),
     };
 
     let done = succeeded(&system).await?;

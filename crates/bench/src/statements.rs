@@ -82,7 +82,7 @@ impl Statements {
     }
 
     /// Forgets what was counted so far (every database).
-    pub async fn reset(&self) -> anyhow::Result<()> {
+    async fn reset(&self) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
         sqlx::query("SELECT pg_stat_statements_reset()")
             .execute(&mut conn)
@@ -91,8 +91,20 @@ impl Statements {
         Ok(())
     }
 
+    /// Starts counting what the database `name` (at `url`) runs from now: both the
+    /// statement counters and its table counters start again from zero.
+    pub async fn start(&self, name: &str, url: &str) -> anyhow::Result<Counting> {
+        self.reset().await?;
+        Self::reset_tables(url).await?;
+        Ok(Counting {
+            statements: self.clone(),
+            name: name.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
     /// Forgets the table counters of the database at `url` (`pg_stat_reset`).
-    pub async fn reset_tables(url: &str) -> anyhow::Result<()> {
+    async fn reset_tables(url: &str) -> anyhow::Result<()> {
         let mut conn = PgConnection::connect(url).await?;
         sqlx::query("SELECT pg_stat_reset()")
             .execute(&mut conn)
@@ -106,7 +118,7 @@ impl Statements {
     /// entry; every other one writes the whole row again and an entry in every index.
     /// Sessions report their counters when they go idle, at the latest 10 s later
     /// (PostgreSQL's `PGSTAT_IDLE_INTERVAL`), so this waits that long first.
-    pub async fn job_updates(url: &str) -> anyhow::Result<(u64, u64)> {
+    async fn job_updates(url: &str) -> anyhow::Result<(u64, u64)> {
         tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
         let mut conn = PgConnection::connect(url).await?;
         let (updates, hot): (i64, i64) = sqlx::query_as(
@@ -123,7 +135,7 @@ impl Statements {
     }
 
     /// What `database` ran since the last reset.
-    pub async fn ran(&self, database: &str) -> anyhow::Result<Ran> {
+    async fn ran(&self, database: &str) -> anyhow::Result<Ran> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
         let rows: Vec<(i64, f64, String)> = sqlx::query_as(
             "SELECT s.calls, s.total_exec_time, s.query FROM pg_stat_statements s
@@ -153,5 +165,26 @@ impl Statements {
             })
             .collect();
         Ok(Ran { calls, top })
+    }
+}
+
+/// One database's counters since [`Statements::start`].
+#[derive(Debug)]
+pub struct Counting {
+    statements: Statements,
+    name: String,
+    url: String,
+}
+
+impl Counting {
+    /// The statements run so far.
+    pub async fn ran(&self) -> anyhow::Result<Ran> {
+        self.statements.ran(&self.name).await
+    }
+
+    /// Updates of job rows so far, and of those the heap-only ones (waits for the sessions
+    /// to report: [`Statements::job_updates`]).
+    pub async fn job_updates(&self) -> anyhow::Result<(u64, u64)> {
+        Statements::job_updates(&self.url).await
     }
 }

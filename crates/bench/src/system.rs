@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::Options;
 use crate::common::{ScratchDb, delete_matching};
+use crate::statements::Counting;
 
 /// The encryption key ring of benchmark systems.
 pub const KEYS: &str = "1:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
@@ -358,9 +359,13 @@ impl System {
         })
     }
 
-    /// The distributed shape's scratch database's name (`None`: embedded).
-    pub fn database_name(&self) -> Option<&str> {
-        self.db.as_ref().map(ScratchDb::name)
+    /// Counts the scratch database's statements from now, when the server has the
+    /// counters (`None`: embedded, or a server without `pg_stat_statements`).
+    pub async fn count_statements(&self, bench: &Options) -> anyhow::Result<Option<Counting>> {
+        match (&bench.statements, &self.db) {
+            (Some(statements), Some(db)) => Ok(Some(statements.start(db.name(), &db.url).await?)),
+            _ => Ok(None),
+        }
     }
 
     /// The distributed shape's scratch database (`None`: embedded).
