@@ -23,11 +23,10 @@ async fn inspection(q: &TestQueue) {
     let engine = q.engine(q.config()).await;
     let p = producer(&engine);
 
-    // Two dead items first, from a worker.
+    // Two dead items first, from a worker, one after the other: deaths are
+    // stamped in milliseconds, and two in the same millisecond (in different
+    // partitions) have no order to assert.
     p.push("dead-1", &Item { act: Act::Abort }, Duration::ZERO)
-        .await
-        .unwrap();
-    p.push("dead-2", &Item { act: Act::Abort }, Duration::ZERO)
         .await
         .unwrap();
     p.push(
@@ -41,6 +40,17 @@ async fn inspection(q: &TestQueue) {
     .unwrap();
     let runs = Runs::default();
     let worker = start_worker(engine.clone(), runs.clone(), 4);
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            engine.stats().await.unwrap().dead == 1
+        })
+        .await
+    );
+    // The clock has no signal to wait on; 2 ms moves the stamp on.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    p.push("dead-2", &Item { act: Act::Abort }, Duration::ZERO)
+        .await
+        .unwrap();
     assert!(eventually(Duration::from_secs(5), || runs.count() == 3).await);
     assert!(
         eventually_async(Duration::from_secs(5), || async {
@@ -127,6 +137,8 @@ async fn inspection(q: &TestQueue) {
     p.push("waiting-1", &Item { act: Act::Ok }, Duration::ZERO)
         .await
         .unwrap();
+    // As above: a later millisecond, so the two have an order.
+    tokio::time::sleep(Duration::from_millis(2)).await;
     p.push("waiting-2", &Item { act: Act::Ok }, Duration::ZERO)
         .await
         .unwrap();
