@@ -106,9 +106,33 @@ pub async fn enqueue(system: &System, n: usize, connections: usize) -> anyhow::R
     Ok(())
 }
 
-/// Waits until no job is live (queued, throttled, running).
-async fn wait_all_final(system: &System, deadline: Duration) -> anyhow::Result<()> {
+/// Waits until `jobs` more jobs than `finished_before` have finished in this process (the
+/// worker runs here), then until the store holds no live job (queued, throttled, running).
+/// The wait reads the process's own counter while the system works: counting live rows
+/// every few milliseconds would scan thousands of index entries each time and take a good
+/// part of PostgreSQL's CPU away from the system being measured.
+async fn wait_all_final(
+    system: &System,
+    finished_before: u64,
+    jobs: usize,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let target = finished_before + jobs as u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while byok_metrics::metrics().jobs_finished_count() < target {
+        if started.elapsed() > deadline {
+            anyhow::bail!(
+                "{} of {jobs} jobs finished after {deadline:?}",
+                byok_metrics::metrics()
+                    .jobs_finished_count()
+                    .saturating_sub(finished_before)
+            );
+        }
+        tick.tick().await;
+    }
+    // The counter moves after each final write; the store has the last word.
     loop {
         let live: u64 = system
             .store
@@ -124,7 +148,7 @@ async fn wait_all_final(system: &System, deadline: Duration) -> anyhow::Result<(
         if started.elapsed() > deadline {
             anyhow::bail!("{live} jobs still live after {deadline:?}");
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tick.tick().await;
     }
 }
 
@@ -185,16 +209,18 @@ async fn measure(
     )
     .await?;
     // Warm-up: connections, prepared statements, the first files.
+    let finished_before = byok_metrics::metrics().jobs_finished_count();
     enqueue(&system, warmup, CONNECTIONS).await?;
-    wait_all_final(&system, Duration::from_secs(120)).await?;
+    wait_all_final(&system, finished_before, warmup, Duration::from_secs(120)).await?;
     let stats_before = system.sim.stats().await.runway.totals;
     let counting = system.count_statements(options).await?;
 
+    let finished_before = byok_metrics::metrics().jobs_finished_count();
     let cpu_before = CpuSplit::read();
     let started = Instant::now();
     enqueue(&system, jobs, CONNECTIONS).await?;
     let enqueue_s = started.elapsed().as_secs_f64();
-    wait_all_final(&system, Duration::from_secs(900)).await?;
+    wait_all_final(&system, finished_before, jobs, Duration::from_secs(900)).await?;
     let total_s = started.elapsed().as_secs_f64();
     let cores = cpu_before.cores_until(&CpuSplit::read(), total_s);
     let (statements, updates) = match &counting {

@@ -271,6 +271,19 @@ impl Metrics {
             .observe(age.as_secs_f64());
     }
 
+    /// How many jobs reached a final status in this process so far, whatever their
+    /// provider and status: what a caller in the same process can wait on instead of
+    /// counting rows in the database.
+    pub fn jobs_finished_count(&self) -> u64 {
+        use prometheus::core::Collector as _;
+        self.jobs_finished
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value())
+            .sum::<f64>() as u64
+    }
+
     /// A succeeded job's estimated cost (its list price at enqueue).
     pub fn estimated_spend(&self, provider: &str, model: &str, cost: byok_core::Usd) {
         self.estimated_spend
@@ -399,12 +412,15 @@ mod tests {
         let m = metrics();
         m.job_enqueued(ProviderId::VEO);
         m.throttled(ProviderId::VEO, Throttle::Provider);
+        let finished_before = m.jobs_finished_count();
         m.job_finished(
             "veo",
             JobStatus::Failed,
             Some(ErrorCode::ContentRejected),
             Duration::from_secs(3),
         );
+        // Other tests of this process may finish jobs meanwhile.
+        assert!(m.jobs_finished_count() > finished_before);
         m.provider_calls
             .with_label_values(&["veo", "poll", "ok"])
             .observe(0.2);
