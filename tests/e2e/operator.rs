@@ -252,6 +252,7 @@ async fn operate(shape: Shape) {
     let shown = shape.json(&["job", "show", &a.to_string(), "--json"]).await;
     assert_eq!(shown["job"]["id"], a.to_string());
     assert_eq!(shown["job"]["status"], "throttled");
+    assert_eq!(shown["awaiting_push"], false, "{name}: pushed and taken");
     let history: Vec<&str> = shown["history"]
         .as_array()
         .unwrap()

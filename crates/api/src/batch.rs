@@ -1,7 +1,8 @@
 //! The two writes of `POST /v1/jobs`, batched across requests.
 //!
-//! Each enqueue stores its job (a durable write) and, once the id is pushed
-//! to the queue, marks the row enqueued (another). Measured with
+//! Each enqueue stores its job (a durable write, with an entry saying its push
+//! is not confirmed yet) and, once the id is pushed to the queue, deletes that
+//! entry (another; the job row is not written again). Measured with
 //! `byok-bench enqueue`, those writes, one statement and one commit per
 //! request, were the route's bound: PostgreSQL's CPU, not the HTTP stack.
 //! Here one task per server gathers what concurrent requests want written
@@ -151,7 +152,8 @@ async fn insert_batch(store: &Store, batch: Vec<InsertRequest>) {
     }
 }
 
-/// Marks pushed jobs enqueued, many per statement. A lost mark is harmless
+/// Confirms the push of jobs, many per statement (their `unpushed_jobs` entries
+/// are deleted). A lost mark is harmless
 /// (the sweeper pushes the job once more a minute later, and every worker
 /// step is a compare-and-set on the row), so the response does not wait
 /// for it.

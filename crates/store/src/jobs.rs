@@ -57,9 +57,9 @@ macro_rules! insert_job_sql {
     () => {
         "INSERT INTO generation_jobs \
            (id, project_id, user_id, provider, model, status, attempts, request, metadata, \
-            created_by_token, idempotency_key, request_sha256, created_at, updated_at, batch_id, \
-            video_seconds, resolution, estimated_cost_micros) \
-         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10, $12, \
+            created_by_token, idempotency_key, request_sha256, created_at, updated_at, \
+            enqueued_at, batch_id, video_seconds, resolution, estimated_cost_micros) \
+         VALUES ($1, $11, $2, $3, $4, 'queued', 0, $5, $6, $7, $8, $9, $10, $10, $10, $12, \
                  $13, $14, $15) \
          ON CONFLICT (created_by_token, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING "
@@ -346,7 +346,10 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     /// Reached a final status.
     pub finished_at: Option<DateTime<Utc>>,
-    /// The queue took its work item (`None`: the sweeper will push it).
+    /// When it was accepted for the queue: its creation time for jobs stored since
+    /// `unpushed_jobs` (whether the push itself is confirmed is
+    /// [`JobRepo::awaiting_push`]); for jobs of earlier builds, when their push was
+    /// confirmed (`None`: not yet, the sweeper will push it).
     pub enqueued_at: Option<DateTime<Utc>>,
     /// A submit is out and its answer not recorded yet.
     pub submit_started_at: Option<DateTime<Utc>>,
@@ -669,7 +672,8 @@ impl<'a> JobRepo<'a> {
         Self { store }
     }
 
-    /// Creates a `queued` job, not yet marked enqueued. With an idempotency
+    /// Creates a `queued` job awaiting its push ([`awaiting_push`](Self::awaiting_push)
+    /// until [`mark_enqueued`](Self::mark_enqueued)). With an idempotency
     /// key already used by the same token, nothing is written and the
     /// earlier job comes back as a replay (same request) or a conflict.
     pub async fn insert(&self, new: &NewJob) -> Result<Inserted, StoreError> {
@@ -943,10 +947,21 @@ impl<'a> JobRepo<'a> {
         .transpose()
     }
 
-    /// Notes that the queue holds the job's work item.
+    /// Notes that the queue holds the job's work item: the job leaves `unpushed_jobs`, and a
+    /// job stored by an earlier build (no entry there, `enqueued_at` unset) gets its
+    /// `enqueued_at`. Returns whether the job was waiting for its push. The sweeper's path,
+    /// and a request's when no batching task runs; requests mark through
+    /// [`mark_enqueued_many`](Self::mark_enqueued_many).
     pub async fn mark_enqueued(&self, id: Uuid) -> Result<bool, StoreError> {
         let _write = self.store.write_guard().await;
-        let affected = with_pool!(self.store, |pool| sqlx::query(
+        let waited = with_pool!(self.store, |pool| sqlx::query(
+            "DELETE FROM unpushed_jobs WHERE job_id = $1"
+        )
+        .bind(DbUuid(id))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let legacy = with_pool!(self.store, |pool| sqlx::query(
             "UPDATE generation_jobs SET enqueued_at = $1 WHERE id = $2 AND enqueued_at IS NULL"
         )
         .bind(crate::now())
@@ -954,23 +969,20 @@ impl<'a> JobRepo<'a> {
         .execute(pool)
         .await?
         .rows_affected());
-        Ok(affected == 1)
+        Ok(waited + legacy > 0)
     }
 
-    /// [`mark_enqueued`](Self::mark_enqueued) for many jobs in one write
-    /// (one statement on PostgreSQL, one transaction on SQLite); returns how
-    /// many were newly marked.
+    /// Notes that the queue holds the work items of jobs this build stored (their entries
+    /// leave `unpushed_jobs`; the job rows are not written), many in one write: one
+    /// statement on PostgreSQL, one transaction on SQLite. Returns how many were waiting.
     pub async fn mark_enqueued_many(&self, ids: &[Uuid]) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let now = crate::now();
         match &self.store.db {
             crate::db::Db::Postgres(pool) => Ok(sqlx::query(
-                "UPDATE generation_jobs SET enqueued_at = $1 \
-                 WHERE id = ANY($2) AND enqueued_at IS NULL",
+                "DELETE FROM unpushed_jobs WHERE job_id = ANY($1)",
             )
-            .bind(now)
             .bind(ids)
             .execute(pool)
             .await?
@@ -980,15 +992,11 @@ impl<'a> JobRepo<'a> {
                 let mut tx = pool.begin().await?;
                 let mut affected = 0;
                 for id in ids {
-                    affected += sqlx::query(
-                        "UPDATE generation_jobs SET enqueued_at = $1 \
-                         WHERE id = $2 AND enqueued_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(DbUuid(*id))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    affected += sqlx::query("DELETE FROM unpushed_jobs WHERE job_id = $1")
+                        .bind(DbUuid(*id))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                 }
                 tx.commit().await?;
                 Ok(affected)
@@ -996,23 +1004,73 @@ impl<'a> JobRepo<'a> {
         }
     }
 
-    /// Up to `limit` queued jobs created before `cutoff` that never reached
-    /// the queue, oldest first: the sweeper's work.
+    /// Whether the job is `queued` and its push to the queue not confirmed yet: the
+    /// sweeper pushes it once it is older than its grace period. (A job that moved on
+    /// needs no push, whatever its mark says.)
+    pub async fn awaiting_push(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(with_pool!(self.store, |pool| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM generation_jobs j \
+                            WHERE j.id = $1 AND j.status = 'queued' \
+                              AND (j.enqueued_at IS NULL \
+                                   OR EXISTS (SELECT 1 FROM unpushed_jobs u \
+                                              WHERE u.job_id = $1)))"
+        )
+        .bind(DbUuid(id))
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Up to `limit` queued jobs created before `cutoff` whose push was never confirmed,
+    /// oldest first: the sweeper's work. Both kinds: entries of `unpushed_jobs`, and jobs an
+    /// earlier build stored and never marked (`enqueued_at` unset).
     pub async fn unenqueued(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let ids: Vec<DbUuid> = with_pool!(self.store, |pool| sqlx::query_scalar(
-            "SELECT id FROM generation_jobs \
-             WHERE enqueued_at IS NULL AND status = 'queued' AND created_at < $1 \
-             ORDER BY created_at LIMIT $2"
+        let waiting: Vec<DbUuid> = with_pool!(self.store, |pool| sqlx::query_scalar(
+            "SELECT u.job_id FROM unpushed_jobs u \
+               JOIN generation_jobs j ON j.id = u.job_id AND j.status = 'queued' \
+             WHERE u.created_at < $1 ORDER BY u.created_at LIMIT $2"
         )
         .bind(cutoff)
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?);
-        Ok(ids.into_iter().map(Uuid::from).collect())
+        let left = limit.saturating_sub(u32::try_from(waiting.len()).unwrap_or(u32::MAX));
+        let legacy: Vec<DbUuid> = if left == 0 {
+            Vec::new()
+        } else {
+            with_pool!(self.store, |pool| sqlx::query_scalar(
+                "SELECT id FROM generation_jobs \
+                 WHERE enqueued_at IS NULL AND status = 'queued' AND created_at < $1 \
+                 ORDER BY created_at LIMIT $2"
+            )
+            .bind(cutoff)
+            .bind(i64::from(left))
+            .fetch_all(pool)
+            .await?)
+        };
+        Ok(waiting.into_iter().chain(legacy).map(Uuid::from).collect())
+    }
+
+    /// Drops the `unpushed_jobs` entries older than `cutoff` of jobs that no longer need a
+    /// push: no longer `queued` (cancelled before their push, or pushed and moved on while
+    /// their mark was lost), or gone. Returns how many were dropped.
+    pub async fn forget_unpushed_not_queued(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let _write = self.store.write_guard().await;
+        Ok(with_pool!(self.store, |pool| sqlx::query(
+            "DELETE FROM unpushed_jobs WHERE created_at < $1 AND NOT EXISTS \
+               (SELECT 1 FROM generation_jobs j \
+                WHERE j.id = unpushed_jobs.job_id AND j.status = 'queued')"
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected()))
     }
 
     /// `queued` → `throttled`: waiting for the key's rate-limit window.
@@ -1593,11 +1651,11 @@ pub(crate) async fn pg_insert_rows<'c>(
            INSERT INTO generation_jobs \
              (id, project_id, user_id, provider, model, status, attempts, request, \
               metadata, created_by_token, idempotency_key, request_sha256, \
-              created_at, updated_at, batch_id, video_seconds, resolution, \
+              created_at, updated_at, enqueued_at, batch_id, video_seconds, resolution, \
               estimated_cost_micros) \
            SELECT id, project_id, user_id, provider, model, 'queued', 0, request, \
                   metadata, \
-                  created_by_token, idempotency_key, request_sha256, $10, $10, batch_id, \
+                  created_by_token, idempotency_key, request_sha256, $10, $10, $10, batch_id, \
                   video_seconds, resolution, estimated_cost_micros \
              FROM input ORDER BY n \
            ON CONFLICT (created_by_token, idempotency_key) \
@@ -1606,7 +1664,9 @@ pub(crate) async fn pg_insert_rows<'c>(
         job_columns!(),
         "), accepted AS (\
            INSERT INTO generation_job_events (job_id, at, status, message) \
-           SELECT id, created_at, status, 'accepted' FROM created) \
+           SELECT id, created_at, status, 'accepted' FROM created), \
+         unpushed AS (\
+           INSERT INTO unpushed_jobs (job_id, created_at) SELECT id, created_at FROM created) \
          SELECT ",
         job_columns!(),
         " FROM created"
@@ -1685,6 +1745,11 @@ pub(crate) async fn sqlite_insert_rows(
             .await?;
         if let Some(row) = row {
             record_event!(tx, *id, "queued", "accepted", None::<Value>);
+            sqlx::query("INSERT INTO unpushed_jobs (job_id, created_at) VALUES ($1, $2)")
+                .bind(DbUuid(*id))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             created.push(row);
         }
     }

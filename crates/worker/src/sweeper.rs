@@ -43,8 +43,9 @@ pub(crate) async fn sweep_forever(store: Store, producer: Producer<JobItem>, sto
 }
 
 /// One pass: pushes up to 500 `queued` jobs created more than `older_than`
-/// ago that never reached the queue, and marks them enqueued. Returns how
-/// many were pushed.
+/// ago whose push was never confirmed, and marks them enqueued; drops the
+/// waiting entries of jobs that need no push any more. Returns how many were
+/// pushed.
 pub async fn sweep_stranded(
     store: &Store,
     producer: &Producer<JobItem>,
@@ -54,6 +55,9 @@ pub async fn sweep_stranded(
         .ok()
         .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    // Entries of jobs that need no push any more (cancelled first, or a lost mark of a job
+    // that has run since) would otherwise wait forever.
+    store.jobs().forget_unpushed_not_queued(cutoff).await?;
     let stranded = store.jobs().unenqueued(cutoff, BATCH).await?;
     for job_id in &stranded {
         producer

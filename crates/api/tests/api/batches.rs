@@ -147,7 +147,11 @@ async fn a_batch_is_stored_queued_and_pushed_and_reads_back_with_its_counts() {
             let job_id: Uuid = listed["id"].as_str().unwrap().parse().unwrap();
             let stored = api.store.jobs().get(job_id).await.unwrap().unwrap();
             assert_eq!(stored.batch_id.map(|b| b.to_string()).as_deref(), Some(id));
-            assert!(stored.enqueued_at.is_some(), "{}: pushed", api.backend);
+            assert!(
+                !api.store.jobs().awaiting_push(job_id).await.unwrap(),
+                "{}: pushed",
+                api.backend
+            );
             assert_eq!(stored.status, JobStatus::Queued);
         }
 
@@ -424,7 +428,9 @@ async fn a_queue_failure_after_storing_answers_503_with_the_batch() {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j.enqueued_at.is_none()));
+    for job in &jobs {
+        assert!(api.store.jobs().awaiting_push(job.id).await.unwrap());
+    }
     // A retry with the key gets the batch, without a second one.
     let again = json!({ "jobs": [job(user, "a"), job(user, "b")] });
     let response = post_batch(&api, &again, Some("retry-me")).await;

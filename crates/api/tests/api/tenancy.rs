@@ -133,8 +133,8 @@ async fn another_projects_ids_answer_exactly_as_missing_ones_and_change_nothing(
         // The API notes the push as enqueued in the background: let that
         // land first, so the snapshot holds still.
         byok_testing::poll_until("the job marked enqueued", async || {
-            let stored = api.store.jobs().get(job).await.unwrap().unwrap();
-            stored.enqueued_at.map(drop)
+            let waiting = api.store.jobs().awaiting_push(job).await.unwrap();
+            (!waiting).then_some(())
         })
         .await;
         let owner = ProjectUser::new(p1, user);

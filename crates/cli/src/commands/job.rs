@@ -17,9 +17,13 @@ pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<Exi
         anyhow::bail!("no job has id {}", args.id);
     };
     let history = store.jobs().events(job.id).await?;
+    let awaiting_push = store.jobs().awaiting_push(job.id).await?;
     store.close().await;
     if args.json {
-        println!("{}", json!({ "job": job, "history": history }));
+        println!(
+            "{}",
+            json!({ "job": job, "history": history, "awaiting_push": awaiting_push })
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let progress = job
@@ -44,6 +48,12 @@ pub async fn show(settings: &Settings, args: &JobShowArgs) -> anyhow::Result<Exi
         ("started", when(job.started_at)),
         ("finished", when(job.finished_at)),
     ];
+    if awaiting_push {
+        fields.push((
+            "queue push",
+            "not confirmed yet: the sweeper pushes a queued job once it is 30 s old".to_owned(),
+        ));
+    }
     if job.submit_started_at.is_some() {
         fields.push(("submit out since", when(job.submit_started_at)));
     }

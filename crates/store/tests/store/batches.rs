@@ -148,7 +148,10 @@ async fn a_batch_is_stored_with_all_its_jobs_in_order() {
             assert_eq!(job.batch_id, Some(batch.id), "{}", b.name);
             assert_eq!(job.status, JobStatus::Queued);
             assert_eq!(job.request.prompt.as_deref(), Some(&*format!("shot {i}")));
-            assert!(job.enqueued_at.is_none(), "the queue push marks it");
+            assert!(
+                b.store.jobs().awaiting_push(job.id).await.unwrap(),
+                "the queue push confirms it"
+            );
             assert_eq!(job.created_by_token, None);
         }
         // Read back the same, with the counts.

@@ -48,7 +48,7 @@ pub(crate) async fn create(store: &Store, new: &NewJob) -> Job {
 }
 
 #[tokio::test]
-async fn a_new_job_is_queued_unenqueued_with_its_request_and_history() {
+async fn a_new_job_is_queued_awaiting_its_push_with_its_request_and_history() {
     for b in backends().await {
         let user = Uuid::new_v4();
         let job = create(&b.store, &new_job(user, None, None)).await;
@@ -57,7 +57,10 @@ async fn a_new_job_is_queued_unenqueued_with_its_request_and_history() {
         assert_eq!(job.provider(), Some(ProviderId::RUNWAY));
         assert_eq!(job.request, request(user));
         assert_eq!(job.metadata, json!({ "scene": 7 }));
-        assert!(job.enqueued_at.is_none() && job.provider_job_id.is_none());
+        // Accepted for the queue as it is stored; the push itself is not confirmed yet.
+        assert_eq!(job.enqueued_at, Some(job.created_at), "{}", b.name);
+        assert!(job.provider_job_id.is_none());
+        assert!(b.store.jobs().awaiting_push(job.id).await.unwrap());
         assert_eq!(
             b.store.jobs().get(job.id).await.unwrap().as_ref(),
             Some(&job),
@@ -373,220 +376,125 @@ async fn a_users_jobs_page_newest_first_with_a_status_filter() {
 }
 
 #[tokio::test]
-async fn the_sweeper_sees_only_old_queued_jobs_that_never_reached_the_queue() {
+async fn the_sweeper_sees_only_old_queued_jobs_whose_push_was_never_confirmed() {
     for b in backends().await {
         let jobs = b.store.jobs();
         let stranded = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
+        assert!(jobs.awaiting_push(stranded.id).await.unwrap(), "{}", b.name);
         let queued = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
         assert!(jobs.mark_enqueued(queued.id).await.unwrap());
         assert!(!jobs.mark_enqueued(queued.id).await.unwrap());
+        assert!(!jobs.awaiting_push(queued.id).await.unwrap());
         let cancelled = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
         jobs.cancel(cancelled.id, "x").await.unwrap();
+        // A job the previous build stored and never marked: no waiting entry, its
+        // `enqueued_at` unset. An upgrade must not strand it.
+        let legacy = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
+        as_stored_unmarked_by_the_previous_build(&b, legacy.id).await;
+        assert!(jobs.awaiting_push(legacy.id).await.unwrap(), "{}", b.name);
 
         let later = chrono::Utc::now() + chrono::Duration::seconds(1);
         let found = jobs.unenqueued(later, 100).await.unwrap();
-        assert!(found.contains(&stranded.id), "{}", b.name);
+        assert!(
+            found.contains(&stranded.id) && found.contains(&legacy.id),
+            "{}: {found:?}",
+            b.name
+        );
         assert!(
             !found.contains(&queued.id) && !found.contains(&cancelled.id),
             "{}",
             b.name
         );
+        assert_eq!(found.len(), 2, "{}", b.name);
+        assert_eq!(
+            jobs.unenqueued(later, 1).await.unwrap().len(),
+            1,
+            "the limit"
+        );
         let earlier = stranded.created_at - chrono::Duration::seconds(1);
         assert!(
-            !jobs
-                .unenqueued(earlier, 100)
-                .await
-                .unwrap()
-                .contains(&stranded.id),
+            jobs.unenqueued(earlier, 100).await.unwrap().is_empty(),
             "too young"
         );
-    }
-}
 
-#[tokio::test]
-async fn marking_many_jobs_enqueued_marks_each_once_and_only_those() {
-    for b in backends().await {
-        let jobs = b.store.jobs();
-        let mut marked = Vec::new();
-        for _ in 0..3 {
-            marked.push(
-                create(&b.store, &new_job(Uuid::new_v4(), None, None))
-                    .await
-                    .id,
-            );
-        }
-        let untouched = create(&b.store, &new_job(Uuid::new_v4(), None, None)).await;
-        assert!(jobs.mark_enqueued(marked[0]).await.unwrap());
-        let before = jobs.get(marked[0]).await.unwrap().unwrap().enqueued_at;
-
-        // One already marked, one unknown id, one repeated: two newly marked.
-        let mut ids = marked.clone();
-        ids.push(Uuid::new_v4());
-        ids.push(marked[1]);
+        // The cancelled job needs no push: its entry is dropped, the waiting ones stay.
+        assert!(!jobs.awaiting_push(cancelled.id).await.unwrap());
         assert_eq!(
-            jobs.mark_enqueued_many(&ids).await.unwrap(),
-            2,
-            "{}",
-            b.name
-        );
-        assert_eq!(
-            jobs.mark_enqueued_many(&ids).await.unwrap(),
+            jobs.forget_unpushed_not_queued(earlier).await.unwrap(),
             0,
+            "too young"
+        );
+        assert_eq!(
+            jobs.forget_unpushed_not_queued(later).await.unwrap(),
+            1,
             "{}",
             b.name
         );
-        assert_eq!(jobs.mark_enqueued_many(&[]).await.unwrap(), 0);
+        assert!(jobs.awaiting_push(stranded.id).await.unwrap());
 
-        for id in &marked {
-            assert!(jobs.get(*id).await.unwrap().unwrap().enqueued_at.is_some());
-        }
-        assert_eq!(
-            jobs.get(marked[0]).await.unwrap().unwrap().enqueued_at,
-            before,
-            "an earlier mark stays"
-        );
-        let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-        let stranded = jobs.unenqueued(later, 100).await.unwrap();
-        assert!(stranded.contains(&untouched.id), "{}", b.name);
-        assert!(!marked.iter().any(|id| stranded.contains(id)), "{}", b.name);
-    }
-}
-
-#[tokio::test]
-async fn a_batch_insert_answers_each_job_as_single_inserts_would() {
-    for b in backends().await {
-        let jobs = b.store.jobs();
-        let (user, token) = (Uuid::new_v4(), Uuid::new_v4());
-        let earlier = create(&b.store, &new_job(user, Some(token), Some(("before", 1)))).await;
-        let batch = [
-            new_job(user, Some(token), None),
-            new_job(user, Some(token), Some(("before", 1))), // replays `earlier`
-            new_job(user, Some(token), Some(("before", 2))), // conflicts with it
-            new_job(user, Some(token), Some(("fresh", 3))),
-            new_job(user, Some(token), Some(("fresh", 3))), // replays the row above
-            new_job(user, Some(token), Some(("fresh", 4))), // conflicts with it
-            new_job(user, Some(Uuid::new_v4()), Some(("fresh", 3))), // another token's key
-            new_job(user, None, None),
-        ];
-        let answers: Vec<Inserted> = jobs
-            .insert_many(&batch)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(answers.len(), batch.len(), "{}", b.name);
-        let created = |i: usize| match &answers[i] {
-            Inserted::Created(job) => job.clone(),
-            other => panic!("{}: job {i}: expected created, got {other:?}", b.name),
-        };
-        let (first, fresh, other_token, last) = (created(0), created(3), created(6), created(7));
-        assert!(matches!(&answers[1], Inserted::Replayed(j) if j.id == earlier.id));
-        assert!(matches!(&answers[2], Inserted::Conflict(j) if j.id == earlier.id));
-        assert!(matches!(&answers[4], Inserted::Replayed(j) if j.id == fresh.id));
-        assert!(matches!(&answers[5], Inserted::Conflict(j) if j.id == fresh.id));
-        assert_ne!(other_token.id, fresh.id);
-
-        // Each created job is stored whole, with its history, as `insert` does.
-        for job in [&first, &fresh, &other_token, &last] {
-            assert_eq!(
-                jobs.get(job.id).await.unwrap().as_ref(),
-                Some(job),
-                "{}",
-                b.name
-            );
-            assert_eq!(job.status, JobStatus::Queued);
-            assert_eq!(job.metadata, json!({ "scene": 7 }));
-            assert!(job.enqueued_at.is_none());
-            let events = jobs.events(job.id).await.unwrap();
-            assert_eq!(events.len(), 1, "{}", b.name);
-            assert_eq!(
-                (events[0].status.as_str(), events[0].message.as_str()),
-                ("queued", "accepted")
-            );
-        }
-        assert_eq!(fresh.idempotency_key.as_deref(), Some("fresh"));
-        assert_eq!(fresh.request_sha256.as_deref(), Some(&[3u8; 32][..]));
-        assert_eq!(first.created_by_token, Some(token));
-        assert_eq!(last.created_by_token, None);
-        assert_eq!(
-            jobs.list_for_user(owner(user), None, None, 100)
-                .await
-                .unwrap()
-                .len(),
-            5
-        );
-        assert!(jobs.insert_many(&[]).await.unwrap().is_empty());
-    }
-}
-
-#[tokio::test]
-async fn a_refused_batch_stores_nothing() {
-    for b in backends().await {
-        let user = Uuid::new_v4();
-        let mut bad = new_job(user, Some(Uuid::new_v4()), Some(("k", 1)));
-        bad.idempotency.as_mut().unwrap().key = "x".repeat(256);
-        assert!(matches!(
-            b.store
-                .jobs()
-                .insert_many(&[new_job(user, None, None), bad])
-                .await,
-            Err(StoreError::Invalid(_))
-        ));
-        // A row the database refuses (PostgreSQL stores no U+0000 in JSONB).
-        let mut nul = new_job(user, None, None);
-        nul.metadata = json!({ "note": "a\u{0}b" });
-        if b.name == "postgres" {
-            assert!(
-                b.store
-                    .jobs()
-                    .insert_many(&[new_job(user, None, None), nul])
-                    .await
-                    .is_err()
-            );
+        // The sweeper's mark confirms both kinds.
+        for id in [stranded.id, legacy.id] {
+            assert!(jobs.mark_enqueued(id).await.unwrap(), "{}", b.name);
+            assert!(!jobs.awaiting_push(id).await.unwrap());
         }
         assert!(
-            b.store
-                .jobs()
-                .list_for_user(owner(user), None, None, 10)
+            jobs.get(legacy.id)
                 .await
                 .unwrap()
-                .is_empty(),
-            "{}",
-            b.name
+                .unwrap()
+                .enqueued_at
+                .is_some()
         );
+        assert!(jobs.unenqueued(later, 100).await.unwrap().is_empty());
+    }
+}
+
+/// Makes job `id` look as the build before `unpushed_jobs` left a job it stored and never
+/// marked: `enqueued_at` unset and no waiting entry.
+async fn as_stored_unmarked_by_the_previous_build(b: &Backend, id: Uuid) {
+    for sql in [
+        "UPDATE generation_jobs SET enqueued_at = NULL WHERE id = $1",
+        "DELETE FROM unpushed_jobs WHERE job_id = $1",
+    ] {
+        assert_eq!(behind_the_store(b, sql, None, id).await, 1, "{sql}");
+    }
+}
+
+/// Runs `sql` on the backend's database behind the store's back, binding `value` (when
+/// given) and then job `id`; returns how many rows it changed.
+async fn behind_the_store(b: &Backend, sql: &str, value: Option<&str>, id: Uuid) -> u64 {
+    // The same statement on either pool type; only the id's encoding differs.
+    macro_rules! run {
+        ($pool:expr, $id:expr) => {{
+            let pool = $pool;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            if let Some(value) = value {
+                query = query.bind(value.to_owned());
+            }
+            let changed = query.bind($id).execute(&pool).await.unwrap();
+            pool.close().await;
+            changed.rows_affected()
+        }};
+    }
+    if b.name == "sqlite" {
+        run!(
+            sqlx::SqlitePool::connect(&b.url).await.unwrap(),
+            id.hyphenated().to_string()
+        )
+    } else {
+        run!(sqlx::PgPool::connect(&b.url).await.unwrap(), id)
     }
 }
 
 /// Sets a JSON column of a job row to `value` behind the store's back
 /// (`column` is one of this file's literals).
 async fn set_json_column(b: &Backend, id: Uuid, column: &str, value: &str) {
-    let changed = if b.name == "sqlite" {
-        let pool = sqlx::SqlitePool::connect(&b.url).await.unwrap();
-        let sql = format!("UPDATE generation_jobs SET {column} = $1 WHERE id = $2");
-        let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .bind(id.hyphenated().to_string())
-            .execute(&pool)
-            .await
-            .unwrap()
-            .rows_affected();
-        pool.close().await;
-        changed
+    let sql = if b.name == "sqlite" {
+        format!("UPDATE generation_jobs SET {column} = $1 WHERE id = $2")
     } else {
-        let pool = sqlx::PgPool::connect(&b.url).await.unwrap();
-        let sql = format!("UPDATE generation_jobs SET {column} = $1::jsonb WHERE id = $2");
-        let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .bind(id)
-            .execute(&pool)
-            .await
-            .unwrap()
-            .rows_affected();
-        pool.close().await;
-        changed
+        format!("UPDATE generation_jobs SET {column} = $1::jsonb WHERE id = $2")
     };
-    assert_eq!(changed, 1);
+    assert_eq!(behind_the_store(b, &sql, Some(value), id).await, 1);
 }
 
 #[tokio::test]

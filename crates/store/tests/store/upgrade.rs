@@ -212,6 +212,8 @@ async fn check_upgraded(store: &Store, rows: &OldRows, backend: &str) {
         .unwrap();
     assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [rows.job]);
     assert_eq!(store.jobs().events(rows.job).await.unwrap().len(), 1);
+    // It was pushed and marked before: nothing for the sweeper.
+    assert!(!store.jobs().awaiting_push(rows.job).await.unwrap());
 }
 
 async fn assert_imported_into_default(store: &Store, user: Uuid) {

@@ -294,6 +294,7 @@ async fn a_job_that_never_reached_the_queue_is_pushed_by_the_sweeper() {
     mount_finishing_task(&h, 0).await;
     // Stored, but the API died before pushing it.
     let job = h.store_job("stranded").await;
+    assert!(h.store.jobs().awaiting_push(job.id).await.unwrap());
     let producer = Producer::<JobItem>::new(Arc::clone(&h.engine));
     let young = byok_worker::sweep_stranded(&h.store, &producer, Duration::from_secs(3600))
         .await
@@ -306,7 +307,7 @@ async fn a_job_that_never_reached_the_queue_is_pushed_by_the_sweeper() {
         .await
         .unwrap();
     assert_eq!(pushed, 1);
-    assert!(h.job(job.id).await.enqueued_at.is_some());
+    assert!(!h.store.jobs().awaiting_push(job.id).await.unwrap());
     assert_eq!(
         byok_worker::sweep_stranded(&h.store, &producer, Duration::ZERO)
             .await
