@@ -18,6 +18,22 @@ async fn counts_listings_retry_and_purge() {
     }
 }
 
+/// Waits until this machine's clock is past `at_ms`, an item's stamp: every
+/// engine stamps in milliseconds of this clock (Redis runs on the same
+/// machine), so an item written after this gets a later stamp.
+async fn clock_passes(at_ms: u64) {
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    assert!(
+        eventually(Duration::from_secs(2), || now_ms() > at_ms).await,
+        "the clock is at {} ms, not past {at_ms}",
+        now_ms()
+    );
+}
+
 async fn inspection(q: &TestQueue) {
     on(q);
     let engine = q.engine(q.config()).await;
@@ -46,8 +62,8 @@ async fn inspection(q: &TestQueue) {
         })
         .await
     );
-    // The clock has no signal to wait on; 2 ms moves the stamp on.
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    let dead_1 = engine.list(ItemState::Dead, 10).await.unwrap();
+    clock_passes(dead_1[0].at_ms).await;
     p.push("dead-2", &Item { act: Act::Abort }, Duration::ZERO)
         .await
         .unwrap();
@@ -138,7 +154,9 @@ async fn inspection(q: &TestQueue) {
         .await
         .unwrap();
     // As above: a later millisecond, so the two have an order.
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    let waiting_1 = engine.list(ItemState::Pending, 10).await.unwrap();
+    assert_eq!(waiting_1.len(), 1, "{waiting_1:?}");
+    clock_passes(waiting_1[0].at_ms).await;
     p.push("waiting-2", &Item { act: Act::Ok }, Duration::ZERO)
         .await
         .unwrap();
