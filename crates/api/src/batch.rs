@@ -5,21 +5,17 @@
 //! entry (another; the job row is not written again). Measured with
 //! `byok-bench enqueue`, those writes, one statement and one commit per
 //! request, were the route's bound: PostgreSQL's CPU, not the HTTP stack.
-//! Here one task per server gathers what concurrent requests want written
-//! and writes it in one statement.
-//!
-//! Why no timer: a task takes every request waiting when it wakes, so at
-//! low load each one is written at once, alone, and under load the requests
-//! that arrive while earlier writes run form the next batch. Nothing waits
-//! for a batch to fill.
+//! The inserts go through a `byok_store::Batcher` (no timer: what concurrent
+//! requests want written when a writer is free becomes one statement); the
+//! marks through a task of their own below, since nobody waits for them.
 
 use std::sync::Arc;
 
-use byok_store::{Inserted, NewJob, Store, StoreError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use byok_store::{BatchLimits, Batcher, Inserted, NewJob, Store};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiErrorCode};
+use crate::error::ApiError;
 
 /// Requests waiting beyond this are written by their own handler: the
 /// database is behind, and memory should not grow.
@@ -43,112 +39,46 @@ const INSERT_WRITERS: usize = 2;
 #[derive(Debug, Clone)]
 pub(crate) struct JobInserts {
     /// `None` outside a Tokio runtime: every job is inserted by its caller.
-    sender: Option<mpsc::Sender<InsertRequest>>,
+    batcher: Option<Arc<Batcher<NewJob, Inserted>>>,
     store: Store,
-}
-
-struct InsertRequest {
-    job: NewJob,
-    reply: oneshot::Sender<Result<Inserted, Arc<StoreError>>>,
 }
 
 impl JobInserts {
     pub(crate) fn start(store: Store) -> Self {
-        let sender = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let (sender, receiver) = mpsc::channel(BACKLOG);
-            runtime.spawn(insert_jobs(store.clone(), receiver));
-            sender
+        let limits = BatchLimits {
+            writers: INSERT_WRITERS,
+            max_batch: MAX_BATCH,
+            backlog: BACKLOG,
+        };
+        // A batch the database refuses is inserted job by job, so one job that is the
+        // cause fails alone; running the insert again is safe, since a job already stored
+        // under its idempotency key is found, not stored twice. When the database is
+        // unreachable, perhaps after committing, every requester hears of it instead.
+        let batcher = Batcher::start(&store, limits, |store, jobs: Arc<Vec<NewJob>>| async move {
+            let answers = store.jobs().insert_many(&jobs).await;
+            if let Err(e) = &answers
+                && e.is_unavailable()
+            {
+                tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
+            }
+            answers
         });
-        Self { sender, store }
+        Self {
+            batcher: batcher.map(Arc::new),
+            store,
+        }
     }
 
     /// What [`byok_store::JobRepo::insert`] does, in a batch with other
     /// requests' jobs; errors as the API answers them.
     pub(crate) async fn insert(&self, job: NewJob) -> Result<Inserted, ApiError> {
-        let job = match &self.sender {
-            Some(sender) => {
-                let (reply, answer) = oneshot::channel();
-                match sender.try_send(InsertRequest { job, reply }) {
-                    // The task answers every request it takes; no answer
-                    // means it is gone mid-write, and the outcome unknown.
-                    Ok(()) => {
-                        return match answer.await {
-                            Ok(answer) => answer.map_err(|e| ApiError::store(&e)),
-                            Err(_) => Err(ApiError::new(
-                                ApiErrorCode::ServiceUnavailable,
-                                "the job may or may not have been stored; retry with the same \
-                                 Idempotency-Key to get it rather than create another",
-                            )),
-                        };
-                    }
-                    Err(
-                        mpsc::error::TrySendError::Full(request)
-                        | mpsc::error::TrySendError::Closed(request),
-                    ) => request.job,
-                }
-            }
-            None => job,
+        let inserted = match &self.batcher {
+            Some(batcher) => batcher.run(job).await,
+            None => self.store.jobs().insert(&job).await,
         };
-        self.store
-            .jobs()
-            .insert(&job)
-            .await
-            .map_err(|e| ApiError::store(&e))
-    }
-}
-
-async fn insert_jobs(store: Store, mut receiver: mpsc::Receiver<InsertRequest>) {
-    let writers = Arc::new(Semaphore::new(INSERT_WRITERS));
-    loop {
-        // A free writer first, then the batch: while all writers are busy,
-        // requests gather in the channel for the next one.
-        let Ok(writer) = Arc::clone(&writers).acquire_owned().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let store = store.clone();
-        tokio::spawn(async move {
-            insert_batch(&store, batch).await;
-            drop(writer);
-        });
-    }
-}
-
-async fn insert_batch(store: &Store, batch: Vec<InsertRequest>) {
-    let (jobs, replies): (Vec<NewJob>, Vec<_>) =
-        batch.into_iter().map(|r| (r.job, r.reply)).unzip();
-    let jobs_repo = store.jobs();
-    match jobs_repo.insert_many(&jobs).await {
-        Ok(answers) => {
-            // A requester that stopped waiting is gone (here and below); a
-            // job stored for it stays, and the sweeper will queue it.
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer.map_err(Arc::new));
-            }
-        }
-        // The database refused the statement, or it was refused before
-        // reaching it: nothing of the batch is stored. One job may be the
-        // cause; inserted alone, each gets its own answer.
-        Err(StoreError::Database(_) | StoreError::Invalid(_)) if jobs.len() > 1 => {
-            for (job, reply) in jobs.iter().zip(replies) {
-                let _ = reply.send(jobs_repo.insert(job).await.map_err(Arc::new));
-            }
-        }
-        // A lone job's error is its answer. When the database is
-        // unreachable, perhaps after committing, inserting again could store
-        // the jobs twice: every requester hears of it instead.
-        Err(e) => {
-            if e.is_unavailable() {
-                tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
-            }
-            let e = Arc::new(e);
-            for reply in replies {
-                let _ = reply.send(Err(Arc::clone(&e)));
-            }
-        }
+        // A batch that got no answer (the process is stopping mid-write) is unavailable
+        // too: a 503, which a producer retries with its Idempotency-Key.
+        inserted.map_err(|e| ApiError::store(&e))
     }
 }
 

@@ -205,6 +205,31 @@ macro_rules! event_transition {
     (@pg_deliveries false) => { "ARRAY(SELECT id FROM dl)" };
 }
 
+/// A step's read: the job's columns and the user's key for its provider, of the jobs where
+/// `$condition` holds. The key's columns come from a subquery whose every column is
+/// renamed, so the job's unqualified column names stay unambiguous on both databases
+/// (SQLite has no LATERAL); PostgreSQL plans it as a join on the credential table's unique
+/// index.
+macro_rules! step_read {
+    ($condition:literal) => {
+        concat!(
+            "SELECT ",
+            job_columns!(),
+            ", k.key_sealed, k.key_is_valid, k.key_last_error \
+             FROM generation_jobs LEFT JOIN (\
+               SELECT project_id AS key_project, user_id AS key_user, \
+                      provider_name AS key_provider, encrypted_credentials AS key_sealed, \
+                      is_valid AS key_is_valid, last_error AS key_last_error \
+               FROM user_provider_configs) k \
+             ON k.key_project = generation_jobs.project_id \
+               AND k.key_user = generation_jobs.user_id \
+               AND k.key_provider = generation_jobs.provider \
+             WHERE ",
+            $condition
+        )
+    };
+}
+
 from_row! {
     pub(crate) struct JobRow {
         id: DbUuid,
@@ -296,6 +321,17 @@ impl TryFrom<JobRow> for Job {
             route,
         })
     }
+}
+
+/// A submit the provider accepted, for [`JobRepo::submitted_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The job.
+    pub id: Uuid,
+    /// The provider's id for it.
+    pub provider_job_id: String,
+    /// The delivery attempt that sent it.
+    pub attempt: u32,
 }
 
 /// One generation job as stored. Serialises with every column (the
@@ -776,28 +812,12 @@ impl<'a> JobRepo<'a> {
         &self,
         id: Uuid,
     ) -> Result<Option<(Job, Option<crate::StepKey>)>, StoreError> {
-        // The key's columns come from a subquery whose every column is renamed, so the job's
-        // unqualified column names stay unambiguous on both databases (SQLite has no
-        // LATERAL); PostgreSQL plans it as a join on the credential table's unique index.
         let row: Option<(JobRow, crate::credentials::StepKeyColumns)> =
             with_pool!(self.store, |pool| {
-                match sqlx::query(concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    ", k.key_sealed, k.key_is_valid, k.key_last_error \
-                     FROM generation_jobs LEFT JOIN (\
-                       SELECT project_id AS key_project, user_id AS key_user, \
-                              provider_name AS key_provider, encrypted_credentials AS key_sealed, \
-                              is_valid AS key_is_valid, last_error AS key_last_error \
-                       FROM user_provider_configs) k \
-                     ON k.key_project = generation_jobs.project_id \
-                       AND k.key_user = generation_jobs.user_id \
-                       AND k.key_provider = generation_jobs.provider \
-                     WHERE generation_jobs.id = $1"
-                ))
-                .bind(DbUuid(id))
-                .fetch_optional(pool)
-                .await?
+                match sqlx::query(step_read!("generation_jobs.id = $1"))
+                    .bind(DbUuid(id))
+                    .fetch_optional(pool)
+                    .await?
                 {
                     Some(row) => Some((
                         sqlx::FromRow::from_row(&row)?,
@@ -810,6 +830,50 @@ impl<'a> JobRepo<'a> {
             Some((job, key)) => Ok(Some((Job::try_from(job)?, key.into_key()))),
             None => Ok(None),
         }
+    }
+
+    /// [`Self::get_for_step`] for many jobs in one read: an answer per id, in order (`None`
+    /// for a job that does not exist; a row that does not read is that id's error, not the
+    /// batch's).
+    pub async fn get_many_for_step(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<Result<Option<(Job, Option<crate::StepKey>)>, StoreError>>, StoreError> {
+        let crate::db::Db::Postgres(pool) = &self.store.db else {
+            let mut answers = Vec::with_capacity(ids.len());
+            for id in ids {
+                answers.push(self.get_for_step(*id).await);
+            }
+            return Ok(answers);
+        };
+        let rows = sqlx::query(step_read!("generation_jobs.id = ANY($1)"))
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+        // A row that does not decode fails the read (as it does for one job); one whose
+        // values this build cannot read is that job's answer only.
+        let mut found: HashMap<Uuid, Result<(Job, Option<crate::StepKey>), &'static str>> =
+            HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job: JobRow = sqlx::FromRow::from_row(row)?;
+            let key: crate::credentials::StepKeyColumns = sqlx::FromRow::from_row(row)?;
+            let id = job.id.0;
+            let read = match Job::try_from(job) {
+                Ok(job) => Ok((job, key.into_key())),
+                Err(StoreError::Malformed(column)) => Err(column),
+                Err(other) => return Err(other),
+            };
+            found.insert(id, read);
+        }
+        let answers = ids
+            .iter()
+            .map(|id| match found.get(id) {
+                None => Ok(None),
+                Some(Ok(read)) => Ok(Some(read.clone())),
+                Some(Err(column)) => Err(StoreError::Malformed(column)),
+            })
+            .collect();
+        Ok(answers)
     }
 
     /// Up to `limit` of the user's jobs, newest first, older than `before`
@@ -1113,7 +1177,7 @@ impl<'a> JobRepo<'a> {
         provider_job_id: &str,
         attempt: u32,
     ) -> Result<bool, StoreError> {
-        let message = format!("accepted by the provider as {}", clip(provider_job_id, 200));
+        let message = accepted_message(provider_job_id);
         Ok(event_transition!(
             self.store,
             id,
@@ -1134,6 +1198,83 @@ impl<'a> JobRepo<'a> {
                 .bind(crate::now())
                 .bind(DbUuid(id))
         ))
+    }
+
+    /// [`Self::begin_submit`] for many jobs in one statement: an answer per id, in order.
+    /// An id given twice is claimed at most once (its first place).
+    pub async fn begin_submit_many(&self, ids: &[Uuid]) -> Result<Vec<bool>, StoreError> {
+        let crate::db::Db::Postgres(pool) = &self.store.db else {
+            let mut answers = Vec::with_capacity(ids.len());
+            for id in ids {
+                answers.push(self.begin_submit(*id).await?);
+            }
+            return Ok(answers);
+        };
+        let claimed: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE generation_jobs SET submit_started_at = $1, updated_at = $1 \
+             WHERE id = ANY($2) AND status IN ('queued', 'throttled') \
+               AND provider_job_id IS NULL AND submit_started_at IS NULL \
+             RETURNING id",
+        )
+        .bind(crate::now())
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+        Ok(answers_in_order(ids, &claimed))
+    }
+
+    /// [`Self::submitted`] for many accepted submits in one statement (with their history
+    /// entries and `job.running` events): an answer per submit, in order. A job given twice
+    /// is recorded once, with its first submit.
+    pub async fn submitted_many(&self, accepted: &[Accepted]) -> Result<Vec<bool>, StoreError> {
+        let crate::db::Db::Postgres(pool) = &self.store.db else {
+            let mut answers = Vec::with_capacity(accepted.len());
+            for a in accepted {
+                answers.push(self.submitted(a.id, &a.provider_job_id, a.attempt).await?);
+            }
+            return Ok(answers);
+        };
+        let ids: Vec<Uuid> = accepted.iter().map(|a| a.id).collect();
+        let first = first_places(&ids);
+        let unique = || accepted.iter().zip(&first).filter(|(_, first)| **first);
+        let (changed, deliveries): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(concat!(
+            "WITH input AS (\
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[]) \
+                 AS i(id, remote, attempts, message)), \
+             changed AS (\
+               UPDATE generation_jobs j SET provider_job_id = i.remote, submit_started_at = NULL, \
+                 status = CASE WHEN j.status IN ('queued', 'throttled') THEN 'running' \
+                               ELSE j.status END, \
+                 attempts = i.attempts, started_at = COALESCE(j.started_at, $5), updated_at = $5 \
+               FROM input i WHERE j.id = i.id AND j.provider_job_id IS NULL \
+               RETURNING j.*), \
+             hist AS (INSERT INTO generation_job_events (job_id, at, status, message) \
+               SELECT c.id, c.updated_at, c.status, i.message \
+                 FROM changed c JOIN input i ON i.id = c.id)",
+            crate::outbox::pg_job_event_ctes!("job.running", "c.status = 'running'"),
+            " SELECT ARRAY(SELECT id FROM changed), ARRAY(SELECT id FROM dl)"
+        ))
+        .bind(unique().map(|(a, _)| a.id).collect::<Vec<_>>())
+        .bind(
+            unique()
+                .map(|(a, _)| a.provider_job_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            unique()
+                .map(|(a, _)| db_attempt(a.attempt))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            unique()
+                .map(|(a, _)| accepted_message(&a.provider_job_id))
+                .collect::<Vec<_>>(),
+        )
+        .bind(crate::now())
+        .fetch_one(pool)
+        .await?;
+        self.store.outbox().record(deliveries);
+        Ok(answers_in_order(&ids, &changed))
     }
 
     /// The operator's search (the dashboard's jobs page): jobs matching every filter set,
@@ -1453,6 +1594,50 @@ impl<'a> JobRepo<'a> {
         ))
     }
 
+    /// [`Self::succeed`] for many jobs in one statement (with their history entries,
+    /// `job.succeeded` events, batch counts and usage rows): an answer per job, in order. A
+    /// job given twice succeeds once, with its first result.
+    pub async fn succeed_many(&self, done: &[(Uuid, &JobResult)]) -> Result<Vec<bool>, StoreError> {
+        let crate::db::Db::Postgres(pool) = &self.store.db else {
+            let mut answers = Vec::with_capacity(done.len());
+            for (id, result) in done {
+                answers.push(self.succeed(*id, result).await?);
+            }
+            return Ok(answers);
+        };
+        let ids: Vec<Uuid> = done.iter().map(|(id, _)| *id).collect();
+        let first = first_places(&ids);
+        let unique = || done.iter().zip(&first).filter(|(_, first)| **first);
+        let (changed, deliveries): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(concat!(
+            "WITH input AS (\
+               SELECT * FROM unnest($1::uuid[], $2::jsonb[]) AS i(id, result)), \
+             changed AS (\
+               UPDATE generation_jobs j SET status = 'succeeded', result = i.result, \
+                 progress = 1, submit_started_at = NULL, finished_at = $3, updated_at = $3 \
+               FROM input i WHERE j.id = i.id AND j.status IN ",
+            live!(),
+            " RETURNING j.*), \
+             hist AS (INSERT INTO generation_job_events (job_id, at, status, message) \
+               SELECT id, updated_at, status, 'succeeded' FROM changed)",
+            crate::outbox::pg_job_event_ctes!("job.succeeded", "TRUE"),
+            crate::outbox::pg_batch_completion_ctes!(),
+            crate::outbox::pg_usage_cte!(),
+            " SELECT ARRAY(SELECT id FROM changed), \
+                     ARRAY(SELECT id FROM dl UNION ALL SELECT id FROM bdl)"
+        ))
+        .bind(unique().map(|((id, _), _)| *id).collect::<Vec<_>>())
+        .bind(
+            unique()
+                .map(|((_, result), _)| Json(*result))
+                .collect::<Vec<_>>(),
+        )
+        .bind(crate::now())
+        .fetch_one(pool)
+        .await?;
+        self.store.outbox().record(deliveries);
+        Ok(answers_in_order(&ids, &changed))
+    }
+
     /// A live job → `failed` with `error`; `attempt` is kept when higher
     /// than the stored count.
     pub async fn fail(
@@ -1757,6 +1942,29 @@ pub(crate) async fn sqlite_insert_rows(
 }
 
 /// An attempt number as the `INTEGER` column holds it.
+/// The history message of an accepted submit.
+fn accepted_message(provider_job_id: &str) -> String {
+    format!("accepted by the provider as {}", clip(provider_job_id, 200))
+}
+
+/// For each id, whether it is the first place the id appears: a batch statement takes
+/// each job once, and a later place of the same job answers `false`, as the second of two
+/// compare-and-sets would.
+fn first_places(ids: &[Uuid]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().map(|id| seen.insert(*id)).collect()
+}
+
+/// A batch statement's answer per id, in order: whether its row changed (`changed`, the
+/// ids it returned), at the id's first place only.
+fn answers_in_order(ids: &[Uuid], changed: &[Uuid]) -> Vec<bool> {
+    let changed: std::collections::HashSet<&Uuid> = changed.iter().collect();
+    ids.iter()
+        .zip(first_places(ids))
+        .map(|(id, first)| first && changed.contains(id))
+        .collect()
+}
+
 fn db_attempt(attempt: u32) -> i32 {
     i32::try_from(attempt).unwrap_or(i32::MAX)
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batcher;
 mod batches;
 mod budgets;
 mod connect;
@@ -11,10 +12,12 @@ mod outbox;
 mod projects;
 mod sessions;
 mod sql_types;
+mod step_batches;
 mod tokens;
 mod usage;
 mod webhooks;
 
+pub use batcher::{BatchAnswers, BatchLimits, Batcher};
 pub use batches::{Batch, BatchInserted, BatchRepo, NewBatch};
 pub use budgets::{BudgetCounter, BudgetRepo, Reserved, SpendScope, Standing, StoredLimit};
 pub use connect::{ConnectLink, ConnectRepo, MAX_RETURN_URLS, NewConnectLink};
@@ -25,12 +28,13 @@ pub use credentials::{
 pub use db::{Backend, SchemaStatus, Store, StoreOptions};
 pub use error::StoreError;
 pub use jobs::{
-    Cancelled, FallbackMove, Idempotency, Inserted, Job, JobEvent, JobFilter, JobRepo, NewJob,
-    PROGRESS_EVENT_EVERY, UsagePlan,
+    Accepted, Cancelled, FallbackMove, Idempotency, Inserted, Job, JobEvent, JobFilter, JobRepo,
+    NewJob, PROGRESS_EVENT_EVERY, UsagePlan,
 };
 pub use outbox::OutboxFeed;
 pub use projects::{Project, ProjectRepo, is_valid_project_name};
 pub use sessions::{Session, SessionRepo};
+pub use step_batches::{JobBatches, StepRead};
 pub use tokens::{ApiToken, NewToken, RevokeOutcome, TOKEN_PREFIX, TokenRepo};
 pub use usage::{CostBasis, JobUsage, UsageQuery, UsageRepo};
 pub use webhooks::{

@@ -63,13 +63,14 @@ impl OutboxFeed {
 /// The PostgreSQL CTEs that write job event `$event` for the rows of a preceding CTE
 /// `changed` (which must return `*` of `generation_jobs`) where `$when` holds (an SQL
 /// condition on `c`): the event with the job row as its data, and one delivery per
-/// subscribed enabled endpoint plus one for the job's `webhook_url`. Defines `dl`, the new
+/// subscribed enabled endpoint plus one for the job's `webhook_url`, for each changed job
+/// (`changed` may hold many: the worker's batched transitions). Defines `dl`, the new
 /// deliveries. Starts with a comma.
 macro_rules! pg_job_event_ctes {
     ($event:literal, $when:literal) => {
         concat!(
             ", targets AS (\
-               SELECT e.id AS endpoint_id, NULL::text AS url \
+               SELECT c.id AS job_id, e.id AS endpoint_id, NULL::text AS url \
                  FROM webhook_endpoints e JOIN changed c ON e.project_id = c.project_id \
                 WHERE ",
             $when,
@@ -78,7 +79,7 @@ macro_rules! pg_job_event_ctes {
             $event,
             " %' \
                UNION ALL \
-               SELECT NULL, c.request->>'webhook_url' FROM changed c \
+               SELECT c.id, NULL, c.request->>'webhook_url' FROM changed c \
                 WHERE ",
             $when,
             " AND c.request->>'webhook_url' IS NOT NULL), \
@@ -87,48 +88,51 @@ macro_rules! pg_job_event_ctes {
                SELECT c.project_id, '",
             $event,
             "', c.id, c.updated_at, to_jsonb(c) \
-                 FROM changed c WHERE EXISTS (SELECT 1 FROM targets) \
-               RETURNING id, project_id, occurred_at), \
+                 FROM changed c WHERE EXISTS (SELECT 1 FROM targets t WHERE t.job_id = c.id) \
+               RETURNING id, project_id, subject_id, occurred_at), \
              dl AS (\
                INSERT INTO webhook_deliveries \
                  (event_id, endpoint_id, url, project_id, status, next_attempt_at, created_at, \
                   updated_at) \
                SELECT ev.id, t.endpoint_id, t.url, ev.project_id, 'pending', ev.occurred_at, \
                       ev.occurred_at, ev.occurred_at \
-                 FROM ev CROSS JOIN targets t \
+                 FROM ev JOIN targets t ON t.job_id = ev.subject_id \
                RETURNING id)"
         )
     };
 }
 pub(crate) use pg_job_event_ctes;
 
-/// The PostgreSQL CTEs a job's final transition adds after [`pg_job_event_ctes`]: the
-/// job's batch counts one job less, under the batch row's lock, so of two transitions
+/// The PostgreSQL CTEs a final transition adds after [`pg_job_event_ctes`]: each batch
+/// counts off its jobs among the changed rows (grouped first: an `UPDATE … FROM` changes a
+/// row once however many rows it joins), under the batch row's lock, so of two transitions
 /// ending a batch's last two jobs at the same instant exactly one sees zero; that one sets
 /// `finished_at` and writes `batch.completed`. Defines `bdl`, its deliveries.
 macro_rules! pg_batch_completion_ctes {
     () => {
         ", bdec AS (\
-           UPDATE batches b SET remaining = b.remaining - 1, \
-                  finished_at = CASE WHEN b.remaining = 1 THEN c.updated_at ELSE b.finished_at END \
-             FROM changed c WHERE b.id = c.batch_id AND b.remaining > 0 \
+           UPDATE batches b SET remaining = b.remaining - LEAST(c.n, b.remaining), \
+                  finished_at = CASE WHEN b.remaining <= c.n THEN c.at ELSE b.finished_at END \
+             FROM (SELECT batch_id, count(*)::int AS n, max(updated_at) AS at FROM changed \
+                    WHERE batch_id IS NOT NULL GROUP BY batch_id) c \
+            WHERE b.id = c.batch_id AND b.remaining > 0 \
            RETURNING b.id, b.project_id, b.remaining, b.finished_at), \
          btargets AS (\
-           SELECT e.id AS endpoint_id FROM webhook_endpoints e JOIN bdec d \
+           SELECT d.id AS batch_id, e.id AS endpoint_id FROM webhook_endpoints e JOIN bdec d \
                ON e.project_id = d.project_id \
             WHERE d.remaining = 0 AND e.disabled_at IS NULL \
               AND e.events LIKE '% batch.completed %'), \
          bev AS (\
            INSERT INTO webhook_events (project_id, type, subject_id, occurred_at) \
            SELECT d.project_id, 'batch.completed', d.id, d.finished_at FROM bdec d \
-            WHERE d.remaining = 0 AND EXISTS (SELECT 1 FROM btargets) \
-           RETURNING id, project_id, occurred_at), \
+            WHERE d.remaining = 0 AND EXISTS (SELECT 1 FROM btargets t WHERE t.batch_id = d.id) \
+           RETURNING id, project_id, subject_id, occurred_at), \
          bdl AS (\
            INSERT INTO webhook_deliveries \
              (event_id, endpoint_id, project_id, status, next_attempt_at, created_at, updated_at) \
            SELECT bev.id, t.endpoint_id, bev.project_id, 'pending', bev.occurred_at, \
                   bev.occurred_at, bev.occurred_at \
-             FROM bev CROSS JOIN btargets t \
+             FROM bev JOIN btargets t ON t.batch_id = bev.subject_id \
            RETURNING id)"
     };
 }

@@ -76,7 +76,7 @@ impl Step<'_> {
             note: saved.note,
             provider_usage: usage,
         };
-        match self.pipeline.store.jobs().succeed(job.id, &result).await {
+        match self.pipeline.steps.succeed(job.id, &result).await {
             Ok(applied) => {
                 tracing::info!(bytes = result.bytes, "succeeded");
                 if applied {

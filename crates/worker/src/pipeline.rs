@@ -42,7 +42,7 @@ use byok_providers::fetch::ImageFetcher;
 use byok_providers::{Credentials, Registry, VideoProvider, open_credentials};
 use byok_queue::{Delivery, Disposition};
 use byok_ratelimit::RateLimiter;
-use byok_store::{Job, StepKey, Store, StoreError};
+use byok_store::{Job, JobBatches, StepKey, Store, StoreError};
 use byok_video_store::VideoStore;
 use uuid::Uuid;
 
@@ -71,6 +71,8 @@ pub struct PipelineSettings {
 /// which checked it at start.
 pub struct Pipeline {
     pub(crate) store: Store,
+    /// The step's reads and hot transitions, batched across steps (PostgreSQL).
+    pub(crate) steps: JobBatches,
     key_ring: Arc<KeyRing>,
     pub(crate) providers: Arc<Registry>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
@@ -130,6 +132,7 @@ impl Pipeline {
             settings,
         } = parts;
         Pipeline {
+            steps: JobBatches::start(&store),
             store,
             key_ring,
             providers,
@@ -151,7 +154,7 @@ impl Pipeline {
     pub async fn step(&self, job_id: Uuid, delivery: &Delivery) -> Next {
         let _in_flight = metrics().step_started();
         // The job and the user's key in one read: a step costs one query before its work.
-        let (job, key) = match self.store.jobs().get_for_step(job_id).await {
+        let (job, key) = match self.steps.get_for_step(job_id).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 tracing::warn!(job.id = %job_id, "queue item for a job that does not exist: dropped");

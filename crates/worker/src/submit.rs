@@ -128,7 +128,7 @@ impl Step<'_> {
         };
 
         let claimed_at = tokio::time::Instant::now();
-        match store.jobs().begin_submit(job.id).await {
+        match self.pipeline.steps.begin_submit(job.id).await {
             Ok(true) => {}
             Ok(false) => return (later(BUSY_RECHECK), false),
             Err(e) => return (self.store_trouble(&e), false),
@@ -150,7 +150,12 @@ impl Step<'_> {
                 let remote = submitted.provider_job_id;
                 // Recorded before anything else: from here on the job is polled,
                 // never submitted again, whatever happens to this worker.
-                match store.jobs().submitted(job.id, &remote, attempt).await {
+                match self
+                    .pipeline
+                    .steps
+                    .submitted(job.id, &remote, attempt)
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(provider_job_id = %remote, "submitted");
                         later(self.pacing.poll_interval)

@@ -35,7 +35,7 @@ fn new_job(user: Uuid, prompt: &str) -> NewJob {
     }
 }
 
-fn new_batch(n: usize, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewBatch {
+pub(crate) fn new_batch(n: usize, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewBatch {
     let user = Uuid::new_v4();
     NewBatch {
         project_id: DEFAULT_PROJECT_ID,
@@ -51,14 +51,14 @@ fn new_batch(n: usize, token: Option<Uuid>, idem: Option<(&str, u8)>) -> NewBatc
     }
 }
 
-async fn create(store: &Store, new: NewBatch) -> (Batch, Vec<Job>) {
+pub(crate) async fn create(store: &Store, new: NewBatch) -> (Batch, Vec<Job>) {
     match store.batches().create(new).await.unwrap() {
         BatchInserted::Created(batch, jobs) => (batch, jobs),
         other => panic!("expected a new batch, got {other:?}"),
     }
 }
 
-fn result() -> JobResult {
+pub(crate) fn result() -> JobResult {
     serde_json::from_value(json!({ "bytes": 10, "content_type": "video/mp4" })).unwrap()
 }
 
@@ -106,7 +106,7 @@ async fn execute(b: &Backend, sql: &'static str) {
     }
 }
 
-async fn endpoint(store: &Store, events: &[EventType]) -> Uuid {
+pub(crate) async fn endpoint(store: &Store, events: &[EventType]) -> Uuid {
     let id = Uuid::now_v7();
     store
         .webhooks()
@@ -124,7 +124,7 @@ async fn endpoint(store: &Store, events: &[EventType]) -> Uuid {
 }
 
 /// How many `batch.completed` events were written about `batch`.
-async fn completions(b: &Backend, batch: Uuid) -> i64 {
+pub(crate) async fn completions(b: &Backend, batch: Uuid) -> i64 {
     count(
         b,
         "SELECT count(*) FROM webhook_events WHERE type = 'batch.completed' AND subject_id = $1",

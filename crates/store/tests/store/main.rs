@@ -8,6 +8,7 @@ mod dashboard;
 mod job_events;
 mod jobs;
 mod schema;
+mod step_batches;
 mod tokens;
 mod upgrade;
 mod usage;
