@@ -125,6 +125,13 @@ async fn own_postgres() -> (String, Option<byok_testing::PostgresServer>) {
     )
 }
 
+/// mimalloc rather than glibc's allocator: `perf` on a running system put glibc's `malloc`
+/// and `free` at 14 % of the process's CPU (many small, short-lived allocations from
+/// requests, queue items and JSON, freed on other threads). The benchmarks run the system
+/// with the allocator the binary ships (docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
