@@ -1236,7 +1236,7 @@ impl<'a> JobRepo<'a> {
         .bind(ids)
         .fetch_all(pool)
         .await?;
-        Ok(answers_in_order(ids, &claimed))
+        Ok(answers_in_order(ids, &first_places(ids), &claimed))
     }
 
     /// [`Self::submitted`] for many accepted submits in one statement (with their history
@@ -1290,7 +1290,7 @@ impl<'a> JobRepo<'a> {
         .fetch_one(pool)
         .await?;
         self.store.outbox().record(deliveries);
-        Ok(answers_in_order(&ids, &changed))
+        Ok(answers_in_order(&ids, &first, &changed))
     }
 
     /// The operator's search (the dashboard's jobs page): jobs matching every filter set,
@@ -1651,7 +1651,7 @@ impl<'a> JobRepo<'a> {
         .fetch_one(pool)
         .await?;
         self.store.outbox().record(deliveries);
-        Ok(answers_in_order(&ids, &changed))
+        Ok(answers_in_order(&ids, &first, &changed))
     }
 
     /// A live job → `failed` with `error`; `attempt` is kept when higher
@@ -1972,12 +1972,12 @@ fn first_places(ids: &[Uuid]) -> Vec<bool> {
 }
 
 /// A batch statement's answer per id, in order: whether its row changed (`changed`, the
-/// ids it returned), at the id's first place only.
-fn answers_in_order(ids: &[Uuid], changed: &[Uuid]) -> Vec<bool> {
+/// ids it returned), at the id's first place only (`first`, from [`first_places`]).
+fn answers_in_order(ids: &[Uuid], first: &[bool], changed: &[Uuid]) -> Vec<bool> {
     let changed: std::collections::HashSet<&Uuid> = changed.iter().collect();
     ids.iter()
-        .zip(first_places(ids))
-        .map(|(id, first)| first && changed.contains(id))
+        .zip(first)
+        .map(|(id, first)| *first && changed.contains(id))
         .collect()
 }
 
