@@ -131,9 +131,13 @@ pub struct SavedVideo {
 impl Video {
     /// Writes this in-memory video (an inline output) to `dest`, replacing what is there.
     pub(crate) async fn save(&self, dest: &Path) -> Result<SavedVideo, byok_core::JobError> {
-        tokio::fs::write(dest, &self.bytes)
-            .await
-            .map_err(|e| write_error(dest, &e))?;
+        let (bytes, path) = (self.bytes.clone(), dest.to_owned());
+        tokio::task::spawn_blocking(move || {
+            std::io::Write::write_all(&mut crate::http::create_file(&path)?, &bytes)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| write_error(dest, &e))?;
         Ok(SavedVideo {
             size: self.bytes.len() as u64,
             content_type: self.content_type.clone(),

@@ -142,27 +142,34 @@ pub(crate) enum SaveError {
     Write(std::io::Error),
 }
 
-/// Streams a large body (a video) into `dest` (created, or truncated), up to `limit`
-/// bytes: the counterpart of [`read_limited`] that never holds the body in memory. On an
-/// error `dest` may hold part of the body; the caller removes it.
+/// Bytes of a download gathered in memory before they are written: a body this size or
+/// smaller (most outputs of the simulator, previews, short clips) is written with one
+/// blocking call that creates the file and writes it; a larger one goes out in blocks of
+/// this size. Each blocking call is a hand-off to Tokio's blocking pool and back, which
+/// costs more than the write of a small block itself.
+const WRITE_BLOCK: usize = 256 * 1024;
+
+/// Streams a large body (a video) into `dest` (created, or truncated; its directory is
+/// made when missing), up to `limit` bytes: the counterpart of [`read_limited`] that never
+/// holds more than [`WRITE_BLOCK`] of the body in memory. On an error `dest` may hold part
+/// of the body; the caller removes it.
 pub(crate) async fn save_limited(
     mut response: reqwest::Response,
     limit: usize,
     dest: &std::path::Path,
 ) -> Result<Saved, SaveError> {
-    use tokio::io::AsyncWriteExt as _;
     if response
         .content_length()
         .is_some_and(|len| len > limit as u64)
     {
         return Err(SaveError::TooLarge);
     }
-    let file = tokio::fs::File::create(dest)
-        .await
-        .map_err(SaveError::Write)?;
-    // Chunks are a few KiB each; writing them one by one would cost a blocking-pool round
-    // trip each.
-    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let expected = response
+        .content_length()
+        .map_or(WRITE_BLOCK, |len| (len as usize).min(WRITE_BLOCK));
+    let mut block = Vec::with_capacity(expected);
+    // Opened when the first block is written: a small body is one blocking call in all.
+    let mut file: Option<std::fs::File> = None;
     let mut size: u64 = 0;
     let mut head = Vec::with_capacity(8);
     while let Some(chunk) = response.chunk().await.map_err(SaveError::Read)? {
@@ -173,11 +180,53 @@ pub(crate) async fn save_limited(
             let take = (8 - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..take]);
         }
-        out.write_all(&chunk).await.map_err(SaveError::Write)?;
         size += chunk.len() as u64;
+        block.extend_from_slice(&chunk);
+        if block.len() >= WRITE_BLOCK {
+            (file, block) = write_block(file, dest, block).await?;
+        }
     }
-    out.flush().await.map_err(SaveError::Write)?;
+    if file.is_none() || !block.is_empty() {
+        write_block(file, dest, block).await?;
+    }
     Ok(Saved { size, head })
+}
+
+/// Writes `block` to `file` (created at `dest` when `None`) on the blocking pool; returns
+/// the file and the emptied block, to be filled again.
+async fn write_block(
+    file: Option<std::fs::File>,
+    dest: &std::path::Path,
+    mut block: Vec<u8>,
+) -> Result<(Option<std::fs::File>, Vec<u8>), SaveError> {
+    use std::io::Write as _;
+    let dest = dest.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut file = match file {
+            Some(file) => file,
+            None => create_file(&dest)?,
+        };
+        file.write_all(&block)?;
+        block.clear();
+        Ok((Some(file), block))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(SaveError::Write)
+}
+
+/// Creates (or truncates) the file `dest`, making its directory first when it is missing
+/// (a scratch directory removed while the worker runs). Blocking.
+pub(crate) fn create_file(dest: &std::path::Path) -> std::io::Result<std::fs::File> {
+    match std::fs::File::create(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::File::create(dest)
+        }
+        created => created,
+    }
 }
 
 /// Whether `bytes` start like an ISO base media file (MP4): a box size, then `ftyp`. For

@@ -221,6 +221,12 @@ fn file_name(job_id: Uuid) -> String {
     format!("{job_id}.mp4")
 }
 
+/// Which side of a move into the directory failed.
+enum Moving {
+    Source(std::io::Error),
+    Target(std::io::Error),
+}
+
 impl LocalDir {
     fn path_of(&self, job_id: Uuid) -> PathBuf {
         self.dir.join(file_name(job_id))
@@ -231,15 +237,21 @@ impl LocalDir {
         // A source in this directory (see `VideoStore::scratch_dir`) is moved into place: one
         // rename, no copy. Like every write here it is not fsynced: a machine crash right after
         // may lose a video whose job reads succeeded (object storage has no such window).
+        // Its size and the rename in one blocking call (each call is a hand-off to the
+        // blocking pool and back).
         if source.parent() == Some(self.dir.as_path()) {
-            let size = tokio::fs::metadata(source)
-                .await
-                .map_err(|e| VideoStoreError::source(source, e))?
-                .len();
-            return tokio::fs::rename(source, &target)
-                .await
-                .map(|()| size)
-                .map_err(|e| io_error("storing the video", &target.display(), &e));
+            let (from, to) = (source.to_owned(), target.clone());
+            let moved = tokio::task::spawn_blocking(move || {
+                let size = std::fs::metadata(&from).map_err(Moving::Source)?.len();
+                std::fs::rename(&from, &to).map_err(Moving::Target)?;
+                Ok(size)
+            })
+            .await
+            .unwrap_or_else(|e| Err(Moving::Target(std::io::Error::other(e))));
+            return moved.map_err(|e| match e {
+                Moving::Source(e) => VideoStoreError::source(source, e),
+                Moving::Target(e) => io_error("storing the video", &target.display(), &e),
+            });
         }
         let from = tokio::fs::File::open(source)
             .await

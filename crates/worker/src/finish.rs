@@ -19,10 +19,7 @@ impl Step<'_> {
         // memory; the store then takes it from there (uploaded in parts to
         // object storage). The file is removed however this step ends.
         let scratch = self.pipeline.videos.scratch_dir();
-        let download = match Download::create(scratch, job.id).await {
-            Ok(download) => download,
-            Err(e) => return self.our_trouble("could not create the download file", &e),
-        };
+        let mut download = Download::new(scratch, job.id);
         let fetched = metrics()
             .time_call(
                 self.provider,
@@ -64,6 +61,8 @@ impl Step<'_> {
             }
             Err(e) => return self.our_trouble("could not store the video", &e),
         }
+        // A local store renamed the file into place; object storage took a copy.
+        download.moved = scratch.is_some();
         drop(download);
         let result = JobResult {
             provider_urls: match output {
@@ -109,22 +108,23 @@ impl Step<'_> {
 /// A download's local file, `.<job id>.<random>.partial` in the store's
 /// scratch directory (the video directory of a local store, so the video is
 /// renamed into place rather than copied) or in `<temp dir>/byok-downloads`;
-/// removed when dropped if still there. The random part keeps two deliveries
-/// of one job (a duplicate, a worker that lost its lease) out of each
-/// other's file.
+/// removed when dropped unless the store moved it. The adapter creates it (and
+/// the directory, when missing). The random part keeps two deliveries of one
+/// job (a duplicate, a worker that lost its lease) out of each other's file.
 struct Download {
     path: PathBuf,
+    /// Renamed into the store: nothing left to remove.
+    moved: bool,
 }
 
 impl Download {
-    async fn create(scratch: Option<&Path>, job_id: Uuid) -> std::io::Result<Download> {
+    fn new(scratch: Option<&Path>, job_id: Uuid) -> Download {
         let dir = match scratch {
             Some(dir) => dir.to_owned(),
             None => std::env::temp_dir().join("byok-downloads"),
         };
-        tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join(format!(".{job_id}.{}.partial", Uuid::new_v4().simple()));
-        Ok(Download { path })
+        Download { path, moved: false }
     }
 
     fn path(&self) -> &Path {
@@ -134,8 +134,9 @@ impl Download {
 
 impl Drop for Download {
     fn drop(&mut self) {
-        // Gone already when the adapter failed before creating it, or when the
-        // store moved it into place.
-        let _ = std::fs::remove_file(&self.path);
+        // Gone already when the adapter failed before creating it.
+        if !self.moved {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

@@ -771,6 +771,47 @@ async fn the_output_is_downloaded_without_credentials() {
     assert_eq!(request.url.query(), Some("_jwt=SIGNED"));
 }
 
+/// A video of several write blocks (256 KiB each) lands whole, in a directory made for it:
+/// the worker's scratch directory may have been removed while it ran.
+#[tokio::test]
+async fn a_video_of_many_blocks_is_written_whole_into_a_directory_made_for_it() {
+    let mp4 = fake_mp4(700 * 1024 + 13);
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        "GET",
+        "/cdn/big.mp4",
+        ResponseTemplate::new(200).set_body_raw(mp4.clone(), "video/mp4"),
+    )
+    .await;
+    let (adapter, credentials) = runway(&registry(&server.uri()));
+    let output = VideoOutput::Urls(vec![format!("{}/cdn/big.mp4", server.uri())]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("gone").join("again").join("video.mp4");
+    let saved = adapter
+        .fetch_output(&credentials, &output, &dest)
+        .await
+        .expect("downloaded");
+    assert_eq!(saved.size, mp4.len() as u64);
+    assert_eq!(std::fs::read(&dest).unwrap(), mp4);
+
+    // A second download into the same file replaces it: a shorter video leaves nothing behind.
+    let short = fake_mp4(1000);
+    server.reset().await;
+    mount(
+        &server,
+        "GET",
+        "/cdn/big.mp4",
+        ResponseTemplate::new(200).set_body_raw(short.clone(), "video/mp4"),
+    )
+    .await;
+    adapter
+        .fetch_output(&credentials, &output, &dest)
+        .await
+        .expect("downloaded again");
+    assert_eq!(std::fs::read(&dest).unwrap(), short);
+}
+
 #[tokio::test]
 async fn output_content_types_are_checked_leniently() {
     let mp4 = fake_mp4(100);
