@@ -17,7 +17,8 @@ impl Step<'_> {
         let job = self.job;
         // The video goes to a local file first, streamed, never whole in
         // memory; the store then takes it from there (uploaded in parts to
-        // object storage). The file is removed however this step ends.
+        // object storage, renamed into place in a local directory). Whatever
+        // the store did not move is removed however this step ends.
         let scratch = self.pipeline.videos.scratch_dir();
         let mut download = Download::new(scratch, job.id);
         let fetched = metrics()
