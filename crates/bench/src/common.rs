@@ -1,7 +1,7 @@
 //! What the benchmarks share: scratch databases and Redis namespaces,
 //! process CPU and memory readings, statistics, progress and logs.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection as _, Executor as _, PgConnection};
@@ -14,6 +14,39 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 #[allow(clippy::print_stderr)]
 pub fn progress(line: &str) {
     eprintln!("{line}");
+}
+
+/// The directories of finished runs (their videos, SQLite files), removed when the program
+/// ends rather than when each run ends. On an ext4 file system without a journal (this
+/// project's benchmark machine), the kernel will not hand out an inode freed in the last
+/// 60 s (6 min while its inode block is dirty) and checks every such inode of the group
+/// before it creates a file: right after a run removed its 20,000 videos, the next run's
+/// file creations took 30 % of this process's CPU (`perf`: `__ext4_new_inode` →
+/// `recently_deleted`), a third of the next figure lost to the cleanup of the run before.
+/// One run must not be measured with the cost of the previous one's cleanup.
+static FINISHED_RUN_DIRS: Mutex<Vec<tempfile::TempDir>> = Mutex::new(Vec::new());
+
+/// Keeps `dir` until [`RemoveFinishedRunsAtExit`] is dropped.
+pub fn remove_at_exit(dir: tempfile::TempDir) {
+    FINISHED_RUN_DIRS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(dir);
+}
+
+/// Removes the directories given to [`remove_at_exit`] when dropped: held by `main`, so
+/// they go when the program ends, by an error too.
+pub struct RemoveFinishedRunsAtExit;
+
+impl Drop for RemoveFinishedRunsAtExit {
+    fn drop(&mut self) {
+        let dirs = std::mem::take(
+            &mut *FINISHED_RUN_DIRS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        drop(dirs);
+    }
 }
 
 type LogHandle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;

@@ -135,6 +135,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Declared first, so dropped last: after the server below has stopped.
+    let _finished_runs = common::RemoveFinishedRunsAtExit;
     // Kept until the end: dropping it stops the benchmark's own server.
     let (database_url, _own_server) = match cli.database.clone().or_else(|| {
         std::env::var("DATABASE_URL")

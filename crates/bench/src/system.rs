@@ -94,7 +94,9 @@ pub struct System {
     db: Option<ScratchDb>,
     namespace: String,
     redis_url: String,
-    _dir: tempfile::TempDir,
+    /// Videos and the SQLite file: removed when the program ends
+    /// ([`crate::common::remove_at_exit`]).
+    dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for System {
@@ -355,7 +357,7 @@ impl System {
             db,
             namespace,
             redis_url: bench.redis_url.clone(),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -392,6 +394,7 @@ impl System {
             // `{ns}…` and the webhook deliveries' queue, `{ns.webhooks}…`.
             delete_matching(&self.redis_url, &format!("{{{}*", self.namespace)).await?;
         }
+        crate::common::remove_at_exit(self.dir);
         served?;
         worked?;
         Ok(())
