@@ -1,16 +1,21 @@
-//! The two writes of `POST /v1/jobs`, batched across requests.
+//! The writes of `POST /v1/jobs`, batched across requests.
 //!
 //! Each enqueue stores its job (a durable write, with an entry saying its push
-//! is not confirmed yet) and, once the id is pushed to the queue, deletes that
-//! entry (another; the job row is not written again). Measured with
-//! `byok-bench enqueue`, those writes, one statement and one commit per
-//! request, were the route's bound: PostgreSQL's CPU, not the HTTP stack.
-//! The inserts go through a `byok_store::Batcher` (no timer: what concurrent
-//! requests want written when a writer is free becomes one statement); the
-//! marks through a task of their own below, since nobody waits for them.
+//! is not confirmed yet), pushes its work item to the queue and, once the push
+//! is confirmed, deletes that entry (another write; the job row is not written
+//! again). Measured with `byok-bench enqueue`, those writes, one statement and
+//! one commit per request, were the route's bound: PostgreSQL's CPU, not the
+//! HTTP stack. The inserts go through a `byok_store::Batcher` (no timer: what
+//! concurrent requests want written when a writer is free becomes one
+//! statement), and the batch's new jobs are pushed right after it, in one call
+//! to the queue (one script per partition rather than one per request); the
+//! marks go through a task of their own below, since nobody waits for them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use byok_core::JobItem;
+use byok_queue::Producer;
 use byok_store::{BatchLimits, Batcher, Inserted, NewJob, Store};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -35,16 +40,22 @@ const MAX_BATCH: usize = 512;
 /// writing while the next batch forms.
 const INSERT_WRITERS: usize = 2;
 
-/// Stores new jobs, many per statement.
+/// Whether a new job's work item reached the queue: `Err` says why not (the job is stored
+/// and the sweeper pushes it later).
+pub(crate) type Pushed = Result<(), String>;
+
+/// Stores new jobs, many per statement, and pushes the new ones' work items.
 #[derive(Debug, Clone)]
 pub(crate) struct JobInserts {
     /// `None` outside a Tokio runtime: every job is inserted by its caller.
-    batcher: Option<Arc<Batcher<NewJob, Inserted>>>,
+    batcher: Option<Arc<Batcher<NewJob, (Inserted, Pushed)>>>,
     store: Store,
+    producer: Producer<JobItem>,
+    push_timeout: Duration,
 }
 
 impl JobInserts {
-    pub(crate) fn start(store: Store) -> Self {
+    pub(crate) fn start(store: Store, producer: Producer<JobItem>, push_timeout: Duration) -> Self {
         let limits = BatchLimits {
             writers: INSERT_WRITERS,
             max_batch: MAX_BATCH,
@@ -54,31 +65,94 @@ impl JobInserts {
         // cause fails alone; running the insert again is safe, since a job already stored
         // under its idempotency key is found, not stored twice. When the database is
         // unreachable, perhaps after committing, every requester hears of it instead.
-        let batcher = Batcher::start(&store, limits, |store, jobs: Arc<Vec<NewJob>>| async move {
-            let answers = store.jobs().insert_many(&jobs).await;
-            if let Err(e) = &answers
-                && e.is_unavailable()
-            {
-                tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
+        let pushing = producer.clone();
+        let batcher = Batcher::start(&store, limits, move |store, jobs: Arc<Vec<NewJob>>| {
+            let producer = pushing.clone();
+            async move {
+                let answers = store.jobs().insert_many(&jobs).await;
+                if let Err(e) = &answers
+                    && e.is_unavailable()
+                {
+                    tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
+                }
+                let answers = answers?;
+                // Pushed only once the insert committed: a worker that takes the item reads
+                // the row. A replayed or conflicting request's job is not pushed again.
+                let created: Vec<Uuid> = answers
+                    .iter()
+                    .filter_map(|answer| match answer {
+                        Ok(Inserted::Created(job)) => Some(job.id),
+                        _ => None,
+                    })
+                    .collect();
+                let pushed = push_all(&producer, &created, push_timeout).await;
+                Ok(answers
+                    .into_iter()
+                    .map(|answer| {
+                        answer.map(|inserted| {
+                            let pushed = match inserted {
+                                Inserted::Created(_) => pushed.clone(),
+                                Inserted::Replayed(_) | Inserted::Conflict(_) => Ok(()),
+                            };
+                            (inserted, pushed)
+                        })
+                    })
+                    .collect())
             }
-            answers
         });
         Self {
             batcher: batcher.map(Arc::new),
             store,
+            producer,
+            push_timeout,
         }
     }
 
-    /// What [`byok_store::JobRepo::insert`] does, in a batch with other
-    /// requests' jobs; errors as the API answers them.
-    pub(crate) async fn insert(&self, job: NewJob) -> Result<Inserted, ApiError> {
+    /// What [`byok_store::JobRepo::insert`] does, in a batch with other requests' jobs,
+    /// and for a job it created, whether its work item was pushed; errors as the API
+    /// answers them.
+    pub(crate) async fn insert(&self, job: NewJob) -> Result<(Inserted, Pushed), ApiError> {
         let inserted = match &self.batcher {
             Some(batcher) => batcher.run(job).await,
-            None => self.store.jobs().insert(&job).await,
+            None => match self.store.jobs().insert(&job).await {
+                Ok(inserted) => {
+                    let pushed = match &inserted {
+                        Inserted::Created(created) => {
+                            push_all(&self.producer, &[created.id], self.push_timeout).await
+                        }
+                        Inserted::Replayed(_) | Inserted::Conflict(_) => Ok(()),
+                    };
+                    Ok((inserted, pushed))
+                }
+                Err(e) => Err(e),
+            },
         };
         // A batch that got no answer (the process is stopping mid-write) is unavailable
         // too: a 503, which a producer retries with its Idempotency-Key.
         inserted.map_err(|e| ApiError::store(&e))
+    }
+}
+
+/// Pushes the work items of `jobs` in one call to the queue (none when empty).
+pub(crate) async fn push_all(
+    producer: &Producer<JobItem>,
+    jobs: &[Uuid],
+    timeout: Duration,
+) -> Pushed {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = jobs.iter().map(Uuid::to_string).collect();
+    let items: Vec<JobItem> = jobs.iter().map(|&job_id| JobItem { job_id }).collect();
+    match tokio::time::timeout(
+        timeout,
+        producer.push_bulk(ids.iter().map(String::as_str).zip(&items)),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
     }
 }
 

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::batch::Pushed;
 use crate::error::{ApiError, ApiErrorCode};
 use crate::extract::{ApiJson, JobPath, UserPath};
 
@@ -132,16 +133,16 @@ pub(crate) async fn create(
         usage,
     };
     let inserted = state.job_inserts().insert(new).await;
-    let job = match inserted {
-        Ok(Inserted::Created(job)) => job,
-        Ok(Inserted::Replayed(job)) => {
+    let (job, pushed) = match inserted {
+        Ok((Inserted::Created(job), pushed)) => (job, pushed),
+        Ok((Inserted::Replayed(job), _)) => {
             let mut response = accepted(job);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(response);
         }
-        Ok(Inserted::Conflict(job)) => {
+        Ok((Inserted::Conflict(job), _)) => {
             return Err(ApiError::new(
                 ApiErrorCode::Conflict,
                 "this Idempotency-Key was already used with a different request",
@@ -151,7 +152,7 @@ pub(crate) async fn create(
         Err(e) => return Err(e),
     };
 
-    push_new(&state, &job).await?;
+    pushed_or_503(&state, &job, pushed).await?;
     tracing::info!(job.id = %job.id, provider = %provider, user.id = %job.user_id, "job enqueued");
     byok_metrics::metrics().job_enqueued(provider);
     Ok(accepted(job))
@@ -161,38 +162,31 @@ pub(crate) async fn create(
 /// background, batched). When the queue does not answer, the job stays stored and the
 /// sweeper pushes it later: the caller is told so (503 naming the job).
 pub(crate) async fn push_new(state: &AppState, job: &Job) -> Result<(), ApiError> {
-    let setup = state.jobs();
-    let item = JobItem { job_id: job.id };
-    let pushed = tokio::time::timeout(
-        PUSH_TIMEOUT,
-        setup
-            .producer
-            .push(&job.id.to_string(), &item, Duration::ZERO),
-    )
-    .await;
+    let pushed = crate::batch::push_all(&state.jobs().producer, &[job.id], PUSH_TIMEOUT).await;
+    pushed_or_503(state, job, pushed).await
+}
+
+/// After the push of a new job's work item: marks the job enqueued, or answers 503 naming it.
+async fn pushed_or_503(state: &AppState, job: &Job, pushed: Pushed) -> Result<(), ApiError> {
     match pushed {
-        Ok(Ok(())) => {
+        Ok(()) => {
             // Written in the background, batched with other requests'. If
             // it is lost the sweeper pushes the job once more, which is
             // harmless: every step is a compare-and-set on the row.
             state.enqueued_marks().mark(job.id).await;
+            Ok(())
         }
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no answer within {} s", PUSH_TIMEOUT.as_secs()),
-            };
+        Err(why) => {
             tracing::warn!(job.id = %job.id, error = %why, "queue push failed; the sweeper will push the job");
-            return Err(ApiError::new(
+            Err(ApiError::new(
                 ApiErrorCode::ServiceUnavailable,
                 "the job was stored but the queue is unavailable; it will be queued automatically \
                  within a minute. Retry with the same Idempotency-Key to get this job rather than \
                  create another",
             )
-            .with_details(json!({ "job_id": job.id })));
+            .with_details(json!({ "job_id": job.id })))
         }
     }
-    Ok(())
 }
 
 /// What already passed [`check_job`] for one request: checks whose answer cannot differ

@@ -168,7 +168,11 @@ impl AppState {
             videos,
         };
         Self {
-            job_inserts: JobInserts::start(store.clone()),
+            job_inserts: JobInserts::start(
+                store.clone(),
+                jobs.producer.clone(),
+                jobs::PUSH_TIMEOUT,
+            ),
             enqueued_marks: EnqueuedMarks::start(store.clone()),
             jobs: Arc::new(jobs),
             inner: Arc::new(Inner {

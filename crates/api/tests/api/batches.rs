@@ -11,7 +11,7 @@ use crate::{TestApi, apis, error_code, send, sqlite_api, sqlite_api_with};
 
 const KEY: &str = "key_aaaa0000111122223333444455556666777788889999aaaabbbbccccddddeeee";
 
-fn job(user: Uuid, prompt: &str) -> Value {
+pub(crate) fn job(user: Uuid, prompt: &str) -> Value {
     json!({
         "user_id": user,
         "provider": "runway",
@@ -22,7 +22,7 @@ fn job(user: Uuid, prompt: &str) -> Value {
 }
 
 /// Stores `user`'s Runway key in the default project, unchecked.
-async fn put_key(api: &TestApi, user: Uuid) {
+pub(crate) async fn put_key(api: &TestApi, user: Uuid) {
     let path = format!("/v1/users/{user}/providers/runway/credentials");
     let body = json!({ "credentials": { "api_key": KEY }, "validate": false });
     let (status, body) = api.put_json(&path, &body).await;
@@ -397,17 +397,23 @@ async fn another_projects_batch_is_a_missing_one() {
     assert_eq!(rows(&api, "batches").await, 1);
 }
 
-#[tokio::test]
-async fn a_queue_failure_after_storing_answers_503_with_the_batch() {
-    // A Redis queue of the test's own, which the test then stops.
-    let Some(redis) = byok_testing::spawn_redis(&[]) else {
-        return;
-    };
+/// An API whose queue (a Redis of the test's own) stopped after it started, and a user with a
+/// key. `None` without `redis-server`.
+pub(crate) async fn api_whose_queue_stopped() -> Option<(TestApi, Uuid)> {
+    let redis = byok_testing::spawn_redis(&[])?;
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let api = sqlite_api_with(|s| s.queue.url = secrecy::SecretString::from(url)).await;
     let user = Uuid::new_v4();
     put_key(&api, user).await;
     drop(redis);
+    Some((api, user))
+}
+
+#[tokio::test]
+async fn a_queue_failure_after_storing_answers_503_with_the_batch() {
+    let Some((api, user)) = api_whose_queue_stopped().await else {
+        return;
+    };
     let body = json!({ "jobs": [job(user, "a"), job(user, "b")] });
     let (status, body) = json_of(post_batch(&api, &body, Some("retry-me")).await).await;
     assert_eq!(

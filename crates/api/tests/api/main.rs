@@ -7,6 +7,7 @@ mod connect;
 mod credentials;
 mod dashboard;
 mod edge;
+mod enqueue;
 mod errors;
 mod fallbacks;
 mod health;
