@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use byok_core::JobItem;
 use byok_queue::Producer;
-use byok_store::{BatchLimits, Batcher, Inserted, NewJob, Store};
+use byok_store::{BatchAnswers, BatchLimits, Batcher, Inserted, NewJob, Store, StoreError};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -68,37 +68,7 @@ impl JobInserts {
         let pushing = producer.clone();
         let batcher = Batcher::start(&store, limits, move |store, jobs: Arc<Vec<NewJob>>| {
             let producer = pushing.clone();
-            async move {
-                let answers = store.jobs().insert_many(&jobs).await;
-                if let Err(e) = &answers
-                    && e.is_unavailable()
-                {
-                    tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
-                }
-                let answers = answers?;
-                // Pushed only once the insert committed: a worker that takes the item reads
-                // the row. A replayed or conflicting request's job is not pushed again.
-                let created: Vec<Uuid> = answers
-                    .iter()
-                    .filter_map(|answer| match answer {
-                        Ok(Inserted::Created(job)) => Some(job.id),
-                        _ => None,
-                    })
-                    .collect();
-                let pushed = push_all(&producer, &created, push_timeout).await;
-                Ok(answers
-                    .into_iter()
-                    .map(|answer| {
-                        answer.map(|inserted| {
-                            let pushed = match inserted {
-                                Inserted::Created(_) => pushed.clone(),
-                                Inserted::Replayed(_) | Inserted::Conflict(_) => Ok(()),
-                            };
-                            (inserted, pushed)
-                        })
-                    })
-                    .collect())
-            }
+            async move { insert_and_push(&store, &producer, push_timeout, &jobs).await }
         });
         Self {
             batcher: batcher.map(Arc::new),
@@ -114,23 +84,63 @@ impl JobInserts {
     pub(crate) async fn insert(&self, job: NewJob) -> Result<(Inserted, Pushed), ApiError> {
         let inserted = match &self.batcher {
             Some(batcher) => batcher.run(job).await,
-            None => match self.store.jobs().insert(&job).await {
-                Ok(inserted) => {
-                    let pushed = match &inserted {
-                        Inserted::Created(created) => {
-                            push_all(&self.producer, &[created.id], self.push_timeout).await
-                        }
-                        Inserted::Replayed(_) | Inserted::Conflict(_) => Ok(()),
-                    };
-                    Ok((inserted, pushed))
-                }
-                Err(e) => Err(e),
-            },
+            None => insert_and_push(
+                &self.store,
+                &self.producer,
+                self.push_timeout,
+                std::slice::from_ref(&job),
+            )
+            .await
+            .and_then(|answers| {
+                answers
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Err(StoreError::Invalid("an insert gave no answer")))
+            }),
         };
         // A batch that got no answer (the process is stopping mid-write) is unavailable
         // too: a 503, which a producer retries with its Idempotency-Key.
         inserted.map_err(|e| ApiError::store(&e))
     }
+}
+
+/// Stores `jobs` in one statement, then pushes the ones it created in one call to the queue:
+/// an answer per job, in order, with whether its push went through.
+async fn insert_and_push(
+    store: &Store,
+    producer: &Producer<JobItem>,
+    push_timeout: Duration,
+    jobs: &[NewJob],
+) -> BatchAnswers<(Inserted, Pushed)> {
+    let answers = store.jobs().insert_many(jobs).await;
+    if let Err(e) = &answers
+        && e.is_unavailable()
+    {
+        tracing::warn!(jobs = jobs.len(), error = %e, "new jobs may not be stored");
+    }
+    let answers = answers?;
+    // Pushed only once the insert committed: a worker that takes the item reads the row. A
+    // replayed or conflicting request's job is not pushed again.
+    let created: Vec<Uuid> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Ok(Inserted::Created(job)) => Some(job.id),
+            _ => None,
+        })
+        .collect();
+    let pushed = push_all(producer, &created, push_timeout).await;
+    Ok(answers
+        .into_iter()
+        .map(|answer| {
+            answer.map(|inserted| {
+                let pushed = match inserted {
+                    Inserted::Created(_) => pushed.clone(),
+                    Inserted::Replayed(_) | Inserted::Conflict(_) => Ok(()),
+                };
+                (inserted, pushed)
+            })
+        })
+        .collect())
 }
 
 /// Pushes the work items of `jobs` in one call to the queue (none when empty).
